@@ -1,0 +1,14 @@
+"""Built-in metrics (spec/metrics.md), registered through the `unlearnkit` entry point."""
+
+from unlearnkit.hookspecs import hookimpl
+
+from .accuracy import ACCURACY_METRICS
+from .divergence import DIVERGENCE_METRICS
+from .membership import MEMBERSHIP_METRICS
+from .runtime import RUNTIME_METRICS
+
+
+@hookimpl
+def register_metrics(register):
+    for cls in (*ACCURACY_METRICS, *MEMBERSHIP_METRICS, *DIVERGENCE_METRICS, *RUNTIME_METRICS):
+        register(cls)

@@ -1,0 +1,73 @@
+"""Membership-inference attacks on the forget set: ``mia`` (paper) and ``mia_efficacy`` (SalUn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unlearnkit.api import Metric
+from unlearnkit.evaluation import Evaluation
+
+
+def entropy(probs: torch.Tensor) -> np.ndarray:
+    """H(p) = -sum_k p_k log p_k per row (natural log, 0 log 0 = 0)."""
+    p = probs.double()
+    return (-torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(1)).numpy()
+
+
+def entropy_attack(members: np.ndarray, non_members: np.ndarray, targets: np.ndarray) -> float:
+    """Fit a balanced logistic regression on one feature; fraction of ``targets`` called members."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([members, non_members]).reshape(-1, 1)
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
+    clf = LogisticRegression(class_weight="balanced", solver="lbfgs", max_iter=1000)
+    clf.fit(x, y)
+    return float(clf.predict(targets.reshape(-1, 1)).mean())
+
+
+class PaperMIA(Metric):
+    """MIA as in the Bad Teacher / SSD / LoTUS code: feature = softmax entropy; logistic regression
+    (class_weight="balanced") fitted on D_r (members) vs test ∪ unseen (non-members), refit for every
+    model; value = fraction of D_f predicted member. Direction: closer to retrain."""
+
+    name = "mia"
+    summary = "Entropy-based logistic-regression MIA: fraction of D_f called member (closer to retrain)."
+    direction = "closer_to_retrain"
+
+    def compute(self, ev: Evaluation) -> float:
+        members = entropy(ev.probs("unlearned", "retain"))
+        non_members = np.concatenate([entropy(ev.probs("unlearned", "test")), entropy(ev.probs("unlearned", "unseen"))])
+        return entropy_attack(members, non_members, entropy(ev.probs("unlearned", "forget")))
+
+
+def true_class_confidence(probs: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return probs.double().gather(1, labels.view(-1, 1)).squeeze(1).numpy()
+
+
+class MIAEfficacy(Metric):
+    """SalUn's MIA-Efficacy: SVC (rbf, C=3) on the true-class confidence, fitted on D_r (members) vs
+    test (non-members), equal numbers of each (D_r subsampled, seeded); value = fraction of D_f
+    predicted *non-member*. Direction: closer to retrain."""
+
+    name = "mia_efficacy"
+    summary = "SalUn MIA-Efficacy: SVC on confidence, fraction of D_f called non-member (closer to retrain)."
+    direction = "closer_to_retrain"
+
+    def compute(self, ev: Evaluation) -> float:
+        from sklearn.svm import SVC
+
+        members = true_class_confidence(ev.probs("unlearned", "retain"), ev.labels("retain"))
+        non_members = true_class_confidence(ev.probs("unlearned", "test"), ev.labels("test"))
+        n = min(len(members), len(non_members))
+        rng = np.random.default_rng(ev.ctx.seed)
+        members = members[rng.choice(len(members), size=n, replace=False)]
+        x = np.concatenate([members, non_members[:n]]).reshape(-1, 1)
+        y = np.concatenate([np.ones(n), np.zeros(n)])
+        clf = SVC(C=3, kernel="rbf", gamma="auto")
+        clf.fit(x, y)
+        targets = true_class_confidence(ev.probs("unlearned", "forget"), ev.labels("forget")).reshape(-1, 1)
+        return float(1.0 - clf.predict(targets).mean())
+
+
+MEMBERSHIP_METRICS = (PaperMIA, MIAEfficacy)

@@ -1,0 +1,62 @@
+"""What a method gets besides the model and the data: device, seed, autocast, progress, and a
+factory for a freshly initialised network of the same architecture (Bad Teacher needs one)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from unlearnkit.api import Setting
+from unlearnkit.progress import SILENT, Reporter
+
+T = TypeVar("T")
+
+
+@dataclass
+class UnlearnContext:
+    device: torch.device
+    seed: int
+    setting: Setting
+    num_classes: int
+    model_factory: Callable[[], nn.Module]
+    forget_class: int | None = None
+    reporter: Reporter = field(default_factory=lambda: SILENT)
+    channels_last: bool = False
+    method: str = ""
+    gold_standard: Callable[[], tuple[nn.Module, float]] | None = None  # the retrained model and its time
+
+    def retrained(self) -> tuple[nn.Module, float]:
+        """The cached gold standard (model, training seconds): what the `retrain` row reports."""
+        if self.gold_standard is None:
+            raise RuntimeError("this run has no retrained model")
+        return self.gold_standard()
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh generator on the device, seeded from the run seed (plus ``offset``)."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed * 1_000_003 + offset)
+        return gen
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA; full precision on CPU (bit-identical reruns, no slow bf16 CPU)."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def new_model(self) -> nn.Module:
+        """A randomly initialised network with the original's architecture, on the device."""
+        return self.prepare(self.model_factory())
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        return self.reporter.track(iterable, total=total, description=f"{self.method}: {description}".strip(": "))

@@ -1,0 +1,164 @@
+"""Forget / retain / unseen / test index sets, exactly as the protocol (spec/protocol.md) says.
+
+- instance (the paper's rule): the *first* ``fraction`` of each class's training indices, in
+  dataset order — identical for every seed;
+- random: a seeded random ``fraction`` of the training set;
+- class: every training image of one class.
+
+The official test split is halved, stratified and seeded with the run seed, into ``unseen``
+(LoTUS's reference) and ``test``. Index sets are part of a run's identity (see ``fingerprint``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from unlearnkit.errors import ConfigError
+
+SCENARIO_HELP = "a fraction like 0.1 (first 10% of each class), random:0.1, or class:<id|name>"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A forget scenario; ``key`` is its canonical text (used in tags and leaderboards)."""
+
+    kind: str  # "instance", "random" or "class"
+    fraction: float | None = None
+    target: str | None = None  # class id or name, resolved against the dataset later
+
+    @property
+    def key(self) -> str:
+        if self.kind == "class":
+            return f"class:{self.target}"
+        return f"{self.kind}:{self.fraction:g}"
+
+
+def parse_fraction(text: str, what: str = "forget fraction") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"Bad {what} '{text}': expected a number strictly between 0 and 1.") from None
+    if not (0.0 < value < 1.0) or math.isnan(value):
+        raise ConfigError(f"Bad {what} '{text}': expected a number strictly between 0 and 1.")
+    return value
+
+
+def parse_scenario(text: str) -> Scenario:
+    """Parse ``0.1``, ``instance:0.1``, ``random:0.1`` or ``class:3`` / ``class:cat``."""
+    text = text.strip()
+    if text.startswith("class:"):
+        target = text.split(":", 1)[1].strip()
+        if not target:
+            raise ConfigError(f"Bad forget scenario '{text}': expected {SCENARIO_HELP}.")
+        return Scenario("class", target=target)
+    kind, _, frac = text.rpartition(":")
+    kind = kind or "instance"
+    if kind not in ("instance", "random"):
+        raise ConfigError(f"Bad forget scenario '{text}': expected {SCENARIO_HELP}.")
+    return Scenario(kind, fraction=parse_fraction(frac))
+
+
+def resolve_class(target: str, class_names: list[str]) -> int:
+    """A class id or name -> its label; a clear error naming the valid classes otherwise."""
+    if re.fullmatch(r"\d+", target):
+        idx = int(target)
+        if idx < len(class_names):
+            return idx
+    elif target in class_names:
+        return class_names.index(target)
+    shown = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
+    raise ConfigError(f"Unknown class '{target}' for class unlearning. Valid classes: {shown}.")
+
+
+@dataclass(frozen=True)
+class SplitIndices:
+    """Indices into the dataset's official train (forget, retain) and test (unseen, test) arrays."""
+
+    forget: np.ndarray
+    retain: np.ndarray
+    unseen: np.ndarray
+    test: np.ndarray
+    forget_class: int | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of every index: cached models are keyed on it, so changing a split retrains."""
+        h = hashlib.sha256()
+        for arr in (self.forget, self.retain, self.unseen, self.test):
+            h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+            h.update(b"|")
+        return h.hexdigest()[:16]
+
+
+def _by_class(labels: np.ndarray) -> dict[int, np.ndarray]:
+    return {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+
+
+def subset_indices(labels: np.ndarray, subset: float | int | None) -> np.ndarray:
+    """The first ``subset`` images of each class (a count, or a fraction of each class), in order."""
+    if subset is None:
+        return np.arange(len(labels))
+    keep = []
+    for idx in _by_class(labels).values():
+        n = int(subset) if isinstance(subset, int) or subset >= 1 else max(1, round(len(idx) * subset))
+        keep.append(idx[:n])
+    return np.sort(np.concatenate(keep))
+
+
+def parse_subset(text: str | None) -> float | int | None:
+    """``--subset``: a per-class count (``200``) or a fraction of every class (``0.1``)."""
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"Bad subset '{text}': expected a per-class count (e.g. 500) or a fraction in (0, 1].") from None
+    if value <= 0 or math.isnan(value) or (value > 1 and not value.is_integer()):
+        raise ConfigError(f"Bad subset '{text}': expected a per-class count (e.g. 500) or a fraction in (0, 1].")
+    return int(value) if value > 1 else (None if value == 1 else value)
+
+
+def make_splits(
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    scenario: Scenario,
+    seed: int,
+    class_names: list[str],
+    subset: float | int | None = None,
+) -> SplitIndices:
+    """Compute the four index sets for one seed (see the module docstring for the rules)."""
+    train = subset_indices(y_train, subset)
+    test_pool = subset_indices(y_test, subset)
+    rng = np.random.default_rng(seed)
+    forget_class = None
+    if scenario.kind == "instance":
+        forget = np.concatenate(
+            [idx[: max(1, int(len(idx) * scenario.fraction))] for idx in _by_class(y_train[train]).values()]
+        )
+        forget = train[forget]
+    elif scenario.kind == "random":
+        n = max(1, int(round(len(train) * scenario.fraction)))
+        forget = rng.choice(train, size=n, replace=False)
+    else:
+        forget_class = resolve_class(scenario.target or "", class_names)
+        forget = train[y_train[train] == forget_class]
+    forget = np.sort(forget)
+    retain = np.setdiff1d(train, forget, assume_unique=True)
+    # Stratified, seeded halving of the test split: one half unseen, the other test.
+    halving = np.random.default_rng([seed, 1])
+    unseen, test = [], []
+    for idx in _by_class(y_test[test_pool]).values():
+        perm = test_pool[idx][halving.permutation(len(idx))]
+        unseen.append(perm[: len(perm) // 2])
+        test.append(perm[len(perm) // 2 :])
+    return SplitIndices(
+        forget=forget,
+        retain=retain,
+        unseen=np.sort(np.concatenate(unseen)),
+        test=np.sort(np.concatenate(test)),
+        forget_class=forget_class,
+    )

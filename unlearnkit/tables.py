@@ -1,0 +1,138 @@
+"""Leaderboards as cells: values formatted the paper's way, the best per column marked, and the
+same content as markdown, CSV or JSON. No printing here; the CLI renders."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+
+from unlearnkit.leaderboard import Board, Row
+
+PREFERRED = ("acc_forget", "acc_retain", "acc_test", "acc_unseen", "mia", "mia_efficacy", "jsd", "jsd_mean",
+             "rf_jsd", "time_s", "rte")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    direction: str  # "higher", "lower", "closer_to_retrain"
+    scale: float = 1.0
+
+
+def columns(board: Board, info: dict[str, MetricInfo]) -> list[str]:
+    """Registered metrics present on the board, in the paper's order, then any others."""
+    present = [m for m in board.metric_names if m in info]
+    return [m for m in PREFERRED if m in present] + sorted(m for m in present if m not in PREFERRED)
+
+
+def header(name: str, info: MetricInfo) -> str:
+    return f"{name} x1e4" if info.scale == 1e4 else (name if info.scale == 1 else f"{name} x{info.scale:g}")
+
+
+def fmt(mean: float, std: float | None, scale: float, digits: int = 3) -> str:
+    if math.isnan(mean):
+        return "—"
+    text = f"{mean * scale:.{digits}f}"
+    return f"{text} ± {std * scale:.{digits}f}" if std is not None and not math.isnan(std) else text
+
+
+def best_rows(board: Board, metric: str, info: MetricInfo) -> set[str]:
+    """Methods (not references) best on ``metric`` under its direction."""
+    retrain = next((r for r in board.rows if r.method == "retrain"), None)
+    scored = []
+    for row in board.rows:
+        if row.reference or metric not in row.metrics or math.isnan(row.metrics[metric].mean):
+            continue
+        value = row.metrics[metric].mean
+        if info.direction == "closer_to_retrain":
+            if retrain is None or metric not in retrain.metrics:
+                continue
+            score = abs(value - retrain.metrics[metric].mean)
+        else:
+            score = -value if info.direction == "higher" else value
+        scored.append((score, row.method))
+    if not scored:
+        return set()
+    top = min(s for s, _ in scored)
+    return {m for s, m in scored if math.isclose(s, top, rel_tol=1e-9, abs_tol=1e-12)}
+
+
+def best_gap(board: Board) -> set[str]:
+    gaps = [(r.avg_gap, r.method) for r in board.rows if not r.reference and not math.isnan(r.avg_gap)]
+    if not gaps:
+        return set()
+    top = min(g for g, _ in gaps)
+    return {m for g, m in gaps if math.isclose(g, top, abs_tol=1e-12)}
+
+
+def board_cells(board: Board, info: dict[str, MetricInfo]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and rows of (text, is_best) cells."""
+    cols = columns(board, info)
+    head = ["method", "access", "seeds", *[header(c, info[c]) for c in cols], "avg gap", "avg gap (per seed)", "package"]
+    bests = {c: best_rows(board, c, info[c]) for c in cols}
+    gap_best = best_gap(board)
+    rows = []
+    for row in board.rows:
+        cells: list[tuple[str, bool]] = [(row.method, False), (row.access, False), (str(len(row.seeds)), False)]
+        for c in cols:
+            stat = row.metrics.get(c)
+            digits = 2 if c in ("time_s",) else 3
+            text = fmt(stat.mean, stat.std, info[c].scale, digits) if stat else "—"
+            cells.append((text, row.method in bests[c]))
+        cells.append((fmt(row.avg_gap, None, 1.0), row.method in gap_best))
+        cells.append((fmt(row.avg_gap_per_seed.mean, row.avg_gap_per_seed.std, 1.0), False))
+        cells.append((f"{row.package} {row.version}".strip(), False))
+        rows.append(cells)
+    return head, rows
+
+
+def to_markdown(boards: list[Board], info: dict[str, MetricInfo]) -> str:
+    parts = []
+    for board in boards:
+        head, rows = board_cells(board, info)
+        lines = [f"### {board.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for cells in rows:
+            lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["dataset", "model", "scenario", "train_recipe", "subset", "method", "access", "seeds", "metric",
+                     "mean", "std", "n"])
+    for board in boards:
+        for row in board.rows:
+            base = [board.dataset, board.model, board.scenario, board.train_recipe, board.subset, row.method,
+                    row.access, len(row.seeds)]
+            for name in columns(board, info):
+                s = row.metrics[name] if name in row.metrics else None
+                if s:
+                    writer.writerow([*base, name, s.mean, s.std, s.n])
+            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds)])
+            g = row.avg_gap_per_seed
+            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n])
+    return buf.getvalue()
+
+
+def row_json(row: Row) -> dict:
+    def clean(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        "method": row.method, "access": row.access, "reference": row.reference, "package": row.package,
+        "version": row.version, "seeds": row.seeds, "avg_gap": clean(row.avg_gap),
+        "avg_gap_per_seed": {"mean": clean(row.avg_gap_per_seed.mean), "std": clean(row.avg_gap_per_seed.std)},
+        "metrics": {k: {"mean": clean(s.mean), "std": clean(s.std), "n": s.n} for k, s in row.metrics.items()},
+    }
+
+
+def to_json(boards: list[Board]) -> str:
+    return json.dumps(
+        [{"benchmark": b.benchmark, "dataset": b.dataset, "model": b.model, "scenario": b.scenario,
+          "train_recipe": b.train_recipe, "subset": b.subset, "rows": [row_json(r) for r in b.rows]} for b in boards],
+        indent=2,
+    )

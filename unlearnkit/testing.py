@@ -1,0 +1,292 @@
+"""Helpers for plugin authors' tests: a tiny dataset, a tiny model, a tiny trained benchmark,
+and the conformance checks every built-in passes (``check_method``, ``check_metric``,
+``check_dataset``, ``check_model``). Everything runs on the CPU in seconds.
+
+    from unlearnkit.testing import check_method
+    def test_my_method():
+        check_method(MyMethod)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from unlearnkit.api import (
+    Augment,
+    Dataset,
+    ImageSpec,
+    Method,
+    Metric,
+    Model,
+    Options,
+    RawDataset,
+    Setting,
+    UnlearnOutcome,
+)
+from unlearnkit.context import UnlearnContext
+from unlearnkit.data import Preprocess, Split, UnlearnData
+from unlearnkit.evaluation import Evaluation, OutputCache
+from unlearnkit.hookspecs import hookimpl
+from unlearnkit.splits import make_splits, parse_scenario
+from unlearnkit.training import TrainRecipe, accuracy, fit, predict_logits
+
+
+# ------------------------------------------------------------------------------- tiny plugins
+class TinyOptions(Options):
+    classes: int = Field(4, ge=2, description="Number of classes.")
+    per_class_train: int = Field(40, ge=2, description="Training images per class.")
+    per_class_test: int = Field(20, ge=2, description="Test images per class.")
+    noise: float = Field(0.7, ge=0, description="Pixel noise: makes unseen accuracy < 1, as in real data.")
+
+
+class TinyDataset(Dataset):
+    """Class prototypes plus Gaussian noise, 1×8×8: learnable, memorisable, and far from perfect
+    on unseen images — the three things an unlearning test needs."""
+
+    name = "tiny"
+    summary = "Tiny synthetic 1x8x8 data for tests (embedded)."
+    embedded = True
+    default_train_recipe = "fast"
+    Options = TinyOptions
+
+    def load(self, data_dir: Path | None, cache_dir: Path) -> RawDataset:
+        o = self.options
+        rng = np.random.default_rng(12345)
+        protos = rng.uniform(0, 1, size=(o.classes, 1, 8, 8))
+
+        def draw(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+            y = np.repeat(np.arange(o.classes), per_class)
+            x = protos[y] + rng.normal(0, o.noise, size=(len(y), 1, 8, 8))
+            return (np.clip(x, 0, 1) * 255).round().astype(np.uint8), y
+
+        x_tr, y_tr = draw(o.per_class_train)
+        x_te, y_te = draw(o.per_class_test)
+        return RawDataset(x_tr, y_tr, x_te, y_te, [f"c{i}" for i in range(o.classes)], (0.5,), (0.3,))
+
+
+class TinyModel(Model):
+    """Two conv layers and a linear head: trains to 100 % on tiny data in about a second."""
+
+    name = "tiny_cnn"
+    summary = "Tiny CNN for tests."
+    family = "cnn"
+
+    def build(self, spec: ImageSpec) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(spec.channels, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(128, spec.num_classes),
+        )
+
+
+class TinyPlugin:
+    """Register with ``host.register(TinyPlugin())`` to get the ``tiny`` dataset and ``tiny_cnn``."""
+
+    @hookimpl
+    def register_datasets(self, register: Any) -> None:
+        register(TinyDataset)
+
+    @hookimpl
+    def register_models(self, register: Any) -> None:
+        register(TinyModel)
+
+
+TINY_RECIPE = TrainRecipe(name="tiny", optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=32, epochs=40,
+                          schedule="constant")
+
+
+# ------------------------------------------------------------------------------ a benchmark
+@dataclass
+class TinyBench:
+    """Splits on the CPU plus trained original and retrained models, for direct method calls."""
+
+    splits: dict[str, Split]
+    original: nn.Module
+    retrained: nn.Module
+    seed: int
+    num_classes: int
+    forget_class: int | None
+    dataset: str = "tiny"
+    shared: OutputCache = field(default_factory=OutputCache)
+
+    def context(self, method: str = "", family: str = "cnn") -> UnlearnContext:
+        ctx = UnlearnContext(
+            device=torch.device("cpu"),
+            seed=self.seed,
+            setting=Setting(self.dataset, family, "class" if self.forget_class is not None else "instance",
+                            self.num_classes),
+            num_classes=self.num_classes,
+            model_factory=lambda: TinyModel().build(ImageSpec(1, 8, 8, self.num_classes)),
+            forget_class=self.forget_class,
+            method=method,
+        )
+        ctx.gold_standard = lambda: (copy.deepcopy(self.retrained), 1.0)
+        return ctx
+
+    def data(self, method: type[Method]) -> UnlearnData:
+        return UnlearnData(self.splits, method.splits(), method.name)
+
+
+def tiny_bench(seed: int = 0, forget: str = "0.2", recipe: TrainRecipe = TINY_RECIPE) -> TinyBench:
+    """Train the original and retrained tiny models (about two seconds on a CPU)."""
+    raw = TinyDataset().load(None, Path("."))
+    idx = make_splits(raw.y_train, raw.y_test, parse_scenario(forget), seed, raw.class_names)
+    pre = Preprocess.create(raw.mean, raw.std, (8, 8), Augment(), torch.device("cpu"))
+
+    def split(name: str, x: np.ndarray, y: np.ndarray, sel: np.ndarray) -> Split:
+        return Split(name, torch.from_numpy(x[sel]), torch.from_numpy(y[sel]), pre)
+
+    splits = {
+        "forget": split("forget", raw.x_train, raw.y_train, idx.forget),
+        "retain": split("retain", raw.x_train, raw.y_train, idx.retain),
+        "train": split("train", raw.x_train, raw.y_train, np.sort(np.concatenate([idx.forget, idx.retain]))),
+        "unseen": split("unseen", raw.x_test, raw.y_test, idx.unseen),
+        "test": split("test", raw.x_test, raw.y_test, idx.test),
+    }
+    bench = TinyBench(splits, nn.Identity(), nn.Identity(), seed, raw.num_classes, idx.forget_class)
+    models = []
+    for name in ("train", "retain"):
+        torch.manual_seed(seed)
+        model = TinyModel().build(ImageSpec(1, 8, 8, raw.num_classes))
+        models.append(fit(model, splits[name], recipe, bench.context(name)).eval())
+    bench.original, bench.retrained = models
+    return bench
+
+
+# ---------------------------------------------------------------------------- conformance
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def forget_entropy(model: nn.Module, split: Split) -> float:
+    p = torch.softmax(predict_logits(model, split).double(), 1)
+    return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+
+
+@dataclass
+class MethodReport:
+    """What ``check_method`` measured, for authors who want to assert more."""
+
+    acc_forget: tuple[float, float]  # (original, unlearned)
+    acc_retain: tuple[float, float]
+    entropy_forget: tuple[float, float]
+    touched: set[str]
+
+
+def run_method(cls: type[Method], bench: TinyBench, options: Mapping[str, Any] | None = None) -> tuple[nn.Module, UnlearnData]:
+    ctx = bench.context(cls.name)
+    opts = cls.parse_options(
+        cls.test_options if options is None else options, defaults=cls.default_options(ctx.setting)
+    )
+    data = bench.data(cls)
+    torch.manual_seed(bench.seed)
+    out = cls(opts).unlearn(bench.original, data, ctx)
+    model = out.model if isinstance(out, UnlearnOutcome) else out
+    return model.eval(), data
+
+
+def check_method(
+    cls: type[Method], options: Mapping[str, Any] | None = None, *, bench: TinyBench | None = None
+) -> MethodReport:
+    """The method contract (spec/methods.md) on tiny data; raises AssertionError naming the breach.
+
+    deterministic under a seed; does not mutate the model it is given; touches only declared
+    data; moves forget-set behaviour as ``cls.claim`` says while ``original`` (the control) does
+    not; keeps retain accuracy within ``cls.retain_tolerance``.
+    """
+    assert issubclass(cls, Method), f"{cls!r} is not a unlearnkit.api.Method"
+    assert cls.name and cls.summary, f"{cls.__name__} needs a `name` and a one-line `summary`"
+    assert cls.claim in ("acc_forget_down", "entropy_forget_up", "none"), f"{cls.name}: unknown claim {cls.claim!r}"
+    bench = bench or tiny_bench()
+    before = _state(bench.original)
+    first, data = run_method(cls, bench, options)
+    assert _same(before, _state(bench.original)), f"{cls.name} mutated the model it was given"
+    assert data.touched <= cls.splits(), f"{cls.name} touched {data.touched - cls.splits()} without declaring it"
+    second, _ = run_method(cls, bench, options)
+    assert _same(_state(first), _state(second)), f"{cls.name} is not deterministic under a fixed seed"
+    assert all(torch.isfinite(p).all() for p in first.parameters()), f"{cls.name} produced non-finite weights"
+    f, r = bench.splits["forget"], bench.splits["retain"]
+    report = MethodReport(
+        acc_forget=(accuracy(bench.original, f), accuracy(first, f)),
+        acc_retain=(accuracy(bench.original, r), accuracy(first, r)),
+        entropy_forget=(forget_entropy(bench.original, f), forget_entropy(first, f)),
+        touched=set(data.touched),
+    )
+    if cls.claim == "acc_forget_down":
+        assert report.acc_forget[1] < report.acc_forget[0], f"{cls.name}: forget accuracy did not drop {report.acc_forget}"
+    elif cls.claim == "entropy_forget_up":
+        assert report.entropy_forget[1] > report.entropy_forget[0] * 1.05, (
+            f"{cls.name}: forget-set entropy did not rise {report.entropy_forget}"
+        )
+    if cls.claim != "none":
+        drop = report.acc_retain[0] - report.acc_retain[1]
+        assert drop <= cls.retain_tolerance, (
+            f"{cls.name}: retain accuracy fell by {drop:.3f} > tolerance {cls.retain_tolerance} {report.acc_retain}"
+        )
+    return report
+
+
+def check_metric(cls: type[Metric], bench: TinyBench | None = None) -> float:
+    """A metric returns a finite float, deterministically, and declares a valid direction."""
+    assert issubclass(cls, Metric), f"{cls!r} is not a unlearnkit.api.Metric"
+    assert cls.direction in ("higher", "lower", "closer_to_retrain"), f"{cls.name}: bad direction {cls.direction!r}"
+    bench = bench or tiny_bench()
+    ctx = bench.context("original")
+    models = {"unlearned": copy.deepcopy(bench.original), "original": bench.original, "retrained": bench.retrained}
+    values = [
+        cls(cls.Options()).compute(Evaluation(models, bench.splits, ctx, time_s=0.5, retrain_time_s=2.0))
+        for _ in range(2)
+    ]
+    assert isinstance(values[0], float), f"{cls.name} returned {type(values[0]).__name__}, not float"
+    assert math.isfinite(values[0]), f"{cls.name} returned {values[0]}"
+    assert values[0] == values[1], f"{cls.name} is not deterministic: {values}"
+    return values[0]
+
+
+def check_dataset(cls: type[Dataset], data_dir: Path | None = None, cache_dir: Path | None = None) -> RawDataset:
+    """A dataset loads into a valid RawDataset whose splits can be built for every scenario kind."""
+    import tempfile
+
+    assert issubclass(cls, Dataset), f"{cls!r} is not a unlearnkit.api.Dataset"
+    ds = cls()
+    ds.check_available(data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = ds.load(data_dir, cache_dir or Path(tmp))
+    assert raw.y_train.min() >= 0 and raw.y_train.max() < raw.num_classes, f"{cls.name}: labels out of range"
+    assert set(np.unique(raw.y_test)) <= set(range(raw.num_classes)), f"{cls.name}: test labels out of range"
+    assert len(raw.mean) == len(raw.std) == raw.image_shape[0], f"{cls.name}: mean/std do not match the channels"
+    for scenario in ("0.1", "random:0.1", "class:0"):
+        idx = make_splits(raw.y_train, raw.y_test, parse_scenario(scenario), 0, raw.class_names)
+        assert len(idx.forget) and len(idx.retain) and len(idx.unseen) and len(idx.test), f"{cls.name}: empty split"
+    return raw
+
+
+def check_model(cls: type[Model], specs: tuple[ImageSpec, ...] = (ImageSpec(1, 8, 8, 3), ImageSpec(3, 32, 32, 10))) -> None:
+    """A model builds for small grey and colour images and maps them to finite (N, K) logits."""
+    assert issubclass(cls, Model), f"{cls!r} is not a unlearnkit.api.Model"
+    for spec in specs:
+        model = cls().build(spec).eval()
+        h, w = cls().input_size(spec)
+        with torch.no_grad():
+            out = model(torch.randn(2, spec.channels, h, w))
+        assert out.shape == (2, spec.num_classes), f"{cls.name}: output {tuple(out.shape)} for {spec}"
+        assert torch.isfinite(out).all(), f"{cls.name}: non-finite logits for {spec}"
