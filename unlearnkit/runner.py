@@ -246,8 +246,15 @@ class Runner:
         return model.eval()
 
     # ------------------------------------------------------------------------------- runs
+    def prepare(self) -> None:
+        """Load the data and resolve the scenario against it (e.g. the class of ``class:cat``):
+        the last checks that need the data, still before the store is touched or anything trains."""
+        raw = self.load_data()
+        make_splits(raw.y_train, raw.y_test, self.plan.scenario, self.plan.seeds[0], raw.class_names, self.plan.subset)
+
     def run(self) -> list[RunResult]:
         """Every seed, every method; returns one result per (method, seed)."""
+        self.prepare()
         self.store.check()
         raw = self.load_data()
         identity = self.benchmark_identity()
@@ -347,7 +354,7 @@ class Runner:
             self.store.fail(run_id, f"{type(err).__name__}: {err}")
             raise
         self.reporter.event(f"{entry.name} (seed {seed}): done in {time_s:.2f} s")
-        return RunResult(entry.name, seed, "finished", metrics, run_id, benchmark=benchmark)
+        return RunResult(entry.name, seed, "finished", {**metrics, **outcome.info}, run_id, benchmark=benchmark)
 
 
 def run_plan(plan: Plan, store: Store, reporter: Reporter = SILENT) -> list[RunResult]:

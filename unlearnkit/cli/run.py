@@ -65,9 +65,11 @@ def run(
     )
     plan = validate(request, host.registries)
     store = Store(tracking_uri, experiment)
-    store.check()
     with con.RichReporter() as reporter:
-        results = Runner(plan, store, reporter).run()
+        runner = Runner(plan, store, reporter)
+        runner.prepare()
+        store.check()
+        results = runner.run()
     if as_json:
         con.out.print_json(json.dumps([r.__dict__ for r in results], default=str))
         return

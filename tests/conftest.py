@@ -1,0 +1,61 @@
+"""Shared fixtures: an isolated store and cache per test, the tiny test plugins, real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path_factory, monkeypatch):
+    """Every test gets its own MLflow store and cache; a user's MLFLOW_TRACKING_URI is ignored."""
+    base = tmp_path_factory.mktemp("store")
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(base / "store"))
+    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(base / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in ("UNLEARNKIT_LOAD_PLUGINS", "UNLEARNKIT_DISABLE_PLUGINS", "UNLEARNKIT_PLUGINS_DIR", "UNLEARNKIT_TRACE_HOOKS"):
+        monkeypatch.delenv(var, raising=False)
+    yield base
+
+
+@pytest.fixture
+def host():
+    """The process-wide plugin host with the tiny test dataset and model registered; removed afterwards."""
+    from unlearnkit.plugins import get_host, reset_host
+    from unlearnkit.testing import TinyPlugin
+
+    reset_host()
+    h = get_host()
+    plugin = TinyPlugin()
+    h.register(plugin)
+    yield h
+    h.unregister(plugin)
+    reset_host()
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """A trained tiny original/retrained pair, shared by method and metric tests."""
+    from unlearnkit.testing import tiny_bench
+
+    return tiny_bench()
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("UNLEARNKIT_SHARED_DATA")
+    for cand in filter(None, [env, ROOT.parent / "shared" / "data"]):
+        if Path(cand).is_dir():
+            return Path(cand)
+    return None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real data not found: set UNLEARNKIT_SHARED_DATA or place ../shared/data beside the repo")
+    return path

@@ -1,0 +1,86 @@
+"""Bad input gets one red line, a non-zero exit, and no run in the store — before any compute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from unlearnkit.cli import main
+
+TINY = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "3"]
+
+
+def invoke(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+def store_is_empty(base: Path) -> bool:
+    from unlearnkit.store import Store
+
+    db = base / "store" / "mlflow.db"
+    return not db.exists() or not Store().search(finished_only=False)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "lotsu"], "Unknown method 'lotsu'. Did you mean 'lotus'? Valid methods:"),
+        (["--model", "tiny_cn"], "Unknown model 'tiny_cn'. Did you mean 'tiny_cnn'? Valid models:"),
+        (["--dataset", "tinny"], "Unknown dataset 'tinny'. Did you mean 'tiny'? Valid datasets:"),
+        (["--metric", "acc_forgett"], "Unknown metric 'acc_forgett'. Did you mean 'acc_forget'? Valid metrics:"),
+        (["--forget", "1.5"], "Bad forget fraction '1.5': expected a number strictly between 0 and 1."),
+        (["--forget", "class:zebra"], None),  # resolved against the dataset's classes once loaded
+        (["-o", "alhpa=3"], "Unknown option 'alhpa' for method 'lotus'. Valid options: alpha, augment, batch_size"),
+        (["-o", "alpha=abc"], "Bad value 'abc' for option 'alpha' of method 'lotus': Input should be a valid number"),
+        (["-o", "alpha"], "Bad option 'alpha': expected KEY=VALUE"),
+        (["--seeds", "1,x"], "Bad seed 'x': expected non-negative integers"),
+        (["--device", "tpu"], "Bad device 'tpu'. Valid devices: auto, cpu, cuda, cuda:N."),
+        (["--train-recipe", "slow"], "Unknown training recipe 'slow'. Valid recipes: fast, paper, or a .toml file."),
+        (["--weights", "/nonexistent/w.pt"], "Weights file '/nonexistent/w.pt' does not exist."),
+        (["--tracking-uri", "http://127.0.0.1:9"], "Cannot reach the MLflow tracking server at http://127.0.0.1:9"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_run(host, capsys, isolated_store, extra, message):
+    code, out, err = invoke([*TINY, *extra], capsys)
+    assert code == 2, err
+    errors = [ln for ln in err.strip().splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    line = errors[0]
+    assert line.startswith("Error: ")
+    if message:
+        assert line[len("Error: "):].startswith(message), line
+    else:
+        assert "Unknown class 'zebra' for class unlearning. Valid classes: 0=c0, 1=c1" in line
+    assert store_is_empty(isolated_store)
+
+
+def test_unknown_list_kind_suggests(host, capsys):
+    code, _, err = invoke(["list", "methodz"], capsys)
+    assert code == 2 and "Unknown kind 'methodz'. Did you mean 'methods'?" in err
+
+
+def test_list_and_show_report_provenance(host, capsys):
+    code, out, _ = invoke(["list", "methods", "--json"], capsys)
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and rows["lotus"]["package"] == "unlearnkit"
+    code, out, _ = invoke(["show", "method", "lotus"], capsys)
+    assert code == 0 and "alpha" in out and "forget+retain" in out and "from unlearnkit" in out
+    code, out, _ = invoke(["plugins", "--json"], capsys)
+    loaded = {p["plugin"]: p for p in json.loads(out)["loaded"]}
+    assert "method lotus" in loaded["lotus"]["registers"]
+
+
+def test_help_does_not_import_torch_or_mlflow():
+    import subprocess
+    import sys
+
+    code = "import sys; from unlearnkit.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n" \
+           "print('torch' in sys.modules, 'mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False False")

@@ -1,0 +1,163 @@
+"""Every metric formula pinned on a case computed by hand (spec/metrics.md)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from unlearnkit.leaderboard import build_boards
+from unlearnkit.store import RunRecord
+from unlearnkit_plugins.metrics.accuracy import ForgetAccuracy
+from unlearnkit_plugins.metrics.accuracy import TestAccuracy as HeldOutAccuracy
+from unlearnkit_plugins.metrics.divergence import MeanJSD, PaperJSD, RetrainFreeJSD, paper_jsd
+from unlearnkit_plugins.metrics.membership import MIAEfficacy, PaperMIA, entropy
+from unlearnkit_plugins.metrics.runtime import RelativeTime, UnlearnTime
+
+
+class FakeEval:
+    """Stands in for Evaluation: fixed probabilities per (role, split)."""
+
+    def __init__(self, probs: dict, labels: dict, time_s: float = 1.0, retrain_time_s: float = 4.0) -> None:
+        self._probs = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in probs.items()}
+        self._labels = {k: torch.as_tensor(v) for k, v in labels.items()}
+        self.time_s, self.retrain_time_s = time_s, retrain_time_s
+        self.ctx = SimpleNamespace(seed=0)
+
+    def probs(self, role, split):
+        return self._probs[(role, split)]
+
+    def logits(self, role, split):
+        return self._probs[(role, split)].log()
+
+    def labels(self, split):
+        return self._labels[split]
+
+
+def test_accuracy_counts_argmax_hits():
+    ev = FakeEval({("unlearned", "forget"): [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]}, {"forget": [0, 0, 0, 1]})
+    assert ForgetAccuracy().compute(ev) == 0.75  # rows 0, 2 and 3 are right
+
+
+def test_accuracy_of_an_empty_split_is_nan():
+    ev = FakeEval({("unlearned", "test"): torch.empty(0, 3)}, {"test": torch.empty(0, dtype=torch.long)})
+    assert math.isnan(HeldOutAccuracy().compute(ev))
+
+
+def test_paper_jsd_matches_hand_computation():
+    p = [[1.0, 0.0], [0.5, 0.5]]
+    q = [[0.5, 0.5], [0.5, 0.5]]
+    # By hand: P clamped -> [[1, 1e-8], [.5, .5]], divided by its total 2+1e-8; Q / 2.
+    s = 2 + 1e-8
+    P = [[1 / s, 1e-8 / s], [0.5 / s, 0.5 / s]]
+    Q = [[0.25, 0.25], [0.25, 0.25]]
+    M = [[(P[i][j] + Q[i][j]) / 2 for j in range(2)] for i in range(2)]
+    kl_mp = sum(M[i][j] * (math.log(M[i][j]) - math.log(P[i][j])) for i in range(2) for j in range(2)) / 2
+    kl_mq = sum(M[i][j] * (math.log(M[i][j]) - math.log(Q[i][j])) for i in range(2) for j in range(2)) / 2
+    expected = 0.5 * kl_mp + 0.5 * kl_mq
+    assert expected == pytest.approx(0.5217, abs=1e-3)  # the number worked out on paper
+    got = PaperJSD().compute(FakeEval({("unlearned", "forget"): p, ("retrained", "forget"): q}, {"forget": [0, 1]}))
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_paper_jsd_is_zero_for_identical_outputs_and_shrinks_with_n():
+    row = [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]
+    assert paper_jsd(torch.tensor(row), torch.tensor(row)) == pytest.approx(0.0, abs=1e-15)
+    a, b = torch.tensor([[0.9, 0.1]]), torch.tensor([[0.1, 0.9]])
+    one = paper_jsd(a, b)
+    four = paper_jsd(a.repeat(4, 1), b.repeat(4, 1))
+    assert four == pytest.approx(one / 4, rel=1e-9)  # "divided by N": the spec's documented quirk
+
+
+def test_mean_jsd_is_textbook_per_sample():
+    p = [[1.0, 0.0], [0.3, 0.7]]
+    q = [[0.0, 1.0], [0.3, 0.7]]
+    ev = FakeEval({("unlearned", "forget"): p, ("retrained", "forget"): q}, {"forget": [0, 1]})
+    assert MeanJSD().compute(ev) == pytest.approx(math.log(2) / 2, rel=1e-12)  # ln 2 for row 0, 0 for row 1
+
+
+def test_rf_jsd_uses_class_means_of_unlearned_forget_and_original_test():
+    forget_probs = [[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]]  # classes 0, 0, 1
+    test_probs = [[0.5, 0.5], [0.7, 0.3], [0.2, 0.8], [0.9, 0.1]]  # classes 0, 0, 1, 1
+    ev = FakeEval(
+        {("unlearned", "forget"): forget_probs, ("original", "test"): test_probs},
+        {"forget": [0, 0, 1], "test": [0, 0, 1, 1]},
+    )
+    p = torch.tensor([[0.7, 0.3], [0.3, 0.7]], dtype=torch.float64)  # class means of forget rows
+    q = torch.tensor([[0.6, 0.4], [0.55, 0.45]], dtype=torch.float64)  # class means of test rows
+    assert RetrainFreeJSD().compute(ev) == pytest.approx(paper_jsd(p, q), rel=1e-12)
+    assert RetrainFreeJSD.needs_retrained is False
+
+
+def test_entropy_feature():
+    h = entropy(torch.tensor([[0.5, 0.5], [1.0, 0.0]], dtype=torch.float64))
+    assert h[0] == pytest.approx(math.log(2)) and h[1] == 0.0
+
+
+def test_mia_calls_confident_forget_samples_members():
+    confident, unsure = [0.99, 0.01], [0.55, 0.45]
+    ev = FakeEval(
+        {
+            ("unlearned", "retain"): [confident] * 20,
+            ("unlearned", "test"): [unsure] * 10,
+            ("unlearned", "unseen"): [unsure] * 10,
+            ("unlearned", "forget"): [confident] * 3 + [unsure] * 1,
+        },
+        {},
+    )
+    assert PaperMIA().compute(ev) == 0.75  # three confident (member-like) of four
+
+
+def test_mia_efficacy_counts_forget_samples_called_non_members():
+    hi, lo = [0.98, 0.02], [0.4, 0.6]
+    ev = FakeEval(
+        {
+            ("unlearned", "retain"): [hi] * 30,
+            ("unlearned", "test"): [lo] * 30,
+            ("unlearned", "forget"): [hi, lo, lo, lo],
+        },
+        {"retain": [0] * 30, "test": [0] * 30, "forget": [0, 0, 0, 0]},
+    )
+    assert MIAEfficacy().compute(ev) == 0.75  # three low-confidence of four look like non-members
+
+
+def test_runtime_metrics():
+    ev = FakeEval({}, {}, time_s=3.0, retrain_time_s=12.0)
+    assert UnlearnTime().compute(ev) == 3.0
+    assert RelativeTime().compute(ev) == 0.25
+
+
+def _record(method: str, seed: int, metrics: dict) -> RunRecord:
+    tags = {f"unlearnkit.{k}": v for k, v in {
+        "kind": "unlearn", "method": method, "seed": str(seed), "benchmark": "b1", "dataset": "d", "model": "m",
+        "scenario": "instance:0.1", "train_recipe": "fast", "config_hash": f"{method}-{seed}",
+        "reference": str(method in ("original", "retrain")).lower(), "access": "forget+retain"}.items()}
+    return RunRecord(run_id=f"{method}{seed}", status="FINISHED", start_time=seed, tags=tags, metrics=metrics)
+
+
+def test_avg_gap_from_seed_means_and_per_seed():
+    base = {"acc_retain": 1.0, "acc_test": 0.9}
+    recs = [
+        _record("retrain", 1, {"mia": 0.7, "acc_forget": 0.9, **base}),
+        _record("retrain", 2, {"mia": 0.9, "acc_forget": 0.9, **base}),
+        _record("lotus", 1, {"mia": 0.8, "acc_forget": 0.9, **base}),  # gap seed 1: (0.1+0+0+0)/4 = 0.025
+        _record("lotus", 2, {"mia": 0.8, "acc_forget": 0.7, **base}),  # gap seed 2: (0.1+0.2)/4 = 0.075
+    ]
+    (board,) = build_boards(recs)
+    lotus = next(r for r in board.rows if r.method == "lotus")
+    # seed means: lotus mia 0.8 / acc_f 0.8; retrain mia 0.8 / acc_f 0.9 -> (0 + 0.1 + 0 + 0) / 4
+    assert lotus.avg_gap == pytest.approx(0.025)
+    assert lotus.avg_gap_per_seed.mean == pytest.approx(0.05)
+    assert lotus.avg_gap_per_seed.std == pytest.approx(math.sqrt(2 * 0.025**2))  # sample std of 0.025, 0.075
+    assert lotus.metrics["mia"].mean == pytest.approx(0.8) and lotus.metrics["mia"].std == 0.0
+    assert [r.method for r in board.rows][0] == "retrain"
+
+
+def test_duplicate_finished_runs_count_once():
+    recs = [_record("lotus", 1, {"acc_forget": 0.5}), _record("lotus", 1, {"acc_forget": 0.9})]
+    recs[1].start_time = 99
+    (board,) = build_boards(recs)
+    (row,) = board.rows
+    assert row.metrics["acc_forget"].n == 1 and row.metrics["acc_forget"].mean == 0.5

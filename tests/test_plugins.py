@@ -1,0 +1,125 @@
+"""Plugin loading: entry points one at a time, guarded; duplicates refused; switches honoured."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from pathlib import Path
+
+import pytest
+
+from unlearnkit.api import DataAccess, Method
+from unlearnkit.errors import PluginError
+from unlearnkit.plugins import PluginHost
+from unlearnkit.registry import Provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_builtins_arrive_through_the_entry_point_group():
+    host = PluginHost()
+    regs = host.registries
+    assert {"lotus", "original", "retrain"} <= set(regs.methods.names())
+    assert {"acc_forget", "mia", "jsd", "rf_jsd", "time_s"} <= set(regs.metrics.names())
+    assert regs.methods.get("lotus").provenance.package == "unlearnkit"
+    names = {ep.name for ep in md.entry_points(group="unlearnkit")}
+    assert {"lotus", "metrics", "datasets", "models"} <= names
+
+
+def test_core_never_imports_a_plugin_by_name():
+    offenders = [p for p in (ROOT / "unlearnkit").rglob("*.py") if "unlearnkit_plugins" in p.read_text()]
+    assert offenders == []
+
+
+class Dup(Method):
+    name = "lotus"
+    summary = "A second lotus."
+    access = DataAccess.FORGET
+
+    def unlearn(self, model, data, ctx):
+        return model
+
+
+class DupPlugin:
+    from unlearnkit.hookspecs import hookimpl
+
+    @hookimpl
+    def register_methods(self, register):
+        register(Dup)
+
+
+def test_duplicate_names_are_one_clear_error():
+    host = PluginHost()
+    host.register(DupPlugin(), Provenance("dup", "other-pkg", "9.9"))
+    with pytest.raises(PluginError) as err:
+        host.registries  # noqa: B018
+    assert str(err.value) == (
+        "Duplicate method 'lotus': registered by unlearnkit (lotus) and by other-pkg (dup). "
+        "Disable one with UNLEARNKIT_DISABLE_PLUGINS=dup."
+    )
+
+
+def test_a_broken_entry_point_is_reported_and_the_rest_still_load(monkeypatch):
+    real = md.entry_points(group="unlearnkit")
+    broken = md.EntryPoint(name="broken", value="no_such_module_for_unlearnkit", group="unlearnkit")
+    monkeypatch.setattr(md, "entry_points", lambda group: [*real, broken])
+    host = PluginHost()
+    (msg,) = [m for m in host.report.failed if "'broken'" in m]
+    assert msg.startswith("Plugin 'broken' from unknown 0 failed to load (ModuleNotFoundError:")
+    assert msg.endswith("disable it with UNLEARNKIT_DISABLE_PLUGINS=broken.")
+    assert "lotus" in host.registries.methods
+
+
+def test_disable_and_load_only_switches(monkeypatch):
+    monkeypatch.setenv("UNLEARNKIT_DISABLE_PLUGINS", "lotus")
+    host = PluginHost()
+    assert "lotus" not in host.registries.methods and "lotus" in host.report.skipped
+    monkeypatch.delenv("UNLEARNKIT_DISABLE_PLUGINS")
+    monkeypatch.setenv("UNLEARNKIT_LOAD_PLUGINS", "metrics")
+    only = PluginHost()
+    assert only.registries.methods.names() == [] and "mia" in only.registries.metrics
+
+
+def test_plugins_dir_loads_modules_and_reports_broken_files(tmp_path):
+    (tmp_path / "good.py").write_text(
+        "from unlearnkit.hookspecs import hookimpl\nfrom unlearnkit.testing import TinyModel\n"
+        "@hookimpl\ndef register_models(register):\n    register(TinyModel)\n"
+    )
+    (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
+    host = PluginHost(tmp_path)
+    assert "tiny_cnn" in host.registries.models
+    assert host.registries.models.get("tiny_cnn").provenance.package == f"local:{tmp_path}"
+    assert any("bad.py' failed to load (RuntimeError: boom)" in m for m in host.report.failed)
+
+
+def test_a_misspelt_hook_fails_loudly(tmp_path):
+    (tmp_path / "typo.py").write_text(
+        "from unlearnkit.hookspecs import hookimpl\n@hookimpl\ndef register_method(register):\n    pass\n"
+    )
+    with pytest.raises(PluginError, match="implements a hook that does not exist"):
+        PluginHost(tmp_path)
+
+
+def test_trace_switch_shows_hook_calls(monkeypatch, capsys):
+    monkeypatch.setenv("UNLEARNKIT_TRACE_HOOKS", "1")
+    PluginHost().registries  # noqa: B018
+    err = capsys.readouterr().err
+    assert "[unlearnkit hook] calling register_methods of lotus" in err
+    assert "register_methods from lotus (unlearnkit)" in err
+
+
+def test_a_non_plugin_class_is_refused():
+    host = PluginHost(load_entry_points=False)
+
+    class NotAMethod:
+        name = "x"
+
+    class P:
+        from unlearnkit.hookspecs import hookimpl
+
+        @hookimpl
+        def register_methods(self, register):
+            register(NotAMethod)
+
+    host.register(P(), Provenance("p", "pkg", "1"))
+    with pytest.raises(PluginError, match="is not a subclass of unlearnkit.api.Method"):
+        host.registries  # noqa: B018

@@ -1,0 +1,138 @@
+"""The runner end to end on tiny data with a real (embedded) MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearnkit.api import DataAccess, Method
+from unlearnkit.config import RunRequest, validate
+from unlearnkit.errors import DivergenceError
+from unlearnkit.hookspecs import hookimpl
+from unlearnkit.leaderboard import leaderboard
+from unlearnkit.progress import RecordingReporter
+from unlearnkit.runner import Runner
+from unlearnkit.store import Store
+
+
+def request(**kw) -> RunRequest:
+    base = dict(dataset="tiny", model="tiny_cnn", methods=["lotus"], epochs=4, seeds=[1, 2], device="cpu")
+    return RunRequest(**{**base, **kw})
+
+
+def execute(host, **kw):
+    reporter = RecordingReporter()
+    results = Runner(validate(request(**kw), host.registries), Store(), reporter).run()
+    return results, reporter
+
+
+def runs(kind: str) -> list:
+    return Store().search({"kind": kind}, finished_only=False)
+
+
+def test_run_logs_everything_and_a_rerun_recomputes_nothing(host):
+    results, _ = execute(host)
+    assert [(r.method, r.seed, r.status) for r in results] == [
+        (m, s, "finished") for s in (1, 2) for m in ("original", "retrain", "lotus")
+    ]
+    assert len(runs("original")) == 2 and len(runs("retrain")) == 2 and len(runs("unlearn")) == 6
+    lotus = next(r for r in runs("unlearn") if r.t("method") == "lotus")
+    assert lotus.t("method.package") == "unlearnkit" and lotus.t("access") == "forget+retain"
+    assert lotus.params["method.alpha"] == "2.0" and "acc_forget" in lotus.metrics and "rf_jsd" in lotus.metrics
+    assert set(lotus.t("touched").split(",")) == {"forget", "retain", "unseen"}
+    retrain_row = next(r for r in runs("unlearn") if r.t("method") == "retrain" and r.t("seed") == "1")
+    assert retrain_row.metrics["jsd"] == 0.0  # the gold standard against itself
+
+    again, reporter = execute(host)
+    assert {r.status for r in again} == {"skipped"}
+    assert len(runs("unlearn")) == 6 and len(runs("original")) == 2
+    assert [r.metrics for r in again] == [r.metrics for r in results]
+
+    (board,) = leaderboard(Store())
+    assert [r.method for r in board.rows][:2] == ["original", "retrain"]
+    assert all(len(r.seeds) == 2 for r in board.rows)
+
+
+def test_new_options_reuse_cached_models(host):
+    execute(host, seeds=[1])
+    results, reporter = execute(host, seeds=[1], options={"alpha": "8"})
+    assert [r.status for r in results] == ["skipped", "skipped", "finished"]
+    assert any("Reusing original model" in e for e in reporter.events)
+    assert len(runs("original")) == 1 and len(runs("retrain")) == 1
+
+
+def test_same_seed_same_numbers_on_cpu(host, tmp_path, monkeypatch):
+    first, _ = execute(host, seeds=[5])
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(tmp_path / "second"))
+    second, _ = execute(host, seeds=[5])
+    strip = lambda rs: [{k: v for k, v in r.metrics.items() if k not in ("time_s", "rte")} for r in rs]  # noqa: E731
+    assert strip(first) == strip(second)
+
+
+def test_corrupt_checkpoint_is_detected_and_rebuilt(host):
+    execute(host, seeds=[1])
+    (orig,) = Store().search({"kind": "original"})
+    ckpt = Path(orig.artifact_uri.removeprefix("file://")) / "checkpoint" / "model.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-10] + b"corrupted!")
+    results, reporter = execute(host, seeds=[1], options={"alpha": "4"})
+    assert any("fails its sha256 check" in w for w in reporter.warnings)
+    statuses = sorted(r.status for r in runs("original"))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+class Exploding(Method):
+    name = "exploding"
+    summary = "Test method whose weights become NaN."
+    access = DataAccess.FORGET
+
+    def unlearn(self, model, data, ctx):
+        import copy
+
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return model
+
+
+class Raising(Method):
+    name = "raising"
+    summary = "Test method that diverges."
+    access = DataAccess.FORGET
+
+    def unlearn(self, model, data, ctx):
+        raise DivergenceError("loss became NaN at step 3")
+
+
+class ExtraMethods:
+    @hookimpl
+    def register_methods(self, register):
+        register(Exploding)
+        register(Raising)
+
+
+def test_diverging_methods_are_failed_runs_never_leaderboard_rows(host):
+    plugin = ExtraMethods()
+    host.register(plugin)
+    try:
+        results, reporter = execute(host, seeds=[1], methods=["exploding", "raising"])
+    finally:
+        host.unregister(plugin)
+    status = {r.method: (r.status, r.failure) for r in results}
+    assert status["exploding"] == ("failed", "Method 'exploding' produced non-finite weights.")
+    assert status["raising"] == ("failed", "loss became NaN at step 3")
+    failed = [r for r in runs("unlearn") if r.status == "FAILED"]
+    assert {r.t("method") for r in failed} == {"exploding", "raising"}
+    assert failed[0].t("failure")
+    (board,) = leaderboard(Store())
+    assert {r.method for r in board.rows} == {"original", "retrain"}
+
+
+def test_undeclared_split_access_is_refused(bench):
+    from unlearnkit.data import SplitAccessError
+
+    data = bench.data(Raising)
+    data.forget  # declared  # noqa: B018
+    with pytest.raises(SplitAccessError, match="read the 'retain' split but declares access to \\['forget'\\]"):
+        data.retain  # noqa: B018
