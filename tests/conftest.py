@@ -17,7 +17,12 @@ def isolated_store(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("UNLEARNKIT_STORE", str(base / "store"))
     monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(base / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for var in ("UNLEARNKIT_LOAD_PLUGINS", "UNLEARNKIT_DISABLE_PLUGINS", "UNLEARNKIT_PLUGINS_DIR", "UNLEARNKIT_TRACE_HOOKS"):
+    for var in (
+        "UNLEARNKIT_LOAD_PLUGINS",
+        "UNLEARNKIT_DISABLE_PLUGINS",
+        "UNLEARNKIT_PLUGINS_DIR",
+        "UNLEARNKIT_TRACE_HOOKS",
+    ):
         monkeypatch.delenv(var, raising=False)
     yield base
 

@@ -54,7 +54,7 @@ def test_bad_input_is_one_line_and_leaves_no_run(host, capsys, isolated_store, e
     line = errors[0]
     assert line.startswith("Error: ")
     if message:
-        assert line[len("Error: "):].startswith(message), line
+        assert line[len("Error: ") :].startswith(message), line
     else:
         assert "Unknown class 'zebra' for class unlearning. Valid classes: 0=c0, 1=c1" in line
     assert store_is_empty(isolated_store)
@@ -80,7 +80,9 @@ def test_help_does_not_import_torch_or_mlflow():
     import subprocess
     import sys
 
-    code = "import sys; from unlearnkit.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n" \
-           "print('torch' in sys.modules, 'mlflow' in sys.modules)"
+    code = (
+        "import sys; from unlearnkit.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+        "print('torch' in sys.modules, 'mlflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False False")

@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from unlearnkit.leaderboard import build_boards
-from unlearnkit.store import RunRecord
 from unlearnkit_plugins.metrics.accuracy import ForgetAccuracy
 from unlearnkit_plugins.metrics.accuracy import TestAccuracy as HeldOutAccuracy
 from unlearnkit_plugins.metrics.divergence import MeanJSD, PaperJSD, RetrainFreeJSD, paper_jsd
 from unlearnkit_plugins.metrics.membership import MIAEfficacy, PaperMIA, entropy
 from unlearnkit_plugins.metrics.runtime import RelativeTime, UnlearnTime
+
+from unlearnkit.leaderboard import build_boards
+from unlearnkit.store import RunRecord
 
 
 class FakeEval:
@@ -130,10 +130,22 @@ def test_runtime_metrics():
 
 
 def _record(method: str, seed: int, metrics: dict) -> RunRecord:
-    tags = {f"unlearnkit.{k}": v for k, v in {
-        "kind": "unlearn", "method": method, "seed": str(seed), "benchmark": "b1", "dataset": "d", "model": "m",
-        "scenario": "instance:0.1", "train_recipe": "fast", "config_hash": f"{method}-{seed}",
-        "reference": str(method in ("original", "retrain")).lower(), "access": "forget+retain"}.items()}
+    tags = {
+        f"unlearnkit.{k}": v
+        for k, v in {
+            "kind": "unlearn",
+            "method": method,
+            "seed": str(seed),
+            "benchmark": "b1",
+            "dataset": "d",
+            "model": "m",
+            "scenario": "instance:0.1",
+            "train_recipe": "fast",
+            "config_hash": f"{method}-{seed}",
+            "reference": str(method in ("original", "retrain")).lower(),
+            "access": "forget+retain",
+        }.items()
+    }
     return RunRecord(run_id=f"{method}{seed}", status="FINISHED", start_time=seed, tags=tags, metrics=metrics)
 
 

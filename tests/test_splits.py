@@ -51,8 +51,11 @@ def test_subset_takes_first_n_per_class():
         ("0", "Bad forget fraction '0': expected a number strictly between 0 and 1."),
         ("abc", "Bad forget fraction 'abc': expected a number strictly between 0 and 1."),
         ("random:2", "Bad forget fraction '2': expected a number strictly between 0 and 1."),
-        ("oops:0.1", "Bad forget scenario 'oops:0.1': expected a fraction like 0.1 (first 10% of each class), "
-         "random:0.1, or class:<id|name>."),
+        (
+            "oops:0.1",
+            "Bad forget scenario 'oops:0.1': expected a fraction like 0.1 (first 10% of each class), "
+            "random:0.1, or class:<id|name>.",
+        ),
     ],
 )
 def test_bad_scenarios_are_one_line_errors(text, message):

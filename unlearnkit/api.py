@@ -23,9 +23,9 @@ if TYPE_CHECKING:  # heavy imports stay out of `unlearnkit --help`
     import torch
     from torch import nn
 
+    from unlearnkit.context import UnlearnContext
     from unlearnkit.data import UnlearnData
     from unlearnkit.evaluation import Evaluation
-    from unlearnkit.context import UnlearnContext
 
 
 class Options(BaseModel):

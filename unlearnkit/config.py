@@ -95,7 +95,9 @@ class Plan:
 
     def method_options(self, entry: Entry[Method], setting: Setting) -> Any:
         """Defaults < per-setting (paper) defaults < user overrides, validated."""
-        return entry.cls.parse_options(self.user_options.get(entry.name, {}), defaults=entry.cls.default_options(setting))
+        return entry.cls.parse_options(
+            self.user_options.get(entry.name, {}), defaults=entry.cls.default_options(setting)
+        )
 
 
 def expand_methods(names: list[str], registries: Registries) -> list[str]:
@@ -111,7 +113,9 @@ def expand_methods(names: list[str], registries: Registries) -> list[str]:
     return list(dict.fromkeys([*sorted(refs, key=lambda n: n != "original"), *out]))
 
 
-def split_method_options(options: dict[str, Any], methods: list[str], registries: Registries) -> dict[str, dict[str, Any]]:
+def split_method_options(
+    options: dict[str, Any], methods: list[str], registries: Registries
+) -> dict[str, dict[str, Any]]:
     """Route ``-o`` pairs to methods: ``method.key`` explicitly; a bare ``key`` to the one non-reference method."""
     routed: dict[str, dict[str, Any]] = {m: {} for m in methods}
     learners = [m for m in methods if not registries.methods.get(m).cls.reference]
@@ -120,7 +124,9 @@ def split_method_options(options: dict[str, Any], methods: list[str], registries
         if dot and target in routed:
             routed[target][opt] = value
         elif dot:
-            raise ConfigError(f"Option '{key}' names method '{target}', which is not in this run ({', '.join(methods)}).")
+            raise ConfigError(
+                f"Option '{key}' names method '{target}', which is not in this run ({', '.join(methods)})."
+            )
         elif len(learners) == 1:
             routed[learners[0]][key] = value
         else:

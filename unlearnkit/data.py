@@ -40,7 +40,9 @@ class Preprocess:
         as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
         return cls(as_t(mean), as_t(std), size, augment, channels_last)
 
-    def __call__(self, x: torch.Tensor, *, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         x = x.float().div_(255.0)
         if train and self.augment.crop_padding:
             x = random_crop(x, self.augment.crop_padding, generator)

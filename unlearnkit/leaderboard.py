@@ -84,11 +84,14 @@ def build_boards(records: list[RunRecord], sort: str = "avg_gap") -> list[Board]
         first = recs[0]
         per_method: dict[str, list[RunRecord]] = defaultdict(list)
         for rec in recs:
-            per_method[rec.t("method")].append(rec)
+            per_method[row_name(rec)].append(rec)
         names = sorted({k for r in recs for k in r.metrics})
         retrain_by_seed = {r.t("seed"): r.metrics for r in per_method.get("retrain", [])}
-        retrain_means = {m: Stat.of([r.metrics.get(m, math.nan) for r in per_method["retrain"]]).mean
-                         for m in GAP_METRICS} if "retrain" in per_method else {}
+        retrain_means = (
+            {m: Stat.of([r.metrics.get(m, math.nan) for r in per_method["retrain"]]).mean for m in GAP_METRICS}
+            if "retrain" in per_method
+            else {}
+        )
         rows = []
         for method, mrecs in per_method.items():
             stats = {m: Stat.of([r.metrics.get(m, math.nan) for r in mrecs]) for m in names}
@@ -109,11 +112,34 @@ def build_boards(records: list[RunRecord], sort: str = "avg_gap") -> list[Board]
             )
         rows.sort(key=lambda r: row_sort_key(r, sort))
         boards.append(
-            Board(bench, first.t("dataset"), first.t("model"), first.t("scenario"), first.t("train_recipe"),
-                  first.t("subset", "full"), rows, names)
+            Board(
+                bench,
+                first.t("dataset"),
+                first.t("model"),
+                first.t("scenario"),
+                first.t("train_recipe"),
+                first.t("subset", "full"),
+                rows,
+                names,
+            )
         )
     boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset))
     return boards
+
+
+def row_name(rec: RunRecord) -> str:
+    """A method's row; recipe grid points get their own rows, e.g. ``lotus [lotus.alpha=8]``."""
+    variant = rec.t("variant")
+    return f"{rec.t('method')} [{variant}]" if variant else rec.t("method")
+
+
+def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] | None) -> Board | None:
+    """Keep a board only if it is a cell of the recipe; keep only the recipe's methods (and references)."""
+    if (board.dataset, board.model, board.scenario) not in cells:
+        return None
+    if methods is not None and "all" not in methods:
+        board.rows = [r for r in board.rows if r.reference or r.method.split(" [")[0] in methods]
+    return board
 
 
 def row_sort_key(row: Row, sort: str) -> tuple:
@@ -135,8 +161,10 @@ def leaderboard(
     scenario: str | None = None,
     access: str | None = None,
     sort: str = "avg_gap",
+    recipe_cells: set[tuple[str, str, str]] | None = None,
+    recipe_methods: set[str] | None = None,
 ) -> list[Board]:
-    """Finished unlearning runs in the store, filtered by tag, aggregated into boards."""
+    """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards."""
     filters = {"kind": "unlearn"}
     for key, value in (("dataset", dataset), ("model", model), ("scenario", scenario)):
         if value:
@@ -144,4 +172,7 @@ def leaderboard(
     records = store.search(filters)
     if access:
         records = [r for r in records if r.t("access") == access or r.t("reference") == "true"]
-    return build_boards(records, sort=sort)
+    boards = build_boards(records, sort=sort)
+    if recipe_cells is not None:
+        boards = [b for b in (in_recipe(b, recipe_cells, recipe_methods) for b in boards) if b is not None]
+    return boards

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,26 @@ def indices_hash(indices: np.ndarray) -> str:
 class Runner:
     """Executes a validated :class:`Plan` against a :class:`Store`."""
 
-    def __init__(self, plan: Plan, store: Store, reporter: Reporter = SILENT) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        store: Store,
+        reporter: Reporter = SILENT,
+        *,
+        variant: str = "",
+        recipe: str = "",
+        model_cache: dict[str, tuple[dict[str, torch.Tensor], float]] | None = None,
+        on_result: Callable[[RunResult], None] | None = None,
+    ) -> None:
         self.plan = plan
         self.store = store
         self.reporter = reporter
         self.device = resolve_device(plan.request.device)
-        self._models: dict[str, tuple[dict[str, torch.Tensor], float]] = {}  # config hash -> (state, seconds)
+        self.variant = variant  # a recipe's option-grid point, e.g. "lotus.alpha=8"
+        self.recipe_name = recipe
+        # config hash -> (CPU state dict, training seconds); a sweep shares one across its cells
+        self._models = model_cache if model_cache is not None else {}
+        self.on_result = on_result or (lambda result: None)
         self.raw: RawDataset | None = None
 
     # ------------------------------------------------------------------------------ set-up
@@ -219,7 +234,9 @@ class Runner:
         recipe = self.recipe()
         tags = {**self.common_tags(seed), tag("kind"): kind, tag("config_hash"): key}
         params = {"kind": kind, "seed": seed, "images": len(split), **recipe.as_params()}
-        run_id = self.store.start_run(f"{kind}-{self.plan.dataset.name}-{self.plan.request.model}-s{seed}", tags, params)
+        run_id = self.store.start_run(
+            f"{kind}-{self.plan.dataset.name}-{self.plan.request.model}-s{seed}", tags, params
+        )
         try:
             seed_everything(seed)
             model = self.build_model()
@@ -270,9 +287,11 @@ class Runner:
             retrained, retrain_time = self.obtain_model("retrain", seed, splits["retain"], idx.retain, identity)
             shared = OutputCache()
             for entry in self.plan.methods:
-                results.append(
-                    self.run_method(entry, seed, idx, splits, original, (retrained, retrain_time), shared, benchmark)
+                result = self.run_method(
+                    entry, seed, idx, splits, original, (retrained, retrain_time), shared, benchmark
                 )
+                results.append(result)
+                self.on_result(result)
         return results
 
     def run_method(
@@ -289,10 +308,18 @@ class Runner:
         ctx = self.context(seed, idx.forget_class, method=entry.name)
         ctx.gold_standard = lambda: (copy.deepcopy(gold[0]), gold[1])
         options = self.plan.method_options(entry, ctx.setting)
-        key = config_hash(
-            {"benchmark": benchmark, "seed": seed, "method": entry.name, "options": options.model_dump(),
-             "method_version": entry.provenance.version, "splits": idx.fingerprint()}
-        )
+        identity = {
+            "benchmark": benchmark,
+            "seed": seed,
+            "method": entry.name,
+            "options": options.model_dump(),
+            "method_version": entry.provenance.version,
+            "splits": idx.fingerprint(),
+        }
+        variant = self.variant if not entry.cls.reference else ""
+        if variant:
+            identity["variant"] = variant
+        key = config_hash(identity)
         existing = self.store.find_finished("unlearn", key)
         if existing is not None:
             self.reporter.event(f"{entry.name} (seed {seed}): already in the store, run {existing.run_id[:8]}")
@@ -306,6 +333,8 @@ class Runner:
             tag("config_hash"): key,
             tag("benchmark"): benchmark,
             tag("splits"): idx.fingerprint(),
+            tag("variant"): variant,
+            tag("recipe"): self.recipe_name,
             **entry.provenance.as_tags(tag("method")),
         }
         params = {

@@ -116,7 +116,9 @@ def parse_subset(text: str | None) -> float | int | None:
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"Bad subset '{text}': expected a per-class count (e.g. 500) or a fraction in (0, 1].") from None
+        raise ConfigError(
+            f"Bad subset '{text}': expected a per-class count (e.g. 500) or a fraction in (0, 1]."
+        ) from None
     if value <= 0 or math.isnan(value) or (value > 1 and not value.is_integer()):
         raise ConfigError(f"Bad subset '{text}': expected a per-class count (e.g. 500) or a fraction in (0, 1].")
     return int(value) if value > 1 else (None if value == 1 else value)

@@ -141,7 +141,9 @@ class Store:
             except StoreError:
                 raise
             except Exception as err:  # noqa: BLE001 - MLflow raises many types; the user needs one line
-                raise StoreError(f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}") from None
+                raise StoreError(
+                    f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}"
+                ) from None
         return self._experiment_id
 
     # --------------------------------------------------------------------------------- runs

@@ -11,8 +11,19 @@ from dataclasses import dataclass
 
 from unlearnkit.leaderboard import Board, Row
 
-PREFERRED = ("acc_forget", "acc_retain", "acc_test", "acc_unseen", "mia", "mia_efficacy", "jsd", "jsd_mean",
-             "rf_jsd", "time_s", "rte")
+PREFERRED = (
+    "acc_forget",
+    "acc_retain",
+    "acc_test",
+    "acc_unseen",
+    "mia",
+    "mia_efficacy",
+    "jsd",
+    "jsd_mean",
+    "rf_jsd",
+    "time_s",
+    "rte",
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,15 @@ def best_gap(board: Board) -> set[str]:
 def board_cells(board: Board, info: dict[str, MetricInfo]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Header and rows of (text, is_best) cells."""
     cols = columns(board, info)
-    head = ["method", "access", "seeds", *[header(c, info[c]) for c in cols], "avg gap", "avg gap (per seed)", "package"]
+    head = [
+        "method",
+        "access",
+        "seeds",
+        *[header(c, info[c]) for c in cols],
+        "avg gap",
+        "avg gap (per seed)",
+        "package",
+    ]
     bests = {c: best_rows(board, c, info[c]) for c in cols}
     gap_best = best_gap(board)
     rows = []
@@ -102,12 +121,34 @@ def to_markdown(boards: list[Board], info: dict[str, MetricInfo]) -> str:
 def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["dataset", "model", "scenario", "train_recipe", "subset", "method", "access", "seeds", "metric",
-                     "mean", "std", "n"])
+    writer.writerow(
+        [
+            "dataset",
+            "model",
+            "scenario",
+            "train_recipe",
+            "subset",
+            "method",
+            "access",
+            "seeds",
+            "metric",
+            "mean",
+            "std",
+            "n",
+        ]
+    )
     for board in boards:
         for row in board.rows:
-            base = [board.dataset, board.model, board.scenario, board.train_recipe, board.subset, row.method,
-                    row.access, len(row.seeds)]
+            base = [
+                board.dataset,
+                board.model,
+                board.scenario,
+                board.train_recipe,
+                board.subset,
+                row.method,
+                row.access,
+                len(row.seeds),
+            ]
             for name in columns(board, info):
                 s = row.metrics[name] if name in row.metrics else None
                 if s:
@@ -123,8 +164,13 @@ def row_json(row: Row) -> dict:
         return None if math.isnan(x) else x
 
     return {
-        "method": row.method, "access": row.access, "reference": row.reference, "package": row.package,
-        "version": row.version, "seeds": row.seeds, "avg_gap": clean(row.avg_gap),
+        "method": row.method,
+        "access": row.access,
+        "reference": row.reference,
+        "package": row.package,
+        "version": row.version,
+        "seeds": row.seeds,
+        "avg_gap": clean(row.avg_gap),
         "avg_gap_per_seed": {"mean": clean(row.avg_gap_per_seed.mean), "std": clean(row.avg_gap_per_seed.std)},
         "metrics": {k: {"mean": clean(s.mean), "std": clean(s.std), "n": s.n} for k, s in row.metrics.items()},
     }
@@ -132,7 +178,17 @@ def row_json(row: Row) -> dict:
 
 def to_json(boards: list[Board]) -> str:
     return json.dumps(
-        [{"benchmark": b.benchmark, "dataset": b.dataset, "model": b.model, "scenario": b.scenario,
-          "train_recipe": b.train_recipe, "subset": b.subset, "rows": [row_json(r) for r in b.rows]} for b in boards],
+        [
+            {
+                "benchmark": b.benchmark,
+                "dataset": b.dataset,
+                "model": b.model,
+                "scenario": b.scenario,
+                "train_recipe": b.train_recipe,
+                "subset": b.subset,
+                "rows": [row_json(r) for r in b.rows],
+            }
+            for b in boards
+        ],
         indent=2,
     )

@@ -106,8 +106,9 @@ class TinyPlugin:
         register(TinyModel)
 
 
-TINY_RECIPE = TrainRecipe(name="tiny", optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=32, epochs=40,
-                          schedule="constant")
+TINY_RECIPE = TrainRecipe(
+    name="tiny", optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=32, epochs=40, schedule="constant"
+)
 
 
 # ------------------------------------------------------------------------------ a benchmark
@@ -128,8 +129,9 @@ class TinyBench:
         ctx = UnlearnContext(
             device=torch.device("cpu"),
             seed=self.seed,
-            setting=Setting(self.dataset, family, "class" if self.forget_class is not None else "instance",
-                            self.num_classes),
+            setting=Setting(
+                self.dataset, family, "class" if self.forget_class is not None else "instance", self.num_classes
+            ),
             num_classes=self.num_classes,
             model_factory=lambda: TinyModel().build(ImageSpec(1, 8, 8, self.num_classes)),
             forget_class=self.forget_class,
@@ -192,7 +194,9 @@ class MethodReport:
     touched: set[str]
 
 
-def run_method(cls: type[Method], bench: TinyBench, options: Mapping[str, Any] | None = None) -> tuple[nn.Module, UnlearnData]:
+def run_method(
+    cls: type[Method], bench: TinyBench, options: Mapping[str, Any] | None = None
+) -> tuple[nn.Module, UnlearnData]:
     ctx = bench.context(cls.name)
     opts = cls.parse_options(
         cls.test_options if options is None else options, defaults=cls.default_options(ctx.setting)
@@ -232,7 +236,9 @@ def check_method(
         touched=set(data.touched),
     )
     if cls.claim == "acc_forget_down":
-        assert report.acc_forget[1] < report.acc_forget[0], f"{cls.name}: forget accuracy did not drop {report.acc_forget}"
+        assert report.acc_forget[1] < report.acc_forget[0], (
+            f"{cls.name}: forget accuracy did not drop {report.acc_forget}"
+        )
     elif cls.claim == "entropy_forget_up":
         assert report.entropy_forget[1] > report.entropy_forget[0] * 1.05, (
             f"{cls.name}: forget-set entropy did not rise {report.entropy_forget}"
@@ -280,7 +286,9 @@ def check_dataset(cls: type[Dataset], data_dir: Path | None = None, cache_dir: P
     return raw
 
 
-def check_model(cls: type[Model], specs: tuple[ImageSpec, ...] = (ImageSpec(1, 8, 8, 3), ImageSpec(3, 32, 32, 10))) -> None:
+def check_model(
+    cls: type[Model], specs: tuple[ImageSpec, ...] = (ImageSpec(1, 8, 8, 3), ImageSpec(3, 32, 32, 10))
+) -> None:
     """A model builds for small grey and colour images and maps them to finite (N, K) logits."""
     assert issubclass(cls, Model), f"{cls!r} is not a unlearnkit.api.Model"
     for spec in specs:

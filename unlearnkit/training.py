@@ -54,7 +54,9 @@ class TrainRecipe:
 
 
 def builtin_recipes() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("unlearnkit.train_recipes").iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("unlearnkit.train_recipes").iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
@@ -162,7 +164,9 @@ def fit(
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, split: Split, ctx: UnlearnContext | None = None, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, split: Split, ctx: UnlearnContext | None = None, batch_size: int = 1024
+) -> torch.Tensor:
     """Float32 logits of ``model`` (eval mode) over ``split``, in split order."""
     was_training = model.training
     model.eval()

@@ -25,8 +25,9 @@ app = typer.Typer(
 from unlearnkit.cli import leaderboard as _leaderboard  # noqa: E402,F401  (commands register on import)
 from unlearnkit.cli import listing as _listing  # noqa: E402,F401
 from unlearnkit.cli import run as _run  # noqa: E402,F401
+from unlearnkit.cli import sweep as _sweep  # noqa: E402,F401
 
-BUILTIN = {"run", "leaderboard", "list", "show", "plugins"}
+BUILTIN = {"run", "sweep", "leaderboard", "list", "show", "plugins"}
 
 
 def _wants_plugin_command(argv: list[str]) -> bool:

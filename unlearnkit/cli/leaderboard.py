@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,9 +20,13 @@ def leaderboard(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     scenario: Annotated[str | None, typer.Option(help="Only this forget scenario, e.g. instance:0.1.")] = None,
-    access: Annotated[str | None, typer.Option(help="Only methods with this data access: forget, retain, forget+retain.")] = None,
+    access: Annotated[
+        str | None, typer.Option(help="Only methods with this data access: forget, retain, forget+retain.")
+    ] = None,
     sort: Annotated[str, typer.Option(help="Sort rows by avg_gap or a metric name.")] = "avg_gap",
+    recipe: Annotated[Path | None, typer.Option(help="Only the cells and methods of this recipe.")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")] = "table",
+    plot: Annotated[Path | None, typer.Option(help="Write a figure (Avg Gap vs time, metric bars) to FILE.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
 ) -> None:
@@ -39,7 +44,18 @@ def leaderboard(
         raise ConfigError(f"Unknown sort key '{sort}'. Valid keys: avg_gap, {', '.join(sorted(info))}.")
     store = Store(tracking_uri, experiment)
     store.check()
-    boards = build(store, dataset=dataset, model=model, scenario=scenario, access=access, sort=sort)
+    scope = {}
+    if recipe is not None:
+        from unlearnkit.cli.sweep import recipe_scope
+
+        cells, methods = recipe_scope(recipe)
+        scope = {"recipe_cells": cells, "recipe_methods": methods}
+    boards = build(store, dataset=dataset, model=model, scenario=scenario, access=access, sort=sort, **scope)
+    if plot is not None:
+        from unlearnkit.plots import plot_boards
+
+        plot_boards(boards, plot)
+        con.err.print(f"Figure written to {plot}")
     if format == "json":
         con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True)
         return
@@ -60,5 +76,7 @@ def leaderboard(
         for cells in rows:
             table.add_row(*[f"[bold green]{t}[/]" if best else t for t, best in cells])
         con.out.print(table)
-    con.out.print("mean ± std over seeds; best non-reference value per column in green (closer to retrain where "
-                  "that is the target); avg gap = mean |Δ| to retrain over mia, acc_forget, acc_retain, acc_test.")
+    con.out.print(
+        "mean ± std over seeds; best non-reference value per column in green (closer to retrain where "
+        "that is the target); avg gap = mean |Δ| to retrain over mia, acc_forget, acc_retain, acc_test."
+    )

@@ -53,10 +53,19 @@ def list_(
     kind = _kind(what, plural=True)
     reg = _registries().registries.by_kind(kind)
     if as_json:
-        con.out.print_json(json.dumps([
-            {"name": e.name, "summary": e.cls.summary, "package": e.provenance.package, "version": e.provenance.version}
-            for e in reg.entries()
-        ]))
+        con.out.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "summary": e.cls.summary,
+                        "package": e.provenance.package,
+                        "version": e.provenance.version,
+                    }
+                    for e in reg.entries()
+                ]
+            )
+        )
         return
     extra = {"method": "data access", "metric": "direction", "dataset": "source", "model": "family"}[kind]
     table = Table(title=f"{len(reg.names())} {what}", title_justify="left")

@@ -22,13 +22,23 @@ def run(
         "lotus"
     ],
     model: Annotated[str, typer.Option(help="Model: resnet18, vit, cnn, resnet20, timm/<name>, ...")] = "resnet18",
-    dataset: Annotated[str, typer.Option(help="Dataset; the default 'digits' is embedded and needs no files.")] = "digits",
+    dataset: Annotated[
+        str, typer.Option(help="Dataset; the default 'digits' is embedded and needs no files.")
+    ] = "digits",
     forget: Annotated[str, typer.Option(help="0.1 (first 10% per class), random:0.1, or class:<id|name>.")] = "0.1",
-    seeds: Annotated[str, typer.Option("--seeds", "--seed", help="Comma-separated seeds (paper: 3407,13,12).")] = "3407",
-    option: Annotated[list[str], typer.Option("--option", "-o", help="Method option KEY=VALUE or METHOD.KEY=VALUE.")] = [],
+    seeds: Annotated[
+        str, typer.Option("--seeds", "--seed", help="Comma-separated seeds (paper: 3407,13,12).")
+    ] = "3407",
+    option: Annotated[
+        list[str], typer.Option("--option", "-o", help="Method option KEY=VALUE or METHOD.KEY=VALUE.")
+    ] = [],
     metric: Annotated[list[str], typer.Option(help="Only these metrics (default: all registered).")] = [],
-    subset: Annotated[str | None, typer.Option(help="Per-class count (500) or fraction (0.1) of train and test.")] = None,
-    train_recipe: Annotated[str | None, typer.Option(help="paper, fast or a .toml file (default: the dataset's).")] = None,
+    subset: Annotated[
+        str | None, typer.Option(help="Per-class count (500) or fraction (0.1) of train and test.")
+    ] = None,
+    train_recipe: Annotated[
+        str | None, typer.Option(help="paper, fast or a .toml file (default: the dataset's).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the training recipe's epochs (CPU runs).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset's files (offline use).")] = None,
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights (ViT-B/16 for 'vit').")] = False,

@@ -1,0 +1,94 @@
+"""Recipes and resumable sweeps: unknown keys rejected, grids expanded, SIGKILL survived."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from unlearnkit.errors import ConfigError
+from unlearnkit.recipes import expand, load_recipe
+
+HERE = Path(__file__).parent
+RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
+PLUGINS = HERE / "fixtures" / "plugins"
+ROOT = HERE.parent
+
+
+def test_every_shipped_recipe_parses_and_expands():
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        cells = expand(load_recipe(path))
+        assert cells, path
+
+
+def test_unknown_recipe_keys_are_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nseed = [1]\n')
+    with pytest.raises(ConfigError, match=r"Unknown key 'seed' in recipe '.*bad.toml'. Valid keys: data_dir, "):
+        load_recipe(bad)
+    bad.write_text('name = "x"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nepochs = "many"\n')
+    with pytest.raises(ConfigError, match="Bad value for 'epochs'"):
+        load_recipe(bad)
+
+
+def test_grid_expands_into_variants_and_flags_override(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(RECIPE.read_text() + "\n[grid.lotus]\nalpha = [2, 8]\n")
+    cells = expand(load_recipe(path), {"epochs": 7})
+    assert len(cells) == 4  # 2 scenarios x 2 alphas
+    assert {c.variant for c in cells} == {"lotus.alpha=2", "lotus.alpha=8"}
+    assert all(c.request.epochs == 7 and c.request.options["lotus.batch_size"] == 16 for c in cells)
+
+
+def sweep_cmd(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "unlearnkit", "sweep", str(RECIPE), "--plugins-dir", str(PLUGINS), *extra]
+
+
+def finished_per_config() -> Counter:
+    from unlearnkit.store import Store
+
+    return Counter(r.t("config_hash") for r in Store().search({"kind": "unlearn"}))
+
+
+def test_sigkill_midway_then_rerun_gives_exactly_one_run_per_cell(isolated_store, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(sweep_cmd(), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # kill once some, but not all, runs are finished
+            if sum(finished_per_config().values()) >= 3 if (isolated_store / "store" / "mlflow.db").exists() else False:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"sweep ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    before = finished_per_config()
+    assert 3 <= sum(before.values()) < 12
+    done = subprocess.run(
+        sweep_cmd("--plot", str(tmp_path / "lb.png")),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = finished_per_config()
+    assert len(after) == 12 and set(after.values()) == {1}  # 2 scenarios x 2 seeds x 3 methods, once each
+    assert f"{12 - sum(before.values())} new, {sum(before.values())} already in the store" in done.stdout
+    assert (tmp_path / "lb.png").stat().st_size > 10_000
+    from unlearnkit.store import Store
+
+    (board_run,) = Store().search({"kind": "leaderboard"})
+    assert board_run.params["recipe"] == "tiny-test"
+    again = subprocess.run(sweep_cmd(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "0 new, 12 already in the store" in again.stdout
+    assert finished_per_config() == after

@@ -1,0 +1,126 @@
+"""Experiment recipes: TOML files naming a grid (datasets × models × scenarios × option
+variants) of benchmarks, each run with the listed methods and seeds.
+
+Unknown keys and wrong types are errors. Precedence: defaults < recipe < command-line flags.
+A recipe is resumable by construction: every run is keyed by its config hash, so re-running
+the same recipe skips finished runs and redoes only unfinished ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unlearnkit.config import RunRequest
+from unlearnkit.errors import ConfigError
+
+
+class RecipeFile(BaseModel):
+    """The schema of ``recipes/*.toml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    datasets: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+    scenarios: list[str] = Field(default_factory=lambda: ["0.1"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [3407, 13, 12], min_length=1)
+    train_recipe: str | None = None
+    epochs: int | None = Field(None, ge=1)
+    subset: str | int | float | None = None
+    data_dir: str | None = None
+    pretrained: bool = False
+    weights: str | None = None
+    device: str = "auto"
+    metrics: list[str] | None = None
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> fixed options
+    grid: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # method -> option -> values
+    dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # dataset -> options
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model -> options
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark of the grid with one option variant: a RunRequest plus its variant label."""
+
+    request: RunRequest
+    variant: str
+
+    @property
+    def label(self) -> str:
+        r = self.request
+        extra = f" [{self.variant}]" if self.variant else ""
+        return f"{r.dataset}/{r.model}/{r.forget}{extra}"
+
+
+def load_recipe(path: str | Path) -> RecipeFile:
+    path = Path(path)
+    if not path.is_file():
+        hint = sorted(p.name for p in Path("recipes").glob("*.toml")) if Path("recipes").is_dir() else []
+        more = f" Recipes here: {', '.join(hint)}." if hint else ""
+        raise ConfigError(f"Recipe file '{path}' does not exist.{more}")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"Recipe '{path}' is not valid TOML: {err}.") from None
+    try:
+        return RecipeFile(**doc)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            valid = ", ".join(sorted(RecipeFile.model_fields))
+            raise ConfigError(f"Unknown key '{key}' in recipe '{path}'. Valid keys: {valid}.") from None
+        raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {first['msg']}.") from None
+
+
+def variants(recipe: RecipeFile) -> list[tuple[str, dict[str, Any]]]:
+    """Expand ``[grid.METHOD]`` into (label, options) pairs; no grid -> one unnamed variant."""
+    axes = [(f"{m}.{k}", vals) for m, opts in sorted(recipe.grid.items()) for k, vals in sorted(opts.items())]
+    if not axes:
+        return [("", {})]
+    out = []
+    for combo in itertools.product(*(vals for _, vals in axes)):
+        pairs = dict(zip((k for k, _ in axes), combo))
+        out.append((",".join(f"{k}={v}" for k, v in pairs.items()), pairs))
+    return out
+
+
+def expand(recipe: RecipeFile, overrides: dict[str, Any] | None = None) -> list[Cell]:
+    """The grid as RunRequests, command-line ``overrides`` applied last."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    fixed = {f"{m}.{k}": v for m, opts in recipe.options.items() for k, v in opts.items()}
+    cells = []
+    for dataset, model, scenario in itertools.product(recipe.datasets, recipe.models, recipe.scenarios):
+        for label, grid_opts in variants(recipe):
+            methods = recipe.methods
+            if label:  # a grid varies some methods; the others need not run once per variant
+                methods = sorted({k.split(".")[0] for k in grid_opts})
+            base = dict(
+                dataset=dataset,
+                model=model,
+                methods=list(methods),
+                options={**fixed, **grid_opts},
+                dataset_options=recipe.dataset_options.get(dataset, {}),
+                model_options=recipe.model_options.get(model, {}),
+                metrics=recipe.metrics,
+                seeds=list(recipe.seeds),
+                forget=str(scenario),
+                subset=None if recipe.subset is None else str(recipe.subset),
+                train_recipe=recipe.train_recipe,
+                epochs=recipe.epochs,
+                data_dir=Path(recipe.data_dir) if recipe.data_dir else None,
+                pretrained=recipe.pretrained,
+                weights=Path(recipe.weights) if recipe.weights else None,
+                device=recipe.device,
+            )
+            base.update(overrides)
+            cells.append(Cell(RunRequest(**base), label))
+    return cells
