@@ -108,6 +108,8 @@ class UnlearnOutcome:
     model: nn.Module
     time_s: float | None = None  # overrides the runner's clock (the `retrain` reference row)
     info: dict[str, float] = field(default_factory=dict)  # extra numbers logged as metrics
+    # "original" or "retrained" when the model *is* that reference: its outputs are reused, not recomputed
+    same_as: str | None = None
 
 
 class Method(Plugin):

@@ -42,6 +42,7 @@ class Evaluation:
         shared: OutputCache | None = None,
         time_s: float = float("nan"),
         retrain_time_s: float = float("nan"),
+        same_as: str | None = None,
     ) -> None:
         self.models = dict(models)
         self.splits = dict(splits)
@@ -52,6 +53,7 @@ class Evaluation:
         self.retrain_time_s = retrain_time_s
         self.num_classes = ctx.num_classes
         self.forget_class = ctx.forget_class
+        self.same_as = same_as  # the unlearned model is this reference: share its outputs
 
     def _cache_for(self, role: str) -> OutputCache:
         return self.own if role == "unlearned" else self.shared
@@ -59,6 +61,8 @@ class Evaluation:
     def logits(self, role: str, split: str) -> torch.Tensor:
         if role not in ROLES:
             raise KeyError(f"unknown role {role!r}; expected one of {ROLES}")
+        if role == "unlearned" and self.same_as in ROLES:
+            role = self.same_as
         cache = self._cache_for(role)
         key = (role, split)
         if key not in cache.logits:
@@ -77,6 +81,10 @@ class Evaluation:
 
     def labels(self, split: str) -> torch.Tensor:
         return self.splits[split].y.cpu()
+
+    def images_forwarded(self) -> int:
+        """Images this evaluation pushed through any model (shared passes counted where they ran)."""
+        return sum(self.own.images.values())
 
     def has(self, role: str) -> bool:
         return self.models.get(role) is not None

@@ -370,8 +370,17 @@ class Runner:
                 shared=shared,
                 time_s=time_s,
                 retrain_time_s=gold[1],
+                same_as=outcome.same_as,
             )
+            shared_before = sum(shared.images.values())
+            start = time.perf_counter()
             metrics = {m.name: m.cls(m.cls.Options()).compute(ev) for m in self.plan.metrics}
+            synchronize(self.device)
+            cost = {
+                "eval_time_s": time.perf_counter() - start,
+                "eval_images": float(ev.images_forwarded() + sum(shared.images.values()) - shared_before),
+            }
+            outcome.info.update(cost)
             self.store.log_metrics(run_id, {**metrics, **outcome.info})
             self.store.set_tags(run_id, {tag("touched"): ",".join(sorted(data.touched))})
             self.store.finish(run_id)

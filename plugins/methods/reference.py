@@ -22,7 +22,7 @@ class Original(Method):
     claim = "none"
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
-        return UnlearnOutcome(copy.deepcopy(model), time_s=0.0)
+        return UnlearnOutcome(copy.deepcopy(model), time_s=0.0, same_as="original")
 
 
 class Retrain(Method):
@@ -40,7 +40,7 @@ class Retrain(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         retrained, seconds = ctx.retrained()
-        return UnlearnOutcome(retrained, time_s=seconds)
+        return UnlearnOutcome(retrained, time_s=seconds, same_as="retrained")
 
 
 @hookimpl
