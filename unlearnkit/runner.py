@@ -220,36 +220,45 @@ class Runner:
         if key in self._models:
             state, seconds = self._models[key]
             return self._from_state(state), seconds
-        record = self.store.find_finished(kind, key)
-        if record is not None:
-            try:
-                state = self.store.load_checkpoint(record)
-                seconds = float(record.metrics.get("train_time_s", float("nan")))
-                self.reporter.event(f"Reusing {kind} model (seed {seed}) from run {record.run_id[:8]}")
-                self._models[key] = (state, seconds)
-                return self._from_state(state), seconds
-            except CorruptCheckpoint as err:
-                self.reporter.warn(f"{err} Retraining it.")
-                self.store.fail(record.run_id, f"checkpoint corrupt: {err}")
         recipe = self.recipe()
         tags = {**self.common_tags(seed), tag("kind"): kind, tag("config_hash"): key}
         params = {"kind": kind, "seed": seed, "images": len(split), **recipe.as_params()}
-        run_id = self.store.start_run(
-            f"{kind}-{self.plan.dataset.name}-{self.plan.request.model}-s{seed}", tags, params
-        )
+        name = f"{kind}-{self.plan.dataset.name}-{self.plan.request.model}-s{seed}"
+        while True:  # one process trains; concurrent ones wait for its checkpoint
+            run_id, record = self.store.claim(
+                kind,
+                key,
+                name,
+                tags,
+                params,
+                on_wait=lambda: self.reporter.event(f"Waiting for another process training {kind} (seed {seed})"),
+            )
+            if record is None:
+                break
+            try:
+                state = self.store.load_checkpoint(record)
+            except CorruptCheckpoint as err:
+                self.reporter.warn(f"{err} Retraining it.")
+                self.store.fail(record.run_id, f"checkpoint corrupt: {err}")
+                continue
+            seconds = float(record.metrics.get("train_time_s", float("nan")))
+            self.reporter.event(f"Reusing {kind} model (seed {seed}) from run {record.run_id[:8]}")
+            self._models[key] = (state, seconds)
+            return self._from_state(state), seconds
         try:
-            seed_everything(seed)
-            model = self.build_model()
-            ctx = self.context(seed, None, method=kind)
-            synchronize(self.device)
-            start = time.perf_counter()
-            fit(model, split, recipe, ctx, description=f"train {kind} (seed {seed})")
-            synchronize(self.device)
-            seconds = time.perf_counter() - start
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            self.store.save_checkpoint(run_id, state)
-            self.store.log_metrics(run_id, {"train_time_s": seconds})
-            self.store.finish(run_id)
+            with self.store.heartbeat(run_id):
+                seed_everything(seed)
+                model = self.build_model()
+                ctx = self.context(seed, None, method=kind)
+                synchronize(self.device)
+                start = time.perf_counter()
+                fit(model, split, recipe, ctx, description=f"train {kind} (seed {seed})")
+                synchronize(self.device)
+                seconds = time.perf_counter() - start
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                self.store.save_checkpoint(run_id, state)
+                self.store.log_metrics(run_id, {"train_time_s": seconds})
+                self.store.finish(run_id)
         except BaseException as err:
             self.store.fail(run_id, f"{type(err).__name__}: {err}")
             raise
@@ -320,10 +329,6 @@ class Runner:
         if variant:
             identity["variant"] = variant
         key = config_hash(identity)
-        existing = self.store.find_finished("unlearn", key)
-        if existing is not None:
-            self.reporter.event(f"{entry.name} (seed {seed}): already in the store, run {existing.run_id[:8]}")
-            return RunResult(entry.name, seed, "skipped", existing.metrics, existing.run_id, benchmark=benchmark)
         tags = {
             **self.common_tags(seed),
             tag("kind"): "unlearn",
@@ -347,43 +352,54 @@ class Runner:
             "n_test": len(idx.test),
             "torch": torch.__version__,
         }
-        run_id = self.store.start_run(f"{entry.name}-{self.plan.dataset.name}-s{seed}", tags, params)
+        run_id, existing = self.store.claim(
+            "unlearn",
+            key,
+            f"{entry.name}-{self.plan.dataset.name}-s{seed}",
+            tags,
+            params,
+            on_wait=lambda: self.reporter.event(f"Waiting for another process running {entry.name} (seed {seed})"),
+        )
+        if existing is not None:
+            self.reporter.event(f"{entry.name} (seed {seed}): already in the store, run {existing.run_id[:8]}")
+            return RunResult(entry.name, seed, "skipped", existing.metrics, existing.run_id, benchmark=benchmark)
         try:
-            method = entry.cls(options)
-            data = UnlearnData(splits, entry.cls.splits(), entry.name)
-            model = copy.deepcopy(original).train()
-            seed_everything(seed)
-            synchronize(self.device)
-            start = time.perf_counter()
-            out = method.unlearn(model, data, ctx)
-            synchronize(self.device)
-            elapsed = time.perf_counter() - start
-            outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
-            time_s = elapsed if outcome.time_s is None else outcome.time_s
-            unlearned = outcome.model.eval()
-            if not all(torch.isfinite(p).all() for p in unlearned.parameters()):
-                raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
-            ev = Evaluation(
-                {"unlearned": unlearned, "original": original, "retrained": gold[0]},
-                splits,
-                ctx,
-                shared=shared,
-                time_s=time_s,
-                retrain_time_s=gold[1],
-                same_as=outcome.same_as,
-            )
-            shared_before = sum(shared.images.values())
-            start = time.perf_counter()
-            metrics = {m.name: m.cls(m.cls.Options()).compute(ev) for m in self.plan.metrics}
-            synchronize(self.device)
-            cost = {
-                "eval_time_s": time.perf_counter() - start,
-                "eval_images": float(ev.images_forwarded() + sum(shared.images.values()) - shared_before),
-            }
-            outcome.info.update(cost)
-            self.store.log_metrics(run_id, {**metrics, **outcome.info})
-            self.store.set_tags(run_id, {tag("touched"): ",".join(sorted(data.touched))})
-            self.store.finish(run_id)
+            with self.store.heartbeat(run_id):
+                method = entry.cls(options)
+                data = UnlearnData(splits, entry.cls.splits(), entry.name)
+                model = copy.deepcopy(original).train()
+                seed_everything(seed)
+                synchronize(self.device)
+                start = time.perf_counter()
+                out = method.unlearn(model, data, ctx)
+                synchronize(self.device)
+                elapsed = time.perf_counter() - start
+                outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+                time_s = elapsed if outcome.time_s is None else outcome.time_s
+                unlearned = outcome.model.eval()
+                if not all(torch.isfinite(p).all() for p in unlearned.parameters()):
+                    raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
+                ev = Evaluation(
+                    {"unlearned": unlearned, "original": original, "retrained": gold[0]},
+                    splits,
+                    ctx,
+                    shared=shared,
+                    time_s=time_s,
+                    retrain_time_s=gold[1],
+                    same_as=outcome.same_as,
+                )
+                shared_before = sum(shared.images.values())
+                start = time.perf_counter()
+                metrics = {m.name: m.cls(m.cls.Options()).compute(ev) for m in self.plan.metrics}
+                synchronize(self.device)
+                cost = {
+                    "eval_time_s": time.perf_counter() - start,
+                    "eval_images": float(ev.images_forwarded() + sum(shared.images.values()) - shared_before),
+                }
+                outcome.info.update(cost)
+                self.store.log_metrics(run_id, {**metrics, **outcome.info})
+                self.store.set_tags(run_id, {tag("touched"): ",".join(sorted(data.touched))})
+                self.store.finish(run_id)
         except (DivergenceError, UnlearnkitError) as err:
             self.store.fail(run_id, str(err))
             self.reporter.warn(f"{entry.name} (seed {seed}) failed: {err}")

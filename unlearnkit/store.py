@@ -8,10 +8,14 @@ the store's files; only runs with status FINISHED ever count.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import socket
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,6 +26,8 @@ from unlearnkit.errors import StoreError
 
 TAG = "unlearnkit"
 DEFAULT_EXPERIMENT = "unlearnkit"
+HEARTBEAT_S = 15.0  # a running claim refreshes its heartbeat tag this often
+STALE_S = 90.0  # a claim silent for this long (or whose local process is gone) is abandoned
 
 
 def tag(key: str) -> str:
@@ -118,33 +124,49 @@ class Store:
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
+    @contextlib.contextmanager
+    def _init_lock(self):
+        """Serialise first-time schema creation of a local SQLite store across processes
+        (MLflow's migrations race when two sweeps start on a fresh store)."""
+        if not self.uri.startswith("sqlite:///"):
+            yield
+            return
+        import fcntl
+
+        lock_path = Path(self.uri[len("sqlite:///") :]).with_suffix(".init.lock")
+        with open(lock_path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
+            with self._init_lock():
+                self._experiment_id = self._open_experiment()
+        return self._experiment_id
+
+    def _open_experiment(self) -> str:
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is not None:
+                return exp.experiment_id
+            location = None
+            if self.uri.startswith("sqlite:///"):
+                location = (Path(self.uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
             try:
+                return self.client.create_experiment(self.experiment_name, artifact_location=location)
+            except Exception:  # noqa: BLE001 - a concurrent process (on a server) created it first
                 exp = self.client.get_experiment_by_name(self.experiment_name)
                 if exp is None:
-                    location = None
-                    if self.uri.startswith("sqlite:///"):
-                        location = (Path(self.uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
-                    try:
-                        self._experiment_id = self.client.create_experiment(
-                            self.experiment_name, artifact_location=location
-                        )
-                    except Exception:  # noqa: BLE001 - a concurrent process created it first
-                        exp = self.client.get_experiment_by_name(self.experiment_name)
-                        if exp is None:
-                            raise
-                        self._experiment_id = exp.experiment_id
-                else:
-                    self._experiment_id = exp.experiment_id
-            except StoreError:
-                raise
-            except Exception as err:  # noqa: BLE001 - MLflow raises many types; the user needs one line
-                raise StoreError(
-                    f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}"
-                ) from None
-        return self._experiment_id
+                    raise
+                return exp.experiment_id
+        except StoreError:
+            raise
+        except Exception as err:  # noqa: BLE001 - MLflow raises many types; the user needs one line
+            raise StoreError(f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}") from None
 
     # --------------------------------------------------------------------------------- runs
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
@@ -223,6 +245,92 @@ class Store:
             token = page.token
             if not token:
                 return records
+
+    # ------------------------------------------------------------------------------- claims
+    def claim(
+        self,
+        kind: str,
+        key: str,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        on_wait: Any = None,
+        poll_s: float = 1.0,
+    ) -> tuple[str | None, RunRecord | None]:
+        """Atomically claim the work (kind, key) among concurrent processes sharing this store.
+
+        Returns ``(run_id, None)`` when this process owns a new RUNNING run and must do the work,
+        or ``(None, record)`` when a finished run already exists (possibly finished by another
+        process while this one waited). Ownership goes to the earliest live RUNNING claim;
+        claims of dead processes (same host: PID gone; any host: heartbeat stale) are failed.
+        """
+        me = {tag("host"): socket.gethostname(), tag("pid"): str(os.getpid()), tag("heartbeat"): str(time.time())}
+        waited = False
+        while True:
+            done = self.find_finished(kind, key)
+            if done is not None:
+                return None, done
+            run_id = self.start_run(name, {**tags, **me}, params)
+            if self._first_live_claim(kind, key, run_id):
+                time.sleep(0.2)  # settle: a racing claim committed just now becomes visible
+                if self._first_live_claim(kind, key, run_id):
+                    return run_id, None
+            self.client.delete_run(run_id)  # yield: the other process does the work
+            if on_wait is not None and not waited:
+                on_wait()
+                waited = True
+            while self._live_claims(kind, key) and self.find_finished(kind, key) is None:
+                time.sleep(poll_s)
+
+    def _live_claims(self, kind: str, key: str) -> list[RunRecord]:
+        running = [
+            r for r in self.search({"kind": kind, "config_hash": key}, finished_only=False) if r.status == "RUNNING"
+        ]
+        live = []
+        for rec in running:
+            if self._alive(rec):
+                live.append(rec)
+            else:
+                self.fail(rec.run_id, "abandoned: its process stopped before finishing")
+        return live
+
+    def _first_live_claim(self, kind: str, key: str, run_id: str) -> bool:
+        live = self._live_claims(kind, key)
+        order = sorted(live, key=lambda r: (r.start_time, r.run_id))
+        return bool(order) and order[0].run_id == run_id
+
+    @staticmethod
+    def _alive(rec: RunRecord) -> bool:
+        beat = float(rec.t("heartbeat", "0") or 0) or rec.start_time / 1000
+        if time.time() - beat > STALE_S:
+            return False
+        if rec.t("host") == socket.gethostname() and rec.t("pid"):
+            try:
+                os.kill(int(rec.t("pid")), 0)
+            except ProcessLookupError:
+                return False
+            except (PermissionError, ValueError):
+                return True
+        return True
+
+    @contextlib.contextmanager
+    def heartbeat(self, run_id: str):
+        """Refresh the claim's heartbeat in the background while the work runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                try:
+                    self.client.set_tag(run_id, tag("heartbeat"), str(time.time()))
+                except Exception:  # noqa: BLE001 - a missed beat only makes the claim look older
+                    pass
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def find_finished(self, kind: str, config_hash: str) -> RunRecord | None:
         """The first finished run of this kind and config: later duplicates are ignored."""
