@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.errors import StoreError
+from unlearnkit.interrupts import atomic, deferred
 
 TAG = "unlearnkit"
 DEFAULT_EXPERIMENT = "unlearnkit"
@@ -121,7 +122,11 @@ class Store:
 
             for name in ("mlflow", "alembic"):  # mlflow resets its level on import
                 logging.getLogger(name).setLevel(logging.WARNING)
-            self._client = MlflowClient(tracking_uri=self.uri)
+            with self._init_lock():
+                client = MlflowClient(tracking_uri=self.uri)
+                if self.uri.startswith("sqlite:///"):
+                    client.search_experiments(max_results=1)  # create/migrate the schema under the lock
+                self._client = client
         return self._client
 
     @contextlib.contextmanager
@@ -134,6 +139,7 @@ class Store:
         import fcntl
 
         lock_path = Path(self.uri[len("sqlite:///") :]).with_suffix(".init.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -144,7 +150,8 @@ class Store:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            with self._init_lock():
+            self.client  # noqa: B018 - created first: its own lock must not nest in the one below
+            with self._init_lock(), deferred():
                 self._experiment_id = self._open_experiment()
         return self._experiment_id
 
@@ -169,12 +176,14 @@ class Store:
             raise StoreError(f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}") from None
 
     # --------------------------------------------------------------------------------- runs
+    @atomic
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         self.log_params(run_id, params)
         return run_id
 
+    @atomic
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -182,6 +191,7 @@ class Store:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
 
+    @atomic
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         import math
         import time
@@ -193,13 +203,16 @@ class Store:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, metrics=items[start : start + 100])
 
+    @atomic
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
 
+    @atomic
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
+    @atomic
     def fail(self, run_id: str, reason: str) -> None:
         """Record why a run failed; FAILED runs never count in a leaderboard."""
         try:
@@ -208,13 +221,16 @@ class Store:
         except Exception:  # noqa: BLE001 - the store itself may be what failed; the run stays unfinished
             pass
 
+    @atomic
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    @atomic
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
     # ---------------------------------------------------------------------------- searching
+    @atomic
     def search(self, filters: dict[str, str] | None = None, *, finished_only: bool = True) -> list[RunRecord]:
         """Runs whose ``unlearnkit.*`` tags equal ``filters``, oldest first."""
         clauses = [f"tags.`{tag(k)}` = '{v}'" for k, v in (filters or {}).items()]
@@ -275,13 +291,15 @@ class Store:
                 time.sleep(0.2)  # settle: a racing claim committed just now becomes visible
                 if self._first_live_claim(kind, key, run_id):
                     return run_id, None
-            self.client.delete_run(run_id)  # yield: the other process does the work
+            with deferred():
+                self.client.delete_run(run_id)  # yield: the other process does the work
             if on_wait is not None and not waited:
                 on_wait()
                 waited = True
             while self._live_claims(kind, key) and self.find_finished(kind, key) is None:
                 time.sleep(poll_s)
 
+    @atomic
     def _live_claims(self, kind: str, key: str) -> list[RunRecord]:
         running = [
             r for r in self.search({"kind": kind, "config_hash": key}, finished_only=False) if r.status == "RUNNING"
@@ -338,6 +356,7 @@ class Store:
         return runs[0] if runs else None
 
     # -------------------------------------------------------------------------- checkpoints
+    @atomic
     def save_checkpoint(self, run_id: str, state: dict[str, Any]) -> str:
         """Write atomically to a temp file, record its sha256, then upload: a torn write is detectable."""
         import torch
@@ -350,6 +369,7 @@ class Store:
         self.client.set_tag(run_id, tag("checkpoint_sha256"), digest)
         return digest
 
+    @atomic
     def load_checkpoint(self, record: RunRecord) -> dict[str, Any]:
         """Download and verify against the recorded sha256; raise CorruptCheckpoint on mismatch."""
         import torch

@@ -11,6 +11,7 @@ import sys
 import click
 import typer
 
+from unlearnkit import interrupts
 from unlearnkit.cli import console as con
 from unlearnkit.errors import UnlearnkitError
 
@@ -38,12 +39,15 @@ def _wants_plugin_command(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: UnlearnkitError -> one red line and a non-zero exit."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Ctrl-C and SIGTERM interrupt cleanly (the unfinished run is marked failed), even when the
+    # parent shell started us with SIGINT ignored (background jobs).
+    interrupts.install()
     try:
         if _wants_plugin_command(argv):
             from unlearnkit.plugins import get_host
 
             get_host().pm.hook.register_commands(app=app)
-        app(args=argv, prog_name="unlearnkit", standalone_mode=False)
+        code = app(args=argv, prog_name="unlearnkit", standalone_mode=False)
     except UnlearnkitError as err:
         con.error(str(err))
         sys.exit(err.exit_code)
@@ -56,5 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        con.error("Interrupted: unfinished runs are left unfinished in the store and never counted.")
-        sys.exit(130)
+        code = 130
+    # typer turns KeyboardInterrupt into exit code 130 and returns exit codes in this mode
+    if code == 130:
+        con.error("Interrupted: the unfinished run is marked failed in the store and never counted.")
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -1,0 +1,122 @@
+"""A real MLflow server over HTTP: a sweep survives the server being killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
+PLUGINS = HERE / "fixtures" / "plugins"
+
+pytest.importorskip("mlflow.server", reason="the MLflow server is not installed (pip install 'unlearnkit[dev]')")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on 127.0.0.1 with a SQLite backend and an artifacts directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port, self.proc = root, free_port(), None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        log = open(self.root / "server.log", "a")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("mlflow server did not start: " + (self.root / "server.log").read_text()[-2000:])
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+def finished(uri: str) -> Counter:
+    from unlearnkit.store import Store
+
+    return Counter(r.t("config_hash") for r in Store(uri).search({"kind": "unlearn"}))
+
+
+def test_sweep_over_http_survives_a_server_restart(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "unlearnkit", "sweep", str(RECIPE), "--plugins-dir", str(PLUGINS)]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while sum(finished(server.uri).values()) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+    server.kill()  # mid-sweep: the client's retries must carry it over the outage
+    time.sleep(3)
+    server.start()
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    counts = finished(server.uri)
+    assert len(counts) == 12 and set(counts.values()) == {1}
+
+    from unlearnkit.leaderboard import leaderboard
+    from unlearnkit.store import Store
+
+    boards = leaderboard(Store(server.uri))
+    assert len(boards) == 2 and all(len(r.seeds) == 2 for b in boards for r in b.rows)
+
+
+def test_unreachable_server_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch):
+    from unlearnkit.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(SystemExit) as exc:
+        main(["leaderboard"])
+    assert exc.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .startswith("Error: Cannot reach the MLflow tracking server at http://127.0.0.1:")
+    )
