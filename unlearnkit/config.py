@@ -74,6 +74,7 @@ class RunRequest:
     pretrained: bool = False
     weights: Path | None = None
     device: str = "auto"
+    compile: bool = False  # torch.compile the training of the original/retrained models (CUDA)
 
 
 @dataclass

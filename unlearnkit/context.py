@@ -27,6 +27,7 @@ class UnlearnContext:
     forget_class: int | None = None
     reporter: Reporter = field(default_factory=lambda: SILENT)
     channels_last: bool = False
+    compile: bool = False  # torch.compile training forwards (CUDA only; see ``compiled``)
     method: str = ""
     gold_standard: Callable[[], tuple[nn.Module, float]] | None = None  # the retrained model and its time
 
@@ -56,6 +57,13 @@ class UnlearnContext:
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """``torch.compile(model)`` when asked for and on CUDA; the model itself otherwise.
+        The returned module shares parameters with ``model``: train through it, save ``model``."""
+        if self.compile and self.device.type == "cuda":
+            return torch.compile(model)  # type: ignore[return-value]
         return model
 
     def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:

@@ -191,6 +191,7 @@ class Runner:
             forget_class=forget_class,
             reporter=self.reporter,
             channels_last=self.channels_last,
+            compile=self.plan.request.compile,
             method=method,
         )
 

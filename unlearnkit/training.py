@@ -148,11 +148,12 @@ def fit(
     steps = split.num_batches(recipe.batch_size, drop_last=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe, steps))
     gen = ctx.generator(offset=17)
+    forward = ctx.compiled(model)
     for epoch in ctx.track(range(recipe.epochs), total=recipe.epochs, description=description):
         diverged = torch.zeros((), dtype=torch.bool, device=ctx.device)
         for x, y in split.batches(recipe.batch_size, shuffle=True, augment=True, generator=gen, drop_last=True):
             with ctx.autocast():
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(forward(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -13,6 +13,13 @@ from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.config import RunRequest, parse_option_pairs, parse_seeds, validate
 
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 SHOWN = ("acc_forget", "acc_retain", "acc_test", "mia", "jsd", "rf_jsd", "time_s")
 
 
@@ -44,6 +51,7 @@ def run(
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights (ViT-B/16 for 'vit').")] = False,
     weights: Annotated[Path | None, typer.Option(help="Local weights file for the model.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile model training (CUDA only).")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
     plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
@@ -72,8 +80,11 @@ def run(
         pretrained=pretrained,
         weights=weights,
         device=device,
+        compile=compile,
     )
     plan = validate(request, host.registries)
+    if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
+        con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
     store = Store(tracking_uri, experiment)
     with con.RichReporter() as reporter:
         runner = Runner(plan, store, reporter)
