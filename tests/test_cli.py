@@ -41,7 +41,7 @@ def store_is_empty(base: Path) -> bool:
         (["-o", "alpha"], "Bad option 'alpha': expected KEY=VALUE"),
         (["--seeds", "1,x"], "Bad seed 'x': expected non-negative integers"),
         (["--device", "tpu"], "Bad device 'tpu'. Valid devices: auto, cpu, cuda, cuda:N."),
-        (["--train-recipe", "slow"], "Unknown training recipe 'slow'. Valid recipes: fast, paper, or a .toml file."),
+        (["--train-recipe", "slow"], "Unknown training recipe 'slow'. Valid recipes: fast, paper, quick, or a .toml file."),
         (["--weights", "/nonexistent/w.pt"], "Weights file '/nonexistent/w.pt' does not exist."),
         (["--tracking-uri", "http://127.0.0.1:9"], "Cannot reach the MLflow tracking server at http://127.0.0.1:9"),
     ],

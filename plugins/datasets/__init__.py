@@ -1,1 +1,39 @@
-"""Built-in unlearnkit plugins."""
+"""Built-in datasets, registered through the `unlearnkit` entry point.
+
+``digits`` and ``synthetic`` are embedded; the others read real files from ``--data-dir`` (or
+$UNLEARNKIT_SHARED_DATA, or a system folder) and cache the decoded arrays. Importing this package
+is cheap: torchvision, PIL, scipy and scikit-learn are imported only when a dataset loads.
+"""
+
+from collections.abc import Callable
+
+from unlearnkit.api import Dataset
+from unlearnkit.hookspecs import hookimpl
+
+from .cifar import Cifar10, Cifar100
+from .embedded import Digits, Synthetic
+from .imagefolder import ImageFolder
+from .mnist import FashionMnist, Mnist
+from .svhn import Svhn
+
+DATASETS = (Digits, Synthetic, Mnist, FashionMnist, Cifar10, Cifar100, Svhn, ImageFolder)
+
+
+@hookimpl
+def register_datasets(register: Callable[[type[Dataset]], None]) -> None:
+    for cls in DATASETS:
+        register(cls)
+
+
+__all__ = [
+    "DATASETS",
+    "Cifar10",
+    "Cifar100",
+    "Digits",
+    "FashionMnist",
+    "ImageFolder",
+    "Mnist",
+    "Svhn",
+    "Synthetic",
+    "register_datasets",
+]

@@ -39,6 +39,10 @@ def run(
     option: Annotated[
         list[str], typer.Option("--option", "-o", help="Method option KEY=VALUE or METHOD.KEY=VALUE.")
     ] = [],
+    dataset_option: Annotated[
+        list[str], typer.Option("--dataset-option", help="Dataset option KEY=VALUE (e.g. download=false).")
+    ] = [],
+    model_option: Annotated[list[str], typer.Option("--model-option", help="Model option KEY=VALUE.")] = [],
     metric: Annotated[list[str], typer.Option(help="Only these metrics (default: all registered).")] = [],
     subset: Annotated[
         str | None, typer.Option(help="Per-class count (500) or fraction (0.1) of train and test.")
@@ -70,6 +74,8 @@ def run(
         model=model,
         methods=method,
         options=parse_option_pairs(option),
+        dataset_options=parse_option_pairs(dataset_option),
+        model_options=parse_option_pairs(model_option),
         metrics=metric or None,
         seeds=parse_seeds(seeds),
         forget=forget,
