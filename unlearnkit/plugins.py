@@ -77,13 +77,13 @@ class PluginHost:
                 continue
             try:
                 module = ep.load()
-            except Exception as err:  # noqa: BLE001 - any import failure is reported, not fatal
+                self.register(module, Provenance(plugin=ep.name, package=dist, version=version))
+            except Exception as err:  # noqa: BLE001 - any import or validation failure is reported, not fatal
+                reason = str(err).splitlines()[0] if str(err) else ""
                 self.report.failed.append(
                     f"Plugin '{ep.name}' from {dist} {version} failed to load "
-                    f"({type(err).__name__}: {err}); disable it with UNLEARNKIT_DISABLE_PLUGINS={ep.name}."
+                    f"({type(err).__name__}: {reason}); disable it with UNLEARNKIT_DISABLE_PLUGINS={ep.name}."
                 )
-                continue
-            self.register(module, Provenance(plugin=ep.name, package=dist, version=version))
 
     def load_directory(self, directory: Path) -> None:
         """Load each ``*.py`` in ``directory`` as a plugin module (quick research, no packaging)."""
@@ -97,17 +97,20 @@ class PluginHost:
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[mod_name] = module
                 spec.loader.exec_module(module)
+                self.register(module, Provenance(plugin=path.stem, package=f"local:{directory}", version="0"))
+            except pluggy.PluginValidationError as err:
+                raise PluginError(f"Plugin file '{path}' has an invalid hook: {str(err).splitlines()[0]}") from None
             except Exception as err:  # noqa: BLE001
                 self.report.failed.append(
                     f"Plugin file '{path}' failed to load ({type(err).__name__}: {err}); fix or remove it."
                 )
-                continue
-            self.register(module, Provenance(plugin=path.stem, package=f"local:{directory}", version="0"))
 
     def register(self, plugin: object, provenance: Provenance | None = None) -> None:
         """Register a module or object with hook implementations (tests use this directly)."""
         name = provenance.plugin if provenance else getattr(plugin, "__name__", repr(plugin))
-        self.pm.register(plugin, name=name)
+        # pluggy names must be unique: two packages may both call an entry point "metrics"
+        unique = f"{provenance.package}:{name}" if provenance else name
+        self.pm.register(plugin, name=unique)
         self._provenance[id(plugin)] = provenance or Provenance(plugin=name, package="local", version="0")
         self.report.loaded.append(self._provenance[id(plugin)])
         self._registries = None

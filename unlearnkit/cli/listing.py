@@ -118,9 +118,9 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     owned: dict[str, list[str]] = {}
     for kind in KINDS.values():
         for e in regs.by_kind(kind).entries():
-            owned.setdefault(e.provenance.plugin, []).append(f"{kind} {e.name}")
+            owned.setdefault((e.provenance.package, e.provenance.plugin), []).append(f"{kind} {e.name}")
     rows = [
-        {"plugin": p.plugin, "package": p.package, "version": p.version, "registers": owned.get(p.plugin, [])}
+        {"plugin": p.plugin, "package": p.package, "version": p.version, "registers": owned.get((p.package, p.plugin), [])}
         for p in host.report.loaded
     ]
     if as_json:

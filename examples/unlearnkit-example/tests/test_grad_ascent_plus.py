@@ -1,0 +1,34 @@
+"""grad_ascent_plus meets the method contract that every built-in meets."""
+
+from __future__ import annotations
+
+import pytest
+from unlearnkit.api import Setting
+from unlearnkit.errors import ConfigError
+from unlearnkit.testing import check_method
+
+from unlearnkit_example import GradAscentPlus
+
+
+def test_meets_the_method_contract(tiny):
+    # deterministic, leaves the given model alone, reads only D_f and D_r, lowers forget accuracy,
+    # keeps retain accuracy within GradAscentPlus.retain_tolerance (runs with its test_options)
+    report = check_method(GradAscentPlus, bench=tiny)
+    assert report.touched == {"forget", "retain"}
+    assert report.acc_forget[1] < report.acc_forget[0]
+
+
+def test_options_are_validated_with_one_line_errors():
+    with pytest.raises(ConfigError, match="Bad value -1 for option 'ascent_weight' of method 'grad_ascent_plus'"):
+        GradAscentPlus.parse_options({"ascent_weight": -1})
+    with pytest.raises(ConfigError, match="Unknown option 'lamda' for method 'grad_ascent_plus'"):
+        GradAscentPlus.parse_options({"lamda": 0.1})
+    assert all(field.description for field in GradAscentPlus.Options.model_fields.values())
+
+
+def test_per_setting_defaults_sit_under_user_options():
+    vit = Setting("cifar10", "vit", "instance", 10)
+    opts = GradAscentPlus.parse_options({"lr": "0.5"}, defaults=GradAscentPlus.default_options(vit))
+    assert (opts.batch_size, opts.epochs, opts.lr) == (32, 3, 0.5)
+    cls_setting = Setting("cifar10", "resnet", "class", 10)
+    assert GradAscentPlus.parse_options({}, defaults=GradAscentPlus.default_options(cls_setting)).ascent_weight == 0.1
