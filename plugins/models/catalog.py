@@ -1,0 +1,288 @@
+"""The registered model plugins: names, options, families and input sizes.
+
+Nothing here imports torch or timm at module level, so listing plugins stays fast; ``build`` imports the
+architecture module it needs.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from unlearnkit.api import ImageSpec, Model, Options
+from unlearnkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class BuiltinModel(Model):
+    """Shared behaviour: refuse ``--pretrained`` where no weights exist, load ``--weights`` after building."""
+
+    has_pretrained: ClassVar[bool] = False
+    no_pretrained_hint: ClassVar[str] = "train it from scratch (the default) or pass --weights FILE"
+
+    def __init__(
+        self,
+        options: Options | None = None,
+        *,
+        variant: str | None = None,
+        pretrained: bool = False,
+        weights: Path | None = None,
+    ) -> None:
+        super().__init__(options, variant=variant, pretrained=pretrained, weights=weights)
+        if pretrained and not self.has_pretrained:
+            raise ConfigError(f"Model '{self.label}' has no pretrained weights: {self.no_pretrained_hint}.")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.variant}" if self.variant else self.name
+
+    def timm_weights(self) -> bool:
+        """Whether ``--weights`` files go through timm's adaptations (the model was made by timm.create_model)."""
+        return False
+
+    @abc.abstractmethod
+    def create(self, spec: ImageSpec) -> nn.Module:
+        """The freshly initialised network (no weights loaded)."""
+
+    def build(self, spec: ImageSpec) -> nn.Module:
+        net = self.create(spec)
+        if self.weights is not None:
+            from .weights import load_weights
+
+            load_weights(net, Path(self.weights), label=self.label, timm_adapt=self.timm_weights())
+        return net
+
+
+# ------------------------------------------------------------------------------------------ convnets
+class ResNet18(BuiltinModel):
+    """The CIFAR ResNet-18 of the unlearning literature (kuangliu/pytorch-cifar layout)."""
+
+    name = "resnet18"
+    summary = "CIFAR-style ResNet-18 (3x3 stem, no max-pool, 11.2M params): the MU literature's standard."
+    family = "resnet"
+    no_pretrained_hint = "train it from scratch, pass --weights FILE, or use timm/resnet18 --pretrained (ImageNet)"
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .resnet_cifar import resnet18
+
+        return resnet18(spec.channels, spec.num_classes)
+
+
+class ResNet18Lotus(BuiltinModel):
+    """The exact ResNet-18 of the LoTUS code, for reproducing its numbers (see ``LotusResNet18``)."""
+
+    name = "resnet18_lotus"
+    summary = "ResNet-18 as in the LoTUS code: 3x3 stem, 3x3/2 max-pool, 1x1 conv on every identity path."
+    family = "resnet"
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .resnet_cifar import LotusResNet18
+
+        return LotusResNet18(spec.channels, spec.num_classes)
+
+
+class ResNet20(BuiltinModel):
+    """A small real ResNet: trains in seconds on a CPU at 8-32 px, for quick but representative runs."""
+
+    name = "resnet20"
+    summary = "He et al. CIFAR ResNet-20 (16/32/64 wide, 0.27M params; 1x1-conv shortcuts where shapes change)."
+    family = "resnet"
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .resnet_cifar import resnet20
+
+        return resnet20(spec.channels, spec.num_classes)
+
+
+class CNNOptions(Options):
+    width: int = Field(32, ge=1, description="channels of the first conv; the next two have 2x and 4x")
+
+
+class SmallCNN(BuiltinModel):
+    """Three conv layers: the fastest model here, for smoke tests and CPU-only experiments."""
+
+    name = "cnn"
+    summary = "Compact 3-layer CNN with BN (width option, 0.1M params at width 32): trains in seconds on a CPU."
+    family = "cnn"
+    Options = CNNOptions
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .cnn import SmallCNN as Net
+
+        assert isinstance(self.options, CNNOptions)
+        return Net(spec.channels, spec.num_classes, width=self.options.width)
+
+
+# ---------------------------------------------------------------------------------------------- ViTs
+class PatchOptions(Options):
+    patch_size: int | None = Field(None, ge=1, description="default: 2 up to 27 px, 4 to 55, 8 to 111, else 16")
+
+
+class ViTOptions(PatchOptions):
+    embed_dim: int = Field(192, ge=1, description="token width (ViT-Tiny: 192, ViT-Small: 384)")
+    depth: int = Field(6, ge=1, description="transformer blocks")
+    heads: int = Field(3, ge=1, description="attention heads; must divide embed_dim")
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_dim(cls, heads: int, info: ValidationInfo) -> int:
+        dim = info.data.get("embed_dim")
+        if dim is not None and dim % heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by heads {heads}")
+        return heads
+
+
+class ViT(BuiltinModel):
+    """The paper's ViT-B/16 when pretrained or given weights; otherwise a small ViT sized to the images.
+
+    With ``--pretrained`` this is timm's ``vit_base_patch16_224.orig_in21k_ft_in1k``, the weights of
+    google/vit-base-patch16-224 that LoTUS fine-tunes; images are resized to 224 px on the device. With
+    ``--weights FILE`` the file must hold a ViT-B/16 (any head). To reload a from-scratch ViT, use the core's
+    cached models, or ``vit_tiny``/``vit_small``, which load weights into the small-image architecture.
+    """
+
+    name = "vit"
+    summary = "ViT-B/16 at 224 px when --pretrained/--weights (the paper's); else a 6-block ViT sized to the images."
+    family = "vit"
+    channels_last = False
+    has_pretrained = True
+    Options = ViTOptions
+
+    def __init__(
+        self,
+        options: Options | None = None,
+        *,
+        variant: str | None = None,
+        pretrained: bool = False,
+        weights: Path | None = None,
+    ) -> None:
+        super().__init__(options, variant=variant, pretrained=pretrained, weights=weights)
+        if self.is_b16 and self.options.model_fields_set:
+            given = ", ".join(sorted(self.options.model_fields_set))
+            raise ConfigError(
+                f"Options {given} of model 'vit' shape the from-scratch ViT; with --pretrained or --weights it is "
+                "ViT-B/16. Drop them, or use vit_tiny/vit_small."
+            )
+
+    @property
+    def is_b16(self) -> bool:
+        return self.pretrained or self.weights is not None
+
+    def model_family(self) -> str:
+        return "vit" if self.is_b16 else "vit-scratch"
+
+    def input_size(self, spec: ImageSpec) -> tuple[int, int]:
+        from .vit import VIT_B16_SIZE
+
+        return VIT_B16_SIZE if self.is_b16 else (spec.height, spec.width)
+
+    def timm_weights(self) -> bool:
+        return self.is_b16
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .vit import small_vit, vit_b16
+
+        if self.is_b16:
+            return vit_b16(spec, pretrained=self.pretrained and self.weights is None)
+        o = self.options
+        assert isinstance(o, ViTOptions)
+        return small_vit(spec, patch_size=o.patch_size, embed_dim=o.embed_dim, depth=o.depth, heads=o.heads)
+
+
+class _SmallImageViT(BuiltinModel):
+    """A fixed-size ViT trained from scratch at the dataset's resolution."""
+
+    family = "vit"
+    channels_last = False
+    Options = PatchOptions
+    no_pretrained_hint = "use vit --pretrained (ViT-B/16) or timm/<name> --pretrained"
+    embed_dim: ClassVar[int]
+    depth: ClassVar[int]
+    heads: ClassVar[int]
+
+    def model_family(self) -> str:
+        return "vit-scratch"
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .vit import small_vit
+
+        assert isinstance(self.options, PatchOptions)
+        return small_vit(
+            spec, patch_size=self.options.patch_size, embed_dim=self.embed_dim, depth=self.depth, heads=self.heads
+        )
+
+
+class ViTTiny(_SmallImageViT):
+    name = "vit_tiny"
+    summary = "ViT-Tiny (dim 192, 12 blocks, 3 heads) sized to the images, from scratch."
+    embed_dim, depth, heads = 192, 12, 3
+
+
+class ViTSmall(_SmallImageViT):
+    name = "vit_small"
+    summary = "ViT-Small (dim 384, 12 blocks, 6 heads) sized to the images, from scratch."
+    embed_dim, depth, heads = 384, 12, 6
+
+
+# ---------------------------------------------------------------------------------------------- timm
+class Timm(BuiltinModel):
+    """Any timm architecture by name: ``timm/<name>`` or ``timm/<name>.<pretrained tag>``."""
+
+    name = "timm"
+    summary = "Any timm model: timm/<name>[.<tag>] (e.g. timm/resnet18, timm/convnext_tiny), optionally --pretrained."
+    family = "cnn"
+    accepts_variant = True
+    has_pretrained = True
+
+    def __init__(
+        self,
+        options: Options | None = None,
+        *,
+        variant: str | None = None,
+        pretrained: bool = False,
+        weights: Path | None = None,
+    ) -> None:
+        super().__init__(options, variant=variant, pretrained=pretrained, weights=weights)
+        if not variant:
+            raise ConfigError("Model 'timm' needs a timm model name: --model timm/<name>, e.g. timm/resnet18.")
+        from . import timm_models
+
+        timm_models.resolve(variant)
+        if pretrained and not weights and not timm_models.has_pretrained(variant):
+            raise ConfigError(f"timm model '{variant}' has no pretrained weights; drop --pretrained or pass --weights.")
+        self._fixed_size = timm_models.fixed_input_size(variant)
+
+    @property
+    def vit_like(self) -> bool:
+        from .timm_models import is_vit_like
+
+        return is_vit_like(self.variant or "")
+
+    @property
+    def channels_last(self) -> bool:  # type: ignore[override]
+        return not self.vit_like
+
+    def model_family(self) -> str:
+        if not self.vit_like:
+            return "cnn"
+        return "vit" if self.pretrained or self.weights is not None else "vit-scratch"
+
+    def input_size(self, spec: ImageSpec) -> tuple[int, int]:
+        return self._fixed_size or (spec.height, spec.width)
+
+    def timm_weights(self) -> bool:
+        return True
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .timm_models import create
+
+        assert self.variant
+        return create(self.variant, spec, pretrained=self.pretrained and self.weights is None)
+
+
+MODELS: tuple[type[Model], ...] = (ResNet18, ResNet18Lotus, ResNet20, SmallCNN, ViT, ViTTiny, ViTSmall, Timm)
