@@ -179,7 +179,8 @@ def test_register_datasets_registers_every_class_with_a_valid_contract():
     assert set(names) == {"digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagefolder"}
     for cls in seen:
         assert cls.summary and "\n" not in cls.summary, cls.name
-        assert cls.default_train_recipe == ("fast" if cls.name in ("digits", "synthetic") else "paper"), cls.name
+        expected = {"digits": "quick", "synthetic": "fast"}.get(cls.name, "paper")
+        assert cls.default_train_recipe == expected, cls.name
         assert cls.embedded == (cls.name in ("digits", "synthetic")), cls.name
         cls(cls.Options())  # default options validate
     assert Cifar10.augment.crop_padding == 4 and not Cifar10.augment.flip
