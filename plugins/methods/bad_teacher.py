@@ -1,0 +1,143 @@
+"""Bad Teacher (Chundawat et al., AAAI 2023): distil D_r from the original, D_f from a random net."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.context import UnlearnContext
+from unlearnkit.data import Split, UnlearnData, concat
+from unlearnkit.hookspecs import hookimpl
+from unlearnkit.training import make_optimizer, raise_if_diverged
+from unlearnkit_plugins.methods._loops import (
+    TrainOptions,
+    family_defaults,
+    kl_to_target,
+    no_divergence,
+    random_fraction,
+    step,
+)
+
+INCOMPETENT_SEED_OFFSET = 7_919  # the incompetent teacher's init depends on the run seed only
+
+
+class BadTeacherOptions(TrainOptions):
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate (no schedule).")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+    temperature: float = Field(1.0, gt=0, description="KL temperature T for both teachers and the student.")
+    retain_fraction: float = Field(0.3, gt=0, le=1, description="Share of D_r drawn once (seeded) for training.")
+
+
+@torch.no_grad()
+def reinitialise_(model: nn.Module) -> nn.Module:
+    """Give every parameter a fresh random value, in place: ``reset_parameters()`` of each module
+    that has one (convolutions, linear layers, norms; BatchNorm statistics too), and a truncated
+    normal (std 0.02, as timm initialises them) for parameters no module resets (ViT class token
+    and position embedding)."""
+    covered: set[int] = set()
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+            covered.update(id(p) for p in module.parameters(recurse=False))
+    for p in model.parameters():
+        if id(p) not in covered:
+            nn.init.trunc_normal_(p, std=0.02)
+    return model
+
+
+def incompetent_teacher(ctx: UnlearnContext) -> nn.Module:
+    """A randomly initialised network of the original's architecture, frozen, in eval mode.
+
+    ``ctx.model_factory()`` (what ``ctx.new_model()`` builds) gives the architecture; its
+    parameters are then re-initialised, because the
+    model factory builds a pretrained ViT-B/16 backbone (``--pretrained``) or loads ``--weights``,
+    which would make the "incompetent" teacher competent (the LoTUS-code deviation). Everything
+    runs under a private RNG seeded from the run seed, so it is the same network for the same seed
+    whatever ran before, and the global RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):  # built and initialised on the CPU, then moved
+        torch.manual_seed(ctx.seed * 1_000_003 + INCOMPETENT_SEED_OFFSET)
+        bad = reinitialise_(ctx.model_factory().cpu())
+    return ctx.prepare(bad).eval().requires_grad_(False)
+
+
+def bad_teacher_targets(
+    good_logits: torch.Tensor, bad_logits: torch.Tensor, is_forget: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """softmax(bad / T) for forget rows, softmax(good / T) for retain rows."""
+    flag = is_forget.to(torch.float32).view(-1, 1)
+    good = torch.softmax(good_logits.float() / temperature, dim=1)
+    bad = torch.softmax(bad_logits.float() / temperature, dim=1)
+    return flag * bad + (1 - flag) * good
+
+
+class BadTeacher(Method):
+    """Bad Teacher: a student distils from a competent and an incompetent teacher.
+
+    The student starts as the original model. The competent teacher is a frozen copy of the
+    original; the incompetent teacher is a *randomly initialised* network of the same architecture
+    (``ctx.new_model()``, re-initialised so that it is random also for a pretrained ViT-B/16 or a
+    ``--weights`` model: see ``incompetent_teacher``). Training data is the shuffled union
+    of D_f and a seeded 30 % subset of D_r; each sample's target is softmax(bad(x) / T) if it is a
+    forget sample and softmax(original(x) / T) otherwise, and the loss is
+    KL(target || softmax(student(x) / T)) (summed over classes, averaged over the batch), T = 1.
+    The student trains in train mode on augmented batches; the teachers run in eval mode.
+
+    Hyperparameters (LoTUS paper runs): Adam lr 1e-4, weight decay 0, no schedule; ResNet 10
+    epochs of batch 128, ViT 3 epochs of batch 32 (the Bad Teacher paper itself trains 1 epoch).
+
+    Deviations of the public LoTUS code we do not reproduce: its loader is not shuffled (all forget
+    batches come first, then all retain batches), and its ViT incompetent teacher has a pretrained
+    backbone (so it is not incompetent).
+    """
+
+    name = "bad_teacher"
+    summary = "Bad Teacher (Chundawat et al. 2023): distil D_r from the original and D_f from a random network."
+    paper = (
+        "Chundawat, Tarun, Mandal, Kankanhalli, Can Bad Teaching Induce Forgetting? Unlearning in Deep "
+        "Networks Using an Incompetent Teacher, AAAI 2023"
+    )
+    access = DataAccess.BOTH
+    claim = "acc_forget_down"
+    # Tiny data (32 forget + 38 retain images per epoch): more epochs, small batches, a larger lr
+    # (seeds 0-4: forget accuracy -0.06 to -0.28, retain <= -0.07).
+    test_options = {"epochs": 20, "batch_size": 16, "lr": 5e-3}
+    Options = BadTeacherOptions
+
+    @classmethod
+    def default_options(cls, setting: Setting) -> dict[str, Any]:
+        return family_defaults(setting)
+
+    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+        o: BadTeacherOptions = self.options  # type: ignore[assignment]
+        gen = ctx.generator()
+        good = copy.deepcopy(model).eval().requires_grad_(False)
+        bad = incompetent_teacher(ctx)
+        student = copy.deepcopy(model)
+        retain_sub = random_fraction(data.retain, o.retain_fraction, gen, "retain_subset")
+        union, flags = concat(data.forget, retain_sub, "forget+retain_subset")
+        union = Split(union.name, union.x, flags.long(), union.pre)  # the flag rides in place of the label
+        opt = make_optimizer(student.parameters(), "adam", o.lr, weight_decay=o.weight_decay)
+        for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
+            student.train()
+            diverged = no_divergence(ctx)
+            for x, is_forget in union.batches(o.batch_size, shuffle=True, augment=o.augment, generator=gen):
+                with torch.no_grad(), ctx.autocast():
+                    z_good, z_bad = good(x), bad(x)
+                target = bad_teacher_targets(z_good, z_bad, is_forget, o.temperature)
+                with ctx.autocast():
+                    z = student(x)
+                diverged |= step(opt, kl_to_target(z, target, o.temperature))
+            raise_if_diverged(diverged, f"bad_teacher (epoch {epoch + 1})")
+        return UnlearnOutcome(student.eval())
+
+
+@hookimpl
+def register_methods(register):
+    register(BadTeacher)

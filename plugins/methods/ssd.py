@@ -1,0 +1,137 @@
+"""Selective Synaptic Dampening (Foster, Schoepf, Brintrup, AAAI 2024): dampen the weights that
+matter far more to D_f than to the whole training set. No training."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from unlearnkit.api import DataAccess, Method, Options, Setting, UnlearnOutcome
+from unlearnkit.context import UnlearnContext
+from unlearnkit.data import Split, UnlearnData, concat
+from unlearnkit.hookspecs import hookimpl
+from unlearnkit_plugins.methods._loops import batch_gradients, trainable
+
+
+class SSDOptions(Options):
+    alpha: float = Field(
+        10.0, gt=0, description="Selection weighting: dampen a weight where I_forget > alpha * I_train."
+    )
+    dampening: float = Field(
+        1.0, gt=0, description="lambda: a selected weight is multiplied by min(1, lambda * I_train / I_forget)."
+    )
+    batch_size: int = Field(
+        128, ge=1, description="Batch size of the importance estimates (each batch's mean gradient is squared)."
+    )
+
+
+def ssd_importance(
+    model: nn.Module, split: Split, batch_size: int, ctx: UnlearnContext, description: str = ""
+) -> list[torch.Tensor]:
+    """Diagonal Fisher importance of every trainable parameter, estimated in batches:
+
+        I = sum_b (n_b / N) * (grad_theta mean_{(x, y) in b} CE(f(x), y))^2
+
+    over the batches b of ``split`` in order (sizes n_b, all ``batch_size`` but possibly the last;
+    N = |split|). As in the SSD reference, the gradient of each batch's *mean* cross-entropy is
+    squared; the squares are then averaged over batches weighted by batch size. With full batches
+    this is exactly the reference's plain average over batches; a partial last batch counts for
+    its share of the samples instead of as a full batch. (A squared batch-mean gradient carries a
+    noise term ~ 1 / n_b: the reference's unweighted average lets a last batch of a few samples
+    inflate I_f and dampen a large part of the network, e.g. 143 forget digits = 128 + 15.)
+    Eval mode (BatchNorm uses its running statistics and is not updated), no augmentation, float32.
+    """
+    n = len(split)
+    if n == 0:
+        raise ValueError(f"cannot estimate importances on the empty split '{split.name}'")
+    imp: list[torch.Tensor] = []
+    batches = batch_gradients(model, split, batch_size, ctx)
+    for b, grads in enumerate(ctx.track(batches, total=split.num_batches(batch_size), description=description)):
+        weight = min(batch_size, n - b * batch_size) / n
+        if not imp:
+            imp = [g.square().mul_(weight) for g in grads]
+        else:
+            for i, g in zip(imp, grads):
+                i.addcmul_(g, g, value=weight)
+    return imp
+
+
+@torch.no_grad()
+def dampen_(
+    params: Sequence[nn.Parameter],
+    imp_forget: Sequence[torch.Tensor],
+    imp_train: Sequence[torch.Tensor],
+    alpha: float,
+    dampening: float,
+) -> torch.Tensor:
+    """theta <- theta * min(1, lambda I_train / I_forget) where I_forget > alpha I_train; every other
+    weight is left bit-identical. Returns the number of dampened weights (a device tensor)."""
+    selected = torch.zeros((), dtype=torch.long, device=params[0].device if params else None)
+    for p, i_f, i_t in zip(params, imp_forget, imp_train):
+        sel = i_f > alpha * i_t
+        factor = (dampening * i_t / i_f).clamp(max=1.0)  # i_f > 0 wherever sel holds
+        p.copy_(torch.where(sel, p * factor.to(p.dtype), p))
+        selected += sel.sum()
+    return selected
+
+
+class SSD(Method):
+    """Selective Synaptic Dampening: a one-shot, training-free edit of the weights.
+
+    Importances are diagonal Fisher information estimates, the squared gradient of the
+    cross-entropy, computed in batches as the SSD reference does: per batch, the gradient of the
+    batch-mean CE is squared, and the squares are averaged over the batches, weighted by batch size
+    (identical to the reference's plain average when all batches are full; see ``ssd_importance``),
+    in eval mode and without augmentation. I_f is estimated on D_f and I_train on the full training
+    set, D_f ∪ D_r (concatenated in that order, not shuffled, the same batch size for both). Every
+    parameter (weights and biases, BatchNorm affine parameters included) with I_f > alpha * I_train
+    is multiplied by min(1, lambda * I_train / I_f); all others are left bit-identical. BatchNorm
+    running statistics are untouched.
+
+    Hyperparameters (SSD paper, LoTUS runs): alpha = 10, lambda = 1, applied once. Access: the
+    train set is D_f ∪ D_r, so SSD reads exactly D_f and D_r.
+
+    Deviation of the public LoTUS code we do not reproduce: it re-estimates and applies the
+    dampening ``epochs`` times (10x for ResNet18), compounding it; SSD applies it once.
+    """
+
+    name = "ssd"
+    summary = "Selective Synaptic Dampening (Foster et al. 2024): one-shot dampening of D_f-specific weights."
+    paper = (
+        "Foster, Schoepf, Brintrup, Fast Machine Unlearning Without Retraining Through Selective "
+        "Synaptic Dampening, AAAI 2024"
+    )
+    access = DataAccess.BOTH
+    claim = "acc_forget_down"
+    # A weight is selected only if I_f > alpha * I_train, and I_train averages over D_f too, so
+    # selection needs roughly |D_f| / |D| < 1 / alpha: alpha = 10 presumes D_f is under ~10 % of the
+    # training set. The tiny bench forgets 20 % (1/5), so the test uses alpha = 5 (seeds 0-4:
+    # forget accuracy -0.03 to -0.13, retain <= -0.07; with alpha = 10 only seed 0 moves).
+    test_options = {"alpha": 5.0}
+    Options = SSDOptions
+
+    @classmethod
+    def default_options(cls, setting: Setting) -> dict[str, Any]:
+        return {"batch_size": 32 if setting.model_family == "vit" else 128}
+
+    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+        o: SSDOptions = self.options  # type: ignore[assignment]
+        model = copy.deepcopy(model).eval()
+        forget, retain = data.forget, data.retain
+        train, _ = concat(forget, retain, "train")
+        imp_f = ssd_importance(model, forget, o.batch_size, ctx, "importance on D_f")
+        imp_t = ssd_importance(model, train, o.batch_size, ctx, "importance on D_f ∪ D_r")
+        params = trainable(model)
+        selected = dampen_(params, imp_f, imp_t, o.alpha, o.dampening)
+        total = sum(p.numel() for p in params)
+        return UnlearnOutcome(model, info={"ssd_dampened_fraction": float(selected) / max(1, total)})
+
+
+@hookimpl
+def register_methods(register):
+    register(SSD)
