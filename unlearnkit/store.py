@@ -55,6 +55,33 @@ class CorruptCheckpoint(StoreError):
     """A cached checkpoint's bytes do not match the checksum recorded when it was written."""
 
 
+TRANSIENT = ("API request to", "Connection", "connection", "timed out", "Max retries", "503", "502")
+
+
+def retry_transient(fn):
+    """Retry a store call on a remote server's transient failures (a restart, a dropped
+    connection) for about a minute; local stores and real errors pass straight through."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        delay = 1.0
+        for attempt in range(8):
+            try:
+                return fn(self, *args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as err:  # noqa: BLE001 - only transient remote errors are retried
+                remote = self.uri.startswith(("http://", "https://"))
+                if not remote or attempt == 7 or not any(t in str(err) for t in TRANSIENT):
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
 def default_store_dir() -> Path:
     return Path(os.environ.get("UNLEARNKIT_STORE", "unlearnkit-store")).resolve()
 
@@ -177,6 +204,7 @@ class Store:
 
     # --------------------------------------------------------------------------------- runs
     @atomic
+    @retry_transient
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
@@ -184,6 +212,7 @@ class Store:
         return run_id
 
     @atomic
+    @retry_transient
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -192,6 +221,7 @@ class Store:
             self.client.log_batch(run_id, params=items[start : start + 100])
 
     @atomic
+    @retry_transient
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         import math
         import time
@@ -204,11 +234,13 @@ class Store:
             self.client.log_batch(run_id, metrics=items[start : start + 100])
 
     @atomic
+    @retry_transient
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
 
     @atomic
+    @retry_transient
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
@@ -222,15 +254,18 @@ class Store:
             pass
 
     @atomic
+    @retry_transient
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     @atomic
+    @retry_transient
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
     # ---------------------------------------------------------------------------- searching
     @atomic
+    @retry_transient
     def search(self, filters: dict[str, str] | None = None, *, finished_only: bool = True) -> list[RunRecord]:
         """Runs whose ``unlearnkit.*`` tags equal ``filters``, oldest first."""
         clauses = [f"tags.`{tag(k)}` = '{v}'" for k, v in (filters or {}).items()]
@@ -300,6 +335,7 @@ class Store:
                 time.sleep(poll_s)
 
     @atomic
+    @retry_transient
     def _live_claims(self, kind: str, key: str) -> list[RunRecord]:
         running = [
             r for r in self.search({"kind": kind, "config_hash": key}, finished_only=False) if r.status == "RUNNING"
@@ -357,6 +393,7 @@ class Store:
 
     # -------------------------------------------------------------------------- checkpoints
     @atomic
+    @retry_transient
     def save_checkpoint(self, run_id: str, state: dict[str, Any]) -> str:
         """Write atomically to a temp file, record its sha256, then upload: a torn write is detectable."""
         import torch
