@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import console, environment, table, write_json
 
 

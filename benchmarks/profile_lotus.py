@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import console, environment, write_json
 
 

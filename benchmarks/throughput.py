@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _common import environment, sync, table, timed, write_json
+
 from unlearnkit.api import ImageSpec
 from unlearnkit.plugins import get_host
 from unlearnkit.training import make_optimizer

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from unlearnkit.errors import DataError
 from unlearnkit_plugins.datasets import (
     DATASETS,
     Cifar10,
@@ -35,8 +37,6 @@ from unlearnkit_plugins.datasets.cache import read_cache
 from unlearnkit_plugins.datasets.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
 from unlearnkit_plugins.datasets.folder import natural_key
 from unlearnkit_plugins.datasets.idx import read_idx
-
-from unlearnkit.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from unlearnkit_plugins.methods.lotus import Lotus, hundredths, lotus_targets
-from unlearnkit_plugins.methods.reference import Original
 
 from unlearnkit.api import Setting
 from unlearnkit.testing import check_method, run_method
+from unlearnkit_plugins.methods.lotus import Lotus, hundredths, lotus_targets
+from unlearnkit_plugins.methods.reference import Original
 
 
 def test_targets_are_hard_gumbel_max_on_retain_and_gumbel_softmax_on_forget():

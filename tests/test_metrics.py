@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from unlearnkit.leaderboard import build_boards
+from unlearnkit.store import RunRecord
 from unlearnkit_plugins.metrics.accuracy import ForgetAccuracy
 from unlearnkit_plugins.metrics.accuracy import TestAccuracy as HeldOutAccuracy
 from unlearnkit_plugins.metrics.divergence import MeanJSD, PaperJSD, RetrainFreeJSD, paper_jsd
 from unlearnkit_plugins.metrics.membership import MIAEfficacy, PaperMIA, entropy
 from unlearnkit_plugins.metrics.runtime import RelativeTime, UnlearnTime
-
-from unlearnkit.leaderboard import build_boards
-from unlearnkit.store import RunRecord
 
 
 class FakeEval:
