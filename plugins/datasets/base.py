@@ -137,7 +137,7 @@ class FileDataset(Dataset):
 
     def fetch(self, root: Path) -> None:
         """Download the official files into ``root`` (torchvision); only called when ``downloadable``."""
-        raise NotImplementedError
+        raise DataError(f"Dataset '{self.name}' cannot be downloaded: put its files in --data-dir.")
 
     # ------------------------------------------------------------------------------ locating
     def roots(self, data_dir: Path | None) -> list[Path]:
