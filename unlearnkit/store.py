@@ -325,7 +325,12 @@ class Store:
             if self._first_live_claim(kind, key, run_id):
                 time.sleep(0.2)  # settle: a racing claim committed just now becomes visible
                 if self._first_live_claim(kind, key, run_id):
-                    return run_id, None
+                    done = self.find_finished(kind, key)  # a rival may have finished meanwhile
+                    if done is None:
+                        return run_id, None
+                    with deferred():
+                        self.client.delete_run(run_id)
+                    return None, done
             with deferred():
                 self.client.delete_run(run_id)  # yield: the other process does the work
             if on_wait is not None and not waited:
