@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -166,27 +166,77 @@ class Metric(Plugin):
 
 
 # -------------------------------------------------------------------------------------- datasets
+@runtime_checkable
+class ImageArray(Protocol):
+    """Images decoded on demand (ImageNet-sized data): indexed like a uint8 NCHW array.
+
+    ``images[idx]`` with an integer index array returns ``uint8`` of shape ``(len(idx), C, H, W)``
+    in the order of ``idx``. Must be picklable: DataLoader workers index their own copy.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray: ...
+
+
+Images = np.ndarray | ImageArray
+
+
+def decoded_bytes(images: Images) -> int:
+    """Size of ``images`` once decoded to uint8 (what keeping it on a device would cost)."""
+    n, c, h, w = images.shape
+    return int(n) * int(c) * int(h) * int(w)
+
+
 @dataclass
 class RawDataset:
-    """A dataset as uint8 arrays in NCHW order, the official train/test split, labels 0..K-1."""
+    """A dataset as uint8 images in NCHW order, the official train/test split, labels 0..K-1.
 
-    x_train: np.ndarray
+    ``x_*`` are numpy arrays, or :class:`ImageArray` objects when decoding everything up front
+    would not fit in memory (the runner then streams them). ``groups`` optionally names the
+    identity (person, source) of every training image, for ``identity:`` forget scenarios.
+    ``x_unseen``/``y_unseen`` optionally give a dedicated unseen split (MUFAC's validation set);
+    without them the official test split is halved into unseen and test.
+    """
+
+    x_train: Images
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: Images
     y_test: np.ndarray
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    groups: np.ndarray | None = None
+    x_unseen: Images | None = None
+    y_unseen: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for arr_name in ("x_train", "x_test"):
+        for arr_name in ("x_train", "x_test", "x_unseen"):
             arr = getattr(self, arr_name)
-            if arr.dtype != np.uint8 or arr.ndim != 4:
-                raise ValueError(f"{arr_name} must be uint8 NCHW, got {arr.dtype} {arr.shape}")
+            if arr is None:
+                continue
+            if isinstance(arr, np.ndarray):
+                if arr.dtype != np.uint8 or arr.ndim != 4:
+                    raise ValueError(f"{arr_name} must be uint8 NCHW, got {arr.dtype} {arr.shape}")
+            elif not isinstance(arr, ImageArray) or len(arr.shape) != 4:
+                raise ValueError(f"{arr_name} must be a uint8 NCHW array or an ImageArray, got {type(arr).__name__}")
         self.y_train = np.asarray(self.y_train, dtype=np.int64)
         self.y_test = np.asarray(self.y_test, dtype=np.int64)
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
             raise ValueError("images and labels differ in length")
+        if (self.x_unseen is None) != (self.y_unseen is None):
+            raise ValueError("x_unseen and y_unseen come together")
+        if self.x_unseen is not None and self.y_unseen is not None:
+            self.y_unseen = np.asarray(self.y_unseen, dtype=np.int64)
+            if len(self.x_unseen) != len(self.y_unseen):
+                raise ValueError("unseen images and labels differ in length")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+            if len(self.groups) != len(self.y_train):
+                raise ValueError("groups must name one identity per training image")
 
     @property
     def num_classes(self) -> int:
@@ -278,7 +328,9 @@ __all__ = [
     "DataAccess",
     "Dataset",
     "Direction",
+    "ImageArray",
     "ImageSpec",
+    "Images",
     "Method",
     "Metric",
     "Model",
