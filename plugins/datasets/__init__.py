@@ -13,10 +13,13 @@ from unlearnkit.hookspecs import hookimpl
 from .cifar import Cifar10, Cifar100
 from .embedded import Digits, Synthetic
 from .imagefolder import ImageFolder
+from .imagenet import ImageNet
 from .mnist import FashionMnist, Mnist
+from .mufac import Mufac
 from .svhn import Svhn
+from .tiny_imagenet import TinyImageNet
 
-DATASETS = (Digits, Synthetic, Mnist, FashionMnist, Cifar10, Cifar100, Svhn, ImageFolder)
+DATASETS = (Digits, Synthetic, Mnist, FashionMnist, Cifar10, Cifar100, Svhn, ImageFolder, ImageNet, TinyImageNet, Mufac)
 
 
 @hookimpl
@@ -32,8 +35,11 @@ __all__ = [
     "Digits",
     "FashionMnist",
     "ImageFolder",
+    "ImageNet",
     "Mnist",
+    "Mufac",
     "Svhn",
     "Synthetic",
+    "TinyImageNet",
     "register_datasets",
 ]

@@ -2,7 +2,10 @@
 
 A cache file is named by a key over the source files' paths, sizes and modification times (plus
 any decoding options), written to a temporary file and renamed into place, and checked when read:
-a truncated or corrupt file (zip CRC, shapes, dtypes) is ignored and rebuilt.
+a truncated or corrupt file (zip CRC, shapes, dtypes) is ignored and rebuilt. The optional
+RawDataset fields (``groups``, ``x_unseen``/``y_unseen``) are stored only when set, so files
+written before they existed still read back as they were (no version bump needed). Datasets whose
+images are decoded on demand (ImageArray) are not cached here: there is nothing decoded to keep.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from unlearnkit.api import RawDataset
 
 CACHE_VERSION = 1
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+_OPTIONAL = ("groups", "x_unseen", "y_unseen")  # stored only when set
 # What reading a damaged .npz can raise; anything else is a bug and keeps its traceback.
 _BAD_CACHE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, struct.error)
 
@@ -53,6 +57,7 @@ def read_cache(path: Path, key: str) -> RawDataset | None:
         with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) != key:
                 return None
+            optional = {name: z[name] for name in _OPTIONAL if name in z.files}
             raw = RawDataset(
                 x_train=z["x_train"],
                 y_train=z["y_train"],
@@ -61,6 +66,7 @@ def read_cache(path: Path, key: str) -> RawDataset | None:
                 class_names=[str(c) for c in z["class_names"]],
                 mean=tuple(float(v) for v in z["mean"]),
                 std=tuple(float(v) for v in z["std"]),
+                **optional,
             )
     except _BAD_CACHE:
         return None
@@ -70,7 +76,13 @@ def read_cache(path: Path, key: str) -> RawDataset | None:
 
 
 def write_cache(path: Path, key: str, raw: RawDataset) -> bool:
-    """Write atomically (temporary file, then rename); False if the cache dir is not writable."""
+    """Write atomically (temporary file, then rename); False if the cache dir is not writable or the
+    images are decoded on demand (an ImageArray is never materialised just to be cached)."""
+    if not all(isinstance(x, np.ndarray) for x in (raw.x_train, raw.x_test, raw.x_unseen) if x is not None):
+        return False
+    optional = {name: np.ascontiguousarray(getattr(raw, name)) for name in _OPTIONAL if getattr(raw, name) is not None}
+    if "groups" in optional and optional["groups"].dtype.kind not in "biuUS":
+        optional["groups"] = optional["groups"].astype(str)  # object arrays would need pickle
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +95,7 @@ def write_cache(path: Path, key: str, raw: RawDataset) -> bool:
                 class_names=np.array(raw.class_names, dtype=str),
                 mean=np.array(raw.mean, dtype=np.float64),
                 std=np.array(raw.std, dtype=np.float64),
+                **optional,
             )
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the data it came from
         os.replace(tmp, path)
