@@ -175,8 +175,20 @@ def test_register_datasets_registers_every_class_with_a_valid_contract():
     register_datasets(seen.append)
     assert seen == list(DATASETS)
     names = [c.name for c in seen]
-    assert len(set(names)) == len(names) == 8
-    assert set(names) == {"digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagefolder"}
+    assert len(set(names)) == len(names) == 11
+    assert set(names) == {
+        "digits",
+        "synthetic",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "imagefolder",
+        "imagenet",
+        "tiny_imagenet",
+        "mufac",
+    }
     for cls in seen:
         assert cls.summary and "\n" not in cls.summary, cls.name
         expected = {"digits": "quick", "synthetic": "fast"}.get(cls.name, "paper")

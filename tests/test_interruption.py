@@ -21,11 +21,12 @@ def cmd(epochs: int) -> list[str]:
     return [sys.executable, "-m", "unlearnkit", "run", *ARGS, "--epochs", str(epochs), "--plugins-dir", str(PLUGINS)]
 
 
-def store_runs(kind: str):
+def store_runs(run_type: str, role: str | None = None):
     from unlearnkit.store import Store
 
     db = Path(os.environ["UNLEARNKIT_STORE"]) / "mlflow.db"
-    return Store().search({"kind": kind}, finished_only=False) if db.exists() else []
+    filters = {"run_type": run_type, **({"role": role} if role else {})}
+    return Store().search(filters, finished_only=False) if db.exists() else []
 
 
 def wait_for(predicate, proc, timeout=120.0):
@@ -63,7 +64,7 @@ def test_interrupted_cell_is_never_counted_and_resumes(stage, sig, tmp_path, mon
     )
     try:
         if stage == "training":
-            wait_for(lambda: any(r.status == "RUNNING" for r in store_runs("original")), proc)
+            wait_for(lambda: any(r.status == "RUNNING" for r in store_runs("train", "original")), proc)
             time.sleep(1.0)
         else:
             wait_for(lambda: (markers / stage).exists(), proc)
@@ -76,10 +77,10 @@ def test_interrupted_cell_is_never_counted_and_resumes(stage, sig, tmp_path, mon
         # 130 from the CLI's handler; -2 (killed by SIGINT) in a rare race seen once under heavy load,
         # where the interrupt escaped during shutdown. Either way the run must not count (below).
         assert proc.returncode in (130, -signal.SIGINT), proc.returncode
-    finished = [r for r in store_runs("unlearn") if r.status == "FINISHED" and r.t("method") == "sleepy"]
+    finished = [r for r in store_runs("unlearn") if r.status == "FINISHED" and r.tag("method") == "sleepy"]
     assert finished == []
     if stage == "training":
-        assert not [r for r in store_runs("original") if r.status == "FINISHED"]
+        assert not [r for r in store_runs("train", "original") if r.status == "FINISHED"]
     # resume: same command, the pause disabled
     (markers / "resume").write_text("")
     done = subprocess.run(
@@ -87,6 +88,6 @@ def test_interrupted_cell_is_never_counted_and_resumes(stage, sig, tmp_path, mon
     )
     assert done.returncode == 0, done.stderr[-2000:]
     unlearn = [r for r in store_runs("unlearn") if r.status == "FINISHED"]
-    assert sorted(r.t("method") for r in unlearn) == ["original", "retrain", "sleepy"]
-    originals = [r for r in store_runs("original") if r.status == "FINISHED"]
+    assert sorted(r.tag("method") for r in unlearn) == ["original", "retrain", "sleepy"]
+    originals = [r for r in store_runs("train", "original") if r.status == "FINISHED"]
     assert len(originals) == 1

@@ -89,11 +89,11 @@ def test_lotus_loss_never_reads_labels(bench):
     (Labels of D_f and D_u enter only through the accuracies acc_f and acc_u.)"""
     from dataclasses import replace
 
-    model_a, _ = run_method(Lotus, bench, Lotus.test_options)
+    model_a, _ = run_method(Lotus, bench, dict(Lotus.conformance.options))
     saved = bench.splits["retain"]
     bench.splits["retain"] = replace(saved, y=(saved.y + 1) % bench.num_classes)
     try:
-        model_b, _ = run_method(Lotus, bench, Lotus.test_options)
+        model_b, _ = run_method(Lotus, bench, dict(Lotus.conformance.options))
     finally:
         bench.splits["retain"] = saved
     assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))

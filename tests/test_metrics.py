@@ -1,4 +1,4 @@
-"""Every metric formula pinned on a case computed by hand (spec/metrics.md)."""
+"""Every metric formula pinned on a case computed by hand (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from unlearnkit.leaderboard import build_boards
+from unlearnkit.leaderboard import MetricInfo, build_boards
+from unlearnkit.protocols import CLEAN, PAPER, rounded
 from unlearnkit.store import RunRecord
 from unlearnkit_plugins.metrics.accuracy import ForgetAccuracy
 from unlearnkit_plugins.metrics.accuracy import TestAccuracy as HeldOutAccuracy
@@ -20,17 +21,23 @@ from unlearnkit_plugins.metrics.runtime import RelativeTime, UnlearnTime
 class FakeEval:
     """Stands in for Evaluation: fixed probabilities per (role, split)."""
 
-    def __init__(self, probs: dict, labels: dict, time_s: float = 1.0, retrain_time_s: float = 4.0) -> None:
+    def __init__(
+        self, probs: dict, labels: dict, time_s: float = 1.0, retrain_time_s: float = 4.0, protocol=CLEAN
+    ) -> None:
         self._probs = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in probs.items()}
         self._labels = {k: torch.as_tensor(v) for k, v in labels.items()}
         self.time_s, self.retrain_time_s = time_s, retrain_time_s
         self.ctx = SimpleNamespace(seed=0)
+        self.protocol = protocol
 
-    def probs(self, role, split):
+    def probs(self, role, split, pass_="eval"):
         return self._probs[(role, split)]
 
-    def logits(self, role, split):
+    def logits(self, role, split, pass_="eval"):
         return self._probs[(role, split)].log()
+
+    def reported(self, value):
+        return rounded(value, self.protocol)
 
     def labels(self, split):
         return self._labels[split]
@@ -88,7 +95,7 @@ def test_rf_jsd_uses_class_means_of_unlearned_forget_and_original_test():
     p = torch.tensor([[0.7, 0.3], [0.3, 0.7]], dtype=torch.float64)  # class means of forget rows
     q = torch.tensor([[0.6, 0.4], [0.55, 0.45]], dtype=torch.float64)  # class means of test rows
     assert RetrainFreeJSD().compute(ev) == pytest.approx(paper_jsd(p, q), rel=1e-12)
-    assert RetrainFreeJSD.needs_retrained is False
+    assert RetrainFreeJSD.needs == {"original"}  # needs no retrained model: usable with --no-retrain
 
 
 def test_entropy_feature():
@@ -129,11 +136,15 @@ def test_runtime_metrics():
     assert RelativeTime().compute(ev) == 0.25
 
 
+# the Average-Gap metrics as the built-in plugins declare them
+INFO = {m: MetricInfo("closer_to_retrain", in_avg_gap=True) for m in ("mia", "acc_forget", "acc_retain", "acc_test")}
+
+
 def _record(method: str, seed: int, metrics: dict) -> RunRecord:
     tags = {
         f"unlearnkit.{k}": v
         for k, v in {
-            "kind": "unlearn",
+            "run_type": "unlearn",
             "method": method,
             "seed": str(seed),
             "benchmark": "b1",
@@ -142,7 +153,7 @@ def _record(method: str, seed: int, metrics: dict) -> RunRecord:
             "scenario": "instance:0.1",
             "train_recipe": "fast",
             "config_hash": f"{method}-{seed}",
-            "reference": str(method in ("original", "retrain")).lower(),
+            "role": {"original": "original", "retrain": "retrained"}.get(method, ""),
             "access": "forget+retain",
         }.items()
     }
@@ -157,7 +168,7 @@ def test_avg_gap_from_seed_means_and_per_seed():
         _record("lotus", 1, {"mia": 0.8, "acc_forget": 0.9, **base}),  # gap seed 1: (0.1+0+0+0)/4 = 0.025
         _record("lotus", 2, {"mia": 0.8, "acc_forget": 0.7, **base}),  # gap seed 2: (0.1+0.2)/4 = 0.075
     ]
-    (board,) = build_boards(recs)
+    (board,) = build_boards(recs, INFO)
     lotus = next(r for r in board.rows if r.method == "lotus")
     # seed means: lotus mia 0.8 / acc_f 0.8; retrain mia 0.8 / acc_f 0.9 -> (0 + 0.1 + 0 + 0) / 4
     assert lotus.avg_gap == pytest.approx(0.025)
@@ -170,6 +181,41 @@ def test_avg_gap_from_seed_means_and_per_seed():
 def test_duplicate_finished_runs_count_once():
     recs = [_record("lotus", 1, {"acc_forget": 0.5}), _record("lotus", 1, {"acc_forget": 0.9})]
     recs[1].start_time = 99
-    (board,) = build_boards(recs)
+    (board,) = build_boards(recs, INFO)
     (row,) = board.rows
     assert row.metrics["acc_forget"].n == 1 and row.metrics["acc_forget"].mean == 0.5
+
+
+def test_paper_protocol_rounds_accuracy_and_mia_to_hundredths():
+    probs = {("unlearned", "forget"): [[0.9, 0.1]] * 2 + [[0.1, 0.9]]}
+    ev = FakeEval(probs, {"forget": [0, 0, 0]}, protocol=PAPER)
+    assert ForgetAccuracy().compute(ev) == 0.67  # 2/3, rounded as the official code reports it
+    assert ForgetAccuracy().compute(FakeEval(probs, {"forget": [0, 0, 0]})) == pytest.approx(2 / 3)
+
+
+def test_paper_mia_is_the_official_two_class_multinomial_fit():
+    """A 2-class multinomial regression with C = 1 (the official attack) decides exactly like a
+    binary one with C = 2: fit the multinomial objective by hand and compare decisions."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    from unlearnkit_plugins.metrics.membership import entropy_attack
+
+    rng = np.random.default_rng(0)
+    members, non_members = rng.normal(0.3, 0.2, 300), rng.normal(0.6, 0.25, 120)
+    x = np.concatenate([members, non_members])
+    y = np.concatenate([np.ones(300), np.zeros(120)])
+    w_class = {1: len(y) / (2 * 300), 0: len(y) / (2 * 120)}  # class_weight="balanced"
+    sw = np.array([w_class[int(v)] for v in y])
+
+    def objective(theta):  # softmax over two classes: weights (w0, w1), intercepts (b0, b1)
+        w0, w1, b0, b1 = theta
+        z = np.stack([w0 * x + b0, w1 * x + b1], 1)
+        logp = z - np.logaddexp(z[:, 0], z[:, 1])[:, None]
+        nll = -(sw * logp[np.arange(len(y)), y.astype(int)]).sum()
+        return nll + 0.5 * (w0**2 + w1**2)  # sklearn's C = 1
+
+    w0, w1, b0, b1 = minimize(objective, np.zeros(4), method="BFGS").x
+    targets = np.linspace(-0.2, 1.2, 141)
+    hand = float(((w1 - w0) * targets + (b1 - b0) > 0).mean())
+    assert entropy_attack(members, non_members, targets, paper=True) == pytest.approx(hand, abs=1 / 141)

@@ -82,7 +82,7 @@ def server(tmp_path):
 def finished(uri: str) -> Counter:
     from unlearnkit.store import Store
 
-    return Counter(r.t("config_hash") for r in Store(uri).search({"kind": "unlearn"}))
+    return Counter(r.tag("config_hash") for r in Store(uri).search({"run_type": "unlearn"}))
 
 
 def test_sweep_over_http_survives_a_server_restart(server, tmp_path, monkeypatch):
@@ -101,11 +101,37 @@ def test_sweep_over_http_survives_a_server_restart(server, tmp_path, monkeypatch
     counts = finished(server.uri)
     assert len(counts) == 12 and set(counts.values()) == {1}
 
-    from unlearnkit.leaderboard import leaderboard
+    from unlearnkit.leaderboard import leaderboard, metric_info
+    from unlearnkit.plugins import PluginHost
     from unlearnkit.store import Store
 
-    boards = leaderboard(Store(server.uri))
+    boards = leaderboard(Store(server.uri), metric_info(PluginHost().registries))
     assert len(boards) == 2 and all(len(r.seeds) == 2 for b in boards for r in b.rows)
+
+
+def test_ctrl_c_is_answered_at_once_while_the_store_retries(server, tmp_path, monkeypatch):
+    """With the server gone, store calls back off and retry; Ctrl-C must still stop the process
+    within a couple of seconds (the back-off sleeps run outside the deferred-signal blocks)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "unlearnkit", "sweep", str(RECIPE), "--plugins-dir", str(PLUGINS)]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while sum(finished(server.uri).values()) < 1 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+        server.kill()
+        time.sleep(4)  # the sweep is now inside a retry loop (or about to enter one)
+        assert proc.poll() is None, "the sweep gave up at once instead of riding out the outage"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        waited = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (130, -signal.SIGINT), proc.stderr.read()[-2000:]
+    assert waited < 3.0, f"Ctrl-C took {waited:.1f} s to answer"
 
 
 def test_unreachable_server_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch):

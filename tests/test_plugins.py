@@ -30,6 +30,43 @@ def test_core_never_imports_a_plugin_by_name():
     assert offenders == []
 
 
+def core_string_literals() -> list[tuple[str, int, str]]:
+    """(file, line, text) of every string literal in ``unlearnkit/`` that is not a docstring."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "unlearnkit").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found.append((str(path.relative_to(ROOT)), node.lineno, node.value))
+    return found
+
+
+def test_core_never_names_a_plugin():
+    """The core reaches plugins through their declarations (role, in_avg_gap, display_order, ...),
+    never by name: no string literal in unlearnkit/ equals a registered plugin's name. The core's
+    own vocabulary is exempt where a plugin shares its word: the reference roles a method can
+    declare (``api.Role``), which the reference rows are named after."""
+    from typing import get_args
+
+    from unlearnkit.api import Role
+
+    regs = PluginHost().registries
+    names = {n for kind in ("method", "metric", "dataset", "model") for n in regs.by_kind(kind).names()}
+    vocabulary = set(get_args(Role))
+    offenders = [(f, line, text) for f, line, text in core_string_literals() if text in names - vocabulary]
+    assert offenders == [], offenders
+
+
 class Dup(Method):
     name = "lotus"
     summary = "A second lotus."

@@ -37,12 +37,12 @@ def test_unknown_recipe_keys_are_errors(tmp_path):
         load_recipe(bad)
 
 
-def test_grid_expands_into_variants_and_flags_override(tmp_path):
+def test_grid_expands_into_points_and_flags_override(tmp_path):
     path = tmp_path / "grid.toml"
     path.write_text(RECIPE.read_text() + "\n[grid.lotus]\nalpha = [2, 8]\n")
     cells = expand(load_recipe(path), {"epochs": 7})
     assert len(cells) == 4  # 2 scenarios x 2 alphas
-    assert {c.variant for c in cells} == {"lotus.alpha=2", "lotus.alpha=8"}
+    assert {c.grid_point for c in cells} == {"lotus.alpha=2", "lotus.alpha=8"}
     assert all(c.request.epochs == 7 and c.request.options["lotus.batch_size"] == 16 for c in cells)
 
 
@@ -53,7 +53,7 @@ def sweep_cmd(*extra: str) -> list[str]:
 def finished_per_config() -> Counter:
     from unlearnkit.store import Store
 
-    return Counter(r.t("config_hash") for r in Store().search({"kind": "unlearn"}))
+    return Counter(r.tag("config_hash") for r in Store().search({"run_type": "unlearn"}))
 
 
 def test_sigkill_midway_then_rerun_gives_exactly_one_run_per_cell(isolated_store, tmp_path):
@@ -87,7 +87,7 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_run_per_cell(isolated_store
     assert (tmp_path / "lb.png").stat().st_size > 10_000
     from unlearnkit.store import Store
 
-    (board_run,) = Store().search({"kind": "leaderboard"})
+    (board_run,) = Store().search({"run_type": "leaderboard"})
     assert board_run.params["recipe"] == "tiny-test"
     again = subprocess.run(sweep_cmd(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "0 new, 12 already in the store" in again.stdout
@@ -106,8 +106,8 @@ def test_two_concurrent_sweeps_share_models_and_never_duplicate(isolated_store, 
     assert len(after) == 12 and set(after.values()) == {1}
     from unlearnkit.store import Store
 
-    for kind in ("original", "retrain"):
-        trained = Store().search({"kind": kind}, finished_only=False)
+    for role in ("original", "retrained"):
+        trained = Store().search({"run_type": "train", "role": role}, finished_only=False)
         # one model per seed (the original is shared by both scenarios; the retrain differs per scenario)
         assert all(r.status == "FINISHED" for r in trained)
-        assert len(trained) == len({r.t("config_hash") for r in trained})
+        assert len(trained) == len({r.tag("config_hash") for r in trained})

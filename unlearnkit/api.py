@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from unlearnkit.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports stay out of `unlearnkit --help`
-    import torch
     from torch import nn
 
     from unlearnkit.context import UnlearnContext
@@ -59,8 +58,10 @@ class Setting:
     """What a method's per-setting defaults may depend on (the paper tunes per model family)."""
 
     dataset: str
-    model_family: str  # "resnet", "vit" (pretrained ViT-B/16 fine-tuning), "cnn", "vit-scratch"
-    scenario_kind: str  # "instance", "random" or "class"
+    model_family: (
+        str  # a model plugin's `family`: e.g. "resnet", "vit" (pretrained ViT-B/16 fine-tuning), "vit-scratch"
+    )
+    scenario_rule: str  # "instance", "random", "class" or "identity"
     num_classes: int
 
 
@@ -70,6 +71,13 @@ class Plugin(abc.ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
+    # The one of its kind used when the user names none (`unlearnkit run` with no --method, --model
+    # or --dataset): declared by a plugin, so the core never names one.
+    default: ClassVar[bool] = False
+    # Bump whenever a change to the plugin's code can change a number it produces: the version
+    # enters the identity of every cached model and finished run, so old results are never reused
+    # for new code. None: the distribution's version is used instead (every release invalidates).
+    algorithm_version: ClassVar[int | None] = None
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -94,10 +102,8 @@ class Plugin(abc.ABC):
 
     @classmethod
     def kind(cls) -> str:
-        for base, label in ((Method, "method"), (Metric, "metric"), (Dataset, "dataset"), (Model, "model")):
-            if issubclass(cls, base):
-                return label
-        return "plugin"
+        """``method``, ``metric``, ``dataset`` or ``model``: the contract this class implements."""
+        return getattr(cls, "plugin_kind", "plugin")
 
 
 # --------------------------------------------------------------------------------------- methods
@@ -106,33 +112,49 @@ class UnlearnOutcome:
     """What ``Method.unlearn`` may return instead of a bare model."""
 
     model: nn.Module
-    time_s: float | None = None  # overrides the runner's clock (the `retrain` reference row)
+    time_s: float | None = None  # overrides the runner's clock (the retrained reference row: its training time)
     info: dict[str, float] = field(default_factory=dict)  # extra numbers logged as metrics
-    # "original" or "retrained" when the model *is* that reference: its outputs are reused, not recomputed
-    same_as: str | None = None
+
+
+Role = Literal["original", "retrained"]
+Claim = Literal["acc_forget_down", "entropy_forget_up", "none"]
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """What the conformance test (``unlearnkit.testing.check_method``) checks on tiny data.
+
+    ``claim`` is what the method does to the forget set versus the unchanged original: forget
+    accuracy falls, or predictions on D_f become less confident (entropy rises), or nothing
+    (reference rows). ``retain_tolerance`` bounds the drop in retain accuracy; ``options`` are
+    the method's settings for the tiny data (a few steps must show the effect).
+    """
+
+    claim: Claim = "acc_forget_down"
+    retain_tolerance: float = 0.15
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Method(Plugin):
     """An unlearning method: takes the original model and returns the unlearned one.
 
-    ``unlearn`` must not mutate the model it is given (copy it first, e.g. ``copy.deepcopy``):
-    the runner and the conformance test rely on the original staying the original.
+    The runner hands ``unlearn`` a private copy of the original, which the method may train in
+    place; copy it only for a second network (a frozen teacher). Return the model in the mode it
+    ends in: the ``clean`` evaluation protocol switches it to eval mode, the ``paper`` protocol
+    evaluates it as the official LoTUS code does, in whatever mode it was returned.
 
     Declare ``access`` (what training data it touches) and, in ``extra_splits``, any evaluation
     split it reads (LoTUS reads ``unseen``). Reading anything else raises an error.
     """
 
+    plugin_kind: ClassVar[str] = "method"
     access: ClassVar[DataAccess] = DataAccess.BOTH
     extra_splits: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = ""
-    reference: ClassVar[bool] = False  # `original` and `retrain`: rows to compare against
-    # What the method claims to do to the forget set, checked by the conformance test against
-    # `original`: "acc_forget_down" (forget accuracy falls), "entropy_forget_up" (predictions on
-    # D_f become less confident), or "none" (reference rows).
-    claim: ClassVar[str] = "acc_forget_down"
-    retain_tolerance: ClassVar[float] = 0.15  # max drop in retain accuracy the conformance test allows
-    # Options for the conformance test's tiny data (e.g. a larger lr so a few steps show the effect).
-    test_options: ClassVar[dict[str, Any]] = {}
+    # A reference row *is* the original or the retrained model (the rows every table compares
+    # against): the runner always includes such methods, and Avg Gap is measured to `retrained`.
+    role: ClassVar[Role | None] = None
+    conformance: ClassVar[Conformance] = Conformance()
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:
@@ -156,9 +178,17 @@ class Metric(Plugin):
     each split once per benchmark, however many metrics use it.
     """
 
+    plugin_kind: ClassVar[str] = "metric"
     direction: ClassVar[Direction] = "closer_to_retrain"
     display_scale: ClassVar[float] = 1.0  # the paper shows JSD-type values x1e4
-    needs_retrained: ClassVar[bool] = False
+    display_order: ClassVar[int] = 1000  # column position in tables (lower first; then by name)
+    shown_by_default: ClassVar[bool] = False  # in the terminal's default column set
+    in_avg_gap: ClassVar[bool] = False  # one of the metrics the Average Gap averages |delta to retrain| over
+    display_digits: ClassVar[int] = 3  # decimals shown in tables
+    cost_axis: ClassVar[bool] = False  # the cost a leaderboard figure plots Avg Gap against (unlearning time)
+    # Reference models the metric reads besides the unlearned one ("original", "retrained"): when a
+    # benchmark has no such model (``--no-retrain``) the metric is left out instead of failing.
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def compute(self, ev: Evaluation) -> float:
@@ -262,6 +292,7 @@ class Dataset(Plugin):
     to do when the files are missing, so the CLI fails before any compute.
     """
 
+    plugin_kind: ClassVar[str] = "dataset"
     embedded: ClassVar[bool] = False  # needs no files and no download
     augment: ClassVar[Augment] = Augment()
     default_train_recipe: ClassVar[str] = "paper"
@@ -291,7 +322,8 @@ class Model(Plugin):
     ``variant`` carries the part after a slash (``timm/<name>``) for models that accept one.
     """
 
-    family: ClassVar[str] = "cnn"
+    plugin_kind: ClassVar[str] = "model"
+    family: ClassVar[str] = "other"  # methods pick per-family defaults by it (the paper tunes ResNet vs ViT)
     accepts_variant: ClassVar[bool] = False
     channels_last: ClassVar[bool] = True  # convnets run faster channels-last on GPUs
 
@@ -321,10 +353,10 @@ class Model(Plugin):
         """Subclasses implement this."""
 
 
-PLUGIN_KINDS: dict[str, type[Plugin]] = {"method": Method, "metric": Metric, "dataset": Dataset, "model": Model}
-
 __all__ = [
     "Augment",
+    "Claim",
+    "Conformance",
     "DataAccess",
     "Dataset",
     "Direction",
@@ -337,9 +369,7 @@ __all__ = [
     "Options",
     "Plugin",
     "RawDataset",
+    "Role",
     "Setting",
     "UnlearnOutcome",
 ]
-
-if TYPE_CHECKING:
-    _ = torch

@@ -7,25 +7,17 @@ dataset's files and the store are checked. Only then does the runner load data o
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.api import Dataset, Method, Metric, Model, Setting
 from unlearnkit.errors import ConfigError, UnknownNameError
+from unlearnkit.protocols import PROTOCOLS, EvalProtocol, get_protocol
 from unlearnkit.registry import Entry, Registries
 from unlearnkit.splits import Scenario, parse_scenario, parse_subset
 
 DEFAULT_SEEDS = (3407,)
-PAPER_SEEDS = (3407, 13, 12)
-
-
-def config_hash(payload: dict[str, Any]) -> str:
-    """Stable short hash of a JSON-able dict: the identity of a cached model or a finished run."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, str]:
@@ -34,7 +26,9 @@ def parse_option_pairs(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"Bad option '{pair}': expected KEY=VALUE (e.g. -o alpha=8 or -o lotus.alpha=8).")
+            raise ConfigError(
+                f"Bad option '{pair}': expected KEY=VALUE (e.g. -o alpha=8, or -o METHOD.alpha=8 with several methods)."
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -58,9 +52,9 @@ def parse_seeds(text: str | list[int] | tuple[int, ...]) -> list[int]:
 class RunRequest:
     """What the user asked for (CLI flags or a recipe), before validation."""
 
-    dataset: str = "digits"
-    model: str = "resnet18"
-    methods: list[str] = field(default_factory=lambda: ["lotus"])
+    dataset: str | None = None  # None: the dataset plugin that declares itself the default
+    model: str | None = None  # None: the default model plugin
+    methods: list[str] = field(default_factory=list)  # empty: the default method
     options: dict[str, str | Any] = field(default_factory=dict)  # "key" (single method) or "method.key"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -72,9 +66,14 @@ class RunRequest:
     epochs: int | None = None
     data_dir: Path | None = None
     pretrained: bool = False
-    weights: Path | None = None
+    weights: Path | None = None  # initial weights of every network built (not an original: see `original`)
+    original: Path | None = None  # a trained model file used as the original instead of training one
+    retrained: Path | None = None  # a model file used as the retrained gold standard instead of training one
+    no_retrain: bool = False  # no gold standard at all (RF-JSD carries the comparison, as for ImageNet)
+    protocol: str = "clean"  # evaluation protocol: "clean" (correct) or "paper" (the official code's)
     device: str = "auto"
     compile: bool = False  # torch.compile the training of the original/retrained models (CUDA)
+    save_models: bool = True  # log every unlearned model as an MLflow artifact
 
 
 @dataclass
@@ -93,6 +92,7 @@ class Plan:
     subset: float | int | None
     seeds: list[int]
     train_recipe: str
+    protocol: EvalProtocol
 
     def method_options(self, entry: Entry[Method], setting: Setting) -> Any:
         """Defaults < per-setting (paper) defaults < user overrides, validated."""
@@ -101,8 +101,16 @@ class Plan:
         )
 
 
+ROLE_ORDER = {"original": 0, "retrained": 1}
+
+
+def is_reference(entry: Entry[Method]) -> bool:
+    return entry.cls.role is not None
+
+
 def expand_methods(names: list[str], registries: Registries) -> list[str]:
-    """``all`` means every registered method; references always lead the list."""
+    """``all`` means every registered method; reference rows (methods with a ``role``) are always
+    included and lead the list, the original's before the retrained one's."""
     out: list[str] = []
     for name in names:
         for part in [p.strip() for p in name.split(",") if p.strip()]:
@@ -110,8 +118,11 @@ def expand_methods(names: list[str], registries: Registries) -> list[str]:
                 out.extend(registries.methods.names())
             else:
                 out.append(part)
-    refs = [n for n in out if n in registries.methods and registries.methods.get(n).cls.reference]
-    return list(dict.fromkeys([*sorted(refs, key=lambda n: n != "original"), *out]))
+    for part in out:
+        registries.methods.get(part)  # unknown names fail here, with suggestions
+    refs = [e for e in registries.methods.entries() if is_reference(e)]
+    refs.sort(key=lambda e: (ROLE_ORDER.get(e.cls.role or "", 9), e.name))
+    return list(dict.fromkeys([*(e.name for e in refs), *out]))
 
 
 def split_method_options(
@@ -119,7 +130,7 @@ def split_method_options(
 ) -> dict[str, dict[str, Any]]:
     """Route ``-o`` pairs to methods: ``method.key`` explicitly; a bare ``key`` to the one non-reference method."""
     routed: dict[str, dict[str, Any]] = {m: {} for m in methods}
-    learners = [m for m in methods if not registries.methods.get(m).cls.reference]
+    learners = [m for m in methods if not is_reference(registries.methods.get(m))]
     for key, value in options.items():
         target, dot, opt = key.partition(".")
         if dot and target in routed:
@@ -137,26 +148,36 @@ def split_method_options(
 
 def validate(request: RunRequest, registries: Registries) -> Plan:
     """Resolve and check everything in the request; raise a one-line error on the first problem."""
+    if request.dataset is None:
+        request.dataset = registries.datasets.default().name
+    if request.model is None:
+        request.model = registries.models.default().name
+    if not request.methods:
+        request.methods = [registries.methods.default().name]
     dataset = registries.datasets.get(request.dataset)
     dataset_obj = dataset.cls(dataset.cls.parse_options(request.dataset_options))
     model, variant = registries.model(request.model)
     weights = request.weights
-    if weights is not None and not Path(weights).is_file():
-        raise ConfigError(f"Weights file '{weights}' does not exist.")
+    for what, path in (
+        ("Weights", weights),
+        ("Original model", request.original),
+        ("Retrained model", request.retrained),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{what} file '{path}' does not exist.")
+    if request.no_retrain and request.retrained is not None:
+        raise ConfigError("--no-retrain and --retrained FILE contradict each other: give one of them.")
     model_obj = model.cls(
         model.cls.parse_options(request.model_options), variant=variant, pretrained=request.pretrained, weights=weights
     )
-    if not request.methods:
-        raise ConfigError(f"No method given. Valid methods: {', '.join(registries.methods.names())}.")
     method_names = expand_methods(request.methods, registries)
     methods = [registries.methods.get(n) for n in method_names]
-    for ref in ("original", "retrain"):
-        if ref in registries.methods and ref not in method_names:
-            methods.insert(0 if ref == "original" else 1, registries.methods.get(ref))
-    method_names = [m.name for m in methods]
+    if request.no_retrain:  # no gold standard: its row cannot exist
+        methods = [m for m in methods if m.cls.role != "retrained"]
+        method_names = [m.name for m in methods]
     user_options = split_method_options(request.options, method_names, registries)
     scenario = parse_scenario(request.forget)
-    probe = Setting(dataset.name, model_obj.model_family(), scenario.kind, 0)
+    probe = Setting(dataset.name, model_obj.model_family(), scenario.rule, 0)
     plan = Plan(
         request=request,
         dataset=dataset,
@@ -170,6 +191,7 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
         subset=parse_subset(request.subset),
         seeds=parse_seeds(request.seeds),
         train_recipe=request.train_recipe or dataset.cls.default_train_recipe,
+        protocol=get_protocol(request.protocol),
     )
     for entry in methods:  # option names and types, before any compute
         plan.method_options(entry, probe)
@@ -182,4 +204,4 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
     return plan
 
 
-__all__ = ["Plan", "RunRequest", "UnknownNameError", "config_hash", "parse_option_pairs", "parse_seeds", "validate"]
+__all__ = ["PROTOCOLS", "Plan", "RunRequest", "UnknownNameError", "parse_option_pairs", "parse_seeds", "validate"]

@@ -1,5 +1,6 @@
-"""What a method gets besides the model and the data: device, seed, autocast, progress, and a
-factory for a freshly initialised network of the same architecture (Bad Teacher needs one)."""
+"""What a method gets besides the model and the data: device, seed, autocast, progress, the
+evaluation protocol, a place to log per-epoch numbers, and a factory for a freshly initialised
+network of the same architecture (Bad Teacher needs one)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,14 @@ from torch import nn
 
 from unlearnkit.api import Setting
 from unlearnkit.progress import SILENT, Reporter
+from unlearnkit.protocols import CLEAN, EvalProtocol
 
 T = TypeVar("T")
+
+# Random streams are separated by offsets on the run seed, so that e.g. the training order of the
+# original does not shift when a method draws one more number: each purpose has its own stream.
+TRAIN_STREAM = 17
+EVAL_AUGMENT_STREAM = 29
 
 
 @dataclass
@@ -30,9 +37,16 @@ class UnlearnContext:
     compile: bool = False  # torch.compile training forwards (CUDA only; see ``compiled``)
     method: str = ""
     gold_standard: Callable[[], tuple[nn.Module, float]] | None = None  # the retrained model and its time
+    protocol: EvalProtocol = CLEAN
+    series: list[tuple[str, float, int]] = field(default_factory=list)  # per-epoch numbers (name, value, step)
+
+    def log(self, name: str, value: float, step: int) -> None:
+        """Record one point of a per-epoch series (a loss, LoTUS's temperature): the runner logs
+        them as MLflow step metrics. Pass a host number, once per epoch (no per-step syncs)."""
+        self.series.append((name, float(value), int(step)))
 
     def retrained(self) -> tuple[nn.Module, float]:
-        """The cached gold standard (model, training seconds): what the `retrain` row reports."""
+        """The cached gold standard (model, training seconds): what the retrained reference row reports."""
         if self.gold_standard is None:
             raise RuntimeError("this run has no retrained model")
         return self.gold_standard()

@@ -43,7 +43,9 @@ class Preprocess:
     def __call__(
         self, x: torch.Tensor, *, train: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        x = x.float().div_(255.0)
+        # uint8 images are scaled to [0, 1]; float images (a notebook's tensors) are taken as they are,
+        # never modified in place
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float().clone()
         if train and self.augment.crop_padding:
             x = random_crop(x, self.augment.crop_padding, generator)
         if train and self.augment.flip:
@@ -99,12 +101,34 @@ class Split:
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(inputs, labels)``: inputs preprocessed on the device, in a seeded order."""
+        for x, y, _ in self.indexed_batches(
+            batch_size, shuffle=shuffle, augment=augment, generator=generator, drop_last=drop_last
+        ):
+            yield x, y
+
+    def indexed_batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Like :meth:`batches`, plus each sample's position in the split, to look up per-sample
+        values a method keeps beside the split (LoTUS's forget/retain flag)."""
         n = len(self)
         order = torch.randperm(n, generator=generator, device=self.device) if shuffle else None
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
-            sel = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
-            yield self.pre(self.x[sel], train=augment, generator=generator), self.y[sel]
+            if order is None:  # in order: slices are views, no gather
+                end = min(start + batch_size, n)
+                sel = torch.arange(start, end, device=self.device)
+                x, y = self.x[start:end], self.y[start:end]
+            else:
+                sel = order[start : start + batch_size]
+                x, y = self.x[sel], self.y[sel]
+            yield self.pre(x, train=augment, generator=generator), y, sel
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)
@@ -129,7 +153,6 @@ class UnlearnData:
         self._allowed = allowed
         self._method = method
         self.touched: set[str] = set()
-        self.num_classes = 0
 
     def get(self, name: str) -> Split:
         if name not in self._allowed:

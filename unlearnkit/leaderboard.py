@@ -1,8 +1,10 @@
 """Reads finished runs back from the store and aggregates them over seeds; never prints.
 
-Per benchmark (dataset, model, forget scenario, training recipe, subset) there is one row per
-method: mean ± std over seeds of every metric, the paper's Average Gap (from seed means, so no
-std) and the per-seed Average Gap (gap to the same seed's retrained model, mean ± std).
+Per benchmark (dataset, model, forget scenario, training recipe, subset, evaluation protocol)
+there is one row per method: mean ± std over seeds of every metric, the paper's Average Gap
+(from seed means, so no std) and the per-seed Average Gap (gap to the same seed's retrained
+model, mean ± std). Which metrics the Average Gap covers, their order, scale and direction are
+declared by the metric plugins (:class:`MetricInfo`), never named here.
 """
 
 from __future__ import annotations
@@ -12,15 +14,44 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from unlearnkit.registry import Registries
 from unlearnkit.store import RunRecord, Store
 
-GAP_METRICS = ("mia", "acc_forget", "acc_retain", "acc_test")
+ROLE_ORDER = {"original": 0, "retrained": 1}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a board needs to know about a metric, read from its plugin class."""
+
+    direction: str  # "higher", "lower", "closer_to_retrain"
+    scale: float = 1.0
+    order: int = 1000
+    default: bool = False  # in the terminal's default column set
+    in_avg_gap: bool = False
+    digits: int = 3
+    cost_axis: bool = False
+
+
+def metric_info(registries: Registries) -> dict[str, MetricInfo]:
+    return {
+        e.name: MetricInfo(
+            e.cls.direction,
+            e.cls.display_scale,
+            e.cls.display_order,
+            e.cls.shown_by_default,
+            e.cls.in_avg_gap,
+            e.cls.display_digits,
+            e.cls.cost_axis,
+        )
+        for e in registries.metrics.entries()
+    }
 
 
 @dataclass(frozen=True)
 class Stat:
     mean: float
-    std: float  # sample standard deviation (ddof=1); 0 for a single seed
+    std: float  # sample standard deviation (ddof=1); NaN for a single seed
     n: int
 
     @classmethod
@@ -28,7 +59,7 @@ class Stat:
         vals = [v for v in values if not math.isnan(v)]
         if not vals:
             return cls(float("nan"), float("nan"), 0)
-        return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+        return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else float("nan"), len(vals))
 
 
 @dataclass
@@ -37,11 +68,16 @@ class Row:
     access: str
     package: str
     version: str
-    reference: bool
+    role: str  # "original", "retrained" or "" (an unlearning method)
     seeds: list[int]
     metrics: dict[str, Stat] = field(default_factory=dict)
     avg_gap: float = float("nan")
     avg_gap_per_seed: Stat = field(default_factory=lambda: Stat(float("nan"), float("nan"), 0))
+    weak_original: bool = False  # some seed's original barely memorised D_f
+
+    @property
+    def reference(self) -> bool:
+        return bool(self.role)
 
 
 @dataclass
@@ -52,33 +88,49 @@ class Board:
     scenario: str
     train_recipe: str
     subset: str
+    protocol: str
     rows: list[Row]
     metric_names: list[str]
+    gap_metrics: list[str] = field(default_factory=list)
+    cost_metric: str | None = None  # what the figure plots Avg Gap against (a metric declaring cost_axis)
 
     @property
     def title(self) -> str:
         extra = f", subset {self.subset}" if self.subset != "full" else ""
-        return f"{self.dataset} / {self.model} / {self.scenario} (train: {self.train_recipe}{extra})"
+        return (
+            f"{self.dataset} / {self.model} / {self.scenario} "
+            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol})"
+        )
+
+    @property
+    def retrained(self) -> Row | None:
+        return next((r for r in self.rows if r.role == "retrained"), None)
+
+    @property
+    def weak_original(self) -> bool:
+        return any(r.weak_original for r in self.rows)
 
 
 def dedupe(records: list[RunRecord]) -> list[RunRecord]:
     """One run per config hash: the first finished wins (concurrent duplicates are ignored)."""
     seen: dict[str, RunRecord] = {}
     for rec in sorted(records, key=lambda r: r.start_time):
-        seen.setdefault(rec.t("config_hash", rec.run_id), rec)
+        seen.setdefault(rec.tag("config_hash", rec.run_id), rec)
     return list(seen.values())
 
 
-def gap(a: dict[str, float], b: dict[str, float]) -> float:
-    """Mean absolute difference over the four Average-Gap metrics; NaN if one is missing."""
-    diffs = [abs(a[m] - b[m]) for m in GAP_METRICS if m in a and m in b]
-    return statistics.fmean(diffs) if len(diffs) == len(GAP_METRICS) else float("nan")
+def gap(a: dict[str, float], b: dict[str, float], metrics: list[str]) -> float:
+    """Mean absolute difference over the Average-Gap metrics; NaN if one is missing."""
+    diffs = [abs(a[m] - b[m]) for m in metrics if m in a and m in b]
+    return statistics.fmean(diffs) if metrics and len(diffs) == len(metrics) else float("nan")
 
 
-def build_boards(records: list[RunRecord], sort: str = "avg_gap") -> list[Board]:
+def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: str = "avg_gap") -> list[Board]:
+    gap_metrics = sorted((m for m, i in info.items() if i.in_avg_gap), key=lambda m: (info[m].order, m))
+    cost_metric = next((m for m, i in sorted(info.items()) if i.cost_axis), None)
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for rec in dedupe(records):
-        groups[rec.t("benchmark")].append(rec)
+        groups[rec.tag("benchmark")].append(rec)
     boards = []
     for bench, recs in groups.items():
         first = recs[0]
@@ -86,51 +138,54 @@ def build_boards(records: list[RunRecord], sort: str = "avg_gap") -> list[Board]
         for rec in recs:
             per_method[row_name(rec)].append(rec)
         names = sorted({k for r in recs for k in r.metrics})
-        retrain_by_seed = {r.t("seed"): r.metrics for r in per_method.get("retrain", [])}
-        retrain_means = (
-            {m: Stat.of([r.metrics.get(m, math.nan) for r in per_method["retrain"]]).mean for m in GAP_METRICS}
-            if "retrain" in per_method
-            else {}
-        )
+        gold = [r for r in recs if r.tag("role") == "retrained"]
+        gold_by_seed = {r.tag("seed"): r.metrics for r in gold}
+        gold_means = {m: Stat.of([r.metrics.get(m, math.nan) for r in gold]).mean for m in gap_metrics}
         rows = []
         for method, mrecs in per_method.items():
             stats = {m: Stat.of([r.metrics.get(m, math.nan) for r in mrecs]) for m in names}
             means = {m: s.mean for m, s in stats.items()}
-            per_seed = [gap(r.metrics, retrain_by_seed[r.t("seed")]) for r in mrecs if r.t("seed") in retrain_by_seed]
+            per_seed = [
+                gap(r.metrics, gold_by_seed[r.tag("seed")], gap_metrics) for r in mrecs if r.tag("seed") in gold_by_seed
+            ]
             rows.append(
                 Row(
                     method=method,
-                    access=mrecs[0].t("access"),
-                    package=mrecs[0].t("method.package"),
-                    version=mrecs[0].t("method.version"),
-                    reference=mrecs[0].t("reference") == "true",
-                    seeds=sorted(int(r.t("seed", "0")) for r in mrecs),
+                    access=mrecs[0].tag("access"),
+                    package=mrecs[0].tag("method.package"),
+                    version=mrecs[0].tag("method.version"),
+                    role=mrecs[0].tag("role"),
+                    seeds=sorted(int(r.tag("seed", "0")) for r in mrecs),
                     metrics=stats,
-                    avg_gap=gap(means, retrain_means) if retrain_means else float("nan"),
+                    avg_gap=gap(means, gold_means, gap_metrics) if gold else float("nan"),
                     avg_gap_per_seed=Stat.of(per_seed),
+                    weak_original=any(r.tag("weak_original") for r in mrecs),
                 )
             )
         rows.sort(key=lambda r: row_sort_key(r, sort))
         boards.append(
             Board(
                 bench,
-                first.t("dataset"),
-                first.t("model"),
-                first.t("scenario"),
-                first.t("train_recipe"),
-                first.t("subset", "full"),
+                first.tag("dataset"),
+                first.tag("model"),
+                first.tag("scenario"),
+                first.tag("train_recipe"),
+                first.tag("subset", "full"),
+                first.tag("protocol", "clean"),
                 rows,
                 names,
+                gap_metrics,
+                cost_metric,
             )
         )
-    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset))
+    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
     return boards
 
 
 def row_name(rec: RunRecord) -> str:
     """A method's row; recipe grid points get their own rows, e.g. ``lotus [lotus.alpha=8]``."""
-    variant = rec.t("variant")
-    return f"{rec.t('method')} [{variant}]" if variant else rec.t("method")
+    point = rec.tag("grid_point")
+    return f"{rec.tag('method')} [{point}]" if point else rec.tag("method")
 
 
 def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] | None) -> Board | None:
@@ -142,37 +197,45 @@ def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] 
     return board
 
 
-def row_sort_key(row: Row, sort: str) -> tuple:
-    ref_order = {"original": 0, "retrain": 1}.get(row.method, 2)
+def row_sort_key(row: Row, sort: str) -> tuple[int, bool, float, str]:
     if sort == "avg_gap":
         value = row.avg_gap
     elif sort in row.metrics:
         value = row.metrics[sort].mean
     else:
         value = math.nan
-    return (ref_order, math.isnan(value), value, row.method)
+    return (ROLE_ORDER.get(row.role, 2), math.isnan(value), value, row.method)
 
 
 def leaderboard(
     store: Store,
+    info: dict[str, MetricInfo],
     *,
     dataset: str | None = None,
     model: str | None = None,
     scenario: str | None = None,
+    protocol: str | None = None,
     access: str | None = None,
     sort: str = "avg_gap",
     recipe_cells: set[tuple[str, str, str]] | None = None,
     recipe_methods: set[str] | None = None,
+    include_tuning: bool = False,
 ) -> list[Board]:
-    """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards."""
-    filters = {"kind": "unlearn"}
-    for key, value in (("dataset", dataset), ("model", model), ("scenario", scenario)):
+    """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards.
+
+    Tuning trials (``unlearnkit tune``) are left out unless ``include_tuning``."""
+    if not store.exists():
+        return []
+    filters = {"run_type": "unlearn"}
+    for key, value in (("dataset", dataset), ("model", model), ("scenario", scenario), ("protocol", protocol)):
         if value:
             filters[key] = value
     records = store.search(filters)
+    if not include_tuning:
+        records = [r for r in records if not r.tag("tuning_trial")]
     if access:
-        records = [r for r in records if r.t("access") == access or r.t("reference") == "true"]
-    boards = build_boards(records, sort=sort)
+        records = [r for r in records if r.tag("access") == access or r.tag("role")]
+    boards = build_boards(records, info, sort=sort)
     if recipe_cells is not None:
         boards = [b for b in (in_recipe(b, recipe_cells, recipe_methods) for b in boards) if b is not None]
     return boards

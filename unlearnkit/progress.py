@@ -6,7 +6,7 @@ milestones; the default reporter is silent, so tests and notebooks stay quiet.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,6 +17,10 @@ class Reporter:
 
     def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
         yield from iterable
+
+    def counter(self, description: str, total: int) -> Callable[[], None]:
+        """A progress count over ``total`` items (a sweep's runs); returns the function that advances it."""
+        return lambda: None
 
     def event(self, message: str) -> None:
         """A milestone worth a line in the CLI (model trained, run skipped, ...)."""

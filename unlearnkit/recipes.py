@@ -1,5 +1,5 @@
 """Experiment recipes: TOML files naming a grid (datasets × models × scenarios × option
-variants) of benchmarks, each run with the listed methods and seeds.
+points) of benchmarks, each run with the listed methods and seeds.
 
 Unknown keys and wrong types are errors. Precedence: defaults < recipe < command-line flags.
 A recipe is resumable by construction: every run is keyed by its config hash, so re-running
@@ -33,12 +33,17 @@ class RecipeFile(BaseModel):
     methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [3407, 13, 12], min_length=1)
     train_recipe: str | None = None
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=0)
     subset: str | int | float | None = None
     data_dir: str | None = None
     pretrained: bool = False
     weights: str | None = None
+    original: str | None = None  # a model file used as the original (see `unlearnkit run --original`)
+    retrained: str | None = None
+    no_retrain: bool = False
+    protocol: str = "clean"
     device: str = "auto"
+    save_models: bool = True
     metrics: list[str] | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> fixed options
     grid: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # method -> option -> values
@@ -48,15 +53,15 @@ class RecipeFile(BaseModel):
 
 @dataclass(frozen=True)
 class Cell:
-    """One benchmark of the grid with one option variant: a RunRequest plus its variant label."""
+    """One benchmark of the grid at one point of the option grid: a RunRequest plus the point's label."""
 
     request: RunRequest
-    variant: str
+    grid_point: str
 
     @property
     def label(self) -> str:
         r = self.request
-        extra = f" [{self.variant}]" if self.variant else ""
+        extra = f" [{self.grid_point}]" if self.grid_point else ""
         return f"{r.dataset}/{r.model}/{r.forget}{extra}"
 
 
@@ -81,8 +86,8 @@ def load_recipe(path: str | Path) -> RecipeFile:
         raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {first['msg']}.") from None
 
 
-def variants(recipe: RecipeFile) -> list[tuple[str, dict[str, Any]]]:
-    """Expand ``[grid.METHOD]`` into (label, options) pairs; no grid -> one unnamed variant."""
+def grid_points(recipe: RecipeFile) -> list[tuple[str, dict[str, Any]]]:
+    """Expand ``[grid.METHOD]`` into (label, options) pairs; no grid -> one unnamed point."""
     axes = [(f"{m}.{k}", vals) for m, opts in sorted(recipe.grid.items()) for k, vals in sorted(opts.items())]
     if not axes:
         return [("", {})]
@@ -99,9 +104,9 @@ def expand(recipe: RecipeFile, overrides: dict[str, Any] | None = None) -> list[
     fixed = {f"{m}.{k}": v for m, opts in recipe.options.items() for k, v in opts.items()}
     cells = []
     for dataset, model, scenario in itertools.product(recipe.datasets, recipe.models, recipe.scenarios):
-        for label, grid_opts in variants(recipe):
+        for label, grid_opts in grid_points(recipe):
             methods = recipe.methods
-            if label:  # a grid varies some methods; the others need not run once per variant
+            if label:  # a grid varies some methods; the others need not run once per point
                 methods = sorted({k.split(".")[0] for k in grid_opts})
             base = dict(
                 dataset=dataset,
@@ -119,8 +124,23 @@ def expand(recipe: RecipeFile, overrides: dict[str, Any] | None = None) -> list[
                 data_dir=Path(recipe.data_dir) if recipe.data_dir else None,
                 pretrained=recipe.pretrained,
                 weights=Path(recipe.weights) if recipe.weights else None,
+                original=Path(recipe.original) if recipe.original else None,
+                retrained=Path(recipe.retrained) if recipe.retrained else None,
+                no_retrain=recipe.no_retrain,
+                protocol=recipe.protocol,
                 device=recipe.device,
+                save_models=recipe.save_models,
             )
             base.update(overrides)
             cells.append(Cell(RunRequest(**base), label))
     return cells
+
+
+def recipe_scope(recipe: RecipeFile) -> tuple[set[tuple[str, str, str]], set[str]]:
+    """The (dataset, model, scenario) cells and method names a recipe covers (a leaderboard filter)."""
+    from unlearnkit.splits import parse_scenario
+
+    cells = {
+        (d, m, parse_scenario(str(s)).key) for d in recipe.datasets for m in recipe.models for s in recipe.scenarios
+    }
+    return cells, set(recipe.methods)

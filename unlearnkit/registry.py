@@ -9,6 +9,7 @@ from unlearnkit.api import Dataset, Method, Metric, Model, Plugin
 from unlearnkit.errors import PluginError, UnknownNameError
 
 P = TypeVar("P", bound=Plugin)
+KINDS = ("method", "metric", "dataset", "model")  # the plugin kinds, in the order they are listed
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,6 @@ class Registry(Generic[P]):
             )
         self._entries[name] = Entry(name, cls, provenance)
 
-    def remove(self, name: str) -> None:
-        self._entries.pop(name, None)
-
     def get(self, name: str) -> Entry[P]:
         try:
             return self._entries[name]
@@ -67,6 +65,17 @@ class Registry(Generic[P]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def default(self) -> Entry[P]:
+        """The entry whose plugin declares ``default = True`` (used when the user names none)."""
+        chosen = [e for e in self._entries.values() if e.cls.default]
+        if len(chosen) != 1:
+            found = ", ".join(f"{e.name} ({e.provenance.package})" for e in chosen) or "none"
+            raise PluginError(
+                f"Exactly one {self.kind} must declare default = True to be used when none is named; found {found}. "
+                f"Name one explicitly (valid: {', '.join(self.names())})."
+            )
+        return chosen[0]
 
     def entries(self) -> list[Entry[P]]:
         return [self._entries[n] for n in self.names()]
@@ -92,7 +101,8 @@ class Registries:
         )
 
     def by_kind(self, kind: str) -> Registry:
-        return {"method": self.methods, "metric": self.metrics, "dataset": self.datasets, "model": self.models}[kind]
+        registry: Registry = getattr(self, f"{kind}s")
+        return registry
 
     def model(self, name: str) -> tuple[Entry[Model], str | None]:
         """Resolve ``name`` or ``prefix/variant`` (``timm/convnext_tiny``) to a model entry."""
@@ -103,3 +113,24 @@ class Registries:
                 raise UnknownNameError("model", name, self.models.names())
             return entry, variant
         return self.models.get(name), None
+
+
+def list_methods() -> list[str]:
+    """Names of every registered unlearning method (built-in and installed plugins)."""
+    from unlearnkit.plugins import get_host
+
+    return get_host().registries.methods.names()
+
+
+def create_method(name: str, setting: object | None = None, **options: object) -> Method:
+    """An unlearning method by name, its options validated: the paper's per-setting defaults for
+    ``setting`` (a :class:`~unlearnkit.api.Setting`) when given, then ``options`` on top::
+
+        lotus = create_method("lotus", alpha=8)
+    """
+    from unlearnkit.api import Setting
+    from unlearnkit.plugins import get_host
+
+    entry = get_host().registries.methods.get(name)
+    defaults = entry.cls.default_options(setting) if isinstance(setting, Setting) else {}
+    return entry.cls(entry.cls.parse_options(options, defaults=defaults))

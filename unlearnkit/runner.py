@@ -1,37 +1,42 @@
-"""One benchmark: data -> original -> retrain -> each method -> every metric, all in the store.
+"""One benchmark: data -> original -> retrained -> each method -> every metric, all in the store.
 
-The original and retrained models are trained once per (benchmark, seed), cached in the store
-under a content hash of everything that determines them, verified by checksum before reuse,
-and shared by every method. A method's run is skipped when a finished run with the same config
-hash exists; a failing or interrupted run is recorded as such and never counted.
+Per seed the runner obtains the reference models (:mod:`unlearnkit.references`), then runs each
+method in three steps that each fit on a screen: ``identify`` (what makes this run this run:
+its config hash, tags and params), ``execute`` (the method on a private copy of the original,
+timed) and ``evaluate`` (every metric under the plan's protocol). A run whose config hash is
+already finished in the store is skipped; a failing or interrupted run is recorded as failed and
+never counted.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-import unlearnkit
-from unlearnkit.api import ImageSpec, RawDataset, Setting, UnlearnOutcome
-from unlearnkit.config import Plan, config_hash
+from unlearnkit import claims
+from unlearnkit.api import Method, Metric, UnlearnOutcome
+from unlearnkit.benchmark import Benchmark, seed_everything, synchronize
+from unlearnkit.config import Plan
 from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Preprocess, Split, UnlearnData
-from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
+from unlearnkit.data import Split, UnlearnData
+from unlearnkit.errors import DivergenceError, UnlearnkitError
 from unlearnkit.evaluation import Evaluation, OutputCache
+from unlearnkit.identity import config_hash, plugin_version
 from unlearnkit.progress import SILENT, Reporter
-from unlearnkit.splits import SplitIndices, make_splits
-from unlearnkit.store import CorruptCheckpoint, Store, tag
-from unlearnkit.training import TrainRecipe, fit, load_train_recipe
+from unlearnkit.references import ModelMemo, Reference, References
+from unlearnkit.registry import Entry
+from unlearnkit.splits import SplitIndices
+from unlearnkit.store import Store, tag
+
+# The original must be measurably better on D_f than on unseen data, or there is nothing to unlearn
+# and every unlearning number is noise: below this gap in accuracy the runner says so (docs/protocols.md).
+MEMORISATION_GAP = 0.05
 
 
 @dataclass
@@ -47,40 +52,24 @@ class RunResult:
     benchmark: str = ""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"Device '{name}' requested but no CUDA GPU is available. Valid devices here: auto, cpu.")
-    return torch.device(name)
+@dataclass
+class Seed:
+    """What every method of one seed shares: its splits, the reference models, their outputs."""
+
+    seed: int
+    idx: SplitIndices
+    splits: dict[str, Split]
+    original: Reference
+    retrained: Reference | None
+    shared: OutputCache = field(default_factory=OutputCache)
+    memorisation_gap: float = float("nan")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("UNLEARNKIT_CACHE_DIR", Path.home() / ".cache" / "unlearnkit"))
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def data_fingerprint(raw: RawDataset) -> str:
-    """Identity of the loaded arrays: all labels, shapes, and every 97th image's pixels."""
-    h = hashlib.sha256()
-    for arr in (raw.y_train, raw.y_test, raw.x_train[::97], raw.x_test[::97]):
-        h.update(str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    h.update("|".join(raw.class_names).encode())
-    return h.hexdigest()[:20]
-
-
-def indices_hash(indices: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:20]
+@dataclass
+class Identity:
+    key: str
+    tags: dict[str, str]
+    params: dict[str, Any]
 
 
 class Runner:
@@ -92,326 +81,243 @@ class Runner:
         store: Store,
         reporter: Reporter = SILENT,
         *,
-        variant: str = "",
-        recipe: str = "",
-        model_cache: dict[str, tuple[dict[str, torch.Tensor], float]] | None = None,
+        grid_point: str = "",
+        sweep: str = "",
+        tuning_trial: str = "",
+        memo: ModelMemo | None = None,
         on_result: Callable[[RunResult], None] | None = None,
     ) -> None:
         self.plan = plan
         self.store = store
         self.reporter = reporter
-        self.device = resolve_device(plan.request.device)
-        self.variant = variant  # a recipe's option-grid point, e.g. "lotus.alpha=8"
-        self.recipe_name = recipe
-        # config hash -> (CPU state dict, training seconds); a sweep shares one across its cells
-        self._models = model_cache if model_cache is not None else {}
+        self.bench = Benchmark(plan, reporter)
+        self.references = References(self.bench, store, reporter, memo)
+        self.grid_point = grid_point  # a recipe's option-grid point, e.g. "METHOD.alpha=8"
+        self.sweep = sweep  # the name of the sweep recipe this run belongs to
+        self.tuning_trial = tuning_trial  # "study/trial" when the run is a tuning trial (hidden by default)
         self.on_result = on_result or (lambda result: None)
-        self.raw: RawDataset | None = None
 
-    # ------------------------------------------------------------------------------ set-up
-    def load_data(self) -> RawDataset:
-        if self.raw is None:
-            plan = self.plan
-            self.reporter.event(f"Loading dataset {plan.dataset.name}")
-            target = cache_dir() / "datasets" / plan.dataset.name
-            target.mkdir(parents=True, exist_ok=True)
-            self.raw = plan.dataset_obj.load(plan.request.data_dir, target)
-        return self.raw
-
-    @property
-    def spec(self) -> ImageSpec:
-        raw = self.load_data()
-        c, h, w = raw.image_shape
-        return ImageSpec(c, h, w, raw.num_classes)
-
-    @property
-    def family(self) -> str:
-        return self.plan.model_obj.model_family()
-
-    def recipe(self) -> TrainRecipe:
-        return load_train_recipe(self.plan.train_recipe, self.family).with_epochs(self.plan.request.epochs)
-
-    def build_model(self) -> nn.Module:
-        model = self.plan.model_obj.build(self.spec).to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
-
-    @property
-    def channels_last(self) -> bool:
-        return self.device.type == "cuda" and self.plan.model_obj.channels_last
-
-    def benchmark_identity(self) -> dict[str, Any]:
-        """Everything but the seed and the method that determines a result."""
-        plan, raw = self.plan, self.load_data()
-        return {
-            "dataset": plan.dataset.name,
-            "dataset_options": plan.dataset_obj.options.model_dump(),
-            "data": data_fingerprint(raw),
-            "model": plan.request.model,
-            "model_options": plan.model_obj.options.model_dump(),
-            "pretrained": plan.request.pretrained,
-            "weights": str(plan.request.weights) if plan.request.weights else None,
-            "scenario": plan.scenario.key,
-            "subset": plan.subset,
-            "train_recipe": self.recipe().as_params(),
-        }
-
-    def splits_on_device(self, idx: SplitIndices) -> dict[str, Split]:
-        raw = self.load_data()
-        pre = Preprocess.create(
-            raw.mean,
-            raw.std,
-            self.plan.model_obj.input_size(self.spec),
-            self.plan.dataset_obj.augment,
-            self.device,
-            self.channels_last,
-        )
-
-        def make(name: str, x: np.ndarray, y: np.ndarray, sel: np.ndarray) -> Split:
-            return Split(name, torch.from_numpy(x[sel]).to(self.device), torch.from_numpy(y[sel]).to(self.device), pre)
-
-        return {
-            "forget": make("forget", raw.x_train, raw.y_train, idx.forget),
-            "retain": make("retain", raw.x_train, raw.y_train, idx.retain),
-            "train": make("train", raw.x_train, raw.y_train, np.sort(np.concatenate([idx.forget, idx.retain]))),
-            "unseen": make("unseen", raw.x_test, raw.y_test, idx.unseen),
-            "test": make("test", raw.x_test, raw.y_test, idx.test),
-        }
-
-    def context(self, seed: int, forget_class: int | None, method: str = "") -> UnlearnContext:
-        raw = self.load_data()
-        setting = Setting(self.plan.dataset.name, self.family, self.plan.scenario.kind, raw.num_classes)
-        return UnlearnContext(
-            device=self.device,
-            seed=seed,
-            setting=setting,
-            num_classes=raw.num_classes,
-            model_factory=lambda: self.plan.model_obj.build(self.spec),
-            forget_class=forget_class,
-            reporter=self.reporter,
-            channels_last=self.channels_last,
-            compile=self.plan.request.compile,
-            method=method,
-        )
-
-    def common_tags(self, seed: int) -> dict[str, str]:
-        plan = self.plan
-        return {
-            tag("dataset"): plan.dataset.name,
-            tag("model"): plan.request.model,
-            tag("scenario"): plan.scenario.key,
-            tag("seed"): str(seed),
-            tag("train_recipe"): self.recipe().name,
-            tag("subset"): str(plan.subset) if plan.subset is not None else "full",
-            tag("version"): unlearnkit.__version__,
-            tag("device"): self.device.type,
-            **plan.dataset.provenance.as_tags(tag("dataset")),
-            **plan.model.provenance.as_tags(tag("model")),
-        }
-
-    # ---------------------------------------------------------------------- cached models
-    def obtain_model(
-        self, kind: str, seed: int, split: Split, indices: np.ndarray, identity: dict[str, Any]
-    ) -> tuple[nn.Module, float]:
-        """Train ``kind`` ("original" or "retrain") on ``split``, or reuse the verified cached one."""
-        ident = {**identity, "kind": kind, "seed": seed, "train_indices": indices_hash(indices)}
-        ident.pop("scenario")  # the original does not depend on the scenario beyond its training indices
-        key = config_hash(ident)
-        if key in self._models:
-            state, seconds = self._models[key]
-            return self._from_state(state), seconds
-        recipe = self.recipe()
-        tags = {**self.common_tags(seed), tag("kind"): kind, tag("config_hash"): key}
-        params = {"kind": kind, "seed": seed, "images": len(split), **recipe.as_params()}
-        name = f"{kind}-{self.plan.dataset.name}-{self.plan.request.model}-s{seed}"
-        while True:  # one process trains; concurrent ones wait for its checkpoint
-            run_id, record = self.store.claim(
-                kind,
-                key,
-                name,
-                tags,
-                params,
-                on_wait=lambda: self.reporter.event(f"Waiting for another process training {kind} (seed {seed})"),
-            )
-            if record is None:
-                break
-            try:
-                state = self.store.load_checkpoint(record)
-            except CorruptCheckpoint as err:
-                self.reporter.warn(f"{err} Retraining it.")
-                self.store.fail(record.run_id, f"checkpoint corrupt: {err}")
-                continue
-            seconds = float(record.metrics.get("train_time_s", float("nan")))
-            self.reporter.event(f"Reusing {kind} model (seed {seed}) from run {record.run_id[:8]}")
-            self._models[key] = (state, seconds)
-            return self._from_state(state), seconds
-        try:
-            with self.store.heartbeat(run_id):
-                seed_everything(seed)
-                model = self.build_model()
-                ctx = self.context(seed, None, method=kind)
-                synchronize(self.device)
-                start = time.perf_counter()
-                fit(model, split, recipe, ctx, description=f"train {kind} (seed {seed})")
-                synchronize(self.device)
-                seconds = time.perf_counter() - start
-                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                self.store.save_checkpoint(run_id, state)
-                self.store.log_metrics(run_id, {"train_time_s": seconds})
-                self.store.finish(run_id)
-        except BaseException as err:
-            self.store.fail(run_id, f"{type(err).__name__}: {err}")
-            raise
-        self.reporter.event(f"Trained {kind} model (seed {seed}) in {seconds:.1f} s")
-        self._models[key] = (state, seconds)
-        return model, seconds
-
-    def _from_state(self, state: dict[str, torch.Tensor]) -> nn.Module:
-        model = self.build_model()
-        model.load_state_dict(state)
-        return model.eval()
-
-    # ------------------------------------------------------------------------------- runs
-    def prepare(self) -> None:
-        """Load the data and resolve the scenario against it (e.g. the class of ``class:cat``):
-        the last checks that need the data, still before the store is touched or anything trains."""
-        raw = self.load_data()
-        make_splits(raw.y_train, raw.y_test, self.plan.scenario, self.plan.seeds[0], raw.class_names, self.plan.subset)
+    # ------------------------------------------------------------------------------- driver
+    def check(self) -> None:
+        """Every check that needs the data, then the store: still nothing trained or written."""
+        self.bench.check()
+        self.store.check()
 
     def run(self) -> list[RunResult]:
         """Every seed, every method; returns one result per (method, seed)."""
-        self.prepare()
-        self.store.check()
-        raw = self.load_data()
-        identity = self.benchmark_identity()
-        benchmark = config_hash(identity)
+        self.check()
         results: list[RunResult] = []
         for seed in self.plan.seeds:
-            idx = make_splits(raw.y_train, raw.y_test, self.plan.scenario, seed, raw.class_names, self.plan.subset)
-            if len(idx.forget) == 0 or len(idx.retain) == 0:
-                raise ConfigError("The forget or retain set is empty: use a larger subset or a different scenario.")
-            splits = self.splits_on_device(idx)
-            train_idx = np.sort(np.concatenate([idx.forget, idx.retain]))
-            original, _ = self.obtain_model("original", seed, splits["train"], train_idx, identity)
-            retrained, retrain_time = self.obtain_model("retrain", seed, splits["retain"], idx.retain, identity)
-            shared = OutputCache()
+            state = self.prepare_seed(seed)
             for entry in self.plan.methods:
-                result = self.run_method(
-                    entry, seed, idx, splits, original, (retrained, retrain_time), shared, benchmark
-                )
+                result = self.run_method(entry, state)
                 results.append(result)
                 self.on_result(result)
         return results
 
-    def run_method(
-        self,
-        entry: Any,
-        seed: int,
-        idx: SplitIndices,
-        splits: dict[str, Split],
-        original: nn.Module,
-        gold: tuple[nn.Module, float],
-        shared: OutputCache,
-        benchmark: str,
-    ) -> RunResult:
-        ctx = self.context(seed, idx.forget_class, method=entry.name)
-        ctx.gold_standard = lambda: (copy.deepcopy(gold[0]), gold[1])
-        options = self.plan.method_options(entry, ctx.setting)
-        identity = {
-            "benchmark": benchmark,
-            "seed": seed,
-            "method": entry.name,
-            "options": options.model_dump(),
-            "method_version": entry.provenance.version,
-            "splits": idx.fingerprint(),
+    def prepare_seed(self, seed: int) -> Seed:
+        idx = self.bench.indices(seed)
+        splits = self.bench.splits(idx)
+        original = self.references.get("original", seed, idx, splits)
+        assert original is not None
+        retrained = self.references.get("retrained", seed, idx, splits)
+        state = Seed(seed, idx, splits, original, retrained)
+        state.memorisation_gap = self.memorisation(state)
+        return state
+
+    def memorisation(self, state: Seed) -> float:
+        """acc(original, D_f) - acc(original, unseen), from the outputs every method reuses anyway;
+        warn when it is too small for unlearning to be measurable."""
+        ev = Evaluation({"original": state.original.model}, state.splits, self.context(state, ""), shared=state.shared)
+        acc = {
+            s: float((ev.logits("original", s).argmax(1) == state.splits[s].y).float().mean())
+            for s in ("forget", "unseen")
         }
-        variant = self.variant if not entry.cls.reference else ""
-        if variant:
-            identity["variant"] = variant
+        gap = acc["forget"] - acc["unseen"]
+        if gap < MEMORISATION_GAP and self.plan.scenario.rule != "class":
+            self.reporter.warn(
+                f"The original model has barely memorised the forget set (seed {state.seed}): forget accuracy "
+                f"{acc['forget']:.3f} vs unseen {acc['unseen']:.3f}, a gap of {gap:+.3f} < {MEMORISATION_GAP}. "
+                "Unlearning numbers will be noise: train longer (--epochs), use a smaller --subset or a larger model."
+            )
+        return gap
+
+    def context(self, state: Seed, method: str) -> UnlearnContext:
+        ctx = self.bench.context(state.seed, state.idx.forget_class, method=method)
+        if state.retrained is not None:
+            gold = state.retrained
+            ctx.gold_standard = lambda: (copy.deepcopy(gold.model), gold.seconds)
+        return ctx
+
+    # ---------------------------------------------------------------------------- one method
+    def run_method(self, entry: Entry[Method], state: Seed) -> RunResult:
+        ctx = self.context(state, entry.name)
+        ident = self.identify(entry, state, ctx)
+        seed = state.seed
+        got = claims.claim(
+            self.store,
+            "unlearn",
+            ident.key,
+            self.run_name(entry, seed),
+            ident.tags,
+            ident.params,
+            on_wait=lambda: self.reporter.event(f"Waiting for another process running {entry.name} (seed {seed})"),
+        )
+        if got.finished is not None:
+            record = got.finished
+            self.reporter.event(f"{entry.name} (seed {seed}): already in the store, run {record.run_id[:8]}")
+            return RunResult(entry.name, seed, "skipped", record.metrics, record.run_id, benchmark=self.bench.key)
+        run_id = got.run_id
+        assert run_id is not None
+        try:
+            with claims.heartbeat(self.store, run_id):
+                outcome, data = self.execute(entry, state, ctx)
+                outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
+                metrics = self.evaluate(entry, state, ctx, outcome)
+                self.record(run_id, entry, state, ctx, outcome, data, metrics)
+            claims.release(self.store, run_id)
+        except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
+            self.store.fail(run_id, str(err))
+            self.reporter.warn(f"{entry.name} (seed {seed}) failed: {err}")
+            return RunResult(entry.name, seed, "failed", run_id=run_id, failure=str(err), benchmark=self.bench.key)
+        except BaseException as err:
+            self.store.fail(run_id, f"{type(err).__name__}: {err}")
+            raise
+        self.reporter.event(f"{entry.name} (seed {seed}): done in {outcome_time:.2f} s")
+        return RunResult(entry.name, seed, "finished", metrics, run_id, benchmark=self.bench.key)
+
+    def identify(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> Identity:
+        """The run's identity: everything that can change its numbers, hashed."""
+        options = self.plan.method_options(entry, ctx.setting)
+        reference = entry.cls.role is not None
+        grid_point = "" if reference else self.grid_point
+        identity = {
+            "benchmark": self.bench.key,
+            "seed": state.seed,
+            "method": plugin_version(entry),
+            "options": options.model_dump(),
+            "splits": state.idx.fingerprint(),
+            "original": state.original.key,
+            "retrained": state.retrained.key if state.retrained is not None else None,
+            "metrics": sorted(plugin_version(m) for m in self.metrics(state)),
+        }
+        if grid_point:
+            identity["grid_point"] = grid_point
+        if self.tuning_trial and not reference:
+            identity["tuning_trial"] = self.tuning_trial
         key = config_hash(identity)
         tags = {
-            **self.common_tags(seed),
-            tag("kind"): "unlearn",
+            **self.bench.tags(state.seed),
+            tag("run_type"): "unlearn",
             tag("method"): entry.name,
             tag("access"): entry.cls.access.value,
-            tag("reference"): str(entry.cls.reference).lower(),
+            tag("role"): entry.cls.role or "",
             tag("config_hash"): key,
-            tag("benchmark"): benchmark,
-            tag("splits"): idx.fingerprint(),
-            tag("variant"): variant,
-            tag("recipe"): self.recipe_name,
+            tag("benchmark"): self.bench.key,
+            tag("splits"): state.idx.fingerprint(),
+            tag("grid_point"): grid_point,
+            tag("sweep"): self.sweep,
+            tag("tuning_trial"): self.tuning_trial if not reference else "",
+            tag("original_run"): state.original.run_id,
             **entry.provenance.as_tags(tag("method")),
         }
         params = {
             **{f"method.{k}": v for k, v in options.model_dump().items()},
-            **self.recipe().as_params(),
-            "seed": seed,
-            "n_forget": len(idx.forget),
-            "n_retain": len(idx.retain),
-            "n_unseen": len(idx.unseen),
-            "n_test": len(idx.test),
+            **self.bench.train_recipe.as_params(),
+            "seed": state.seed,
+            "protocol": self.plan.protocol.name,
+            "n_forget": len(state.idx.forget),
+            "n_retain": len(state.idx.retain),
+            "n_unseen": len(state.idx.unseen),
+            "n_test": len(state.idx.test),
             "torch": torch.__version__,
         }
-        run_id, existing = self.store.claim(
-            "unlearn",
-            key,
-            f"{entry.name}-{self.plan.dataset.name}-s{seed}",
-            tags,
-            params,
-            on_wait=lambda: self.reporter.event(f"Waiting for another process running {entry.name} (seed {seed})"),
+        return Identity(key, {k: v for k, v in tags.items() if v != ""}, params)
+
+    def run_name(self, entry: Entry[Method], seed: int) -> str:
+        plan = self.plan
+        return f"{entry.name}-{plan.dataset.name}-{plan.request.model}-{plan.scenario.key}-s{seed}"
+
+    def execute(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> tuple[UnlearnOutcome, UnlearnData]:
+        """The method on a private copy of the original, timed with the device synchronised."""
+        method = entry.cls(self.plan.method_options(entry, ctx.setting))
+        data = UnlearnData(state.splits, entry.cls.splits(), entry.name)
+        model = copy.deepcopy(state.original.model).train()  # the runner owns copying: the method may train it in place
+        seed_everything(state.seed)
+        synchronize(self.bench.device)
+        start = time.perf_counter()
+        out = method.unlearn(model, data, ctx)
+        synchronize(self.bench.device)
+        elapsed = time.perf_counter() - start
+        outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+        if outcome.time_s is None:
+            outcome.time_s = elapsed
+        if not all(torch.isfinite(p).all() for p in outcome.model.parameters()):
+            raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
+        return outcome, data
+
+    def metrics(self, state: Seed) -> list[Entry[Metric]]:
+        """The plan's metrics whose reference models exist in this benchmark."""
+        have = {"original"} | ({"retrained"} if state.retrained is not None else set())
+        return [m for m in self.plan.metrics if m.cls.needs <= have]
+
+    def evaluate(
+        self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, outcome: UnlearnOutcome
+    ) -> dict[str, float]:
+        """Every metric under the plan's protocol; the references' outputs are shared across methods."""
+        unlearned = outcome.model
+        if not self.plan.protocol.returned_mode:
+            unlearned.eval()
+        models: dict[str, nn.Module | None] = {
+            "unlearned": unlearned,
+            "original": state.original.model,
+            "retrained": state.retrained.model if state.retrained is not None else None,
+        }
+        ev = Evaluation(
+            models,
+            state.splits,
+            ctx,
+            shared=state.shared,
+            time_s=float(outcome.time_s if outcome.time_s is not None else float("nan")),
+            retrain_time_s=state.retrained.seconds if state.retrained is not None else float("nan"),
+            same_as=entry.cls.role,
         )
-        if existing is not None:
-            self.reporter.event(f"{entry.name} (seed {seed}): already in the store, run {existing.run_id[:8]}")
-            return RunResult(entry.name, seed, "skipped", existing.metrics, existing.run_id, benchmark=benchmark)
-        try:
-            with self.store.heartbeat(run_id):
-                method = entry.cls(options)
-                data = UnlearnData(splits, entry.cls.splits(), entry.name)
-                model = copy.deepcopy(original).train()
-                seed_everything(seed)
-                synchronize(self.device)
-                start = time.perf_counter()
-                out = method.unlearn(model, data, ctx)
-                synchronize(self.device)
-                elapsed = time.perf_counter() - start
-                outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
-                time_s = elapsed if outcome.time_s is None else outcome.time_s
-                unlearned = outcome.model.eval()
-                if not all(torch.isfinite(p).all() for p in unlearned.parameters()):
-                    raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
-                ev = Evaluation(
-                    {"unlearned": unlearned, "original": original, "retrained": gold[0]},
-                    splits,
-                    ctx,
-                    shared=shared,
-                    time_s=time_s,
-                    retrain_time_s=gold[1],
-                    same_as=outcome.same_as,
-                )
-                shared_before = sum(shared.images.values())
-                start = time.perf_counter()
-                metrics = {m.name: m.cls(m.cls.Options()).compute(ev) for m in self.plan.metrics}
-                synchronize(self.device)
-                cost = {
-                    "eval_time_s": time.perf_counter() - start,
-                    "eval_images": float(ev.images_forwarded() + sum(shared.images.values()) - shared_before),
-                }
-                outcome.info.update(cost)
-                self.store.log_metrics(run_id, {**metrics, **outcome.info})
-                self.store.set_tags(run_id, {tag("touched"): ",".join(sorted(data.touched))})
-                self.store.finish(run_id)
-        except (DivergenceError, UnlearnkitError) as err:
-            self.store.fail(run_id, str(err))
-            self.reporter.warn(f"{entry.name} (seed {seed}) failed: {err}")
-            return RunResult(entry.name, seed, "failed", run_id=run_id, failure=str(err), benchmark=benchmark)
-        except BaseException as err:
-            self.store.fail(run_id, f"{type(err).__name__}: {err}")
-            raise
-        self.reporter.event(f"{entry.name} (seed {seed}): done in {time_s:.2f} s")
-        return RunResult(entry.name, seed, "finished", {**metrics, **outcome.info}, run_id, benchmark=benchmark)
+        shared_before = sum(state.shared.images.values())
+        start = time.perf_counter()
+        ev.prepare()
+        values = {m.name: m.cls(m.cls.Options()).compute(ev) for m in self.metrics(state)}
+        synchronize(self.bench.device)
+        values["eval_time_s"] = time.perf_counter() - start
+        values["eval_images"] = float(ev.images_forwarded() + sum(state.shared.images.values()) - shared_before)
+        values["memorisation_gap"] = state.memorisation_gap
+        return {**values, **outcome.info}
+
+    def record(
+        self,
+        run_id: str,
+        entry: Entry[Method],
+        state: Seed,
+        ctx: UnlearnContext,
+        outcome: UnlearnOutcome,
+        data: UnlearnData,
+        metrics: dict[str, float],
+    ) -> None:
+        """Metrics, per-epoch series, what the method touched, and the unlearned model itself."""
+        self.store.log_metrics(run_id, metrics)
+        self.store.log_series(run_id, ctx.series)
+        extra = {tag("touched"): ",".join(sorted(data.touched))}
+        if state.memorisation_gap < MEMORISATION_GAP and self.plan.scenario.rule != "class":
+            extra[tag("weak_original")] = f"{state.memorisation_gap:.3f}"
+        self.store.set_tags(run_id, extra)
+        if self.plan.request.save_models and entry.cls.role is None:
+            state_dict = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
+            self.store.save_checkpoint(run_id, state_dict, name="model")
+        self.store.finish(run_id)
 
 
 def run_plan(plan: Plan, store: Store, reporter: Reporter = SILENT) -> list[RunResult]:
     """Validate-then-run entry point used by the CLI and by tests."""
     return Runner(plan, store, reporter).run()
+
+
+__all__ = ["MEMORISATION_GAP", "RunResult", "Runner", "run_plan"]

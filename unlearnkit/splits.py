@@ -1,12 +1,14 @@
-"""Forget / retain / unseen / test index sets, exactly as the protocol (spec/protocol.md) says.
+"""Forget / retain / unseen / test index sets, as docs/protocols.md defines them.
 
 - instance (the paper's rule): the *first* ``fraction`` of each class's training indices, in
   dataset order — identical for every seed;
 - random: a seeded random ``fraction`` of the training set;
-- class: every training image of one class.
+- class: every training image of one class;
+- identity: every training image of the named people (datasets that name an identity per image).
 
 The official test split is halved, stratified and seeded with the run seed, into ``unseen``
-(LoTUS's reference) and ``test``. Index sets are part of a run's identity (see ``fingerprint``).
+(LoTUS's reference) and ``test`` — unless the dataset has a dedicated unseen split (MUFAC's
+validation set), which is then used whole. Index sets are part of a run's identity.
 """
 
 from __future__ import annotations
@@ -20,22 +22,22 @@ import numpy as np
 
 from unlearnkit.errors import ConfigError
 
-SCENARIO_HELP = "a fraction like 0.1 (first 10% of each class), random:0.1, or class:<id|name>"
+SCENARIO_HELP = "a fraction like 0.1 (first 10% of each class), random:0.1, class:<id|name> or identity:<id>[,<id>...]"
 
 
 @dataclass(frozen=True)
 class Scenario:
     """A forget scenario; ``key`` is its canonical text (used in tags and leaderboards)."""
 
-    kind: str  # "instance", "random" or "class"
+    rule: str  # "instance", "random", "class" or "identity"
     fraction: float | None = None
-    target: str | None = None  # class id or name, resolved against the dataset later
+    target: str | None = None  # class id or name, or comma-separated identities, resolved against the data
 
     @property
     def key(self) -> str:
-        if self.kind == "class":
-            return f"class:{self.target}"
-        return f"{self.kind}:{self.fraction:g}"
+        if self.rule in ("class", "identity"):
+            return f"{self.rule}:{self.target}"
+        return f"{self.rule}:{self.fraction:g}"
 
 
 def parse_fraction(text: str, what: str = "forget fraction") -> float:
@@ -49,18 +51,21 @@ def parse_fraction(text: str, what: str = "forget fraction") -> float:
 
 
 def parse_scenario(text: str) -> Scenario:
-    """Parse ``0.1``, ``instance:0.1``, ``random:0.1`` or ``class:3`` / ``class:cat``."""
+    """Parse ``0.1``, ``instance:0.1``, ``random:0.1``, ``class:3`` / ``class:cat`` or ``identity:a,b``."""
     text = text.strip()
-    if text.startswith("class:"):
-        target = text.split(":", 1)[1].strip()
-        if not target:
-            raise ConfigError(f"Bad forget scenario '{text}': expected {SCENARIO_HELP}.")
-        return Scenario("class", target=target)
-    kind, _, frac = text.rpartition(":")
-    kind = kind or "instance"
-    if kind not in ("instance", "random"):
+    for rule in ("class", "identity"):
+        if text.startswith(f"{rule}:"):
+            target = text.split(":", 1)[1].strip()
+            if rule == "identity":
+                target = ",".join(p.strip() for p in target.split(",") if p.strip())
+            if not target:
+                raise ConfigError(f"Bad forget scenario '{text}': expected {SCENARIO_HELP}.")
+            return Scenario(rule, target=target)
+    rule, _, frac = text.rpartition(":")
+    rule = rule or "instance"
+    if rule not in ("instance", "random"):
         raise ConfigError(f"Bad forget scenario '{text}': expected {SCENARIO_HELP}.")
-    return Scenario(kind, fraction=parse_fraction(frac))
+    return Scenario(rule, fraction=parse_fraction(frac))
 
 
 def resolve_class(target: str, class_names: list[str]) -> int:
@@ -75,15 +80,37 @@ def resolve_class(target: str, class_names: list[str]) -> int:
     raise ConfigError(f"Unknown class '{target}' for class unlearning. Valid classes: {shown}.")
 
 
+def resolve_identities(target: str, groups: np.ndarray | None) -> np.ndarray:
+    """The identities named by ``identity:a,b`` -> a boolean mask over the training images."""
+    if groups is None:
+        raise ConfigError(
+            "The identity: scenario needs a dataset that names the identity (person) of every training image; "
+            "this one does not. Use a fraction, random:F or class:C instead."
+        )
+    names = groups.astype(str)
+    wanted = target.split(",")
+    known = set(names.tolist())
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        sample = ", ".join(sorted(known)[:8])
+        raise ConfigError(
+            f"Unknown identity '{missing[0]}' for identity unlearning. This dataset has {len(known)} identities, "
+            f"e.g. {sample}."
+        )
+    return np.isin(names, wanted)
+
+
 @dataclass(frozen=True)
 class SplitIndices:
-    """Indices into the dataset's official train (forget, retain) and test (unseen, test) arrays."""
+    """Indices into the dataset's official train (forget, retain) and test (unseen, test) arrays;
+    ``unseen`` indexes the dedicated unseen split instead when ``unseen_from == "unseen"``."""
 
     forget: np.ndarray
     retain: np.ndarray
     unseen: np.ndarray
     test: np.ndarray
     forget_class: int | None = None
+    unseen_from: str = "test"
 
     def fingerprint(self) -> str:
         """A hash of every index: cached models are keyed on it, so changing a split retrains."""
@@ -91,6 +118,7 @@ class SplitIndices:
         for arr in (self.forget, self.retain, self.unseen, self.test):
             h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
             h.update(b"|")
+        h.update(self.unseen_from.encode())
         return h.hexdigest()[:16]
 
 
@@ -131,18 +159,24 @@ def make_splits(
     seed: int,
     class_names: list[str],
     subset: float | int | None = None,
+    *,
+    groups: np.ndarray | None = None,
+    y_unseen: np.ndarray | None = None,
 ) -> SplitIndices:
     """Compute the four index sets for one seed (see the module docstring for the rules)."""
     train = subset_indices(y_train, subset)
     test_pool = subset_indices(y_test, subset)
     rng = np.random.default_rng(seed)
     forget_class = None
-    if scenario.kind == "instance":
+    if scenario.rule == "identity":
+        mask = resolve_identities(scenario.target or "", groups)
+        forget = train[mask[train]]
+    elif scenario.rule == "instance":
         forget = np.concatenate(
             [idx[: max(1, int(len(idx) * scenario.fraction))] for idx in _by_class(y_train[train]).values()]
         )
         forget = train[forget]
-    elif scenario.kind == "random":
+    elif scenario.rule == "random":
         n = max(1, int(round(len(train) * scenario.fraction)))
         forget = rng.choice(train, size=n, replace=False)
     else:
@@ -150,6 +184,8 @@ def make_splits(
         forget = train[y_train[train] == forget_class]
     forget = np.sort(forget)
     retain = np.setdiff1d(train, forget, assume_unique=True)
+    if y_unseen is not None:  # a dedicated unseen split: used whole, the test split stays whole too
+        return SplitIndices(forget, retain, subset_indices(y_unseen, subset), test_pool, forget_class, "unseen")
     # Stratified, seeded halving of the test split: one half unseen, the other test.
     halving = np.random.default_rng([seed, 1])
     unseen, test = [], []

@@ -4,31 +4,41 @@ Default: an embedded SQLite store plus an artifacts folder under ``./unlearnkit-
 ``$UNLEARNKIT_STORE``), which needs no server. ``MLFLOW_TRACKING_URI`` or ``--tracking-uri``
 points at a real MLflow server instead. Runs are found again through tags, never by parsing
 the store's files; only runs with status FINISHED ever count.
+
+Every call that talks to MLflow is a :func:`store_call`: retried on a remote server's transient
+failures (outermost call only, a bounded back-off) *around* a block with signals deferred, so a
+write is never torn by Ctrl-C and Ctrl-C is never held up by the back-off. Cross-run
+coordination (claims, heartbeats) lives in :mod:`unlearnkit.claims`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
+import functools
 import hashlib
 import logging
+import math
 import os
-import socket
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from unlearnkit.errors import StoreError
-from unlearnkit.interrupts import atomic, deferred
+from unlearnkit.interrupts import deferred
 
 TAG = "unlearnkit"
 DEFAULT_EXPERIMENT = "unlearnkit"
-HEARTBEAT_S = 15.0  # a running claim refreshes its heartbeat tag this often
-STALE_S = 90.0  # a claim silent for this long (or whose local process is gone) is abandoned
+RETRY_FOR_S = 60.0  # how long a remote server may be down before a store call gives up
+REQUEST_TIMEOUT_S = "15"  # one HTTP request; MLflow's own retries are off (ours wrap them)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def tag(key: str) -> str:
@@ -47,7 +57,8 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     artifact_uri: str = ""
 
-    def t(self, key: str, default: str = "") -> str:
+    def tag(self, key: str, default: str = "") -> str:
+        """The value of the ``unlearnkit.<key>`` tag."""
         return self.tags.get(tag(key), default)
 
 
@@ -55,33 +66,71 @@ class CorruptCheckpoint(StoreError):
     """A cached checkpoint's bytes do not match the checksum recorded when it was written."""
 
 
-TRANSIENT = ("API request to", "Connection", "connection", "timed out", "Max retries", "503", "502")
+# ------------------------------------------------------------------------------------ retries
+def is_transient(err: BaseException) -> bool:
+    """A remote server's temporary failure (restarting, overloaded, connection dropped), judged
+    by exception type along the cause chain; everything else is a real error and is not retried."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    transient_types = (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.RetryError,
+        ConnectionError,
+        TimeoutError,
+    )
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, transient_types):
+            return True
+        if isinstance(current, MlflowException) and current.get_http_status_code() in (502, 503, 504):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
-def retry_transient(fn):
-    """Retry a store call on a remote server's transient failures (a restart, a dropped
-    connection) for about a minute; local stores and real errors pass straight through."""
-    import functools
+_inside_call: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_call", default=False)
+
+
+def store_call(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for Store methods that talk to MLflow.
+
+    The body runs with signals deferred (never torn by Ctrl-C). Only the outermost store call of
+    a stack retries, and only against a remote server, on :func:`is_transient` errors, for about
+    a minute; its back-off sleeps run outside the deferred block, so Ctrl-C interrupts them at once.
+    """
 
     @functools.wraps(fn)
-    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
-        delay = 1.0
-        for attempt in range(8):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if _inside_call.get():
+            with deferred():
+                return fn(*args, **kwargs)
+        store = args[0]
+        remote = isinstance(store, Store) and store.remote
+        deadline = time.monotonic() + RETRY_FOR_S
+        delay = 0.5
+        while True:
+            token = _inside_call.set(True)
             try:
-                return fn(self, *args, **kwargs)
+                with deferred():
+                    return fn(*args, **kwargs)
             except StoreError:
                 raise
-            except Exception as err:  # noqa: BLE001 - only transient remote errors are retried
-                remote = self.uri.startswith(("http://", "https://"))
-                if not remote or attempt == 7 or not any(t in str(err) for t in TRANSIENT):
+            except Exception as err:
+                if not remote or time.monotonic() + delay > deadline or not is_transient(err):
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+            finally:
+                _inside_call.reset(token)
+            time.sleep(delay)  # outside `deferred`: Ctrl-C lands here immediately
+            delay = min(delay * 2, 5.0)
 
     return wrapper
 
 
+# --------------------------------------------------------------------------------- locations
 def default_store_dir() -> Path:
     return Path(os.environ.get("UNLEARNKIT_STORE", "unlearnkit-store")).resolve()
 
@@ -95,11 +144,19 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def filter_clause(key: str, value: str) -> str | None:
+    """``tags.`unlearnkit.key` = 'value'`` quoted the way MLflow's search grammar allows (it has
+    no escapes): single quotes, or double quotes when the value holds a single quote; None when
+    it holds both, so the caller filters that key itself."""
+    if "'" not in value:
+        return f"tags.`{tag(key)}` = '{value}'"
+    if '"' not in value:
+        return f'tags.`{tag(key)}` = "{value}"'
+    return None
 
 
 class Store:
@@ -111,10 +168,18 @@ class Store:
         self._client: Any = None
         self._experiment_id: str | None = None
 
+    @property
+    def remote(self) -> bool:
+        return self.uri.startswith(("http://", "https://"))
+
+    @property
+    def local_db(self) -> Path | None:
+        return Path(self.uri[len("sqlite:///") :]) if self.uri.startswith("sqlite:///") else None
+
     # ------------------------------------------------------------------------------- set-up
     def check(self) -> None:
         """Fail fast, before any compute, if the store cannot be reached or written."""
-        if self.uri.startswith(("http://", "https://")):
+        if self.remote:
             try:
                 with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=5) as resp:
                     resp.read()
@@ -124,72 +189,69 @@ class Store:
                     f"Cannot reach the MLflow tracking server at {self.uri} ({reason}). Start the server, fix "
                     "--tracking-uri/MLFLOW_TRACKING_URI, or unset it to use the local store ./unlearnkit-store."
                 ) from None
-        elif self.uri.startswith("sqlite:///"):
-            db = Path(self.uri[len("sqlite:///") :])
+        elif self.local_db is not None:
+            folder = self.local_db.parent
             try:
-                db.parent.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
-                raise StoreError(f"Cannot create the local store folder {db.parent}: {err.strerror}.") from None
-            if not os.access(db.parent, os.W_OK):
-                raise StoreError(f"The local store folder {db.parent} is not writable; set UNLEARNKIT_STORE.")
+                raise StoreError(f"Cannot create the local store folder {folder}: {err.strerror}.") from None
+            if not os.access(folder, os.W_OK):
+                raise StoreError(f"The local store folder {folder} is not writable; set UNLEARNKIT_STORE.")
         elif "://" not in self.uri and not self.uri.startswith("databricks"):
             raise StoreError(
                 f"Unsupported tracking URI '{self.uri}': use sqlite:///PATH, http(s)://HOST:PORT or file:///PATH."
             )
         self.experiment_id  # noqa: B018 - creates the experiment (and the SQLite schema) now
 
+    def exists(self) -> bool:
+        """Whether there is anything to read: a remote store, or a local database file already made."""
+        return self.local_db is None or self.local_db.is_file()
+
     @property
     def client(self) -> Any:
         if self._client is None:
-            for name in ("mlflow", "alembic"):
-                logging.getLogger(name).setLevel(logging.WARNING)
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S)
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             from mlflow import MlflowClient
 
             for name in ("mlflow", "alembic"):  # mlflow resets its level on import
                 logging.getLogger(name).setLevel(logging.WARNING)
-            with self._init_lock():
+            with self._schema_lock():
                 client = MlflowClient(tracking_uri=self.uri)
-                if self.uri.startswith("sqlite:///"):
+                if self.local_db is not None:
                     client.search_experiments(max_results=1)  # create/migrate the schema under the lock
                 self._client = client
         return self._client
 
-    @contextlib.contextmanager
-    def _init_lock(self):
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
         """Serialise first-time schema creation of a local SQLite store across processes
         (MLflow's migrations race when two sweeps start on a fresh store)."""
-        if not self.uri.startswith("sqlite:///"):
+        if self.local_db is None:
             yield
             return
-        import fcntl
+        from filelock import FileLock
 
-        lock_path = Path(self.uri[len("sqlite:///") :]).with_suffix(".init.lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        self.local_db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.local_db.with_suffix(".init.lock"))):
+            yield
 
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
             self.client  # noqa: B018 - created first: its own lock must not nest in the one below
-            with self._init_lock(), deferred():
+            with self._schema_lock():
                 self._experiment_id = self._open_experiment()
         return self._experiment_id
 
+    @store_call
     def _open_experiment(self) -> str:
         try:
             exp = self.client.get_experiment_by_name(self.experiment_name)
             if exp is not None:
                 return exp.experiment_id
-            location = None
-            if self.uri.startswith("sqlite:///"):
-                location = (Path(self.uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
+            location = (self.local_db.parent / "artifacts").as_uri() if self.local_db is not None else None
             try:
                 return self.client.create_experiment(self.experiment_name, artifact_location=location)
             except Exception:  # noqa: BLE001 - a concurrent process (on a server) created it first
@@ -197,22 +259,19 @@ class Store:
                 if exp is None:
                     raise
                 return exp.experiment_id
-        except StoreError:
-            raise
-        except Exception as err:  # noqa: BLE001 - MLflow raises many types; the user needs one line
+        except Exception as err:
+            if self.remote and is_transient(err):
+                raise  # retried by store_call
             raise StoreError(f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}") from None
 
     # --------------------------------------------------------------------------------- runs
-    @atomic
-    @retry_transient
+    @store_call
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
-        self.log_params(run_id, params)
-        return run_id
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
 
-    @atomic
-    @retry_transient
+    @store_call
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -220,55 +279,80 @@ class Store:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
 
-    @atomic
-    @retry_transient
-    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        import math
-        import time
+    @store_call
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """Final values (step 0); NaN values are left out (absent, not zero)."""
+        self.log_series(run_id, [(name, value, step) for name, value in sorted(metrics.items())])
 
+    @store_call
+    def log_series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        """Metric points ``(name, value, step)``: per-epoch trajectories are step metrics in MLflow."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if not math.isnan(float(v))]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, metrics=items[start : start + 100])
+        items = [Metric(k, float(v), now, int(s)) for k, v, s in points if not math.isnan(float(v))]
+        for start in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[start : start + 500])
 
-    @atomic
-    @retry_transient
+    @store_call
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+        from mlflow.entities import RunTag
 
-    @atomic
-    @retry_transient
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
-    @atomic
-    def fail(self, run_id: str, reason: str) -> None:
-        """Record why a run failed; FAILED runs never count in a leaderboard."""
+    @store_call
+    def delete_tag(self, run_id: str, key: str) -> None:
         try:
-            self.client.set_tag(run_id, tag("failure"), reason[:5000])
-            self.client.set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: BLE001 - the store itself may be what failed; the run stays unfinished
-            pass
+            self.client.delete_tag(run_id, key)
+        except Exception as err:  # noqa: BLE001 - an absent tag is fine; a transient error is retried
+            if is_transient(err):
+                raise
 
-    @atomic
-    @retry_transient
+    @store_call
+    def finish(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "FINISHED")
+
+    @store_call
+    def delete_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def fail(self, run_id: str, reason: str) -> None:
+        """Record why a run failed; FAILED runs never count in a leaderboard. Best effort: the store
+        itself may be what failed, and then the run stays unfinished (claims treat it as abandoned)."""
+        try:
+            self._fail(run_id, reason)
+        except Exception:  # noqa: BLE001 - nothing more can be done; the failure that led here is what matters
+            logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
+
+    @store_call
+    def _fail(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, tag("failure"), reason[:5000])
+        self.client.set_terminated(run_id, "FAILED")
+
+    @store_call
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
-    @atomic
-    @retry_transient
+    @store_call
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
+    @store_call
+    def download(self, run_id: str, artifact: str, dest: Path) -> Path:
+        return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
+
     # ---------------------------------------------------------------------------- searching
-    @atomic
-    @retry_transient
+    @store_call
     def search(self, filters: dict[str, str] | None = None, *, finished_only: bool = True) -> list[RunRecord]:
         """Runs whose ``unlearnkit.*`` tags equal ``filters``, oldest first."""
-        clauses = [f"tags.`{tag(k)}` = '{v}'" for k, v in (filters or {}).items()]
+        filters = filters or {}
+        clauses, by_hand = [], {}
+        for key, value in filters.items():
+            clause = filter_clause(key, value)
+            if clause is None:
+                by_hand[key] = value
+            else:
+                clauses.append(clause)
         if finished_only:
             clauses.append("attributes.status = 'FINISHED'")
         records: list[RunRecord] = []
@@ -282,146 +366,83 @@ class Store:
                 page_token=token,
             )
             for run in page:
-                records.append(
-                    RunRecord(
-                        run_id=run.info.run_id,
-                        status=run.info.status,
-                        start_time=run.info.start_time,
-                        tags=dict(run.data.tags),
-                        params=dict(run.data.params),
-                        metrics=dict(run.data.metrics),
-                        artifact_uri=run.info.artifact_uri,
-                    )
+                record = RunRecord(
+                    run_id=run.info.run_id,
+                    status=run.info.status,
+                    start_time=run.info.start_time,
+                    tags=dict(run.data.tags),
+                    params=dict(run.data.params),
+                    metrics=dict(run.data.metrics),
+                    artifact_uri=run.info.artifact_uri,
                 )
+                if all(record.tag(k) == v for k, v in by_hand.items()):
+                    records.append(record)
             token = page.token
             if not token:
                 return records
 
-    # ------------------------------------------------------------------------------- claims
-    def claim(
-        self,
-        kind: str,
-        key: str,
-        name: str,
-        tags: dict[str, str],
-        params: dict[str, Any],
-        on_wait: Any = None,
-        poll_s: float = 1.0,
-    ) -> tuple[str | None, RunRecord | None]:
-        """Atomically claim the work (kind, key) among concurrent processes sharing this store.
-
-        Returns ``(run_id, None)`` when this process owns a new RUNNING run and must do the work,
-        or ``(None, record)`` when a finished run already exists (possibly finished by another
-        process while this one waited). Ownership goes to the earliest live RUNNING claim;
-        claims of dead processes (same host: PID gone; any host: heartbeat stale) are failed.
-        """
-        me = {tag("host"): socket.gethostname(), tag("pid"): str(os.getpid()), tag("heartbeat"): str(time.time())}
-        waited = False
-        while True:
-            done = self.find_finished(kind, key)
-            if done is not None:
-                return None, done
-            run_id = self.start_run(name, {**tags, **me}, params)
-            if self._first_live_claim(kind, key, run_id):
-                time.sleep(0.2)  # settle: a racing claim committed just now becomes visible
-                if self._first_live_claim(kind, key, run_id):
-                    done = self.find_finished(kind, key)  # a rival may have finished meanwhile
-                    if done is None:
-                        return run_id, None
-                    with deferred():
-                        self.client.delete_run(run_id)
-                    return None, done
-            with deferred():
-                self.client.delete_run(run_id)  # yield: the other process does the work
-            if on_wait is not None and not waited:
-                on_wait()
-                waited = True
-            while self._live_claims(kind, key) and self.find_finished(kind, key) is None:
-                time.sleep(poll_s)
-
-    @atomic
-    @retry_transient
-    def _live_claims(self, kind: str, key: str) -> list[RunRecord]:
-        running = [
-            r for r in self.search({"kind": kind, "config_hash": key}, finished_only=False) if r.status == "RUNNING"
-        ]
-        live = []
-        for rec in running:
-            if self._alive(rec):
-                live.append(rec)
-            else:
-                self.fail(rec.run_id, "abandoned: its process stopped before finishing")
-        return live
-
-    def _first_live_claim(self, kind: str, key: str, run_id: str) -> bool:
-        live = self._live_claims(kind, key)
-        order = sorted(live, key=lambda r: (r.start_time, r.run_id))
-        return bool(order) and order[0].run_id == run_id
-
-    @staticmethod
-    def _alive(rec: RunRecord) -> bool:
-        beat = float(rec.t("heartbeat", "0") or 0) or rec.start_time / 1000
-        if time.time() - beat > STALE_S:
-            return False
-        if rec.t("host") == socket.gethostname() and rec.t("pid"):
-            try:
-                os.kill(int(rec.t("pid")), 0)
-            except ProcessLookupError:
-                return False
-            except (PermissionError, ValueError):
-                return True
-        return True
-
-    @contextlib.contextmanager
-    def heartbeat(self, run_id: str):
-        """Refresh the claim's heartbeat in the background while the work runs."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_S):
-                try:
-                    self.client.set_tag(run_id, tag("heartbeat"), str(time.time()))
-                except Exception:  # noqa: BLE001 - a missed beat only makes the claim look older
-                    pass
-
-        thread = threading.Thread(target=beat, daemon=True)
-        thread.start()
+    @store_call
+    def get(self, run_id: str) -> RunRecord:
+        """One run by id (a unique prefix of at least 8 characters works too)."""
         try:
-            yield
-        finally:
-            stop.set()
+            run = self.client.get_run(run_id)
+        except Exception as err:
+            if is_transient(err):
+                raise
+            matches = (
+                [r for r in self.search(finished_only=False) if r.run_id.startswith(run_id)] if len(run_id) >= 8 else []
+            )
+            if len(matches) == 1:
+                return matches[0]
+            raise StoreError(
+                f"No run '{run_id}' in {self.uri} (run ids are shown by `unlearnkit run` and the MLflow UI)."
+            ) from None
+        return RunRecord(
+            run_id=run.info.run_id,
+            status=run.info.status,
+            start_time=run.info.start_time,
+            tags=dict(run.data.tags),
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            artifact_uri=run.info.artifact_uri,
+        )
 
-    def find_finished(self, kind: str, config_hash: str) -> RunRecord | None:
-        """The first finished run of this kind and config: later duplicates are ignored."""
-        runs = self.search({"kind": kind, "config_hash": config_hash})
+    def find_finished(self, run_type: str, config_hash: str) -> RunRecord | None:
+        """The first finished run of this type and config: later duplicates are ignored."""
+        runs = self.search({"run_type": run_type, "config_hash": config_hash})
         return runs[0] if runs else None
 
+    @store_call
+    def series(self, run_id: str, name: str) -> list[tuple[int, float]]:
+        """A step metric's points ``(step, value)``, in step order."""
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, name))
+
     # -------------------------------------------------------------------------- checkpoints
-    @atomic
-    @retry_transient
-    def save_checkpoint(self, run_id: str, state: dict[str, Any]) -> str:
-        """Write atomically to a temp file, record its sha256, then upload: a torn write is detectable."""
+    @store_call
+    def save_checkpoint(self, run_id: str, state: dict[str, Any], name: str = "checkpoint") -> str:
+        """Write to a temp file, record its sha256, then upload: a torn write is detectable."""
         import torch
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             torch.save(state, path)
             digest = sha256_file(path)
-            self.log_file(run_id, path, "checkpoint")
-        self.client.set_tag(run_id, tag("checkpoint_sha256"), digest)
+            self.log_file(run_id, path, name)
+        self.client.set_tag(run_id, tag(f"{name}_sha256"), digest)
         return digest
 
-    @atomic
-    def load_checkpoint(self, record: RunRecord) -> dict[str, Any]:
+    def load_checkpoint(self, record: RunRecord, name: str = "checkpoint") -> dict[str, Any]:
         """Download and verify against the recorded sha256; raise CorruptCheckpoint on mismatch."""
         import torch
 
-        expected = record.t("checkpoint_sha256")
+        expected = record.tag(f"{name}_sha256")
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = self.client.download_artifacts(record.run_id, "checkpoint/model.pt", tmp)
-            except Exception as err:  # noqa: BLE001
+                local = self.download(record.run_id, f"{name}/model.pt", Path(tmp))
+            except StoreError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure to fetch means the checkpoint is unusable
                 raise CorruptCheckpoint(f"Checkpoint of run {record.run_id} is missing: {err}") from None
-            if not expected or sha256_file(Path(local)) != expected:
+            if not expected or sha256_file(local) != expected:
                 raise CorruptCheckpoint(f"Checkpoint of run {record.run_id} fails its sha256 check.")
             return torch.load(local, map_location="cpu", weights_only=True)

@@ -1,5 +1,10 @@
 """Leaderboards as cells: values formatted the paper's way, the best per column marked, and the
-same content as markdown, CSV or JSON. No printing here; the CLI renders."""
+same content as markdown, CSV or JSON. No printing here; the CLI renders.
+
+Columns come from the metric plugins' declarations: their order (``display_order``), scale
+(JSD-type values x1e4) and whether the terminal shows them by default. A std is shown only over
+two or more seeds, and "best" is marked only when two or more methods compete.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +12,24 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
 
-from unlearnkit.leaderboard import Board, Row
+from unlearnkit.leaderboard import Board, MetricInfo, Row
 
-PREFERRED = (
-    "acc_forget",
-    "acc_retain",
-    "acc_test",
-    "acc_unseen",
-    "mia",
-    "mia_efficacy",
-    "jsd",
-    "jsd_mean",
-    "rf_jsd",
-    "time_s",
-    "rte",
-)
+WEAK_MARK = "†"
+WEAK_NOTE = f"{WEAK_MARK} the original barely memorised D_f on some seed: unlearning numbers there are noise."
+FIXED_HEAD = ("method", "access", "seeds")
 
 
-@dataclass(frozen=True)
-class MetricInfo:
-    direction: str  # "higher", "lower", "closer_to_retrain"
-    scale: float = 1.0
-
-
-def columns(board: Board, info: dict[str, MetricInfo]) -> list[str]:
-    """Registered metrics present on the board, in the paper's order, then any others."""
+def columns(board: Board, info: dict[str, MetricInfo], chosen: list[str] | None = None) -> list[str]:
+    """Registered metrics present on the board, in their declared order; ``chosen`` restricts them
+    (in the order given), ``["default"]`` keeps the plugins' default set."""
     present = [m for m in board.metric_names if m in info]
-    return [m for m in PREFERRED if m in present] + sorted(m for m in present if m not in PREFERRED)
+    ordered = sorted(present, key=lambda m: (info[m].order, m))
+    if chosen is None:
+        return ordered
+    if chosen == ["default"]:
+        return [m for m in ordered if info[m].default]
+    return [m for m in chosen if m in present]
 
 
 def header(name: str, info: MetricInfo) -> str:
@@ -49,71 +43,74 @@ def fmt(mean: float, std: float | None, scale: float, digits: int = 3) -> str:
     return f"{text} ± {std * scale:.{digits}f}" if std is not None and not math.isnan(std) else text
 
 
+def competitors(board: Board) -> list[Row]:
+    return [r for r in board.rows if not r.reference]
+
+
 def best_rows(board: Board, metric: str, info: MetricInfo) -> set[str]:
-    """Methods (not references) best on ``metric`` under its direction."""
-    retrain = next((r for r in board.rows if r.method == "retrain"), None)
+    """Methods (not references) best on ``metric`` under its direction; none unless two compete."""
+    retrained = board.retrained
     scored = []
-    for row in board.rows:
-        if row.reference or metric not in row.metrics or math.isnan(row.metrics[metric].mean):
+    for row in competitors(board):
+        if metric not in row.metrics or math.isnan(row.metrics[metric].mean):
             continue
         value = row.metrics[metric].mean
         if info.direction == "closer_to_retrain":
-            if retrain is None or metric not in retrain.metrics:
+            if retrained is None or metric not in retrained.metrics:
                 continue
-            score = abs(value - retrain.metrics[metric].mean)
+            score = abs(value - retrained.metrics[metric].mean)
         else:
             score = -value if info.direction == "higher" else value
         scored.append((score, row.method))
-    if not scored:
+    if len(scored) < 2:
         return set()
     top = min(s for s, _ in scored)
     return {m for s, m in scored if math.isclose(s, top, rel_tol=1e-9, abs_tol=1e-12)}
 
 
 def best_gap(board: Board) -> set[str]:
-    gaps = [(r.avg_gap, r.method) for r in board.rows if not r.reference and not math.isnan(r.avg_gap)]
-    if not gaps:
+    gaps = [(r.avg_gap, r.method) for r in competitors(board) if not math.isnan(r.avg_gap)]
+    if len(gaps) < 2:
         return set()
     top = min(g for g, _ in gaps)
     return {m for g, m in gaps if math.isclose(g, top, abs_tol=1e-12)}
 
 
-def board_cells(board: Board, info: dict[str, MetricInfo]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """Header and rows of (text, is_best) cells."""
-    cols = columns(board, info)
-    head = [
-        "method",
-        "access",
-        "seeds",
-        *[header(c, info[c]) for c in cols],
-        "avg gap",
-        "avg gap (per seed)",
-        "package",
-    ]
+def board_cells(
+    board: Board, info: dict[str, MetricInfo], chosen: list[str] | None = None, *, wide: bool = True
+) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and rows of (text, is_best) cells. ``wide`` adds the per-seed gap and the package."""
+    cols = columns(board, info, chosen)
+    head = [*FIXED_HEAD, *[header(c, info[c]) for c in cols], "avg gap"]
+    if wide:
+        head += ["avg gap (per seed)", "package"]
     bests = {c: best_rows(board, c, info[c]) for c in cols}
     gap_best = best_gap(board)
     rows = []
     for row in board.rows:
-        cells: list[tuple[str, bool]] = [(row.method, False), (row.access, False), (str(len(row.seeds)), False)]
+        name = f"{row.method} {WEAK_MARK}" if row.weak_original else row.method
+        cells: list[tuple[str, bool]] = [(name, False), (row.access, False), (str(len(row.seeds)), False)]
         for c in cols:
             stat = row.metrics.get(c)
-            digits = 2 if c in ("time_s",) else 3
-            text = fmt(stat.mean, stat.std, info[c].scale, digits) if stat else "—"
+            text = fmt(stat.mean, stat.std, info[c].scale, info[c].digits) if stat else "—"
             cells.append((text, row.method in bests[c]))
         cells.append((fmt(row.avg_gap, None, 1.0), row.method in gap_best))
-        cells.append((fmt(row.avg_gap_per_seed.mean, row.avg_gap_per_seed.std, 1.0), False))
-        cells.append((f"{row.package} {row.version}".strip(), False))
+        if wide:
+            cells.append((fmt(row.avg_gap_per_seed.mean, row.avg_gap_per_seed.std, 1.0), False))
+            cells.append((f"{row.package} {row.version}".strip(), False))
         rows.append(cells)
     return head, rows
 
 
-def to_markdown(boards: list[Board], info: dict[str, MetricInfo]) -> str:
+def to_markdown(boards: list[Board], info: dict[str, MetricInfo], chosen: list[str] | None = None) -> str:
     parts = []
     for board in boards:
-        head, rows = board_cells(board, info)
+        head, rows = board_cells(board, info, chosen)
         lines = [f"### {board.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for cells in rows:
             lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
+        if board.weak_original:
+            lines += ["", WEAK_NOTE]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -128,6 +125,7 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
             "scenario",
             "train_recipe",
             "subset",
+            "protocol",
             "method",
             "access",
             "seeds",
@@ -145,12 +143,13 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
                 board.scenario,
                 board.train_recipe,
                 board.subset,
+                board.protocol,
                 row.method,
                 row.access,
                 len(row.seeds),
             ]
             for name in columns(board, info):
-                s = row.metrics[name] if name in row.metrics else None
+                s = row.metrics.get(name)
                 if s:
                     writer.writerow([*base, name, s.mean, s.std, s.n])
             writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds)])
@@ -166,10 +165,11 @@ def row_json(row: Row) -> dict:
     return {
         "method": row.method,
         "access": row.access,
-        "reference": row.reference,
+        "role": row.role or None,
         "package": row.package,
         "version": row.version,
         "seeds": row.seeds,
+        "weak_original": row.weak_original,
         "avg_gap": clean(row.avg_gap),
         "avg_gap_per_seed": {"mean": clean(row.avg_gap_per_seed.mean), "std": clean(row.avg_gap_per_seed.std)},
         "metrics": {k: {"mean": clean(s.mean), "std": clean(s.std), "n": s.n} for k, s in row.metrics.items()},
@@ -186,6 +186,7 @@ def to_json(boards: list[Board]) -> str:
                 "scenario": b.scenario,
                 "train_recipe": b.train_recipe,
                 "subset": b.subset,
+                "protocol": b.protocol,
                 "rows": [row_json(r) for r in b.rows],
             }
             for b in boards

@@ -79,7 +79,7 @@ class TinyModel(Model):
 
     name = "tiny_cnn"
     summary = "Tiny CNN for tests."
-    family = "cnn"
+    family = "tiny"
 
     def build(self, spec: ImageSpec) -> nn.Module:
         return nn.Sequential(
@@ -125,7 +125,7 @@ class TinyBench:
     dataset: str = "tiny"
     shared: OutputCache = field(default_factory=OutputCache)
 
-    def context(self, method: str = "", family: str = "cnn") -> UnlearnContext:
+    def context(self, method: str = "", family: str = "tiny") -> UnlearnContext:
         ctx = UnlearnContext(
             device=torch.device("cpu"),
             seed=self.seed,
@@ -197,13 +197,15 @@ class MethodReport:
 def run_method(
     cls: type[Method], bench: TinyBench, options: Mapping[str, Any] | None = None
 ) -> tuple[nn.Module, UnlearnData]:
+    """Run ``cls`` as the runner does: on a private train-mode copy of the original, under the
+    run seed, with ``options`` (default: the class's conformance options) over its per-setting defaults."""
     ctx = bench.context(cls.name)
     opts = cls.parse_options(
-        cls.test_options if options is None else options, defaults=cls.default_options(ctx.setting)
+        cls.conformance.options if options is None else options, defaults=cls.default_options(ctx.setting)
     )
     data = bench.data(cls)
     torch.manual_seed(bench.seed)
-    out = cls(opts).unlearn(bench.original, data, ctx)
+    out = cls(opts).unlearn(copy.deepcopy(bench.original).train(), data, ctx)
     model = out.model if isinstance(out, UnlearnOutcome) else out
     return model.eval(), data
 
@@ -211,19 +213,18 @@ def run_method(
 def check_method(
     cls: type[Method], options: Mapping[str, Any] | None = None, *, bench: TinyBench | None = None
 ) -> MethodReport:
-    """The method contract (spec/methods.md) on tiny data; raises AssertionError naming the breach.
+    """The method contract (docs/methods.md) on tiny data; raises AssertionError naming the breach.
 
-    deterministic under a seed; does not mutate the model it is given; touches only declared
-    data; moves forget-set behaviour as ``cls.claim`` says while ``original`` (the control) does
-    not; keeps retain accuracy within ``cls.retain_tolerance``.
+    deterministic under a seed; touches only declared data; moves forget-set behaviour as
+    ``cls.conformance.claim`` says while ``original`` (the control) does not; keeps retain accuracy
+    within ``cls.conformance.retain_tolerance``.
     """
     assert issubclass(cls, Method), f"{cls!r} is not a unlearnkit.api.Method"
     assert cls.name and cls.summary, f"{cls.__name__} needs a `name` and a one-line `summary`"
-    assert cls.claim in ("acc_forget_down", "entropy_forget_up", "none"), f"{cls.name}: unknown claim {cls.claim!r}"
+    rules = cls.conformance
+    assert rules.claim in ("acc_forget_down", "entropy_forget_up", "none"), f"{cls.name}: unknown claim {rules.claim!r}"
     bench = bench or tiny_bench()
-    before = _state(bench.original)
     first, data = run_method(cls, bench, options)
-    assert _same(before, _state(bench.original)), f"{cls.name} mutated the model it was given"
     assert data.touched <= cls.splits(), f"{cls.name} touched {data.touched - cls.splits()} without declaring it"
     second, _ = run_method(cls, bench, options)
     assert _same(_state(first), _state(second)), f"{cls.name} is not deterministic under a fixed seed"
@@ -235,18 +236,18 @@ def check_method(
         entropy_forget=(forget_entropy(bench.original, f), forget_entropy(first, f)),
         touched=set(data.touched),
     )
-    if cls.claim == "acc_forget_down":
+    if rules.claim == "acc_forget_down":
         assert report.acc_forget[1] < report.acc_forget[0], (
             f"{cls.name}: forget accuracy did not drop {report.acc_forget}"
         )
-    elif cls.claim == "entropy_forget_up":
+    elif rules.claim == "entropy_forget_up":
         assert report.entropy_forget[1] > report.entropy_forget[0] * 1.05, (
             f"{cls.name}: forget-set entropy did not rise {report.entropy_forget}"
         )
-    if cls.claim != "none":
+    if rules.claim != "none":
         drop = report.acc_retain[0] - report.acc_retain[1]
-        assert drop <= cls.retain_tolerance, (
-            f"{cls.name}: retain accuracy fell by {drop:.3f} > tolerance {cls.retain_tolerance} {report.acc_retain}"
+        assert drop <= rules.retain_tolerance, (
+            f"{cls.name}: retain accuracy fell by {drop:.3f} > tolerance {rules.retain_tolerance} {report.acc_retain}"
         )
     return report
 

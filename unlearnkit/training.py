@@ -7,38 +7,42 @@ no-host-sync discipline: losses stay on the device, and finiteness is checked on
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from unlearnkit.context import UnlearnContext
+from unlearnkit.context import TRAIN_STREAM, UnlearnContext
 from unlearnkit.data import Split
 from unlearnkit.errors import ConfigError, DivergenceError
 
-SCHEDULES = ("constant", "warmup_linear", "onecycle", "cosine")
-OPTIMIZERS = ("sgd", "adamw", "adam")
+Schedule = Literal["constant", "warmup_linear", "warmup_cosine", "cosine"]
+Optimizer = Literal["sgd", "adamw", "adam"]
+SCHEDULE_ALIASES = {"onecycle": "warmup_cosine"}  # the old name of warmup + cosine (not torch's OneCycleLR)
 
 
-@dataclass(frozen=True)
-class TrainRecipe:
+class TrainRecipe(BaseModel):
     """How the original and retrained models are trained (one model family's table of a file)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     name: str
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    epochs: int = 20
-    schedule: str = "onecycle"
-    warmup_epochs: int = 0
+    optimizer: Optimizer = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(20, ge=0)
+    schedule: Schedule = "warmup_cosine"
+    warmup_epochs: int = Field(0, ge=0)
 
     def with_epochs(self, epochs: int | None) -> TrainRecipe:
         """Shorten (or lengthen) the recipe, scaling the warm-up with it."""
@@ -46,11 +50,11 @@ class TrainRecipe:
             return self
         if epochs < 1:
             raise ConfigError(f"Bad epochs {epochs}: expected a positive integer.")
-        warm = round(self.warmup_epochs * epochs / self.epochs)
-        return replace(self, epochs=epochs, warmup_epochs=min(warm, epochs - 1))
+        warm = round(self.warmup_epochs * epochs / max(1, self.epochs))
+        return self.model_copy(update={"epochs": epochs, "warmup_epochs": min(warm, epochs - 1)})
 
     def as_params(self) -> dict[str, object]:
-        return {f"train.{k}": v for k, v in asdict(self).items()}
+        return {f"train.{k}": v for k, v in self.model_dump().items()}
 
 
 def builtin_recipes() -> list[str]:
@@ -60,7 +64,7 @@ def builtin_recipes() -> list[str]:
 
 
 def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
-    """A built-in recipe by name (``paper``, ``fast``) or a TOML file, for one model family."""
+    """A built-in recipe by name (``paper``, ``fast``, ``quick``) or a TOML file, for one model family."""
     path = Path(name_or_path)
     if name_or_path in builtin_recipes():
         text = resources.files("unlearnkit.train_recipes").joinpath(f"{name_or_path}.toml").read_text()
@@ -78,18 +82,18 @@ def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
     table = doc.get(family) or doc.get("default")
     if not isinstance(table, dict):
         raise ConfigError(f"Training recipe '{name_or_path}' has no [{family}] or [default] table.")
-    allowed = set(TrainRecipe.__dataclass_fields__) - {"name"}
-    unknown = set(table) - allowed
-    if unknown:
-        raise ConfigError(
-            f"Unknown key '{sorted(unknown)[0]}' in training recipe '{name_or_path}'. Valid keys: {', '.join(sorted(allowed))}."
-        )
-    recipe = TrainRecipe(name=label, **table)
-    if recipe.schedule not in SCHEDULES:
-        raise ConfigError(f"Bad schedule '{recipe.schedule}' in '{name_or_path}'. Valid: {', '.join(SCHEDULES)}.")
-    if recipe.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"Bad optimizer '{recipe.optimizer}' in '{name_or_path}'. Valid: {', '.join(OPTIMIZERS)}.")
-    return recipe
+    table = {**table, "schedule": SCHEDULE_ALIASES.get(table.get("schedule", ""), table.get("schedule", "constant"))}
+    try:
+        return TrainRecipe(name=label, **table)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            valid = ", ".join(sorted(set(TrainRecipe.model_fields) - {"name"}))
+            raise ConfigError(
+                f"Unknown key '{key}' in training recipe '{name_or_path}'. Valid keys: {valid}."
+            ) from None
+        raise ConfigError(f"Bad value for '{key}' in training recipe '{name_or_path}': {first['msg']}.") from None
 
 
 def make_optimizer(
@@ -104,7 +108,7 @@ def make_optimizer(
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
-    raise ConfigError(f"Unknown optimizer '{name}'. Valid optimizers: {', '.join(OPTIMIZERS)}.")
+    raise ConfigError(f"Unknown optimizer '{name}'. Valid optimizers: sgd, adam, adamw.")
 
 
 def lr_lambda(recipe: TrainRecipe, steps_per_epoch: int) -> Callable[[int], float]:
@@ -117,12 +121,12 @@ def lr_lambda(recipe: TrainRecipe, steps_per_epoch: int) -> Callable[[int], floa
             return 1.0
         if recipe.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        if step < warm:  # warmup_linear and onecycle share a linear warm-up
+        if step < warm:  # warmup_linear and warmup_cosine share a linear warm-up
             return (step + 1) / warm
         rest = max(1, total - warm)
         if recipe.schedule == "warmup_linear":
             return max(0.0, 1 - (step - warm) / rest)
-        return 0.5 * (1 + math.cos(math.pi * min(step - warm, rest) / rest))  # onecycle: cosine annealing
+        return 0.5 * (1 + math.cos(math.pi * min(step - warm, rest) / rest))  # warmup_cosine
 
     return factor
 
@@ -140,41 +144,72 @@ def fit(
     ctx: UnlearnContext,
     description: str = "train",
 ) -> nn.Module:
-    """Supervised training with cross-entropy under ``recipe`` (original and retrained models)."""
+    """Supervised training with cross-entropy under ``recipe`` (original and retrained models).
+
+    Every sample is seen once per epoch, the last partial batch included, as the official LoTUS
+    loaders do (only a last batch of a single image is dropped: BatchNorm cannot normalise it).
+    Training loss and accuracy (on the augmented batches) are logged per epoch through ``ctx.log``.
+    """
     model.train()
     opt = make_optimizer(
         model.parameters(), recipe.optimizer, recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
-    steps = split.num_batches(recipe.batch_size, drop_last=True)
+    drop_single = len(split) % recipe.batch_size == 1 and len(split) > 1
+    steps = split.num_batches(recipe.batch_size, drop_last=drop_single)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe, steps))
-    gen = ctx.generator(offset=17)
+    gen = ctx.generator(offset=TRAIN_STREAM)
     forward = ctx.compiled(model)
     for epoch in ctx.track(range(recipe.epochs), total=recipe.epochs, description=description):
-        diverged = torch.zeros((), dtype=torch.bool, device=ctx.device)
-        for x, y in split.batches(recipe.batch_size, shuffle=True, augment=True, generator=gen, drop_last=True):
+        # [diverged, loss sum, correct, seen]: accumulated on the device, read once per epoch
+        tally = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+        for x, y in split.batches(recipe.batch_size, shuffle=True, augment=True, generator=gen, drop_last=drop_single):
             with ctx.autocast():
-                loss = F.cross_entropy(forward(x), y)
+                logits = forward(x)
+                loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            diverged |= ~torch.isfinite(loss.detach())
-        raise_if_diverged(diverged, f"{description} (epoch {epoch + 1})")
+            detached = loss.detach()
+            tally += torch.stack(
+                [
+                    (~torch.isfinite(detached)).double(),
+                    detached.double() * len(y),
+                    (logits.detach().argmax(1) == y).sum().double(),
+                    torch.tensor(float(len(y)), dtype=torch.float64, device=ctx.device),
+                ]
+            )
+        diverged, loss_sum, correct, seen = tally.tolist()
+        raise_if_diverged(torch.tensor(diverged > 0), f"{description} (epoch {epoch + 1})")
+        ctx.log("train_loss", loss_sum / max(seen, 1), epoch)
+        ctx.log("train_acc", correct / max(seen, 1), epoch)
     model.eval()
     return model
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, split: Split, ctx: UnlearnContext | None = None, batch_size: int = 1024
+    model: nn.Module,
+    split: Split,
+    ctx: UnlearnContext | None = None,
+    batch_size: int = 1024,
+    *,
+    augment: bool = False,
+    generator: torch.Generator | None = None,
+    keep_mode: bool = False,
 ) -> torch.Tensor:
-    """Float32 logits of ``model`` (eval mode) over ``split``, in split order."""
+    """Float32 logits of ``model`` over ``split``, in split order, without autocast (evaluation
+    is cheap, and bf16 would move argmax near-ties and entropies of near-one-hot outputs).
+
+    Eval mode unless ``keep_mode`` (the ``paper`` protocol's passes with the model as returned);
+    ``augment`` applies the training augmentation, drawn from ``generator``.
+    """
     was_training = model.training
-    model.eval()
+    if not keep_mode:
+        model.eval()
     outs = []
-    autocast = ctx.autocast() if ctx is not None else torch.autocast("cuda", dtype=torch.bfloat16, enabled=False)
-    with autocast:
-        for x, _ in split.batches(batch_size):
+    with contextlib.nullcontext():
+        for x, _ in split.batches(batch_size, augment=augment, generator=generator):
             outs.append(model(x).float())
     model.train(was_training)
     if not outs:
@@ -182,11 +217,19 @@ def predict_logits(
     return torch.cat(outs)
 
 
-def accuracy(model: nn.Module, split: Split, ctx: UnlearnContext | None = None, batch_size: int = 1024) -> float:
-    """Top-1 accuracy in eval mode (one host sync)."""
+def accuracy(
+    model: nn.Module,
+    split: Split,
+    ctx: UnlearnContext | None = None,
+    batch_size: int = 1024,
+    *,
+    augment: bool = False,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Top-1 accuracy in eval mode (one host sync); ``augment`` as in :func:`predict_logits`."""
     if len(split) == 0:
         return float("nan")
-    logits = predict_logits(model, split, ctx, batch_size)
+    logits = predict_logits(model, split, ctx, batch_size, augment=augment, generator=generator)
     return float((logits.argmax(1) == split.y).float().mean())
 
 

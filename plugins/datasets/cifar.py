@@ -135,6 +135,7 @@ class _Cifar(FileDataset):
 
 class Cifar10(_Cifar):
     name = "cifar10"
+    algorithm_version = 1
     summary = "CIFAR-10, 32x32 RGB, 10 classes, 50k/10k (cifar10-images.tar.gz, pickles or class folders; download)."
     title = "CIFAR-10"
     wants = "cifar10-images.tar.gz or cifar-10-batches-py/"
@@ -151,6 +152,7 @@ class Cifar10(_Cifar):
 
 class Cifar100(_Cifar):
     name = "cifar100"
+    algorithm_version = 1
     summary = "CIFAR-100, 32x32 RGB, 100 fine classes, 50k/10k (cifar-100-python/ pickles or class folders; download)."
     title = "CIFAR-100"
     wants = "cifar-100-python/ (train, test, meta) or train/<class>/ + test/<class>/ folders"

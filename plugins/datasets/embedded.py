@@ -32,6 +32,8 @@ class Digits(Dataset):
     """1,797 real handwritten digits (UCI, bundled with scikit-learn): CPU-sized but not synthetic."""
 
     name = "digits"
+    default = True  # what `unlearnkit run` uses when none is named
+    algorithm_version = 1
     summary = "scikit-learn's 1,797 real 8x8 handwritten digits, fixed stratified 80/20 split (embedded)."
     embedded = True
     augment = Augment(crop_padding=1)
@@ -66,6 +68,7 @@ class Synthetic(Dataset):
     images, and identical on every machine (fixed numpy seeds)."""
 
     name = "synthetic"
+    algorithm_version = 1
     summary = "Tiny deterministic synthetic images (default 4 classes, 1x8x8, 40+20 per class) for tests (embedded)."
     embedded = True
     augment = Augment()

@@ -45,6 +45,7 @@ def _names(items: list[str], limit: int = 5) -> str:
 
 class ImageFolder(Dataset):
     name = "imagefolder"
+    algorithm_version = 1
     summary = "Your own images in DIR/train/<class>/ and DIR/test/<class>/ (needs --data-dir)."
     augment = Augment()  # unknown images: no crop or flip unless a recipe asks
     default_train_recipe = "paper"

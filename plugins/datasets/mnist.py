@@ -61,6 +61,7 @@ class _MnistFamily(FileDataset):
 
 class Mnist(_MnistFamily):
     name = "mnist"
+    algorithm_version = 1
     summary = "MNIST handwritten digits, 28x28 grey, 60k/10k (mnist.npz or IDX files; torchvision download)."
     title = "MNIST"
     wants = "mnist.npz or the four MNIST IDX files (train-images-idx3-ubyte.gz, ...)"
@@ -75,6 +76,7 @@ class Mnist(_MnistFamily):
 
 class FashionMnist(_MnistFamily):
     name = "fashion_mnist"
+    algorithm_version = 1
     summary = "Fashion-MNIST clothing, 28x28 grey, 60k/10k (IDX files, Debian dataset-fashion-mnist, download)."
     title = "Fashion-MNIST"
     wants = "the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) or fashion-mnist.npz"

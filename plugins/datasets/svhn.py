@@ -41,6 +41,7 @@ def read_svhn_splits(folder: Path) -> Splits:
 
 class Svhn(FileDataset):
     name = "svhn"
+    algorithm_version = 1
     summary = "SVHN cropped digits, 32x32 RGB, 73k/26k (train_32x32.mat + test_32x32.mat; download)."
     title = "SVHN"
     wants = "train_32x32.mat and test_32x32.mat"

@@ -1,25 +1,21 @@
-"""The loops the baseline methods share: a cross-entropy epoch, a (masked) optimisation step,
-endless batches, per-batch gradients, seeded subsets and random wrong labels.
-
-Same discipline as ``unlearnkit.training``: data stays on the device, losses stay on the device
-(a divergence flag is accumulated and checked once per epoch by the caller), autocast around every
-forward pass, no Python loop over samples.
-"""
+"""What the built-in baselines share beyond the public loop helpers (``unlearnkit.loops``): their
+options, the LoTUS paper's per-family defaults, and the random-relabelling epoch of Random
+Labeling and SalUn."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from unlearnkit.api import Options, Setting
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split
+from unlearnkit.loops import ce_epoch
 from unlearnkit.training import make_optimizer
 
 
@@ -50,84 +46,6 @@ def sgd(model: nn.Module, o: SGDOptions) -> torch.optim.Optimizer:
     return make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
-# -------------------------------------------------------------------------------------- steps
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters an optimizer updates, in ``model.parameters()`` order (masks align with it)."""
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def no_divergence(ctx: UnlearnContext) -> torch.Tensor:
-    """A device-side flag to OR ``~isfinite(loss)`` into; checked once per epoch."""
-    return torch.zeros((), dtype=torch.bool, device=ctx.device)
-
-
-def mask_gradients_(params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], weight_decay: float) -> None:
-    """grad <- (grad + weight_decay * p) * mask, so masked-out weights get no update at all.
-
-    Weight decay is folded in *before* the mask (the optimizer then runs without its own), else
-    the optimizer would still shrink the weights the mask is meant to freeze.
-    """
-    for p, m in zip(params, masks):
-        if p.grad is not None:
-            if weight_decay:
-                p.grad.add_(p.detach(), alpha=weight_decay)
-            p.grad.mul_(m)
-
-
-def step(
-    opt: torch.optim.Optimizer,
-    loss: torch.Tensor,
-    masks: Sequence[torch.Tensor] | None = None,
-    params: Sequence[nn.Parameter] | None = None,
-    weight_decay: float = 0.0,
-) -> torch.Tensor:
-    """zero_grad, backward, (mask), step; returns ``~isfinite(loss)`` as a device tensor."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if masks is not None:
-        assert params is not None, "masked steps need the parameter list the masks align with"
-        mask_gradients_(params, masks, weight_decay)
-    opt.step()
-    return ~torch.isfinite(loss.detach())
-
-
-def ce_epoch(
-    model: nn.Module,
-    split: Split,
-    opt: torch.optim.Optimizer,
-    ctx: UnlearnContext,
-    *,
-    batch_size: int,
-    generator: torch.Generator,
-    augment: bool,
-    masks: Sequence[torch.Tensor] | None = None,
-    weight_decay: float = 0.0,
-) -> torch.Tensor:
-    """One shuffled cross-entropy pass over ``split`` (train mode); returns the divergence flag.
-
-    With ``masks`` (aligned with ``trainable(model)``) the gradients, weight decay included, are
-    masked before each step (SalUn); the optimizer must then have no weight decay of its own.
-    """
-    model.train()
-    params = trainable(model)
-    diverged = no_divergence(ctx)
-    for x, y in split.batches(batch_size, shuffle=True, augment=augment, generator=generator):
-        with ctx.autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        diverged |= step(opt, loss, masks, params, weight_decay)
-    return diverged
-
-
-def endless(
-    split: Split, batch_size: int, generator: torch.Generator, augment: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches for ever, re-shuffled on every pass (to cycle the smaller of two splits)."""
-    if len(split) == 0:
-        raise ValueError(f"cannot draw batches from the empty split '{split.name}'")
-    while True:
-        yield from split.batches(batch_size, shuffle=True, augment=augment, generator=generator)
-
-
 # ------------------------------------------------------------------------------------ targets
 def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """A label drawn uniformly from the K-1 wrong classes of each sample: (y + U{1..K-1}) mod K."""
@@ -137,12 +55,6 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Gene
 
 def relabelled(split: Split, labels: torch.Tensor) -> Split:
     return replace(split, y=labels)
-
-
-def kl_to_target(student_logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(target || softmax(student / T)), summed over classes, averaged over the batch."""
-    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
-    return F.kl_div(log_p, target.float(), reduction="batchmean")
 
 
 def relabel_epoch(
@@ -169,47 +81,3 @@ def relabel_epoch(
     kw = dict(batch_size=batch_size, generator=generator, augment=augment, masks=masks, weight_decay=weight_decay)
     diverged = ce_epoch(model, wrong, opt, ctx, **kw)
     return diverged | ce_epoch(model, retain, opt, ctx, **kw)
-
-
-# ---------------------------------------------------------------------------------- subsets
-def random_fraction(split: Split, fraction: float, generator: torch.Generator, name: str | None = None) -> Split:
-    """A seeded random ``fraction`` of ``split`` (at least one sample)."""
-    n = max(1, round(len(split) * fraction))
-    return split.subset(torch.randperm(len(split), generator=generator, device=split.device)[:n], name)
-
-
-def per_class_subset(split: Split, per_class: int, generator: torch.Generator, name: str | None = None) -> Split:
-    """Up to ``per_class`` random samples of every class (seeded), vectorised: shuffle, stable-sort
-    by label, keep each sample whose rank within its class is below ``per_class``."""
-    n = len(split)
-    perm = torch.randperm(n, generator=generator, device=split.device)
-    labels, order = torch.sort(split.y[perm], stable=True)
-    first = torch.searchsorted(labels, labels)  # index of the first sample of each sample's class
-    rank = torch.arange(n, device=split.device) - first
-    keep = perm[order[rank < per_class]]
-    return split.subset(keep.sort().values, name)
-
-
-# -------------------------------------------------------------------------------- gradients
-def batch_gradients(
-    model: nn.Module,
-    split: Split,
-    batch_size: int,
-    ctx: UnlearnContext,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> Iterator[list[torch.Tensor]]:
-    """For each batch of ``split`` in order (no shuffle, no augmentation, eval mode), the gradients
-    of ``loss_fn(logits, y)`` (default: mean cross-entropy) w.r.t. the trainable parameters, in
-    ``trainable(model)`` order. Nothing is written to ``.grad`` and BatchNorm statistics stay."""
-    loss_fn = loss_fn or (lambda z, y: F.cross_entropy(z.float(), y))
-    params = trainable(model)
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in split.batches(batch_size):
-            with ctx.autocast():
-                logits = model(x)
-            grads = torch.autograd.grad(loss_fn(logits, y), params, allow_unused=True)
-            yield [torch.zeros_like(p) if g is None else g.float() for p, g in zip(params, grads)]
-    finally:
-        model.train(was_training)

@@ -9,19 +9,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split, UnlearnData, concat
 from unlearnkit.hookspecs import hookimpl
+from unlearnkit.loops import kl_to_target, no_divergence, random_fraction, step
 from unlearnkit.training import make_optimizer, raise_if_diverged
-from unlearnkit_plugins.methods._loops import (
-    TrainOptions,
-    family_defaults,
-    kl_to_target,
-    no_divergence,
-    random_fraction,
-    step,
-)
+from unlearnkit_plugins.methods._loops import TrainOptions, family_defaults
 
 INCOMPETENT_SEED_OFFSET = 7_919  # the incompetent teacher's init depends on the run seed only
 
@@ -98,16 +92,16 @@ class BadTeacher(Method):
     """
 
     name = "bad_teacher"
+    algorithm_version = 1
     summary = "Bad Teacher (Chundawat et al. 2023): distil D_r from the original and D_f from a random network."
     paper = (
         "Chundawat, Tarun, Mandal, Kankanhalli, Can Bad Teaching Induce Forgetting? Unlearning in Deep "
         "Networks Using an Incompetent Teacher, AAAI 2023"
     )
     access = DataAccess.BOTH
-    claim = "acc_forget_down"
     # Tiny data (32 forget + 38 retain images per epoch): more epochs, small batches, a larger lr
     # (seeds 0-4: forget accuracy -0.06 to -0.28, retain <= -0.07).
-    test_options = {"epochs": 20, "batch_size": 16, "lr": 5e-3}
+    conformance = Conformance(options={"epochs": 20, "batch_size": 16, "lr": 5e-3})
     Options = BadTeacherOptions
 
     @classmethod
@@ -119,7 +113,7 @@ class BadTeacher(Method):
         gen = ctx.generator()
         good = copy.deepcopy(model).eval().requires_grad_(False)
         bad = incompetent_teacher(ctx)
-        student = copy.deepcopy(model)
+        student = model  # the runner's private copy: trained in place
         retain_sub = random_fraction(data.retain, o.retain_fraction, gen, "retain_subset")
         union, flags = concat(data.forget, retain_sub, "forget+retain_subset")
         union = Split(union.name, union.x, flags.long(), union.pre)  # the flag rides in place of the label

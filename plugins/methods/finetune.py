@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
+from unlearnkit.loops import ce_epoch
 from unlearnkit.training import raise_if_diverged
-from unlearnkit_plugins.methods._loops import SGDOptions, ce_epoch, family_defaults, sgd
+from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, sgd
 
 
 class FinetuneOptions(SGDOptions):
@@ -30,17 +30,17 @@ class Finetune(Method):
     """
 
     name = "finetune"
+    algorithm_version = 1
     summary = "Fine-tuning: cross-entropy on the retain set D_r only (catastrophic forgetting)."
     paper = (
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep "
         "Networks, CVPR 2020 (fine-tuning baseline); as run by Spartalis et al., LoTUS, CVPR 2025"
     )
     access = DataAccess.RETAIN
-    claim = "acc_forget_down"
     # Tiny data (128 retain images, 1x8x8): more epochs, smaller batches and a larger lr so that 80
     # steps show the forgetting 10 CIFAR-scale epochs show (tiny benches of seeds 0-4: forget
     # accuracy falls by 0.09-0.22, retain accuracy does not fall).
-    test_options = {"epochs": 20, "batch_size": 32, "lr": 0.05}
+    conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05})
     Options = FinetuneOptions
 
     @classmethod
@@ -49,7 +49,6 @@ class Finetune(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o = self.options
-        model = copy.deepcopy(model)
         retain = data.retain
         opt = sgd(model, o)
         gen = ctx.generator()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Options, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Options, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split, UnlearnData, concat
 from unlearnkit.hookspecs import hookimpl
@@ -73,12 +73,13 @@ class Lotus(Method):
     """
 
     name = "lotus"
+    default = True  # what `unlearnkit run` uses when none is named
+    algorithm_version = 1
     summary = "LoTUS (CVPR 2025): Gumbel-softmax smoothing of D_f predictions up to the unseen-data bound."
     paper = "Spartalis et al., LoTUS: Large-Scale Machine Unlearning with a Taste of Uncertainty, CVPR 2025"
     access = DataAccess.BOTH
     extra_splits = frozenset({"unseen"})
-    claim = "entropy_forget_up"
-    test_options = {"alpha": 8.0, "lr": 1e-3, "batch_size": 16}
+    conformance = Conformance(claim="entropy_forget_up", options={"alpha": 8.0, "lr": 1e-3, "batch_size": 16})
     Options = LotusOptions
 
     @classmethod
@@ -86,7 +87,7 @@ class Lotus(Method):
         if setting.model_family == "vit":
             batch = 256 if setting.dataset.startswith("imagenet") else 32
             return {"epochs": 3, "batch_size": batch, "lr": 1e-6, "alpha": 2.0}
-        if setting.scenario_kind == "class":
+        if setting.scenario_rule == "class":
             return {"epochs": 10, "batch_size": 128, "lr": 1e-4, "alpha": 32.0}
         return {"epochs": 10, "batch_size": 128, "lr": 1e-4, "alpha": 8.0 if setting.dataset == "cifar10" else 2.0}
 
@@ -94,7 +95,7 @@ class Lotus(Method):
         opt_ = self.options
         gen = ctx.generator()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        student = copy.deepcopy(model)
+        student = model  # the runner's private copy: trained in place
         forget, retain = data.forget, data.retain
         n_sub = max(1, round(len(retain) * opt_.retain_fraction))
         retain_sub = retain.subset(torch.randperm(len(retain), generator=gen, device=retain.device)[:n_sub])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -10,12 +9,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
+from unlearnkit.loops import endless, no_divergence, step
 from unlearnkit.training import raise_if_diverged
-from unlearnkit_plugins.methods._loops import SGDOptions, endless, family_defaults, no_divergence, sgd, step
+from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, sgd
 
 
 class NegGradPlusOptions(SGDOptions):
@@ -51,16 +51,16 @@ class NegGradPlus(Method):
     """
 
     name = "neggrad_plus"
+    algorithm_version = 1
     summary = "NegGrad+ (Kurmanji et al. 2023): beta*CE(D_r) - (1-beta)*CE(D_f) per step."
     paper = (
         "Kurmanji, Triantafillou, Hayes, Triantafillou, Towards Unbounded Machine Unlearning, NeurIPS 2023 (NegGrad+)"
     )
     access = DataAccess.BOTH
-    claim = "acc_forget_down"
     # Tiny data (128 retain, 32 forget images): a memorised D_f has near-zero CE and gradient, so
     # beta = 0.999 needs far more steps than tiny data has; a larger lr and ascent weight show the
     # same effect in 80 steps (beta = 1, plain fine-tuning, forgets about half as much there).
-    test_options = {"epochs": 20, "batch_size": 32, "lr": 0.05, "beta": 0.95}
+    conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "beta": 0.95})
     Options = NegGradPlusOptions
 
     @classmethod
@@ -69,7 +69,7 @@ class NegGradPlus(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o = self.options
-        model = copy.deepcopy(model).train()
+        model.train()
         retain = data.retain
         gen = ctx.generator()
         ascent = o.beta < 1  # beta = 1 has no forget term: D_f is not even read (it is plain fine-tuning)

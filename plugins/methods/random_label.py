@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
@@ -33,6 +32,7 @@ class RandomLabel(Method):
     """
 
     name = "random_label"
+    algorithm_version = 1
     summary = "Random Labeling: CE on D_f with random wrong labels (re-drawn per epoch), then CE on D_r."
     paper = (
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep "
@@ -40,9 +40,8 @@ class RandomLabel(Method):
         "Learning, AAAI 2021"
     )
     access = DataAccess.BOTH
-    claim = "acc_forget_down"
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.25, retain <= -0.06).
-    test_options = {"epochs": 5, "batch_size": 16, "lr": 0.005}
+    conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
     Options = RandomLabelOptions
 
     @classmethod
@@ -51,7 +50,6 @@ class RandomLabel(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o = self.options
-        model = copy.deepcopy(model)
         forget, retain = data.forget, data.retain
         opt = sgd(model, o)
         gen = ctx.generator()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
@@ -16,13 +14,14 @@ class Original(Method):
     """The trained model, unchanged: the "before" every method is compared with (time 0)."""
 
     name = "original"
+    algorithm_version = 1
     summary = "Reference row: the original model, unchanged."
     access = DataAccess.NONE
-    reference = True
-    claim = "none"
+    role = "original"
+    conformance = Conformance(claim="none")
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
-        return UnlearnOutcome(copy.deepcopy(model), time_s=0.0, same_as="original")
+        return UnlearnOutcome(model, time_s=0.0)
 
 
 class Retrain(Method):
@@ -33,14 +32,15 @@ class Retrain(Method):
     """
 
     name = "retrain"
+    algorithm_version = 1
     summary = "Reference row: the model retrained from scratch on the retain set (gold standard)."
     access = DataAccess.RETAIN
-    reference = True
-    claim = "none"
+    role = "retrained"
+    conformance = Conformance(claim="none")
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         retrained, seconds = ctx.retrained()
-        return UnlearnOutcome(retrained, time_s=seconds, same_as="retrained")
+        return UnlearnOutcome(retrained, time_s=seconds)
 
 
 @hookimpl

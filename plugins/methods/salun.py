@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -10,12 +9,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split, UnlearnData
 from unlearnkit.hookspecs import hookimpl
+from unlearnkit.loops import batch_gradients
 from unlearnkit.training import make_optimizer, raise_if_diverged
-from unlearnkit_plugins.methods._loops import SGDOptions, batch_gradients, family_defaults, relabel_epoch
+from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, relabel_epoch
 
 
 class SalUnOptions(SGDOptions):
@@ -90,15 +90,15 @@ class SalUn(Method):
     """
 
     name = "salun"
+    algorithm_version = 1
     summary = "SalUn (Fan et al. 2024): Random Labeling restricted to the weights most salient for D_f."
     paper = (
         "Fan, Liu, Zhang, Wei, Wong, Liu, SalUn: Empowering Machine Unlearning via Gradient-based Weight "
         "Saliency in Both Image Classification and Generation, ICLR 2024"
     )
     access = DataAccess.BOTH
-    claim = "acc_forget_down"
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.28, retain <= -0.08).
-    test_options = {"epochs": 5, "batch_size": 16, "lr": 0.005}
+    conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
     Options = SalUnOptions
 
     @classmethod
@@ -107,7 +107,6 @@ class SalUn(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: SalUnOptions = self.options  # type: ignore[assignment]
-        model = copy.deepcopy(model)
         forget, retain = data.forget, data.retain
         masks = saliency_mask(forget_gradient(model, forget, o.batch_size, ctx), o.mask_ratio)
         # weight decay lives in the masked gradient, not in the optimizer (else it would move frozen weights)

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
+from unlearnkit.loops import kl_to_target, no_divergence, step
 from unlearnkit.training import make_optimizer, raise_if_diverged
-from unlearnkit_plugins.methods._loops import TrainOptions, family_defaults, kl_to_target, no_divergence, step
+from unlearnkit_plugins.methods._loops import TrainOptions, family_defaults
 
 
 class ScrubOptions(TrainOptions):
@@ -58,12 +59,12 @@ class Scrub(Method):
     """
 
     name = "scrub"
+    algorithm_version = 1
     summary = "SCRUB (Kurmanji et al. 2023): max KL to the teacher on D_f, min CE + KL on D_r."
     paper = "Kurmanji, Triantafillou, Hayes, Triantafillou, Towards Unbounded Machine Unlearning, NeurIPS 2023 (SCRUB)"
     access = DataAccess.BOTH
-    claim = "acc_forget_down"
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.19, retain <= -0.08).
-    test_options = {"epochs": 10, "batch_size": 16, "lr": 2e-3}
+    conformance = Conformance(options={"epochs": 10, "batch_size": 16, "lr": 2e-3})
     Options = ScrubOptions
 
     @classmethod
@@ -79,7 +80,7 @@ class Scrub(Method):
         forget, retain = data.forget, data.retain
         gen = ctx.generator()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        student = copy.deepcopy(model)
+        student = model  # the runner's private copy: trained in place
         opt = make_optimizer(student.parameters(), "adam", o.lr, weight_decay=o.weight_decay)
         T = o.temperature
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):

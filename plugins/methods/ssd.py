@@ -3,7 +3,6 @@ matter far more to D_f than to the whole training set. No training."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,11 +10,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Options, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Options, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split, UnlearnData, concat
 from unlearnkit.hookspecs import hookimpl
-from unlearnkit_plugins.methods._loops import batch_gradients, trainable
+from unlearnkit.loops import batch_gradients, trainable
 
 
 class SSDOptions(Options):
@@ -101,18 +100,18 @@ class SSD(Method):
     """
 
     name = "ssd"
+    algorithm_version = 1
     summary = "Selective Synaptic Dampening (Foster et al. 2024): one-shot dampening of D_f-specific weights."
     paper = (
         "Foster, Schoepf, Brintrup, Fast Machine Unlearning Without Retraining Through Selective "
         "Synaptic Dampening, AAAI 2024"
     )
     access = DataAccess.BOTH
-    claim = "acc_forget_down"
     # A weight is selected only if I_f > alpha * I_train, and I_train averages over D_f too, so
     # selection needs roughly |D_f| / |D| < 1 / alpha: alpha = 10 presumes D_f is under ~10 % of the
     # training set. The tiny bench forgets 20 % (1/5), so the test uses alpha = 5 (seeds 0-4:
     # forget accuracy -0.03 to -0.13, retain <= -0.07; with alpha = 10 only seed 0 moves).
-    test_options = {"alpha": 5.0}
+    conformance = Conformance(options={"alpha": 5.0})
     Options = SSDOptions
 
     @classmethod
@@ -121,7 +120,7 @@ class SSD(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: SSDOptions = self.options  # type: ignore[assignment]
-        model = copy.deepcopy(model).eval()
+        model.eval()
         forget, retain = data.forget, data.retain
         train, _ = concat(forget, retain, "train")
         imp_f = ssd_importance(model, forget, o.batch_size, ctx, "importance on D_f")

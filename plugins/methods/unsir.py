@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -10,21 +9,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import DataAccess, Method, Setting, UnlearnOutcome
+from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
+from unlearnkit.loops import ce_epoch, endless, no_divergence, per_class_subset, step
 from unlearnkit.training import raise_if_diverged
-from unlearnkit_plugins.methods._loops import (
-    SGDOptions,
-    ce_epoch,
-    endless,
-    family_defaults,
-    no_divergence,
-    per_class_subset,
-    sgd,
-    step,
-)
+from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, sgd
 
 
 class UnsirOptions(SGDOptions):
@@ -103,15 +94,15 @@ class Unsir(Method):
     """
 
     name = "unsir"
+    algorithm_version = 1
     summary = "UNSIR (Tarun et al. 2023): impair with error-maximising noise + retain subset, then repair."
     paper = (
         "Tarun, Chundawat, Mandal, Kankanhalli, Fast Yet Effective Machine Unlearning, IEEE Transactions "
         "on Neural Networks and Learning Systems, 2023 (UNSIR)"
     )
     access = DataAccess.BOTH
-    claim = "acc_forget_down"
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.06 to -0.13, retain <= -0.03).
-    test_options = {"epochs": 5, "batch_size": 16, "lr": 0.02}
+    conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.02})
     Options = UnsirOptions
 
     @classmethod
@@ -120,7 +111,6 @@ class Unsir(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: UnsirOptions = self.options  # type: ignore[assignment]
-        model = copy.deepcopy(model)
         forget = data.forget
         gen = ctx.generator()
         retain_sub = per_class_subset(data.retain, o.retain_per_class, gen, "retain_subset")

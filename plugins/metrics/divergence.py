@@ -44,10 +44,12 @@ class PaperJSD(Metric):
     """JSD(unlearned, retrained) on D_f with the paper's formula; tables show it ×1e4. Lower is better."""
 
     name = "jsd"
+    algorithm_version = 1
+    display_order, shown_by_default = 70, True
+    needs = frozenset({"retrained"})
     summary = "Paper JSD between unlearned and retrained outputs on D_f (x1e4 in tables; lower is better)."
     direction = "lower"
     display_scale = 1e4
-    needs_retrained = True
 
     def compute(self, ev: Evaluation) -> float:
         return paper_jsd(ev.probs("unlearned", "forget"), ev.probs("retrained", "forget"))
@@ -57,9 +59,11 @@ class MeanJSD(Metric):
     """Mean over D_f of the textbook per-sample JSD(unlearned_i, retrained_i). Size-independent; lower is better."""
 
     name = "jsd_mean"
+    algorithm_version = 1
+    display_order = 80
+    needs = frozenset({"retrained"})
     summary = "Textbook per-sample JSD to the retrained model, averaged over D_f (lower is better)."
     direction = "lower"
-    needs_retrained = True
 
     def compute(self, ev: Evaluation) -> float:
         return float(per_sample_jsd(ev.probs("unlearned", "forget"), ev.probs("retrained", "forget")).mean())
@@ -78,6 +82,9 @@ class RetrainFreeJSD(Metric):
     tables; lower is better; needs no retrained model."""
 
     name = "rf_jsd"
+    algorithm_version = 1
+    display_order, shown_by_default = 90, True
+    needs = frozenset({"original"})
     summary = "Retrain-free JSD: unlearned on D_f vs original on test, per class (x1e4; lower is better)."
     direction = "lower"
     display_scale = 1e4

@@ -11,6 +11,8 @@ class UnlearnTime(Metric):
     evaluation excluded. Lower is better."""
 
     name = "time_s"
+    algorithm_version = 1
+    display_order, shown_by_default, display_digits, cost_axis = 100, True, 2, True
     summary = "Wall-clock seconds of the unlearning call, preparation included (lower is better)."
     direction = "lower"
 
@@ -22,6 +24,9 @@ class RelativeTime(Metric):
     """RTE = time_s / retrain_time_s: the fraction of a retraining's cost. Lower is better."""
 
     name = "rte"
+    algorithm_version = 1
+    display_order = 110
+    needs = frozenset({"retrained"})
     summary = "Unlearning time over retraining time (lower is better)."
     direction = "lower"
 

@@ -63,6 +63,8 @@ class ResNet18(BuiltinModel):
     """The CIFAR ResNet-18 of the unlearning literature (kuangliu/pytorch-cifar layout)."""
 
     name = "resnet18"
+    default = True  # what `unlearnkit run` uses when none is named
+    algorithm_version = 1
     summary = "CIFAR-style ResNet-18 (3x3 stem, no max-pool, 11.2M params): the MU literature's standard."
     family = "resnet"
     no_pretrained_hint = "train it from scratch, pass --weights FILE, or use timm/resnet18 --pretrained (ImageNet)"
@@ -77,6 +79,7 @@ class ResNet18Lotus(BuiltinModel):
     """The exact ResNet-18 of the LoTUS code, for reproducing its numbers (see ``LotusResNet18``)."""
 
     name = "resnet18_lotus"
+    algorithm_version = 1
     summary = "ResNet-18 as in the LoTUS code: 3x3 stem, 3x3/2 max-pool, 1x1 conv on every identity path."
     family = "resnet"
 
@@ -90,6 +93,7 @@ class ResNet20(BuiltinModel):
     """A small real ResNet: trains in seconds on a CPU at 8-32 px, for quick but representative runs."""
 
     name = "resnet20"
+    algorithm_version = 1
     summary = "He et al. CIFAR ResNet-20 (16/32/64 wide, 0.27M params; 1x1-conv shortcuts where shapes change)."
     family = "resnet"
 
@@ -107,6 +111,7 @@ class SmallCNN(BuiltinModel):
     """Three conv layers: the fastest model here, for smoke tests and CPU-only experiments."""
 
     name = "cnn"
+    algorithm_version = 1
     summary = "Compact 3-layer CNN with BN (width option, 0.1M params at width 32): trains in seconds on a CPU."
     family = "cnn"
     Options = CNNOptions
@@ -147,6 +152,7 @@ class ViT(BuiltinModel):
     """
 
     name = "vit"
+    algorithm_version = 1
     summary = "ViT-B/16 at 224 px when --pretrained/--weights (the paper's); else a 6-block ViT sized to the images."
     family = "vit"
     channels_last = False
@@ -219,12 +225,14 @@ class _SmallImageViT(BuiltinModel):
 
 class ViTTiny(_SmallImageViT):
     name = "vit_tiny"
+    algorithm_version = 1
     summary = "ViT-Tiny (dim 192, 12 blocks, 3 heads) sized to the images, from scratch."
     embed_dim, depth, heads = 192, 12, 3
 
 
 class ViTSmall(_SmallImageViT):
     name = "vit_small"
+    algorithm_version = 1
     summary = "ViT-Small (dim 384, 12 blocks, 6 heads) sized to the images, from scratch."
     embed_dim, depth, heads = 384, 12, 6
 
@@ -234,6 +242,7 @@ class Timm(BuiltinModel):
     """Any timm architecture by name: ``timm/<name>`` or ``timm/<name>.<pretrained tag>``."""
 
     name = "timm"
+    algorithm_version = 1
     summary = "Any timm model: timm/<name>[.<tag>] (e.g. timm/resnet18, timm/convnext_tiny), optionally --pretrained."
     family = "cnn"
     accepts_variant = True

@@ -6,12 +6,13 @@ when a command needs them, which keeps ``unlearnkit --help`` instant.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Annotated, Any
 
-import click
 import typer
 
-from unlearnkit import interrupts
+from unlearnkit import __version__, interrupts
 from unlearnkit.cli import console as con
 from unlearnkit.errors import UnlearnkitError
 
@@ -23,6 +24,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        con.out.print(f"unlearnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Benchmark machine-unlearning methods (LoTUS and baselines) and keep every result in MLflow."""
+
+
 from unlearnkit.cli import leaderboard as _leaderboard  # noqa: E402,F401  (commands register on import)
 from unlearnkit.cli import listing as _listing  # noqa: E402,F401
 from unlearnkit.cli import run as _run  # noqa: E402,F401
@@ -31,13 +48,51 @@ from unlearnkit.cli import sweep as _sweep  # noqa: E402,F401
 BUILTIN = {"run", "sweep", "leaderboard", "list", "show", "plugins"}
 
 
+def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` (ClickException, Exit, Abort) from every click the installed typer may raise:
+    the click package and typer's vendored copy (typer >= 0.29), plus typer's own classes."""
+    found: list[type[BaseException]] = []
+    for module in ("click.exceptions", "typer._click.exceptions", "typer.exceptions", "typer"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+CLICK_ERRORS = _exception_classes("ClickException")
+EXITS = _exception_classes("Exit")
+ABORTS = _exception_classes("Abort")
+
+
+def usage_message(exc: Any) -> str:
+    """A click usage error as one line: what was wrong, the valid choices, where to read more."""
+    text = " ".join(str(exc.format_message()).split())
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command", None)
+    param = getattr(exc, "param", None)
+    if type(exc).__name__ == "NoSuchOption" and command is not None and not getattr(exc, "possibilities", None):
+        options = sorted(o for p in command.params for o in getattr(p, "opts", []) if o.startswith("--"))
+        if options:
+            text += f" Valid options: {', '.join(options)}."
+    elif type(exc).__name__ == "MissingParameter" and param is not None and getattr(param, "help", None):
+        text += f" Expected: {param.help}."
+    elif "No such command" in text and command is not None and hasattr(command, "commands"):
+        text += f" Valid commands: {', '.join(sorted(command.commands))}."
+    if ctx is not None and getattr(ctx, "command_path", None):
+        text += f" See '{ctx.command_path} --help'."
+    return text
+
+
 def _wants_plugin_command(argv: list[str]) -> bool:
     words = [a for a in argv if not a.startswith("-")]
     return bool(words) and words[0] not in BUILTIN
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: UnlearnkitError -> one red line and a non-zero exit."""
+    """Console-script entry point: UnlearnkitError and usage errors -> one red line, exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Ctrl-C and SIGTERM interrupt cleanly (the unfinished run is marked failed), even when the
     # parent shell started us with SIGINT ignored (background jobs).
@@ -51,14 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     except UnlearnkitError as err:
         con.error(str(err))
         sys.exit(err.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except EXITS as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except ABORTS:
         con.error("Aborted.")
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except CLICK_ERRORS as exc:
+        con.error(usage_message(exc))
+        sys.exit(getattr(exc, "exit_code", 2) or 2)
     except KeyboardInterrupt:
         code = 130
     # typer turns KeyboardInterrupt into exit code 130 and returns exit codes in this mode

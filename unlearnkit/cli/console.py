@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unlearnkit.progress import Reporter
@@ -18,11 +20,11 @@ err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 2
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]Warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class RichReporter(Reporter):
@@ -37,6 +39,7 @@ class RichReporter(Reporter):
             TimeRemainingColumn(),
             console=console,
             transient=True,
+            speed_estimate_period=3600,  # long epochs: estimate from the whole run, not the last 30 s
         )
         self.console = console
 
@@ -56,8 +59,13 @@ class RichReporter(Reporter):
         finally:
             self.progress.remove_task(task)
 
+    def counter(self, description: str, total: int) -> Callable[[], None]:
+        task = self.progress.add_task(description, total=total)
+        return lambda: self.progress.advance(task)
+
     def event(self, message: str) -> None:
-        self.progress.console.log(message, highlight=False)
+        # print, not log: rich's log appends a source-file link to every line
+        self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", highlight=False)
 
     def warn(self, message: str) -> None:
-        self.progress.console.print(f"[yellow]Warning:[/] {message}", highlight=False)
+        self.progress.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)

@@ -20,11 +20,17 @@ def leaderboard(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     scenario: Annotated[str | None, typer.Option(help="Only this forget scenario, e.g. instance:0.1.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Only this evaluation protocol: clean or paper.")] = None,
     access: Annotated[
         str | None, typer.Option(help="Only methods with this data access: forget, retain, forget+retain.")
     ] = None,
     sort: Annotated[str, typer.Option(help="Sort rows by avg_gap or a metric name.")] = "avg_gap",
     recipe: Annotated[Path | None, typer.Option(help="Only the cells and methods of this recipe.")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Metric columns to show, comma-separated (default: a set that fits 120 columns).")
+    ] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every metric, the per-seed gap and the package.")] = False,
+    tuning: Annotated[bool, typer.Option("--tuning", help="Include tuning trials (hidden by default).")] = False,
     format: Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")] = "table",
     plot: Annotated[Path | None, typer.Option(help="Write a figure (Avg Gap vs time, metric bars) to FILE.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
@@ -33,24 +39,42 @@ def leaderboard(
     """Per benchmark, one row per method: mean ± std over seeds, Avg Gap to the retrained model."""
     from unlearnkit import tables
     from unlearnkit.leaderboard import leaderboard as build
+    from unlearnkit.leaderboard import metric_info
     from unlearnkit.plugins import get_host
     from unlearnkit.store import Store
 
     if format not in FORMATS:
         raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
-    regs = get_host().registries
-    info = {e.name: tables.MetricInfo(e.cls.direction, e.cls.display_scale) for e in regs.metrics.entries()}
+    info = metric_info(get_host().registries)
     if sort != "avg_gap" and sort not in info:
         raise ConfigError(f"Unknown sort key '{sort}'. Valid keys: avg_gap, {', '.join(sorted(info))}.")
+    chosen = None if wide else ["default"]
+    if columns:
+        chosen = [c.strip() for c in columns.split(",") if c.strip()]
+        for name in chosen:
+            if name not in info:
+                raise ConfigError(f"Unknown column '{name}'. Valid columns: {', '.join(sorted(info))}.")
     store = Store(tracking_uri, experiment)
-    store.check()
+    if store.exists():
+        store.check()
     scope = {}
     if recipe is not None:
-        from unlearnkit.cli.sweep import recipe_scope
+        from unlearnkit.recipes import load_recipe, recipe_scope
 
-        cells, methods = recipe_scope(recipe)
+        cells, methods = recipe_scope(load_recipe(recipe))
         scope = {"recipe_cells": cells, "recipe_methods": methods}
-    boards = build(store, dataset=dataset, model=model, scenario=scenario, access=access, sort=sort, **scope)
+    boards = build(
+        store,
+        info,
+        dataset=dataset,
+        model=model,
+        scenario=scenario,
+        protocol=protocol,
+        access=access,
+        sort=sort,
+        include_tuning=tuning,
+        **scope,
+    )
     if plot is not None:
         from unlearnkit.plots import plot_boards
 
@@ -60,23 +84,26 @@ def leaderboard(
         con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True)
         return
     if format == "markdown":
-        con.out.print(tables.to_markdown(boards, info), highlight=False, soft_wrap=True, markup=False)
+        con.out.print(tables.to_markdown(boards, info, chosen), highlight=False, soft_wrap=True, markup=False)
         return
     if format == "csv":
         con.out.print(tables.to_csv(boards, info), highlight=False, soft_wrap=True, markup=False, end="")
         return
     if not boards:
-        con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run --method lotus")
+        con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run")
         return
     for board in boards:
-        head, rows = tables.board_cells(board, info)
+        head, rows = tables.board_cells(board, info, chosen, wide=wide)
         table = Table(title=board.title, title_justify="left")
         for col in head:
-            table.add_column(col, justify="left" if col in ("method", "access", "package") else "right")
+            table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
         for cells in rows:
             table.add_row(*[f"[bold green]{t}[/]" if best else t for t, best in cells])
         con.out.print(table)
+        if board.weak_original:
+            con.out.print(tables.WEAK_NOTE, highlight=False)
     con.out.print(
-        "mean ± std over seeds; best non-reference value per column in green (closer to retrain where "
-        "that is the target); avg gap = mean |Δ| to retrain over mia, acc_forget, acc_retain, acc_test."
+        "mean ± std over seeds; best method per column in green (closer to retrain where that is the target); "
+        "avg gap = mean |Δ| to retrain over the Average-Gap metrics. --wide: every column.",
+        highlight=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,8 +12,9 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.errors import UnknownNameError
+from unlearnkit.registry import KINDS as PLUGIN_KINDS
 
-KINDS = {"methods": "method", "metrics": "metric", "datasets": "dataset", "models": "model"}
+KINDS = {f"{k}s": k for k in PLUGIN_KINDS}
 
 
 def _registries():
@@ -24,8 +26,10 @@ def _registries():
     return host
 
 
-def _kind(word: str, plural: bool) -> str:
-    valid = list(KINDS) if plural else list(KINDS.values())
+def _kind(word: str, plural: bool, extra: tuple[str, ...] = ()) -> str:
+    valid = [*KINDS, *extra] if plural else [*KINDS.values(), *extra]
+    if word in extra:
+        return word
     key = KINDS.get(word, word) if plural else word.rstrip("s")
     if key not in KINDS.values():
         raise UnknownNameError("kind", word, valid)
@@ -44,13 +48,43 @@ def _extra(entry) -> str:
     return cls.family
 
 
+def _list_train_recipes(as_json: bool) -> None:
+    import tomllib
+    from importlib import resources
+
+    from unlearnkit.training import builtin_recipes
+
+    rows = []
+    for name in builtin_recipes():
+        doc = tomllib.loads(resources.files("unlearnkit.train_recipes").joinpath(f"{name}.toml").read_text())
+        rows.append(
+            {
+                "name": name,
+                "description": doc.get("description", ""),
+                "families": sorted(k for k in doc if isinstance(doc[k], dict)),
+            }
+        )
+    if as_json:
+        con.out.print_json(json.dumps(rows))
+        return
+    table = Table(title="training recipes (--train-recipe NAME, or a .toml file)", title_justify="left")
+    for col in ("name", "model families", "description"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], ", ".join(row["families"]), row["description"])
+    con.out.print(table)
+
+
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="methods, metrics, datasets or models")],
+    what: Annotated[str, typer.Argument(help="methods, metrics, datasets, models or recipes")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """List registered plugins of one kind, with the package and version each came from."""
-    kind = _kind(what, plural=True)
+    """List registered plugins of one kind (with the package and version each came from), or the training recipes."""
+    kind = _kind(what, plural=True, extra=("recipes",))
+    if kind == "recipes":
+        _list_train_recipes(as_json)
+        return
     reg = _registries().registries.by_kind(kind)
     if as_json:
         con.out.print_json(
@@ -76,13 +110,48 @@ def list_(
     con.out.print(table)
 
 
+def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experiment: str) -> None:
+    from unlearnkit.store import Store
+
+    store = Store(tracking_uri, experiment)
+    record = store.get(run_id)
+    con.out.print(f"[bold]run {record.run_id}[/] ({record.status})", highlight=False)
+    for key in ("run_type", "method", "role", "dataset", "model", "scenario", "protocol", "seed", "train_recipe"):
+        if record.tag(key):
+            con.out.print(f"  {key}: {record.tag(key)}", highlight=False)
+    if record.tag("failure"):
+        con.out.print(f"  failure: {record.tag('failure')}", highlight=False)
+    table = Table(title="metrics (final values)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(record.metrics.items()):
+        table.add_row(name, f"{value:.6g}")
+    con.out.print(table)
+    series = {name: pts for name in record.metrics if len(pts := store.series(record.run_id, name)) > 1}
+    for name, points in sorted(series.items()):
+        shown = ", ".join(f"{v:.4g}" for _, v in points)
+        con.out.print(f"{name} per epoch: {shown}", highlight=False, soft_wrap=True)
+    if plot is not None:
+        from unlearnkit.plots import plot_series
+
+        title = f"{record.tag('method') or record.tag('role')} — {record.tag('dataset')} / {record.tag('model')}"
+        plot_series(series, title, plot)
+        con.err.print(f"Figure written to {plot}")
+
+
 @app.command()
 def show(
-    kind: Annotated[str, typer.Argument(help="method, metric, dataset or model")],
-    name: Annotated[str, typer.Argument(help="Registered name, e.g. lotus")],
+    kind: Annotated[str, typer.Argument(help="method, metric, dataset, model or run")],
+    name: Annotated[str, typer.Argument(help="A registered name (see `unlearnkit list`), or a run id")],
+    plot: Annotated[Path | None, typer.Option(help="With `show run`: draw the run's per-epoch series to FILE.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
 ) -> None:
-    """Show one plugin: its description, options with defaults and descriptions, provenance."""
-    k = _kind(kind, plural=False)
+    """Show one plugin (description, options, provenance) or one run (metrics, per-epoch series)."""
+    k = _kind(kind, plural=False, extra=("run",))
+    if k == "run":
+        _show_run(name, plot, tracking_uri, experiment)
+        return
     regs = _registries().registries
     entry = regs.model(name)[0] if k == "model" else regs.by_kind(k).get(name)
     cls = entry.cls
@@ -115,12 +184,17 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     """Every loaded plugin, its package and version, and what it registered."""
     host = _registries()
     regs = host.registries
-    owned: dict[str, list[str]] = {}
-    for kind in KINDS.values():
+    owned: dict[tuple[str, str], list[str]] = {}
+    for kind in PLUGIN_KINDS:
         for e in regs.by_kind(kind).entries():
             owned.setdefault((e.provenance.package, e.provenance.plugin), []).append(f"{kind} {e.name}")
     rows = [
-        {"plugin": p.plugin, "package": p.package, "version": p.version, "registers": owned.get((p.package, p.plugin), [])}
+        {
+            "plugin": p.plugin,
+            "package": p.package,
+            "version": p.version,
+            "registers": owned.get((p.package, p.plugin), []),
+        }
         for p in host.report.loaded
     ]
     if as_json:

@@ -20,19 +20,20 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-SHOWN = ("acc_forget", "acc_retain", "acc_test", "mia", "jsd", "rf_jsd", "time_s")
-
-
 @app.command()
 def run(
-    method: Annotated[list[str], typer.Option("--method", "-m", help="Method(s): a name, a comma list, or 'all'.")] = [
-        "lotus"
-    ],
-    model: Annotated[str, typer.Option(help="Model: resnet18, vit, cnn, resnet20, timm/<name>, ...")] = "resnet18",
+    method: Annotated[
+        list[str],
+        typer.Option("--method", "-m", help="Method(s): a name, a comma list, or 'all' (`unlearnkit list methods`)."),
+    ] = [],
+    model: Annotated[str | None, typer.Option(help="Model name or timm/<name> (`unlearnkit list models`).")] = None,
     dataset: Annotated[
-        str, typer.Option(help="Dataset; the default 'digits' is embedded and needs no files.")
-    ] = "digits",
-    forget: Annotated[str, typer.Option(help="0.1 (first 10% per class), random:0.1, or class:<id|name>.")] = "0.1",
+        str | None,
+        typer.Option(help="Dataset (`unlearnkit list datasets`; the default is embedded and needs no files)."),
+    ] = None,
+    forget: Annotated[
+        str, typer.Option(help="0.1 (first 10% per class), random:0.1, class:<id|name> or identity:<id>[,<id>].")
+    ] = "0.1",
     seeds: Annotated[
         str, typer.Option("--seeds", "--seed", help="Comma-separated seeds (paper: 3407,13,12).")
     ] = "3407",
@@ -48,23 +49,45 @@ def run(
         str | None, typer.Option(help="Per-class count (500) or fraction (0.1) of train and test.")
     ] = None,
     train_recipe: Annotated[
-        str | None, typer.Option(help="paper, fast or a .toml file (default: the dataset's).")
+        str | None,
+        typer.Option(help="paper, fast, quick or a .toml file (default: the dataset's; `unlearnkit list recipes`)."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the training recipe's epochs (CPU runs).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override the training recipe's epochs (0: use --pretrained/--weights as is).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset's files (offline use).")] = None,
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights (ViT-B/16 for 'vit').")] = False,
-    weights: Annotated[Path | None, typer.Option(help="Local weights file for the model.")] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Initial weights for every network trained here (not an original: see --original)."),
+    ] = None,
+    original: Annotated[
+        Path | None,
+        typer.Option(help="A trained model file (state dict or .safetensors) to unlearn, used as the original."),
+    ] = None,
+    retrained: Annotated[
+        Path | None, typer.Option(help="A model file retrained without D_f, used as the gold standard.")
+    ] = None,
+    no_retrain: Annotated[
+        bool, typer.Option("--no-retrain", help="No gold standard: skip the retrained model (RF-JSD still compares).")
+    ] = False,
+    protocol: Annotated[str, typer.Option(help="Evaluation protocol: clean (default) or paper.")] = "clean",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile model training (CUDA only).")] = False,
+    save_models: Annotated[
+        bool, typer.Option("--save-models/--no-save-models", help="Log each unlearned model as an MLflow artifact.")
+    ] = True,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
     plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Train (or reuse) the original and retrained models, run the method(s), evaluate, log to MLflow."""
+    from unlearnkit.leaderboard import metric_info
     from unlearnkit.plugins import get_host
     from unlearnkit.runner import Runner
     from unlearnkit.store import Store
+    from unlearnkit.tables import header
 
     host = get_host(plugins_dir)
     for message in host.report.failed:
@@ -85,8 +108,13 @@ def run(
         data_dir=data_dir,
         pretrained=pretrained,
         weights=weights,
+        original=original,
+        retrained=retrained,
+        no_retrain=no_retrain,
+        protocol=protocol,
         device=device,
         compile=compile,
+        save_models=save_models,
     )
     plan = validate(request, host.registries)
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
@@ -94,27 +122,46 @@ def run(
     store = Store(tracking_uri, experiment)
     with con.RichReporter() as reporter:
         runner = Runner(plan, store, reporter)
-        runner.prepare()
-        store.check()
+        runner.check()
         results = runner.run()
+        board_run = ""
+        if sum(1 for m in plan.methods if m.cls.role is None) > 1:
+            board_run = publish_run_board(store, host.registries, runner.bench.key)
     if as_json:
         con.out.print_json(json.dumps([r.__dict__ for r in results], default=str))
         return
-    table = Table(title=f"{plan.dataset.name} / {request.model} / {plan.scenario.key}", title_justify="left")
-    for col in ("method", "seed", "status", *SHOWN):
-        table.add_column(col, justify="left" if col in ("method", "status") else "right")
+    info = metric_info(host.registries)
+    shown = sorted((n for n, i in info.items() if i.default), key=lambda n: (info[n].order, n))
+    table = Table(
+        title=f"{plan.dataset.name} / {plan.request.model} / {plan.scenario.key} ({plan.protocol.name})",
+        title_justify="left",
+    )
+    for col in ("method", "seed", "status", *shown):
+        title = header(col, info[col]) if col in info else col
+        table.add_column(title, justify="left" if col in ("method", "status") else "right")
     for res in results:
         cells = []
-        for name in SHOWN:
+        for name in shown:
             value = res.metrics.get(name)
-            scale = 1e4 if name in ("jsd", "rf_jsd") else 1
-            cells.append("—" if value is None else f"{value * scale:.3f}" if name != "time_s" else f"{value:.2f}")
+            cells.append("—" if value is None else f"{value * info[name].scale:.{info[name].digits}f}")
         status = {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(res.status, f"[red]{res.status}[/]")
         table.add_row(res.method, str(res.seed), status, *cells)
     con.out.print(table)
-    con.out.print("jsd and rf_jsd are shown x1e4. Store:", store.uri, highlight=False)
+    con.out.print(
+        f"Store: {store.uri}" + (f"; leaderboard logged to run {board_run[:8]}" if board_run else ""), highlight=False
+    )
     failed = [r for r in results if r.status == "failed"]
     for res in failed:
         con.warn(f"{res.method} (seed {res.seed}) failed: {res.failure}")
     if failed:
         raise typer.Exit(1)
+
+
+def publish_run_board(store, registries, benchmark: str) -> str:  # noqa: ANN001 - CLI glue
+    """A run with several methods keeps its leaderboard in the store, as a sweep does."""
+    from unlearnkit.leaderboard import leaderboard, metric_info
+    from unlearnkit.publish import publish_leaderboard
+
+    info = metric_info(registries)
+    boards = [b for b in leaderboard(store, info) if b.benchmark == benchmark]
+    return publish_leaderboard(store, boards, info, f"run-{benchmark[:8]}") if boards else ""

@@ -1,0 +1,175 @@
+"""Results-affecting code is versioned: a change to code that produces numbers fails here until the
+version that enters the run identity is bumped (a plugin's ``algorithm_version``, the core's
+``CORE_VERSION``), so a store never serves results of old code as if they were new.
+
+The lock (``tests/algorithm_versions.json``) records, per built-in plugin and for the core's numeric
+modules, the version and a hash of the code's syntax tree — docstrings, comments, formatting,
+summaries and option descriptions left out, since they cannot change a number. After bumping:
+``python tests/test_versions.py --update``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from unlearnkit.identity import CORE_NUMERIC_MODULES, CORE_VERSION
+from unlearnkit.plugins import PluginHost
+
+LOCK = Path(__file__).with_name("algorithm_versions.json")
+PLUGIN_PACKAGE = "unlearnkit_plugins"
+# class attributes that describe a plugin without changing any number it produces
+DESCRIPTIVE = {
+    "summary",
+    "paper",
+    "conformance",
+    "algorithm_version",
+    "default",
+    "title",
+    "wants",
+    "looks_for",
+    "install_hint",
+    "display_order",
+    "display_scale",
+    "display_digits",
+    "shown_by_default",
+    "cost_axis",
+    "in_avg_gap",  # applied when a board is read, never stored
+}
+UPDATE = "python tests/test_versions.py --update"
+
+
+class _Strip(ast.NodeTransformer):
+    """Drops what cannot change a number: docstrings, descriptive class attributes, option descriptions."""
+
+    def _body(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            if isinstance(body[0].value.value, str):
+                body = body[1:]
+        return body or [ast.Pass()]
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            node.body = self._body(node.body)
+        if isinstance(node, ast.ClassDef):
+            node.body = [s for s in node.body if not _descriptive(s)] or [ast.Pass()]
+        if isinstance(node, ast.Call):
+            node.keywords = [k for k in node.keywords if k.arg != "description"]
+        return super().generic_visit(node)
+
+
+def _descriptive(stmt: ast.stmt) -> bool:
+    targets: list[ast.expr] = []
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, ast.AnnAssign):
+        targets = [stmt.target]
+    names: set[str] = set()
+    for target in targets:
+        elements = target.elts if isinstance(target, ast.Tuple) else [target]
+        names |= {e.id if isinstance(e, ast.Name) else "" for e in elements}
+    return bool(names) and names <= DESCRIPTIVE
+
+
+def code_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        tree = _Strip().visit(ast.parse(path.read_text(encoding="utf-8")))
+        h.update(path.name.encode())
+        h.update(ast.dump(tree, include_attributes=False).encode())
+    return h.hexdigest()[:16]
+
+
+def local_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
+    """``path`` and every module of the plugins package it imports, transitively."""
+    seen = seen if seen is not None else set()
+    if path in seen:
+        return seen
+    seen.add(path)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from .x import y / from . import x
+                base = path.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                parts = (node.module or "").split(".") if node.module else []
+                candidates = [base.joinpath(*parts).with_suffix(".py")] if parts else []
+                candidates += [base.joinpath(*parts, a.name).with_suffix(".py") for a in node.names]
+            elif node.module and node.module.startswith(PLUGIN_PACKAGE):
+                mod = importlib.import_module(node.module)
+                candidates = [Path(mod.__file__)] if mod.__file__ else []
+            else:
+                continue
+            for cand in candidates:
+                if cand.is_file() and cand.name != "__init__.py":
+                    local_imports(cand, seen)
+    return seen
+
+
+def current() -> dict[str, dict[str, object]]:
+    """Version and code digest of the core and of every plugin the unlearnkit distribution registers."""
+    out: dict[str, dict[str, object]] = {
+        "core": {
+            "version": CORE_VERSION,
+            "code": code_digest([Path(importlib.import_module(m).__file__ or "") for m in CORE_NUMERIC_MODULES]),
+        }
+    }
+    regs = PluginHost().registries
+    for kind in ("method", "metric", "dataset", "model"):
+        for entry in regs.by_kind(kind).entries():
+            if entry.provenance.package != "unlearnkit":
+                continue
+            source = Path(sys.modules[entry.cls.__module__].__file__ or "")
+            out[f"{kind}:{entry.name}"] = {
+                "version": entry.cls.algorithm_version,
+                "code": code_digest(sorted(local_imports(source))),
+            }
+    return out
+
+
+def test_every_builtin_plugin_declares_an_algorithm_version():
+    regs = PluginHost().registries
+    missing = [
+        f"{kind} {e.name}"
+        for kind in ("method", "metric", "dataset", "model")
+        for e in regs.by_kind(kind).entries()
+        if e.provenance.package == "unlearnkit" and not isinstance(e.cls.algorithm_version, int)
+    ]
+    assert missing == [], f"declare algorithm_version on: {', '.join(missing)}"
+
+
+def test_code_that_changes_numbers_is_versioned():
+    lock = json.loads(LOCK.read_text())
+    problems = []
+    for key, now in current().items():
+        before = lock.get(key)
+        if before is None:
+            problems.append(f"{key} is new: record it with `{UPDATE}`")
+        elif now["code"] != before["code"] and now["version"] == before["version"]:
+            what = "CORE_VERSION in unlearnkit/identity.py" if key == "core" else "its algorithm_version"
+            problems.append(f"{key}'s code changed but its version did not: bump {what}, then run `{UPDATE}`")
+        elif now != before:
+            problems.append(f"{key}: the lock is out of date: run `{UPDATE}`")
+    stale = sorted(set(lock) - set(current()))
+    problems += [f"{key} is no longer registered: run `{UPDATE}`" for key in stale]
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_digest_sees_a_one_line_change_to_a_loss_and_ignores_comments(tmp_path):
+    loss = tmp_path / "m.py"
+    loss.write_text('"""doc"""\ndef loss(a, b):\n    return (a - b) ** 2\n')
+    base = code_digest([loss])
+    loss.write_text('"""new doc"""\n# a comment\ndef loss(a, b):\n    """why"""\n    return (a - b) ** 2\n')
+    assert code_digest([loss]) == base
+    loss.write_text('"""doc"""\ndef loss(a, b):\n    return abs(a - b)\n')
+    assert code_digest([loss]) != base
+
+
+if __name__ == "__main__":
+    if "--update" in sys.argv:
+        LOCK.write_text(json.dumps(current(), indent=2, sort_keys=True) + "\n")
+        print(f"wrote {LOCK}")

@@ -1,0 +1,133 @@
+"""Unlearn a model you already hold, in a notebook: no CLI, no store, no training of references.
+
+    import unlearnkit as uk
+    result = uk.unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), unseen=(x_u, y_u), method="lotus")
+    result.model      # the unlearned copy (your model is left untouched)
+    result.metrics    # every metric that the given splits allow (pass test= as well for the MIA)
+
+Splits are ``(images, labels)`` tensor pairs or any ``torch.utils.data.Dataset`` of such pairs.
+Images are uint8 NCHW (normalised with ``mean``/``std``, augmented with ``augment``) or float
+tensors already prepared for the model (used as they are).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from unlearnkit.api import Augment, Setting, UnlearnOutcome
+from unlearnkit.context import UnlearnContext
+from unlearnkit.data import Preprocess, Split, UnlearnData
+from unlearnkit.errors import ConfigError
+from unlearnkit.evaluation import Evaluation, MissingModel
+from unlearnkit.protocols import get_protocol
+
+SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module
+    time_s: float
+    info: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def as_tensors(data: SplitLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` from a pair of tensors/arrays or a map-style Dataset."""
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = (torch.as_tensor(v) for v in data)
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        pairs = [data[i] for i in range(len(data))]
+        if not pairs:
+            raise ConfigError(f"The {what} split is empty.")
+        x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+        y = torch.as_tensor([int(p[1]) for p in pairs])
+    else:
+        raise ConfigError(f"The {what} split must be (images, labels) or a Dataset of (image, label) pairs.")
+    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
+        raise ConfigError(
+            f"The {what} split must be images (N, C, H, W) and labels (N,); got {tuple(x.shape)} and {tuple(y.shape)}."
+        )
+    return x, y.long()
+
+
+def unlearn(
+    model: nn.Module,
+    forget: SplitLike,
+    retain: SplitLike,
+    method: str | None = None,
+    *,
+    unseen: SplitLike | None = None,
+    test: SplitLike | None = None,
+    retrained: nn.Module | None = None,
+    options: Mapping[str, Any] | None = None,
+    setting: Setting | None = None,
+    num_classes: int | None = None,
+    seed: int = 3407,
+    device: str | torch.device | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    augment: Augment = Augment(),
+    protocol: str = "clean",
+) -> UnlearnResult:
+    """Run ``method`` (default: the default method, LoTUS as shipped) on a copy of ``model`` and,
+    when the splits allow, evaluate it.
+
+    ``setting`` picks the method's per-setting defaults (default: a ResNet-style instance-wise
+    setting); ``options`` override them. ``retrained`` (a model trained without D_f) enables the
+    metrics that compare against the gold standard.
+    """
+    from unlearnkit.plugins import get_host
+
+    regs = get_host().registries
+    entry = regs.methods.get(method) if method else regs.methods.default()
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    raw = {"forget": forget, "retain": retain, "unseen": unseen, "test": test}
+    tensors = {name: as_tensors(d, name) for name, d in raw.items() if d is not None}
+    channels = tensors["forget"][0].shape[1]
+    k = num_classes or int(max(int(y.max()) for _, y in tensors.values()) + 1)
+    pre = Preprocess.create(
+        mean or (0.0,) * channels, std or (1.0,) * channels, tuple(tensors["forget"][0].shape[-2:]), augment, dev
+    )
+    splits = {name: Split(name, x.to(dev), y.to(dev), pre) for name, (x, y) in tensors.items()}
+    missing = entry.cls.splits() - set(splits)
+    if missing:
+        raise ConfigError(f"Method '{entry.name}' reads the {', '.join(sorted(missing))} split(s): pass them too.")
+    setting = setting or Setting("custom", "resnet", "instance", k)
+    ctx = UnlearnContext(
+        device=dev,
+        seed=seed,
+        setting=setting,
+        num_classes=k,
+        model_factory=lambda: copy.deepcopy(model),
+        protocol=get_protocol(protocol),
+    )
+    original = copy.deepcopy(model).to(dev).eval()
+    method_obj = entry.cls(entry.cls.parse_options(dict(options or {}), defaults=entry.cls.default_options(setting)))
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    out = method_obj.unlearn(copy.deepcopy(original).train(), UnlearnData(splits, entry.cls.splits(), entry.name), ctx)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+    elapsed = time.perf_counter() - start if outcome.time_s is None else outcome.time_s
+    result = UnlearnResult(outcome.model.eval(), elapsed, dict(outcome.info))
+    if set(splits) >= {"forget", "retain", "unseen", "test"}:
+        models = {"unlearned": result.model, "original": original, "retrained": retrained}
+        ev = Evaluation(models, splits, ctx, time_s=elapsed)
+        ev.prepare()
+        have = {"original"} | ({"retrained"} if retrained is not None else set())
+        for m in regs.metrics.entries():
+            if m.cls.needs <= have:
+                try:
+                    result.metrics[m.name] = m.cls(m.cls.Options()).compute(ev)
+                except MissingModel:
+                    continue
+    return result

@@ -1,0 +1,149 @@
+"""The reference models every method is measured against: the original and the retrained one.
+
+Each is trained once per (benchmark, seed) and cached in the store under the hash of everything
+that determines it, verified by checksum before reuse, and shared by every method; or loaded
+from a file the user brings (``--original``/``--retrained``, identified by its sha256); or absent
+(``--no-retrain``: no gold standard, RF-JSD carries the comparison). Concurrent processes train
+each model once (:mod:`unlearnkit.claims`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnkit import claims
+from unlearnkit.benchmark import Benchmark, seed_everything, synchronize
+from unlearnkit.checkpoints import load_strict
+from unlearnkit.data import Split
+from unlearnkit.identity import array_fingerprint, config_hash, file_sha256
+from unlearnkit.progress import SILENT, Reporter
+from unlearnkit.splits import SplitIndices
+from unlearnkit.store import CorruptCheckpoint, Store, tag
+from unlearnkit.training import fit
+
+# What each reference is trained on, from a seed's splits.
+TRAINED_ON = {"original": "train", "retrained": "retain"}
+
+
+@dataclass
+class Reference:
+    """A reference model, ready to evaluate (eval mode), with where it came from."""
+
+    role: str
+    model: nn.Module
+    seconds: float  # training time (NaN for a file brought by the user)
+    key: str  # identity: the training config hash, or ``file:<sha256>``
+    run_id: str = ""  # the store run that holds it (empty for a file)
+
+
+# A sweep shares trained models across its cells: key -> (CPU state dict, seconds, run id).
+ModelMemo = dict[str, tuple[dict[str, torch.Tensor], float, str]]
+
+
+class References:
+    """Obtains the original and retrained models of a benchmark's seeds."""
+
+    def __init__(self, bench: Benchmark, store: Store, reporter: Reporter = SILENT, memo: ModelMemo | None = None):
+        self.bench = bench
+        self.store = store
+        self.reporter = reporter
+        self.memo: ModelMemo = memo if memo is not None else {}
+
+    def get(self, role: str, seed: int, idx: SplitIndices, splits: dict[str, Split]) -> Reference | None:
+        request = self.bench.plan.request
+        if role == "retrained" and request.no_retrain:
+            return None
+        brought = request.original if role == "original" else request.retrained
+        if brought is not None:
+            return self.from_file(role, Path(brought))
+        indices = np.sort(np.concatenate([idx.forget, idx.retain])) if role == "original" else idx.retain
+        return self.train_or_reuse(role, seed, splits[TRAINED_ON[role]], indices)
+
+    def from_file(self, role: str, path: Path) -> Reference:
+        digest = file_sha256(path)
+        key = f"file:{digest[:20]}"
+        if key not in self.memo:
+            model = self.bench.build_model()
+            what = "Original model file" if role == "original" else "Retrained model file"
+            load_strict(model, path, label=self.bench.plan.request.model, what=what)
+            self.memo[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, float("nan"), "")
+            self.reporter.event(f"Using {role} model from {path} (sha256 {digest[:12]})")
+        state, seconds, _ = self.memo[key]
+        return Reference(role, self._from_state(state), seconds, key)
+
+    def train_or_reuse(self, role: str, seed: int, split: Split, indices: np.ndarray) -> Reference:
+        """Train ``role`` on ``split``, or reuse the verified cached one (from this process or the store)."""
+        ident = {**self.bench.model_identity, "role": role, "seed": seed, "train_indices": array_fingerprint(indices)}
+        key = config_hash(ident)
+        if key in self.memo:
+            state, seconds, run_id = self.memo[key]
+            return Reference(role, self._from_state(state), seconds, key, run_id)
+        bench = self.bench
+        tags = {**bench.tags(seed), tag("run_type"): "train", tag("role"): role, tag("config_hash"): key}
+        params = {"role": role, "seed": seed, "images": len(split), **bench.train_recipe.as_params()}
+        name = f"{role}-model-{bench.plan.dataset.name}-{bench.plan.request.model}-s{seed}"
+        while True:  # one process trains; concurrent ones wait for its checkpoint
+            got = claims.claim(
+                self.store,
+                "train",
+                key,
+                name,
+                tags,
+                params,
+                on_wait=lambda: self.reporter.event(
+                    f"Waiting for another process training the {role} model (seed {seed})"
+                ),
+            )
+            if got.finished is None:
+                break
+            record = got.finished
+            try:
+                state = self.store.load_checkpoint(record)
+            except CorruptCheckpoint as err:
+                self.reporter.warn(f"{err} Retraining it.")
+                self.store.fail(record.run_id, f"checkpoint corrupt: {err}")
+                continue
+            seconds = float(record.metrics.get("train_time_s", float("nan")))
+            self.reporter.event(f"Reusing the {role} model (seed {seed}) from run {record.run_id[:8]}")
+            self.memo[key] = (state, seconds, record.run_id)
+            return Reference(role, self._from_state(state), seconds, key, record.run_id)
+        run_id = got.run_id
+        assert run_id is not None
+        try:
+            with claims.heartbeat(self.store, run_id):
+                model, seconds, series = self._train(role, seed, split)
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                self.store.save_checkpoint(run_id, state)
+                self.store.log_series(run_id, series)
+                self.store.log_metrics(run_id, {"train_time_s": seconds})
+                self.store.finish(run_id)
+            claims.release(self.store, run_id)
+        except BaseException as err:
+            self.store.fail(run_id, f"{type(err).__name__}: {err}")
+            raise
+        self.reporter.event(f"Trained the {role} model (seed {seed}) in {seconds:.1f} s")
+        self.memo[key] = (state, seconds, run_id)
+        return Reference(role, model.eval(), seconds, key, run_id)
+
+    def _train(self, role: str, seed: int, split: Split) -> tuple[nn.Module, float, list[tuple[str, float, int]]]:
+        bench = self.bench
+        seed_everything(seed)
+        model = bench.build_model()
+        ctx = bench.context(seed, None, method=role)
+        synchronize(bench.device)
+        start = time.perf_counter()
+        if bench.train_recipe.epochs > 0:
+            fit(model, split, bench.train_recipe, ctx, description=f"train the {role} model (seed {seed})")
+        synchronize(bench.device)
+        return model.eval(), time.perf_counter() - start, ctx.series
+
+    def _from_state(self, state: dict[str, torch.Tensor]) -> nn.Module:
+        model = self.bench.build_model()
+        model.load_state_dict(state)
+        return model.eval()
