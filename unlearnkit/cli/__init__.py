@@ -40,12 +40,18 @@ def _root(
     """Benchmark machine-unlearning methods (LoTUS and baselines) and keep every result in MLflow."""
 
 
-from unlearnkit.cli import leaderboard as _leaderboard  # noqa: E402,F401  (commands register on import)
-from unlearnkit.cli import listing as _listing  # noqa: E402,F401
-from unlearnkit.cli import run as _run  # noqa: E402,F401
-from unlearnkit.cli import sweep as _sweep  # noqa: E402,F401
+def _load_commands() -> set[str]:
+    """Import every command module of this package (each registers its command on ``app``) and
+    return the built-in command names; a new command is a new module here, nothing else."""
+    import pkgutil
 
-BUILTIN = {"run", "sweep", "leaderboard", "list", "show", "plugins"}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "console":
+            importlib.import_module(f"{__name__}.{info.name}")
+    return {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+
+
+BUILTIN = _load_commands()
 
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
