@@ -75,13 +75,49 @@ def _descriptive(stmt: ast.stmt) -> bool:
     return bool(names) and names <= DESCRIPTIVE
 
 
-def code_digest(paths: list[Path]) -> str:
+def code_digest(paths: list[Path], focus: tuple[Path, str] | None = None) -> str:
+    """Digest of the syntax trees of ``paths``. With ``focus = (module path, class name)``, that
+    module contributes only what the class can reach: its own definition, the classes of the
+    module it names (bases, constants it reads), transitively, and every module-level statement
+    that is not a class — so a sibling plugin in the same file does not version this one."""
     h = hashlib.sha256()
     for path in sorted(paths):
         tree = _Strip().visit(ast.parse(path.read_text(encoding="utf-8")))
+        # imports compute nothing: the plugin modules they bring are hashed on their own (local_imports)
+        tree.body = [s for s in tree.body if not isinstance(s, ast.Import | ast.ImportFrom)]
+        if focus is not None and path == focus[0]:
+            tree.body = _reachable(tree.body, focus[1])
         h.update(path.name.encode())
         h.update(ast.dump(tree, include_attributes=False).encode())
     return h.hexdigest()[:16]
+
+
+def _defined_names(stmt: ast.stmt) -> set[str]:
+    if isinstance(stmt, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        return {stmt.name}
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _reachable(body: list[ast.stmt], cls_name: str) -> list[ast.stmt]:
+    """The module-level statements the class can reach by name (classes, functions, constants),
+    transitively; statements that define no name are kept (conservative)."""
+    defs: dict[str, list[ast.stmt]] = {}
+    for stmt in body:
+        for name in _defined_names(stmt):
+            defs.setdefault(name, []).append(stmt)
+    keep: set[int] = set()
+    todo = [cls_name]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in defs:
+            continue
+        seen.add(name)
+        for stmt in defs[name]:
+            keep.add(id(stmt))
+            todo += [n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id in defs]
+    return [s for s in body if id(s) in keep or not _defined_names(s)]
 
 
 def local_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
@@ -126,7 +162,7 @@ def current() -> dict[str, dict[str, object]]:
             source = Path(sys.modules[entry.cls.__module__].__file__ or "")
             out[f"{kind}:{entry.name}"] = {
                 "version": entry.cls.algorithm_version,
-                "code": code_digest(sorted(local_imports(source))),
+                "code": code_digest(sorted(local_imports(source)), focus=(source, entry.cls.__name__)),
             }
     return out
 
@@ -167,6 +203,16 @@ def test_the_digest_sees_a_one_line_change_to_a_loss_and_ignores_comments(tmp_pa
     assert code_digest([loss]) == base
     loss.write_text('"""doc"""\ndef loss(a, b):\n    return abs(a - b)\n')
     assert code_digest([loss]) != base
+
+
+def test_a_sibling_plugin_in_the_same_module_does_not_version_another(tmp_path):
+    mod = tmp_path / "m.py"
+    mod.write_text("K = 2\nclass Base:\n    x = K\nclass A(Base):\n    y = 1\nclass B(Base):\n    y = 2\n")
+    a, b = code_digest([mod], focus=(mod, "A")), code_digest([mod], focus=(mod, "B"))
+    mod.write_text("K = 2\nclass Base:\n    x = K\nclass A(Base):\n    y = 1\nclass B(Base):\n    y = 3\n")
+    assert code_digest([mod], focus=(mod, "A")) == a and code_digest([mod], focus=(mod, "B")) != b
+    mod.write_text("K = 3\nclass Base:\n    x = K\nclass A(Base):\n    y = 1\nclass B(Base):\n    y = 3\n")
+    assert code_digest([mod], focus=(mod, "A")) != a  # a shared constant versions both
 
 
 if __name__ == "__main__":

@@ -348,6 +348,11 @@ class Model(Plugin):
         """Resolution the network wants; images are resized on the device when it differs."""
         return (spec.height, spec.width)
 
+    def augmentation(self, dataset_augment: Augment) -> Augment:
+        """The training augmentation this model gets: the dataset's, unless the model's own
+        pipeline has none (the LoTUS code fine-tunes a pretrained ViT-B/16 on resized images only)."""
+        return dataset_augment
+
     @abc.abstractmethod
     def build(self, spec: ImageSpec) -> nn.Module:
         """Subclasses implement this."""

@@ -147,7 +147,7 @@ class Benchmark:
             raw.mean,
             raw.std,
             self.plan.model_obj.input_size(self.spec),
-            self.plan.dataset_obj.augment,
+            self.plan.model_obj.augmentation(self.plan.dataset_obj.augment),
             self.device,
             self.channels_last,
         )

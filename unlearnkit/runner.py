@@ -14,6 +14,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,8 +100,13 @@ class Runner:
 
     # ------------------------------------------------------------------------------- driver
     def check(self) -> None:
-        """Every check that needs the data, then the store: still nothing trained or written."""
+        """Every check that needs the data (and the model files a user brings), then the store:
+        still nothing trained or written."""
         self.bench.check()
+        request = self.plan.request
+        for role, path in (("original", request.original), ("retrained", request.retrained)):
+            if path is not None:
+                self.references.from_file(role, Path(path))
         self.store.check()
 
     def run(self) -> list[RunResult]:
@@ -173,8 +179,10 @@ class Runner:
             with claims.heartbeat(self.store, run_id):
                 outcome, data = self.execute(entry, state, ctx)
                 outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
+                # the model as the method returned it (the paper protocol's passes move BatchNorm statistics)
+                weights = self.weights_to_keep(entry, outcome)
                 metrics = self.evaluate(entry, state, ctx, outcome)
-                self.record(run_id, entry, state, ctx, outcome, data, metrics)
+                self.record(run_id, state, ctx, data, metrics, weights)
             claims.release(self.store, run_id)
         except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
             self.store.fail(run_id, str(err))
@@ -292,15 +300,21 @@ class Runner:
         values["memorisation_gap"] = state.memorisation_gap
         return {**values, **outcome.info}
 
+    def weights_to_keep(self, entry: Entry[Method], outcome: UnlearnOutcome) -> dict[str, torch.Tensor] | None:
+        """A CPU copy of the unlearned weights to log as the run's artifact (reference rows have
+        theirs in their training runs; ``--no-save-models`` keeps none)."""
+        if not self.plan.request.save_models or entry.cls.role is not None:
+            return None
+        return {k: v.detach().cpu().clone() for k, v in outcome.model.state_dict().items()}
+
     def record(
         self,
         run_id: str,
-        entry: Entry[Method],
         state: Seed,
         ctx: UnlearnContext,
-        outcome: UnlearnOutcome,
         data: UnlearnData,
         metrics: dict[str, float],
+        weights: dict[str, torch.Tensor] | None,
     ) -> None:
         """Metrics, per-epoch series, what the method touched, and the unlearned model itself."""
         self.store.log_metrics(run_id, metrics)
@@ -309,9 +323,8 @@ class Runner:
         if state.memorisation_gap < MEMORISATION_GAP and self.plan.scenario.rule != "class":
             extra[tag("weak_original")] = f"{state.memorisation_gap:.3f}"
         self.store.set_tags(run_id, extra)
-        if self.plan.request.save_models and entry.cls.role is None:
-            state_dict = {k: v.detach().cpu() for k, v in outcome.model.state_dict().items()}
-            self.store.save_checkpoint(run_id, state_dict, name="model")
+        if weights is not None:
+            self.store.save_checkpoint(run_id, weights, name="model")
         self.store.finish(run_id)
 
 

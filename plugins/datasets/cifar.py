@@ -7,16 +7,18 @@ then (CIFAR-10) the ``cifar10-images.tar.gz`` archive of JPEGs read straight fro
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pickle
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from unlearnkit.api import Augment
+from unlearnkit.api import Augment, RawDataset
 
-from .base import FileDataset, Source, Splits
+from .base import DownloadOptions, FileDataset, Source, Splits
 from .folder import decode_listing, decode_tar, find_tree, list_tree
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -150,21 +152,36 @@ class Cifar10(_Cifar):
     torchvision_class = "CIFAR10"
 
 
+class Cifar100Options(DownloadOptions):
+    normalization: Literal["cifar10", "cifar100"] = Field(
+        "cifar10",
+        description="Normalisation constants: CIFAR-10's, as the LoTUS code uses for both CIFAR datasets (the "
+        "paper's setting), or CIFAR-100's own channel statistics.",
+    )
+
+
 class Cifar100(_Cifar):
     name = "cifar100"
-    algorithm_version = 1
+    algorithm_version = 2
+    Options = Cifar100Options
     summary = "CIFAR-100, 32x32 RGB, 100 fine classes, 50k/10k (cifar-100-python/ pickles or class folders; download)."
     title = "CIFAR-100"
     wants = "cifar-100-python/ (train, test, meta) or train/<class>/ + test/<class>/ folders"
     looks_for = "cifar-100-python/{train,test} or train/<class>/ + test/<class>/ image folders of the 100 fine classes"
     class_names = CIFAR100_CLASSES
-    mean = (0.5071, 0.4865, 0.4409)
+    mean = (0.5071, 0.4865, 0.4409)  # CIFAR-100's own statistics (normalization="cifar100")
     std = (0.2673, 0.2564, 0.2762)
     pickle_dir = "cifar-100-python"
     train_batches = ("train",)
     test_batches = ("test",)
     label_key = "fine_labels"
     torchvision_class = "CIFAR100"
+
+    def load(self, data_dir: Path | None, cache_dir: Path) -> RawDataset:
+        raw = super().load(data_dir, cache_dir)
+        if self.options.normalization == "cifar10":  # type: ignore[attr-defined]
+            return dataclasses.replace(raw, mean=Cifar10.mean, std=Cifar10.std)
+        return raw
 
     def read_batches(self, batches: Path, train: list[Path], test: list[Path]) -> Splits:
         """The batches, with class names from ``meta`` when it is there (the authoritative list)."""

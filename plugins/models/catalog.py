@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from unlearnkit.api import ImageSpec, Model, Options
+from unlearnkit.api import Augment, ImageSpec, Model, Options
 from unlearnkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class ViT(BuiltinModel):
     """
 
     name = "vit"
-    algorithm_version = 1
+    algorithm_version = 2
     summary = "ViT-B/16 at 224 px when --pretrained/--weights (the paper's); else a 6-block ViT sized to the images."
     family = "vit"
     channels_last = False
@@ -189,6 +189,11 @@ class ViT(BuiltinModel):
 
     def timm_weights(self) -> bool:
         return self.is_b16
+
+    def augmentation(self, dataset_augment: Augment) -> Augment:
+        """No crop or flip for the pretrained ViT-B/16: the LoTUS code's ViT pipeline is Resize(224) and
+        normalisation only (``src/helpers/data_utils.py``)."""
+        return Augment() if self.is_b16 else dataset_augment
 
     def create(self, spec: ImageSpec) -> nn.Module:
         from .vit import small_vit, vit_b16

@@ -1,0 +1,91 @@
+"""The two evaluation protocols (docs/protocols.md): ``clean`` evaluates every model in eval mode on
+clean images; ``paper`` reproduces the official LoTUS evaluation, whose batch-1 membership pass
+rewrites the BatchNorm statistics of a model returned in train mode before anything else."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from unlearnkit.errors import ConfigError
+from unlearnkit.evaluation import Evaluation
+from unlearnkit.protocols import CLEAN, MEMBERSHIP_SPLITS, PAPER, get_protocol, rounded
+
+
+def bn_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+def evaluation(bench, model: torch.nn.Module, protocol) -> Evaluation:
+    ctx = bench.context("probe")
+    ctx.protocol = protocol
+    models = {"unlearned": model, "original": bench.original, "retrained": bench.retrained}
+    return Evaluation(models, bench.splits, ctx)
+
+
+def test_paper_membership_pass_moves_batchnorm_exactly_as_a_batch1_train_mode_loop(bench):
+    returned = copy.deepcopy(bench.original).train()  # as Finetune & co. return it in the official code
+    by_hand = copy.deepcopy(returned)
+    ev = evaluation(bench, returned, PAPER)
+    ev.prepare()
+    with torch.no_grad():  # the official collect_prob: one image at a time, no eval(), this order
+        for split in MEMBERSHIP_SPLITS:
+            data = bench.splits[split]
+            x_all = data.pre(data.x)  # the tiny data has no augmentation: clean and augmented agree
+            for i in range(len(data)):
+                by_hand(x_all[i : i + 1])
+    assert not returned.training  # everything after the membership pass sees eval mode
+    moved, expected, before = bn_state(returned), bn_state(by_hand), bn_state(bench.original)
+    assert moved.keys() == expected.keys() and moved
+    for key in moved:
+        torch.testing.assert_close(moved[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(moved[k], before[k]) for k in moved if "running_mean" in k)
+    assert int(moved[next(k for k in moved if "num_batches" in k)]) > 0
+
+
+def test_paper_protocol_leaves_an_eval_mode_model_untouched(bench):
+    returned = copy.deepcopy(bench.original).eval()  # as LoTUS and SCRUB return it
+    before = {k: v.clone() for k, v in returned.state_dict().items()}
+    ev = evaluation(bench, returned, PAPER)
+    ev.prepare()
+    ev.logits("unlearned", "forget")
+    after = returned.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_clean_protocol_never_runs_the_batch1_pass(bench):
+    returned = copy.deepcopy(bench.original).train()
+    before = bn_state(returned)
+    ev = evaluation(bench, returned, CLEAN)
+    ev.prepare()
+    ev.logits("unlearned", "forget", "membership")  # the same outputs as the eval pass under clean
+    assert all(torch.equal(before[k], v) for k, v in bn_state(returned).items())
+    assert ev.logits("unlearned", "forget", "membership") is ev.logits("unlearned", "forget")
+
+
+def test_paper_protocol_augments_forget_and_retain_with_the_same_draws_for_every_model(bench):
+    from dataclasses import replace
+
+    from unlearnkit.api import Augment
+
+    aug = {k: replace(s, pre=replace(s.pre, augment=Augment(crop_padding=2))) for k, s in bench.splits.items()}
+    ctx = bench.context("probe")
+    ctx.protocol = PAPER
+    model = copy.deepcopy(bench.original).eval()
+    ev = Evaluation({"unlearned": model, "original": copy.deepcopy(model), "retrained": bench.retrained}, aug, ctx)
+    ev.prepare()
+    same = torch.equal(ev.logits("unlearned", "forget"), ev.logits("original", "forget"))
+    assert same  # the same model, the same crops: identical outputs
+    ctx_clean = bench.context("probe")
+    clean = Evaluation({"unlearned": model}, aug, ctx_clean)
+    assert not torch.equal(clean.logits("unlearned", "forget"), ev.logits("unlearned", "forget"))  # cropped
+    assert torch.equal(clean.logits("unlearned", "test"), ev.logits("unlearned", "test"))  # test stays clean
+
+
+def test_rounding_and_protocol_names():
+    assert rounded(0.6666, PAPER) == 0.67 and rounded(0.6666, CLEAN) == 0.6666
+    assert get_protocol("paper") is PAPER
+    with pytest.raises(ConfigError, match="Unknown protocol 'papr'. Valid protocols: clean, paper."):
+        get_protocol("papr")
