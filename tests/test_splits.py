@@ -54,7 +54,7 @@ def test_subset_takes_first_n_per_class():
         (
             "oops:0.1",
             "Bad forget scenario 'oops:0.1': expected a fraction like 0.1 (first 10% of each class), "
-            "random:0.1, class:<id|name> or identity:<id>[,<id>...].",
+            "random:0.1, class:<id|name>, identity:<id>[,<id>...] or first:<N>.",
         ),
     ],
 )

@@ -4,7 +4,8 @@
   dataset order — identical for every seed;
 - random: a seeded random ``fraction`` of the training set;
 - class: every training image of one class;
-- identity: every training image of the named people (datasets that name an identity per image).
+- identity: every training image of the named people (datasets that name an identity per image);
+- first: the first N training images in dataset order (MUFAC's forget set in the LoTUS code).
 
 The official test split is halved, stratified and seeded with the run seed, into ``unseen``
 (LoTUS's reference) and ``test`` — unless the dataset has a dedicated unseen split (MUFAC's
@@ -22,20 +23,22 @@ import numpy as np
 
 from unlearnkit.errors import ConfigError
 
-SCENARIO_HELP = "a fraction like 0.1 (first 10% of each class), random:0.1, class:<id|name> or identity:<id>[,<id>...]"
+SCENARIO_HELP = (
+    "a fraction like 0.1 (first 10% of each class), random:0.1, class:<id|name>, identity:<id>[,<id>...] or first:<N>"
+)
 
 
 @dataclass(frozen=True)
 class Scenario:
     """A forget scenario; ``key`` is its canonical text (used in tags and leaderboards)."""
 
-    rule: str  # "instance", "random", "class" or "identity"
+    rule: str  # "instance", "random", "class", "identity" or "first"
     fraction: float | None = None
-    target: str | None = None  # class id or name, or comma-separated identities, resolved against the data
+    target: str | None = None  # class id or name, comma-separated identities, or a count, resolved against the data
 
     @property
     def key(self) -> str:
-        if self.rule in ("class", "identity"):
+        if self.rule in ("class", "identity", "first"):
             return f"{self.rule}:{self.target}"
         return f"{self.rule}:{self.fraction:g}"
 
@@ -53,6 +56,11 @@ def parse_fraction(text: str, what: str = "forget fraction") -> float:
 def parse_scenario(text: str) -> Scenario:
     """Parse ``0.1``, ``instance:0.1``, ``random:0.1``, ``class:3`` / ``class:cat`` or ``identity:a,b``."""
     text = text.strip()
+    if text.startswith("first:"):
+        count = text.split(":", 1)[1].strip()
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"Bad forget scenario '{text}': first:<N> takes a positive number of images.")
+        return Scenario("first", target=str(int(count)))
     for rule in ("class", "identity"):
         if text.startswith(f"{rule}:"):
             target = text.split(":", 1)[1].strip()
@@ -171,6 +179,8 @@ def make_splits(
     if scenario.rule == "identity":
         mask = resolve_identities(scenario.target or "", groups)
         forget = train[mask[train]]
+    elif scenario.rule == "first":
+        forget = train[: int(scenario.target or 0)]
     elif scenario.rule == "instance":
         forget = np.concatenate(
             [idx[: max(1, int(len(idx) * scenario.fraction))] for idx in _by_class(y_train[train]).values()]

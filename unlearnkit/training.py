@@ -45,13 +45,14 @@ class TrainRecipe(BaseModel):
     warmup_epochs: int = Field(0, ge=0)
 
     def with_epochs(self, epochs: int | None) -> TrainRecipe:
-        """Shorten (or lengthen) the recipe, scaling the warm-up with it."""
+        """Shorten (or lengthen) the recipe, scaling the warm-up with it. 0 epochs: no training at
+        all (the pretrained or given weights are used as they are: the paper's ImageNet original)."""
         if epochs is None or epochs == self.epochs:
             return self
-        if epochs < 1:
-            raise ConfigError(f"Bad epochs {epochs}: expected a positive integer.")
+        if epochs < 0:
+            raise ConfigError(f"Bad epochs {epochs}: expected 0 (use the weights as they are) or more.")
         warm = round(self.warmup_epochs * epochs / max(1, self.epochs))
-        return self.model_copy(update={"epochs": epochs, "warmup_epochs": min(warm, epochs - 1)})
+        return self.model_copy(update={"epochs": epochs, "warmup_epochs": max(0, min(warm, epochs - 1))})
 
     def as_params(self) -> dict[str, object]:
         return {f"train.{k}": v for k, v in self.model_dump().items()}
