@@ -41,7 +41,10 @@ def store_is_empty(base: Path) -> bool:
         (["-o", "alpha"], "Bad option 'alpha': expected KEY=VALUE"),
         (["--seeds", "1,x"], "Bad seed 'x': expected non-negative integers"),
         (["--device", "tpu"], "Bad device 'tpu'. Valid devices: auto, cpu, cuda, cuda:N."),
-        (["--train-recipe", "slow"], "Unknown training recipe 'slow'. Valid recipes: fast, paper, quick, or a .toml file."),
+        (
+            ["--train-recipe", "slow"],
+            "Unknown training recipe 'slow'. Valid recipes: fast, paper, quick, or a .toml file.",
+        ),
         (["--weights", "/nonexistent/w.pt"], "Weights file '/nonexistent/w.pt' does not exist."),
         (["--tracking-uri", "http://127.0.0.1:9"], "Cannot reach the MLflow tracking server at http://127.0.0.1:9"),
     ],
@@ -86,3 +89,53 @@ def test_help_does_not_import_torch_or_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False False")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["run", "--metod", "lotus"], "No such option: --metod"),
+        (["run", "--epochs", "abc"], "Bad value 'abc' for --epochs:"),
+        (["run", "--seeds", "3407", "13"], "unexpected extra argument"),
+        (["list"], "Expected: methods, metrics, datasets, models or recipes."),
+        (["lst", "methods"], "No such command 'lst'"),
+        (["leaderboard", "--format", "md"], "Unknown format 'md'. Valid formats: table, markdown, csv, json."),
+        (["run", "--protocol", "papr"], "Unknown protocol 'papr'. Valid protocols: clean, paper."),
+        (["show", "method"], "Expected: A registered name"),
+        (["sweep"], "Missing argument"),
+        (["run", "--forget", "first:0"], "Bad forget scenario 'first:0': first:<N> takes a positive number"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_usage_mistakes_are_one_line_and_exit_2(argv, expected, capsys):
+    """Usage errors the CLI framework catches (whichever click the installed typer raises) and
+    unlearnkit's own checks look alike to a user: one red line naming the value, exit 2."""
+    code, out, err = invoke(argv, capsys)
+    assert code == 2, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("Error: ") and expected in lines[0], lines[0]
+
+
+def test_both_click_flavours_are_caught():
+    """typer >= 0.29 raises its vendored click's exceptions, older typer the click package's: the
+    boundary catches both (the suite runs with one typer; this pins the other path directly)."""
+    import importlib
+
+    from unlearnkit.cli import CLICK_ERRORS, usage_message
+
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        err = mod.UsageError("Got unexpected extra argument (13)")
+        assert isinstance(err, CLICK_ERRORS), module
+        assert usage_message(err) == "Got unexpected extra argument (13)"  # no context: nothing to add
+
+
+def test_version_prints_the_single_sourced_version(capsys):
+    import importlib.metadata as md
+
+    code, out, _ = invoke(["--version"], capsys)
+    assert code == 0 and out.strip() == f"unlearnkit {md.version('unlearnkit')}"

@@ -152,3 +152,27 @@ def test_evaluation_forwards_each_model_once_per_split(host):
     # over every split, nothing more
     guard = int(lotus.params["n_forget"]) + int(lotus.params["n_unseen"])
     assert forwarded + guard == 3 * n_all
+
+
+@pytest.mark.parametrize(
+    "acc_forget, acc_unseen, expected",
+    [
+        (0.99, 0.80, True),  # clearly better on D_f
+        (0.986, 0.959, True),  # easy data: little headroom, but a third of the unseen error on D_f
+        (0.26, 0.23, False),  # an untrained CIFAR model: chance on both
+        (0.36, 0.36, False),  # no difference at all
+        (0.92, 0.90, False),  # 2 points and 80 % of the unseen error: not measurable
+    ],
+)
+def test_memorisation_rule(acc_forget, acc_unseen, expected):
+    from unlearnkit.runner import memorised
+
+    assert memorised(acc_forget, acc_unseen) is expected
+
+
+@pytest.mark.parametrize("epochs, weak", [(1, True), (30, False)])
+def test_a_weak_original_is_warned_about_and_tagged(host, epochs, weak):
+    _, reporter = execute(host, seeds=[1], epochs=epochs)
+    lotus = next(r for r in runs("unlearn") if r.tag("method") == "lotus")
+    assert any("has not memorised the forget set" in w for w in reporter.warnings) is weak
+    assert bool(lotus.tag("weak_original")) is weak

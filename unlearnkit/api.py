@@ -33,6 +33,9 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
 
+OptionsBase = Options  # the base class, for annotations inside plugins (where `Options` is the plugin's own)
+
+
 class DataAccess(str, enum.Enum):
     """Which training data a method touches; leaderboards filter on it."""
 
@@ -79,11 +82,11 @@ class Plugin(abc.ABC):
     # for new code. None: the distribution's version is used instead (every release invalidates).
     algorithm_version: ClassVar[int | None] = None
 
-    def __init__(self, options: Options | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+    def __init__(self, options: OptionsBase | None = None) -> None:
+        self.options: Any = options if options is not None else self.Options()
 
     @classmethod
-    def parse_options(cls, values: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> Options:
+    def parse_options(cls, values: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> OptionsBase:
         """Validate user values over ``defaults``; raise a one-line ConfigError naming the bad key."""
         merged = {**(defaults or {}), **values}
         fields = cls.Options.model_fields
@@ -274,7 +277,8 @@ class RawDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        _, c, h, w = self.x_train.shape
+        return (int(c), int(h), int(w))
 
 
 @dataclass(frozen=True)
@@ -329,7 +333,7 @@ class Model(Plugin):
 
     def __init__(
         self,
-        options: Options | None = None,
+        options: OptionsBase | None = None,
         *,
         variant: str | None = None,
         pretrained: bool = False,

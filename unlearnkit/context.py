@@ -77,7 +77,7 @@ class UnlearnContext:
         """``torch.compile(model)`` when asked for and on CUDA; the model itself otherwise.
         The returned module shares parameters with ``model``: train through it, save ``model``."""
         if self.compile and self.device.type == "cuda":
-            return torch.compile(model)  # type: ignore[return-value]
+            return torch.compile(model)
         return model
 
     def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:

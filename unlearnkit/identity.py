@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from unlearnkit.api import Plugin
     from unlearnkit.registry import Entry
 
 # Bump when the core's numeric code (training loops, preprocessing, splits, evaluation) changes
@@ -64,7 +63,7 @@ def images_fingerprint(images: Any, stride: int = 97) -> str:
     return array_fingerprint(np.asarray(images.shape), np.asarray(sample))
 
 
-def plugin_version(entry: Entry[Plugin]) -> str:
+def plugin_version(entry: Entry[Any]) -> str:
     """``name@algorithm_version`` for plugins that declare one; else the distribution's version."""
     version = entry.cls.algorithm_version
     if version is not None:

@@ -71,7 +71,7 @@ class References:
         if key not in self.memo:
             model = self.bench.build_model()
             what = "Original model file" if role == "original" else "Retrained model file"
-            load_strict(model, path, label=self.bench.plan.request.model, what=what)
+            load_strict(model, path, label=str(self.bench.plan.request.model), what=what)
             self.memo[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, float("nan"), "")
             self.reporter.event(f"Using {role} model from {path} (sha256 {digest[:12]})")
         state, seconds, _ = self.memo[key]
@@ -113,8 +113,8 @@ class References:
             self.reporter.event(f"Reusing the {role} model (seed {seed}) from run {record.run_id[:8]}")
             self.memo[key] = (state, seconds, record.run_id)
             return Reference(role, self._from_state(state), seconds, key, record.run_id)
+        assert got.run_id is not None
         run_id = got.run_id
-        assert run_id is not None
         try:
             with claims.heartbeat(self.store, run_id):
                 model, seconds, series = self._train(role, seed, split)

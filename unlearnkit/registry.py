@@ -94,10 +94,10 @@ class Registries:
     @classmethod
     def empty(cls) -> Registries:
         return cls(
-            methods=Registry("method", Method),
-            metrics=Registry("metric", Metric),
-            datasets=Registry("dataset", Dataset),
-            models=Registry("model", Model),
+            methods=Registry("method", Method),  # type: ignore[type-abstract]
+            metrics=Registry("metric", Metric),  # type: ignore[type-abstract]
+            datasets=Registry("dataset", Dataset),  # type: ignore[type-abstract]
+            models=Registry("model", Model),  # type: ignore[type-abstract]
         )
 
     def by_kind(self, kind: str) -> Registry:

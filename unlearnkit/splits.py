@@ -182,12 +182,11 @@ def make_splits(
     elif scenario.rule == "first":
         forget = train[: int(scenario.target or 0)]
     elif scenario.rule == "instance":
-        forget = np.concatenate(
-            [idx[: max(1, int(len(idx) * scenario.fraction))] for idx in _by_class(y_train[train]).values()]
-        )
+        fraction = scenario.fraction or 0.0
+        forget = np.concatenate([idx[: max(1, int(len(idx) * fraction))] for idx in _by_class(y_train[train]).values()])
         forget = train[forget]
     elif scenario.rule == "random":
-        n = max(1, int(round(len(train) * scenario.fraction)))
+        n = max(1, int(round(len(train) * (scenario.fraction or 0.0))))
         forget = rng.choice(train, size=n, replace=False)
     else:
         forget_class = resolve_class(scenario.target or "", class_names)

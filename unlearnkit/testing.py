@@ -107,7 +107,15 @@ class TinyPlugin:
 
 
 TINY_RECIPE = TrainRecipe(
-    name="tiny", optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=32, epochs=40, schedule="constant"
+    name="tiny",
+    optimizer="adam",
+    lr=3e-3,
+    momentum=0.9,
+    weight_decay=0.0,
+    batch_size=32,
+    epochs=40,
+    schedule="constant",
+    warmup_epochs=0,
 )
 
 
@@ -150,8 +158,8 @@ def tiny_bench(seed: int = 0, forget: str = "0.2", recipe: TrainRecipe = TINY_RE
     idx = make_splits(raw.y_train, raw.y_test, parse_scenario(forget), seed, raw.class_names)
     pre = Preprocess.create(raw.mean, raw.std, (8, 8), Augment(), torch.device("cpu"))
 
-    def split(name: str, x: np.ndarray, y: np.ndarray, sel: np.ndarray) -> Split:
-        return Split(name, torch.from_numpy(x[sel]), torch.from_numpy(y[sel]), pre)
+    def split(name: str, x: Any, y: np.ndarray, sel: np.ndarray) -> Split:
+        return Split(name, torch.from_numpy(np.asarray(x[sel])), torch.from_numpy(y[sel]), pre)
 
     splits = {
         "forget": split("forget", raw.x_train, raw.y_train, idx.forget),

@@ -73,13 +73,27 @@ EXITS = _exception_classes("Exit")
 ABORTS = _exception_classes("Abort")
 
 
-def usage_message(exc: Any) -> str:
-    """A click usage error as one line: what was wrong, the valid choices, where to read more."""
+def given_value(argv: list[str], opts: list[str]) -> str | None:
+    """The value typed after one of ``opts`` (``--epochs abc`` or ``--epochs=abc``)."""
+    for i, word in enumerate(argv):
+        for opt in opts:
+            if word == opt and i + 1 < len(argv):
+                return argv[i + 1]
+            if word.startswith(opt + "="):
+                return word[len(opt) + 1 :]
+    return None
+
+
+def usage_message(exc: Any, argv: list[str] | None = None) -> str:
+    """A click usage error as one line: what was wrong, the value typed, the valid choices, where to read more."""
     text = " ".join(str(exc.format_message()).split())
     ctx = getattr(exc, "ctx", None)
     command = getattr(ctx, "command", None)
     param = getattr(exc, "param", None)
-    if type(exc).__name__ == "NoSuchOption" and command is not None and not getattr(exc, "possibilities", None):
+    value = given_value(argv or [], list(getattr(param, "opts", []))) if param is not None else None
+    if type(exc).__name__ == "BadParameter" and value is not None:
+        text = f"Bad value '{value}' for {param.opts[0]}: {text.split(': ', 1)[-1]}"
+    elif type(exc).__name__ == "NoSuchOption" and command is not None and not getattr(exc, "possibilities", None):
         options = sorted(o for p in command.params for o in getattr(p, "opts", []) if o.startswith("--"))
         if options:
             text += f" Valid options: {', '.join(options)}."
@@ -88,6 +102,7 @@ def usage_message(exc: Any) -> str:
     elif "No such command" in text and command is not None and hasattr(command, "commands"):
         text += f" Valid commands: {', '.join(sorted(command.commands))}."
     if ctx is not None and getattr(ctx, "command_path", None):
+        text = text if text.endswith((".", "?", "!")) else text + "."
         text += f" See '{ctx.command_path} --help'."
     return text
 
@@ -118,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         con.error("Aborted.")
         sys.exit(130)
     except CLICK_ERRORS as exc:
-        con.error(usage_message(exc))
+        con.error(usage_message(exc, argv))
         sys.exit(getattr(exc, "exit_code", 2) or 2)
     except KeyboardInterrupt:
         code = 130

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -57,7 +57,7 @@ def leaderboard(
     store = Store(tracking_uri, experiment)
     if store.exists():
         store.check()
-    scope = {}
+    scope: dict[str, Any] = {}
     if recipe is not None:
         from unlearnkit.recipes import load_recipe, recipe_scope
 
@@ -97,8 +97,8 @@ def leaderboard(
         table = Table(title=board.title, title_justify="left")
         for col in head:
             table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
-        for cells in rows:
-            table.add_row(*[f"[bold green]{t}[/]" if best else t for t, best in cells])
+        for row_cells in rows:
+            table.add_row(*[f"[bold green]{t}[/]" if best else t for t, best in row_cells])
         con.out.print(table)
         if board.weak_original:
             con.out.print(tables.WEAK_NOTE, highlight=False)
