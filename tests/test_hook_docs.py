@@ -1,11 +1,13 @@
-"""Meta-tests: every hook is documented in CONTRIBUTING.md with its signature and tested, and
-the Python blocks CONTRIBUTING.md marks ``<!-- test: run -->`` run as written.
+"""Meta-tests: every hook is documented in CONTRIBUTING.md with its signature and has its own
+test function, and the Python blocks CONTRIBUTING.md marks ``<!-- test: run -->`` run as written.
 
-Hooks are discovered, not listed: a new hookspec without docs or a test fails here.
+Hooks are discovered, not listed: a new hookspec without docs or without a ``test_hook_<name>``
+function (as datasette requires of its hooks) fails here.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import re
@@ -70,13 +72,13 @@ def test_hooks_are_discovered():
 
 
 @pytest.mark.parametrize("name", sorted(HOOKS))
-def test_hook_has_a_docstring(name):
+def test_hookspec_has_a_docstring(name):
     doc = inspect.getdoc(HOOKS[name]) or ""
     assert len(doc.split()) >= 5, f"hookspec {name} in unlearnkit/hookspecs.py needs a real docstring"
 
 
 @pytest.mark.parametrize("name", sorted(HOOKS))
-def test_hook_is_documented_with_its_exact_signature_and_a_runnable_example(name):
+def test_hookspec_is_documented_with_its_exact_signature_and_a_runnable_example(name):
     sig = signature(HOOKS[name])
     text = guide()
     assert f"`{sig}`" in text, f"CONTRIBUTING.md does not document `{sig}` (the signature in unlearnkit/hookspecs.py)"
@@ -87,15 +89,33 @@ def test_hook_is_documented_with_its_exact_signature_and_a_runnable_example(name
     )
 
 
+def collected_test_functions() -> dict[str, Path]:
+    """Test functions pytest collects from tests/test_*.py (module level and ``Test*`` classes),
+    by name, with the file each is in (this file's meta-tests are ``test_hookspec_*``)."""
+    found: dict[str, Path] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        nodes = list(tree.body)
+        nodes += [n for c in tree.body if isinstance(c, ast.ClassDef) and c.name.startswith("Test") for n in c.body]
+        for node in nodes:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_"):
+                found.setdefault(node.name, path)
+    return found
+
+
 @pytest.mark.parametrize("name", sorted(HOOKS))
-def test_hook_is_used_by_a_test(name):
-    me = Path(__file__).resolve()
-    users = [
-        p.relative_to(ROOT)
-        for p in sorted((ROOT / "tests").rglob("*.py"))
-        if p.resolve() != me and re.search(rf"\b{name}\b", p.read_text(encoding="utf-8"))
-    ]
-    assert users, f"no test under tests/ calls or implements the hook {name}"
+def test_hookspec_has_a_test_hook_function(name):
+    """A function named ``test_hook_<name>`` must exist, in a test module that implements the hook
+    (``def <name>(``): mentioning the hook's name somewhere is not a test of it."""
+    wanted = f"test_hook_{name}"
+    path = collected_test_functions().get(wanted)
+    assert path is not None, (
+        f"no test function `{wanted}` under tests/: write one that registers a throwaway plugin implementing "
+        f"{name} on a PluginHost and asserts what it registers arrives (see tests/test_hooks.py)"
+    )
+    assert re.search(rf"\bdef {name}\(", path.read_text(encoding="utf-8")), (
+        f"{path.relative_to(ROOT)} defines `{wanted}` but implements no `{name}` hook for it to exercise"
+    )
 
 
 def runnable_blocks() -> list[tuple[int, str]]:

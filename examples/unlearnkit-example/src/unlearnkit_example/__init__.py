@@ -1,12 +1,12 @@
 """unlearnkit-example: a complete third-party unlearnkit plugin package.
 
 The ``unlearnkit`` entry point in ``pyproject.toml`` points at this module; unlearnkit imports it
-and calls the ``@hookimpl`` functions below, each of which hands classes to ``register``.
+and calls the ``@uk.hookimpl`` functions below, each of which hands classes to ``register``.
 """
 
 from __future__ import annotations
 
-from unlearnkit.hookspecs import hookimpl
+import unlearnkit as uk
 
 from unlearnkit_example.grad_ascent import GradAscentPlus, GradAscentPlusOptions
 from unlearnkit_example.metrics import ForgetConfidence
@@ -14,11 +14,11 @@ from unlearnkit_example.metrics import ForgetConfidence
 __all__ = ["ForgetConfidence", "GradAscentPlus", "GradAscentPlusOptions", "register_methods", "register_metrics"]
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(GradAscentPlus)
 
 
-@hookimpl
+@uk.hookimpl
 def register_metrics(register):
     register(ForgetConfidence)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from typing import Any
 
-import torch
 import torch.nn.functional as F
+import unlearnkit as uk
 from pydantic import Field
 from torch import nn
-from unlearnkit.api import DataAccess, Method, Options, Setting
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Split, UnlearnData
-from unlearnkit.training import make_optimizer, raise_if_diverged
 
 
-class GradAscentPlusOptions(Options):
+class GradAscentPlusOptions(uk.Options):
     """Hyperparameters; every field has a description, shown by ``unlearnkit show method grad_ascent_plus``."""
 
     epochs: int = Field(3, ge=1, description="Passes over the retain set D_r.")
@@ -30,17 +24,7 @@ class GradAscentPlusOptions(Options):
     augment: bool = Field(True, description="Apply the dataset's training augmentation to both batches.")
 
 
-def endless(
-    split: Split, batch_size: int, generator: torch.Generator, augment: bool
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches for ever, re-shuffled on every pass (D_f is usually smaller than D_r)."""
-    if len(split) == 0:
-        raise ValueError(f"cannot draw batches from the empty split '{split.name}'")
-    while True:
-        yield from split.batches(batch_size, shuffle=True, augment=augment, generator=generator)
-
-
-class GradAscentPlus(Method):
+class GradAscentPlus(uk.Method):
     """Gradient ascent on the forget set with a retain term.
 
     Per step: loss = CE(model(x_r), y_r) - lambda * CE(model(x_f), y_f) on one D_r batch and one
@@ -58,40 +42,43 @@ class GradAscentPlus(Method):
     name = "grad_ascent_plus"
     summary = "Gradient ascent on D_f plus cross-entropy on D_r (example third-party method)."
     paper = "Example method from the unlearnkit-example package (cf. NegGrad+, Kurmanji et al. 2023)"
-    access = DataAccess.BOTH  # reads D_f and D_r; reading any other split would raise
-    claim = "acc_forget_down"  # what check_method verifies against `original`
-    retain_tolerance = 0.15
-    # Tiny conformance data (160 images, 1x8x8) needs bigger steps to show the effect in a second.
-    # Chosen with margin: on tiny benches of seeds 0-4 forget accuracy falls by >= 0.09 while
-    # retain accuracy falls by <= 0.03.
-    test_options = {"epochs": 8, "batch_size": 32, "lr": 0.01, "ascent_weight": 0.2}
+    # Enters the identity of every cached run: bump it whenever a change here can change a number
+    # (the loss, the loop, a default), so results of the old code are never reused for the new.
+    algorithm_version = 1
+    access = uk.DataAccess.BOTH  # reads D_f and D_r; reading any other split would raise
+    # What unlearnkit.testing.check_method verifies on tiny data (160 images, 1x8x8): forget accuracy
+    # falls below the original's while retain accuracy falls by at most 0.15. Tiny data needs bigger
+    # steps to show the effect in a second; chosen with margin: on tiny benches of seeds 0-4 forget
+    # accuracy falls by >= 0.09 while retain accuracy falls by <= 0.03.
+    conformance = uk.Conformance(
+        claim="acc_forget_down",
+        retain_tolerance=0.15,
+        options={"epochs": 8, "batch_size": 32, "lr": 0.01, "ascent_weight": 0.2},
+    )
     Options = GradAscentPlusOptions
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         """Per-setting defaults, applied under the user's ``-o`` overrides."""
         if setting.model_family == "vit":  # fine-tuned ViT-B/16: small batches, tiny steps
             return {"epochs": 3, "batch_size": 32, "lr": 1e-4}
-        if setting.scenario_kind == "class":  # a whole class goes at once: a lighter push keeps D_r intact
+        if setting.scenario_rule == "class":  # a whole class goes at once: a lighter push keeps D_r intact
             return {"ascent_weight": 0.1}
         return {}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> nn.Module:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> nn.Module:
+        # `model` is the runner's private train-mode copy of the original: train it in place.
         o = self.options
-        model = copy.deepcopy(model).train()  # never mutate the model we were given
         forget, retain = data.forget, data.retain
         gen = ctx.generator()  # seeded from the run seed: same seed, same weights
-        forget_batches = endless(forget, o.batch_size, gen, o.augment)
-        opt = make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        forget_batches = uk.endless(forget, o.batch_size, gen, o.augment)  # D_f cycles, re-shuffled per pass
+        opt = uk.make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            diverged = torch.zeros((), dtype=torch.bool, device=ctx.device)  # stays on the device
+            diverged = uk.no_divergence(ctx)  # a flag on the device: no host sync per step
             for x_r, y_r in retain.batches(o.batch_size, shuffle=True, augment=o.augment, generator=gen):
                 x_f, y_f = next(forget_batches)
                 with ctx.autocast():
                     loss = F.cross_entropy(model(x_r), y_r) - o.ascent_weight * F.cross_entropy(model(x_f), y_f)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                diverged |= ~torch.isfinite(loss.detach())  # no .item(): no host sync per step
-            raise_if_diverged(diverged, f"grad_ascent_plus (epoch {epoch + 1})")  # one sync per epoch
-        return model.eval()
+                diverged |= uk.step(opt, loss)  # zero_grad, backward, step; returns ~isfinite(loss)
+            uk.raise_if_diverged(diverged, f"grad_ascent_plus (epoch {epoch + 1})")  # one sync per epoch
+        return model  # in train mode, as it ends; the `clean` evaluation protocol switches it to eval
