@@ -18,7 +18,7 @@ import unlearnkit
 from unlearnkit.api import ImageSpec, RawDataset, Setting
 from unlearnkit.config import Plan
 from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Preprocess, Split
+from unlearnkit.data import Preprocess, Split, Stream
 from unlearnkit.errors import ConfigError
 from unlearnkit.identity import (
     CORE_VERSION,
@@ -56,6 +56,22 @@ def seed_everything(seed: int) -> None:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def device_budget(device: torch.device) -> int:
+    """Bytes of decoded uint8 images a split may hold on the device (``UNLEARNKIT_DEVICE_DATA_GB``;
+    default: a quarter of the GPU's memory, or 8 GiB of host memory on a CPU)."""
+    gib = os.environ.get("UNLEARNKIT_DEVICE_DATA_GB")
+    if gib:
+        return int(float(gib) * 2**30)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return 8 * 2**30
+
+
+def stream_workers() -> int:
+    """DataLoader workers for streamed splits (``UNLEARNKIT_STREAM_WORKERS``; default: the CPU count, up to 8)."""
+    return int(os.environ.get("UNLEARNKIT_STREAM_WORKERS", min(8, os.cpu_count() or 1)))
 
 
 def data_fingerprint(raw: RawDataset) -> str:
@@ -164,8 +180,15 @@ class Benchmark:
         return {name: self._split(name, x, y, sel, pre) for name, (x, y, sel) in sources.items()}
 
     def _split(self, name: str, x: Any, y: np.ndarray, sel: np.ndarray, pre: Preprocess) -> Split:
-        images = x[sel] if isinstance(x, np.ndarray) else np.asarray(x[sel])
-        return Split(name, torch.from_numpy(images).to(self.device), torch.from_numpy(y[sel]).to(self.device), pre)
+        labels = torch.from_numpy(y[sel]).to(self.device)
+        if isinstance(x, np.ndarray):
+            return Split(name, torch.from_numpy(x[sel]).to(self.device), labels, pre)
+        c, h, w = x.shape[1:]
+        size = len(sel) * c * h * w
+        if size > device_budget(self.device):  # too large to hold: decode batch by batch, in workers
+            self.reporter.event(f"Streaming the {name} split ({len(sel)} images, {size / 2**30:.1f} GiB decoded)")
+            return Split(name, None, labels, pre, stream=Stream(x, np.asarray(sel), workers=stream_workers()))
+        return Split(name, torch.from_numpy(np.asarray(x[sel])).to(self.device), labels, pre)
 
     # ----------------------------------------------------------------------------- contexts
     def setting(self) -> Setting:

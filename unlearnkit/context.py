@@ -82,3 +82,7 @@ class UnlearnContext:
 
     def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
         return self.reporter.track(iterable, total=total, description=f"{self.method}: {description}".strip(": "))
+
+    def steps(self, description: str, total: int) -> contextlib.AbstractContextManager[Callable[[], None]]:
+        """A progress bar over every optimiser step of a loop (see ``Reporter.steps``)."""
+        return self.reporter.steps(f"{self.method}: {description}".strip(": "), total)

@@ -2,14 +2,19 @@
 
 Small-image benchmarks fit in device memory many times over, so there is no DataLoader, no
 worker process and no per-sample Python: a batch is an index into a resident tensor, and the
-random crop, flip, resize and normalisation run as a handful of batched tensor ops.
+random crop, flip, resize and normalisation run as a handful of batched tensor ops. Data larger
+than the device budget (ImageNet) is *streamed* instead: DataLoader workers decode each batch
+from the archive, pinned and prefetched, and the same batched preprocessing runs on the device;
+batch order and augmentation draws are the same either way, so the two paths give the same numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -72,23 +77,75 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None) ->
 
 
 @dataclass(frozen=True)
+class Stream:
+    """Images decoded on demand (an :class:`~unlearnkit.api.ImageArray` and the positions of this
+    split's images in it), fed through a DataLoader: worker processes decode, batches are pinned
+    and prefetched, so the device never waits on JPEG decoding when enough workers run."""
+
+    images: Any  # ImageArray: picklable, indexed with an integer array
+    index: np.ndarray
+    workers: int = 4
+    prefetch: int = 2
+
+    def load(self, positions: list[torch.Tensor], device: torch.device) -> Iterator[torch.Tensor]:
+        """uint8 batches for each tensor of split positions, in order, on ``device``."""
+        from torch.utils.data import DataLoader
+
+        plan = [self.index[p.cpu().numpy()] for p in positions]
+        workers = self.workers if len(plan) > 1 else 0
+        loader = DataLoader(
+            _Batches(self.images, plan),
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=self.prefetch if workers else None,
+            persistent_workers=False,
+        )
+        for batch in loader:
+            yield batch.to(device, non_blocking=True)
+
+
+class _Batches:
+    """A map-style dataset whose items are whole batches: one ``images[idx]`` call per batch."""
+
+    def __init__(self, images: Any, plan: list[np.ndarray]) -> None:
+        self.images, self.plan = images, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.images[self.plan[i]]))
+
+
+@dataclass(frozen=True)
 class Split:
-    """One named split: images (uint8, NCHW) and labels resident on the device."""
+    """One named split: labels resident on the device, and images either resident there as uint8
+    (``x``) or decoded on demand from an archive (``stream``, for data larger than the device)."""
 
     name: str
-    x: torch.Tensor
+    x: torch.Tensor | None
     y: torch.Tensor
     pre: Preprocess
+    stream: Stream | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     @property
     def device(self) -> torch.device:
-        return self.x.device
+        return self.y.device
+
+    @property
+    def streamed(self) -> bool:
+        return self.stream is not None
 
     def subset(self, idx: torch.Tensor, name: str | None = None) -> Split:
         idx = idx.to(self.device)
+        if self.stream is not None:
+            stream = replace(self.stream, index=self.stream.index[idx.cpu().numpy()])
+            return replace(self, name=name or self.name, y=self.y[idx], stream=stream)
+        assert self.x is not None
         return replace(self, name=name or self.name, x=self.x[idx], y=self.y[idx])
 
     def batches(
@@ -120,7 +177,16 @@ class Split:
         n = len(self)
         order = torch.randperm(n, generator=generator, device=self.device) if shuffle else None
         stop = n - n % batch_size if drop_last and n >= batch_size else n
-        for start in range(0, stop, batch_size):
+        starts = range(0, stop, batch_size)
+        if self.stream is not None:  # decoded by DataLoader workers, in the same seeded order
+            host_order = order.cpu() if order is not None else torch.arange(n)  # one sync per pass
+            positions = [host_order[s : s + batch_size] for s in starts]
+            for sel, x in zip(positions, self.stream.load(positions, self.device)):
+                sel = sel.to(self.device, non_blocking=True)
+                yield self.pre(x, train=augment, generator=generator), self.y[sel], sel
+            return
+        assert self.x is not None
+        for start in starts:
             if order is None:  # in order: slices are views, no gather
                 end = min(start + batch_size, n)
                 sel = torch.arange(start, end, device=self.device)
@@ -136,9 +202,16 @@ class Split:
 
 
 def concat(a: Split, b: Split, name: str) -> tuple[Split, torch.Tensor]:
-    """Union of two splits plus a flag per sample (1 = from ``a``): LoTUS/Bad Teacher mix D_f, D_r."""
+    """Union of two splits plus a flag per sample (1 = from ``a``): LoTUS/Bad Teacher mix D_f, D_r.
+    Streamed splits over the same images concatenate their positions; nothing is decoded."""
     flags = torch.cat([torch.ones(len(a), device=a.device), torch.zeros(len(b), device=b.device)])
-    return replace(a, name=name, x=torch.cat([a.x, b.x]), y=torch.cat([a.y, b.y])), flags
+    y = torch.cat([a.y, b.y])
+    if a.stream is not None and b.stream is not None and a.stream.images is b.stream.images:
+        stream = replace(a.stream, index=np.concatenate([a.stream.index, b.stream.index]))
+        return replace(a, name=name, y=y, stream=stream), flags
+    if a.x is None or b.x is None:
+        raise UnlearnkitError(f"Cannot join the splits '{a.name}' and '{b.name}': one is streamed from other images.")
+    return replace(a, name=name, x=torch.cat([a.x, b.x]), y=y), flags
 
 
 class SplitAccessError(UnlearnkitError):

@@ -7,6 +7,7 @@ milestones; the default reporter is silent, so tests and notebooks stay quiet.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,6 +18,12 @@ class Reporter:
 
     def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
         yield from iterable
+
+    @contextmanager
+    def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+        """A bar over ``total`` fine-grained steps (every optimiser step of a training), removed when
+        done: its ETA moves within an epoch, not once per epoch. Yields the function that advances it."""
+        yield lambda: None
 
     def counter(self, description: str, total: int) -> Callable[[], None]:
         """A progress count over ``total`` items (a sweep's runs); returns the function that advances it."""

@@ -160,30 +160,35 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe, steps))
     gen = ctx.generator(offset=TRAIN_STREAM)
     forward = ctx.compiled(model)
-    for epoch in ctx.track(range(recipe.epochs), total=recipe.epochs, description=description):
-        # [diverged, loss sum, correct, seen]: accumulated on the device, read once per epoch
-        tally = torch.zeros(4, dtype=torch.float64, device=ctx.device)
-        for x, y in split.batches(recipe.batch_size, shuffle=True, augment=True, generator=gen, drop_last=drop_single):
-            with ctx.autocast():
-                logits = forward(x)
-                loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            detached = loss.detach()
-            tally += torch.stack(
-                [
-                    (~torch.isfinite(detached)).double(),
-                    detached.double() * len(y),
-                    (logits.detach().argmax(1) == y).sum().double(),
-                    torch.tensor(float(len(y)), dtype=torch.float64, device=ctx.device),
-                ]
-            )
-        diverged, loss_sum, correct, seen = tally.tolist()
-        raise_if_diverged(torch.tensor(diverged > 0), f"{description} (epoch {epoch + 1})")
-        ctx.log("train_loss", loss_sum / max(seen, 1), epoch)
-        ctx.log("train_acc", correct / max(seen, 1), epoch)
+    with ctx.steps(description, recipe.epochs * steps) as advance:
+        for epoch in range(recipe.epochs):
+            # [diverged, loss sum, correct]: accumulated on the device, read once per epoch
+            tally = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+            seen = 0
+            for x, y in split.batches(
+                recipe.batch_size, shuffle=True, augment=True, generator=gen, drop_last=drop_single
+            ):
+                with ctx.autocast():
+                    logits = forward(x)
+                    loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                detached = loss.detach()
+                tally += torch.stack(
+                    [
+                        (~torch.isfinite(detached)).double(),
+                        detached.double() * len(y),
+                        (logits.detach().argmax(1) == y).sum().double(),
+                    ]
+                )
+                seen += len(y)
+                advance()
+            diverged, loss_sum, correct = tally.tolist()
+            raise_if_diverged(torch.tensor(diverged > 0), f"{description} (epoch {epoch + 1})")
+            ctx.log("train_loss", loss_sum / max(seen, 1), epoch)
+            ctx.log("train_acc", correct / max(seen, 1), epoch)
     model.eval()
     return model
 

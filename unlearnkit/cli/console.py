@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
@@ -56,6 +57,14 @@ class RichReporter(Reporter):
             for item in iterable:
                 yield item
                 self.progress.advance(task)
+        finally:
+            self.progress.remove_task(task)
+
+    @contextmanager
+    def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+        task = self.progress.add_task(description, total=total)
+        try:
+            yield lambda: self.progress.advance(task)
         finally:
             self.progress.remove_task(task)
 
