@@ -7,6 +7,7 @@ every forward pass, and nothing loops over samples in Python.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split
+from unlearnkit.errors import DivergenceError
 
 
 # -------------------------------------------------------------------------------------- steps
@@ -58,6 +60,35 @@ def step(
     return ~torch.isfinite(loss.detach())
 
 
+class EpochLoss:
+    """The step losses of one epoch (or phase), summed on the device: no host sync per step.
+
+    ``log_losses`` reads them once per epoch, logs the means as per-epoch series and fails on a
+    non-finite one (a NaN or inf step loss makes the sum non-finite: the divergence check).
+    """
+
+    def __init__(self, ctx: UnlearnContext) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach().double()
+        self.steps += 1
+
+
+def log_losses(ctx: UnlearnContext, epoch: int, what: str, **losses: EpochLoss) -> None:
+    """``ctx.log(name, mean step loss, epoch)`` for every phase that ran (one host sync for all);
+    raise ``DivergenceError`` if any loss was not finite."""
+    ran = {name: loss for name, loss in losses.items() if loss.steps}
+    if not ran:
+        return
+    means = torch.stack([loss.total / loss.steps for loss in ran.values()]).tolist()
+    if not all(math.isfinite(m) for m in means):
+        raise DivergenceError(f"{what} (epoch {epoch + 1}) diverged: the loss became NaN or infinite.")
+    for name, mean in zip(ran, means):
+        ctx.log(name, mean, epoch)
+
+
 def ce_epoch(
     model: nn.Module,
     split: Split,
@@ -69,20 +100,22 @@ def ce_epoch(
     augment: bool,
     masks: Sequence[torch.Tensor] | None = None,
     weight_decay: float = 0.0,
-) -> torch.Tensor:
-    """One shuffled cross-entropy pass over ``split`` (train mode); returns the divergence flag.
+) -> EpochLoss:
+    """One shuffled cross-entropy pass over ``split`` in train mode; returns its summed losses
+    (``log_losses`` logs them and checks them for divergence, once per epoch).
 
     With ``masks`` (aligned with ``trainable(model)``) the gradients, weight decay included, are
     masked before each step (SalUn); the optimizer must then have no weight decay of its own.
     """
     model.train()
     params = trainable(model)
-    diverged = no_divergence(ctx)
+    losses = EpochLoss(ctx)
     for x, y in split.batches(batch_size, shuffle=True, augment=augment, generator=generator):
         with ctx.autocast():
             loss = F.cross_entropy(model(x).float(), y)
-        diverged |= step(opt, loss, masks, params, weight_decay)
-    return diverged
+        step(opt, loss, masks, params, weight_decay)
+        losses.add(loss)
+    return losses
 
 
 def endless(

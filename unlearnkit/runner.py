@@ -191,7 +191,7 @@ class Runner:
                 outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
                 # the model as the method returned it (the paper protocol's passes move BatchNorm statistics)
                 weights = self.weights_to_keep(entry, outcome)
-                metrics = self.evaluate(entry, state, ctx, outcome)
+                metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
                 self.record(run_id, state, ctx, data, metrics, weights)
             claims.release(self.store, run_id)
         except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
@@ -326,9 +326,12 @@ class Runner:
         metrics: dict[str, float],
         weights: dict[str, torch.Tensor] | None,
     ) -> None:
-        """Metrics, per-epoch series, what the method touched, and the unlearned model itself."""
-        self.store.log_metrics(run_id, metrics)
+        """Metrics, per-epoch series, what the method touched, and the unlearned model itself. A
+        series' last point is its final value (MLflow shows a step metric's latest point), so a
+        final metric of the same name is not logged a second time."""
+        series = last_points(ctx.series)
         self.store.log_series(run_id, ctx.series)
+        self.store.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in series})
         extra = {tag("touched"): ",".join(sorted(data.touched))}
         if state.weak_original:
             extra[tag("weak_original")] = f"{state.memorisation_gap:.3f}"
@@ -336,6 +339,15 @@ class Runner:
         if weights is not None:
             self.store.save_checkpoint(run_id, weights, name="model")
         self.store.finish(run_id)
+
+
+def last_points(series: list[tuple[str, float, int]]) -> dict[str, float]:
+    """The value at the highest step of each series (what the store reports as its final value)."""
+    last: dict[str, tuple[int, float]] = {}
+    for name, value, step in series:
+        if name not in last or step >= last[name][0]:
+            last[name] = (step, value)
+    return {name: value for name, (_, value) in last.items()}
 
 
 def run_plan(plan: Plan, store: Store, reporter: Reporter = SILENT) -> list[RunResult]:

@@ -1,12 +1,12 @@
 """What the built-in baselines share beyond the public loop helpers (``unlearnkit.loops``): their
-options, the LoTUS paper's per-family defaults, and the random-relabelling epoch of Random
-Labeling and SalUn."""
+options, the LoTUS paper's per-family defaults, SCRUB's small/large data-size rule, and the
+random-relabelling epoch of Random Labeling and SalUn."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -15,7 +15,7 @@ from torch import nn
 from unlearnkit.api import Options, Setting
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split
-from unlearnkit.loops import ce_epoch
+from unlearnkit.loops import EpochLoss, ce_epoch
 from unlearnkit.training import make_optimizer
 
 
@@ -36,9 +36,10 @@ class SGDOptions(TrainOptions):
 
 
 def family_defaults(setting: Setting) -> dict[str, Any]:
-    """The LoTUS paper's per-family table: fine-tuned ViT-B/16 3 x 32, everything else 10 x 128."""
+    """The LoTUS runs' per-family budget (``src/bash_scripts/reproduce_results.sh`` of the LoTUS
+    code): fine-tuned ViT-B/16 3 epochs of batch 32 (256 on ImageNet-1k), everything else 10 x 128."""
     if setting.model_family == "vit":
-        return {"epochs": 3, "batch_size": 32}
+        return {"epochs": 3, "batch_size": 256 if setting.dataset == "imagenet" else 32}
     return {"epochs": 10, "batch_size": 128}
 
 
@@ -46,15 +47,28 @@ def sgd(model: nn.Module, o: SGDOptions) -> torch.optim.Optimizer:
     return make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
+# ------------------------------------------------------------------------------- data size
+# SCRUB's authors publish two settings (meghdadk/SCRUB, README.md): "small-scale" experiments on
+# 500-image subsets (5 classes x 100 images; small_scale_unlearning.ipynb) and "large-scale" ones on
+# the full 50,000-image datasets (large_scale_unlearning.ipynb, large_scale_ictest.ipynb). They
+# state no rule between the two; ours: small up to 5,000 training images (|D_f| + |D_r|), the
+# geometric middle of the two sizes.
+SMALL_SCALE_MAX = 5_000
+Preset = Literal["auto", "small", "large"]
+
+
+def data_scale(preset: str, n_train: int) -> Literal["small", "large"]:
+    """``preset`` itself, or for ``"auto"`` the scale of a training set of ``n_train`` images."""
+    if preset in ("small", "large"):
+        return preset  # type: ignore[return-value]
+    return "small" if n_train <= SMALL_SCALE_MAX else "large"
+
+
 # ------------------------------------------------------------------------------------ targets
 def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """A label drawn uniformly from the K-1 wrong classes of each sample: (y + U{1..K-1}) mod K."""
     shift = torch.randint(1, num_classes, y.shape, generator=generator, device=y.device)
     return (y + shift) % num_classes
-
-
-def relabelled(split: Split, labels: torch.Tensor) -> Split:
-    return replace(split, y=labels)
 
 
 def relabel_epoch(
@@ -70,14 +84,13 @@ def relabel_epoch(
     augment: bool,
     masks: Sequence[torch.Tensor] | None = None,
     weight_decay: float = 0.0,
-) -> torch.Tensor:
+) -> tuple[EpochLoss, EpochLoss]:
     """One Random Labeling epoch (shared with SalUn, which passes its saliency ``masks``).
 
     Every forget sample gets a new label drawn uniformly from its K-1 wrong classes (on the device,
     from the seeded generator), one CE pass over the relabelled D_f follows, then one CE pass over
-    D_r. With ``masks`` both passes update only the masked-in weights. Returns the divergence flag.
+    D_r. With ``masks`` both passes update only the masked-in weights. Returns the two passes' losses.
     """
-    wrong = relabelled(forget, random_wrong_labels(forget.y, num_classes, generator))
+    wrong = replace(forget, y=random_wrong_labels(forget.y, num_classes, generator))
     kw = dict(batch_size=batch_size, generator=generator, augment=augment, masks=masks, weight_decay=weight_decay)
-    diverged = ce_epoch(model, wrong, opt, ctx, **kw)
-    return diverged | ce_epoch(model, retain, opt, ctx, **kw)
+    return ce_epoch(model, wrong, opt, ctx, **kw), ce_epoch(model, retain, opt, ctx, **kw)

@@ -1,5 +1,5 @@
 """LoTUS: Large-Scale Machine Unlearning with a Taste of Uncertainty (Spartalis et al., CVPR 2025,
-arXiv 2503.18314), as specified in spec/lotus.md."""
+arXiv 2503.18314). Definition, defaults and deviations: docs/methods.md."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ from torch import nn
 
 from unlearnkit.api import Conformance, DataAccess, Method, Options, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Split, UnlearnData, concat
+from unlearnkit.data import UnlearnData, concat
 from unlearnkit.hookspecs import hookimpl
-from unlearnkit.training import accuracy, make_optimizer, raise_if_diverged, soft_cross_entropy
+from unlearnkit.loops import EpochLoss, log_losses, random_fraction, step
+from unlearnkit.training import accuracy, make_optimizer, soft_cross_entropy
+
+# The random crops of the per-epoch forget-accuracy check under the paper protocol come from their
+# own stream: checking never shifts the training draws (batch order, crops, Gumbel noise).
+CHECK_STREAM = 31
 
 
 class LotusOptions(Options):
@@ -27,7 +32,8 @@ class LotusOptions(Options):
     weight_decay: float = Field(5e-4, ge=0, description="AdamW weight decay.")
     retain_fraction: float = Field(0.3, gt=0, le=1, description="Share of D_r drawn once (seeded) for training.")
     target: Literal["gumbel", "softmax"] = Field(
-        "gumbel", description="Forget targets: Gumbel-softmax (paper) or plain temperature softmax (ablation)."
+        "gumbel",
+        description="Targets: Gumbel-max / Gumbel-softmax (paper), or argmax / temperature softmax (ablation).",
     )
     augment: bool = Field(True, description="Apply the dataset's training augmentation to D_f and D_r batches.")
 
@@ -45,10 +51,13 @@ def lotus_targets(
     generator: torch.Generator,
     target: str = "gumbel",
 ) -> torch.Tensor:
-    """t = l * softmax((z + G2) / tau) + (1 - l) * one_hot(argmax(z + G1)), G1, G2 ~ Gumbel(0, 1)."""
+    """t = l * softmax((z + G2) / tau) + (1 - l) * one_hot(argmax(z + G1)), G1, G2 ~ Gumbel(0, 1)
+    drawn independently; the ``softmax`` ablation drops both noises (one_hot(argmax z) and
+    softmax(z / tau)), as the official ``SoftmaxWithTemperature`` does."""
     z = teacher_logits.float()
-    g1 = gumbel(z.shape, generator, z.device)
-    g2 = gumbel(z.shape, generator, z.device) if target == "gumbel" else torch.zeros_like(z)
+    noisy = target == "gumbel"
+    g1 = gumbel(z.shape, generator, z.device) if noisy else 0.0
+    g2 = gumbel(z.shape, generator, z.device) if noisy else 0.0
     hard = F.one_hot((z + g1).argmax(1), z.shape[1]).to(z.dtype)
     soft = torch.softmax((z + g2) / tau, dim=1)
     flag = is_forget.to(z.dtype).view(-1, 1)
@@ -56,25 +65,63 @@ def lotus_targets(
 
 
 def hundredths(value: float) -> int:
-    """The paper rounds accuracies to 0.01 before comparing; integers avoid float-equality traps."""
+    """An accuracy rounded to 0.01, as an integer number of hundredths (no float-equality traps)."""
     return int(round(value * 100))
+
+
+def gap(acc_forget: float, acc_unseen: float) -> int:
+    """acc_f - acc_u in hundredths, each accuracy rounded to 0.01 first (as the paper does)."""
+    return hundredths(acc_forget) - hundredths(acc_unseen)
+
+
+def temperature(acc_forget: float, acc_unseen: float, alpha: float) -> float | None:
+    """LoTUS's temperature for the next epoch, tau = exp(alpha * gap), or None once gap <= -0.01:
+    the bound is reached and training stops. The test is exact on integer hundredths, so tau >= 1
+    whenever LoTUS trains."""
+    g = gap(acc_forget, acc_unseen)
+    return None if g <= -1 else math.exp(alpha * g / 100)
 
 
 class Lotus(Method):
     """LoTUS smooths the forget-set predictions up to an information-theoretic bound.
 
     A frozen copy of the original is the teacher; the student (the original, all parameters
-    trained) learns from Gumbel-max samples of the teacher on a 30 % subset of D_r and from
-    Gumbel-softmax samples at temperature tau = exp(alpha (acc_f - acc_u)) on D_f, where acc_u is the
-    teacher's accuracy on the unseen split. Before each epoch, acc_f is re-measured and training
-    stops once it falls below acc_u (both rounded to 0.01): D_f should look unseen, not *less*
-    certain than unseen (the "Streisand effect"). Labels are never used. Class unlearning uses
-    acc_u = 0. Paper defaults per setting come from ``default_options``.
+    trained, AdamW) learns from Gumbel-max samples of the teacher on a seeded 30 % subset of D_r
+    and from Gumbel-softmax samples at temperature tau on D_f (soft cross-entropy, the shuffled
+    union of both, labels never used). Before each epoch the student's forget accuracy acc_f is
+    measured and ``temperature(acc_f, acc_u, alpha)`` gives tau = exp(alpha (acc_f - acc_u)), acc_u
+    being the teacher's accuracy on the unseen split (0 for class unlearning), or stops training
+    once acc_f < acc_u (both rounded to 0.01): D_f should look unseen, not *less* certain than
+    unseen (the "Streisand effect"). Logged per epoch: ``lotus_acc_forget``, ``lotus_gap``,
+    ``lotus_tau`` (at each check that trains) and ``lotus_loss``. Returned in eval mode, as the
+    official code returns it (``src/unlearning_methods/lotus_class.py``, end of ``unlearn``).
+
+    The check sees D_f as the evaluation protocol sees it: through the training augmentation under
+    ``paper`` (the official check reads the training loader, random crops for ResNet; crops drawn
+    from their own stream), clean images under ``clean``.
+
+    Deliberate deviations from the official code (``cspartalis/LoTUS``):
+
+    * stop test: exact on integer hundredths; ``lotus_class.py`` compares the rounded floats,
+      ``acc_f - acc_u <= -0.01``, which for some pairs is -0.00999... and trains one more epoch at
+      tau = exp(-alpha/100) < 1 (``helpers/eval.py`` ``compute_accuracy`` rounds);
+    * the check under ``clean``: clean images, like every evaluation of that protocol and like
+      acc_u (the official check crops for ResNet, which lowers acc_f, hence tau, and stops earlier);
+    * retain subset: ``round(0.3 n)`` samples from the run's seeded generator, not
+      ``int(0.3 n)`` from Python's ``random`` (``lotus_class.py``): at most one sample apart;
+    * Gumbel noise from the run's seeded generator instead of ``F.gumbel_softmax`` (same
+      distribution);
+    * paper-protocol check on a pretrained ViT: our augmentation is the dataset's, so the check
+      sees crops, while the official ViT transform has none (``helpers/data_utils.py``);
+    * precision: bf16 autocast for the training forwards on CUDA (the checks run in float32);
+      the official code trains in float32;
+    * time: the runner clocks the whole call (the teacher copy and the final, stopping check
+      included); the official code sums preparation and epochs (``lotus_class.py``).
     """
 
     name = "lotus"
     default = True  # what `unlearnkit run` uses when none is named
-    algorithm_version = 1
+    algorithm_version = 2
     summary = "LoTUS (CVPR 2025): Gumbel-softmax smoothing of D_f predictions up to the unseen-data bound."
     paper = "Spartalis et al., LoTUS: Large-Scale Machine Unlearning with a Taste of Uncertainty, CVPR 2025"
     access = DataAccess.BOTH
@@ -84,44 +131,46 @@ class Lotus(Method):
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:
+        """LoTUS code, ``src/bash_scripts/reproduce_results.sh`` and ``class_reproduce_results.sh``."""
         if setting.model_family == "vit":
-            batch = 256 if setting.dataset.startswith("imagenet") else 32
-            return {"epochs": 3, "batch_size": batch, "lr": 1e-6, "alpha": 2.0}
+            return {"epochs": 3, "batch_size": 256 if setting.dataset == "imagenet" else 32, "lr": 1e-6, "alpha": 2.0}
         if setting.scenario_rule == "class":
             return {"epochs": 10, "batch_size": 128, "lr": 1e-4, "alpha": 32.0}
         return {"epochs": 10, "batch_size": 128, "lr": 1e-4, "alpha": 8.0 if setting.dataset == "cifar10" else 2.0}
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
-        opt_ = self.options
+        o: LotusOptions = self.options  # type: ignore[assignment]
         gen = ctx.generator()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         student = model  # the runner's private copy: trained in place
-        forget, retain = data.forget, data.retain
-        n_sub = max(1, round(len(retain) * opt_.retain_fraction))
-        retain_sub = retain.subset(torch.randperm(len(retain), generator=gen, device=retain.device)[:n_sub])
+        forget = data.forget
+        retain_sub = random_fraction(data.retain, o.retain_fraction, gen, "retain_subset")
         acc_u = 0.0 if ctx.forget_class is not None else accuracy(teacher, data.unseen, ctx)
-        union, flags = concat(forget, retain_sub, "forget+retain_subset")
-        union = Split(union.name, union.x, flags.long(), union.pre)  # the flag rides in place of the label
-        opt = make_optimizer(student.parameters(), "adamw", opt_.lr, weight_decay=opt_.weight_decay)
+        union, is_forget = concat(forget, retain_sub, "forget+retain_subset")
+        check_augment = "forget" in ctx.protocol.augmented_splits
+        check_gen = ctx.generator(CHECK_STREAM)
+        opt = make_optimizer(student.parameters(), "adamw", o.lr, weight_decay=o.weight_decay)
         tau, epochs_run = 1.0, 0
-        for _epoch in ctx.track(range(opt_.epochs), total=opt_.epochs, description="epochs"):
-            gap = hundredths(accuracy(student, forget, ctx)) - hundredths(acc_u)
-            if gap <= -1:
+        for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
+            acc_f = accuracy(student, forget, ctx, augment=check_augment, generator=check_gen)
+            ctx.log("lotus_acc_forget", acc_f, epoch)
+            ctx.log("lotus_gap", gap(acc_f, acc_u) / 100, epoch)
+            next_tau = temperature(acc_f, acc_u, o.alpha)
+            if next_tau is None:
                 break  # the bound is reached: D_f is now as uncertain as unseen data
-            tau = math.exp(opt_.alpha * gap / 100)
+            tau = next_tau
+            ctx.log("lotus_tau", tau, epoch)
             student.train()
-            diverged = torch.zeros((), dtype=torch.bool, device=ctx.device)
-            for x, is_forget in union.batches(opt_.batch_size, shuffle=True, augment=opt_.augment, generator=gen):
+            losses = EpochLoss(ctx)
+            for x, _, pos in union.indexed_batches(o.batch_size, shuffle=True, augment=o.augment, generator=gen):
                 with torch.no_grad(), ctx.autocast():
                     z_t = teacher(x)
-                t = lotus_targets(z_t, is_forget, tau, gen, opt_.target)
+                t = lotus_targets(z_t, is_forget[pos], tau, gen, o.target)
                 with ctx.autocast():
                     loss = soft_cross_entropy(student(x), t)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                diverged |= ~torch.isfinite(loss.detach())
-            raise_if_diverged(diverged, "LoTUS")
+                step(opt, loss)
+                losses.add(loss)
+            log_losses(ctx, epoch, "LoTUS", lotus_loss=losses)
             epochs_run += 1
         student.eval()
         return UnlearnOutcome(student, info={"lotus_epochs": epochs_run, "lotus_tau": tau, "lotus_acc_unseen": acc_u})

@@ -92,11 +92,24 @@ class SSD(Method):
     is multiplied by min(1, lambda * I_train / I_f); all others are left bit-identical. BatchNorm
     running statistics are untouched.
 
-    Hyperparameters (SSD paper, LoTUS runs): alpha = 10, lambda = 1, applied once. Access: the
-    train set is D_f ∪ D_r, so SSD reads exactly D_f and D_r.
+    Hyperparameters (SSD paper; ``if-loops/selective-synaptic-dampening``,
+    ``src/forget_random_main.py``; also the LoTUS runs, ``src/unlearning_methods/ssd_class.py``):
+    alpha = 10, lambda = 1, applied once; importance batch 128 (ViT 32). Access: the train set is
+    D_f ∪ D_r, so SSD reads exactly D_f and D_r. Nothing is trained, so no loss is logged; the
+    share of dampened weights is ``ssd_dampened_fraction``. Returned in eval mode, as in the LoTUS
+    code (its SSD edits the eval-mode original in place).
 
-    Deviation of the public LoTUS code we do not reproduce: it re-estimates and applies the
-    dampening ``epochs`` times (10x for ResNet18), compounding it; SSD applies it once.
+    Deliberate deviations:
+
+    * from the LoTUS code (``ssd_class.py``): it re-estimates and applies the dampening ``epochs``
+      times (10x for ResNet18), compounding it; SSD applies it once. Its importance passes read
+      D_f and D_r through the training transform (crops for ResNet); ours use clean images, as
+      SSD's own code does (its unlearning transform has no augmentation, ``src/datasets.py``);
+    * from SSD's code (``src/ssd.py``, ``calc_importance``; ``src/forget_random_main.py``): the
+      squared batch gradients are averaged weighted by batch size, not per batch (identical when
+      all batches are full; see ``ssd_importance``); the training set is concatenated D_f then
+      D_r, as the LoTUS code does (SSD: D_r then D_f; only the partial last batch differs); bf16
+      autocast for the importance forwards on CUDA.
     """
 
     name = "ssd"
