@@ -89,3 +89,31 @@ def test_rounding_and_protocol_names():
     assert get_protocol("paper") is PAPER
     with pytest.raises(ConfigError, match="Unknown protocol 'papr'. Valid protocols: clean, paper."):
         get_protocol("papr")
+
+
+def test_a_model_unlearned_under_one_protocol_is_evaluated_under_the_other_without_rerunning(host):
+    """The unlearned model does not depend on the protocol (except for methods that read it, like
+    LoTUS's check): the paper-protocol run loads the clean run's model, in the mode it was returned."""
+    from unlearnkit.config import RunRequest, validate
+    from unlearnkit.progress import RecordingReporter
+    from unlearnkit.runner import Runner
+    from unlearnkit.store import Store
+
+    def run(protocol: str) -> RecordingReporter:
+        reporter = RecordingReporter()
+        request = RunRequest(
+            dataset="tiny", model="tiny_cnn", methods=["finetune", "lotus"], epochs=3, seeds=[1], device="cpu",
+            protocol=protocol, options={"finetune.epochs": "2", "lotus.epochs": "2"},
+        )  # fmt: skip
+        Runner(validate(request, host.registries), Store(), reporter).run()
+        return reporter
+
+    run("clean")
+    reporter = run("paper")
+    assert any("finetune (seed 1): unlearned model reused" in e for e in reporter.events)
+    assert not any("lotus (seed 1): unlearned model reused" in e for e in reporter.events)
+    runs = {(r.tag("method"), r.tag("protocol")): r for r in Store().search({"run_type": "unlearn"})}
+    clean, paper = runs[("finetune", "clean")], runs[("finetune", "paper")]
+    assert paper.tag("unlearned_in") == clean.run_id and paper.tag("returned_mode") == "train"
+    assert paper.metrics["time_s"] == clean.metrics["time_s"]  # the unlearning's own cost, not a reload's
+    assert paper.tag("config_hash") != clean.tag("config_hash")  # two runs, two rows on two boards

@@ -158,6 +158,10 @@ class Method(Plugin):
     # against): the runner always includes such methods, and Avg Gap is measured to `retrained`.
     role: ClassVar[Role | None] = None
     conformance: ClassVar[Conformance] = Conformance()
+    # The method reads ``ctx.protocol`` (LoTUS checks on augmented images under `paper`): its
+    # unlearned model depends on the protocol. Otherwise a model unlearned under one protocol is
+    # evaluated under the other without running the method again.
+    uses_protocol: ClassVar[bool] = False
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

@@ -238,6 +238,11 @@ class Benchmark:
     def key(self) -> str:
         return config_hash(self.identity)
 
+    @cached_property
+    def unlearning_key(self) -> str:
+        """The benchmark without its evaluation protocol: what an unlearned model depends on."""
+        return config_hash({k: v for k, v in self.identity.items() if k != "protocol"})
+
     def tags(self, seed: int) -> dict[str, str]:
         """Tags every run of this benchmark carries (what the leaderboard groups and filters by)."""
         plan = self.plan

@@ -33,7 +33,7 @@ from unlearnkit.progress import SILENT, Reporter
 from unlearnkit.references import ModelMemo, Reference, References
 from unlearnkit.registry import Entry
 from unlearnkit.splits import SplitIndices
-from unlearnkit.store import Store, tag
+from unlearnkit.store import CorruptCheckpoint, Store, tag
 
 # The original must be measurably better on D_f than on unseen data, or there is nothing to unlearn
 # and every unlearning number is noise (docs/protocols.md): it has memorised D_f when its forget
@@ -77,7 +77,8 @@ class Seed:
 
 @dataclass
 class Identity:
-    key: str
+    key: str  # the run: everything that can change its numbers
+    unlearning: str  # the unlearned model alone: the run without its evaluation (protocol, metrics)
     tags: dict[str, str]
     params: dict[str, Any]
 
@@ -106,6 +107,7 @@ class Runner:
         self.sweep = sweep  # the name of the sweep recipe this run belongs to
         self.tuning_trial = tuning_trial  # "study/trial" when the run is a tuning trial (hidden by default)
         self.on_result = on_result or (lambda result: None)
+        self.reused_from = ""  # the run whose unlearned model the current run reuses, if any
 
     # ------------------------------------------------------------------------------- driver
     def check(self) -> None:
@@ -167,6 +169,7 @@ class Runner:
 
     # ---------------------------------------------------------------------------- one method
     def run_method(self, entry: Entry[Method], state: Seed) -> RunResult:
+        self.reused_from = ""
         ctx = self.context(state, entry.name)
         ident = self.identify(entry, state, ctx)
         seed = state.seed
@@ -187,12 +190,16 @@ class Runner:
         assert run_id is not None
         try:
             with claims.heartbeat(self.store, run_id):
-                outcome, data = self.execute(entry, state, ctx)
+                outcome, data = self.reuse(entry, state, ident) or self.execute(entry, state, ctx)
                 outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
                 # the model as the method returned it (the paper protocol's passes move BatchNorm statistics)
-                weights = self.weights_to_keep(entry, outcome)
+                weights = None if self.reused_from else self.weights_to_keep(entry, outcome)
+                returned = {
+                    tag("returned_mode"): "train" if outcome.model.training else "eval",
+                    tag("info_keys"): ",".join(sorted(outcome.info)),
+                }
                 metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
-                self.record(run_id, state, ctx, data, metrics, weights)
+                self.record(run_id, state, ctx, data, metrics, weights, returned)
             claims.release(self.store, run_id)
         except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
             self.store.fail(run_id, str(err))
@@ -224,6 +231,9 @@ class Runner:
         if self.tuning_trial and not reference:
             identity["tuning_trial"] = self.tuning_trial
         key = config_hash(identity)
+        unlearning = {k: v for k, v in identity.items() if k != "metrics"}
+        unlearning["benchmark"] = self.bench.key if entry.cls.uses_protocol else self.bench.unlearning_key
+        unlearning_key = config_hash(unlearning)
         tags = {
             **self.bench.tags(state.seed),
             tag("run_type"): "unlearn",
@@ -231,6 +241,7 @@ class Runner:
             tag("access"): entry.cls.access.value,
             tag("role"): entry.cls.role or "",
             tag("config_hash"): key,
+            tag("unlearning_hash"): unlearning_key,
             tag("benchmark"): self.bench.key,
             tag("splits"): state.idx.fingerprint(),
             tag("grid_point"): grid_point,
@@ -250,11 +261,38 @@ class Runner:
             "n_test": len(state.idx.test),
             "torch": torch.__version__,
         }
-        return Identity(key, {k: v for k, v in tags.items() if v != ""}, params)
+        return Identity(key, unlearning_key, {k: v for k, v in tags.items() if v != ""}, params)
 
     def run_name(self, entry: Entry[Method], seed: int) -> str:
         plan = self.plan
         return f"{entry.name}-{plan.dataset.name}-{plan.request.model}-{plan.scenario.key}-s{seed}"
+
+    def reuse(self, entry: Entry[Method], state: Seed, ident: Identity) -> tuple[UnlearnOutcome, UnlearnData] | None:
+        """The unlearned model of a finished run that differs from this one only in how it was
+        evaluated (another protocol, other metrics), loaded from its checksummed artifact in the
+        mode its method returned it in: the method is not run twice for the same model."""
+        if entry.cls.role is not None:
+            return None
+        for record in self.store.search({"run_type": "unlearn", "unlearning_hash": ident.unlearning}):
+            if not record.tag("model_sha256") or not record.tag("returned_mode"):
+                continue
+            try:
+                weights = self.store.load_checkpoint(record, name="model")
+            except CorruptCheckpoint:
+                continue
+            model = copy.deepcopy(state.original.model)
+            model.load_state_dict(weights)
+            model.train(record.tag("returned_mode") == "train")
+            info = {k: record.metrics[k] for k in record.tag("info_keys").split(",") if k in record.metrics}
+            data = UnlearnData(state.splits, entry.cls.splits(), entry.name)
+            data.touched = set(filter(None, record.tag("touched").split(",")))
+            self.reporter.event(
+                f"{entry.name} (seed {state.seed}): unlearned model reused from run {record.run_id[:8]}"
+            )
+            outcome = UnlearnOutcome(model, time_s=record.metrics.get("time_s"), info=info)
+            self.reused_from = record.run_id
+            return outcome, data
+        return None
 
     def execute(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> tuple[UnlearnOutcome, UnlearnData]:
         """The method on a private copy of the original, timed with the device synchronised."""
@@ -325,6 +363,7 @@ class Runner:
         data: UnlearnData,
         metrics: dict[str, float],
         weights: dict[str, torch.Tensor] | None,
+        tags: dict[str, str],
     ) -> None:
         """Metrics, per-epoch series, what the method touched, and the unlearned model itself. A
         series' last point is its final value (MLflow shows a step metric's latest point), so a
@@ -332,7 +371,9 @@ class Runner:
         series = last_points(ctx.series)
         self.store.log_series(run_id, ctx.series)
         self.store.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in series})
-        extra = {tag("touched"): ",".join(sorted(data.touched))}
+        extra = {**tags, tag("touched"): ",".join(sorted(data.touched))}
+        if self.reused_from:
+            extra[tag("unlearned_in")] = self.reused_from
         if state.weak_original:
             extra[tag("weak_original")] = f"{state.memorisation_gap:.3f}"
         self.store.set_tags(run_id, extra)

@@ -126,6 +126,7 @@ class Lotus(Method):
     paper = "Spartalis et al., LoTUS: Large-Scale Machine Unlearning with a Taste of Uncertainty, CVPR 2025"
     access = DataAccess.BOTH
     extra_splits = frozenset({"unseen"})
+    uses_protocol = True  # its per-epoch check reads augmented images under the paper protocol
     conformance = Conformance(claim="entropy_forget_up", options={"alpha": 8.0, "lr": 1e-3, "batch_size": 16})
     Options = LotusOptions
 
