@@ -9,6 +9,7 @@ each model once (:mod:`unlearnkit.claims`).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ from unlearnkit.training import fit
 
 # What each reference is trained on, from a seed's splits.
 TRAINED_ON = {"original": "train", "retrained": "retain"}
+
+
+def identity_json(identity: dict) -> str:
+    return json.dumps(identity, sort_keys=True, default=str, indent=1)
 
 
 @dataclass
@@ -120,6 +125,8 @@ class References:
                 model, seconds, series = self._train(role, seed, split)
                 state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 self.store.save_checkpoint(run_id, state)
+                # what the config hash is a hash of: lets a bundle be checked on import (unlearnkit import)
+                self.store.log_text(run_id, identity_json(ident), "identity.json")
                 self.store.log_series(run_id, series)
                 self.store.log_metrics(run_id, {"train_time_s": seconds})
                 self.store.finish(run_id)
