@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from unlearnkit.config import Plan, parse_seeds, validate
 from unlearnkit.leaderboard import Board, MetricInfo, leaderboard, metric_info
@@ -38,6 +40,32 @@ class SweepReport:
     @property
     def failed(self) -> int:
         return self.counts["failed"]
+
+
+class Executor(Protocol):
+    """Where a sweep's runs happen: ``execute`` calls ``on_result`` once per (cell, method, seed)."""
+
+    def execute(self, sweep: Sweep, reporter: Reporter, on_result: Callable[[RunResult], None]) -> None: ...
+
+
+class LocalExecutor:
+    """Every cell here, one after another, sharing trained models across cells in memory."""
+
+    name = "local"
+
+    def execute(self, sweep: Sweep, reporter: Reporter, on_result: Callable[[RunResult], None]) -> None:
+        memo: ModelMemo = {}
+        for cell, plan in sweep.plans:
+            reporter.event(f"Cell {cell.label}: {len(plan.methods)} methods × {len(plan.seeds)} seeds")
+            Runner(
+                plan,
+                sweep.store,
+                reporter,
+                grid_point=cell.grid_point,
+                sweep=sweep.name,
+                memo=memo,
+                on_result=on_result,
+            ).run()
 
 
 class Sweep:
@@ -81,23 +109,20 @@ class Sweep:
     def info(self) -> dict[str, MetricInfo]:
         return metric_info(self.registries)
 
-    def run(self, reporter: Reporter = SILENT, *, figure: Path | None = None) -> SweepReport:
-        """Run every cell here, one after another, then publish the leaderboard."""
+    def run(
+        self, reporter: Reporter = SILENT, *, figure: Path | None = None, executor: Executor | None = None
+    ) -> SweepReport:
+        """Run every cell with ``executor`` (default: here, one after another), then publish the leaderboard."""
         started = time.perf_counter()
         self.store.check()
         report = SweepReport(self.name, self.total)
         advance = reporter.counter(f"sweep {self.name}", self.total)
-        memo: ModelMemo = {}
 
         def count(result: RunResult) -> None:
             report.counts[result.status] += 1
             advance()
 
-        for cell, plan in self.plans:
-            reporter.event(f"Cell {cell.label}: {len(plan.methods)} methods × {len(plan.seeds)} seeds")
-            Runner(
-                plan, self.store, reporter, grid_point=cell.grid_point, sweep=self.name, memo=memo, on_result=count
-            ).run()
+        (executor or LocalExecutor()).execute(self, reporter, count)
         return self.finish(report, started, figure)
 
     def finish(self, report: SweepReport, started: float, figure: Path | None = None) -> SweepReport:

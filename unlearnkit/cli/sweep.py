@@ -26,16 +26,48 @@ def sweep(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
     plot: Annotated[Path | None, typer.Option(help="Also write the leaderboard figure here (PNG).")] = None,
     plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
+    executor: Annotated[
+        str, typer.Option(help="Where runs happen: local (here, one after another) or ray (a Ray cluster).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to use (default: RAY_ADDRESS, else a new local instance; auto: this machine's)."
+        ),
+    ] = None,
+    gpus_per_run: Annotated[
+        float | None,
+        typer.Option(help="GPUs per Ray task; 0.5 packs two runs on a GPU (default: 1 if the cluster has GPUs)."),
+    ] = None,
+    cpus_per_run: Annotated[float | None, typer.Option(help="CPUs per Ray task (default 1).")] = None,
 ) -> None:
     """Run every cell of RECIPE (datasets × models × scenarios × grid) with its methods and seeds.
 
     Re-running the same command resumes: finished runs are skipped, unfinished ones are redone.
+    With --executor ray the reference models train first, then every method run is a Ray task.
     """
     from unlearnkit import tables
+    from unlearnkit.errors import ConfigError, UnknownNameError
     from unlearnkit.plugins import get_host
     from unlearnkit.store import Store
     from unlearnkit.sweep import Sweep
 
+    if executor not in EXECUTORS:
+        raise UnknownNameError("executor", executor, EXECUTORS)
+    ray_flags = {"--ray-address": ray_address, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run}
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if executor == "local" and given:
+        raise ConfigError(f"{', '.join(given)} only apply to --executor ray.")
+    runner = None
+    if executor == "ray":
+        from unlearnkit.distributed import RayExecutor
+
+        runner = RayExecutor(
+            ray_address,
+            gpus_per_run=gpus_per_run,
+            cpus_per_run=1.0 if cpus_per_run is None else cpus_per_run,
+            plugins_dir=plugins_dir,
+        )
     host = get_host(plugins_dir)
     for message in host.report.failed:
         con.warn(message)
@@ -52,7 +84,7 @@ def sweep(
         protocol=protocol,
     )
     with con.RichReporter() as reporter:
-        report = job.run(reporter, figure=plot)
+        report = job.run(reporter, figure=plot, executor=runner)
     con.out.print(tables.to_markdown(report.boards, job.info()), markup=False, highlight=False, soft_wrap=True)
     counts = report.counts
     con.out.print(

@@ -1,0 +1,530 @@
+"""Sweeps over Ray: the local leaderboard again, fractional GPUs packed, every run exactly once with
+two drivers, a killed worker or a killed driver, and a one-machine store refused on a multi-node cluster.
+
+Ray keeps to the loopback interface here (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read by Ray at
+import) and runs without token authentication; every Ray process a test starts is stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from unlearnkit.errors import StoreError
+from unlearnkit.store import Store
+
+HERE = Path(__file__).resolve().parent
+RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
+PLUGINS = HERE / "fixtures" / "plugins"
+SLEEPY = HERE / "fixtures" / "interrupt"
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only: a one-machine test cluster
+    "RAY_AUTH_MODE": "disabled",  # no token written to ~/.ray
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+# What the boards of two executors may differ in: wall-clock times and what derives from them, and how
+# many images this process forwarded (a Ray task does not reuse the reference models' outputs that an
+# earlier run of the same seed computed in the local loop).
+NOT_COMPARED = re.compile(r"(time|_s$|^rte$|^eval_images$)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- the store check
+def test_one_machine_store_is_refused_on_a_multi_node_cluster(tmp_path):
+    from unlearnkit.distributed import check_shared_store
+
+    sqlite = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    head = {"NodeID": "a", "Alive": True, "Resources": {"CPU": 2.0}}
+    check_shared_store(sqlite, [head])
+    check_shared_store(sqlite, [head, {"NodeID": "b", "Alive": False}])  # a dead node is no second machine
+    check_shared_store(Store("http://127.0.0.1:5000"), [head, {"NodeID": "b", "Alive": True}])
+    with pytest.raises(StoreError) as exc:
+        check_shared_store(sqlite, [head, {"NodeID": "b", "Alive": True}, {"NodeID": "c", "alive": True}])
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith(f"The sqlite: store sqlite:///{tmp_path / 'mlflow.db'} lives on this machine's disk")
+    assert "3 nodes" in message and "mlflow server --backend-store-uri postgresql://" in message
+    assert "--artifacts-destination" in message and "--tracking-uri http://SERVER:5000" in message
+
+
+def test_resources_per_run(tmp_path, monkeypatch):
+    from unlearnkit.config import RunRequest
+    from unlearnkit.distributed import RayExecutor, portable
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.recipes import Cell
+
+    on = {"cpu": Cell(RunRequest(device="cpu"), ""), "auto": Cell(RunRequest(device="auto"), "")}
+    default = RayExecutor()
+    assert default.gpus_for(on["auto"], cluster_gpus=4) == 1 and default.gpus_for(on["cpu"], cluster_gpus=4) == 0
+    assert default.gpus_for(on["auto"], cluster_gpus=0) == 0
+    assert RayExecutor(gpus_per_run=0.5).gpus_for(on["cpu"], cluster_gpus=0) == 0.5  # as asked
+    assert RayExecutor(gpus_per_run=0.5).task_options(0.5) == {
+        "num_cpus": 1.0,
+        "num_gpus": 0.5,
+        "max_retries": 2,
+        "retry_exceptions": False,
+    }
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
+    RayExecutor(cpus_per_run=8).check_fits(nodes, 2)
+    with pytest.raises(ConfigError, match=r"^No Ray node has 16 CPUs and 1 GPUs for one run \(the nodes have: 8 CPUs"):
+        RayExecutor(cpus_per_run=16).check_fits(nodes, 1)
+    with pytest.raises(ConfigError, match="whole GPUs"):
+        RayExecutor(gpus_per_run=1.5)
+    monkeypatch.chdir(tmp_path)
+    moved = portable(RunRequest(data_dir=Path("data"), weights=Path("w.pt")))
+    assert moved.data_dir == tmp_path / "data" and moved.weights == tmp_path / "w.pt" and moved.original is None
+
+
+def test_executor_flags_are_one_line_errors(capsys):
+    from unlearnkit.cli import main
+
+    for argv, expected in (
+        (["--gpus-per-run", "0.5"], "Error: --gpus-per-run only apply to --executor ray."),
+        (["--executor", "rya"], "Error: Unknown executor 'rya'. Did you mean 'ray'? Valid executors: local, ray."),
+        (["--executor", "ray", "--gpus-per-run", "-1"], "Error: Bad --gpus-per-run -1.0: expected 0, a fraction"),
+        (["--executor", "ray", "--cpus-per-run", "0"], "Error: Bad --cpus-per-run 0.0: expected more than 0"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["sweep", str(RECIPE), "--plugins-dir", str(PLUGINS), *argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(expected) and "\n" not in err, err
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(capsys):
+    from unlearnkit.cli import main
+
+    address = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(RECIPE), "--plugins-dir", str(PLUGINS), "--executor", "ray", "--ray-address", address])
+    assert exc.value.code == 2 and time.monotonic() - start < 30
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"Error: Cannot reach the Ray cluster at {address} (Connection refused).") and "\n" not in err
+
+
+def test_help_does_not_import_ray():
+    code = (
+        "import sys; from unlearnkit.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+        "print('ray' in sys.modules, 'unlearnkit.distributed' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+# ------------------------------------------------------------------------------ processes
+def children() -> dict[int, int]:
+    """pid -> parent pid, for every process we can see."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            out[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    return out
+
+
+def descendants(root: int) -> set[int]:
+    parents = children()
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def in_session(sid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[3]) == sid:
+                out.add(int(entry))
+    return out
+
+
+def wait_gone(pids: set[int], timeout: float) -> set[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pids = {p for p in pids if Path(f"/proc/{p}").exists() and "zombie" not in status(p)}
+        if not pids:
+            return set()
+        time.sleep(0.2)
+    return pids
+
+
+def status(pid: int) -> str:
+    try:
+        return next(
+            (line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:")), ""
+        ).lower()
+    except OSError:
+        return ""
+
+
+# ----------------------------------------------------------------------- a local Ray instance
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """``ray.init`` in this process with two logical GPUs (no hardware needed to pack fractional ones)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in RAY_ENV.items():
+            mp.setenv(key, value)
+        mp.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path_factory.mktemp("ray-cache")))  # the workers' env
+        ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'unlearnkit[dev]')")
+        before = descendants(os.getpid())
+        ray.init(
+            address="local",
+            num_cpus=2,
+            num_gpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+        try:
+            yield ray
+        finally:
+            started = descendants(os.getpid()) - before
+            ray.shutdown()
+            left = wait_gone(started, 30)
+            for pid in left:  # ours, by id
+                os.kill(pid, signal.SIGKILL)
+            assert not left, f"ray.shutdown() left processes behind: {sorted(left)}"
+
+
+def board_means(boards) -> dict[tuple[str, str, str], float]:
+    return {
+        (b.scenario, row.method, name): stat.mean
+        for b in boards
+        for row in b.rows
+        for name, stat in row.metrics.items()
+        if not NOT_COMPARED.search(name)
+    }
+
+
+def test_ray_sweep_gives_the_local_leaderboard(local_ray, tmp_path):
+    import torch
+
+    from unlearnkit.distributed import RayExecutor
+    from unlearnkit.plugins import PluginHost
+    from unlearnkit.sweep import Sweep
+
+    registries = PluginHost(PLUGINS).registries
+    stores = {name: Store(f"sqlite:///{tmp_path / name / 'mlflow.db'}") for name in ("local", "ray")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a one-CPU Ray task: the same float sums in the same order
+    try:
+        local = Sweep(RECIPE, registries, stores["local"], seeds="1").run()
+    finally:
+        torch.set_num_threads(threads)
+    executor = RayExecutor(gpus_per_run=0.5, plugins_dir=PLUGINS)
+    remote = Sweep(RECIPE, registries, stores["ray"], seeds="1").run(executor=executor)
+
+    assert local.counts == remote.counts == Counter(finished=6)  # 2 scenarios x (original, retrain, lotus)
+    assert remote.leaderboard_run and remote.boards
+    a, b = board_means(local.boards), board_means(remote.boards)
+    assert a.keys() == b.keys() and len(a) > 40
+    different = {k: (a[k], b[k]) for k in a if a[k] != b[k] and not (math.isnan(a[k]) and math.isnan(b[k]))}
+    assert not different
+    hashes = {}
+    for name, store in stores.items():
+        runs = store.search({"run_type": "unlearn"}, finished_only=False)
+        assert all(r.status == "FINISHED" for r in runs)
+        hashes[name] = Counter(r.tag("config_hash") for r in runs)
+        assert len(hashes[name]) == 6 and set(hashes[name].values()) == {1}
+    assert hashes["local"] == hashes["ray"]  # the same identities: the same runs
+    (board_run,) = stores["ray"].search({"run_type": "leaderboard"})
+    assert board_run.params["recipe"] == "tiny-test" and board_run.metrics["runs_finished"] == 6
+    # 2 reference tasks (one per scenario and seed) + 6 method runs, each on half a GPU
+    assert len(executor.placements) == 8
+    assert all(o.resources == {"CPU": 1.0, "GPU": 0.5} for _, o in executor.placements)
+
+
+def test_two_half_gpu_runs_share_one_gpu(local_ray, tmp_path):
+    """The executor's task options with --gpus-per-run 0.5: two tasks run at once on the same GPU."""
+    from unlearnkit.distributed import RayExecutor
+
+    def meet(folder: str) -> dict:
+        import os
+        import time
+        from pathlib import Path
+
+        import ray
+
+        Path(folder, str(os.getpid())).touch()
+        deadline = time.time() + 60
+        while len(list(Path(folder).iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        return {
+            "met": len(list(Path(folder).iterdir())) == 2,
+            "gpus": ray.get_gpu_ids(),
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "resources": ray.get_runtime_context().get_assigned_resources(),
+        }
+
+    options = RayExecutor(gpus_per_run=0.5).task_options(0.5)
+    probe = local_ray.remote(meet).options(**options)
+    first, second = local_ray.get([probe.remote(str(tmp_path)) for _ in range(2)], timeout=120)
+    assert first["met"] and second["met"], "two 0.5-GPU tasks were not scheduled at the same time"
+    assert first["gpus"] == second["gpus"] and len(first["gpus"]) == 1  # packed onto one GPU
+    assert first["visible"] == second["visible"] == str(first["gpus"][0])
+    assert first["resources"] == second["resources"] == {"CPU": 1.0, "GPU": 0.5}
+
+
+# ---------------------------------------------------- a real cluster and a real MLflow server
+class Cluster:
+    """``ray start --head --block`` on 127.0.0.1 in its own session: stopped, and every process of
+    that session killed, in teardown (never ``ray stop``, which would stop other people's Ray too)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = free_port()
+        self.temp = Path(tempfile.mkdtemp(prefix="ulk-ray-", dir="/tmp"))  # short: Ray's socket paths
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--port",
+            str(self.port),
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "0",
+            "--include-dashboard=false",
+            "--dashboard-port",
+            str(free_port()),
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(self.temp),
+            "--block",
+        ]
+        log = open(self.temp / "start.log", "w")  # noqa: SIM115 - lives as long as the cluster
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 120
+        while "Ray runtime started" not in (self.temp / "start.log").read_text():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("ray start failed: " + (self.temp / "start.log").read_text()[-3000:])
+            time.sleep(0.3)
+
+    def stop(self) -> set[int]:
+        if self.proc is None:
+            return set()
+        members = in_session(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        left = wait_gone(members | in_session(self.proc.pid), 20)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp, ignore_errors=True)
+        return left
+
+
+class Server:
+    """`mlflow server` on 127.0.0.1 (the pattern of tests/test_mlflow_server.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port, self.proc = root, free_port(), None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [
+            *(sys.executable, "-m", "mlflow", "server"),
+            *("--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"),
+            *("--artifacts-destination", str(self.root / "artifacts")),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+        ]
+        log = open(self.root / "server.log", "a")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 120  # a loaded 2-core machine takes a while
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("mlflow server did not start: " + (self.root / "server.log").read_text()[-2000:])
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'unlearnkit[dev]')")
+    pytest.importorskip("mlflow.server", reason="the MLflow server is not installed (pip install 'unlearnkit[dev]')")
+    root = tmp_path_factory.mktemp("cluster")
+    env = {
+        **os.environ,
+        **RAY_ENV,
+        "UNLEARNKIT_CACHE_DIR": str(root / "cache"),
+        "SLEEPY_DIR": str(root / "sleepy"),  # where tests/fixtures/interrupt/sleepy.py leaves its markers
+    }
+    (root / "sleepy").mkdir()
+    node = Cluster(env)
+    try:
+        node.start()
+        yield node
+    finally:
+        left = node.stop()
+        assert not left, f"the Ray cluster left processes behind: {sorted(left)}"
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+def ray_sweep(cluster: Cluster, server: Server, recipe: Path, plugins: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, **RAY_ENV, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": server.uri}
+    cmd = [
+        *(sys.executable, "-m", "unlearnkit", "sweep", str(recipe), "--plugins-dir", str(plugins)),
+        *("--executor", "ray", "--ray-address", cluster.address),
+    ]
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def unlearn_runs(uri: str) -> list:
+    return Store(uri).search({"run_type": "unlearn"}, finished_only=False)
+
+
+def finished_per_config(uri: str) -> Counter:
+    return Counter(r.tag("config_hash") for r in unlearn_runs(uri) if r.status == "FINISHED")
+
+
+def summary(stdout: str) -> tuple[int, int, int]:
+    found = re.search(r"\((\d+) new, (\d+) already in the store, (\d+) failed\)", stdout)
+    assert found, stdout[-2000:]
+    new, skipped, failed = map(int, found.groups())
+    return new, skipped, failed
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_cluster_run_everything_once(cluster, server, tmp_path):
+    procs = [ray_sweep(cluster, server, RECIPE, PLUGINS, tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+    counts = finished_per_config(server.uri)
+    assert len(counts) == 12 and set(counts.values()) == {1}  # 2 scenarios x 2 seeds x 3 methods, once each
+    assert not [r for r in unlearn_runs(server.uri) if r.status == "RUNNING"]
+    (a_new, a_skipped, a_failed), (b_new, b_skipped, b_failed) = (summary(out) for out, _ in outs)
+    assert a_new + a_skipped == b_new + b_skipped == 12 and a_failed == b_failed == 0
+    assert a_new + b_new == 12  # what one driver ran, the other found in the store
+    trained = Store(server.uri).search({"run_type": "train"}, finished_only=False)
+    assert all(r.status == "FINISHED" for r in trained)
+    assert len(trained) == len({r.tag("config_hash") for r in trained}) == 6  # 2 originals + 4 retrained
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_never_lost_or_duplicated(cluster, server, tmp_path):
+    recipe = tmp_path / "sleepy.toml"
+    recipe.write_text(
+        'name = "sleepy-ray"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nscenarios = ["0.1"]\n'
+        'methods = ["sleepy"]\nseeds = [1]\nepochs = 2\ndevice = "cpu"\n'
+    )
+    markers = Path(cluster.env["SLEEPY_DIR"])
+    for old in markers.iterdir():
+        old.unlink()
+    proc = ray_sweep(cluster, server, recipe, SLEEPY, tmp_path)
+    try:
+        deadline = time.time() + 180
+        while not (markers / "unlearning").exists():
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail("the sleepy run never started: " + proc.communicate()[1][-3000:])
+            time.sleep(0.2)
+        worker = int((markers / "unlearning").read_text())
+        assert worker != proc.pid  # a Ray worker, not the driver
+        (markers / "resume").touch()  # the retry must not pause again
+        os.kill(worker, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert summary(out) == (3, 0, 0)  # original, retrain and sleepy: the killed run was redone
+    runs = unlearn_runs(server.uri)
+    counts = finished_per_config(server.uri)
+    assert len(counts) == 3 and set(counts.values()) == {1}
+    sleepy = [r for r in runs if r.tag("method") == "sleepy"]
+    assert sorted(r.status for r in sleepy) == ["FAILED", "FINISHED"]  # the killed claim, failed; the retry
+    (dead,) = [r for r in sleepy if r.status == "FAILED"]
+    assert dead.tag("pid") == str(worker) and "abandoned" in dead.tag("failure")
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_when_run_again(cluster, server, tmp_path):
+    proc = ray_sweep(cluster, server, RECIPE, PLUGINS, tmp_path)
+    try:
+        deadline = time.time() + 180
+        while sum(finished_per_config(server.uri).values()) < 2:
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail("the sweep ended before it could be killed: " + proc.communicate()[1][-3000:])
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    claimed = {
+        int(r.tag("pid"))
+        for r in Store(server.uri).search({}, finished_only=False)
+        if r.status == "RUNNING" and r.tag("pid")
+    }
+    assert not wait_gone(claimed, 60), "Ray kept running the tasks of a killed driver"
+    before = sum(finished_per_config(server.uri).values())
+    assert 2 <= before < 12
+    again = ray_sweep(cluster, server, RECIPE, PLUGINS, tmp_path)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    new, skipped, failed = summary(out)
+    assert failed == 0 and new + skipped == 12 and skipped >= before
+    counts = finished_per_config(server.uri)
+    assert len(counts) == 12 and set(counts.values()) == {1}
+    assert not [r for r in unlearn_runs(server.uri) if r.status == "RUNNING"]
