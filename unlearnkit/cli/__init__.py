@@ -139,6 +139,6 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     # typer turns KeyboardInterrupt into exit code 130 and returns exit codes in this mode
     if code == 130:
-        con.error("Interrupted: the unfinished run is marked failed in the store and never counted.")
+        con.error("Interrupted: an unfinished run is never counted; run the same command again to resume.")
     if isinstance(code, int) and code:
         sys.exit(code)
