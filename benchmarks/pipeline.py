@@ -29,9 +29,17 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     from unlearnkit.runner import Runner
     from unlearnkit.store import Store
 
-    request = RunRequest(dataset=args.dataset, model=args.model, methods=args.methods.split(","),
-                         seeds=parse_seeds(args.seeds), subset=args.subset, epochs=args.epochs,
-                         train_recipe=args.train_recipe, data_dir=args.data_dir, device=args.device)
+    request = RunRequest(
+        dataset=args.dataset,
+        model=args.model,
+        methods=args.methods.split(","),
+        seeds=parse_seeds(args.seeds),
+        subset=args.subset,
+        epochs=args.epochs,
+        train_recipe=args.train_recipe,
+        data_dir=args.data_dir,
+        device=args.device,
+    )
     plan = validate(request, get_host().registries)
     runner = Runner(plan, Store())
     t0 = time.perf_counter()
@@ -40,8 +48,11 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     results = runner.run()
     wall = time.perf_counter() - t0
     store = Store()
-    trains = {(r.t("kind"), r.t("seed")): r.metrics["train_time_s"] for k in ("original", "retrain")
-              for r in store.search({"kind": k})}
+    trains = {
+        (r.t("kind"), r.t("seed")): r.metrics["train_time_s"]
+        for k in ("original", "retrain")
+        for r in store.search({"kind": k})
+    }
     rows, needed, forwarded = [], 0, 0
     for seed in plan.seeds:
         runs = [r for r in results if r.seed == seed]
@@ -56,9 +67,14 @@ def run_pipeline(args: argparse.Namespace) -> dict:
             rows.append({"stage": f"  evaluate {r.method}", "seconds": r.metrics.get("eval_time_s", float("nan"))})
     rows.insert(0, {"stage": "load data", "seconds": load_s})
     rows.append({"stage": "total wall", "seconds": wall})
-    return {"rows": rows, "eval_forward_ratio": forwarded / needed if needed else float("nan"),
-            "images_forwarded": forwarded, "images_needed": needed, "wall_s": wall,
-            "config": {k: str(v) for k, v in vars(args).items()}}
+    return {
+        "rows": rows,
+        "eval_forward_ratio": forwarded / needed if needed else float("nan"),
+        "images_forwarded": forwarded,
+        "images_needed": needed,
+        "wall_s": wall,
+        "config": {k: str(v) for k, v in vars(args).items()},
+    }
 
 
 def run_recipe(args: argparse.Namespace) -> dict:
@@ -98,8 +114,10 @@ def main() -> None:
     out["environment"] = environment(device)
     if "rows" in out:
         table(f"pipeline stages ({out['environment'].get('gpu', out['environment']['cpu'])})", out["rows"])
-        console.print(f"evaluation forward ratio: {out['eval_forward_ratio']:.3f} "
-                      f"({out['images_forwarded']:,} images forwarded / {out['images_needed']:,} needed)")
+        console.print(
+            f"evaluation forward ratio: {out['eval_forward_ratio']:.3f} "
+            f"({out['images_forwarded']:,} images forwarded / {out['images_needed']:,} needed)"
+        )
     else:
         console.print(f"recipe {out['recipe']}: {out['wall_s']:.1f} s wall (exit {out['returncode']})")
     write_json(args.json, out)

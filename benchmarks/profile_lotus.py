@@ -43,9 +43,19 @@ def main() -> None:
         from unlearnkit.store import Store
 
         regs = get_host().registries
-        plan = validate(RunRequest(dataset=args.dataset, model=args.model, methods=["lotus"], seeds=[3407],
-                                   subset=args.subset, epochs=args.epochs, data_dir=args.data_dir,
-                                   device=args.device), regs)
+        plan = validate(
+            RunRequest(
+                dataset=args.dataset,
+                model=args.model,
+                methods=["lotus"],
+                seeds=[3407],
+                subset=args.subset,
+                epochs=args.epochs,
+                data_dir=args.data_dir,
+                device=args.device,
+            ),
+            regs,
+        )
         runner = Runner(plan, Store())
         raw = runner.load_data()
         idx = make_splits(raw.y_train, raw.y_test, plan.scenario, 3407, raw.class_names, plan.subset)
@@ -78,11 +88,21 @@ def main() -> None:
             cum[key] = max(cum.get(key, 0.0), ct)
     fwd, bwd = cum.get("forward", 0.0), cum.get("backward", 0.0)
     share = (fwd + bwd) / total
-    out = {"total_s": total, "forward_s": fwd, "backward_s": bwd, "optimizer_s": cum.get("optimizer", 0.0),
-           "fwd_bwd_share": share, "options": options.model_dump(), "n_forget": len(idx.forget),
-           "n_retain": len(idx.retain), "environment": environment(runner.device)}
-    console.print(f"LoTUS on {args.dataset}/{args.model}: {total:.2f} s; forward {fwd:.2f} s, backward {bwd:.2f} s, "
-                  f"optimiser {out['optimizer_s']:.2f} s -> forward+backward = {share:.1%} of the run")
+    out = {
+        "total_s": total,
+        "forward_s": fwd,
+        "backward_s": bwd,
+        "optimizer_s": cum.get("optimizer", 0.0),
+        "fwd_bwd_share": share,
+        "options": options.model_dump(),
+        "n_forget": len(idx.forget),
+        "n_retain": len(idx.retain),
+        "environment": environment(runner.device),
+    }
+    console.print(
+        f"LoTUS on {args.dataset}/{args.model}: {total:.2f} s; forward {fwd:.2f} s, backward {bwd:.2f} s, "
+        f"optimiser {out['optimizer_s']:.2f} s -> forward+backward = {share:.1%} of the run"
+    )
     write_json(args.json, out)
 
 

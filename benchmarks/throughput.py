@@ -21,8 +21,17 @@ from unlearnkit.plugins import get_host
 from unlearnkit.training import make_optimizer
 
 
-def measure(name: str, size: int, channels: int, classes: int, batch: int, steps: int, device: torch.device,
-            compile_model: bool, pretrained: bool) -> dict:
+def measure(
+    name: str,
+    size: int,
+    channels: int,
+    classes: int,
+    batch: int,
+    steps: int,
+    device: torch.device,
+    compile_model: bool,
+    pretrained: bool,
+) -> dict:
     entry, variant = get_host().registries.model(name)
     model_obj = entry.cls(variant=variant, pretrained=pretrained)
     spec = ImageSpec(channels, size, size, classes)
@@ -37,7 +46,9 @@ def measure(name: str, size: int, channels: int, classes: int, batch: int, steps
     y = torch.randint(0, classes, (batch,), device=device)
     run_model = torch.compile(model) if compile_model else model
     opt = make_optimizer(model.parameters(), "sgd", 0.01, momentum=0.9, weight_decay=5e-4)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
 
     def train_steps(n: int) -> None:
         model.train()
@@ -84,13 +95,17 @@ def main() -> None:
     ap.add_argument("--pretrained", action="store_true", help="e.g. vit -> ViT-B/16 at 224 px (needs weights)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     batch = args.batch_size or (512 if device.type == "cuda" else 64)
     steps = args.steps or (30 if device.type == "cuda" else 3)
     rows = [
         measure(m, int(s), args.channels, args.classes, batch, steps, device, args.compile, args.pretrained)
-        for m in args.models.split(",") for s in args.sizes.split(",")
+        for m in args.models.split(",")
+        for s in args.sizes.split(",")
     ]
     env = environment(device)
     table(f"throughput on {env.get('gpu', env['cpu'])} (torch {env['torch']}, batch {batch})", rows)

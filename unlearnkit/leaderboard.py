@@ -4,7 +4,9 @@ Per benchmark (dataset, model, forget scenario, training recipe, subset, evaluat
 there is one row per method: mean ± std over seeds of every metric, the paper's Average Gap
 (from seed means, so no std) and the per-seed Average Gap (gap to the same seed's retrained
 model, mean ± std). Which metrics the Average Gap covers, their order, scale and direction are
-declared by the metric plugins (:class:`MetricInfo`), never named here.
+declared by the metric plugins (:class:`MetricInfo`), never named here — except the three U-LiRA
+columns, which come from ``unlearnkit audit`` runs (``run_type=audit``, docs/audit.md), not from a metric
+plugin: they are merged onto the rows of the same benchmark and method (:func:`merge_audits`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from unlearnkit.registry import Registries
 from unlearnkit.store import RunRecord, Store
 
 ROLE_ORDER = {"original": 0, "retrained": 1}
+AUDIT_MARK = "‡"  # marks U-LiRA numbers of an under-powered audit (see tables.AUDIT_NOTE)
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,18 @@ class MetricInfo:
     cost_axis: bool = False
 
 
+# The U-LiRA audit's columns: AUC and TPR at low FPR of the per-example likelihood-ratio attack. Closer to
+# the retrain row is better (it sits near chance); shown by default whenever an audit exists.
+AUDIT_INFO = {
+    "ulira_auc": MetricInfo("closer_to_retrain", order=62, default=True),
+    "ulira_tpr_at_1fpr": MetricInfo("closer_to_retrain", order=64, default=True),
+    "ulira_tpr_at_01fpr": MetricInfo("closer_to_retrain", order=66, default=True),
+}
+
+
 def metric_info(registries: Registries) -> dict[str, MetricInfo]:
-    return {
+    """Every registered metric's display declaration, plus the audit's columns."""
+    return AUDIT_INFO | {
         e.name: MetricInfo(
             e.cls.direction,
             e.cls.display_scale,
@@ -74,6 +87,7 @@ class Row:
     avg_gap: float = float("nan")
     avg_gap_per_seed: Stat = field(default_factory=lambda: Stat(float("nan"), float("nan"), 0))
     weak_original: bool = False  # some seed's original barely memorised D_f
+    audit_seeds: list[int] = field(default_factory=list)  # seeds of the U-LiRA audits behind its ulira_* values
 
     @property
     def reference(self) -> bool:
@@ -93,13 +107,18 @@ class Board:
     metric_names: list[str]
     gap_metrics: list[str] = field(default_factory=list)
     cost_metric: str | None = None  # what the figure plots Avg Gap against (a metric declaring cost_axis)
+    audit: str = ""  # the U-LiRA audit behind the ulira_* columns, e.g. "16 shadows, online"
+    audit_underpowered: bool = False  # its original row was not clearly above its retrain row
 
     @property
     def title(self) -> str:
         extra = f", subset {self.subset}" if self.subset != "full" else ""
+        audit = ""
+        if self.audit:
+            audit = f"; U-LiRA: {self.audit}" + (f", under-powered {AUDIT_MARK}" if self.audit_underpowered else "")
         return (
             f"{self.dataset} / {self.model} / {self.scenario} "
-            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol})"
+            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol}{audit})"
         )
 
     @property
@@ -182,6 +201,84 @@ def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: st
     return boards
 
 
+def audit_config(rec: RunRecord) -> tuple[int, str, str]:
+    return (int(rec.tag("shadows", "0") or 0), rec.tag("mode"), rec.tag("fixed_variance"))
+
+
+def describe_audit(config: tuple[int, str, str]) -> str:
+    shadows, mode, fixed = config
+    return f"{shadows} shadows, {mode}" + (", fixed variance" if fixed == "true" else "")
+
+
+def latest_audits(recs: list[RunRecord]) -> list[RunRecord]:
+    """Per audit seed, the rows of its most recent audit (a re-scored audit supersedes the earlier one)."""
+    newest: dict[str, tuple[int, str]] = {}
+    for rec in recs:
+        group = (rec.start_time, rec.tag("audit"))
+        newest[rec.tag("seed")] = max(newest.get(rec.tag("seed"), group), group)
+    return [r for r in recs if r.tag("audit") == newest[r.tag("seed")][1]]
+
+
+def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_gap") -> list[Board]:
+    """Put U-LiRA audit results on the boards' rows, matched by benchmark and method.
+
+    Per benchmark one audit configuration is shown — the one with the most shadows (then the most recent) —
+    so every row of a board is scored against the same shadows; per audit seed its most recent audit counts,
+    and several audit seeds are aggregated like seeds (mean ± std). A benchmark audited but never run gets a
+    board of its audit rows alone.
+    """
+    by_bench: dict[str, list[RunRecord]] = defaultdict(list)
+    for rec in dedupe(audits):
+        by_bench[rec.tag("benchmark")].append(rec)
+    boards = list(boards)
+    known = {b.benchmark: b for b in boards}
+    for bench, recs in by_bench.items():
+        latest = {c: max(r.start_time for r in recs if audit_config(r) == c) for c in {audit_config(r) for r in recs}}
+        chosen = max(latest, key=lambda c: (c[0], latest[c]))
+        recs = latest_audits([r for r in recs if audit_config(r) == chosen])
+        board = known.get(bench)
+        if board is None:
+            first = recs[0]
+            board = Board(
+                bench,
+                first.tag("dataset"),
+                first.tag("model"),
+                first.tag("scenario"),
+                first.tag("train_recipe"),
+                first.tag("subset", "full"),
+                first.tag("protocol", "clean"),
+                [],
+                [],
+            )
+            boards.append(board)
+        board.audit = describe_audit(chosen)
+        board.audit_underpowered = any(r.tag("ulira_power") == "underpowered" for r in recs)
+        per_method: dict[str, list[RunRecord]] = defaultdict(list)
+        for rec in recs:
+            per_method[rec.tag("method")].append(rec)
+        rows = {r.method: r for r in board.rows}
+        for method, mrecs in per_method.items():
+            row = rows.get(method)
+            if row is None:
+                first = mrecs[0]
+                row = Row(
+                    method=method,
+                    access=first.tag("access"),
+                    package=first.tag("method.package"),
+                    version=first.tag("method.version"),
+                    role=first.tag("role"),
+                    seeds=sorted(int(r.tag("seed", "0")) for r in mrecs),  # audited but never run: its audit seeds
+                )
+                board.rows.append(row)
+            for name in AUDIT_INFO:
+                row.metrics[name] = Stat.of([r.metrics.get(name, math.nan) for r in mrecs])
+            row.audit_seeds = sorted(int(r.tag("seed", "0")) for r in mrecs)
+        board.metric_names = sorted(set(board.metric_names) | set(AUDIT_INFO))
+        board.rows.sort(key=lambda r: row_sort_key(r, sort))
+    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
+    return boards
+
+
 def row_name(rec: RunRecord) -> str:
     """A method's row; recipe grid points get their own rows, e.g. ``lotus [lotus.alpha=8]``."""
     point = rec.tag("grid_point")
@@ -221,7 +318,8 @@ def leaderboard(
     recipe_methods: set[str] | None = None,
     include_tuning: bool = False,
 ) -> list[Board]:
-    """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards.
+    """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards,
+    with the U-LiRA audits of the same benchmarks merged in (:func:`merge_audits`).
 
     Tuning trials (``unlearnkit tune``) are left out unless ``include_tuning``."""
     if not store.exists():
@@ -236,6 +334,12 @@ def leaderboard(
     if access:
         records = [r for r in records if r.tag("access") == access or r.tag("role")]
     boards = build_boards(records, info, sort=sort)
+    audits = store.search({**filters, "run_type": "audit"})
+    if audits:
+        boards = merge_audits(boards, audits, sort=sort)
+        if access:
+            for board in boards:
+                board.rows = [r for r in board.rows if r.access == access or r.reference]
     if recipe_cells is not None:
         boards = [b for b in (in_recipe(b, recipe_cells, recipe_methods) for b in boards) if b is not None]
     return boards

@@ -13,10 +13,14 @@ import io
 import json
 import math
 
-from unlearnkit.leaderboard import Board, MetricInfo, Row
+from unlearnkit.leaderboard import AUDIT_INFO, AUDIT_MARK, Board, MetricInfo, Row
 
 WEAK_MARK = "†"
 WEAK_NOTE = f"{WEAK_MARK} the original barely memorised D_f on some seed: unlearning numbers there are noise."
+AUDIT_NOTE = (
+    f"{AUDIT_MARK} U-LiRA under-powered: the original row is not clearly above the retrain row (too few shadows or "
+    "too short training), so its numbers say nothing about privacy and are not ranked (docs/audit.md)."
+)
 FIXED_HEAD = ("method", "access", "seeds")
 
 
@@ -84,7 +88,8 @@ def board_cells(
     head = [*FIXED_HEAD, *[header(c, info[c]) for c in cols], "avg gap"]
     if wide:
         head += ["avg gap (per seed)", "package"]
-    bests = {c: best_rows(board, c, info[c]) for c in cols}
+    marked = {c for c in cols if c in AUDIT_INFO and board.audit_underpowered}
+    bests = {c: set() if c in marked else best_rows(board, c, info[c]) for c in cols}
     gap_best = best_gap(board)
     rows = []
     for row in board.rows:
@@ -93,6 +98,8 @@ def board_cells(
         for c in cols:
             stat = row.metrics.get(c)
             text = fmt(stat.mean, stat.std, info[c].scale, info[c].digits) if stat else "—"
+            if c in marked and text != "—":
+                text += AUDIT_MARK
             cells.append((text, row.method in bests[c]))
         cells.append((fmt(row.avg_gap, None, 1.0), row.method in gap_best))
         if wide:
@@ -111,6 +118,8 @@ def to_markdown(boards: list[Board], info: dict[str, MetricInfo], chosen: list[s
             lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
         if board.weak_original:
             lines += ["", WEAK_NOTE]
+        if board.audit_underpowered:
+            lines += ["", AUDIT_NOTE]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -187,6 +196,8 @@ def to_json(boards: list[Board]) -> str:
                 "train_recipe": b.train_recipe,
                 "subset": b.subset,
                 "protocol": b.protocol,
+                "audit": b.audit or None,
+                "audit_underpowered": b.audit_underpowered,
                 "rows": [row_json(r) for r in b.rows],
             }
             for b in boards

@@ -107,11 +107,11 @@ def forget_subset(
         parts = []
         for c in np.unique(y_in):
             members = idx[y_in == c]
-            parts.append(members[: max(1, int(len(members) * frac))])
+            parts.append(members[: max(1, int(len(members) * (frac or 0.0)))])
         return np.sort(np.concatenate(parts))
     if seed is None:
         raise ValueError("the random forget rule needs a seed")
-    n_forget = max(1, int(round(idx.size * frac)))
+    n_forget = max(1, int(round(idx.size * (frac or 0.0))))
     return np.sort(np.random.default_rng(seed).choice(idx, size=n_forget, replace=False))
 
 

@@ -1,0 +1,106 @@
+"""A recipe's U-LiRA audit: every cell of the recipe's grid, with the settings of its ``[audit]`` table.
+
+Precedence: defaults < the recipe's ``[audit]`` table < command-line flags. The audited methods are the
+table's ``methods`` (default: the recipe's), always with the ``original`` and ``retrain`` reference rows;
+the seed is the table's ``seed`` (default: the recipe's first seed). What the audit does not use: the
+recipe's option grid (``[grid.*]`` — put the point to audit in ``[options]``) and model files brought as
+the original or retrained model (shadows are trained, never brought); both are reported, not silently
+dropped. Like a sweep, an audit is resumable by construction: every model, method run and score is keyed
+by its config hash in the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unlearnkit.audit.runner import AuditRunner, AuditSettings, CellReport, Estimate
+from unlearnkit.config import Plan, validate
+from unlearnkit.progress import SILENT, Reporter
+from unlearnkit.recipes import Cell, RecipeFile, expand, load_recipe
+from unlearnkit.registry import Registries
+from unlearnkit.store import Store
+
+
+def parse_methods(text: str | list[str] | None) -> list[str] | None:
+    """``"lotus,finetune"`` (or a list of such) -> names; None or empty -> None (the recipe decides)."""
+    if text is None:
+        return None
+    items = [text] if isinstance(text, str) else list(text)
+    names = [p.strip() for item in items for p in item.split(",") if p.strip()]
+    return names or None
+
+
+class Audit:
+    """A recipe resolved into validated audit cells, ready to estimate and run."""
+
+    def __init__(
+        self,
+        recipe: str | Path,
+        registries: Registries,
+        store: Store,
+        reporter: Reporter = SILENT,
+        *,
+        methods: str | list[str] | None = None,
+        shadows: int | None = None,
+        mode: str | None = None,
+        fixed_variance: bool | None = None,
+        seed: int | None = None,
+        epochs: int | None = None,
+        subset: str | None = None,
+        data_dir: Path | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.spec: RecipeFile = load_recipe(recipe)
+        self.store = store
+        self.reporter = reporter
+        table = self.spec.audit
+        self.settings = AuditSettings(
+            shadows=shadows if shadows is not None else table.shadows,
+            mode=mode if mode is not None else table.mode,
+            fixed_variance=fixed_variance if fixed_variance is not None else table.fixed_variance,
+            seed=seed if seed is not None else (table.seed if table.seed is not None else self.spec.seeds[0]),
+        )
+        self.ignored: list[str] = []
+        if self.spec.grid:
+            self.ignored.append("its option grid [grid.*] (audit one point by putting it in [options])")
+        if self.spec.original or self.spec.retrained or self.spec.no_retrain:
+            self.ignored.append("original/retrained/no_retrain (shadow models are always trained)")
+        audited = parse_methods(methods) or table.methods or list(self.spec.methods)
+        options = self.spec.options  # fixed options of methods not audited here would be errors: drop them
+        if "all" not in audited:
+            options = {m: o for m, o in options.items() if m in audited}
+        spec = self.spec.model_copy(
+            update={"grid": {}, "original": None, "retrained": None, "no_retrain": False, "options": options}
+        )
+        overrides = {
+            "methods": audited,
+            "seeds": [self.settings.seed],
+            "epochs": epochs,
+            "subset": subset,
+            "data_dir": data_dir,
+            "device": device,
+        }
+        self.cells: list[Cell] = expand(spec, overrides)
+        self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]
+        self.runners = [
+            AuditRunner(plan, store, self.settings, reporter, label=cell.label) for cell, plan in self.plans
+        ]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def check(self) -> None:
+        """Load every cell's data and check the store: the last checks before anything is computed."""
+        self.store.check()
+        for runner in self.runners:
+            runner.check()
+
+    def estimate(self) -> list[Estimate]:
+        return [runner.estimate() for runner in self.runners]
+
+    def run(self) -> list[CellReport]:
+        return [runner.run() for runner in self.runners]
+
+
+__all__ = ["Audit", "parse_methods"]

@@ -1,0 +1,702 @@
+"""One benchmark cell's U-LiRA audit: shadow models, the audited methods on each, scores, all in the store.
+
+Three kinds of store runs, each keyed by a config hash and claimed (:mod:`unlearnkit.claims`), so a killed
+audit resumes where it stopped and a second audit, method or machine reuses what exists:
+
+- ``run_type=train``, roles ``shadow-original`` / ``shadow-retrained``: the K shadow models, through
+  :meth:`~unlearnkit.references.References.train_or_reuse` (keyed like every reference model: the
+  benchmark's model identity, role, seed and the training indices' fingerprint);
+- ``run_type=audit-shadow``: what scoring needs from one row on one shadow — the logits of the audited pool
+  (a checksummed ``logits`` artifact), for a method on a shadow original, or for the shadow models
+  themselves (the ``original`` and ``retrain`` rows). Re-scoring (another ``--mode``, fixed variance or
+  not) reads these and never re-forwards a model; unlearned shadow models are not kept;
+- ``run_type=audit``: one row's result (``ulira_*`` metrics, the per-example scores as ``scores.npz`` and
+  ``scores.csv``), tagged with the benchmark key, method, shadows and mode — what the leaderboard merges.
+
+The shadow design and the scoring are in :mod:`unlearnkit.audit.design`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnkit import claims
+from unlearnkit.api import Method, UnlearnOutcome
+from unlearnkit.audit.design import (
+    MIN_SHADOWS,
+    POWER_Z,
+    PowerCheck,
+    RowScores,
+    ShadowDesign,
+    make_design,
+    power_check,
+    score_row,
+    scores_csv,
+    shadow_seed,
+)
+from unlearnkit.benchmark import Benchmark, seed_everything, synchronize
+from unlearnkit.config import Plan
+from unlearnkit.data import Split, UnlearnData
+from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
+from unlearnkit.identity import array_fingerprint, config_hash, plugin_version
+from unlearnkit.progress import SILENT, Reporter
+from unlearnkit.references import Reference, References
+from unlearnkit.registry import Entry
+from unlearnkit.splits import SplitIndices
+from unlearnkit.store import CorruptCheckpoint, RunRecord, Store, tag
+from unlearnkit.training import predict_logits
+
+#: Bump when what a row's pool logits are changes (how methods are run on shadows, which examples are
+#: forwarded): every cached audit-shadow run is recomputed. Shadow models are keyed by the core and stay valid.
+LOGITS_VERSION = 1
+#: Bump when the scoring (:mod:`unlearnkit.audit.design`, ``scoring``) or the sanity check changes a number or
+#: a verdict: every audit row is re-scored from the cached logits (no training, no forward pass).
+AUDIT_VERSION = 2
+SHADOW_ORIGINAL = "shadow-original"
+SHADOW_RETRAINED = "shadow-retrained"
+SHADOW_ROLES = (SHADOW_ORIGINAL, SHADOW_RETRAINED)
+#: LiRA's advice: below this many shadows, one variance pooled over examples beats per-example ones.
+FIXED_VARIANCE_BELOW = 64
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What an audit is, besides its benchmark: shadows, test, variance, seed."""
+
+    shadows: int = 16
+    mode: str = "online"
+    fixed_variance: bool | None = None  # None: fixed below FIXED_VARIANCE_BELOW shadows
+    seed: int = 3407
+
+    def __post_init__(self) -> None:
+        if self.shadows < MIN_SHADOWS:
+            raise ConfigError(f"Bad --shadows {self.shadows}: a U-LiRA audit needs at least {MIN_SHADOWS} shadows.")
+        if self.mode not in ("online", "offline"):
+            raise ConfigError(f"Bad --mode '{self.mode}'. Valid modes: online, offline.")
+
+    @property
+    def variance_fixed(self) -> bool:
+        return self.fixed_variance if self.fixed_variance is not None else self.shadows < FIXED_VARIANCE_BELOW
+
+    def describe(self) -> str:
+        variance = "fixed variance" if self.variance_fixed else "per-example variance"
+        return f"{self.shadows} shadows, {self.mode}, {variance}, seed {self.seed}"
+
+
+@dataclass
+class AuditRow:
+    """One row of an audit table: a method (or a reference) and its U-LiRA numbers."""
+
+    method: str
+    role: str  # "original", "retrained" or "" (an unlearning method)
+    status: str  # "finished", "skipped" (already in the store) or "failed"
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is NaN
+    run_id: str = ""
+    failure: str = ""
+
+
+@dataclass
+class Estimate:
+    """What an audit cell will cost, from its recipe and what the store already holds."""
+
+    label: str
+    shadows: int
+    models_total: int  # 2 per shadow (original + retrain)
+    models_to_train: int
+    method_runs_total: int  # methods x shadows (references excluded: their logits are one forward)
+    method_runs_to_do: int
+    audits_total: int
+    audits_done: int
+    model_seconds: float = math.nan  # mean training time of this audit's cached shadow models
+    run_seconds: float = math.nan  # mean time of this audit's cached method runs
+
+    @property
+    def seconds(self) -> float:
+        """Expected compute left, from cached timings (NaN when nothing is cached yet)."""
+        parts = []
+        if self.models_to_train:
+            parts.append(self.models_to_train * self.model_seconds)
+        if self.method_runs_to_do:
+            parts.append(self.method_runs_to_do * self.run_seconds)
+        return float(sum(parts)) if parts else 0.0
+
+    def text(self) -> str:
+        cached_models = self.models_total - self.models_to_train
+        cached_runs = self.method_runs_total - self.method_runs_to_do
+        line = (
+            f"Audit {self.label}: {self.shadows} shadows -> {self.models_to_train} of {self.models_total} shadow "
+            f"models to train ({cached_models} in the store), {self.method_runs_to_do} of {self.method_runs_total} "
+            f"method runs to do ({cached_runs} in the store), {self.audits_done} of {self.audits_total} rows scored"
+        )
+        if self.audits_done == self.audits_total:
+            return line + ": nothing to compute."
+        seconds = self.seconds
+        if seconds == 0:
+            return line + ": scoring only."
+        if math.isnan(seconds):
+            return line + "."
+        return line + f"; about {seconds / 60:.1f} min at the cached runs' pace."
+
+
+@dataclass
+class CellReport:
+    """A finished audit cell: its rows, the sanity verdict, what it cost."""
+
+    label: str
+    benchmark: str
+    settings: AuditSettings
+    rows: list[AuditRow]
+    power: PowerCheck | None
+    underpowered: bool
+    pool: int
+    estimate: Estimate
+    wall_s: float = 0.0
+    models_trained: int = 0
+    method_runs: int = 0
+
+    @property
+    def failed(self) -> list[AuditRow]:
+        return [r for r in self.rows if r.status == "failed"]
+
+
+class AuditRunner:
+    """The U-LiRA audit of one validated plan (one recipe cell) against a store."""
+
+    def __init__(
+        self, plan: Plan, store: Store, settings: AuditSettings, reporter: Reporter = SILENT, label: str = ""
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.settings = settings
+        self.reporter = reporter
+        self.bench = Benchmark(plan, reporter)
+        self.label = label or f"{plan.dataset.name}/{plan.request.model}/{plan.scenario.key}"
+        self._done: dict[tuple[str, str], RunRecord] = {}
+        self._failed: dict[str, str] = {}  # row -> failure
+        self._keys: dict[tuple[str, int], str] = {}
+
+    # ------------------------------------------------------------------------------------ set-up
+    def check(self) -> None:
+        """Everything that needs the data and the store, before anything trains."""
+        self.bench.check()
+        self.store.check()
+        design = self.design
+        if len(design.pool) < 2:
+            raise ConfigError(f"Audit {self.label}: the audit pool (the forget set) has {len(design.pool)} example.")
+        if len(design.pool) == len(design.universe):
+            raise ConfigError(f"Audit {self.label}: the forget set is the whole training set; nothing is retained.")
+
+    @cached_property
+    def idx(self) -> SplitIndices:
+        return self.bench.indices(self.settings.seed)
+
+    @cached_property
+    def design(self) -> ShadowDesign:
+        return make_design(self.idx.forget, self.idx.retain, self.settings.shadows, self.settings.seed)
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.bench.raw.y_train[self.design.pool]).astype(np.int64)
+
+    @cached_property
+    def pool_split(self) -> Split:
+        idx = self.idx
+        empty = self.design.pool[:0]
+        pick = SplitIndices(self.design.pool, empty, idx.unseen, idx.test, idx.forget_class, idx.unseen_from)
+        return self.bench.splits(pick)["forget"]
+
+    @property
+    def entries(self) -> list[Entry[Method]]:
+        return list(self.plan.methods)
+
+    def seed_of(self, k: int) -> int:
+        return shadow_seed(self.settings.seed, k)
+
+    def shadow_indices(self, k: int) -> SplitIndices:
+        d, idx = self.design, self.idx
+        return SplitIndices(d.forget(k), d.retain(k), idx.unseen, idx.test, idx.forget_class, idx.unseen_from)
+
+    def trained_on(self, role: str, k: int) -> np.ndarray:
+        return self.design.trained_on(k) if role == SHADOW_ORIGINAL else self.design.retain(k)
+
+    # ---------------------------------------------------------------------------------- identity
+    def model_key(self, role: str, k: int) -> str:
+        """The store key :meth:`References.train_or_reuse` gives shadow model ``k`` (same formula; tested)."""
+        ident = {
+            **self.bench.model_identity,
+            "role": role,
+            "seed": self.seed_of(k),
+            "train_indices": array_fingerprint(self.trained_on(role, k)),
+        }
+        return config_hash(ident)
+
+    def options(self, entry: Entry[Method]) -> dict[str, Any]:
+        return self.plan.method_options(entry, self.bench.setting()).model_dump()
+
+    def shadow_key(self, entry: Entry[Method], k: int) -> str:
+        """Identity of one row's pool logits on shadow ``k`` (computed once per row and shadow)."""
+        cached = self._keys.get((entry.name, k))
+        if cached is None:
+            cached = self._keys[(entry.name, k)] = self._shadow_key(entry, k)
+        return cached
+
+    def _shadow_key(self, entry: Entry[Method], k: int) -> str:
+        base: dict[str, Any] = {"audit_version": LOGITS_VERSION, "pool": array_fingerprint(self.design.pool)}
+        role = entry.cls.role
+        if role == "original":
+            return config_hash({**base, "model": self.model_key(SHADOW_ORIGINAL, k)})
+        if role == "retrained":
+            return config_hash({**base, "model": self.model_key(SHADOW_RETRAINED, k)})
+        return config_hash(
+            {
+                **base,
+                "method": plugin_version(entry),
+                "options": self.options(entry),
+                "seed": self.seed_of(k),
+                "splits": self.shadow_indices(k).fingerprint(),
+                "original": self.model_key(SHADOW_ORIGINAL, k),
+                "retrained": self.model_key(SHADOW_RETRAINED, k),
+                "returned_mode": self.plan.protocol.returned_mode,
+            }
+        )
+
+    @cached_property
+    def group_key(self) -> str:
+        """Identity of the audit all rows of this cell share (the leaderboard groups rows by it)."""
+        s = self.settings
+        return config_hash(
+            {
+                "audit_version": AUDIT_VERSION,
+                "benchmark": self.bench.key,
+                "seed": s.seed,
+                "shadows": s.shadows,
+                "mode": s.mode,
+                "fixed_variance": s.variance_fixed,
+                "design": self.design.fingerprint(),
+            }
+        )
+
+    def audit_key(self, entry: Entry[Method]) -> str:
+        ident: dict[str, Any] = {
+            "group": self.group_key,
+            "method": plugin_version(entry),
+            "shadow_runs": [self.shadow_key(entry, k) for k in range(self.settings.shadows)],
+        }
+        if entry.cls.role is None:
+            ident["options"] = self.options(entry)
+        return config_hash(ident)
+
+    # ---------------------------------------------------------------------------- store look-ups
+    def prefetch(self) -> None:
+        """Every finished run this audit could reuse, in a few searches (not one per key)."""
+        done: dict[tuple[str, str], RunRecord] = {}
+        if self.store.exists():
+            plan = self.plan
+            for role in SHADOW_ROLES:
+                for rec in self.store.search(
+                    {"run_type": "train", "role": role, "dataset": plan.dataset.name, "model": str(plan.request.model)}
+                ):
+                    done.setdefault(("train", rec.tag("config_hash")), rec)
+            for run_type in ("audit-shadow", "audit"):
+                for rec in self.store.search({"run_type": run_type, "benchmark": self.bench.key}):
+                    done.setdefault((run_type, rec.tag("config_hash")), rec)
+        self._done = done
+
+    def finished(self, run_type: str, key: str) -> RunRecord | None:
+        return self._done.get((run_type, key))
+
+    def estimate(self) -> Estimate:
+        """Models to train and method runs to do, from the store (call after :meth:`check`)."""
+        self.prefetch()
+        k_all = range(self.settings.shadows)
+        pending = [e for e in self.entries if self.finished("audit", self.audit_key(e)) is None]
+        needed = self.needed_rows(pending)
+        models_to_train = method_runs_to_do = 0
+        model_times: list[float] = []
+        run_times: list[float] = []
+        for k in k_all:
+            missing = [e for e in needed if self.finished("audit-shadow", self.shadow_key(e, k)) is None]
+            wants = {SHADOW_ORIGINAL: any(e.cls.role != "retrained" for e in missing)}
+            wants[SHADOW_RETRAINED] = any(e.cls.role == "retrained" for e in missing)
+            for role in SHADOW_ROLES:
+                rec = self.finished("train", self.model_key(role, k))
+                if rec is not None:
+                    model_times.append(rec.metrics.get("train_time_s", math.nan))
+                elif wants[role]:
+                    models_to_train += 1
+            method_runs_to_do += sum(1 for e in missing if e.cls.role is None)
+            for e in self.entries:
+                rec = self.finished("audit-shadow", self.shadow_key(e, k))
+                if rec is not None and e.cls.role is None:
+                    run_times.append(rec.metrics.get("seconds", math.nan))
+        learners = sum(1 for e in self.entries if e.cls.role is None)
+        return Estimate(
+            label=self.label,
+            shadows=self.settings.shadows,
+            models_total=2 * self.settings.shadows,
+            models_to_train=models_to_train,
+            method_runs_total=learners * self.settings.shadows,
+            method_runs_to_do=method_runs_to_do,
+            audits_total=len(self.entries),
+            audits_done=len(self.entries) - len(pending),
+            model_seconds=_mean(model_times),
+            run_seconds=_mean(run_times),
+        )
+
+    def needed_rows(self, pending: list[Entry[Method]]) -> list[Entry[Method]]:
+        """Rows whose logits are needed: the pending ones, plus both references (the sanity check)."""
+        if not pending:
+            return []
+        names = {e.name for e in pending}
+        return [e for e in self.entries if e.name in names or e.cls.role in ("original", "retrained")]
+
+    # ---------------------------------------------------------------------------------- driver
+    def run(self) -> CellReport:
+        started = time.perf_counter()
+        estimate = self.estimate()
+        self.reporter.event(f"Audit {self.label}: {self.settings.describe()}, {len(self.design.pool)} audited examples")
+        pending = [e for e in self.entries if self.finished("audit", self.audit_key(e)) is None]
+        rows: dict[str, AuditRow] = {}
+        for entry in self.entries:
+            rec = self.finished("audit", self.audit_key(entry))
+            if rec is not None:
+                rows[entry.name] = AuditRow(
+                    entry.name, entry.cls.role or "", "skipped", dict(rec.metrics), _notes(rec), rec.run_id
+                )
+        report = CellReport(self.label, self.bench.key, self.settings, [], None, False, len(self.design.pool), estimate)
+        if pending:
+            logits = self.collect(self.needed_rows(pending), estimate, report)
+            scored = {
+                name: score_row(
+                    np.stack(per_shadow),
+                    self.labels,
+                    *self.design.masks(),
+                    mode=self.settings.mode,  # type: ignore[arg-type]
+                    fixed_variance=self.settings.variance_fixed,
+                    seed=self.settings.seed,
+                )
+                for name, per_shadow in logits.items()
+                if name not in self._failed
+            }
+            ref = {e.cls.role: e.name for e in self.entries if e.cls.role in ("original", "retrained")}
+            for role, name in ref.items():
+                if name in self._failed:
+                    raise UnlearnkitError(
+                        f"Audit {self.label}: the {role} reference row failed ({self._failed[name]})."
+                    )
+            report.power = power_check(scored[ref["original"]], scored[ref["retrained"]], seed=self.settings.seed)
+            for entry in pending:
+                if entry.name in self._failed:
+                    rows[entry.name] = AuditRow(
+                        entry.name, entry.cls.role or "", "failed", failure=self._failed[entry.name]
+                    )
+                    continue
+                rows[entry.name] = self.record(entry, scored[entry.name], report.power)
+        report.rows = [rows[e.name] for e in self.entries]
+        report.underpowered = self.underpowered(report)
+        report.wall_s = time.perf_counter() - started
+        return report
+
+    def underpowered(self, report: CellReport) -> bool:
+        """The sanity verdict: computed now, or read back from the rows already in the store."""
+        if report.power is not None:
+            return not report.power.ok
+        records = [self.finished("audit", self.audit_key(e)) for e in self.entries]
+        return any(rec is not None and rec.tag("ulira_power") == "underpowered" for rec in records)
+
+    # ------------------------------------------------------------------------------- the shadows
+    def collect(self, needed: list[Entry[Method]], estimate: Estimate, report: CellReport) -> dict[str, list]:
+        """Every needed row's pool logits on every shadow: loaded from the store or computed now."""
+        shadows = self.settings.shadows
+        logits: dict[str, list] = {e.name: [None] * shadows for e in needed}
+        advance_shadow = self.reporter.counter(f"audit {self.label}: shadows", shadows)
+        advance_model = self.reporter.counter(f"audit {self.label}: shadow models to train", estimate.models_to_train)
+        advance_run = self.reporter.counter(f"audit {self.label}: method runs", estimate.method_runs_to_do)
+        for k in range(shadows):
+            self.shadow_pass(k, needed, logits, advance_model, advance_run, report)
+            advance_shadow()
+        return logits
+
+    def load_logits(self, record: RunRecord) -> np.ndarray | None:
+        try:
+            state = self.store.load_checkpoint(record, name="logits")
+        except CorruptCheckpoint as err:
+            self.reporter.warn(f"{err} Recomputing it.")
+            self.store.fail(record.run_id, f"logits corrupt: {err}")
+            self._done.pop(("audit-shadow", record.tag("config_hash")), None)
+            return None
+        return state["logits"].numpy()
+
+    def shadow_pass(
+        self,
+        k: int,
+        needed: list[Entry[Method]],
+        logits: dict[str, list],
+        advance_model: Callable[[], None],
+        advance_run: Callable[[], None],
+        report: CellReport,
+    ) -> None:
+        """Shadow ``k``: reuse the rows' logits in the store; train (or reuse) its models and run the
+        methods only for what is missing."""
+        missing = []
+        for entry in needed:
+            if entry.name in self._failed:
+                continue
+            rec = self.finished("audit-shadow", self.shadow_key(entry, k))
+            got = self.load_logits(rec) if rec is not None else None
+            if got is None:
+                missing.append(entry)
+            else:
+                logits[entry.name][k] = got
+        if not missing:
+            return
+        splits = self.bench.splits(self.shadow_indices(k))
+        refs = References(self.bench, self.store, self.reporter, memo={})  # one shadow's models in memory at a time
+        models: dict[str, Reference] = {}
+
+        def model(role: str) -> Reference:
+            if role not in models:
+                cached = self.finished("train", self.model_key(role, k)) is not None
+                split = splits["train"] if role == SHADOW_ORIGINAL else splits["retain"]
+                models[role] = refs.train_or_reuse(role, self.seed_of(k), split, self.trained_on(role, k))
+                if models[role].key != self.model_key(role, k):  # the formula here drifted from references.py
+                    raise RuntimeError(
+                        f"The store key of {role} model {k} differs from the one the audit computed (model_key "
+                        "mirrors References.train_or_reuse, which changed, or this runs under torchrun, which "
+                        "audits do not support): cached logits would be mislabelled, so the audit stops."
+                    )
+                if not cached:
+                    report.models_trained += 1
+                    advance_model()
+            return models[role]
+
+        for entry in missing:
+            self.shadow_run(entry, k, splits, model, logits)
+            if entry.cls.role is None:
+                report.method_runs += 1
+                advance_run()
+
+    def shadow_run(
+        self,
+        entry: Entry[Method],
+        k: int,
+        splits: dict[str, Split],
+        model: Callable[[str], Reference],
+        logits: dict[str, list],
+    ) -> None:
+        """One row on shadow ``k``, claimed: its pool logits saved as a checksummed artifact."""
+        key = self.shadow_key(entry, k)
+        seed = self.seed_of(k)
+        tags = {
+            **self.bench.tags(seed),
+            tag("run_type"): "audit-shadow",
+            tag("method"): entry.name,
+            tag("role"): entry.cls.role or "",
+            tag("config_hash"): key,
+            tag("benchmark"): self.bench.key,
+            tag("shadow"): str(k),
+            tag("shadow_original"): self.model_key(SHADOW_ORIGINAL, k),
+        }
+        params = {"shadow": k, "seed": seed, "n_pool": len(self.design.pool)}
+        if entry.cls.role is None:
+            params.update({f"method.{name}": v for name, v in self.options(entry).items()})
+        tags = {t: v for t, v in tags.items() if v != ""}
+        name = f"audit-{entry.name}-{self.plan.dataset.name}-{self.plan.request.model}-shadow{k}"
+        while True:  # one process computes; the others wait for its logits (a corrupt artifact is redone)
+            got = claims.claim(
+                self.store,
+                "audit-shadow",
+                key,
+                name,
+                tags,
+                params,
+                on_wait=lambda: self.reporter.event(f"Waiting for another process: {entry.name} on shadow {k}"),
+            )
+            if got.finished is None:
+                break
+            arr = self.load_logits(got.finished)
+            if arr is not None:
+                logits[entry.name][k] = arr
+                return
+        run_id = got.run_id
+        assert run_id is not None
+        try:
+            with claims.heartbeat(self.store, run_id):
+                arr, seconds = self.compute(entry, k, splits, model)
+                self.store.save_checkpoint(run_id, {"logits": torch.from_numpy(arr)}, name="logits")
+                predicted = arr.argmax(1) == self.labels
+                member = self.design.pool_halves[k]
+                self.store.log_metrics(
+                    run_id,
+                    {
+                        "seconds": seconds,
+                        "acc_forgotten": float(predicted[member].mean()) if member.any() else math.nan,
+                        "acc_never_seen": float(predicted[~member].mean()) if (~member).any() else math.nan,
+                    },
+                )
+                self.store.finish(run_id)
+            claims.release(self.store, run_id)
+        except UnlearnkitError as err:  # the method's own failure: the row fails, the audit goes on
+            self.store.fail(run_id, str(err))
+            self._failed[entry.name] = f"shadow {k}: {err}"
+            self.reporter.warn(f"{entry.name} failed on shadow {k}: {err}")
+            return
+        except BaseException as err:
+            self.store.fail(run_id, f"{type(err).__name__}: {err}")
+            raise
+        logits[entry.name][k] = arr
+
+    def compute(
+        self, entry: Entry[Method], k: int, splits: dict[str, Split], model: Callable[[str], Reference]
+    ) -> tuple[np.ndarray, float]:
+        """The row's model on shadow ``k`` (the shadow original or retrain, or the method applied to the
+        original) and its float32 logits on the pool."""
+        role = entry.cls.role
+        if role in ("original", "retrained"):
+            ref = model(SHADOW_ORIGINAL if role == "original" else SHADOW_RETRAINED)
+            out = predict_logits(ref.model, self.pool_split)
+            return out.cpu().numpy().astype(np.float32), 0.0 if role == "original" else ref.seconds
+        seed = self.seed_of(k)
+        ctx = self.bench.context(seed, self.idx.forget_class, method=entry.name)
+
+        def gold() -> tuple[nn.Module, float]:
+            ref = model(SHADOW_RETRAINED)
+            return copy.deepcopy(ref.model), ref.seconds
+
+        ctx.gold_standard = gold
+        method = entry.cls(self.plan.method_options(entry, ctx.setting))
+        data = UnlearnData(splits, entry.cls.splits(), entry.name)
+        net = copy.deepcopy(model(SHADOW_ORIGINAL).model).train()
+        seed_everything(seed)
+        synchronize(self.bench.device)
+        start = time.perf_counter()
+        out = method.unlearn(net, data, ctx)
+        synchronize(self.bench.device)
+        elapsed = time.perf_counter() - start
+        outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+        if not all(torch.isfinite(p).all() for p in outcome.model.parameters()):
+            raise DivergenceError(f"Method '{entry.name}' produced non-finite weights on shadow {k}.")
+        keep = self.plan.protocol.returned_mode
+        if not keep:
+            outcome.model.eval()
+        result = predict_logits(outcome.model, self.pool_split, keep_mode=keep)
+        return result.cpu().numpy().astype(np.float32), float(outcome.time_s if outcome.time_s is not None else elapsed)
+
+    # ---------------------------------------------------------------------------------- results
+    def record(self, entry: Entry[Method], row: RowScores, power: PowerCheck) -> AuditRow:
+        """One row's audit run: metrics, the per-example scores, the sanity verdict as a tag."""
+        key = self.audit_key(entry)
+        s = self.settings
+        tags = {
+            **self.bench.tags(s.seed),
+            tag("run_type"): "audit",
+            tag("method"): entry.name,
+            tag("access"): entry.cls.access.value,
+            tag("role"): entry.cls.role or "",
+            tag("config_hash"): key,
+            tag("benchmark"): self.bench.key,
+            tag("audit"): self.group_key,
+            tag("shadows"): str(s.shadows),
+            tag("mode"): s.mode,
+            tag("fixed_variance"): str(s.variance_fixed).lower(),
+            tag("ulira_power"): "ok" if power.ok else "underpowered",
+            **entry.provenance.as_tags(tag("method")),
+        }
+        if row.notes:
+            tags[tag("ulira_nan")] = json.dumps(row.notes, sort_keys=True)[:5000]
+        params: dict[str, Any] = {
+            "shadows": s.shadows,
+            "mode": s.mode,
+            "fixed_variance": s.variance_fixed,
+            "seed": s.seed,
+            "n_pool": len(self.design.pool),
+            "n_universe": len(self.design.universe),
+            "power_z": POWER_Z,
+            **self.bench.train_recipe.as_params(),
+        }
+        if entry.cls.role is None:
+            params.update({f"method.{name}": v for name, v in self.options(entry).items()})
+        got = claims.claim(
+            self.store,
+            "audit",
+            key,
+            f"audit-{entry.name}-{self.plan.dataset.name}-{self.plan.request.model}-{self.plan.scenario.key}-k{s.shadows}",
+            {t: v for t, v in tags.items() if v != ""},
+            params,
+        )
+        if got.finished is not None:
+            rec = got.finished
+            return AuditRow(entry.name, entry.cls.role or "", "skipped", dict(rec.metrics), _notes(rec), rec.run_id)
+        run_id = got.run_id
+        assert run_id is not None
+        metrics = {
+            **row.metrics(),
+            "ulira_power_difference": power.difference,
+            "ulira_power_threshold": power.threshold,
+        }
+        try:
+            self.store.log_metrics(run_id, metrics)
+            buf = io.BytesIO()
+            np.savez_compressed(
+                buf,
+                pool=self.design.pool,
+                labels=self.labels,
+                scaled_logit=row.scaled,
+                score=row.scores,
+                in_mask=row.in_mask,
+                out_mask=row.out_mask,
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "scores.npz"
+                path.write_bytes(buf.getvalue())
+                self.store.log_file(run_id, path)
+            self.store.log_text(run_id, scores_csv(self.design, self.labels, row), "scores.csv")
+            self.store.finish(run_id)
+            claims.release(self.store, run_id)
+        except BaseException as err:
+            self.store.fail(run_id, f"{type(err).__name__}: {err}")
+            raise
+        return AuditRow(entry.name, entry.cls.role or "", "finished", metrics, row.notes, run_id)
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _notes(rec: RunRecord) -> dict[str, str]:
+    """Why some of a stored row's numbers are NaN (NaN metrics are not stored: the reasons are)."""
+    try:
+        notes = json.loads(rec.tag("ulira_nan") or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+
+
+__all__ = [
+    "AUDIT_VERSION",
+    "FIXED_VARIANCE_BELOW",
+    "LOGITS_VERSION",
+    "SHADOW_ORIGINAL",
+    "SHADOW_RETRAINED",
+    "AuditRow",
+    "AuditRunner",
+    "AuditSettings",
+    "CellReport",
+    "Estimate",
+]
