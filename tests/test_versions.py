@@ -39,6 +39,8 @@ DESCRIPTIVE = {
     "shown_by_default",
     "cost_axis",
     "in_avg_gap",  # applied when a board is read, never stored
+    "search_space",  # what `unlearnkit tune` may search: tuned values reach a run only as its options
+    "distributed",  # where a method runs (torchrun ranks); the world size enters the run identity itself
 }
 UPDATE = "python tests/test_versions.py --update"
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from unlearnkit.errors import ConfigError
+from unlearnkit.tuning import Param
 
 if TYPE_CHECKING:  # heavy imports stay out of `unlearnkit --help`
     from torch import nn
@@ -158,6 +159,13 @@ class Method(Plugin):
     # against): the runner always includes such methods, and Avg Gap is measured to `retrained`.
     role: ClassVar[Role | None] = None
     conformance: ClassVar[Conformance] = Conformance()
+    # What `unlearnkit tune` may search: option name -> spec (unlearnkit.tuning: LogUniform, Uniform,
+    # IntRange, Categorical); a recipe's [tune.METHOD] table replaces it. Empty: nothing to tune.
+    search_space: ClassVar[dict[str, Param]] = {}
+    # Trains data-parallel under torchrun (docs/distributed.md): every rank calls ``unlearn``, which
+    # trains through ``ctx.parallel(model)`` on ``Split.sharded_batches`` parts and logs with
+    # ``ddp.log_losses``. False: the method runs on rank 0 alone while the other ranks wait.
+    distributed: ClassVar[bool] = False
     # The method reads ``ctx.protocol`` (LoTUS checks on augmented images under `paper`): its
     # unlearned model depends on the protocol. Otherwise a model unlearned under one protocol is
     # evaluated under the other without running the method again.

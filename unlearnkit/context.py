@@ -1,6 +1,6 @@
 """What a method gets besides the model and the data: device, seed, autocast, progress, the
-evaluation protocol, a place to log per-epoch numbers, and a factory for a freshly initialised
-network of the same architecture (Bad Teacher needs one)."""
+evaluation protocol, a place to log per-epoch numbers, a factory for a freshly initialised
+network of the same architecture (Bad Teacher needs one), and the ranks of a distributed run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from unlearnkit import ddp
 from unlearnkit.api import Setting
 from unlearnkit.progress import SILENT, Reporter
 from unlearnkit.protocols import CLEAN, EvalProtocol
@@ -39,6 +40,10 @@ class UnlearnContext:
     gold_standard: Callable[[], tuple[nn.Module, float]] | None = None  # the retrained model and its time
     protocol: EvalProtocol = CLEAN
     series: list[tuple[str, float, int]] = field(default_factory=list)  # per-epoch numbers (name, value, step)
+    # The ranks this loop trains on (torchrun): one process unless the runner gives a distributed
+    # method (or the reference training) the whole world; see ``parallel`` and docs/distributed.md.
+    world: ddp.World = ddp.SINGLE
+    _wrapped: dict[int, ddp.Wrapped] = field(default_factory=dict, repr=False, init=False, compare=False)
 
     def log(self, name: str, value: float, step: int) -> None:
         """Record one point of a per-epoch series (a loss, LoTUS's temperature): the runner logs
@@ -79,6 +84,33 @@ class UnlearnContext:
         if self.compile and self.device.type == "cuda":
             return torch.compile(model)
         return model
+
+    def parallel(self, model: nn.Module) -> nn.Module:
+        """The module to train ``model`` through: ``model`` itself in one process; on several ranks
+        its ``DistributedDataParallel`` wrapper (gradients averaged over the ranks; SyncBatchNorm on
+        CUDA), made once per model and kept until :meth:`release`. Feed it this rank's part of each
+        global batch (``Split.sharded_batches``) and back-propagate ``training.cross_entropy(...,
+        part)``-style losses: the update is then the one a single process makes on the global batch."""
+        if not self.world.active:
+            return model
+        if id(model) not in self._wrapped:
+            self._wrapped[id(model)] = ddp.Wrapped(model, self.device, self.world, self.reporter.warn)
+        return self._wrapped[id(model)].module
+
+    def release(self, model: nn.Module | None = None) -> None:
+        """Unwrap ``model`` (every wrapped model when None): its BatchNorm layers are put back and
+        every rank gets rank 0's buffers, so all ranks hold the same model. The runner calls it
+        after a distributed method returns; nothing to do in one process."""
+        if not self.world.active:
+            return
+        if model is None:
+            for wrapped in self._wrapped.values():
+                wrapped.release()
+            self._wrapped.clear()
+        elif id(model) in self._wrapped:
+            self._wrapped.pop(id(model)).release()
+        else:
+            self.world.sync_buffers(model)
 
     def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
         return self.reporter.track(iterable, total=total, description=f"{self.method}: {description}".strip(": "))

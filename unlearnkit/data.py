@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.api import Augment
+from unlearnkit.ddp import Part, World, whole
 from unlearnkit.errors import UnlearnkitError
 
 
@@ -46,15 +47,23 @@ class Preprocess:
         return cls(as_t(mean), as_t(std), size, augment, channels_last)
 
     def __call__(
-        self, x: torch.Tensor, *, train: bool = False, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        part: Part | None = None,
     ) -> torch.Tensor:
+        """``part``: ``x`` is this rank's part of a global batch; the augmentation is drawn for the
+        whole global batch (the draws a single process makes) and this part's rows are applied."""
         # uint8 images are scaled to [0, 1]; float images (a notebook's tensors) are taken as they are,
         # never modified in place
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float().clone()
+        part = part or whole(x.shape[0])
         if train and self.augment.crop_padding:
-            x = random_crop(x, self.augment.crop_padding, generator)
+            x = random_crop(x, self.augment.crop_padding, generator, part)
         if train and self.augment.flip:
-            flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+            flip = part.take(torch.rand(part.total, generator=generator, device=x.device)) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
@@ -64,12 +73,14 @@ class Preprocess:
         return x
 
 
-def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:
-    """torchvision's RandomCrop(size, padding=pad) for a whole batch at once (zero padding)."""
+def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None, part: Part | None = None) -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding=pad) for a whole batch at once (zero padding);
+    offsets drawn for ``part``'s global batch when ``x`` is one rank's part of it."""
     b, _, h, w = x.shape
+    part = part or whole(b)
     padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=x.device)
+    oy = part.take(torch.randint(0, 2 * pad + 1, (part.total,), generator=generator, device=x.device))
+    ox = part.take(torch.randint(0, 2 * pad + 1, (part.total,), generator=generator, device=x.device))
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
     batch = torch.arange(b, device=x.device)[:, None, None]
@@ -174,27 +185,56 @@ class Split:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Like :meth:`batches`, plus each sample's position in the split, to look up per-sample
         values a method keeps beside the split (LoTUS's forget/retain flag)."""
+        for x, y, pos, _ in self.sharded_batches(
+            batch_size, None, shuffle=shuffle, augment=augment, generator=generator, drop_last=drop_last
+        ):
+            yield x, y, pos
+
+    def sharded_batches(
+        self,
+        batch_size: int,
+        world: World | None,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Part]]:
+        """This rank's part of every global batch: ``(inputs, labels, positions, part)``.
+
+        The global batches are :meth:`indexed_batches`'s (one seeded order, drawn alike on every
+        rank), each split into ``world.size`` contiguous parts (:meth:`World.part`), and the
+        augmentation is drawn for the whole global batch: the ranks' parts together are exactly a
+        single process's batch, whatever the number of ranks. ``world`` None or of one process:
+        the whole batch (``part.whole``)."""
         n = len(self)
         order = torch.randperm(n, generator=generator, device=self.device) if shuffle else None
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         starts = range(0, stop, batch_size)
+        world = world if world is not None and world.active else None
         if self.stream is not None:  # decoded by DataLoader workers, in the same seeded order
             host_order = order.cpu() if order is not None else torch.arange(n)  # one sync per pass
-            positions = [host_order[s : s + batch_size] for s in starts]
-            for sel, x in zip(positions, self.stream.load(positions, self.device)):
+            batches = [host_order[s : s + batch_size] for s in starts]
+            parts = [world.part(len(b)) if world else whole(len(b)) for b in batches]
+            positions = [part.take(b) for b, part in zip(batches, parts)]
+            for sel, part, x in zip(positions, parts, self.stream.load(positions, self.device)):
                 sel = sel.to(self.device, non_blocking=True)
-                yield self.pre(x, train=augment, generator=generator), self.y[sel], sel
+                yield self.pre(x, train=augment, generator=generator, part=part), self.y[sel], sel, part
             return
         assert self.x is not None
         for start in starts:
             if order is None:  # in order: slices are views, no gather
                 end = min(start + batch_size, n)
-                sel = torch.arange(start, end, device=self.device)
-                x, y = self.x[start:end], self.y[start:end]
+                part = world.part(end - start) if world else whole(end - start)
+                lo, hi = start + part.lo, start + part.hi
+                sel = torch.arange(lo, hi, device=self.device)
+                x, y = self.x[lo:hi], self.y[lo:hi]
             else:
                 sel = order[start : start + batch_size]
+                part = world.part(len(sel)) if world else whole(len(sel))
+                sel = part.take(sel)
                 x, y = self.x[sel], self.y[sel]
-            yield self.pre(x, train=augment, generator=generator), y, sel
+            yield self.pre(x, train=augment, generator=generator, part=part), y, sel, part
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)

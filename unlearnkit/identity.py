@@ -30,6 +30,7 @@ CORE_NUMERIC_MODULES = (
     "unlearnkit.splits",
     "unlearnkit.evaluation",
     "unlearnkit.protocols",
+    "unlearnkit.ddp",  # the shards, scaled losses and summed epoch numbers of data-parallel runs
 )
 
 

@@ -12,12 +12,30 @@ import itertools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.config import RunRequest
 from unlearnkit.errors import ConfigError
+from unlearnkit.tuning import PARAM_FIELDS, Param
+
+
+class AuditTable(BaseModel):
+    """The recipe's ``[audit]`` table: how ``unlearnkit audit RECIPE`` audits its cells (docs/audit.md).
+
+    Command-line flags (``--shadows``, ``--mode``, ``--fixed-variance``, ``--methods``, ``--seed``) take
+    precedence. ``fixed_variance`` unset: one variance pooled over examples below 64 shadows (LiRA's advice
+    for few shadows), per-example variances from 64 on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    shadows: int = Field(default=16, ge=4)
+    mode: Literal["online", "offline"] = "online"
+    fixed_variance: bool | None = None
+    methods: list[str] | None = None  # default: the recipe's methods (the reference rows are always audited)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)  # default: the recipe's first seed
 
 
 class RecipeFile(BaseModel):
@@ -49,6 +67,9 @@ class RecipeFile(BaseModel):
     grid: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # method -> option -> values
     dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # dataset -> options
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model -> options
+    audit: AuditTable = Field(default_factory=AuditTable)  # `unlearnkit audit` settings
+    # `unlearnkit tune` search spaces: method -> option -> spec, replacing the method's own (docs/tuning.md)
+    tune: dict[str, dict[str, Param]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,11 +99,24 @@ def load_recipe(path: str | Path) -> RecipeFile:
     try:
         return RecipeFile(**doc)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        unknown = ("extra_forbidden", "unexpected_keyword_argument")
+        # a misspelt [tune] key first: it also leaves a required one missing
+        first = next((e for e in err.errors() if e["loc"][0] == "tune" and e["type"] in unknown), err.errors()[0])
+        tags = ("log_uniform", "uniform", "int", "categorical")  # a [tune] spec's kind, not a key
+        key = ".".join(str(p) for p in first["loc"] if not (first["loc"][0] == "tune" and p in tags))
+        if first["type"] in unknown and first["loc"][0] == "tune":
+            valid = ", ".join(PARAM_FIELDS)
+            raise ConfigError(
+                f"Unknown key '{key}' in recipe '{path}'. Valid [tune.METHOD] parameter keys: {valid}."
+            ) from None
         if first["type"] == "extra_forbidden":
-            valid = ", ".join(sorted(RecipeFile.model_fields))
-            raise ConfigError(f"Unknown key '{key}' in recipe '{path}'. Valid keys: {valid}.") from None
+            if first["loc"][0] == "audit" and len(first["loc"]) > 1:
+                valid = ", ".join(sorted(AuditTable.model_fields))
+                raise ConfigError(f"Unknown key '{key}' in recipe '{path}'. Valid [audit] keys: {valid}.") from None
+            valid = ", ".join(sorted(set(RecipeFile.model_fields) - {"audit"}))
+            raise ConfigError(
+                f"Unknown key '{key}' in recipe '{path}'. Valid keys: {valid}; and the [audit] table."
+            ) from None
         raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {first['msg']}.") from None
 
 
@@ -108,7 +142,7 @@ def expand(recipe: RecipeFile, overrides: dict[str, Any] | None = None) -> list[
             methods = recipe.methods
             if label:  # a grid varies some methods; the others need not run once per point
                 methods = sorted({k.split(".")[0] for k in grid_opts})
-            base = dict(
+            base: dict[str, Any] = dict(
                 dataset=dataset,
                 model=model,
                 methods=list(methods),

@@ -5,7 +5,9 @@ method in three steps that each fit on a screen: ``identify`` (what makes this r
 its config hash, tags and params), ``execute`` (the method on a private copy of the original,
 timed) and ``evaluate`` (every metric under the plan's protocol). A run whose config hash is
 already finished in the store is skipped; a failing or interrupted run is recorded as failed and
-never counted.
+never counted. Under torchrun every rank runs this same loop: rank 0 alone talks to the store and
+evaluates, the others follow its decisions (:mod:`unlearnkit.ddp`); methods that declare
+``distributed`` train on every rank, the others on rank 0 alone while the other ranks go on.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from unlearnkit import claims
+from unlearnkit import claims, ddp
 from unlearnkit.api import Method, Metric, UnlearnOutcome
-from unlearnkit.benchmark import Benchmark, seed_everything, synchronize
+from unlearnkit.benchmark import Benchmark, resolve_device, seed_everything, synchronize
 from unlearnkit.config import Plan
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split, UnlearnData
@@ -54,7 +56,7 @@ class RunResult:
 
     method: str
     seed: int
-    status: str  # "finished", "skipped" (already in the store) or "failed"
+    status: str  # "finished", "skipped" (already in the store) or "failed" (torchrun: rank 0's, on every rank)
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str = ""
     failure: str = ""
@@ -99,6 +101,11 @@ class Runner:
         on_result: Callable[[RunResult], None] | None = None,
     ) -> None:
         self.plan = plan
+        # under torchrun: join the process group first (each rank then takes its GPU); rank 0 alone
+        # talks to the store and reports
+        self.world = ddp.init(resolve_device(plan.request.device))
+        if not self.world.main:
+            store, reporter = cast(Store, ddp.RankZeroOnly("the store")), SILENT
         self.store = store
         self.reporter = reporter
         self.bench = Benchmark(plan, reporter)
@@ -112,13 +119,19 @@ class Runner:
     # ------------------------------------------------------------------------------- driver
     def check(self) -> None:
         """Every check that needs the data (and the model files a user brings), then the store:
-        still nothing trained or written."""
-        self.bench.check()
-        request = self.plan.request
-        for role, path in (("original", request.original), ("retrained", request.retrained)):
-            if path is not None:
-                self.references.from_file(role, Path(path))
-        self.store.check()
+        still nothing trained or written. Under torchrun rank 0 checks first (and downloads the
+        data), then the other ranks."""
+
+        def check() -> None:
+            self.bench.check()
+            request = self.plan.request
+            for role, path in (("original", request.original), ("retrained", request.retrained)):
+                if path is not None:
+                    self.references.from_file(role, Path(path))
+            if self.world.main:
+                self.store.check()
+
+        ddp.main_first("check", check)
 
     def run(self) -> list[RunResult]:
         """Every seed, every method; returns one result per (method, seed)."""
@@ -129,7 +142,11 @@ class Runner:
             for entry in self.plan.methods:
                 result = self.run_method(entry, state)
                 results.append(result)
-                self.on_result(result)
+                if self.world.main:
+                    self.on_result(result)
+        if self.world.active:  # every rank returns rank 0's results (the others hold placeholders)
+            results = ddp.agree("results", results)
+            ddp.barrier()
         return results
 
     def prepare_seed(self, seed: int) -> Seed:
@@ -139,7 +156,8 @@ class Runner:
         assert original is not None
         retrained = self.references.get("retrained", seed, idx, splits)
         state = Seed(seed, idx, splits, original, retrained)
-        self.check_memorisation(state)
+        if self.world.main:  # rank 0 evaluates
+            self.check_memorisation(state)
         return state
 
     def check_memorisation(self, state: Seed) -> None:
@@ -171,16 +189,22 @@ class Runner:
     def run_method(self, entry: Entry[Method], state: Seed) -> RunResult:
         self.reused_from = ""
         ctx = self.context(state, entry.name)
+        together = self.world.active and entry.cls.distributed  # every rank runs the method
+        if together:
+            ctx.world = self.world
         ident = self.identify(entry, state, ctx)
         seed = state.seed
-        got = claims.claim(
-            self.store,
-            "unlearn",
-            ident.key,
-            self.run_name(entry, seed),
-            ident.tags,
-            ident.params,
-            on_wait=lambda: self.reporter.event(f"Waiting for another process running {entry.name} (seed {seed})"),
+        got = ddp.on_main(
+            f"claim {ident.key}",
+            lambda: claims.claim(
+                self.store,
+                "unlearn",
+                ident.key,
+                self.run_name(entry, seed),
+                ident.tags,
+                ident.params,
+                on_wait=lambda: self.reporter.event(f"Waiting for another process running {entry.name} (seed {seed})"),
+            ),
         )
         if got.finished is not None:
             record = got.finished
@@ -188,20 +212,35 @@ class Runner:
             return RunResult(entry.name, seed, "skipped", record.metrics, record.run_id, benchmark=self.bench.key)
         run_id = got.run_id
         assert run_id is not None
+        if not self.world.main:
+            return self.follow(entry, state, ctx, run_id)
+        told = not self.world.active  # whether the other ranks know if they run the method with rank 0
         try:
             with claims.heartbeat(self.store, run_id):
-                outcome, data = self.reuse(entry, state, ident) or self.execute(entry, state, ctx)
+                reused = self.reuse(entry, state, ident)
+                if self.world.active:
+                    told = self.tell(entry, together and reused is None)
+                    if reused is None and not together and entry.cls.role is None:  # reference rows train nothing
+                        others = "rank waits" if self.world.size == 2 else f"{self.world.size - 1} ranks wait"
+                        self.reporter.event(
+                            f"{entry.name} does not declare distributed support: it runs on rank 0 alone "
+                            f"while the other {others}"
+                        )
+                outcome, data = reused or self.execute(entry, state, ctx)
                 outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
                 # the model as the method returned it (the paper protocol's passes move BatchNorm statistics)
                 weights = None if self.reused_from else self.weights_to_keep(entry, outcome)
                 returned = {
                     tag("returned_mode"): "train" if outcome.model.training else "eval",
                     tag("info_keys"): ",".join(sorted(outcome.info)),
+                    tag("unlearning_s"): repr(outcome_time),  # the method's own cost, reused with its model
                 }
                 metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
                 self.record(run_id, state, ctx, data, metrics, weights, returned)
             claims.release(self.store, run_id)
         except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
+            if not told:
+                self.tell(entry, False)
             self.store.fail(run_id, str(err))
             self.reporter.warn(f"{entry.name} (seed {seed}) failed: {err}")
             return RunResult(entry.name, seed, "failed", run_id=run_id, failure=str(err), benchmark=self.bench.key)
@@ -210,6 +249,24 @@ class Runner:
             raise
         self.reporter.event(f"{entry.name} (seed {seed}): done in {outcome_time:.2f} s")
         return RunResult(entry.name, seed, "finished", metrics, run_id, benchmark=self.bench.key)
+
+    def tell(self, entry: Entry[Method], together: bool) -> bool:
+        """Rank 0 tells the other ranks whether they run the method with it (see :meth:`follow`)."""
+        ddp.agree(f"together {entry.name}", together)
+        return True
+
+    def follow(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, run_id: str) -> RunResult:
+        """A rank other than 0 on a run rank 0 claimed: run the method with rank 0 when it says so
+        (the same steps on this rank's parts of the batches); else rank 0 runs it alone or reuses
+        its stored model, and this rank goes on. The result is a placeholder: ``run`` returns rank 0's."""
+        placeholder = RunResult(entry.name, state.seed, "elsewhere", run_id=run_id, benchmark=self.bench.key)
+        if not ddp.agree(f"together {entry.name}"):
+            return placeholder
+        try:
+            self.execute(entry, state, ctx)
+        except UnlearnkitError as err:  # raised on every rank alike (the divergence check is agreed)
+            placeholder.status, placeholder.failure = "failed", str(err)
+        return placeholder
 
     def identify(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> Identity:
         """The run's identity: everything that can change its numbers, hashed."""
@@ -228,6 +285,8 @@ class Runner:
         }
         if grid_point:
             identity["grid_point"] = grid_point
+        if ctx.world.active:  # a data-parallel run: the number of ranks shapes its numbers (reduction order)
+            identity["world_size"] = ctx.world.size
         if self.tuning_trial and not reference:
             identity["tuning_trial"] = self.tuning_trial
         key = config_hash(identity)
@@ -248,6 +307,7 @@ class Runner:
             tag("sweep"): self.sweep,
             tag("tuning_trial"): self.tuning_trial if not reference else "",
             tag("original_run"): state.original.run_id,
+            tag("world_size"): str(ctx.world.size) if ctx.world.active else "",
             **entry.provenance.as_tags(tag("method")),
         }
         params = {
@@ -289,7 +349,8 @@ class Runner:
             self.reporter.event(
                 f"{entry.name} (seed {state.seed}): unlearned model reused from run {record.run_id[:8]}"
             )
-            outcome = UnlearnOutcome(model, time_s=record.metrics.get("time_s"), info=info)
+            seconds = record.tag("unlearning_s")
+            outcome = UnlearnOutcome(model, time_s=float(seconds) if seconds else None, info=info)
             self.reused_from = record.run_id
             return outcome, data
         return None
@@ -303,11 +364,13 @@ class Runner:
         synchronize(self.bench.device)
         start = time.perf_counter()
         out = method.unlearn(model, data, ctx)
+        ctx.release()  # several ranks: BatchNorm layers back, rank 0's buffers everywhere (one process: nothing)
         synchronize(self.bench.device)
         elapsed = time.perf_counter() - start
         outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
         if outcome.time_s is None:
             outcome.time_s = elapsed
+        ctx.world.check_same(outcome.model, f"Method '{entry.name}'")
         if not all(torch.isfinite(p).all() for p in outcome.model.parameters()):
             raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
         return outcome, data

@@ -3,6 +3,8 @@
 The original model and the retrained gold standard are trained here; methods reuse
 ``fit``/``accuracy``/``predict_logits`` so every loop has the same device, autocast and
 no-host-sync discipline: losses stay on the device, and finiteness is checked once per epoch.
+Under torchrun ``fit`` trains data-parallel (:mod:`unlearnkit.ddp`): each rank takes its part of
+every global batch, and the epoch's numbers and divergence flag are summed over the ranks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 
 from unlearnkit.context import TRAIN_STREAM, UnlearnContext
 from unlearnkit.data import Split
+from unlearnkit.ddp import Part
 from unlearnkit.errors import ConfigError, DivergenceError
 
 Schedule = Literal["constant", "warmup_linear", "warmup_cosine", "cosine"]
@@ -159,18 +162,18 @@ def fit(
     steps = split.num_batches(recipe.batch_size, drop_last=drop_single)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe, steps))
     gen = ctx.generator(offset=TRAIN_STREAM)
-    forward = ctx.compiled(model)
+    forward = ctx.compiled(ctx.parallel(model))
     with ctx.steps(description, recipe.epochs * steps) as advance:
         for epoch in range(recipe.epochs):
             # [diverged, loss sum, correct]: accumulated on the device, read once per epoch
             tally = torch.zeros(3, dtype=torch.float64, device=ctx.device)
             seen = 0
-            for x, y in split.batches(
-                recipe.batch_size, shuffle=True, augment=True, generator=gen, drop_last=drop_single
+            for x, y, _, part in split.sharded_batches(
+                recipe.batch_size, ctx.world, shuffle=True, augment=True, generator=gen, drop_last=drop_single
             ):
                 with ctx.autocast():
                     logits = forward(x)
-                    loss = F.cross_entropy(logits, y)
+                    loss = cross_entropy(logits, y, part)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -179,18 +182,27 @@ def fit(
                 tally += torch.stack(
                     [
                         (~torch.isfinite(detached)).double(),
-                        detached.double() * len(y),
+                        part.loss_sum(detached.double()),
                         (logits.detach().argmax(1) == y).sum().double(),
                     ]
                 )
-                seen += len(y)
+                seen += part.total
                 advance()
-            diverged, loss_sum, correct = tally.tolist()
+            diverged, loss_sum, correct = ctx.world.sum(tally).tolist()  # every rank stops alike
             raise_if_diverged(torch.tensor(diverged > 0), f"{description} (epoch {epoch + 1})")
             ctx.log("train_loss", loss_sum / max(seen, 1), epoch)
             ctx.log("train_acc", correct / max(seen, 1), epoch)
+    ctx.release(model)
     model.eval()
     return model
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, part: Part | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the batch; for one rank's ``part`` of a global batch, its sum scaled
+    by ``part.scale``, so that DDP's gradient average is the gradient of the global batch mean."""
+    if part is None or part.whole:
+        return F.cross_entropy(logits, y)
+    return F.cross_entropy(logits, y, reduction="sum") * part.scale
 
 
 @torch.inference_mode()
@@ -239,6 +251,9 @@ def accuracy(
     return float((logits.argmax(1) == split.y).float().mean())
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of -sum_k t_k log softmax(z)_k (targets are distributions)."""
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, part: Part | None = None) -> torch.Tensor:
+    """Mean over the batch of -sum_k t_k log softmax(z)_k (targets are distributions); for one
+    rank's ``part`` of a global batch, the scaled sum of :func:`cross_entropy`."""
+    if part is None or part.whole:
+        return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum() * part.scale

@@ -1,10 +1,11 @@
 """What the built-in baselines share beyond the public loop helpers (``unlearnkit.loops``): their
-options, the LoTUS paper's per-family defaults, SCRUB's small/large data-size rule, and the
-random-relabelling epoch of Random Labeling and SalUn."""
+options, the LoTUS paper's per-family defaults, SCRUB's small/large data-size rule, the
+random-relabelling epoch of Random Labeling and SalUn, and the data-parallel forms of
+``ce_epoch``/``endless`` (the ``loops`` ones themselves in a single process)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -12,11 +13,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from unlearnkit import loops
 from unlearnkit.api import Options, Setting
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import Split
-from unlearnkit.loops import EpochLoss, ce_epoch
-from unlearnkit.training import make_optimizer
+from unlearnkit.ddp import Part
+from unlearnkit.loops import EpochLoss, step, trainable
+from unlearnkit.training import cross_entropy, make_optimizer
 
 
 # ------------------------------------------------------------------------------------ options
@@ -62,6 +65,60 @@ def data_scale(preset: str, n_train: int) -> Literal["small", "large"]:
     if preset in ("small", "large"):
         return preset  # type: ignore[return-value]
     return "small" if n_train <= SMALL_SCALE_MAX else "large"
+
+
+# ------------------------------------------------------------------------------ data-parallel
+def ce_epoch(
+    model: nn.Module,
+    split: Split,
+    opt: torch.optim.Optimizer,
+    ctx: UnlearnContext,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: bool,
+    masks: Sequence[torch.Tensor] | None = None,
+    weight_decay: float = 0.0,
+) -> EpochLoss:
+    """``loops.ce_epoch``, on this rank's part of each global batch when ``ctx.world`` has several
+    ranks (log it with ``ddp.log_losses``); ``loops.ce_epoch`` itself in one process."""
+    if not ctx.world.active:
+        return loops.ce_epoch(
+            model,
+            split,
+            opt,
+            ctx,
+            batch_size=batch_size,
+            generator=generator,
+            augment=augment,
+            masks=masks,
+            weight_decay=weight_decay,
+        )
+    model.train()
+    forward = ctx.parallel(model)
+    params = trainable(model)
+    losses = EpochLoss(ctx)
+    for x, y, _, part in split.sharded_batches(
+        batch_size, ctx.world, shuffle=True, augment=augment, generator=generator
+    ):
+        with ctx.autocast():
+            loss = cross_entropy(forward(x).float(), y, part)
+        step(opt, loss, masks, params, weight_decay)
+        losses.add(loss)
+    return losses
+
+
+def endless(
+    split: Split, batch_size: int, generator: torch.Generator, augment: bool, ctx: UnlearnContext
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, Part]]:
+    """``loops.endless`` with each batch's part: this rank's part on several ranks (same draws)."""
+    if len(split) == 0:
+        raise ValueError(f"cannot draw batches from the empty split '{split.name}'")
+    while True:
+        for x, y, _, part in split.sharded_batches(
+            batch_size, ctx.world, shuffle=True, augment=augment, generator=generator
+        ):
+            yield x, y, part
 
 
 # ------------------------------------------------------------------------------------ targets

@@ -15,6 +15,7 @@ from unlearnkit.data import UnlearnData, concat
 from unlearnkit.hookspecs import hookimpl
 from unlearnkit.loops import EpochLoss, kl_to_target, log_losses, random_fraction, step
 from unlearnkit.training import make_optimizer
+from unlearnkit.tuning import LogUniform, Uniform
 from unlearnkit_plugins.methods._loops import TrainOptions, family_defaults
 
 INCOMPETENT_SEED_OFFSET = 7_919  # the incompetent teacher's init depends on the run seed only
@@ -115,6 +116,13 @@ class BadTeacher(Method):
     # (seeds 0-4: forget accuracy -0.06 to -0.28, retain <= -0.07).
     conformance = Conformance(options={"epochs": 20, "batch_size": 16, "lr": 5e-3})
     Options = BadTeacherOptions
+    # lr: Bad Teacher's Adam 1e-4 (bad-teaching-unlearning, unlearn.py), a decade either side; temperature:
+    # its KL_temperature 1 up to common distillation temperatures; retain_fraction: around its 30 % of D_r
+    search_space = {
+        "lr": LogUniform(1e-5, 1e-3),
+        "temperature": LogUniform(0.5, 8.0),
+        "retain_fraction": Uniform(0.1, 0.6),
+    }
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from torch import nn
 from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
+from unlearnkit.ddp import log_losses
 from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import ce_epoch, log_losses
-from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, sgd
+from unlearnkit.tuning import LogUniform
+from unlearnkit_plugins.methods._loops import SGDOptions, ce_epoch, family_defaults, sgd
 
 
 class FinetuneOptions(SGDOptions):
@@ -42,6 +43,7 @@ class Finetune(Method):
 
     name = "finetune"
     algorithm_version = 2
+    distributed = True  # data-parallel under torchrun (docs/distributed.md)
     summary = "Fine-tuning: cross-entropy on the retain set D_r only (catastrophic forgetting)."
     paper = (
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep "
@@ -53,6 +55,8 @@ class Finetune(Method):
     # accuracy falls by 0.09-0.22, retain accuracy does not fall).
     conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05})
     Options = FinetuneOptions
+    # lr: the LoTUS runs' 1e-3 to SCRUB's fine-tuning 0.01 (small_scale_unlearning.ipynb), a decade either side
+    search_space = {"lr": LogUniform(1e-4, 1e-1)}
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

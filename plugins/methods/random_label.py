@@ -9,8 +9,9 @@ from torch import nn
 from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
 from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
+from unlearnkit.ddp import log_losses
 from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import log_losses
+from unlearnkit.tuning import LogUniform
 from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, relabel_epoch, sgd
 
 
@@ -41,6 +42,7 @@ class RandomLabel(Method):
 
     name = "random_label"
     algorithm_version = 2
+    distributed = True  # data-parallel under torchrun: labels drawn for the whole split, alike on every rank
     summary = "Random Labeling: CE on D_f with random wrong labels (re-drawn per epoch), then CE on D_r."
     paper = (
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep "
@@ -51,6 +53,8 @@ class RandomLabel(Method):
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.25, retain <= -0.06).
     conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
     Options = RandomLabelOptions
+    # lr: the LoTUS runs' 1e-3 to SalUn's Random Labeling 0.013 (Unlearn-Saliency README), a decade either side
+    search_space = {"lr": LogUniform(1e-4, 1e-1)}
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from unlearnkit.data import Split, UnlearnData
 from unlearnkit.hookspecs import hookimpl
 from unlearnkit.loops import batch_gradients, log_losses
 from unlearnkit.training import make_optimizer
+from unlearnkit.tuning import LogUniform, Uniform
 from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, relabel_epoch
 
 
@@ -118,6 +119,9 @@ class SalUn(Method):
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.28, retain <= -0.08).
     conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
     Options = SalUnOptions
+    # lr: the LoTUS runs' 1e-3 to SalUn's 0.013 (Unlearn-Saliency README), a decade either side; mask_ratio:
+    # the 0.1 to 0.9 of SalUn's released masks (mask/with_0.1.pt ... with_0.9.pt)
+    search_space = {"lr": LogUniform(1e-4, 1e-1), "mask_ratio": Uniform(0.1, 0.9)}
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
 from unlearnkit.loops import EpochLoss, kl_to_target, log_losses, step
 from unlearnkit.training import make_optimizer
+from unlearnkit.tuning import IntRange, LogUniform
 from unlearnkit_plugins.methods._loops import Preset, data_scale, family_defaults
 
 
@@ -138,6 +139,13 @@ class Scrub(Method):
     # 0-4: forget accuracy -0.12 to -0.22, retain >= -0.09).
     conformance = Conformance(options={"batch_size": 16, "lr": 5e-3})
     Options = ScrubOptions
+    # lr: SCRUB's 5e-4 (both published settings), a decade either side; msteps: its 2 (large) and 3 (small)
+    # with one either side; kl_weight (alpha): its 0.001 (large) to 0.5 (small) and up to 1 (meghdadk/SCRUB)
+    search_space = {
+        "lr": LogUniform(5e-5, 5e-3),
+        "msteps": IntRange(1, 4),
+        "kl_weight": LogUniform(1e-3, 1.0),
+    }
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from unlearnkit.context import UnlearnContext
 from unlearnkit.data import UnlearnData
 from unlearnkit.hookspecs import hookimpl
 from unlearnkit.loops import EpochLoss, ce_epoch, endless, log_losses, per_class_subset, step
+from unlearnkit.tuning import IntRange, LogUniform
 from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, sgd
 
 
@@ -124,6 +125,13 @@ class Unsir(Method):
     # -0.03 to -0.16, retain >= -0.07; at lr 0.02 retain falls by up to 0.38).
     conformance = Conformance(options={"epochs": 3, "batch_size": 16, "lr": 0.002})
     Options = UnsirOptions
+    # lr: the LoTUS runs' 1e-3 and UNSIR's 0.01-0.02, a decade either side; noise_steps: the LoTUS runs' 1 to
+    # UNSIR's 5 x 8 = 40; noise_lr: the LoTUS runs' 0.01 to UNSIR's 0.1 (Fast-Machine-Unlearning notebook)
+    search_space = {
+        "lr": LogUniform(1e-4, 1e-1),
+        "noise_steps": IntRange(1, 40, log=True),
+        "noise_lr": LogUniform(1e-2, 1e-1),
+    }
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

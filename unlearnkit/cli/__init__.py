@@ -90,9 +90,10 @@ def usage_message(exc: Any, argv: list[str] | None = None) -> str:
     ctx = getattr(exc, "ctx", None)
     command = getattr(ctx, "command", None)
     param = getattr(exc, "param", None)
-    value = given_value(argv or [], list(getattr(param, "opts", []))) if param is not None else None
+    opts = list(getattr(param, "opts", None) or [])
+    value = given_value(argv or [], opts) if opts else None
     if type(exc).__name__ == "BadParameter" and value is not None:
-        text = f"Bad value '{value}' for {param.opts[0]}: {text.split(': ', 1)[-1]}"
+        text = f"Bad value '{value}' for {opts[0]}: {text.split(': ', 1)[-1]}"
     elif type(exc).__name__ == "NoSuchOption" and command is not None and not getattr(exc, "possibilities", None):
         options = sorted(o for p in command.params for o in getattr(p, "opts", []) if o.startswith("--"))
         if options:

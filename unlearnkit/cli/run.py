@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +14,7 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.config import RunRequest, parse_option_pairs, parse_seeds, validate
+from unlearnkit.errors import ConfigError
 
 
 def _has_cuda() -> bool:
@@ -81,10 +84,32 @@ def run(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
     plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Data-parallel processes on this machine: re-runs the command under torchrun (docs/distributed.md).",
+        ),
+    ] = 1,
 ) -> None:
     """Train (or reuse) the original and retrained models, run the method(s), evaluate, log to MLflow."""
+    from unlearnkit import ddp
+
+    if nproc > 1:
+        argv, given = ddp.without_nproc(sys.argv[1:])
+        if not given or "run" not in argv:
+            raise ConfigError(
+                f"--nproc re-executes the command line; from Python, start `torchrun --standalone "
+                f"--nproc-per-node {nproc} -m unlearnkit run ...` instead."
+            )
+        ddp.relaunch(nproc, argv, device)  # does not return
+    world = ddp.from_env()  # under torchrun: rank 0 prints, the other ranks stay quiet
+    if not world.main:
+        con.out.quiet = con.err.quiet = True
     from unlearnkit.leaderboard import metric_info
     from unlearnkit.plugins import get_host
+    from unlearnkit.progress import SILENT
     from unlearnkit.runner import Runner
     from unlearnkit.store import Store
     from unlearnkit.tables import header
@@ -120,12 +145,12 @@ def run(
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
         con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
     store = Store(tracking_uri, experiment)
-    with con.RichReporter() as reporter:
+    with con.RichReporter() if world.main else contextlib.nullcontext(SILENT) as reporter:
         runner = Runner(plan, store, reporter)
         runner.check()
         results = runner.run()
         board_run = ""
-        if sum(1 for m in plan.methods if m.cls.role is None) > 1:
+        if sum(1 for m in plan.methods if m.cls.role is None) > 1 and world.main:
             board_run = publish_run_board(store, host.registries, runner.bench.key)
     if as_json:
         con.out.print_json(json.dumps([r.__dict__ for r in results], default=str))
