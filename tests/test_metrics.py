@@ -219,3 +219,34 @@ def test_paper_mia_is_the_official_two_class_multinomial_fit():
     targets = np.linspace(-0.2, 1.2, 141)
     hand = float(((w1 - w0) * targets + (b1 - b0) > 0).mean())
     assert entropy_attack(members, non_members, targets, paper=True) == pytest.approx(hand, abs=1 / 141)
+
+
+def test_the_terminal_leaderboard_fits_120_columns():
+    """Three seeds, the longest built-in method names, values as wide as real ones (rf_jsd x1e4 in the
+    hundreds, times in minutes) and an audit's column: the default terminal board still fits."""
+    import io
+
+    from rich.console import Console
+
+    from unlearnkit.cli.leaderboard import render
+    from unlearnkit.leaderboard import AUDIT_INFO, metric_info
+    from unlearnkit.plugins import PluginHost
+
+    info = metric_info(PluginHost().registries)
+    values = {
+        "acc_forget": 0.912, "acc_retain": 0.987, "acc_test": 0.901, "mia": 0.763, "jsd": 0.0123,
+        "rf_jsd": 0.0456, "time_s": 1234.5, "ulira_auc": 0.612, "acc_unseen": 0.9, "rte": 1.2,
+    }  # fmt: skip
+    recs = []
+    for seed in (1, 2, 3):
+        for method in ("retrain", "original", "neggrad_plus", "random_label", "grad_ascent_plus"):
+            jitter = {k: v * (1 + 0.01 * seed) for k, v in values.items()}
+            recs.append(_record(method, seed, jitter))
+    (board,) = build_boards(recs, info)
+    out = io.StringIO()
+    console = Console(file=out, width=120, color_system=None)
+    console.print(render(board, info, ["default"], wide=False))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 120, out.getvalue()
+    assert "…" not in out.getvalue() and "0.92±0.01" in out.getvalue()  # nothing truncated; compact mean±std
+    assert set(AUDIT_INFO) - {"ulira_auc"} <= set(info) and "ulira_tpr_at_1fpr" not in out.getvalue()

@@ -37,11 +37,11 @@ class MetricInfo:
 
 
 # The U-LiRA audit's columns: AUC and TPR at low FPR of the per-example likelihood-ratio attack. Closer to
-# the retrain row is better (it sits near chance); shown by default whenever an audit exists.
+# the retrain row is better (it sits near chance); the AUC is shown by default whenever an audit exists.
 AUDIT_INFO = {
     "ulira_auc": MetricInfo("closer_to_retrain", order=62, default=True),
-    "ulira_tpr_at_1fpr": MetricInfo("closer_to_retrain", order=64, default=True),
-    "ulira_tpr_at_01fpr": MetricInfo("closer_to_retrain", order=66, default=True),
+    "ulira_tpr_at_1fpr": MetricInfo("closer_to_retrain", order=64),
+    "ulira_tpr_at_01fpr": MetricInfo("closer_to_retrain", order=66),
 }
 
 
@@ -156,6 +156,8 @@ def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: st
         per_method: dict[str, list[RunRecord]] = defaultdict(list)
         for rec in recs:
             per_method[row_name(rec)].append(rec)
+        per_method = {name: newest_code(mrecs) for name, mrecs in per_method.items()}
+        recs = [r for mrecs in per_method.values() for r in mrecs]
         names = sorted({k for r in recs for k in r.metrics})
         gold = [r for r in recs if r.tag("role") == "retrained"]
         gold_by_seed = {r.tag("seed"): r.metrics for r in gold}
@@ -280,9 +282,18 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
 
 
 def row_name(rec: RunRecord) -> str:
-    """A method's row; recipe grid points get their own rows, e.g. ``lotus [lotus.alpha=8]``."""
-    point = rec.tag("grid_point")
-    return f"{rec.tag('method')} [{point}]" if point else rec.tag("method")
+    """A method's row; recipe grid points and data-parallel runs get their own rows, e.g.
+    ``lotus [lotus.alpha=8]``, ``lotus [2 ranks]``."""
+    labels = [rec.tag("grid_point"), f"{rec.tag('world_size')} ranks" if rec.tag("world_size") else ""]
+    label = ", ".join(x for x in labels if x)
+    return f"{rec.tag('method')} [{label}]" if label else rec.tag("method")
+
+
+def newest_code(records: list[RunRecord]) -> list[RunRecord]:
+    """The runs made by the same code (method and metric versions) as the newest run: after a
+    version bump the old numbers stay in the store but never share a row with the new ones."""
+    newest = max(records, key=lambda r: r.start_time).tag("code")
+    return [r for r in records if r.tag("code") == newest]
 
 
 def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] | None) -> Board | None:

@@ -301,6 +301,8 @@ class Runner:
             tag("role"): entry.cls.role or "",
             tag("config_hash"): key,
             tag("unlearning_hash"): unlearning_key,
+            # the code that made the numbers: the leaderboard shows a method's newest code only
+            tag("code"): config_hash({"method": identity["method"], "metrics": identity["metrics"]}),
             tag("benchmark"): self.bench.key,
             tag("splits"): state.idx.fingerprint(),
             tag("grid_point"): grid_point,

@@ -40,11 +40,20 @@ def header(name: str, info: MetricInfo) -> str:
     return f"{name} x1e4" if info.scale == 1e4 else (name if info.scale == 1 else f"{name} x{info.scale:g}")
 
 
-def fmt(mean: float, std: float | None, scale: float, digits: int = 3) -> str:
+def fmt(mean: float, std: float | None, scale: float, digits: int = 3, *, compact: bool = False) -> str:
+    """``mean ± std`` (the std only over two or more seeds). ``compact`` (the terminal): four
+    significant digits at most (``0.93``, ``12.35``, ``465.1``, ``1259``), no spaces around ±."""
     if math.isnan(mean):
         return "—"
-    text = f"{mean * scale:.{digits}f}"
-    return f"{text} ± {std * scale:.{digits}f}" if std is not None and not math.isnan(std) else text
+    value = mean * scale
+    if compact:
+        magnitude = math.floor(math.log10(abs(value))) if value else 0
+        digits = max(0, min(digits - 1, 3 - magnitude))
+    text = f"{value:.{digits}f}"
+    if std is None or math.isnan(std):
+        return text
+    sep = "±" if compact else " ± "
+    return f"{text}{sep}{std * scale:.{digits}f}"
 
 
 def competitors(board: Board) -> list[Row]:
@@ -83,9 +92,11 @@ def best_gap(board: Board) -> set[str]:
 def board_cells(
     board: Board, info: dict[str, MetricInfo], chosen: list[str] | None = None, *, wide: bool = True
 ) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """Header and rows of (text, is_best) cells. ``wide`` adds the per-seed gap and the package."""
+    """Header and rows of (text, is_best) cells. ``wide`` (files, ``--wide``) adds the data access,
+    the per-seed gap and the package; otherwise values are compact (the terminal's 120 columns)."""
     cols = columns(board, info, chosen)
-    head = [*FIXED_HEAD, *[header(c, info[c]) for c in cols], "avg gap"]
+    fixed = FIXED_HEAD if wide else tuple(h for h in FIXED_HEAD if h != "access")
+    head = [*fixed, *[header(c, info[c]) for c in cols], "avg gap"]
     if wide:
         head += ["avg gap (per seed)", "package"]
     marked = {c for c in cols if c in AUDIT_INFO and board.audit_underpowered}
@@ -95,13 +106,15 @@ def board_cells(
     for row in board.rows:
         name = f"{row.method} {WEAK_MARK}" if row.weak_original else row.method
         cells: list[tuple[str, bool]] = [(name, False), (row.access, False), (str(len(row.seeds)), False)]
+        if not wide:
+            del cells[1]
         for c in cols:
             stat = row.metrics.get(c)
-            text = fmt(stat.mean, stat.std, info[c].scale, info[c].digits) if stat else "—"
+            text = fmt(stat.mean, stat.std, info[c].scale, info[c].digits, compact=not wide) if stat else "—"
             if c in marked and text != "—":
                 text += AUDIT_MARK
             cells.append((text, row.method in bests[c]))
-        cells.append((fmt(row.avg_gap, None, 1.0), row.method in gap_best))
+        cells.append((fmt(row.avg_gap, None, 1.0, compact=not wide), row.method in gap_best))
         if wide:
             cells.append((fmt(row.avg_gap_per_seed.mean, row.avg_gap_per_seed.std, 1.0), False))
             cells.append((f"{row.package} {row.version}".strip(), False))

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from unlearnkit.leaderboard import Board, MetricInfo
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -93,17 +97,26 @@ def leaderboard(
         con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run")
         return
     for board in boards:
-        head, rows = tables.board_cells(board, info, chosen, wide=wide)
-        table = Table(title=board.title, title_justify="left")
-        for col in head:
-            table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
-        for row_cells in rows:
-            table.add_row(*[f"[bold green]{t}[/]" if best else t for t, best in row_cells])
-        con.out.print(table)
+        con.out.print(render(board, info, chosen, wide=wide))
         if board.weak_original:
             con.out.print(tables.WEAK_NOTE, highlight=False)
+        if board.audit_underpowered:
+            con.out.print(tables.AUDIT_NOTE, highlight=False)
     con.out.print(
         "mean ± std over seeds; best method per column in green (closer to retrain where that is the target); "
         "avg gap = mean |Δ| to retrain over the Average-Gap metrics. --wide: every column.",
         highlight=False,
     )
+
+
+def render(board: Board, info: dict[str, MetricInfo], chosen: list[str] | None, *, wide: bool) -> Table:
+    """One board as a rich table: cells never wrap (the default columns fit 120 characters)."""
+    from unlearnkit import tables
+
+    head, rows = tables.board_cells(board, info, chosen, wide=wide)
+    table = Table(title=board.title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    for col in head:
+        table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
+    for row_cells in rows:
+        table.add_row(*[f"[bold green]{t}[/]" if best else t for t, best in row_cells])
+    return table

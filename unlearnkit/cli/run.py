@@ -156,7 +156,8 @@ def run(
         con.out.print_json(json.dumps([r.__dict__ for r in results], default=str))
         return
     info = metric_info(host.registries)
-    shown = sorted((n for n, i in info.items() if i.default), key=lambda n: (info[n].order, n))
+    registered = set(host.registries.metrics.names())  # a run's own metrics (audits add columns only to boards)
+    shown = sorted((n for n, i in info.items() if i.default and n in registered), key=lambda n: (info[n].order, n))
     table = Table(
         title=f"{plan.dataset.name} / {plan.request.model} / {plan.scenario.key} ({plan.protocol.name})",
         title_justify="left",
