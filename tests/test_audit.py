@@ -254,6 +254,8 @@ def test_tiny_audit_end_to_end_reuses_everything_and_feeds_the_leaderboard(host,
     assert rows["lotus"].seeds == [1] and "acc_forget" in rows["lotus"].metrics
     assert all("ulira_auc" in r.metrics for r in rows.values())
     head, _ = tables.board_cells(board, metric_info(host.registries), ["default"], wide=False)
+    assert "ulira_auc" in head  # the terminal's default set; every U-LiRA column in files and --wide
+    head, _ = tables.board_cells(board, metric_info(host.registries))
     assert {"ulira_auc", "ulira_tpr_at_1fpr", "ulira_tpr_at_01fpr"} <= set(head)
     code, out, err = invoke(["leaderboard", "--format", "csv"], capsys)
     assert code == 0 and out.count(",ulira_auc,") == 3
