@@ -159,12 +159,15 @@ def test_resnet20_and_cnn_sizes():
     assert n_params(wide) < 10_000
 
 
-@pytest.mark.parametrize(("size", "grid"), [(8, 4), (28, 7), (32, 8)])
-def test_vit_is_sized_to_the_images(size, grid):
+@pytest.mark.parametrize(("size", "grid", "width"), [(8, 2, 96), (16, 4, 96), (28, 7, 192), (32, 8, 192)])
+def test_vit_is_sized_to_the_images(size, grid, width):
+    """Up to 16 px a narrow 3-block ViT on 4 px patches (it memorises digits in a CPU minute); above,
+    ViT-Tiny's width on patches from the patch rule."""
     model = MODELS["vit"]()
     spec = ImageSpec(3, size, size, 10)
     net = model.build(spec)
-    assert tuple(net.patch_embed.grid_size) == (grid, grid)
+    assert tuple(net.patch_embed.grid_size) == (grid, grid) and net.embed_dim == width
+    assert len(net.blocks) == (3 if size <= 16 else 6)
     assert model.input_size(spec) == (size, size)
     assert model.model_family() == "vit-scratch"
 
