@@ -9,6 +9,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The tests' models are tiny: a second thread per process buys nothing and, on a busy 2-core machine,
+# makes every convolution many times slower. Subprocesses (CLI, torchrun, Ray workers) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path_factory, monkeypatch):

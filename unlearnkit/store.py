@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import http.client
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,6 +79,8 @@ def is_transient(err: BaseException) -> bool:
         requests.exceptions.ConnectionError,
         requests.exceptions.Timeout,
         requests.exceptions.RetryError,
+        requests.exceptions.ChunkedEncodingError,  # the server went away mid-response
+        http.client.IncompleteRead,
         ConnectionError,
         TimeoutError,
     )
@@ -93,6 +97,7 @@ def is_transient(err: BaseException) -> bool:
 
 
 _inside_call: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_call", default=False)
+_no_retry: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_no_retry", default=False)
 
 
 def store_call(fn: Callable[P, R]) -> Callable[P, R]:
@@ -109,7 +114,7 @@ def store_call(fn: Callable[P, R]) -> Callable[P, R]:
             with deferred():
                 return fn(*args, **kwargs)
         store = args[0]
-        remote = isinstance(store, Store) and store.remote
+        remote = isinstance(store, Store) and store.remote and not _no_retry.get()
         deadline = time.monotonic() + RETRY_FOR_S
         delay = 0.5
         while True:
@@ -265,11 +270,28 @@ class Store:
             raise StoreError(f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}") from None
 
     # --------------------------------------------------------------------------------- runs
-    @store_call
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        """A new RUNNING run. Safe to retry: a server may have created the run and then dropped the
+        connection before answering, so a retry first looks for the run by a one-off creation tag
+        instead of creating a second one (which would look like a rival claim)."""
+        nonce = uuid.uuid4().hex
+        attempts = 0
+
+        @store_call
+        def create(store: Store) -> str:
+            nonlocal attempts
+            attempts += 1
+            existing = store.search({"creation": nonce}, finished_only=False) if attempts > 1 else []
+            if existing:
+                run_id = existing[0].run_id
+            else:
+                run_id = store.client.create_run(
+                    store.experiment_id, run_name=name, tags={**tags, tag("creation"): nonce}
+                ).info.run_id
+            store.log_params(run_id, params)
+            return run_id
+
+        return create(self)
 
     @store_call
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -319,10 +341,13 @@ class Store:
     def fail(self, run_id: str, reason: str) -> None:
         """Record why a run failed; FAILED runs never count in a leaderboard. Best effort: the store
         itself may be what failed, and then the run stays unfinished (claims treat it as abandoned)."""
+        token = _no_retry.set(True)  # one attempt: an interrupted process must not wait out an outage
         try:
             self._fail(run_id, reason)
         except Exception:  # noqa: BLE001 - nothing more can be done; the failure that led here is what matters
             logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
+        finally:
+            _no_retry.reset(token)
 
     @store_call
     def _fail(self, run_id: str, reason: str) -> None:
