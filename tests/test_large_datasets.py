@@ -533,3 +533,13 @@ def test_mufac_missing_and_malformed_files(tmp_path):
     with pytest.raises(DataError, match="custom_val_dataset.csv lacks the column.*person_id") as excinfo:
         Mufac().load(tmp_path / "data", tmp_path / "cache")
     one_line(excinfo)
+
+
+def test_imagenet_crop_option_scales_the_paper_framing(imagenet, tmp_path):
+    root, *_ = imagenet
+    ds = ImageNet(ImageNet.parse_options({"crop": 32}))
+    assert ds.geometry == {"resize": 37, "crop": 32}  # round(32 * 256 / 224)
+    small = ds.load(root, tmp_path / "cache")
+    full = ImageNet().load(root, tmp_path / "cache")
+    assert small.x_train.shape[1:] == (3, 32, 32) and full.x_train.shape[1:] == (3, 224, 224)
+    np.testing.assert_array_equal(small.y_train, full.y_train)

@@ -29,7 +29,7 @@ def test_streamed_and_resident_splits_give_identical_metrics(host, tmp_path, mon
     argv = [
         "run", "--dataset", "imagenet", "--data-dir", str(data), "--model", "cnn", "--method", method,
         "--epochs", "2", "--device", "cpu", "--dataset-option", "decode_budget_gb=0", "--json",
-        "--dataset-option", "train_per_class=8", "-o", "epochs=2",
+        "--dataset-option", "train_per_class=8", "--dataset-option", "crop=32", "-o", "epochs=2",
     ]  # fmt: skip
     monkeypatch.setenv("UNLEARNKIT_STORE", str(tmp_path / "resident"))
     resident, err = run_json(argv, capsys)

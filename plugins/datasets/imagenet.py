@@ -62,11 +62,18 @@ class ImageNetOptions(Options):
     val_per_class: int | Literal["all"] = Field(
         "all", description="The first N val images of each class (the test split); 'all': the 50 per class."
     )
+    crop: int = Field(
+        CROP,
+        ge=8,
+        le=1024,
+        description="Side of the centre crop in pixels (the paper: 224); the shorter side is first resized to "
+        "crop x 256/224, so smaller crops keep the paper's framing at lower resolution.",
+    )
     decode_budget_gb: float = Field(
         4.0,
         ge=0,
         description="Decode the selected images up front (and cache them) when they take at most this many GB as "
-        "uint8 (N x 3 x 224 x 224 bytes); otherwise they are decoded on demand while streaming.",
+        "uint8 (N x 3 x crop x crop bytes); otherwise they are decoded on demand while streaming.",
     )
 
     @field_validator("train_per_class", "val_per_class", mode="before")
@@ -187,7 +194,7 @@ def read_devkit(devkit: Path) -> tuple[dict[int, str], list[int]]:
 # -------------------------------------------------------------------------------------- plugin
 class ImageNet(FileDataset):
     name = "imagenet"
-    algorithm_version = 1
+    algorithm_version = 2
     summary = (
         "ImageNet-1k (ILSVRC2012) at 224 px, 1,000 wnid classes, first N train per class / 50k val as test "
         "(archives or folders; no download)."
@@ -233,6 +240,12 @@ class ImageNet(FileDataset):
         self.layout(data_dir)
 
     # ------------------------------------------------------------------------------ loading
+    @property
+    def geometry(self) -> dict[str, int]:
+        """Resize-then-centre-crop sizes: the paper's 256 -> 224, scaled in proportion for other crops."""
+        crop = self.options.crop if isinstance(self.options, ImageNetOptions) else CROP
+        return {"resize": round(crop * RESIZE / CROP), "crop": crop}
+
     def load(self, data_dir: Path | None, cache_dir: Path) -> RawDataset:
         o = self.options
         assert isinstance(o, ImageNetOptions)
@@ -247,12 +260,12 @@ class ImageNet(FileDataset):
                 f"Cannot read ImageNet in {layout.root}: {one_line(err)}. Check or replace the file(s)."
             ) from None
         n = len(x_train) + len(x_test)
-        if n * 3 * CROP * CROP > o.decode_budget_gb * 1e9:
+        if n * 3 * o.crop * o.crop > o.decode_budget_gb * 1e9:
             return RawDataset(x_train, y_train, x_test, y_test, classes, self.mean, self.std)
         files = layout.archives() + [
             Path(os.fsdecode(p)) for x in (x_train, x_test) if x.archive is None for p in x.names
         ]
-        extra = {"train_per_class": per_train, "val_per_class": per_val, "resize": RESIZE, "crop": CROP}
+        extra = {"train_per_class": per_train, "val_per_class": per_val, **self.geometry}
         try:
             key = cache_key(self.name, files, extra)
         except OSError as err:
@@ -281,8 +294,7 @@ class ImageNet(FileDataset):
             idx = np.concatenate(keep)
             x = EncodedImages(
                 index.names[idx],
-                resize=RESIZE,
-                crop=CROP,
+                **self.geometry,
                 archive=layout.train,
                 offsets=index.offsets[idx],
                 sizes=index.sizes[idx],
@@ -294,7 +306,7 @@ class ImageNet(FileDataset):
             names = _image_files(layout.train / wnid)[:per_class]
             paths += [os.fsencode(layout.train / wnid / n) for n in names]
             labels += [label] * len(names)
-        return classes, EncodedImages(paths, resize=RESIZE, crop=CROP), np.array(labels, dtype=np.int64)
+        return classes, EncodedImages(paths, **self.geometry), np.array(labels, dtype=np.int64)
 
     def val_images(
         self, layout: Layout, cache_dir: Path, classes: list[str], per_class: int | None
@@ -313,18 +325,18 @@ class ImageNet(FileDataset):
                 labels += [label_of[wnid]] * len(names)
             y = np.array(labels, dtype=np.int64)
             order = np.argsort(y, kind="stable")
-            return EncodedImages(np.asarray(paths, dtype=bytes)[order], resize=RESIZE, crop=CROP), y[order]
+            return EncodedImages(np.asarray(paths, dtype=bytes)[order], **self.geometry), y[order]
         assert layout.devkit is not None
         id_to_wnid, truth = read_devkit(layout.devkit)
         if layout.val.is_file():
             index = tar_index(layout.val, cache_dir, nested=False)
             names = [index.name(i) for i in range(len(index))]
             x = EncodedImages(
-                index.names, resize=RESIZE, crop=CROP, archive=layout.val, offsets=index.offsets, sizes=index.sizes
+                index.names, **self.geometry, archive=layout.val, offsets=index.offsets, sizes=index.sizes
             )
         else:
             names = _image_files(layout.val)
-            x = EncodedImages([os.fsencode(layout.val / n) for n in names], resize=RESIZE, crop=CROP)
+            x = EncodedImages([os.fsencode(layout.val / n) for n in names], **self.geometry)
         labels = np.empty(len(names), dtype=np.int64)
         for i, name in enumerate(names):
             m = VAL_NUMBER.search(name)
