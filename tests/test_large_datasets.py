@@ -129,7 +129,7 @@ def test_new_datasets_are_registered_with_their_contract():
     assert {"imagenet", "tiny_imagenet", "mufac"} <= set(names) and len(set(names)) == len(names)
     for cls in (ImageNet, TinyImageNet, Mufac):
         assert cls.summary and "\n" not in cls.summary and not cls.embedded and not cls.downloadable
-        assert cls.algorithm_version == 1
+        assert isinstance(cls.algorithm_version, int) and cls.algorithm_version >= 1
         cls(cls.Options())
     assert ImageNet.mean == (0.485, 0.456, 0.406) and ImageNet.std == (0.229, 0.224, 0.225)
     assert TinyImageNet.augment.crop_padding == 8 and TinyImageNet.augment.flip
