@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,42 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+# The modules whose tests drive whole sweeps in subprocesses, longest first. Run first, they spread
+# over the parallel workers (pytest -n) instead of leaving one worker busy after the rest are done.
+LONG_FIRST = (
+    "test_mlflow_server.py",
+    "test_ray.py",
+    "test_sweep.py",
+    "test_ddp.py",
+    "test_interruption.py",
+    "test_tune.py",
+    "test_bundles.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module keeps its order
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite database with the schema made and no experiment: creating the schema runs
+    MLflow's migrations (about a second), which every test with a store would otherwise repeat."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
 @pytest.fixture(autouse=True)
-def isolated_store(tmp_path_factory, monkeypatch):
-    """Every test gets its own MLflow store and cache; a user's MLFLOW_TRACKING_URI is ignored."""
+def isolated_store(tmp_path_factory, monkeypatch, empty_mlflow_db):
+    """Every test gets its own MLflow store and cache; a user's MLFLOW_TRACKING_URI is ignored.
+    The store starts as an empty database (a copy of the template), as a first run would leave it."""
     base = tmp_path_factory.mktemp("store")
+    (base / "store").mkdir()
+    shutil.copyfile(empty_mlflow_db, base / "store" / "mlflow.db")
     monkeypatch.setenv("UNLEARNKIT_STORE", str(base / "store"))
     monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(base / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

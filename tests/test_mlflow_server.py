@@ -18,6 +18,7 @@ HERE = Path(__file__).parent
 RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
 PLUGINS = HERE / "fixtures" / "plugins"
 
+pytestmark = pytest.mark.xdist_group("mlflow-server")  # one worker, one server
 pytest.importorskip("mlflow.server", reason="the MLflow server is not installed (pip install 'unlearnkit[dev]')")
 
 
@@ -71,42 +72,58 @@ class Server:
             self.proc.wait(timeout=30)
 
 
-@pytest.fixture
-def server(tmp_path):
-    srv = Server(tmp_path)
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for the module (starting one costs seconds of CPU); tests that kill it restart it
+    through ``server`` below, and each test writes to its own experiment."""
+    srv = Server(tmp_path_factory.mktemp("mlflow-server"))
     srv.start()
     yield srv
     srv.kill()
 
 
-def finished(uri: str) -> Counter:
+@pytest.fixture
+def server(shared_server):
+    if shared_server.proc is None or shared_server.proc.poll() is not None:
+        shared_server.start()
+    return shared_server
+
+
+def finished(uri: str, experiment: str) -> Counter:
     from unlearnkit.store import Store
 
-    return Counter(r.tag("config_hash") for r in Store(uri).search({"run_type": "unlearn"}))
+    return Counter(r.tag("config_hash") for r in Store(uri, experiment).search({"run_type": "unlearn"}))
+
+
+def sweep(experiment: str) -> list[str]:
+    """The tiny recipe on one seed: 2 scenarios x (original, retrain, lotus) = 6 runs."""
+    return [sys.executable, "-m", "unlearnkit", "sweep", str(RECIPE), "--plugins-dir", str(PLUGINS),
+            "--experiment", experiment, "--seeds", "1"]  # fmt: skip
 
 
 def test_sweep_over_http_survives_a_server_restart(server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unlearnkit", "sweep", str(RECIPE), "--plugins-dir", str(PLUGINS)]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        sweep("restart"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
-    while sum(finished(server.uri).values()) < 2 and time.time() < deadline and proc.poll() is None:
+    while sum(finished(server.uri, "restart").values()) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.3)
     server.kill()  # mid-sweep: the client's retries must carry it over the outage
     time.sleep(3)
     server.start()
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-3000:]
-    counts = finished(server.uri)
-    assert len(counts) == 12 and set(counts.values()) == {1}
+    counts = finished(server.uri, "restart")
+    assert len(counts) == 6 and set(counts.values()) == {1}
 
     from unlearnkit.leaderboard import leaderboard, metric_info
     from unlearnkit.plugins import PluginHost
     from unlearnkit.store import Store
 
-    boards = leaderboard(Store(server.uri), metric_info(PluginHost().registries))
-    assert len(boards) == 2 and all(len(r.seeds) == 2 for b in boards for r in b.rows)
+    boards = leaderboard(Store(server.uri, "restart"), metric_info(PluginHost().registries))
+    assert len(boards) == 2 and all(len(r.seeds) == 1 for b in boards for r in b.rows)
 
 
 def test_ctrl_c_is_answered_at_once_while_the_store_retries(server, tmp_path, monkeypatch):
@@ -114,11 +131,12 @@ def test_ctrl_c_is_answered_at_once_while_the_store_retries(server, tmp_path, mo
     within a couple of seconds (the back-off sleeps run outside the deferred-signal blocks)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unlearnkit", "sweep", str(RECIPE), "--plugins-dir", str(PLUGINS)]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        sweep("ctrl-c"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.time() + 120
-        while sum(finished(server.uri).values()) < 1 and time.time() < deadline and proc.poll() is None:
+        while sum(finished(server.uri, "ctrl-c").values()) < 1 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.3)
         server.kill()
         time.sleep(4)  # the sweep is now inside a retry loop (or about to enter one)
