@@ -34,6 +34,13 @@ LONG_FIRST = (
 )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, plus one. Much of the suite's wall time is spent waiting on
+    subprocesses (sweeps, servers, torchrun) and polling; the extra worker fills those gaps
+    (measured on 2 cores: 126 s with 3 workers against 142 s with 2, 161 s with 4)."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module keeps its order
@@ -48,6 +55,20 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("template") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
     return db
+
+
+@pytest.fixture
+def store_dir(tmp_path, empty_mlflow_db):
+    """``store_dir("a")``: a further local store folder under ``tmp_path`` (for tests that compare
+    two stores), starting from the template database like the isolated store."""
+
+    def make(name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_mlflow_db, folder / "mlflow.db")
+        return folder
+
+    return make
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +89,31 @@ def isolated_store(tmp_path_factory, monkeypatch, empty_mlflow_db):
     ):
         monkeypatch.delenv(var, raising=False)
     yield base
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """The ``unlearnkit`` command in this process (no interpreter start-up, no re-import of torch and
+    MLflow): ``cli("sweep", ...)`` -> (exit code, stdout, stderr), run from ``tmp_path``. Tests of
+    signals and concurrency still start real processes; their re-runs need not."""
+    from unlearnkit.cli import main
+    from unlearnkit.plugins import reset_host
+
+    monkeypatch.chdir(tmp_path)
+    reset_host()  # the command loads its own plugins (--plugins-dir), as a new process would
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield invoke
+    reset_host()  # and leaves none behind for the next test in this worker
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ def train_runs(store_dir: Path):
     return Store(f"sqlite:///{store_dir / 'mlflow.db'}").search({"run_type": "train"}, finished_only=False)
 
 
-def test_export_then_import_into_an_empty_store_skips_training(host, capsys, tmp_path, monkeypatch):
-    first, second = tmp_path / "a", tmp_path / "b"
+def test_export_then_import_into_an_empty_store_skips_training(host, capsys, tmp_path, monkeypatch, store_dir):
+    first, second = store_dir("a"), store_dir("b")
     monkeypatch.setenv("UNLEARNKIT_STORE", str(first))
     code, _, err = invoke(TINY, capsys)
     assert code == 0, err
@@ -71,13 +71,15 @@ def tamper(bundle: Path, out: Path, edit) -> Path:
     ],
     ids=["bytes", "identity"],
 )
-def test_a_tampered_bundle_is_refused_and_nothing_imported(host, capsys, tmp_path, monkeypatch, edit, message):
-    monkeypatch.setenv("UNLEARNKIT_STORE", str(tmp_path / "a"))
+def test_a_tampered_bundle_is_refused_and_nothing_imported(
+    host, capsys, tmp_path, monkeypatch, store_dir, edit, message
+):
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("a")))
     assert invoke([*TINY[:-4], "--seeds", "1", "--device", "cpu"], capsys)[0] == 0
     bundle = tmp_path / "refs.tar"
     assert invoke(["export", "-o", str(bundle)], capsys)[0] == 0
     bad = tamper(bundle, tmp_path / "bad.tar", edit)
-    monkeypatch.setenv("UNLEARNKIT_STORE", str(tmp_path / "b"))
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("b")))
     code, _, err = invoke(["import", str(bad)], capsys)
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("Error")]
     assert code == 2 and len(lines) == 1 and message in lines[0], err

@@ -299,6 +299,7 @@ def cifar10_loads(tmp_path_factory):
     return data, cache, first, second, t1 - t0, t2 - t1
 
 
+@pytest.mark.slow  # decodes all 60,000 images (about 10 s of CPU)
 def test_cifar10_from_the_shared_archive_then_from_the_cache(cifar10_loads):
     data, cache, first, second, t_first, t_second = cifar10_loads
     assert first.x_train.shape == (50000, 3, 32, 32) and first.x_test.shape == (10000, 3, 32, 32)
@@ -314,6 +315,7 @@ def test_cifar10_from_the_shared_archive_then_from_the_cache(cifar10_loads):
         assert np.array_equal(getattr(first, name), getattr(second, name)), name
 
 
+@pytest.mark.slow
 def test_cifar10_archive_order_matches_the_file_names(cifar10_loads):
     from PIL import Image
 

@@ -53,7 +53,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("stage, sig", CASES)
-def test_interrupted_cell_is_never_counted_and_resumes(stage, sig, tmp_path, monkeypatch):
+def test_interrupted_cell_is_never_counted_and_resumes(stage, sig, tmp_path, monkeypatch, cli):
     markers = tmp_path / "markers"
     markers.mkdir()
     monkeypatch.setenv("SLEEPY_DIR", str(markers))
@@ -83,10 +83,8 @@ def test_interrupted_cell_is_never_counted_and_resumes(stage, sig, tmp_path, mon
         assert not [r for r in store_runs("train", "original") if r.status == "FINISHED"]
     # resume: same command, the pause disabled
     (markers / "resume").write_text("")
-    done = subprocess.run(
-        cmd(epochs if stage != "training" else 2), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    code, _, err = cli(*cmd(epochs if stage != "training" else 2)[3:])  # the re-run: here, not a new process
+    assert code == 0, err[-2000:]
     unlearn = [r for r in store_runs("unlearn") if r.status == "FINISHED"]
     assert sorted(r.tag("method") for r in unlearn) == ["original", "retrain", "sleepy"]
     originals = [r for r in store_runs("train", "original") if r.status == "FINISHED"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
+RECIPE = HERE / "fixtures" / "recipes" / "tiny-one.toml"  # original, retrain, lotus: 3 runs
 PLUGINS = HERE / "fixtures" / "plugins"
 
 pytestmark = pytest.mark.xdist_group("mlflow-server")  # one worker, one server
@@ -56,7 +57,9 @@ class Server:
             "1",
         ]
         log = open(self.root / "server.log", "a")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        # no background job runner (MLflow 3's huey consumers): nothing here uses server-side jobs
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -73,10 +76,11 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory):
+def shared_server(tmp_path_factory, empty_mlflow_db):
     """One server for the module (starting one costs seconds of CPU); tests that kill it restart it
     through ``server`` below, and each test writes to its own experiment."""
     srv = Server(tmp_path_factory.mktemp("mlflow-server"))
+    shutil.copyfile(empty_mlflow_db, srv.root / "mlflow.db")  # the schema made: no migrations at start
     srv.start()
     yield srv
     srv.kill()
@@ -95,10 +99,19 @@ def finished(uri: str, experiment: str) -> Counter:
     return Counter(r.tag("config_hash") for r in Store(uri, experiment).search({"run_type": "unlearn"}))
 
 
+def started(uri: str, experiment: str) -> bool:
+    """Whether the sweep has begun writing runs (a claim exists): from here the whole cell is ahead."""
+    from unlearnkit.store import Store
+
+    try:
+        return bool(Store(uri, experiment).search({}, finished_only=False))
+    except Exception:  # noqa: BLE001 - the experiment does not exist yet
+        return False
+
+
 def sweep(experiment: str) -> list[str]:
-    """The tiny recipe on one seed: 2 scenarios x (original, retrain, lotus) = 6 runs."""
     return [sys.executable, "-m", "unlearnkit", "sweep", str(RECIPE), "--plugins-dir", str(PLUGINS),
-            "--experiment", experiment, "--seeds", "1"]  # fmt: skip
+            "--experiment", experiment]  # fmt: skip
 
 
 def test_sweep_over_http_survives_a_server_restart(server, tmp_path, monkeypatch):
@@ -108,22 +121,23 @@ def test_sweep_over_http_survives_a_server_restart(server, tmp_path, monkeypatch
         sweep("restart"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 120
-    while sum(finished(server.uri, "restart").values()) < 2 and time.time() < deadline and proc.poll() is None:
+    while not started(server.uri, "restart") and time.time() < deadline and proc.poll() is None:
         time.sleep(0.3)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
     server.kill()  # mid-sweep: the client's retries must carry it over the outage
-    time.sleep(3)
+    time.sleep(1)
     server.start()
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-3000:]
     counts = finished(server.uri, "restart")
-    assert len(counts) == 6 and set(counts.values()) == {1}
+    assert len(counts) == 3 and set(counts.values()) == {1}
 
     from unlearnkit.leaderboard import leaderboard, metric_info
     from unlearnkit.plugins import PluginHost
     from unlearnkit.store import Store
 
     boards = leaderboard(Store(server.uri, "restart"), metric_info(PluginHost().registries))
-    assert len(boards) == 2 and all(len(r.seeds) == 1 for b in boards for r in b.rows)
+    assert len(boards) == 1 and all(len(r.seeds) == 1 for b in boards for r in b.rows)
 
 
 def test_ctrl_c_is_answered_at_once_while_the_store_retries(server, tmp_path, monkeypatch):
@@ -136,7 +150,7 @@ def test_ctrl_c_is_answered_at_once_while_the_store_retries(server, tmp_path, mo
     )
     try:
         deadline = time.time() + 120
-        while sum(finished(server.uri, "ctrl-c").values()) < 1 and time.time() < deadline and proc.poll() is None:
+        while not started(server.uri, "ctrl-c") and time.time() < deadline and proc.poll() is None:
             time.sleep(0.3)
         server.kill()
         time.sleep(4)  # the sweep is now inside a retry loop (or about to enter one)
@@ -149,7 +163,9 @@ def test_ctrl_c_is_answered_at_once_while_the_store_retries(server, tmp_path, mo
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode in (130, -signal.SIGINT), proc.stderr.read()[-2000:]
-    assert waited < 3.0, f"Ctrl-C took {waited:.1f} s to answer"
+    # wall time to exit, interpreter shutdown included, on a loaded machine; before the back-off
+    # sleeps left the deferred-signal block it was the whole retry budget (about a minute)
+    assert waited < 5.0, f"Ctrl-C took {waited:.1f} s to answer"
 
 
 def test_unreachable_server_is_one_line_before_any_compute(tmp_path, capsys, monkeypatch):

@@ -24,17 +24,19 @@ def run_json(argv, capsys):
     "method, workers",
     [("lotus", "0"), pytest.param("finetune", "2", marks=pytest.mark.slow)],  # lotus joins and subsets streams
 )
-def test_streamed_and_resident_splits_give_identical_metrics(host, tmp_path, monkeypatch, capsys, method, workers):
+def test_streamed_and_resident_splits_give_identical_metrics(
+    host, tmp_path, monkeypatch, capsys, store_dir, method, workers
+):
     data = fake_imagenet(tmp_path / "imagenet", train=8, val=6)
     argv = [
         "run", "--dataset", "imagenet", "--data-dir", str(data), "--model", "cnn", "--method", method,
         "--epochs", "2", "--device", "cpu", "--dataset-option", "decode_budget_gb=0", "--json",
         "--dataset-option", "train_per_class=8", "--dataset-option", "crop=32", "-o", "epochs=2",
     ]  # fmt: skip
-    monkeypatch.setenv("UNLEARNKIT_STORE", str(tmp_path / "resident"))
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("resident")))
     resident, err = run_json(argv, capsys)
     assert "Streaming" not in err
-    monkeypatch.setenv("UNLEARNKIT_STORE", str(tmp_path / "streamed"))
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("streamed")))
     monkeypatch.setenv("UNLEARNKIT_DEVICE_DATA_GB", "0")  # nothing fits: every split streams
     monkeypatch.setenv("UNLEARNKIT_STREAM_WORKERS", workers)  # 0: decoded in this process, same path
     streamed, err = run_json(argv, capsys)

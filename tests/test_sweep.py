@@ -56,7 +56,7 @@ def finished_per_config() -> Counter:
     return Counter(r.tag("config_hash") for r in Store().search({"run_type": "unlearn"}))
 
 
-def test_sigkill_midway_then_rerun_gives_exactly_one_run_per_cell(isolated_store, tmp_path):
+def test_sigkill_midway_then_rerun_gives_exactly_one_run_per_cell(isolated_store, tmp_path, cli):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(sweep_cmd(), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -72,38 +72,33 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_run_per_cell(isolated_store
         proc.wait(timeout=30)
     before = finished_per_config()
     assert 1 <= sum(before.values()) < 12
-    done = subprocess.run(
-        sweep_cmd("--plot", str(tmp_path / "lb.png")),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, out, err = cli(*sweep_cmd("--plot", str(tmp_path / "lb.png"))[3:])  # the re-run: here, not a new process
+    assert code == 0, err[-3000:]
     after = finished_per_config()
     assert len(after) == 12 and set(after.values()) == {1}  # 2 scenarios x 2 seeds x 3 methods, once each
-    assert f"{12 - sum(before.values())} new, {sum(before.values())} already in the store" in done.stdout
+    assert f"{12 - sum(before.values())} new, {sum(before.values())} already in the store" in out
     assert (tmp_path / "lb.png").stat().st_size > 10_000
     from unlearnkit.store import Store
 
     (board_run,) = Store().search({"run_type": "leaderboard"})
     assert board_run.params["recipe"] == "tiny-test"
-    again = subprocess.run(sweep_cmd(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "0 new, 12 already in the store" in again.stdout
+    code, out, err = cli(*sweep_cmd()[3:])
+    assert code == 0 and "0 new, 12 already in the store" in out, err[-3000:]
     assert finished_per_config() == after
 
 
 def test_two_concurrent_sweeps_share_models_and_never_duplicate(isolated_store, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [
-        subprocess.Popen(sweep_cmd(), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            sweep_cmd("--seeds", "1"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=400) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     after = finished_per_config()
-    assert len(after) == 12 and set(after.values()) == {1}
+    assert len(after) == 6 and set(after.values()) == {1}  # 2 scenarios x (original, retrain, lotus), once each
     from unlearnkit.store import Store
 
     for role in ("original", "retrained"):

@@ -223,7 +223,7 @@ def best_of(report) -> dict[str, tuple[float, int, dict]]:
     return {m.method: (m.best_value, m.best_trial, m.best_params) for m in report.methods}
 
 
-def test_a_seeded_study_is_deterministic_honest_and_writes_a_recipe(recipe, host, tmp_path, monkeypatch):
+def test_a_seeded_study_is_deterministic_honest_and_writes_a_recipe(recipe, host, tmp_path, monkeypatch, store_dir):
     """4 trials x 2 methods, twice in separate stores: the same best options. The test split is
     never forwarded (and a tuning run that asks for it stops); every method gets the same trials
     and epochs; trials stay off the leaderboard; the written recipe parses and reproduces the best
@@ -240,7 +240,7 @@ def test_a_seeded_study_is_deterministic_honest_and_writes_a_recipe(recipe, host
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Split, "indexed_batches", spy)
-    first = make_tuner(recipe, host, tmp_path / "a")
+    first = make_tuner(recipe, host, store_dir("a"))
     report = first.run()
     assert "test" not in forwarded
     assert {"forget", "retain", "unseen"} <= set(forwarded)  # the objective's data was read: the check is not vacuous
@@ -279,7 +279,7 @@ def test_a_seeded_study_is_deterministic_honest_and_writes_a_recipe(recipe, host
     with pytest.raises(TestSplitAccessError):
         runner.run()
 
-    second = make_tuner(recipe, host, tmp_path / "b").run()  # a fresh store: a fresh study
+    second = make_tuner(recipe, host, store_dir("b")).run()  # a fresh store: a fresh study
     assert best_of(second) == best_of(report)
     assert all(m.best_trial is not None for m in report.methods)
 
