@@ -10,7 +10,11 @@ of about 100 KB, like the real ones; val as ``val/<wnid>/`` folders), then measu
 * lazy: the plugin's ``EncodedImages`` (an ImageArray) indexed in batches by a
   ``torch.utils.data.DataLoader`` with N workers (``sampler=BatchSampler(...)``, ``batch_size=None``,
   so each worker decodes a whole batch; ``pin_memory`` and a device copy when CUDA is there), one
-  pass including the workers' start-up.
+  pass including the workers' start-up;
+* forwarded: the same images decoded and pushed through a model (torchvision ResNet-18 by default)
+  as an evaluation pass does, resident (decoded up front, uint8 on the device) against streamed
+  through unlearnkit's ``Split``/``Stream`` with N workers, so the table shows whether decoding or
+  the model is the bottleneck.
 
 Images/s are the run's images over wall-clock seconds; decoding is CPU-bound, so the figures
 scale with free cores: the machine's core count and load average are printed with them.
@@ -132,6 +136,51 @@ def lazy(root: Path, cache: Path, workers: int, batch: int, device: torch.device
     return row("lazy: DataLoader over EncodedImages", n, time.perf_counter() - t0, workers=workers)
 
 
+def forward_all(split, net: torch.nn.Module, batch: int, device: torch.device) -> tuple[int, float]:
+    """One evaluation pass of ``split`` through ``net``: (images, seconds)."""
+    n, t0 = 0, time.perf_counter()
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        for x, _ in split.batches(batch):
+            net(x)
+            n += len(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return n, time.perf_counter() - t0
+
+
+def forwarded(root: Path, tmp: Path, workers: list[int], batch: int, device: torch.device, model: str) -> list[dict]:
+    """Images/s decoded *and* forwarded through a model, as an evaluation pass sees them: the
+    resident path (everything decoded up front, uint8 on the device) against the streamed path
+    (DataLoader workers decode while the model runs), on the same images in the same order."""
+    import torchvision
+
+    from unlearnkit.api import Augment
+    from unlearnkit.data import Preprocess, Split, Stream
+
+    options = {"train_per_class": "all", "val_per_class": 1}
+    net = getattr(torchvision.models, model)(num_classes=1000).to(device).eval()
+    pre = Preprocess.create(ImageNet.mean, ImageNet.std, (224, 224), Augment(), device, channels_last=True)
+    net = net.to(memory_format=torch.channels_last)
+    lazy = ImageNet(ImageNet.parse_options({**options, "decode_budget_gb": 0})).load(root, tmp / "index-cache")
+    y = torch.as_tensor(lazy.y_train, device=device)
+    forward_all(Split("warm-up", torch.zeros(batch, 3, 224, 224, dtype=torch.uint8, device=device), y[:batch], pre),
+                net, batch, device)  # fmt: skip
+    t0 = time.perf_counter()
+    raw = ImageNet(ImageNet.parse_options({**options, "decode_budget_gb": 1000})).load(root, tmp / "fresh-cache")
+    x = torch.as_tensor(raw.x_train).to(device)
+    decode = time.perf_counter() - t0
+    n, seconds = forward_all(Split("train", x, y, pre), net, batch, device)
+    rows = [
+        row(f"forwarded ({model}): resident, decode up front + forward", n, decode + seconds, workers="threads"),
+        row(f"forwarded ({model}): resident, forward only", n, seconds, workers="-"),
+    ]
+    for w in workers:
+        stream = Stream(lazy.x_train, np.arange(len(y)), workers=w)
+        n, seconds = forward_all(Split("train", None, y, pre, stream=stream), net, batch, device)
+        rows.append(row(f"forwarded ({model}): streamed, decode + forward", n, seconds, workers=w))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=400, help="training images in the fake archive")
@@ -140,6 +189,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="eager decode threads (default: the plugin's)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="resnet18", help="torchvision model for the forwarded rows ('none': skip them)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     cpus = os.cpu_count() or 1
@@ -157,6 +207,8 @@ def main() -> None:
         console.print(f"built {args.images} JPEGs of 500x375 (mean {kb:.0f} KB) in {time.perf_counter() - t0:.1f} s")
         warm_up(root, Path(tmp) / "warm-up-cache")
         rows = eager(root, cache, threads) + [lazy(root, cache, w, args.batch_size, device) for w in workers]
+        if args.model != "none":
+            rows += forwarded(root, Path(tmp), workers, args.batch_size, device, args.model)
     env = {**environment(device), "cpu_count": cpus, "loadavg_1_5_15": os.getloadavg()}
     load = ", ".join(f"{v:.2f}" for v in env["loadavg_1_5_15"])
     table(f"ImageNet decoding to 3x224x224 uint8 on {env.get('gpu', env['cpu'])}, {cpus} CPUs, load {load}", rows)
