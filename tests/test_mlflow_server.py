@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from tests.servers import Server, free_port
 
 HERE = Path(__file__).parent
 RECIPE = HERE / "fixtures" / "recipes" / "tiny-one.toml"  # original, retrain, lotus: 3 runs
@@ -21,58 +21,6 @@ PLUGINS = HERE / "fixtures" / "plugins"
 
 pytestmark = pytest.mark.xdist_group("mlflow-server")  # one worker, one server
 pytest.importorskip("mlflow.server", reason="the MLflow server is not installed (pip install 'unlearnkit[dev]')")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` on 127.0.0.1 with a SQLite backend and an artifacts directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port, self.proc = root, free_port(), None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(self.root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        log = open(self.root / "server.log", "a")  # noqa: SIM115 - lives as long as the server
-        # no background job runner (MLflow 3's huey consumers): nothing here uses server-side jobs
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(self.uri + "/health", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("mlflow server did not start: " + (self.root / "server.log").read_text()[-2000:])
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +36,7 @@ def shared_server(tmp_path_factory, empty_mlflow_db):
 
 @pytest.fixture
 def server(shared_server):
-    if shared_server.proc is None or shared_server.proc.poll() is not None:
+    if not shared_server.running:
         shared_server.start()
     return shared_server
 

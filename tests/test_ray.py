@@ -13,17 +13,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.servers import Server, free_port
 from unlearnkit.errors import StoreError
 from unlearnkit.store import Store
 
@@ -42,12 +41,6 @@ RAY_ENV = {
 # many images this process forwarded (a Ray task does not reuse the reference models' outputs that an
 # earlier run of the same seed computed in the local loop).
 NOT_COMPARED = re.compile(r"(time|_s$|^rte$|^eval_images$)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- the store check
@@ -358,42 +351,6 @@ class Cluster:
                 pass
         shutil.rmtree(self.temp, ignore_errors=True)
         return left
-
-
-class Server:
-    """`mlflow server` on 127.0.0.1 (the pattern of tests/test_mlflow_server.py)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port, self.proc = root, free_port(), None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [
-            *(sys.executable, "-m", "mlflow", "server"),
-            *("--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"),
-            *("--artifacts-destination", str(self.root / "artifacts")),
-            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
-        ]
-        log = open(self.root / "server.log", "a")  # noqa: SIM115 - lives as long as the server
-        # no background job runner (MLflow 3's huey consumers): nothing here uses server-side jobs
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
-        deadline = time.time() + 120  # a loaded 2-core machine takes a while
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(self.uri + "/health", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("mlflow server did not start: " + (self.root / "server.log").read_text()[-2000:])
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
