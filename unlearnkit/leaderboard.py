@@ -15,6 +15,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from unlearnkit.registry import Registries
 from unlearnkit.store import RunRecord, Store
@@ -110,6 +111,20 @@ class Board:
     audit: str = ""  # the U-LiRA audit behind the ulira_* columns, e.g. "16 shadows, online"
     audit_underpowered: bool = False  # its original row was not clearly above its retrain row
 
+    @classmethod
+    def of(cls, benchmark: str, run: RunRecord, **fields: Any) -> Board:
+        """A board for ``benchmark``, its heading read from the tags of one of its runs."""
+        return cls(
+            benchmark=benchmark,
+            dataset=run.tag("dataset"),
+            model=run.tag("model"),
+            scenario=run.tag("scenario"),
+            train_recipe=run.tag("train_recipe"),
+            subset=run.tag("subset", "full"),
+            protocol=run.tag("protocol", "clean"),
+            **{"rows": [], "metric_names": [], **fields},
+        )
+
     @property
     def title(self) -> str:
         extra = f", subset {self.subset}" if self.subset != "full" else ""
@@ -185,19 +200,7 @@ def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: st
             )
         rows.sort(key=lambda r: row_sort_key(r, sort))
         boards.append(
-            Board(
-                bench,
-                first.tag("dataset"),
-                first.tag("model"),
-                first.tag("scenario"),
-                first.tag("train_recipe"),
-                first.tag("subset", "full"),
-                first.tag("protocol", "clean"),
-                rows,
-                names,
-                gap_metrics,
-                cost_metric,
-            )
+            Board.of(bench, first, rows=rows, metric_names=names, gap_metrics=gap_metrics, cost_metric=cost_metric)
         )
     boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
     return boards
@@ -240,18 +243,7 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
         recs = latest_audits([r for r in recs if audit_config(r) == chosen])
         board = known.get(bench)
         if board is None:
-            first = recs[0]
-            board = Board(
-                bench,
-                first.tag("dataset"),
-                first.tag("model"),
-                first.tag("scenario"),
-                first.tag("train_recipe"),
-                first.tag("subset", "full"),
-                first.tag("protocol", "clean"),
-                [],
-                [],
-            )
+            board = Board.of(bench, recs[0])
             boards.append(board)
         board.audit = describe_audit(chosen)
         board.audit_underpowered = any(r.tag("ulira_power") == "underpowered" for r in recs)
