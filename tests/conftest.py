@@ -96,23 +96,18 @@ def cli(capsys, monkeypatch, tmp_path):
     """The ``unlearnkit`` command in this process (no interpreter start-up, no re-import of torch and
     MLflow): ``cli("sweep", ...)`` -> (exit code, stdout, stderr), run from ``tmp_path``. Tests of
     signals and concurrency still start real processes; their re-runs need not."""
-    from unlearnkit.cli import main
+    from tests.invoke import invoke
     from unlearnkit.plugins import reset_host
 
     monkeypatch.chdir(tmp_path)
     reset_host()  # the command loads its own plugins (--plugins-dir), as a new process would
 
-    def invoke(*argv: str) -> tuple[int, str, str]:
+    def run(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        code, out, err = invoke(list(argv), capsys)
+        return (code if isinstance(code, int) else int(code is not None)), out, err
 
-    yield invoke
+    yield run
     reset_host()  # and leaves none behind for the next test in this worker
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.invoke import invoke
 from unlearnkit.audit.design import (
     PowerCheck,
     make_design,
@@ -170,16 +171,6 @@ def test_shipped_audit_recipe_parses():
 
 
 # --- end to end on tiny data ----------------------------------------------------------------------------
-
-
-def invoke(argv, capsys):
-    from unlearnkit.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 def runs(run_type: str, **tags: str) -> list:

@@ -8,19 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.invoke import invoke
 from unlearnkit.api import ImageSpec
-from unlearnkit.cli import main
 from unlearnkit.testing import TinyModel
 
 TINY = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "3", "--device", "cpu", "--json"]
-
-
-def invoke(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def runs(run_type: str, role: str | None = None):

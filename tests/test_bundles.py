@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit.cli import main
+from tests.invoke import invoke
 
 TINY = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "3", "--seeds", "1,2", "--device", "cpu"]
-
-
-def invoke(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def train_runs(store_dir: Path):

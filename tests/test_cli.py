@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit.cli import main
+from tests.invoke import invoke
 
 TINY = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "3"]
-
-
-def invoke(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 def store_is_empty(base: Path) -> bool:

@@ -7,17 +7,14 @@ import json
 
 import pytest
 
+from tests.invoke import invoke
 from tests.test_paper_recipes import fake_imagenet
-from unlearnkit.cli import main
 
 
 def run_json(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    assert exc.value.code == 0, out.err
-    return json.loads(out.out), out.err
+    code, out, err = invoke(argv, capsys)
+    assert code == 0, err
+    return json.loads(out), err
 
 
 @pytest.mark.parametrize(
