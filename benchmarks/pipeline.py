@@ -24,10 +24,10 @@ from _common import console, environment, table, write_json
 
 
 def run_pipeline(args: argparse.Namespace) -> dict:
-    from unlearnkit.config import RunRequest, parse_seeds, validate
-    from unlearnkit.plugins import get_host
-    from unlearnkit.runner import Runner
-    from unlearnkit.store import Store
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.engine.config import RunRequest, parse_seeds, validate
+    from unlearnkit.engine.runner import Runner
+    from unlearnkit.store.mlflow_store import Store
 
     request = RunRequest(
         dataset=args.dataset,

@@ -35,12 +35,12 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["UNLEARNKIT_STORE"] = str(Path(tmp) / "store")
-        from unlearnkit.config import RunRequest, validate
-        from unlearnkit.data import UnlearnData
-        from unlearnkit.plugins import get_host
-        from unlearnkit.runner import Runner
-        from unlearnkit.splits import make_splits
-        from unlearnkit.store import Store
+        from unlearnkit.api.data import UnlearnData
+        from unlearnkit.discovery.host import get_host
+        from unlearnkit.engine.config import RunRequest, validate
+        from unlearnkit.engine.runner import Runner
+        from unlearnkit.engine.splits import make_splits
+        from unlearnkit.store.mlflow_store import Store
 
         regs = get_host().registries
         plan = validate(

@@ -154,8 +154,8 @@ def forwarded(root: Path, tmp: Path, workers: list[int], batch: int, device: tor
     (DataLoader workers decode while the model runs), on the same images in the same order."""
     import torchvision
 
-    from unlearnkit.api import Augment
-    from unlearnkit.data import Preprocess, Split, Stream
+    from unlearnkit.api.data import Preprocess, Split, Stream
+    from unlearnkit.api.types import Augment
 
     options = {"train_per_class": "all", "val_per_class": 1}
     net = getattr(torchvision.models, model)(num_classes=1000).to(device).eval()

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from _common import environment, sync, table, timed, write_json
 
-from unlearnkit.api import ImageSpec
-from unlearnkit.plugins import get_host
-from unlearnkit.training import make_optimizer
+from unlearnkit.api.types import ImageSpec
+from unlearnkit.discovery.host import get_host
+from unlearnkit.loops.training import make_optimizer
 
 
 def measure(

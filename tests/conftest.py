@@ -97,7 +97,7 @@ def cli(capsys, monkeypatch, tmp_path):
     MLflow): ``cli("sweep", ...)`` -> (exit code, stdout, stderr), run from ``tmp_path``. Tests of
     signals and concurrency still start real processes; their re-runs need not."""
     from tests.invoke import invoke
-    from unlearnkit.plugins import reset_host
+    from unlearnkit.discovery.host import reset_host
 
     monkeypatch.chdir(tmp_path)
     reset_host()  # the command loads its own plugins (--plugins-dir), as a new process would
@@ -114,7 +114,7 @@ def cli(capsys, monkeypatch, tmp_path):
 @pytest.fixture
 def host():
     """The process-wide plugin host with the tiny test dataset and model registered; removed afterwards."""
-    from unlearnkit.plugins import get_host, reset_host
+    from unlearnkit.discovery.host import get_host, reset_host
     from unlearnkit.testing import TinyPlugin
 
     reset_host()

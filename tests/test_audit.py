@@ -16,16 +16,9 @@ import numpy as np
 import pytest
 
 from tests.invoke import invoke
-from unlearnkit.audit.design import (
-    PowerCheck,
-    make_design,
-    nan_reasons,
-    power_check,
-    score_row,
-    shadow_seed,
-)
+from unlearnkit.audit.design import PowerCheck, make_design, nan_reasons, power_check, score_row, shadow_seed
 from unlearnkit.errors import ConfigError
-from unlearnkit.recipes import load_recipe
+from unlearnkit.scale.sweep_recipes import load_recipe
 
 HERE = Path(__file__).parent
 PLUGINS = HERE / "fixtures" / "plugins"
@@ -135,7 +128,7 @@ def test_power_check_needs_a_difference_beyond_the_auc_noise():
 
 def test_audit_table_defaults_unknown_keys_and_flag_precedence(tmp_path, host):
     from unlearnkit.audit.job import Audit
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     path = tmp_path / "a.toml"
     path.write_text(TINY_RECIPE)
@@ -174,20 +167,21 @@ def test_shipped_audit_recipe_parses():
 
 
 def runs(run_type: str, **tags: str) -> list:
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     return Store().search({"run_type": run_type, **tags}, finished_only=False)
 
 
 def test_tiny_audit_end_to_end_reuses_everything_and_feeds_the_leaderboard(host, tmp_path, capsys, monkeypatch):
-    from unlearnkit import claims, tables
     from unlearnkit.audit.job import Audit
     from unlearnkit.audit.runner import SHADOW_ROLES
-    from unlearnkit.config import validate
-    from unlearnkit.leaderboard import leaderboard, metric_info
-    from unlearnkit.recipes import expand
-    from unlearnkit.runner import Runner
-    from unlearnkit.store import Store, tag
+    from unlearnkit.board import tables
+    from unlearnkit.board.leaderboard import leaderboard, metric_info
+    from unlearnkit.engine.config import validate
+    from unlearnkit.engine.runner import Runner
+    from unlearnkit.scale.sweep_recipes import expand
+    from unlearnkit.store import claims
+    from unlearnkit.store.mlflow_store import Store, tag
 
     monkeypatch.setattr(claims, "SETTLE_S", 0.0)  # one process here: no rival claim to wait for
     path = tmp_path / "tiny-audit.toml"
@@ -253,9 +247,9 @@ def test_tiny_audit_end_to_end_reuses_everything_and_feeds_the_leaderboard(host,
 
 
 def test_leaderboard_marks_an_underpowered_audit_and_ranks_nothing(host):
-    from unlearnkit import tables
-    from unlearnkit.leaderboard import build_boards, merge_audits, metric_info
-    from unlearnkit.store import RunRecord, tag
+    from unlearnkit.board import tables
+    from unlearnkit.board.leaderboard import build_boards, merge_audits, metric_info
+    from unlearnkit.store.mlflow_store import RunRecord, tag
 
     def rec(run_type, method, role, metrics, start, **extra):
         tags = {
@@ -305,7 +299,7 @@ def test_leaderboard_marks_an_underpowered_audit_and_ranks_nothing(host):
 
 @pytest.mark.slow
 def test_sigkill_midway_then_rerun_redoes_nothing_finished(isolated_store, tmp_path):
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     path = tmp_path / "tiny-audit.toml"
     path.write_text(TINY_RECIPE.replace("shadows = 4", "shadows = 6"))
@@ -343,7 +337,7 @@ def test_sigkill_midway_then_rerun_redoes_nothing_finished(isolated_store, tmp_p
 
 @pytest.mark.slow
 def test_digits_audit_original_scores_clearly_above_retrain(host, tmp_path, capsys):
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     path = tmp_path / "digits-audit.toml"
     path.write_text(

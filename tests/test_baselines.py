@@ -11,15 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.api import Setting
-from unlearnkit.data import concat
-from unlearnkit.loops import mask_gradients_, per_class_subset, trainable
+from unlearnkit.api.data import concat
+from unlearnkit.api.evaluation import predict_logits
+from unlearnkit.api.types import Setting
+from unlearnkit.loops.helpers import mask_gradients_, per_class_subset, random_wrong_labels, trainable
+from unlearnkit.loops.training import accuracy
 from unlearnkit.testing import forget_entropy, run_method, tiny_bench
-from unlearnkit.training import accuracy, predict_logits
-from unlearnkit_plugins.methods._loops import SMALL_SCALE_MAX, data_scale, random_wrong_labels
 from unlearnkit_plugins.methods.bad_teacher import BadTeacher, bad_teacher_targets, incompetent_teacher
 from unlearnkit_plugins.methods.finetune import Finetune
 from unlearnkit_plugins.methods.neggrad_plus import NegGradPlus, neggrad_plus_loss
+from unlearnkit_plugins.methods.presets import SMALL_SCALE_MAX, data_scale
 from unlearnkit_plugins.methods.random_label import RandomLabel
 from unlearnkit_plugins.methods.salun import SalUn, forget_gradient, saliency_mask
 from unlearnkit_plugins.methods.scrub import PRESETS, Scrub, ScrubSetting, distill_kl, lr_factor, scrub_setting

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from tests.invoke import invoke
-from unlearnkit.api import ImageSpec
+from unlearnkit.api.types import ImageSpec
 from unlearnkit.testing import TinyModel
 
 TINY = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "3", "--device", "cpu", "--json"]
 
 
 def runs(run_type: str, role: str | None = None):
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     return Store().search({"run_type": run_type, **({"role": role} if role else {})}, finished_only=False)
 

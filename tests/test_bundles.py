@@ -16,7 +16,7 @@ TINY = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "3", "--s
 
 
 def train_runs(store_dir: Path):
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     return Store(f"sqlite:///{store_dir / 'mlflow.db'}").search({"run_type": "train"}, finished_only=False)
 

@@ -13,7 +13,7 @@ TINY = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "3"]
 
 
 def store_is_empty(base: Path) -> bool:
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     db = base / "store" / "mlflow.db"
     return not db.exists() or not Store().search(finished_only=False)

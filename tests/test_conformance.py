@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from unlearnkit.discovery.host import PluginHost
 from unlearnkit.errors import DataError
-from unlearnkit.plugins import PluginHost
 from unlearnkit.testing import check_dataset, check_method, check_metric, check_model
 
 REGS = PluginHost().registries

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnkit.api import Augment
-from unlearnkit.data import Preprocess, Split, Stream
-from unlearnkit.ddp import SINGLE, World, whole
-from unlearnkit.store import Store
-from unlearnkit.training import cross_entropy, soft_cross_entropy
+from unlearnkit.api.data import Preprocess, Split, Stream
+from unlearnkit.api.types import Augment
+from unlearnkit.loops.training import cross_entropy, soft_cross_entropy
+from unlearnkit.parallel.torchrun import SINGLE, World, whole
+from unlearnkit.store.mlflow_store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ddp"
 TIMEOUT_S = 300  # a whole torchrun launch (about 30 s on 2 CPU cores)
@@ -122,8 +122,8 @@ def test_lotus_noise_is_drawn_for_the_global_batch():
 
 def test_nproc_is_stripped_and_checked_before_anything_runs(capsys):
     from unlearnkit.cli import main
-    from unlearnkit.ddp import relaunch, without_nproc
     from unlearnkit.errors import ConfigError
+    from unlearnkit.parallel.torchrun import relaunch, without_nproc
 
     assert without_nproc(["run", "--nproc", "2", "-m", "lotus"]) == (["run", "-m", "lotus"], True)
     assert without_nproc(["run", "--nproc=4"]) == (["run"], True)

@@ -43,7 +43,7 @@ def test_entry_point_belongs_to_the_example_distribution():
 
 @needs_example
 def test_plugin_host_registers_it_with_provenance():
-    from unlearnkit.plugins import PluginHost
+    from unlearnkit.discovery.host import PluginHost
 
     host = PluginHost()
     regs = host.registries
@@ -79,10 +79,10 @@ def test_a_run_logs_its_provenance(host, tmp_path):
     example's own end-to-end test)."""
     import torch
 
-    from unlearnkit.api import ImageSpec
-    from unlearnkit.config import RunRequest, validate
-    from unlearnkit.runner import Runner
-    from unlearnkit.store import Store
+    from unlearnkit.api.types import ImageSpec
+    from unlearnkit.engine.config import RunRequest, validate
+    from unlearnkit.engine.runner import Runner
+    from unlearnkit.store.mlflow_store import Store
     from unlearnkit.testing import TinyModel
 
     original = tmp_path / "original.pt"  # an untrained tiny_cnn for the tiny data's 4 classes: it only has to fit

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit import hookspecs
+from unlearnkit.api import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "CONTRIBUTING.md"
@@ -133,7 +133,7 @@ def test_runnable_blocks_are_found():
 def test_contributing_example_runs(line, code, tmp_path, monkeypatch):
     """Execute the block as a fresh module in an empty folder, then load it on an empty plugin
     host and build the registries: a class it registers must be valid."""
-    from unlearnkit.plugins import PluginHost
+    from unlearnkit.discovery.host import PluginHost
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the block's temporary folders land here too

@@ -16,9 +16,10 @@ import typer
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit.api import ImageSpec, RawDataset
-from unlearnkit.plugins import PluginHost
-from unlearnkit.registry import Provenance
+from unlearnkit.api.contracts import RawDataset
+from unlearnkit.api.types import ImageSpec
+from unlearnkit.discovery.host import PluginHost
+from unlearnkit.discovery.registry import Provenance
 
 THROWAWAY = Provenance(plugin="throwaway", package="throwaway-pkg", version="9.9")
 

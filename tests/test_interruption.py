@@ -22,7 +22,7 @@ def cmd(epochs: int) -> list[str]:
 
 
 def store_runs(run_type: str, role: str | None = None):
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     db = Path(os.environ["UNLEARNKIT_STORE"]) / "mlflow.db"
     filters = {"run_type": run_type, **({"role": role} if role else {})}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unlearnkit.api import ImageArray
+from unlearnkit.api.contracts import ImageArray
 from unlearnkit.errors import DataError
 from unlearnkit_plugins.datasets import DATASETS, ImageNet, Mufac, TinyImageNet
 from unlearnkit_plugins.datasets import archive as archive_mod

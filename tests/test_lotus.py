@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.api import Augment, Setting
-from unlearnkit.plugins import PluginHost
-from unlearnkit.protocols import CLEAN, PAPER
+from unlearnkit.api.protocols import CLEAN, PAPER
+from unlearnkit.api.types import Augment, Setting
+from unlearnkit.discovery.host import PluginHost
+from unlearnkit.loops.training import accuracy
 from unlearnkit.testing import run_method, tiny_bench
-from unlearnkit.training import accuracy
 from unlearnkit_plugins.methods.lotus import CHECK_STREAM, Lotus, gap, hundredths, lotus_targets, temperature
 
 

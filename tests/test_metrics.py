@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from unlearnkit.leaderboard import MetricInfo, build_boards
-from unlearnkit.protocols import CLEAN, PAPER, rounded
-from unlearnkit.store import RunRecord
+from unlearnkit.api.protocols import CLEAN, PAPER, rounded
+from unlearnkit.board.leaderboard import MetricInfo, build_boards
+from unlearnkit.store.mlflow_store import RunRecord
 from unlearnkit_plugins.metrics.accuracy import ForgetAccuracy
 from unlearnkit_plugins.metrics.accuracy import TestAccuracy as HeldOutAccuracy
 from unlearnkit_plugins.metrics.divergence import MeanJSD, PaperJSD, RetrainFreeJSD, paper_jsd
@@ -228,9 +228,9 @@ def test_the_terminal_leaderboard_fits_120_columns():
 
     from rich.console import Console
 
+    from unlearnkit.board.leaderboard import AUDIT_INFO, metric_info
     from unlearnkit.cli.leaderboard import render
-    from unlearnkit.leaderboard import AUDIT_INFO, metric_info
-    from unlearnkit.plugins import PluginHost
+    from unlearnkit.discovery.host import PluginHost
 
     info = metric_info(PluginHost().registries)
     values = {

@@ -42,14 +42,14 @@ def server(shared_server):
 
 
 def finished(uri: str, experiment: str) -> Counter:
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     return Counter(r.tag("config_hash") for r in Store(uri, experiment).search({"run_type": "unlearn"}))
 
 
 def started(uri: str, experiment: str) -> bool:
     """Whether the sweep has begun writing runs (a claim exists): from here the whole cell is ahead."""
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     try:
         return bool(Store(uri, experiment).search({}, finished_only=False))
@@ -80,9 +80,9 @@ def test_sweep_over_http_survives_a_server_restart(server, tmp_path, monkeypatch
     counts = finished(server.uri, "restart")
     assert len(counts) == 3 and set(counts.values()) == {1}
 
-    from unlearnkit.leaderboard import leaderboard, metric_info
-    from unlearnkit.plugins import PluginHost
-    from unlearnkit.store import Store
+    from unlearnkit.board.leaderboard import leaderboard, metric_info
+    from unlearnkit.discovery.host import PluginHost
+    from unlearnkit.store.mlflow_store import Store
 
     boards = leaderboard(Store(server.uri, "restart"), metric_info(PluginHost().registries))
     assert len(boards) == 1 and all(len(r.seeds) == 1 for b in boards for r in b.rows)

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.api import ImageSpec, Model
+from unlearnkit.api.contracts import Model
+from unlearnkit.api.types import ImageSpec
 from unlearnkit.errors import ConfigError
 from unlearnkit_plugins.models import register_models
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unlearnkit.recipes import expand, load_recipe
+from unlearnkit.scale.sweep_recipes import expand, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / "recipes").glob("paper-*.toml"))
@@ -56,8 +56,8 @@ def vit_b16_file(path: Path) -> Path:
 
 def test_imagenet_recipe_plans_the_papers_imagenet_protocol(host, tmp_path):
     """Fast: the recipe's plan (validated against a tiny ImageNet tree) is the paper's protocol."""
-    from unlearnkit.api import Setting
-    from unlearnkit.config import validate
+    from unlearnkit.api.types import Setting
+    from unlearnkit.engine.config import validate
 
     (cell,) = expand(load_recipe(ROOT / "recipes" / "paper-imagenet-vit.toml"), {"data_dir": fake_imagenet(tmp_path)})
     plan = validate(cell.request, host.registries)
@@ -71,9 +71,9 @@ def test_imagenet_recipe_plans_the_papers_imagenet_protocol(host, tmp_path):
 @pytest.mark.slow
 def test_imagenet_recipe_runs_the_papers_imagenet_protocol(host, tmp_path):
     """End to end with a ViT-B/16 on the CPU: minutes (several 344 MB checkpoints are written)."""
-    from unlearnkit.leaderboard import leaderboard, metric_info
-    from unlearnkit.store import Store
-    from unlearnkit.sweep import Sweep
+    from unlearnkit.board.leaderboard import leaderboard, metric_info
+    from unlearnkit.scale.sweep import Sweep
+    from unlearnkit.store.mlflow_store import Store
 
     doc = tomllib.loads((ROOT / "recipes" / "paper-imagenet-vit.toml").read_text())
     assert (doc["epochs"], doc["no_retrain"], doc["pretrained"], doc["protocol"]) == (0, True, True, "paper")

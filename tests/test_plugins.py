@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit.api import DataAccess, Method
+from unlearnkit.api.contracts import Method
+from unlearnkit.api.types import DataAccess
+from unlearnkit.discovery.host import PluginHost
+from unlearnkit.discovery.registry import Provenance
 from unlearnkit.errors import PluginError
-from unlearnkit.plugins import PluginHost
-from unlearnkit.registry import Provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_core_never_names_a_plugin():
     declare (``api.Role``), which the reference rows are named after."""
     from typing import get_args
 
-    from unlearnkit.api import Role
+    from unlearnkit.api.types import Role
 
     regs = PluginHost().registries
     names = {n for kind in ("method", "metric", "dataset", "model") for n in regs.by_kind(kind).names()}
@@ -77,7 +78,7 @@ class Dup(Method):
 
 
 class DupPlugin:
-    from unlearnkit.hookspecs import hookimpl
+    from unlearnkit.api.hookspecs import hookimpl
 
     @hookimpl
     def register_methods(self, register):
@@ -151,7 +152,7 @@ def test_a_non_plugin_class_is_refused():
         name = "x"
 
     class P:
-        from unlearnkit.hookspecs import hookimpl
+        from unlearnkit.api.hookspecs import hookimpl
 
         @hookimpl
         def register_methods(self, register):

@@ -9,9 +9,9 @@ import copy
 import pytest
 import torch
 
+from unlearnkit.api.evaluation import Evaluation
+from unlearnkit.api.protocols import CLEAN, MEMBERSHIP_SPLITS, PAPER, get_protocol, rounded
 from unlearnkit.errors import ConfigError
-from unlearnkit.evaluation import Evaluation
-from unlearnkit.protocols import CLEAN, MEMBERSHIP_SPLITS, PAPER, get_protocol, rounded
 
 
 def bn_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -68,7 +68,7 @@ def test_clean_protocol_never_runs_the_batch1_pass(bench):
 def test_paper_protocol_augments_forget_and_retain_with_the_same_draws_for_every_model(bench):
     from dataclasses import replace
 
-    from unlearnkit.api import Augment
+    from unlearnkit.api.types import Augment
 
     aug = {k: replace(s, pre=replace(s.pre, augment=Augment(crop_padding=2))) for k, s in bench.splits.items()}
     ctx = bench.context("probe")
@@ -94,10 +94,10 @@ def test_rounding_and_protocol_names():
 def test_a_model_unlearned_under_one_protocol_is_evaluated_under_the_other_without_rerunning(host):
     """The unlearned model does not depend on the protocol (except for methods that read it, like
     LoTUS's check): the paper-protocol run loads the clean run's model, in the mode it was returned."""
-    from unlearnkit.config import RunRequest, validate
-    from unlearnkit.progress import RecordingReporter
-    from unlearnkit.runner import Runner
-    from unlearnkit.store import Store
+    from unlearnkit.api.progress import RecordingReporter
+    from unlearnkit.engine.config import RunRequest, validate
+    from unlearnkit.engine.runner import Runner
+    from unlearnkit.store.mlflow_store import Store
 
     def run(protocol: str) -> RecordingReporter:
         reporter = RecordingReporter()

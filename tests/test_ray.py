@@ -24,7 +24,7 @@ import pytest
 
 from tests.servers import Server, free_port
 from unlearnkit.errors import StoreError
-from unlearnkit.store import Store
+from unlearnkit.store.mlflow_store import Store
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
@@ -45,7 +45,7 @@ NOT_COMPARED = re.compile(r"(time|_s$|^rte$|^eval_images$)")
 
 # --------------------------------------------------------------------------- the store check
 def test_one_machine_store_is_refused_on_a_multi_node_cluster(tmp_path):
-    from unlearnkit.distributed import check_shared_store
+    from unlearnkit.scale.ray_executor import check_shared_store
 
     sqlite = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     head = {"NodeID": "a", "Alive": True, "Resources": {"CPU": 2.0}}
@@ -62,10 +62,10 @@ def test_one_machine_store_is_refused_on_a_multi_node_cluster(tmp_path):
 
 
 def test_resources_per_run(tmp_path, monkeypatch):
-    from unlearnkit.config import RunRequest
-    from unlearnkit.distributed import RayExecutor, portable
+    from unlearnkit.engine.config import RunRequest
     from unlearnkit.errors import ConfigError
-    from unlearnkit.recipes import Cell
+    from unlearnkit.scale.ray_executor import RayExecutor, portable
+    from unlearnkit.scale.sweep_recipes import Cell
 
     on = {"cpu": Cell(RunRequest(device="cpu"), ""), "auto": Cell(RunRequest(device="auto"), "")}
     default = RayExecutor()
@@ -223,9 +223,9 @@ def board_means(boards) -> dict[tuple[str, str, str], float]:
 def test_ray_sweep_gives_the_local_leaderboard(local_ray, tmp_path, store_dir):
     import torch
 
-    from unlearnkit.distributed import RayExecutor
-    from unlearnkit.plugins import PluginHost
-    from unlearnkit.sweep import Sweep
+    from unlearnkit.discovery.host import PluginHost
+    from unlearnkit.scale.ray_executor import RayExecutor
+    from unlearnkit.scale.sweep import Sweep
 
     registries = PluginHost(PLUGINS).registries
     stores = {name: Store(f"sqlite:///{store_dir(name) / 'mlflow.db'}") for name in ("local", "ray")}
@@ -260,7 +260,7 @@ def test_ray_sweep_gives_the_local_leaderboard(local_ray, tmp_path, store_dir):
 
 def test_two_half_gpu_runs_share_one_gpu(local_ray, tmp_path):
     """The executor's task options with --gpus-per-run 0.5: two tasks run at once on the same GPU."""
-    from unlearnkit.distributed import RayExecutor
+    from unlearnkit.scale.ray_executor import RayExecutor
 
     def meet(folder: str) -> dict:
         import os

@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnkit.api import DataAccess, Method
-from unlearnkit.config import RunRequest, validate
+from unlearnkit.api.contracts import Method
+from unlearnkit.api.hookspecs import hookimpl
+from unlearnkit.api.progress import RecordingReporter
+from unlearnkit.api.types import DataAccess
+from unlearnkit.board.leaderboard import leaderboard, metric_info
+from unlearnkit.engine.config import RunRequest, validate
+from unlearnkit.engine.runner import Runner
 from unlearnkit.errors import DivergenceError
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.leaderboard import leaderboard, metric_info
-from unlearnkit.progress import RecordingReporter
-from unlearnkit.runner import Runner
-from unlearnkit.store import Store
+from unlearnkit.store.mlflow_store import Store
 
 
 def request(**kw) -> RunRequest:
@@ -33,7 +34,7 @@ def runs(run_type: str, role: str | None = None) -> list:
 
 
 def board_of(store: Store):
-    from unlearnkit.plugins import get_host
+    from unlearnkit.discovery.host import get_host
 
     return leaderboard(store, metric_info(get_host().registries))
 
@@ -133,7 +134,7 @@ def test_diverging_methods_are_failed_runs_never_leaderboard_rows(host):
 
 
 def test_undeclared_split_access_is_refused(bench):
-    from unlearnkit.data import SplitAccessError
+    from unlearnkit.api.data import SplitAccessError
 
     data = bench.data(Raising)
     data.forget  # declared  # noqa: B018
@@ -165,7 +166,7 @@ def test_evaluation_forwards_each_model_once_per_split(host):
     ],
 )
 def test_memorisation_rule(acc_forget, acc_unseen, expected):
-    from unlearnkit.runner import memorised
+    from unlearnkit.engine.runner import memorised
 
     assert memorised(acc_forget, acc_unseen) is expected
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from unlearnkit.engine.splits import make_splits, parse_scenario, parse_subset
 from unlearnkit.errors import ConfigError
-from unlearnkit.splits import make_splits, parse_scenario, parse_subset
 
 Y_TRAIN = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
 Y_TEST = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])

@@ -9,8 +9,8 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from unlearnkit import store as store_module
-from unlearnkit.store import Store, is_transient
+from unlearnkit.store import mlflow_store as store_module
+from unlearnkit.store.mlflow_store import Store, is_transient
 
 
 def dropped_response() -> MlflowException:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from unlearnkit.errors import ConfigError
-from unlearnkit.recipes import expand, load_recipe
+from unlearnkit.scale.sweep_recipes import expand, load_recipe
 
 HERE = Path(__file__).parent
 RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
@@ -51,7 +51,7 @@ def sweep_cmd(*extra: str) -> list[str]:
 
 
 def finished_per_config() -> Counter:
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     return Counter(r.tag("config_hash") for r in Store().search({"run_type": "unlearn"}))
 
@@ -78,7 +78,7 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_run_per_cell(isolated_store
     assert len(after) == 12 and set(after.values()) == {1}  # 2 scenarios x 2 seeds x 3 methods, once each
     assert f"{12 - sum(before.values())} new, {sum(before.values())} already in the store" in out
     assert (tmp_path / "lb.png").stat().st_size > 10_000
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     (board_run,) = Store().search({"run_type": "leaderboard"})
     assert board_run.params["recipe"] == "tiny-test"
@@ -99,7 +99,7 @@ def test_two_concurrent_sweeps_share_models_and_never_duplicate(isolated_store, 
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     after = finished_per_config()
     assert len(after) == 6 and set(after.values()) == {1}  # 2 scenarios x (original, retrain, lotus), once each
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     for role in ("original", "retrained"):
         trained = Store().search({"run_type": "train", "role": role}, finished_only=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from unlearnkit.errors import ConfigError
-from unlearnkit.recipes import load_recipe
+from unlearnkit.scale.sweep_recipes import load_recipe
 
 HERE = Path(__file__).parent
 PLUGINS = HERE / "fixtures" / "plugins"
@@ -55,8 +55,8 @@ def recipe(tmp_path) -> Path:
 
 
 def make_tuner(recipe, host, store_dir: Path | None = None, **kw):
-    from unlearnkit.store import Store
-    from unlearnkit.tune import Tuner
+    from unlearnkit.store.mlflow_store import Store
+    from unlearnkit.tune.tuner import Tuner
 
     store = Store(f"sqlite:///{store_dir / 'mlflow.db'}") if store_dir else Store()
     args = dict(methods=["finetune", "ssd"], trials=4, tune_seeds="1", epoch_cap=0.1)
@@ -65,9 +65,9 @@ def make_tuner(recipe, host, store_dir: Path | None = None, **kw):
 
 # --------------------------------------------------------------------------------- fast checks
 def test_every_builtin_method_declares_a_search_space_its_options_accept():
-    from unlearnkit.api import Setting
-    from unlearnkit.plugins import PluginHost
-    from unlearnkit.tuning import parse_space
+    from unlearnkit.api.search_space import parse_space
+    from unlearnkit.api.types import Setting
+    from unlearnkit.discovery.host import PluginHost
 
     setting = Setting("cifar10", "resnet", "instance", 10)
     entries = PluginHost().registries.methods.entries()
@@ -83,7 +83,7 @@ def test_every_builtin_method_declares_a_search_space_its_options_accept():
 
 
 def test_a_recipe_tune_table_is_parsed_and_its_mistakes_are_one_line_errors(tmp_path):
-    from unlearnkit.tuning import Categorical, LogUniform
+    from unlearnkit.api.search_space import Categorical, LogUniform
 
     path = tmp_path / "r.toml"
     path.write_text(
@@ -120,9 +120,9 @@ def test_objectives_never_read_the_test_split(recipe, host):
 
 
 def test_a_stand_in_puts_unseen_data_in_the_test_split_place(recipe, host):
-    from unlearnkit.benchmark import Benchmark
-    from unlearnkit.evaluation import Evaluation
-    from unlearnkit.tune import SealedSplit, TestSplitAccessError, stand_in
+    from unlearnkit.api.evaluation import Evaluation
+    from unlearnkit.engine.prepared import Benchmark
+    from unlearnkit.tune.tuner import SealedSplit, TestSplitAccessError, stand_in
     from unlearnkit_plugins.metrics.membership import entropy, entropy_attack
 
     tuner = make_tuner(recipe, host)
@@ -167,8 +167,8 @@ def test_the_cli_refuses_overlapping_seeds_in_one_line(recipe, capsys):
 def test_a_remote_store_keeps_its_studies_in_a_journal_file(isolated_store, tmp_path):
     import optuna
 
-    from unlearnkit.store import Store
-    from unlearnkit.tune import study_storage
+    from unlearnkit.store.mlflow_store import Store
+    from unlearnkit.tune.tuner import study_storage
 
     storage, where = study_storage(Store("http://127.0.0.1:9"))  # nothing is contacted
     assert where == "journal"
@@ -196,7 +196,7 @@ def test_class_scenarios_paper_protocol_and_unknown_space_keys_are_refused(recip
 
 
 def test_the_sealed_test_split_refuses_every_read():
-    from unlearnkit.tune import SealedSplit, TestSplitAccessError
+    from unlearnkit.tune.tuner import SealedSplit, TestSplitAccessError
 
     sealed = SealedSplit("test")
     for read in (lambda: len(sealed), lambda: sealed.y, lambda: sealed.batches(8), lambda: list(sealed)):
@@ -205,7 +205,7 @@ def test_the_sealed_test_split_refuses_every_read():
 
 
 def test_the_wall_time_guard_stops_a_run_at_its_next_epoch():
-    from unlearnkit.tune import TrialReporter, TrialTimeout
+    from unlearnkit.tune.tuner import TrialReporter, TrialTimeout
 
     reporter = TrialReporter()
     seen = []
@@ -228,9 +228,9 @@ def test_a_seeded_study_is_deterministic_honest_and_writes_a_recipe(recipe, host
     never forwarded (and a tuning run that asks for it stops); every method gets the same trials
     and epochs; trials stay off the leaderboard; the written recipe parses and reproduces the best
     options."""
-    from unlearnkit.data import Split
-    from unlearnkit.leaderboard import leaderboard, metric_info
-    from unlearnkit.tune import TestSplitAccessError, TuningRunner
+    from unlearnkit.api.data import Split
+    from unlearnkit.board.leaderboard import leaderboard, metric_info
+    from unlearnkit.tune.tuner import TestSplitAccessError, TuningRunner
 
     forwarded: list[str] = []
     real = Split.indexed_batches
@@ -314,7 +314,7 @@ def test_a_killed_tune_resumes_without_rerunning_a_finished_trial(recipe, isolat
     finished = {n for n, state in before if state == "COMPLETE"}
     assert 1 <= len(finished) < 4
 
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     def trial_runs() -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -2,6 +2,12 @@
 version that enters the run identity is bumped (a plugin's ``algorithm_version``, the core's
 ``CORE_VERSION``), so a store never serves results of old code as if they were new.
 
+A change that only moves code (new module paths, renamed helpers, no number changed) re-pins the
+digests without a bump, and must prove it may: ``--update`` first reproduces the golden numbers
+of the last release (``tests/golden.py``: every built-in method on digits, both protocols) and
+refuses to write the lock when any differs (or when this is not the machine that pinned them, where
+no comparison can be exact). A change that bumps the versions of what it changed needs no proof.
+
 The lock (``tests/algorithm_versions.json``) records, per built-in plugin and for the core's numeric
 modules, the version and a hash of the code's syntax tree — docstrings, comments, formatting,
 summaries and option descriptions left out, since they cannot change a number. After bumping:
@@ -17,8 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from unlearnkit.discovery.host import PluginHost
 from unlearnkit.identity import CORE_NUMERIC_MODULES, CORE_VERSION
-from unlearnkit.plugins import PluginHost
 
 LOCK = Path(__file__).with_name("algorithm_versions.json")
 PLUGIN_PACKAGE = "unlearnkit_plugins"
@@ -217,7 +223,50 @@ def test_a_sibling_plugin_in_the_same_module_does_not_version_another(tmp_path):
     assert code_digest([mod], focus=(mod, "A")) != a  # a shared constant versions both
 
 
+def unbumped_changes(lock: dict[str, dict[str, object]], now: dict[str, dict[str, object]]) -> list[str]:
+    """Keys whose code changed while their version did not: what only a golden proof may re-pin."""
+    return sorted(
+        k for k, v in now.items() if k in lock and v["code"] != lock[k]["code"] and v["version"] == lock[k]["version"]
+    )
+
+
+def test_repinning_moved_code_needs_the_golden_numbers(tmp_path, monkeypatch):
+    """A digest that changed under an unchanged version is re-pinned only after the golden check."""
+    import golden
+
+    lock = {"core": {"code": "a", "version": 2}, "method:x": {"code": "b", "version": 1}}
+    assert unbumped_changes(lock, {"core": {"code": "a", "version": 2}, "method:x": {"code": "c", "version": 2}}) == []
+    assert unbumped_changes(lock, {"core": {"code": "z", "version": 2}, "method:x": {"code": "b", "version": 1}}) == [
+        "core"
+    ]
+    target = tmp_path / "lock.json"
+    target.write_text(json.dumps(lock))
+    monkeypatch.setattr(sys.modules[__name__], "LOCK", target)
+    monkeypatch.setattr(sys.modules[__name__], "current", lambda: {**lock, "core": {"code": "z", "version": 2}})
+    monkeypatch.setattr(golden, "check", lambda exact: ["clean/lotus/acc_forget: 0.5 != pinned 0.6"])
+    assert update([]) == 1 and json.loads(target.read_text()) == lock  # refused: nothing written
+    monkeypatch.setattr(golden, "check", lambda exact: [])
+    assert update([]) == 0 and json.loads(target.read_text())["core"]["code"] == "z"
+
+
+def update(argv: list[str]) -> int:
+    now = current()
+    unbumped = unbumped_changes(json.loads(LOCK.read_text()), now)
+    if unbumped:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import golden
+
+        print(f"code changed without a version bump ({', '.join(unbumped)}): checking the golden numbers first")
+        problems = golden.check(exact=True)
+        if problems:
+            print("the golden numbers moved, so this change changes numbers: bump the versions instead")
+            print("\n".join(problems[:20]))
+            return 1
+    LOCK.write_text(json.dumps(now, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {LOCK}")
+    return 0
+
+
 if __name__ == "__main__":
     if "--update" in sys.argv:
-        LOCK.write_text(json.dumps(current(), indent=2, sort_keys=True) + "\n")
-        print(f"wrote {LOCK}")
+        raise SystemExit(update(sys.argv))

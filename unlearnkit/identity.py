@@ -12,25 +12,36 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from unlearnkit.registry import Entry
+
+class Versioned(Protocol):
+    """What :func:`plugin_version` reads of a registry entry (``unlearnkit.discovery.registry.Entry``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cls(self) -> Any: ...
+
+    @property
+    def provenance(self) -> Any: ...
+
 
 # Bump when the core's numeric code (training loops, preprocessing, splits, evaluation) changes
 # in a way that can change a number; every cached model and finished run is then recomputed.
 CORE_VERSION = 2
 # The core modules whose code produces numbers: their source hash is locked next to CORE_VERSION.
 CORE_NUMERIC_MODULES = (
-    "unlearnkit.training",
-    "unlearnkit.loops",
-    "unlearnkit.data",
-    "unlearnkit.splits",
-    "unlearnkit.evaluation",
-    "unlearnkit.protocols",
-    "unlearnkit.ddp",  # the shards, scaled losses and summed epoch numbers of data-parallel runs
+    "unlearnkit.loops.training",
+    "unlearnkit.loops.helpers",
+    "unlearnkit.api.data",
+    "unlearnkit.engine.splits",
+    "unlearnkit.api.evaluation",
+    "unlearnkit.api.protocols",
+    "unlearnkit.parallel.torchrun",  # the shards, scaled losses and summed epoch numbers of data-parallel runs
 )
 
 
@@ -64,7 +75,7 @@ def images_fingerprint(images: Any, stride: int = 97) -> str:
     return array_fingerprint(np.asarray(images.shape), np.asarray(sample))
 
 
-def plugin_version(entry: Entry[Any]) -> str:
+def plugin_version(entry: Versioned) -> str:
     """``name@algorithm_version`` for plugins that declare one; else the distribution's version."""
     version = entry.cls.algorithm_version
     if version is not None:

@@ -21,12 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearnkit.api import Augment, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Preprocess, Split, UnlearnData
+from unlearnkit.api.context import UnlearnContext
+from unlearnkit.api.contracts import UnlearnOutcome
+from unlearnkit.api.data import Preprocess, Split, UnlearnData
+from unlearnkit.api.evaluation import Evaluation, MissingModel
+from unlearnkit.api.protocols import get_protocol
+from unlearnkit.api.types import Augment, Setting
 from unlearnkit.errors import ConfigError
-from unlearnkit.evaluation import Evaluation, MissingModel
-from unlearnkit.protocols import get_protocol
 
 SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
 
@@ -84,7 +85,7 @@ def unlearn(
     setting); ``options`` override them. ``retrained`` (a model trained without D_f) enables the
     metrics that compare against the gold standard.
     """
-    from unlearnkit.plugins import get_host
+    from unlearnkit.discovery.host import get_host
 
     regs = get_host().registries
     entry = regs.methods.get(method) if method else regs.methods.default()

@@ -21,24 +21,14 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import (
-    Augment,
-    Dataset,
-    ImageSpec,
-    Method,
-    Metric,
-    Model,
-    Options,
-    RawDataset,
-    Setting,
-    UnlearnOutcome,
-)
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Preprocess, Split, UnlearnData
-from unlearnkit.evaluation import Evaluation, OutputCache
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.splits import make_splits, parse_scenario
-from unlearnkit.training import TrainRecipe, accuracy, fit, predict_logits
+from unlearnkit.api.context import UnlearnContext
+from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Options, RawDataset, UnlearnOutcome
+from unlearnkit.api.data import Preprocess, Split, UnlearnData
+from unlearnkit.api.evaluation import Evaluation, OutputCache, predict_logits
+from unlearnkit.api.hookspecs import hookimpl
+from unlearnkit.api.types import Augment, ImageSpec, Setting
+from unlearnkit.engine.splits import make_splits, parse_scenario
+from unlearnkit.loops.training import TrainRecipe, accuracy, fit
 
 
 # ------------------------------------------------------------------------------- tiny plugins

@@ -7,8 +7,7 @@ is cheap: torchvision, PIL, scipy and scikit-learn are imported only when a data
 
 from collections.abc import Callable
 
-from unlearnkit.api import Dataset
-from unlearnkit.hookspecs import hookimpl
+from unlearnkit import Dataset, hookimpl
 
 from .cifar import Cifar10, Cifar100
 from .embedded import Digits, Synthetic

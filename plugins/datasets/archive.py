@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from unlearnkit.errors import DataError
+from unlearnkit import DataError
 
 from .folder import is_image_name
 

@@ -22,8 +22,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from unlearnkit.api import Dataset, Options, RawDataset
-from unlearnkit.errors import DataError
+from unlearnkit import DataError, Dataset, Options, RawDataset
 
 from .cache import cache_key, cached
 from .download import one_line, run_download

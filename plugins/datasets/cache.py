@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from unlearnkit.api import RawDataset
+from unlearnkit import RawDataset
 
 CACHE_VERSION = 1
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")

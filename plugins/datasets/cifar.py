@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from unlearnkit.api import Augment, RawDataset
+from unlearnkit import Augment, RawDataset
 
 from .base import DownloadOptions, FileDataset, Source, Splits
 from .folder import decode_listing, decode_tar, find_tree, list_tree

@@ -14,7 +14,7 @@ import tarfile
 import zlib
 from collections.abc import Callable
 
-from unlearnkit.errors import DataError
+from unlearnkit import DataError
 
 DOWNLOAD_TIMEOUT_S = 10.0
 # What a failed or interrupted download can raise (URLError and timeouts are OSErrors; torchvision

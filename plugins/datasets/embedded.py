@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from unlearnkit.api import Augment, Dataset, Options, RawDataset
+from unlearnkit import Augment, Dataset, Options, RawDataset
 
 from .base import channel_stats
 

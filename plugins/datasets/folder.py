@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from unlearnkit.errors import DataError
+from unlearnkit import DataError
 
 from .base import Splits
 

@@ -13,8 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from unlearnkit.api import Augment, Dataset, Options, RawDataset
-from unlearnkit.errors import DataError
+from unlearnkit import Augment, DataError, Dataset, Options, RawDataset
 
 from .base import channel_stats, make_raw
 from .cache import cache_key, cached

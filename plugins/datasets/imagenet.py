@@ -31,8 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from unlearnkit.api import Augment, Options, RawDataset
-from unlearnkit.errors import DataError
+from unlearnkit import Augment, DataError, Options, RawDataset
 
 from .archive import EncodedImages, tar_index
 from .base import READ_ERRORS, FileDataset, Source

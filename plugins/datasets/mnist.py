@@ -11,8 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from unlearnkit.api import Augment, RawDataset
-from unlearnkit.errors import DataError
+from unlearnkit import Augment, DataError, RawDataset
 
 from .base import FileDataset, Source
 from .idx import find_idx_files, read_idx_splits, read_npz_splits

@@ -26,8 +26,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from unlearnkit.api import Augment, Options, RawDataset
-from unlearnkit.errors import DataError
+from unlearnkit import Augment, DataError, Options, RawDataset
 
 from .archive import DiskFiles, Files, ZipFiles
 from .base import READ_ERRORS, FileDataset, Source

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearnkit.api import Augment
+from unlearnkit import Augment
 
 from .base import FileDataset, Source, Splits
 

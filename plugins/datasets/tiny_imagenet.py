@@ -16,8 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from unlearnkit.api import Augment, Options
-from unlearnkit.errors import DataError
+from unlearnkit import Augment, DataError, Options
 
 from .archive import DiskFiles, Files, ZipFiles
 from .base import FileDataset, Source, Splits

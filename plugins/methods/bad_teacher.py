@@ -9,14 +9,26 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import UnlearnData, concat
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import EpochLoss, kl_to_target, log_losses, random_fraction, step
-from unlearnkit.training import make_optimizer
-from unlearnkit.tuning import LogUniform, Uniform
-from unlearnkit_plugins.methods._loops import TrainOptions, family_defaults
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    EpochLoss,
+    LogUniform,
+    Method,
+    Setting,
+    Uniform,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    concat,
+    hookimpl,
+    kl_to_target,
+    log_losses,
+    make_optimizer,
+    random_fraction,
+    step,
+)
+from unlearnkit_plugins.methods.presets import TrainOptions, family_defaults
 
 INCOMPETENT_SEED_OFFSET = 7_919  # the incompetent teacher's init depends on the run seed only
 

@@ -6,13 +6,20 @@ from typing import Any
 
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import UnlearnData
-from unlearnkit.ddp import log_losses
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.tuning import LogUniform
-from unlearnkit_plugins.methods._loops import SGDOptions, ce_epoch, family_defaults, sgd
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    LogUniform,
+    Method,
+    Setting,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    ce_epoch,
+    hookimpl,
+    log_losses,
+)
+from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults, sgd
 
 
 class FinetuneOptions(SGDOptions):

@@ -12,14 +12,28 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Options, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import UnlearnData, concat
-from unlearnkit.ddp import Part, log_losses, whole
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import EpochLoss, random_fraction, step
-from unlearnkit.training import accuracy, make_optimizer, soft_cross_entropy
-from unlearnkit.tuning import LogUniform
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    EpochLoss,
+    LogUniform,
+    Method,
+    Options,
+    Part,
+    Setting,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    accuracy,
+    concat,
+    hookimpl,
+    log_losses,
+    make_optimizer,
+    random_fraction,
+    soft_cross_entropy,
+    step,
+    whole,
+)
 
 # The random crops of the per-epoch forget-accuracy check under the paper protocol come from their
 # own stream: checking never shifts the training draws (batch order, crops, Gumbel noise).

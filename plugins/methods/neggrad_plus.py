@@ -8,15 +8,25 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import UnlearnData
-from unlearnkit.ddp import Part, log_losses
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import EpochLoss, step
-from unlearnkit.training import cross_entropy
-from unlearnkit.tuning import LogUniform, Uniform
-from unlearnkit_plugins.methods._loops import Preset, SGDOptions, data_scale, endless, family_defaults, sgd
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    EpochLoss,
+    LogUniform,
+    Method,
+    Part,
+    Setting,
+    Uniform,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    cross_entropy,
+    endless_parts,
+    hookimpl,
+    log_losses,
+    step,
+)
+from unlearnkit_plugins.methods.presets import Preset, SGDOptions, data_scale, family_defaults, sgd
 
 # beta as SCRUB's authors ran NegGrad+ (meghdadk/SCRUB): 0.95 in small_scale_unlearning.ipynb
 # (500-image subsets), 0.9999 in large_scale_ictest.ipynb and MIA_experiments.ipynb (full CIFAR-10).
@@ -111,7 +121,7 @@ class NegGradPlus(Method):
         beta = o.beta if o.beta is not None else BETA[data_scale(o.preset, len(data.forget) + len(retain))]
         gen = ctx.generator()
         # beta = 1 has no forget term: D_f is not even read (it is plain fine-tuning)
-        forget_batches = endless(data.forget, o.batch_size, gen, o.augment, ctx) if beta < 1 else None
+        forget_batches = endless_parts(data.forget, o.batch_size, gen, o.augment, ctx) if beta < 1 else None
         opt = sgd(model, o)
         model.train()
         forward = ctx.parallel(model)  # the model itself in one process

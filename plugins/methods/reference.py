@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import UnlearnData
-from unlearnkit.hookspecs import hookimpl
+from unlearnkit import Conformance, DataAccess, Method, UnlearnContext, UnlearnData, UnlearnOutcome, hookimpl
 
 
 class Original(Method):

@@ -9,14 +9,24 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Split, UnlearnData
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import batch_gradients, log_losses
-from unlearnkit.training import make_optimizer
-from unlearnkit.tuning import LogUniform, Uniform
-from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, relabel_epoch
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    LogUniform,
+    Method,
+    Setting,
+    Split,
+    Uniform,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    batch_gradients,
+    hookimpl,
+    log_losses,
+    make_optimizer,
+    relabel_epoch,
+)
+from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults
 
 
 class SalUnOptions(SGDOptions):

@@ -12,14 +12,25 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Options, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import UnlearnData
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import EpochLoss, kl_to_target, log_losses, step
-from unlearnkit.training import make_optimizer
-from unlearnkit.tuning import IntRange, LogUniform
-from unlearnkit_plugins.methods._loops import Preset, data_scale, family_defaults
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    EpochLoss,
+    IntRange,
+    LogUniform,
+    Method,
+    Options,
+    Setting,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    hookimpl,
+    kl_to_target,
+    log_losses,
+    make_optimizer,
+    step,
+)
+from unlearnkit_plugins.methods.presets import Preset, data_scale, family_defaults
 
 
 @dataclass(frozen=True)

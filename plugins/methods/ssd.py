@@ -10,12 +10,22 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Options, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import Split, UnlearnData, concat
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import batch_gradients, trainable
-from unlearnkit.tuning import LogUniform
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    LogUniform,
+    Method,
+    Options,
+    Setting,
+    Split,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    batch_gradients,
+    concat,
+    hookimpl,
+    trainable,
+)
 
 
 class SSDOptions(Options):

@@ -9,13 +9,25 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.api import Conformance, DataAccess, Method, Setting, UnlearnOutcome
-from unlearnkit.context import UnlearnContext
-from unlearnkit.data import UnlearnData
-from unlearnkit.hookspecs import hookimpl
-from unlearnkit.loops import EpochLoss, ce_epoch, endless, log_losses, per_class_subset, step
-from unlearnkit.tuning import IntRange, LogUniform
-from unlearnkit_plugins.methods._loops import SGDOptions, family_defaults, sgd
+from unlearnkit import (
+    Conformance,
+    DataAccess,
+    EpochLoss,
+    IntRange,
+    LogUniform,
+    Method,
+    Setting,
+    UnlearnContext,
+    UnlearnData,
+    UnlearnOutcome,
+    ce_epoch,
+    endless,
+    hookimpl,
+    log_losses,
+    per_class_subset,
+    step,
+)
+from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults, sgd
 
 
 class UnsirOptions(SGDOptions):

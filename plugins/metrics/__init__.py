@@ -1,6 +1,6 @@
 """Built-in metrics (spec/metrics.md), registered through the `unlearnkit` entry point."""
 
-from unlearnkit.hookspecs import hookimpl
+from unlearnkit import hookimpl
 
 from .accuracy import ACCURACY_METRICS
 from .divergence import DIVERGENCE_METRICS

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from unlearnkit.api import Metric
-from unlearnkit.evaluation import Evaluation
+from unlearnkit import Evaluation, Metric
 
 
 class _SplitAccuracy(Metric):

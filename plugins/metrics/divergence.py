@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from unlearnkit.api import Metric
-from unlearnkit.evaluation import Evaluation
+from unlearnkit import Evaluation, Metric
 
 
 def paper_jsd(p: torch.Tensor, q: torch.Tensor) -> float:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from unlearnkit.api import Metric
-from unlearnkit.evaluation import Evaluation
+from unlearnkit import Evaluation, Metric
 
 
 def entropy(probs: torch.Tensor) -> np.ndarray:

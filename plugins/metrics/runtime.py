@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from unlearnkit.api import Metric
-from unlearnkit.evaluation import Evaluation
+from unlearnkit import Evaluation, Metric
 
 
 class UnlearnTime(Metric):

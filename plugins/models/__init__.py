@@ -1,6 +1,6 @@
 """Built-in model architectures, registered through the `unlearnkit` entry point (no torch import here)."""
 
-from unlearnkit.hookspecs import hookimpl
+from unlearnkit import hookimpl
 
 from .catalog import MODELS
 

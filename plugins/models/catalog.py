@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from unlearnkit.api import Augment, ImageSpec, Model, Options
-from unlearnkit.errors import ConfigError
+from unlearnkit import Augment, ConfigError, ImageSpec, Model, Options
 
 if TYPE_CHECKING:
     from torch import nn

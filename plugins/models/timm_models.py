@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unlearnkit.errors import ConfigError, did_you_mean
+from unlearnkit import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from unlearnkit.api import ImageSpec
+    from unlearnkit import ImageSpec
 
 # Transformer families besides names containing "vit": they run channels-first and want ViT settings.
 _TRANSFORMER_PREFIXES = ("deit", "beit", "swin", "eva", "cait", "xcit", "pit_", "tnt_", "twins", "volo", "hiera")

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unlearnkit.errors import ConfigError
+from unlearnkit import ConfigError
 
 from . import timm_models
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from unlearnkit.api import ImageSpec
+    from unlearnkit import ImageSpec
 
 # LoTUS fine-tunes google/vit-base-patch16-224 (ImageNet-21k pre-training, ImageNet-1k fine-tuning): timm
 # ships exactly those weights under this tag (its untagged default is the later AugReg2 checkpoint).

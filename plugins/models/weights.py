@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unlearnkit.checkpoints import mismatches, read_state_dict, shape_of
-from unlearnkit.errors import ConfigError
+from unlearnkit import ConfigError, read_state_dict, state_dict_mismatches
 
 
 def head_keys(model: nn.Module) -> set[str]:
@@ -40,7 +39,7 @@ def _timm_adapt(
 ) -> dict[str, torch.Tensor]:
     """What timm does for its own pretrained weights: the model module's checkpoint filter (ViT pos-embed
     resampling, converted JAX/CLIP layouts) and summing/repeating the first conv for other channel counts."""
-    if mismatches(own, state, skip):
+    if state_dict_mismatches(own, state, skip):
         filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
         if callable(filter_fn):
             try:
@@ -70,12 +69,12 @@ def load_weights(model: nn.Module, path: Path, *, label: str, timm_adapt: bool =
     if timm_adapt:
         state = _timm_adapt(model, state, own, head)
     state = {k: v for k, v in state.items() if not (k in head and (k not in own or v.shape != own[k].shape))}
-    problems = mismatches(own, state, head)
+    problems = state_dict_mismatches(own, state, head)
     if problems:
         first = problems[0]
         extra = [k for k in state if k not in own]
         if "missing from the file" in first and extra:  # probably another architecture: show what it has
-            first += f", and the file has e.g. '{extra[0]}' {shape_of(state[extra[0]])}"
+            first += f", and the file has e.g. '{extra[0]}' {tuple(state[extra[0]].shape)}"
         more = f" ({len(problems) - 1} more mismatched keys)" if len(problems) > 1 else ""
         raise ConfigError(f"Weights file '{path}' does not fit model '{label}': {first}{more}.")
     model.load_state_dict(state, strict=False)  # only head keys can be absent here

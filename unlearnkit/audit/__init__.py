@@ -7,14 +7,7 @@ The orchestration that trains shadows and runs methods through the store is in :
 benchmark cell) and :mod:`.job` (a recipe); ``unlearnkit audit`` drives it (docs/audit.md).
 """
 
-from unlearnkit.audit.design import (
-    PowerCheck,
-    RowScores,
-    ShadowDesign,
-    make_design,
-    power_check,
-    score_row,
-)
+from unlearnkit.audit.design import PowerCheck, RowScores, ShadowDesign, make_design, power_check, score_row
 from unlearnkit.audit.scoring import (
     DEFAULT_MIN_STD,
     GaussianFits,

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.audit.runner import AuditRunner, AuditSettings, CellReport, Estimate
-from unlearnkit.config import Plan, validate
-from unlearnkit.progress import SILENT, Reporter
-from unlearnkit.recipes import Cell, RecipeFile, expand, load_recipe
-from unlearnkit.registry import Registries
-from unlearnkit.store import Store
+from unlearnkit.discovery.registry import Registries
+from unlearnkit.engine.config import Plan, validate
+from unlearnkit.scale.sweep_recipes import Cell, RecipeFile, expand, load_recipe
+from unlearnkit.store.mlflow_store import Store
 
 
 def parse_methods(text: str | list[str] | None) -> list[str] | None:

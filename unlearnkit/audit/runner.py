@@ -34,8 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnkit import claims
-from unlearnkit.api import Method, UnlearnOutcome
+from unlearnkit.api.contracts import Method, UnlearnOutcome
+from unlearnkit.api.data import Split, UnlearnData
+from unlearnkit.api.evaluation import predict_logits
+from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.audit.design import (
     MIN_SHADOWS,
     POWER_Z,
@@ -48,17 +50,15 @@ from unlearnkit.audit.design import (
     scores_csv,
     shadow_seed,
 )
-from unlearnkit.benchmark import Benchmark, seed_everything, synchronize
-from unlearnkit.config import Plan
-from unlearnkit.data import Split, UnlearnData
+from unlearnkit.discovery.registry import Entry
+from unlearnkit.engine.config import Plan
+from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
+from unlearnkit.engine.references import Reference, References
+from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
 from unlearnkit.identity import array_fingerprint, config_hash, plugin_version
-from unlearnkit.progress import SILENT, Reporter
-from unlearnkit.references import Reference, References
-from unlearnkit.registry import Entry
-from unlearnkit.splits import SplitIndices
-from unlearnkit.store import CorruptCheckpoint, RunRecord, Store, tag
-from unlearnkit.training import predict_logits
+from unlearnkit.store import claims
+from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
 
 #: Bump when what a row's pool logits are changes (how methods are run on shadows, which examples are
 #: forwarded): every cached audit-shadow run is recomputed. Shadow models are keyed by the core and stay valid.

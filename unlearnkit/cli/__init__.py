@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from unlearnkit import __version__, interrupts
+from unlearnkit import __version__
 from unlearnkit.cli import console as con
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.store import interrupts
 
 app = typer.Typer(
     name="unlearnkit",
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     interrupts.install()
     try:
         if _wants_plugin_command(argv):
-            from unlearnkit.plugins import get_host
+            from unlearnkit.discovery.host import get_host
 
             get_host().pm.hook.register_commands(app=app)
         code = app(args=argv, prog_name="unlearnkit", standalone_mode=False)

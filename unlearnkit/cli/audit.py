@@ -62,9 +62,9 @@ def audit(
     import time
 
     from unlearnkit.audit.job import Audit
-    from unlearnkit.plugins import get_host
-    from unlearnkit.store import Store
-    from unlearnkit.tables import AUDIT_NOTE
+    from unlearnkit.board.tables import AUDIT_NOTE
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.store.mlflow_store import Store
 
     host = get_host(plugins_dir)
     for message in host.report.failed:

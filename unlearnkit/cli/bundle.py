@@ -21,14 +21,14 @@ def export(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
 ) -> None:
     """Write trained original and retrained models, with their identities and checksums, to a bundle."""
-    from unlearnkit.bundles import export_bundle, reference_runs
-    from unlearnkit.store import Store
+    from unlearnkit.engine.bundles import export_bundle, reference_runs
+    from unlearnkit.store.mlflow_store import Store
 
     store = Store(tracking_uri, experiment)
     store.check()
     scope: dict = {}
     if recipe is not None:
-        from unlearnkit.recipes import load_recipe
+        from unlearnkit.scale.sweep_recipes import load_recipe
 
         spec = load_recipe(recipe)
         scope = {"datasets": set(spec.datasets), "models": set(spec.models), "seeds": set(spec.seeds)}
@@ -43,8 +43,8 @@ def import_(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
 ) -> None:
     """Add a bundle's reference models to the store (checked first): later runs reuse them instead of training."""
-    from unlearnkit.bundles import import_bundle
-    from unlearnkit.store import Store
+    from unlearnkit.engine.bundles import import_bundle
+    from unlearnkit.store.mlflow_store import Store
 
     store = Store(tracking_uri, experiment)
     store.check()

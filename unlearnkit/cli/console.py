@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from unlearnkit.progress import Reporter
+from unlearnkit.api.progress import Reporter
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from unlearnkit.cli import console as con
 from unlearnkit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from unlearnkit.leaderboard import Board, MetricInfo
+    from unlearnkit.board.leaderboard import Board, MetricInfo
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -41,11 +41,11 @@ def leaderboard(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
 ) -> None:
     """Per benchmark, one row per method: mean ± std over seeds, Avg Gap to the retrained model."""
-    from unlearnkit import tables
-    from unlearnkit.leaderboard import leaderboard as build
-    from unlearnkit.leaderboard import metric_info
-    from unlearnkit.plugins import get_host
-    from unlearnkit.store import Store
+    from unlearnkit.board import tables
+    from unlearnkit.board.leaderboard import leaderboard as build
+    from unlearnkit.board.leaderboard import metric_info
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.store.mlflow_store import Store
 
     if format not in FORMATS:
         raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
@@ -63,7 +63,7 @@ def leaderboard(
         store.check()
     scope: dict[str, Any] = {}
     if recipe is not None:
-        from unlearnkit.recipes import load_recipe, recipe_scope
+        from unlearnkit.scale.sweep_recipes import load_recipe, recipe_scope
 
         cells, methods = recipe_scope(load_recipe(recipe))
         scope = {"recipe_cells": cells, "recipe_methods": methods}
@@ -80,7 +80,7 @@ def leaderboard(
         **scope,
     )
     if plot is not None:
-        from unlearnkit.plots import plot_boards
+        from unlearnkit.board.plots import plot_boards
 
         plot_boards(boards, plot)
         con.err.print(f"Figure written to {plot}")
@@ -111,7 +111,7 @@ def leaderboard(
 
 def render(board: Board, info: dict[str, MetricInfo], chosen: list[str] | None, *, wide: bool) -> Table:
     """One board as a rich table: cells never wrap (the default columns fit 120 characters)."""
-    from unlearnkit import tables
+    from unlearnkit.board import tables
 
     head, rows = tables.board_cells(board, info, chosen, wide=wide)
     table = Table(title=board.title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)

@@ -11,14 +11,14 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.discovery.registry import KINDS as PLUGIN_KINDS
 from unlearnkit.errors import UnknownNameError
-from unlearnkit.registry import KINDS as PLUGIN_KINDS
 
 KINDS = {f"{k}s": k for k in PLUGIN_KINDS}
 
 
 def _registries():
-    from unlearnkit.plugins import get_host
+    from unlearnkit.discovery.host import get_host
 
     host = get_host()
     for message in host.report.failed:
@@ -50,13 +50,12 @@ def _extra(entry) -> str:
 
 def _list_train_recipes(as_json: bool) -> None:
     import tomllib
-    from importlib import resources
 
-    from unlearnkit.training import builtin_recipes
+    from unlearnkit.loops.training import builtin_recipe_text, builtin_recipes
 
     rows = []
     for name in builtin_recipes():
-        doc = tomllib.loads(resources.files("unlearnkit.train_recipes").joinpath(f"{name}.toml").read_text())
+        doc = tomllib.loads(builtin_recipe_text(name))
         rows.append(
             {
                 "name": name,
@@ -111,7 +110,7 @@ def list_(
 
 
 def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experiment: str) -> None:
-    from unlearnkit.store import Store
+    from unlearnkit.store.mlflow_store import Store
 
     store = Store(tracking_uri, experiment)
     record = store.get(run_id)
@@ -132,7 +131,7 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
         shown = ", ".join(f"{v:.4g}" for _, v in points)
         con.out.print(f"{name} per epoch: {shown}", highlight=False, soft_wrap=True)
     if plot is not None:
-        from unlearnkit.plots import plot_series
+        from unlearnkit.board.plots import plot_series
 
         title = f"{record.tag('method') or record.tag('role')} — {record.tag('dataset')} / {record.tag('model')}"
         plot_series(series, title, plot)

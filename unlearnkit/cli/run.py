@@ -13,7 +13,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.config import RunRequest, parse_option_pairs, parse_seeds, validate
+from unlearnkit.engine.config import RunRequest, parse_option_pairs, parse_seeds, validate
 from unlearnkit.errors import ConfigError
 
 
@@ -94,7 +94,7 @@ def run(
     ] = 1,
 ) -> None:
     """Train (or reuse) the original and retrained models, run the method(s), evaluate, log to MLflow."""
-    from unlearnkit import ddp
+    from unlearnkit.parallel import torchrun as ddp
 
     if nproc > 1:
         argv, given = ddp.without_nproc(sys.argv[1:])
@@ -107,12 +107,12 @@ def run(
     world = ddp.from_env()  # under torchrun: rank 0 prints, the other ranks stay quiet
     if not world.main:
         con.out.quiet = con.err.quiet = True
-    from unlearnkit.leaderboard import metric_info
-    from unlearnkit.plugins import get_host
-    from unlearnkit.progress import SILENT
-    from unlearnkit.runner import Runner
-    from unlearnkit.store import Store
-    from unlearnkit.tables import header
+    from unlearnkit.api.progress import SILENT
+    from unlearnkit.board.leaderboard import metric_info
+    from unlearnkit.board.tables import header
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.engine.runner import Runner
+    from unlearnkit.store.mlflow_store import Store
 
     host = get_host(plugins_dir)
     for message in host.report.failed:
@@ -185,8 +185,8 @@ def run(
 
 def publish_run_board(store, registries, benchmark: str) -> str:  # noqa: ANN001 - CLI glue
     """A run with several methods keeps its leaderboard in the store, as a sweep does."""
-    from unlearnkit.leaderboard import leaderboard, metric_info
-    from unlearnkit.publish import publish_leaderboard
+    from unlearnkit.board.leaderboard import leaderboard, metric_info
+    from unlearnkit.board.publish import publish_leaderboard
 
     info = metric_info(registries)
     boards = [b for b in leaderboard(store, info) if b.benchmark == benchmark]

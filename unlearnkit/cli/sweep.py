@@ -46,11 +46,11 @@ def sweep(
     Re-running the same command resumes: finished runs are skipped, unfinished ones are redone.
     With --executor ray the reference models train first, then every method run is a Ray task.
     """
-    from unlearnkit import tables
+    from unlearnkit.board import tables
+    from unlearnkit.discovery.host import get_host
     from unlearnkit.errors import ConfigError, UnknownNameError
-    from unlearnkit.plugins import get_host
-    from unlearnkit.store import Store
-    from unlearnkit.sweep import Sweep
+    from unlearnkit.scale.sweep import Sweep
+    from unlearnkit.store.mlflow_store import Store
 
     if executor not in EXECUTORS:
         raise UnknownNameError("executor", executor, EXECUTORS)
@@ -60,7 +60,7 @@ def sweep(
         raise ConfigError(f"{', '.join(given)} only apply to --executor ray.")
     runner = None
     if executor == "ray":
-        from unlearnkit.distributed import RayExecutor
+        from unlearnkit.scale.ray_executor import RayExecutor
 
         runner = RayExecutor(
             ray_address,

@@ -59,9 +59,9 @@ def tune(
     command resumes the studies: finished trials are never run again. --write saves the best options
     as a recipe to report with `unlearnkit sweep` on the recipe's own seeds.
     """
-    from unlearnkit.plugins import get_host
-    from unlearnkit.store import Store
-    from unlearnkit.tune import TestSplitAccessError, Tuner
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.store.mlflow_store import Store
+    from unlearnkit.tune.tuner import TestSplitAccessError, Tuner
 
     host = get_host(plugins_dir)
     for message in host.report.failed:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from unlearnkit.config import RunRequest, validate
-from unlearnkit.leaderboard import leaderboard, metric_info
-from unlearnkit.plugins import PluginHost
-from unlearnkit.runner import Runner
-from unlearnkit.store import Store
+from unlearnkit.board.leaderboard import leaderboard, metric_info
+from unlearnkit.discovery.host import PluginHost
+from unlearnkit.engine.config import RunRequest, validate
+from unlearnkit.engine.runner import Runner
+from unlearnkit.store.mlflow_store import Store
 from unlearnkit.testing import TinyPlugin
 
 

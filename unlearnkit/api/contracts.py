@@ -1,0 +1,346 @@
+"""The four plugin contracts: Method, Metric, Dataset, Model.
+
+A plugin is a class with a ``name``, a one-line ``summary`` and a pydantic ``Options`` model for
+its settings; a hook passes the class to ``register``. The core only ever talks to these base
+classes, so a built-in and a third-party plugin are indistinguishable.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from unlearnkit.api.search_space import Param
+from unlearnkit.api.types import Augment, DataAccess, Direction, ImageSpec, Role, Setting
+from unlearnkit.errors import ConfigError
+
+if TYPE_CHECKING:  # heavy imports stay out of `unlearnkit --help`
+    from torch import nn
+
+    from unlearnkit.api.context import UnlearnContext
+    from unlearnkit.api.data import UnlearnData
+    from unlearnkit.api.evaluation import Evaluation
+
+
+class Options(BaseModel):
+    """Base for every plugin's hyperparameters. Unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+OptionsBase = Options  # the base class, for annotations inside plugins (where `Options` is the plugin's own)
+
+
+class Plugin(abc.ABC):
+    """Common shape of every plugin class."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    # The one of its kind used when the user names none (`unlearnkit run` with no --method, --model
+    # or --dataset): declared by a plugin, so the core never names one.
+    default: ClassVar[bool] = False
+    # Bump whenever a change to the plugin's code can change a number it produces: the version
+    # enters the identity of every cached model and finished run, so old results are never reused
+    # for new code. None: the distribution's version is used instead (every release invalidates).
+    algorithm_version: ClassVar[int | None] = None
+
+    def __init__(self, options: OptionsBase | None = None) -> None:
+        self.options: Any = options if options is not None else self.Options()
+
+    @classmethod
+    def parse_options(cls, values: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None) -> OptionsBase:
+        """Validate user values over ``defaults``; raise a one-line ConfigError naming the bad key."""
+        merged = {**(defaults or {}), **values}
+        fields = cls.Options.model_fields
+        for key in merged:
+            if key not in fields:
+                valid = ", ".join(sorted(fields)) or "(this plugin has no options)"
+                raise ConfigError(f"Unknown option '{key}' for {cls.kind()} '{cls.name}'. Valid options: {valid}.")
+        try:
+            return cls.Options(**merged)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"Bad value {merged.get(key)!r} for option '{key}' of {cls.kind()} '{cls.name}': {first['msg']}."
+            ) from None
+
+    @classmethod
+    def kind(cls) -> str:
+        """``method``, ``metric``, ``dataset`` or ``model``: the contract this class implements."""
+        return getattr(cls, "plugin_kind", "plugin")
+
+
+# --------------------------------------------------------------------------------------- methods
+@dataclass
+class UnlearnOutcome:
+    """What ``Method.unlearn`` may return instead of a bare model."""
+
+    model: nn.Module
+    time_s: float | None = None  # overrides the runner's clock (the retrained reference row: its training time)
+    info: dict[str, float] = field(default_factory=dict)  # extra numbers logged as metrics
+
+
+# what a conformance test checks a method does to the forget set (not a run claim: see unlearnkit.store.claims)
+ConformanceClaim = Literal["acc_forget_down", "entropy_forget_up", "none"]
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """What the conformance test (``unlearnkit.testing.check_method``) checks on tiny data.
+
+    ``claim`` is what the method does to the forget set versus the unchanged original: forget
+    accuracy falls, or predictions on D_f become less confident (entropy rises), or nothing
+    (reference rows). ``retain_tolerance`` bounds the drop in retain accuracy; ``options`` are
+    the method's settings for the tiny data (a few steps must show the effect).
+    """
+
+    claim: ConformanceClaim = "acc_forget_down"
+    retain_tolerance: float = 0.15
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Method(Plugin):
+    """An unlearning method: takes the original model and returns the unlearned one.
+
+    The runner hands ``unlearn`` a private copy of the original, which the method may train in
+    place; copy it only for a second network (a frozen teacher). Return the model in the mode it
+    ends in: the ``clean`` evaluation protocol switches it to eval mode, the ``paper`` protocol
+    evaluates it as the official LoTUS code does, in whatever mode it was returned.
+
+    Declare ``access`` (what training data it touches) and, in ``extra_splits``, any evaluation
+    split it reads (LoTUS reads ``unseen``). Reading anything else raises an error.
+    """
+
+    plugin_kind: ClassVar[str] = "method"
+    access: ClassVar[DataAccess] = DataAccess.BOTH
+    extra_splits: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = ""
+    # A reference row *is* the original or the retrained model (the rows every table compares
+    # against): the runner always includes such methods, and Avg Gap is measured to `retrained`.
+    role: ClassVar[Role | None] = None
+    conformance: ClassVar[Conformance] = Conformance()
+    # What `unlearnkit tune` may search: option name -> spec (unlearnkit.tuning: LogUniform, Uniform,
+    # IntRange, Categorical); a recipe's [tune.METHOD] table replaces it. Empty: nothing to tune.
+    search_space: ClassVar[dict[str, Param]] = {}
+    # Trains data-parallel under torchrun (docs/distributed.md): every rank calls ``unlearn``, which
+    # trains through ``ctx.parallel(model)`` on ``Split.sharded_batches`` parts and logs with
+    # ``ddp.log_losses``. False: the method runs on rank 0 alone while the other ranks wait.
+    distributed: ClassVar[bool] = False
+    # The method reads ``ctx.protocol`` (LoTUS checks on augmented images under `paper`): its
+    # unlearned model depends on the protocol. Otherwise a model unlearned under one protocol is
+    # evaluated under the other without running the method again.
+    uses_protocol: ClassVar[bool] = False
+
+    @classmethod
+    def default_options(cls, setting: Setting) -> dict[str, Any]:
+        """Per-setting defaults (e.g. the paper's ResNet vs ViT hyperparameters)."""
+        return {}
+
+    @classmethod
+    def splits(cls) -> frozenset[str]:
+        return cls.access.splits() | cls.extra_splits
+
+    @abc.abstractmethod
+    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> nn.Module | UnlearnOutcome:
+        """Subclasses implement this."""
+
+
+# --------------------------------------------------------------------------------------- metrics
+class Metric(Plugin):
+    """A number computed from the evaluation's cached model outputs.
+
+    Read outputs through ``ev`` (``ev.probs("unlearned", "forget")`` etc.): each model passes over
+    each split once per benchmark, however many metrics use it.
+    """
+
+    plugin_kind: ClassVar[str] = "metric"
+    direction: ClassVar[Direction] = "closer_to_retrain"
+    display_scale: ClassVar[float] = 1.0  # the paper shows JSD-type values x1e4
+    display_order: ClassVar[int] = 1000  # column position in tables (lower first; then by name)
+    shown_by_default: ClassVar[bool] = False  # in the terminal's default column set
+    in_avg_gap: ClassVar[bool] = False  # one of the metrics the Average Gap averages |delta to retrain| over
+    display_digits: ClassVar[int] = 3  # decimals shown in tables
+    cost_axis: ClassVar[bool] = False  # the cost a leaderboard figure plots Avg Gap against (unlearning time)
+    # Reference models the metric reads besides the unlearned one ("original", "retrained"): when a
+    # benchmark has no such model (``--no-retrain``) the metric is left out instead of failing.
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    @abc.abstractmethod
+    def compute(self, ev: Evaluation) -> float:
+        """Subclasses implement this."""
+
+
+# -------------------------------------------------------------------------------------- datasets
+@runtime_checkable
+class ImageArray(Protocol):
+    """Images decoded on demand (ImageNet-sized data): indexed like a uint8 NCHW array.
+
+    ``images[idx]`` with an integer index array returns ``uint8`` of shape ``(len(idx), C, H, W)``
+    in the order of ``idx``. Must be picklable: DataLoader workers index their own copy.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray: ...
+
+
+Images = np.ndarray | ImageArray
+
+
+def decoded_bytes(images: Images) -> int:
+    """Size of ``images`` once decoded to uint8 (what keeping it on a device would cost)."""
+    n, c, h, w = images.shape
+    return int(n) * int(c) * int(h) * int(w)
+
+
+@dataclass
+class RawDataset:
+    """A dataset as uint8 images in NCHW order, the official train/test split, labels 0..K-1.
+
+    ``x_*`` are numpy arrays, or :class:`ImageArray` objects when decoding everything up front
+    would not fit in memory (the runner then streams them). ``groups`` optionally names the
+    identity (person, source) of every training image, for ``identity:`` forget scenarios.
+    ``x_unseen``/``y_unseen`` optionally give a dedicated unseen split (MUFAC's validation set);
+    without them the official test split is halved into unseen and test.
+    """
+
+    x_train: Images
+    y_train: np.ndarray
+    x_test: Images
+    y_test: np.ndarray
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    groups: np.ndarray | None = None
+    x_unseen: Images | None = None
+    y_unseen: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for arr_name in ("x_train", "x_test", "x_unseen"):
+            arr = getattr(self, arr_name)
+            if arr is None:
+                continue
+            if isinstance(arr, np.ndarray):
+                if arr.dtype != np.uint8 or arr.ndim != 4:
+                    raise ValueError(f"{arr_name} must be uint8 NCHW, got {arr.dtype} {arr.shape}")
+            elif not isinstance(arr, ImageArray) or len(arr.shape) != 4:
+                raise ValueError(f"{arr_name} must be a uint8 NCHW array or an ImageArray, got {type(arr).__name__}")
+        self.y_train = np.asarray(self.y_train, dtype=np.int64)
+        self.y_test = np.asarray(self.y_test, dtype=np.int64)
+        if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
+            raise ValueError("images and labels differ in length")
+        if (self.x_unseen is None) != (self.y_unseen is None):
+            raise ValueError("x_unseen and y_unseen come together")
+        if self.x_unseen is not None and self.y_unseen is not None:
+            self.y_unseen = np.asarray(self.y_unseen, dtype=np.int64)
+            if len(self.x_unseen) != len(self.y_unseen):
+                raise ValueError("unseen images and labels differ in length")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+            if len(self.groups) != len(self.y_train):
+                raise ValueError("groups must name one identity per training image")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        _, c, h, w = self.x_train.shape
+        return (int(c), int(h), int(w))
+
+
+class Dataset(Plugin):
+    """Loads a real dataset into a :class:`RawDataset`.
+
+    ``check_available`` must be cheap and raise :class:`~unlearnkit.errors.DataError` with what
+    to do when the files are missing, so the CLI fails before any compute.
+    """
+
+    plugin_kind: ClassVar[str] = "dataset"
+    embedded: ClassVar[bool] = False  # needs no files and no download
+    augment: ClassVar[Augment] = Augment()
+    default_train_recipe: ClassVar[str] = "paper"
+
+    def check_available(self, data_dir: Path | None) -> None:
+        """Raise DataError (what is missing, where to put it) if ``load`` cannot succeed."""
+
+    @abc.abstractmethod
+    def load(self, data_dir: Path | None, cache_dir: Path) -> RawDataset:
+        """Subclasses implement this."""
+
+
+# ---------------------------------------------------------------------------------------- models
+class Model(Plugin):
+    """Builds an ``nn.Module`` for a dataset's images.
+
+    ``variant`` carries the part after a slash (``timm/<name>``) for models that accept one.
+    """
+
+    plugin_kind: ClassVar[str] = "model"
+    family: ClassVar[str] = "other"  # methods pick per-family defaults by it (the paper tunes ResNet vs ViT)
+    accepts_variant: ClassVar[bool] = False
+    channels_last: ClassVar[bool] = True  # convnets run faster channels-last on GPUs
+
+    def __init__(
+        self,
+        options: OptionsBase | None = None,
+        *,
+        variant: str | None = None,
+        pretrained: bool = False,
+        weights: Path | None = None,
+    ) -> None:
+        super().__init__(options)
+        self.variant = variant
+        self.pretrained = pretrained
+        self.weights = weights
+
+    def model_family(self) -> str:
+        """Family used to pick method defaults; may depend on ``pretrained``."""
+        return self.family
+
+    def input_size(self, spec: ImageSpec) -> tuple[int, int]:
+        """Resolution the network wants; images are resized on the device when it differs."""
+        return (spec.height, spec.width)
+
+    def augmentation(self, dataset_augment: Augment) -> Augment:
+        """The training augmentation this model gets: the dataset's, unless the model's own
+        pipeline has none (the LoTUS code fine-tunes a pretrained ViT-B/16 on resized images only)."""
+        return dataset_augment
+
+    @abc.abstractmethod
+    def build(self, spec: ImageSpec) -> nn.Module:
+        """Subclasses implement this."""
+
+
+__all__ = [
+    "Augment",
+    "ConformanceClaim",
+    "Conformance",
+    "DataAccess",
+    "Dataset",
+    "Direction",
+    "ImageArray",
+    "ImageSpec",
+    "Images",
+    "Method",
+    "Metric",
+    "Model",
+    "Options",
+    "Plugin",
+    "RawDataset",
+    "Role",
+    "Setting",
+    "UnlearnOutcome",
+]

@@ -1,0 +1,348 @@
+"""Reads finished runs back from the store and aggregates them over seeds; never prints.
+
+Per benchmark (dataset, model, forget scenario, training recipe, subset, evaluation protocol)
+there is one row per method: mean ± std over seeds of every metric, the paper's Average Gap
+(from seed means, so no std) and the per-seed Average Gap (gap to the same seed's retrained
+model, mean ± std). Which metrics the Average Gap covers, their order, scale and direction are
+declared by the metric plugins (:class:`MetricInfo`), never named here — except the three U-LiRA
+columns, which come from ``unlearnkit audit`` runs (``run_type=audit``, docs/audit.md), not from a metric
+plugin: they are merged onto the rows of the same benchmark and method (:func:`merge_audits`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from unlearnkit.discovery.registry import Registries
+from unlearnkit.store.mlflow_store import RunRecord, Store
+
+ROLE_ORDER = {"original": 0, "retrained": 1}
+AUDIT_MARK = "‡"  # marks U-LiRA numbers of an under-powered audit (see tables.AUDIT_NOTE)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a board needs to know about a metric, read from its plugin class."""
+
+    direction: str  # "higher", "lower", "closer_to_retrain"
+    scale: float = 1.0
+    order: int = 1000
+    default: bool = False  # in the terminal's default column set
+    in_avg_gap: bool = False
+    digits: int = 3
+    cost_axis: bool = False
+
+
+# The U-LiRA audit's columns: AUC and TPR at low FPR of the per-example likelihood-ratio attack. Closer to
+# the retrain row is better (it sits near chance); the AUC is shown by default whenever an audit exists.
+AUDIT_INFO = {
+    "ulira_auc": MetricInfo("closer_to_retrain", order=62, default=True),
+    "ulira_tpr_at_1fpr": MetricInfo("closer_to_retrain", order=64),
+    "ulira_tpr_at_01fpr": MetricInfo("closer_to_retrain", order=66),
+}
+
+
+def metric_info(registries: Registries) -> dict[str, MetricInfo]:
+    """Every registered metric's display declaration, plus the audit's columns."""
+    return AUDIT_INFO | {
+        e.name: MetricInfo(
+            e.cls.direction,
+            e.cls.display_scale,
+            e.cls.display_order,
+            e.cls.shown_by_default,
+            e.cls.in_avg_gap,
+            e.cls.display_digits,
+            e.cls.cost_axis,
+        )
+        for e in registries.metrics.entries()
+    }
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float  # sample standard deviation (ddof=1); NaN for a single seed
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        vals = [v for v in values if not math.isnan(v)]
+        if not vals:
+            return cls(float("nan"), float("nan"), 0)
+        return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else float("nan"), len(vals))
+
+
+@dataclass
+class Row:
+    method: str
+    access: str
+    package: str
+    version: str
+    role: str  # "original", "retrained" or "" (an unlearning method)
+    seeds: list[int]
+    metrics: dict[str, Stat] = field(default_factory=dict)
+    avg_gap: float = float("nan")
+    avg_gap_per_seed: Stat = field(default_factory=lambda: Stat(float("nan"), float("nan"), 0))
+    weak_original: bool = False  # some seed's original barely memorised D_f
+    audit_seeds: list[int] = field(default_factory=list)  # seeds of the U-LiRA audits behind its ulira_* values
+
+    @property
+    def reference(self) -> bool:
+        return bool(self.role)
+
+
+@dataclass
+class Board:
+    benchmark: str
+    dataset: str
+    model: str
+    scenario: str
+    train_recipe: str
+    subset: str
+    protocol: str
+    rows: list[Row]
+    metric_names: list[str]
+    gap_metrics: list[str] = field(default_factory=list)
+    cost_metric: str | None = None  # what the figure plots Avg Gap against (a metric declaring cost_axis)
+    audit: str = ""  # the U-LiRA audit behind the ulira_* columns, e.g. "16 shadows, online"
+    audit_underpowered: bool = False  # its original row was not clearly above its retrain row
+
+    @classmethod
+    def of(cls, benchmark: str, run: RunRecord, **fields: Any) -> Board:
+        """A board for ``benchmark``, its heading read from the tags of one of its runs."""
+        return cls(
+            benchmark=benchmark,
+            dataset=run.tag("dataset"),
+            model=run.tag("model"),
+            scenario=run.tag("scenario"),
+            train_recipe=run.tag("train_recipe"),
+            subset=run.tag("subset", "full"),
+            protocol=run.tag("protocol", "clean"),
+            **{"rows": [], "metric_names": [], **fields},
+        )
+
+    @property
+    def title(self) -> str:
+        extra = f", subset {self.subset}" if self.subset != "full" else ""
+        audit = ""
+        if self.audit:
+            audit = f"; U-LiRA: {self.audit}" + (f", under-powered {AUDIT_MARK}" if self.audit_underpowered else "")
+        return (
+            f"{self.dataset} / {self.model} / {self.scenario} "
+            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol}{audit})"
+        )
+
+    @property
+    def retrained(self) -> Row | None:
+        return next((r for r in self.rows if r.role == "retrained"), None)
+
+    @property
+    def weak_original(self) -> bool:
+        return any(r.weak_original for r in self.rows)
+
+
+def dedupe(records: list[RunRecord]) -> list[RunRecord]:
+    """One run per config hash: the first finished wins (concurrent duplicates are ignored)."""
+    seen: dict[str, RunRecord] = {}
+    for rec in sorted(records, key=lambda r: r.start_time):
+        seen.setdefault(rec.tag("config_hash", rec.run_id), rec)
+    return list(seen.values())
+
+
+def gap(a: dict[str, float], b: dict[str, float], metrics: list[str]) -> float:
+    """Mean absolute difference over the Average-Gap metrics; NaN if one is missing."""
+    diffs = [abs(a[m] - b[m]) for m in metrics if m in a and m in b]
+    return statistics.fmean(diffs) if metrics and len(diffs) == len(metrics) else float("nan")
+
+
+def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: str = "avg_gap") -> list[Board]:
+    gap_metrics = sorted((m for m, i in info.items() if i.in_avg_gap), key=lambda m: (info[m].order, m))
+    cost_metric = next((m for m, i in sorted(info.items()) if i.cost_axis), None)
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for rec in dedupe(records):
+        groups[rec.tag("benchmark")].append(rec)
+    boards = []
+    for bench, recs in groups.items():
+        first = recs[0]
+        per_method: dict[str, list[RunRecord]] = defaultdict(list)
+        for rec in recs:
+            per_method[row_name(rec)].append(rec)
+        per_method = {name: newest_code(mrecs) for name, mrecs in per_method.items()}
+        recs = [r for mrecs in per_method.values() for r in mrecs]
+        names = sorted({k for r in recs for k in r.metrics})
+        gold = [r for r in recs if r.tag("role") == "retrained"]
+        gold_by_seed = {r.tag("seed"): r.metrics for r in gold}
+        gold_means = {m: Stat.of([r.metrics.get(m, math.nan) for r in gold]).mean for m in gap_metrics}
+        rows = []
+        for method, mrecs in per_method.items():
+            stats = {m: Stat.of([r.metrics.get(m, math.nan) for r in mrecs]) for m in names}
+            means = {m: s.mean for m, s in stats.items()}
+            per_seed = [
+                gap(r.metrics, gold_by_seed[r.tag("seed")], gap_metrics) for r in mrecs if r.tag("seed") in gold_by_seed
+            ]
+            rows.append(
+                Row(
+                    method=method,
+                    access=mrecs[0].tag("access"),
+                    package=mrecs[0].tag("method.package"),
+                    version=mrecs[0].tag("method.version"),
+                    role=mrecs[0].tag("role"),
+                    seeds=sorted(int(r.tag("seed", "0")) for r in mrecs),
+                    metrics=stats,
+                    avg_gap=gap(means, gold_means, gap_metrics) if gold else float("nan"),
+                    avg_gap_per_seed=Stat.of(per_seed),
+                    weak_original=any(r.tag("weak_original") for r in mrecs),
+                )
+            )
+        rows.sort(key=lambda r: row_sort_key(r, sort))
+        boards.append(
+            Board.of(bench, first, rows=rows, metric_names=names, gap_metrics=gap_metrics, cost_metric=cost_metric)
+        )
+    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
+    return boards
+
+
+def audit_config(rec: RunRecord) -> tuple[int, str, str]:
+    return (int(rec.tag("shadows", "0") or 0), rec.tag("mode"), rec.tag("fixed_variance"))
+
+
+def describe_audit(config: tuple[int, str, str]) -> str:
+    shadows, mode, fixed = config
+    return f"{shadows} shadows, {mode}" + (", fixed variance" if fixed == "true" else "")
+
+
+def latest_audits(recs: list[RunRecord]) -> list[RunRecord]:
+    """Per audit seed, the rows of its most recent audit (a re-scored audit supersedes the earlier one)."""
+    newest: dict[str, tuple[int, str]] = {}
+    for rec in recs:
+        group = (rec.start_time, rec.tag("audit"))
+        newest[rec.tag("seed")] = max(newest.get(rec.tag("seed"), group), group)
+    return [r for r in recs if r.tag("audit") == newest[r.tag("seed")][1]]
+
+
+def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_gap") -> list[Board]:
+    """Put U-LiRA audit results on the boards' rows, matched by benchmark and method.
+
+    Per benchmark one audit configuration is shown — the one with the most shadows (then the most recent) —
+    so every row of a board is scored against the same shadows; per audit seed its most recent audit counts,
+    and several audit seeds are aggregated like seeds (mean ± std). A benchmark audited but never run gets a
+    board of its audit rows alone.
+    """
+    by_bench: dict[str, list[RunRecord]] = defaultdict(list)
+    for rec in dedupe(audits):
+        by_bench[rec.tag("benchmark")].append(rec)
+    boards = list(boards)
+    known = {b.benchmark: b for b in boards}
+    for bench, recs in by_bench.items():
+        latest = {c: max(r.start_time for r in recs if audit_config(r) == c) for c in {audit_config(r) for r in recs}}
+        chosen = max(latest, key=lambda c: (c[0], latest[c]))
+        recs = latest_audits([r for r in recs if audit_config(r) == chosen])
+        board = known.get(bench)
+        if board is None:
+            board = Board.of(bench, recs[0])
+            boards.append(board)
+        board.audit = describe_audit(chosen)
+        board.audit_underpowered = any(r.tag("ulira_power") == "underpowered" for r in recs)
+        per_method: dict[str, list[RunRecord]] = defaultdict(list)
+        for rec in recs:
+            per_method[rec.tag("method")].append(rec)
+        rows = {r.method: r for r in board.rows}
+        for method, mrecs in per_method.items():
+            row = rows.get(method)
+            if row is None:
+                first = mrecs[0]
+                row = Row(
+                    method=method,
+                    access=first.tag("access"),
+                    package=first.tag("method.package"),
+                    version=first.tag("method.version"),
+                    role=first.tag("role"),
+                    seeds=sorted(int(r.tag("seed", "0")) for r in mrecs),  # audited but never run: its audit seeds
+                )
+                board.rows.append(row)
+            for name in AUDIT_INFO:
+                row.metrics[name] = Stat.of([r.metrics.get(name, math.nan) for r in mrecs])
+            row.audit_seeds = sorted(int(r.tag("seed", "0")) for r in mrecs)
+        board.metric_names = sorted(set(board.metric_names) | set(AUDIT_INFO))
+        board.rows.sort(key=lambda r: row_sort_key(r, sort))
+    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
+    return boards
+
+
+def row_name(rec: RunRecord) -> str:
+    """A method's row; recipe grid points and data-parallel runs get their own rows, e.g.
+    ``lotus [lotus.alpha=8]``, ``lotus [2 ranks]``."""
+    labels = [rec.tag("grid_point"), f"{rec.tag('world_size')} ranks" if rec.tag("world_size") else ""]
+    label = ", ".join(x for x in labels if x)
+    return f"{rec.tag('method')} [{label}]" if label else rec.tag("method")
+
+
+def newest_code(records: list[RunRecord]) -> list[RunRecord]:
+    """The runs made by the same code (method and metric versions) as the newest run: after a
+    version bump the old numbers stay in the store but never share a row with the new ones."""
+    newest = max(records, key=lambda r: r.start_time).tag("code")
+    return [r for r in records if r.tag("code") == newest]
+
+
+def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] | None) -> Board | None:
+    """Keep a board only if it is a cell of the recipe; keep only the recipe's methods (and references)."""
+    if (board.dataset, board.model, board.scenario) not in cells:
+        return None
+    if methods is not None and "all" not in methods:
+        board.rows = [r for r in board.rows if r.reference or r.method.split(" [")[0] in methods]
+    return board
+
+
+def row_sort_key(row: Row, sort: str) -> tuple[int, bool, float, str]:
+    if sort == "avg_gap":
+        value = row.avg_gap
+    elif sort in row.metrics:
+        value = row.metrics[sort].mean
+    else:
+        value = math.nan
+    return (ROLE_ORDER.get(row.role, 2), math.isnan(value), value, row.method)
+
+
+def leaderboard(
+    store: Store,
+    info: dict[str, MetricInfo],
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    scenario: str | None = None,
+    protocol: str | None = None,
+    access: str | None = None,
+    sort: str = "avg_gap",
+    recipe_cells: set[tuple[str, str, str]] | None = None,
+    recipe_methods: set[str] | None = None,
+    include_tuning: bool = False,
+) -> list[Board]:
+    """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards,
+    with the U-LiRA audits of the same benchmarks merged in (:func:`merge_audits`).
+
+    Tuning trials (``unlearnkit tune``) are left out unless ``include_tuning``."""
+    if not store.exists():
+        return []
+    filters = {"run_type": "unlearn"}
+    for key, value in (("dataset", dataset), ("model", model), ("scenario", scenario), ("protocol", protocol)):
+        if value:
+            filters[key] = value
+    records = store.search(filters)
+    if not include_tuning:
+        records = [r for r in records if not r.tag("tuning_trial")]
+    if access:
+        records = [r for r in records if r.tag("access") == access or r.tag("role")]
+    boards = build_boards(records, info, sort=sort)
+    audits = store.search({**filters, "run_type": "audit"})
+    if audits:
+        boards = merge_audits(boards, audits, sort=sort)
+        if access:
+            for board in boards:
+                board.rows = [r for r in board.rows if r.access == access or r.reference]
+    if recipe_cells is not None:
+        boards = [b for b in (in_recipe(b, recipe_cells, recipe_methods) for b in boards) if b is not None]
+    return boards

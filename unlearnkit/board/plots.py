@@ -1,0 +1,104 @@
+"""Figures with matplotlib (headless): per benchmark, Avg Gap against time and bars of the
+Average-Gap metrics (std over seeds as error bars); per run, its per-epoch series.
+
+A method keeps one colour across every panel of a figure.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.board.leaderboard import Board
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def method_colours(boards: list[Board]) -> dict[str, Any]:
+    """One colour per method name, stable across panels and boards (sorted names, tab20)."""
+    plt = _pyplot()
+    names = sorted({r.method for b in boards for r in b.rows})
+    cmap = plt.get_cmap("tab20")
+    return {name: cmap(i % 20) for i, name in enumerate(names)}
+
+
+def _nan_to_zero(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def plot_boards(boards: list[Board], path: Path) -> Path:
+    plt = _pyplot()
+    colours = method_colours(boards)
+    n = max(1, len(boards))
+    fig, axes = plt.subplots(n, 2, figsize=(14, 4.2 * n), squeeze=False)
+    for board, (ax_gap, ax_bar) in zip(boards, axes):
+        cost = board.cost_metric or ""
+        for r in (r for r in board.rows if not r.reference):
+            t = r.metrics.get(cost)
+            if t is None or math.isnan(r.avg_gap) or math.isnan(t.mean):
+                continue
+            x = max(t.mean, 1e-3)
+            ax_gap.errorbar(
+                x,
+                r.avg_gap,
+                xerr=_nan_to_zero(t.std) or None,
+                yerr=_nan_to_zero(r.avg_gap_per_seed.std) or None,
+                fmt="o",
+                capsize=3,
+                color=colours[r.method],
+            )
+            ax_gap.annotate(r.method, (x, r.avg_gap), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        gold = board.retrained
+        if gold is not None and cost in gold.metrics and not math.isnan(gold.metrics[cost].mean):
+            ax_gap.axvline(gold.metrics[cost].mean, color="grey", linestyle="--", linewidth=1)
+            ax_gap.annotate("retrained model", (gold.metrics[cost].mean, 0), fontsize=7, color="grey")
+        ax_gap.set_xscale("log")
+        ax_gap.set_xlabel(f"{cost or 'cost'} (log)")
+        ax_gap.set_ylabel("Avg Gap to retrain (lower is better)")
+        ax_gap.set_title(board.title, fontsize=9)
+        ax_gap.grid(alpha=0.3)
+        metrics = board.gap_metrics
+        width = 0.8 / max(1, len(board.rows))
+        for i, r in enumerate(board.rows):
+            xs = [j + i * width for j in range(len(metrics))]
+            means = [r.metrics[m].mean if m in r.metrics else float("nan") for m in metrics]
+            stds = [_nan_to_zero(r.metrics[m].std) if m in r.metrics else 0.0 for m in metrics]
+            ax_bar.bar(xs, means, width, yerr=stds, capsize=2, label=r.method, color=colours[r.method])
+        ax_bar.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
+        ax_bar.set_ylim(0, 1.05)
+        ax_bar.set_title("mean ± std over seeds", fontsize=9)
+        ax_bar.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_series(series: dict[str, list[tuple[int, float]]], title: str, path: Path) -> Path:
+    """One panel per series (e.g. train_loss, lotus_tau): value against epoch."""
+    plt = _pyplot()
+    names = sorted(series)
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        steps, values = zip(*series[name]) if series[name] else ((), ())
+        ax.plot(steps, values, marker="o", markersize=3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

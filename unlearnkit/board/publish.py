@@ -1,0 +1,40 @@
+"""A leaderboard kept in the store: its markdown, CSV and figure logged as one MLflow run, so the
+table a sweep (or a multi-method ``run``) ends with can be found again in the UI."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from unlearnkit.board import tables
+from unlearnkit.board.leaderboard import Board, MetricInfo
+from unlearnkit.board.plots import plot_boards
+from unlearnkit.store.mlflow_store import Store, tag
+
+
+def publish_leaderboard(
+    store: Store,
+    boards: list[Board],
+    info: dict[str, MetricInfo],
+    name: str,
+    *,
+    params: dict[str, object] | None = None,
+    metrics: dict[str, float] | None = None,
+    figure: Path | None = None,
+) -> str:
+    """Log ``boards`` as a finished ``leaderboard`` run named ``leaderboard-<name>``; returns its id.
+    ``figure``: also write the figure there (it is logged either way)."""
+    markdown = tables.to_markdown(boards, info)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_boards(boards, figure or Path(tmp) / "leaderboard.png")
+        run_id = store.start_run(
+            f"leaderboard-{name}", {tag("run_type"): "leaderboard", tag("sweep"): name}, params or {}
+        )
+        store.log_text(run_id, markdown, "leaderboard.md")
+        store.log_text(run_id, tables.to_csv(boards, info), "leaderboard.csv")
+        store.log_text(run_id, tables.to_json(boards), "leaderboard.json")
+        store.log_file(run_id, path)
+        if metrics:
+            store.log_metrics(run_id, metrics)
+        store.finish(run_id)
+    return run_id

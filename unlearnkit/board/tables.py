@@ -1,0 +1,219 @@
+"""Leaderboards as cells: values formatted the paper's way, the best per column marked, and the
+same content as markdown, CSV or JSON. No printing here; the CLI renders.
+
+Columns come from the metric plugins' declarations: their order (``display_order``), scale
+(JSD-type values x1e4) and whether the terminal shows them by default. A std is shown only over
+two or more seeds, and "best" is marked only when two or more methods compete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_MARK, Board, MetricInfo, Row
+
+WEAK_MARK = "†"
+WEAK_NOTE = f"{WEAK_MARK} the original barely memorised D_f on some seed: unlearning numbers there are noise."
+AUDIT_NOTE = (
+    f"{AUDIT_MARK} U-LiRA under-powered: the original row is not clearly above the retrain row (too few shadows or "
+    "too short training), so its numbers say nothing about privacy and are not ranked (docs/audit.md)."
+)
+FIXED_HEAD = ("method", "access", "seeds")
+
+
+def columns(board: Board, info: dict[str, MetricInfo], chosen: list[str] | None = None) -> list[str]:
+    """Registered metrics present on the board, in their declared order; ``chosen`` restricts them
+    (in the order given), ``["default"]`` keeps the plugins' default set."""
+    present = [m for m in board.metric_names if m in info]
+    ordered = sorted(present, key=lambda m: (info[m].order, m))
+    if chosen is None:
+        return ordered
+    if chosen == ["default"]:
+        return [m for m in ordered if info[m].default]
+    return [m for m in chosen if m in present]
+
+
+def header(name: str, info: MetricInfo) -> str:
+    return f"{name} x1e4" if info.scale == 1e4 else (name if info.scale == 1 else f"{name} x{info.scale:g}")
+
+
+def fmt(mean: float, std: float | None, scale: float, digits: int = 3, *, compact: bool = False) -> str:
+    """``mean ± std`` (the std only over two or more seeds). ``compact`` (the terminal): four
+    significant digits at most (``0.93``, ``12.35``, ``465.1``, ``1259``), no spaces around ±."""
+    if math.isnan(mean):
+        return "—"
+    value = mean * scale
+    if compact:
+        magnitude = math.floor(math.log10(abs(value))) if value else 0
+        digits = max(0, min(digits - 1, 3 - magnitude))
+    text = f"{value:.{digits}f}"
+    if std is None or math.isnan(std):
+        return text
+    sep = "±" if compact else " ± "
+    return f"{text}{sep}{std * scale:.{digits}f}"
+
+
+def competitors(board: Board) -> list[Row]:
+    return [r for r in board.rows if not r.reference]
+
+
+def best_rows(board: Board, metric: str, info: MetricInfo) -> set[str]:
+    """Methods (not references) best on ``metric`` under its direction; none unless two compete."""
+    retrained = board.retrained
+    scored = []
+    for row in competitors(board):
+        if metric not in row.metrics or math.isnan(row.metrics[metric].mean):
+            continue
+        value = row.metrics[metric].mean
+        if info.direction == "closer_to_retrain":
+            if retrained is None or metric not in retrained.metrics:
+                continue
+            score = abs(value - retrained.metrics[metric].mean)
+        else:
+            score = -value if info.direction == "higher" else value
+        scored.append((score, row.method))
+    if len(scored) < 2:
+        return set()
+    top = min(s for s, _ in scored)
+    return {m for s, m in scored if math.isclose(s, top, rel_tol=1e-9, abs_tol=1e-12)}
+
+
+def best_gap(board: Board) -> set[str]:
+    gaps = [(r.avg_gap, r.method) for r in competitors(board) if not math.isnan(r.avg_gap)]
+    if len(gaps) < 2:
+        return set()
+    top = min(g for g, _ in gaps)
+    return {m for g, m in gaps if math.isclose(g, top, abs_tol=1e-12)}
+
+
+def board_cells(
+    board: Board, info: dict[str, MetricInfo], chosen: list[str] | None = None, *, wide: bool = True
+) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and rows of (text, is_best) cells. ``wide`` (files, ``--wide``) adds the data access,
+    the per-seed gap and the package; otherwise values are compact (the terminal's 120 columns)."""
+    cols = columns(board, info, chosen)
+    fixed = FIXED_HEAD if wide else tuple(h for h in FIXED_HEAD if h != "access")
+    head = [*fixed, *[header(c, info[c]) for c in cols], "avg gap"]
+    if wide:
+        head += ["avg gap (per seed)", "package"]
+    marked = {c for c in cols if c in AUDIT_INFO and board.audit_underpowered}
+    bests = {c: set() if c in marked else best_rows(board, c, info[c]) for c in cols}
+    gap_best = best_gap(board)
+    rows = []
+    for row in board.rows:
+        name = f"{row.method} {WEAK_MARK}" if row.weak_original else row.method
+        cells: list[tuple[str, bool]] = [(name, False), (row.access, False), (str(len(row.seeds)), False)]
+        if not wide:
+            del cells[1]
+        for c in cols:
+            stat = row.metrics.get(c)
+            text = fmt(stat.mean, stat.std, info[c].scale, info[c].digits, compact=not wide) if stat else "—"
+            if c in marked and text != "—":
+                text += AUDIT_MARK
+            cells.append((text, row.method in bests[c]))
+        cells.append((fmt(row.avg_gap, None, 1.0, compact=not wide), row.method in gap_best))
+        if wide:
+            cells.append((fmt(row.avg_gap_per_seed.mean, row.avg_gap_per_seed.std, 1.0), False))
+            cells.append((f"{row.package} {row.version}".strip(), False))
+        rows.append(cells)
+    return head, rows
+
+
+def to_markdown(boards: list[Board], info: dict[str, MetricInfo], chosen: list[str] | None = None) -> str:
+    parts = []
+    for board in boards:
+        head, rows = board_cells(board, info, chosen)
+        lines = [f"### {board.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for cells in rows:
+            lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
+        if board.weak_original:
+            lines += ["", WEAK_NOTE]
+        if board.audit_underpowered:
+            lines += ["", AUDIT_NOTE]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(
+        [
+            "dataset",
+            "model",
+            "scenario",
+            "train_recipe",
+            "subset",
+            "protocol",
+            "method",
+            "access",
+            "seeds",
+            "metric",
+            "mean",
+            "std",
+            "n",
+        ]
+    )
+    for board in boards:
+        for row in board.rows:
+            base = [
+                board.dataset,
+                board.model,
+                board.scenario,
+                board.train_recipe,
+                board.subset,
+                board.protocol,
+                row.method,
+                row.access,
+                len(row.seeds),
+            ]
+            for name in columns(board, info):
+                s = row.metrics.get(name)
+                if s:
+                    writer.writerow([*base, name, s.mean, s.std, s.n])
+            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds)])
+            g = row.avg_gap_per_seed
+            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n])
+    return buf.getvalue()
+
+
+def row_json(row: Row) -> dict:
+    def clean(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        "method": row.method,
+        "access": row.access,
+        "role": row.role or None,
+        "package": row.package,
+        "version": row.version,
+        "seeds": row.seeds,
+        "weak_original": row.weak_original,
+        "avg_gap": clean(row.avg_gap),
+        "avg_gap_per_seed": {"mean": clean(row.avg_gap_per_seed.mean), "std": clean(row.avg_gap_per_seed.std)},
+        "metrics": {k: {"mean": clean(s.mean), "std": clean(s.std), "n": s.n} for k, s in row.metrics.items()},
+    }
+
+
+def to_json(boards: list[Board]) -> str:
+    return json.dumps(
+        [
+            {
+                "benchmark": b.benchmark,
+                "dataset": b.dataset,
+                "model": b.model,
+                "scenario": b.scenario,
+                "train_recipe": b.train_recipe,
+                "subset": b.subset,
+                "protocol": b.protocol,
+                "audit": b.audit or None,
+                "audit_underpowered": b.audit_underpowered,
+                "rows": [row_json(r) for r in b.rows],
+            }
+            for b in boards
+        ],
+        indent=2,
+    )

@@ -1,0 +1,115 @@
+"""Typed registries of plugin classes, keyed by name, with where each came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Plugin
+from unlearnkit.errors import PluginError, UnknownNameError
+
+P = TypeVar("P", bound=Plugin)
+KINDS = ("method", "metric", "dataset", "model")  # the plugin kinds, in the order they are listed
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which plugin module and distribution registered a name: logged with every run."""
+
+    plugin: str
+    package: str
+    version: str
+
+    def as_tags(self, prefix: str) -> dict[str, str]:
+        return {f"{prefix}.plugin": self.plugin, f"{prefix}.package": self.package, f"{prefix}.version": self.version}
+
+
+@dataclass(frozen=True)
+class Entry(Generic[P]):
+    name: str
+    cls: type[P]
+    provenance: Provenance
+
+
+class Registry(Generic[P]):
+    """One kind of plugin (methods, metrics, ...). A duplicate name is an error naming both."""
+
+    def __init__(self, kind: str, base: type[P]) -> None:
+        self.kind = kind
+        self.base = base
+        self._entries: dict[str, Entry[P]] = {}
+
+    def add(self, cls: type[P], provenance: Provenance) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise PluginError(
+                f"Plugin '{provenance.plugin}' registered {cls!r} as a {self.kind}, "
+                f"but it is not a subclass of unlearnkit.api.{self.base.__name__}."
+            )
+        name = getattr(cls, "name", "")
+        if not name or not isinstance(name, str):
+            raise PluginError(f"Plugin '{provenance.plugin}' registered {cls.__name__} without a `name`.")
+        if name in self._entries:
+            first = self._entries[name].provenance
+            raise PluginError(
+                f"Duplicate {self.kind} '{name}': registered by {first.package} ({first.plugin}) "
+                f"and by {provenance.package} ({provenance.plugin}). Disable one with "
+                f"UNLEARNKIT_DISABLE_PLUGINS={provenance.plugin}."
+            )
+        self._entries[name] = Entry(name, cls, provenance)
+
+    def get(self, name: str) -> Entry[P]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self._entries) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def default(self) -> Entry[P]:
+        """The entry whose plugin declares ``default = True`` (used when the user names none)."""
+        chosen = [e for e in self._entries.values() if e.cls.default]
+        if len(chosen) != 1:
+            found = ", ".join(f"{e.name} ({e.provenance.package})" for e in chosen) or "none"
+            raise PluginError(
+                f"Exactly one {self.kind} must declare default = True to be used when none is named; found {found}. "
+                f"Name one explicitly (valid: {', '.join(self.names())})."
+            )
+        return chosen[0]
+
+    def entries(self) -> list[Entry[P]]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
+@dataclass
+class Registries:
+    methods: Registry[Method]
+    metrics: Registry[Metric]
+    datasets: Registry[Dataset]
+    models: Registry[Model]
+
+    @classmethod
+    def empty(cls) -> Registries:
+        return cls(
+            methods=Registry("method", Method),  # type: ignore[type-abstract]
+            metrics=Registry("metric", Metric),  # type: ignore[type-abstract]
+            datasets=Registry("dataset", Dataset),  # type: ignore[type-abstract]
+            models=Registry("model", Model),  # type: ignore[type-abstract]
+        )
+
+    def by_kind(self, kind: str) -> Registry:
+        registry: Registry = getattr(self, f"{kind}s")
+        return registry
+
+    def model(self, name: str) -> tuple[Entry[Model], str | None]:
+        """Resolve ``name`` or ``prefix/variant`` (``timm/convnext_tiny``) to a model entry."""
+        if "/" in name:
+            prefix, variant = name.split("/", 1)
+            entry = self.models.get(prefix)
+            if not entry.cls.accepts_variant:
+                raise UnknownNameError("model", name, self.models.names())
+            return entry, variant
+        return self.models.get(name), None

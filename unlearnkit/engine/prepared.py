@@ -1,0 +1,262 @@
+"""A benchmark's data side: the dataset loaded once, its splits per seed on the device, the
+contexts methods get, and the identity of everything that determines a result except the seed
+and the method. The runner (:mod:`unlearnkit.runner`) drives it; nothing here touches the store.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnkit._version import __version__
+from unlearnkit.api.context import UnlearnContext
+from unlearnkit.api.contracts import RawDataset
+from unlearnkit.api.data import Preprocess, Split, Stream
+from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.api.types import ImageSpec, Setting
+from unlearnkit.engine.config import Plan
+from unlearnkit.engine.splits import SplitIndices, make_splits
+from unlearnkit.errors import ConfigError
+from unlearnkit.identity import (
+    CORE_VERSION,
+    array_fingerprint,
+    config_hash,
+    file_sha256,
+    images_fingerprint,
+    plugin_version,
+)
+from unlearnkit.loops.training import TrainRecipe, load_train_recipe
+from unlearnkit.store.mlflow_store import tag
+
+SPLIT_NAMES = ("forget", "retain", "train", "unseen", "test")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"Device '{name}' requested but no CUDA GPU is available. Valid devices here: auto, cpu.")
+    return torch.device(name)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("UNLEARNKIT_CACHE_DIR", Path.home() / ".cache" / "unlearnkit"))
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_budget(device: torch.device) -> int:
+    """Bytes of decoded uint8 images a split may hold on the device (``UNLEARNKIT_DEVICE_DATA_GB``;
+    default: a quarter of the GPU's memory, or 8 GiB of host memory on a CPU)."""
+    gib = os.environ.get("UNLEARNKIT_DEVICE_DATA_GB")
+    if gib:
+        return int(float(gib) * 2**30)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return 8 * 2**30
+
+
+def stream_workers() -> int:
+    """DataLoader workers for streamed splits (``UNLEARNKIT_STREAM_WORKERS``; default: the CPU count, up to 8)."""
+    return int(os.environ.get("UNLEARNKIT_STREAM_WORKERS", min(8, os.cpu_count() or 1)))
+
+
+def data_fingerprint(raw: RawDataset) -> str:
+    """Identity of the loaded data: every label, sampled pixels, class names, normalisation, groups."""
+    parts = [
+        array_fingerprint(raw.y_train, raw.y_test),
+        images_fingerprint(raw.x_train),
+        images_fingerprint(raw.x_test),
+        "|".join(raw.class_names),
+        repr((raw.mean, raw.std)),
+    ]
+    if raw.x_unseen is not None and raw.y_unseen is not None:
+        parts += [array_fingerprint(raw.y_unseen), images_fingerprint(raw.x_unseen)]
+    if raw.groups is not None:
+        parts.append(array_fingerprint(raw.groups.astype(str)))
+    return config_hash({"data": parts})
+
+
+class Benchmark:
+    """One plan's data on one device, identical for every method and shared by all seeds."""
+
+    def __init__(self, plan: Plan, reporter: Reporter = SILENT) -> None:
+        self.plan = plan
+        self.reporter = reporter
+        self.device = resolve_device(plan.request.device)
+        self.train_recipe: TrainRecipe = load_train_recipe(plan.train_recipe, self.family).with_epochs(
+            plan.request.epochs
+        )
+
+    # ----------------------------------------------------------------------------- the data
+    @cached_property
+    def raw(self) -> RawDataset:
+        plan = self.plan
+        self.reporter.event(f"Loading dataset {plan.dataset.name}")
+        target = cache_dir() / "datasets" / plan.dataset.name
+        target.mkdir(parents=True, exist_ok=True)
+        return plan.dataset_obj.load(plan.request.data_dir, target)
+
+    @property
+    def spec(self) -> ImageSpec:
+        c, h, w = self.raw.image_shape
+        return ImageSpec(c, h, w, self.raw.num_classes)
+
+    @property
+    def family(self) -> str:
+        return self.plan.model_obj.model_family()
+
+    @property
+    def channels_last(self) -> bool:
+        return self.device.type == "cuda" and self.plan.model_obj.channels_last
+
+    def build_model(self) -> nn.Module:
+        """A freshly built network (``--pretrained``/``--weights`` applied) on the device."""
+        model = self.plan.model_obj.build(self.spec).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def indices(self, seed: int) -> SplitIndices:
+        """The index sets of one seed; the scenario is resolved against the data here."""
+        raw = self.raw
+        idx = make_splits(
+            raw.y_train,
+            raw.y_test,
+            self.plan.scenario,
+            seed,
+            raw.class_names,
+            self.plan.subset,
+            groups=raw.groups,
+            y_unseen=raw.y_unseen,
+        )
+        if len(idx.forget) == 0 or len(idx.retain) == 0:
+            raise ConfigError("The forget or retain set is empty: use a larger subset or a different scenario.")
+        return idx
+
+    def check(self) -> None:
+        """Load the data and resolve the scenario against it (e.g. the class of ``class:cat``):
+        the last checks that need the data, before the store is touched or anything trains."""
+        self.indices(self.plan.seeds[0])
+        if self.train_recipe.epochs == 0 and not (self.plan.request.pretrained or self.plan.request.weights):
+            raise ConfigError(
+                "A 0-epoch training recipe leaves the original untrained: give --pretrained or --weights."
+            )
+
+    def splits(self, idx: SplitIndices) -> dict[str, Split]:
+        """The five splits of one seed, resident on the device as uint8."""
+        raw = self.raw
+        pre = Preprocess.create(
+            raw.mean,
+            raw.std,
+            self.plan.model_obj.input_size(self.spec),
+            self.plan.model_obj.augmentation(self.plan.dataset_obj.augment),
+            self.device,
+            self.channels_last,
+        )
+        unseen_x, unseen_y = (raw.x_unseen, raw.y_unseen) if idx.unseen_from == "unseen" else (raw.x_test, raw.y_test)
+        assert unseen_x is not None and unseen_y is not None
+        train = np.sort(np.concatenate([idx.forget, idx.retain]))
+        sources = {
+            "forget": (raw.x_train, raw.y_train, idx.forget),
+            "retain": (raw.x_train, raw.y_train, idx.retain),
+            "train": (raw.x_train, raw.y_train, train),
+            "unseen": (unseen_x, unseen_y, idx.unseen),
+            "test": (raw.x_test, raw.y_test, idx.test),
+        }
+        return {name: self._split(name, x, y, sel, pre) for name, (x, y, sel) in sources.items()}
+
+    def _split(self, name: str, x: Any, y: np.ndarray, sel: np.ndarray, pre: Preprocess) -> Split:
+        labels = torch.from_numpy(y[sel]).to(self.device)
+        if isinstance(x, np.ndarray):
+            return Split(name, torch.from_numpy(x[sel]).to(self.device), labels, pre)
+        c, h, w = x.shape[1:]
+        size = len(sel) * c * h * w
+        if size > device_budget(self.device):  # too large to hold: decode batch by batch, in workers
+            self.reporter.event(f"Streaming the {name} split ({len(sel)} images, {size / 2**30:.1f} GiB decoded)")
+            return Split(name, None, labels, pre, stream=Stream(x, np.asarray(sel), workers=stream_workers()))
+        return Split(name, torch.from_numpy(np.asarray(x[sel])).to(self.device), labels, pre)
+
+    # ----------------------------------------------------------------------------- contexts
+    def setting(self) -> Setting:
+        return Setting(self.plan.dataset.name, self.family, self.plan.scenario.rule, self.raw.num_classes)
+
+    def context(self, seed: int, forget_class: int | None, method: str = "") -> UnlearnContext:
+        return UnlearnContext(
+            device=self.device,
+            seed=seed,
+            setting=self.setting(),
+            num_classes=self.raw.num_classes,
+            model_factory=lambda: self.plan.model_obj.build(self.spec),
+            forget_class=forget_class,
+            reporter=self.reporter,
+            channels_last=self.channels_last,
+            compile=self.plan.request.compile,
+            method=method,
+            protocol=self.plan.protocol,
+        )
+
+    # ----------------------------------------------------------------------------- identity
+    @cached_property
+    def model_identity(self) -> dict[str, Any]:
+        """What determines a trained original or retrained model, besides its seed and training data."""
+        plan, request = self.plan, self.plan.request
+        return {
+            "core": CORE_VERSION,
+            "dataset": plugin_version(plan.dataset),
+            "dataset_options": plan.dataset_obj.options.model_dump(),
+            "data": data_fingerprint(self.raw),
+            "model": request.model,
+            "model_plugin": plugin_version(plan.model),
+            "model_options": plan.model_obj.options.model_dump(),
+            "pretrained": request.pretrained,
+            "weights": file_sha256(request.weights) if request.weights else None,
+            "subset": plan.subset,
+            "train_recipe": self.train_recipe.as_params(),
+        }
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """Everything but the seed, the method and the reference models that determines a result;
+        its hash names the benchmark (one leaderboard per benchmark)."""
+        return {**self.model_identity, "scenario": self.plan.scenario.key, "protocol": self.plan.protocol.name}
+
+    @cached_property
+    def key(self) -> str:
+        return config_hash(self.identity)
+
+    @cached_property
+    def unlearning_key(self) -> str:
+        """The benchmark without its evaluation protocol: what an unlearned model depends on."""
+        return config_hash({k: v for k, v in self.identity.items() if k != "protocol"})
+
+    def tags(self, seed: int) -> dict[str, str]:
+        """Tags every run of this benchmark carries (what the leaderboard groups and filters by)."""
+        plan = self.plan
+        return {
+            tag("dataset"): plan.dataset.name,
+            tag("model"): plan.request.model,
+            tag("scenario"): plan.scenario.key,
+            tag("protocol"): plan.protocol.name,
+            tag("seed"): str(seed),
+            tag("train_recipe"): self.train_recipe.name,
+            tag("subset"): str(plan.subset) if plan.subset is not None else "full",
+            tag("version"): __version__,
+            tag("device"): self.device.type,
+            **plan.dataset.provenance.as_tags(tag("dataset")),
+            **plan.model.provenance.as_tags(tag("model")),
+        }

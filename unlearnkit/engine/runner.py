@@ -1,0 +1,465 @@
+"""One benchmark: data -> original -> retrained -> each method -> every metric, all in the store.
+
+Per seed the runner obtains the reference models (:mod:`unlearnkit.references`), then runs each
+method in three steps that each fit on a screen: ``identify`` (what makes this run this run:
+its config hash, tags and params), ``execute`` (the method on a private copy of the original,
+timed) and ``evaluate`` (every metric under the plan's protocol). A run whose config hash is
+already finished in the store is skipped; a failing or interrupted run is recorded as failed and
+never counted. Under torchrun every rank runs this same loop: rank 0 alone talks to the store and
+evaluates, the others follow its decisions (:mod:`unlearnkit.ddp`); methods that declare
+``distributed`` train on every rank, the others on rank 0 alone while the other ranks go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from unlearnkit.api.context import UnlearnContext
+from unlearnkit.api.contracts import Method, Metric, UnlearnOutcome
+from unlearnkit.api.data import Split, UnlearnData
+from unlearnkit.api.evaluation import Evaluation, OutputCache
+from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.discovery.registry import Entry
+from unlearnkit.engine.config import Plan
+from unlearnkit.engine.prepared import Benchmark, resolve_device, seed_everything, synchronize
+from unlearnkit.engine.references import ModelMemo, Reference, References
+from unlearnkit.engine.splits import SplitIndices
+from unlearnkit.errors import DivergenceError, UnlearnkitError
+from unlearnkit.identity import config_hash, plugin_version
+from unlearnkit.parallel import torchrun as ddp
+from unlearnkit.store import claims
+from unlearnkit.store.mlflow_store import CorruptCheckpoint, Store, tag
+
+# The original must be measurably better on D_f than on unseen data, or there is nothing to unlearn
+# and every unlearning number is noise (docs/protocols.md): it has memorised D_f when its forget
+# accuracy beats its unseen accuracy by MEMORISATION_GAP, or, on easy data where unseen accuracy
+# leaves no such headroom, when it makes at most MEMORISED_ERROR_RATIO of its unseen error rate on D_f.
+MEMORISATION_GAP = 0.05
+MEMORISED_ERROR_RATIO = 0.5
+
+
+def memorised(acc_forget: float, acc_unseen: float) -> bool:
+    gap = acc_forget - acc_unseen
+    return gap >= MEMORISATION_GAP or (1 - acc_forget) <= MEMORISED_ERROR_RATIO * (1 - acc_unseen)
+
+
+@dataclass
+class RunResult:
+    """One method on one seed: what the CLI prints and tests assert on."""
+
+    method: str
+    seed: int
+    status: str  # "finished", "skipped" (already in the store) or "failed" (torchrun: rank 0's, on every rank)
+    metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str = ""
+    failure: str = ""
+    benchmark: str = ""
+
+
+@dataclass
+class Seed:
+    """What every method of one seed shares: its splits, the reference models, their outputs."""
+
+    seed: int
+    idx: SplitIndices
+    splits: dict[str, Split]
+    original: Reference
+    retrained: Reference | None
+    shared: OutputCache = field(default_factory=OutputCache)
+    memorisation_gap: float = float("nan")
+    weak_original: bool = False
+
+
+@dataclass
+class Identity:
+    key: str  # the run: everything that can change its numbers
+    unlearning: str  # the unlearned model alone: the run without its evaluation (protocol, metrics)
+    tags: dict[str, str]
+    params: dict[str, Any]
+
+
+class Runner:
+    """Executes a validated :class:`Plan` against a :class:`Store`."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        store: Store,
+        reporter: Reporter = SILENT,
+        *,
+        grid_point: str = "",
+        sweep: str = "",
+        tuning_trial: str = "",
+        memo: ModelMemo | None = None,
+        on_result: Callable[[RunResult], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        # under torchrun: join the process group first (each rank then takes its GPU); rank 0 alone
+        # talks to the store and reports
+        self.world = ddp.init(resolve_device(plan.request.device))
+        if not self.world.main:
+            store, reporter = cast(Store, ddp.RankZeroOnly("the store")), SILENT
+        self.store = store
+        self.reporter = reporter
+        self.bench = Benchmark(plan, reporter)
+        self.references = References(self.bench, store, reporter, memo)
+        self.grid_point = grid_point  # a recipe's option-grid point, e.g. "METHOD.alpha=8"
+        self.sweep = sweep  # the name of the sweep recipe this run belongs to
+        self.tuning_trial = tuning_trial  # "study/trial" when the run is a tuning trial (hidden by default)
+        self.on_result = on_result or (lambda result: None)
+        self.reused_from = ""  # the run whose unlearned model the current run reuses, if any
+
+    # ------------------------------------------------------------------------------- driver
+    def check(self) -> None:
+        """Every check that needs the data (and the model files a user brings), then the store:
+        still nothing trained or written. Under torchrun rank 0 checks first (and downloads the
+        data), then the other ranks."""
+
+        def check() -> None:
+            self.bench.check()
+            request = self.plan.request
+            for role, path in (("original", request.original), ("retrained", request.retrained)):
+                if path is not None:
+                    self.references.from_file(role, Path(path))
+            if self.world.main:
+                self.store.check()
+
+        ddp.main_first("check", check)
+
+    def run(self) -> list[RunResult]:
+        """Every seed, every method; returns one result per (method, seed)."""
+        self.check()
+        results: list[RunResult] = []
+        for seed in self.plan.seeds:
+            state = self.prepare_seed(seed)
+            for entry in self.plan.methods:
+                result = self.run_method(entry, state)
+                results.append(result)
+                if self.world.main:
+                    self.on_result(result)
+        if self.world.active:  # every rank returns rank 0's results (the others hold placeholders)
+            results = ddp.agree("results", results)
+            ddp.barrier()
+        return results
+
+    def prepare_seed(self, seed: int) -> Seed:
+        idx = self.bench.indices(seed)
+        splits = self.bench.splits(idx)
+        original = self.references.get("original", seed, idx, splits)
+        assert original is not None
+        retrained = self.references.get("retrained", seed, idx, splits)
+        state = Seed(seed, idx, splits, original, retrained)
+        if self.world.main:  # rank 0 evaluates
+            self.check_memorisation(state)
+        return state
+
+    def check_memorisation(self, state: Seed) -> None:
+        """Compare the original's accuracy on D_f and on unseen data (outputs every method reuses
+        anyway); warn when it has not memorised D_f (class unlearning is exempt: the forgotten
+        class is not in the unseen-vs-forget comparison's terms)."""
+        ev = Evaluation({"original": state.original.model}, state.splits, self.context(state, ""), shared=state.shared)
+        acc = {
+            s: float((ev.logits("original", s).argmax(1) == state.splits[s].y).float().mean())
+            for s in ("forget", "unseen")
+        }
+        state.memorisation_gap = acc["forget"] - acc["unseen"]
+        state.weak_original = self.plan.scenario.rule != "class" and not memorised(acc["forget"], acc["unseen"])
+        if state.weak_original:
+            self.reporter.warn(
+                f"The original model has not memorised the forget set (seed {state.seed}): forget accuracy "
+                f"{acc['forget']:.3f} vs unseen {acc['unseen']:.3f}. Unlearning numbers will be noise: train "
+                "longer (--epochs), use a smaller --subset or a larger model (docs/protocols.md)."
+            )
+
+    def context(self, state: Seed, method: str) -> UnlearnContext:
+        ctx = self.bench.context(state.seed, state.idx.forget_class, method=method)
+        if state.retrained is not None:
+            gold = state.retrained
+            ctx.gold_standard = lambda: (copy.deepcopy(gold.model), gold.seconds)
+        return ctx
+
+    # ---------------------------------------------------------------------------- one method
+    def run_method(self, entry: Entry[Method], state: Seed) -> RunResult:
+        self.reused_from = ""
+        ctx = self.context(state, entry.name)
+        together = self.world.active and entry.cls.distributed  # every rank runs the method
+        if together:
+            ctx.world = self.world
+        ident = self.identify(entry, state, ctx)
+        seed = state.seed
+        got = ddp.on_main(
+            f"claim {ident.key}",
+            lambda: claims.claim(
+                self.store,
+                "unlearn",
+                ident.key,
+                self.run_name(entry, seed),
+                ident.tags,
+                ident.params,
+                on_wait=lambda: self.reporter.event(f"Waiting for another process running {entry.name} (seed {seed})"),
+            ),
+        )
+        if got.finished is not None:
+            record = got.finished
+            self.reporter.event(f"{entry.name} (seed {seed}): already in the store, run {record.run_id[:8]}")
+            return RunResult(entry.name, seed, "skipped", record.metrics, record.run_id, benchmark=self.bench.key)
+        run_id = got.run_id
+        assert run_id is not None
+        if not self.world.main:
+            return self.follow(entry, state, ctx, run_id)
+        told = not self.world.active  # whether the other ranks know if they run the method with rank 0
+        try:
+            with claims.heartbeat(self.store, run_id):
+                reused = self.reuse(entry, state, ident)
+                if self.world.active:
+                    told = self.tell(entry, together and reused is None)
+                    if reused is None and not together and entry.cls.role is None:  # reference rows train nothing
+                        others = "rank waits" if self.world.size == 2 else f"{self.world.size - 1} ranks wait"
+                        self.reporter.event(
+                            f"{entry.name} does not declare distributed support: it runs on rank 0 alone "
+                            f"while the other {others}"
+                        )
+                outcome, data = reused or self.execute(entry, state, ctx)
+                outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
+                # the model as the method returned it (the paper protocol's passes move BatchNorm statistics)
+                weights = None if self.reused_from else self.weights_to_keep(entry, outcome)
+                returned = {
+                    tag("returned_mode"): "train" if outcome.model.training else "eval",
+                    tag("info_keys"): ",".join(sorted(outcome.info)),
+                    tag("unlearning_s"): repr(outcome_time),  # the method's own cost, reused with its model
+                }
+                metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
+                self.record(run_id, state, ctx, data, metrics, weights, returned)
+            claims.release(self.store, run_id)
+        except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
+            if not told:
+                self.tell(entry, False)
+            self.store.fail(run_id, str(err))
+            self.reporter.warn(f"{entry.name} (seed {seed}) failed: {err}")
+            return RunResult(entry.name, seed, "failed", run_id=run_id, failure=str(err), benchmark=self.bench.key)
+        except BaseException as err:
+            self.store.fail(run_id, f"{type(err).__name__}: {err}")
+            raise
+        self.reporter.event(f"{entry.name} (seed {seed}): done in {outcome_time:.2f} s")
+        return RunResult(entry.name, seed, "finished", metrics, run_id, benchmark=self.bench.key)
+
+    def tell(self, entry: Entry[Method], together: bool) -> bool:
+        """Rank 0 tells the other ranks whether they run the method with it (see :meth:`follow`)."""
+        ddp.agree(f"together {entry.name}", together)
+        return True
+
+    def follow(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, run_id: str) -> RunResult:
+        """A rank other than 0 on a run rank 0 claimed: run the method with rank 0 when it says so
+        (the same steps on this rank's parts of the batches); else rank 0 runs it alone or reuses
+        its stored model, and this rank goes on. The result is a placeholder: ``run`` returns rank 0's."""
+        placeholder = RunResult(entry.name, state.seed, "elsewhere", run_id=run_id, benchmark=self.bench.key)
+        if not ddp.agree(f"together {entry.name}"):
+            return placeholder
+        try:
+            self.execute(entry, state, ctx)
+        except UnlearnkitError as err:  # raised on every rank alike (the divergence check is agreed)
+            placeholder.status, placeholder.failure = "failed", str(err)
+        return placeholder
+
+    def identify(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> Identity:
+        """The run's identity: everything that can change its numbers, hashed."""
+        options = self.plan.method_options(entry, ctx.setting)
+        reference = entry.cls.role is not None
+        grid_point = "" if reference else self.grid_point
+        identity = {
+            "benchmark": self.bench.key,
+            "seed": state.seed,
+            "method": plugin_version(entry),
+            "options": options.model_dump(),
+            "splits": state.idx.fingerprint(),
+            "original": state.original.key,
+            "retrained": state.retrained.key if state.retrained is not None else None,
+            "metrics": sorted(plugin_version(m) for m in self.metrics(state)),
+        }
+        if grid_point:
+            identity["grid_point"] = grid_point
+        if ctx.world.active:  # a data-parallel run: the number of ranks shapes its numbers (reduction order)
+            identity["world_size"] = ctx.world.size
+        if self.tuning_trial and not reference:
+            identity["tuning_trial"] = self.tuning_trial
+        key = config_hash(identity)
+        unlearning = {k: v for k, v in identity.items() if k != "metrics"}
+        unlearning["benchmark"] = self.bench.key if entry.cls.uses_protocol else self.bench.unlearning_key
+        unlearning_key = config_hash(unlearning)
+        tags = {
+            **self.bench.tags(state.seed),
+            tag("run_type"): "unlearn",
+            tag("method"): entry.name,
+            tag("access"): entry.cls.access.value,
+            tag("role"): entry.cls.role or "",
+            tag("config_hash"): key,
+            tag("unlearning_hash"): unlearning_key,
+            # the code that made the numbers: the leaderboard shows a method's newest code only
+            tag("code"): config_hash({"method": identity["method"], "metrics": identity["metrics"]}),
+            tag("benchmark"): self.bench.key,
+            tag("splits"): state.idx.fingerprint(),
+            tag("grid_point"): grid_point,
+            tag("sweep"): self.sweep,
+            tag("tuning_trial"): self.tuning_trial if not reference else "",
+            tag("original_run"): state.original.run_id,
+            tag("world_size"): str(ctx.world.size) if ctx.world.active else "",
+            **entry.provenance.as_tags(tag("method")),
+        }
+        params = {
+            **{f"method.{k}": v for k, v in options.model_dump().items()},
+            **self.bench.train_recipe.as_params(),
+            "seed": state.seed,
+            "protocol": self.plan.protocol.name,
+            "n_forget": len(state.idx.forget),
+            "n_retain": len(state.idx.retain),
+            "n_unseen": len(state.idx.unseen),
+            "n_test": len(state.idx.test),
+            "torch": torch.__version__,
+        }
+        return Identity(key, unlearning_key, {k: v for k, v in tags.items() if v != ""}, params)
+
+    def run_name(self, entry: Entry[Method], seed: int) -> str:
+        plan = self.plan
+        return f"{entry.name}-{plan.dataset.name}-{plan.request.model}-{plan.scenario.key}-s{seed}"
+
+    def reuse(self, entry: Entry[Method], state: Seed, ident: Identity) -> tuple[UnlearnOutcome, UnlearnData] | None:
+        """The unlearned model of a finished run that differs from this one only in how it was
+        evaluated (another protocol, other metrics), loaded from its checksummed artifact in the
+        mode its method returned it in: the method is not run twice for the same model."""
+        if entry.cls.role is not None:
+            return None
+        for record in self.store.search({"run_type": "unlearn", "unlearning_hash": ident.unlearning}):
+            if not record.tag("model_sha256") or not record.tag("returned_mode"):
+                continue
+            try:
+                weights = self.store.load_checkpoint(record, name="model")
+            except CorruptCheckpoint:
+                continue
+            model = copy.deepcopy(state.original.model)
+            model.load_state_dict(weights)
+            model.train(record.tag("returned_mode") == "train")
+            info = {k: record.metrics[k] for k in record.tag("info_keys").split(",") if k in record.metrics}
+            data = UnlearnData(state.splits, entry.cls.splits(), entry.name)
+            data.touched = set(filter(None, record.tag("touched").split(",")))
+            self.reporter.event(
+                f"{entry.name} (seed {state.seed}): unlearned model reused from run {record.run_id[:8]}"
+            )
+            seconds = record.tag("unlearning_s")
+            outcome = UnlearnOutcome(model, time_s=float(seconds) if seconds else None, info=info)
+            self.reused_from = record.run_id
+            return outcome, data
+        return None
+
+    def execute(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> tuple[UnlearnOutcome, UnlearnData]:
+        """The method on a private copy of the original, timed with the device synchronised."""
+        method = entry.cls(self.plan.method_options(entry, ctx.setting))
+        data = UnlearnData(state.splits, entry.cls.splits(), entry.name)
+        model = copy.deepcopy(state.original.model).train()  # the runner owns copying: the method may train it in place
+        seed_everything(state.seed)
+        synchronize(self.bench.device)
+        start = time.perf_counter()
+        out = method.unlearn(model, data, ctx)
+        ctx.release()  # several ranks: BatchNorm layers back, rank 0's buffers everywhere (one process: nothing)
+        synchronize(self.bench.device)
+        elapsed = time.perf_counter() - start
+        outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+        if outcome.time_s is None:
+            outcome.time_s = elapsed
+        ctx.world.check_same(outcome.model, f"Method '{entry.name}'")
+        if not all(torch.isfinite(p).all() for p in outcome.model.parameters()):
+            raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
+        return outcome, data
+
+    def metrics(self, state: Seed) -> list[Entry[Metric]]:
+        """The plan's metrics whose reference models exist in this benchmark."""
+        have = {"original"} | ({"retrained"} if state.retrained is not None else set())
+        return [m for m in self.plan.metrics if m.cls.needs <= have]
+
+    def evaluate(
+        self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, outcome: UnlearnOutcome
+    ) -> dict[str, float]:
+        """Every metric under the plan's protocol; the references' outputs are shared across methods."""
+        unlearned = outcome.model
+        if not self.plan.protocol.returned_mode:
+            unlearned.eval()
+        models: dict[str, nn.Module | None] = {
+            "unlearned": unlearned,
+            "original": state.original.model,
+            "retrained": state.retrained.model if state.retrained is not None else None,
+        }
+        ev = Evaluation(
+            models,
+            state.splits,
+            ctx,
+            shared=state.shared,
+            time_s=float(outcome.time_s if outcome.time_s is not None else float("nan")),
+            retrain_time_s=state.retrained.seconds if state.retrained is not None else float("nan"),
+            same_as=entry.cls.role,
+        )
+        shared_before = sum(state.shared.images.values())
+        start = time.perf_counter()
+        ev.prepare()
+        values = {m.name: m.cls(m.cls.Options()).compute(ev) for m in self.metrics(state)}
+        synchronize(self.bench.device)
+        values["eval_time_s"] = time.perf_counter() - start
+        values["eval_images"] = float(ev.images_forwarded() + sum(state.shared.images.values()) - shared_before)
+        values["memorisation_gap"] = state.memorisation_gap
+        return {**values, **outcome.info}
+
+    def weights_to_keep(self, entry: Entry[Method], outcome: UnlearnOutcome) -> dict[str, torch.Tensor] | None:
+        """A CPU copy of the unlearned weights to log as the run's artifact (reference rows have
+        theirs in their training runs; ``--no-save-models`` keeps none)."""
+        if not self.plan.request.save_models or entry.cls.role is not None:
+            return None
+        return {k: v.detach().cpu().clone() for k, v in outcome.model.state_dict().items()}
+
+    def record(
+        self,
+        run_id: str,
+        state: Seed,
+        ctx: UnlearnContext,
+        data: UnlearnData,
+        metrics: dict[str, float],
+        weights: dict[str, torch.Tensor] | None,
+        tags: dict[str, str],
+    ) -> None:
+        """Metrics, per-epoch series, what the method touched, and the unlearned model itself. A
+        series' last point is its final value (MLflow shows a step metric's latest point), so a
+        final metric of the same name is not logged a second time."""
+        series = last_points(ctx.series)
+        self.store.log_series(run_id, ctx.series)
+        self.store.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in series})
+        extra = {**tags, tag("touched"): ",".join(sorted(data.touched))}
+        if self.reused_from:
+            extra[tag("unlearned_in")] = self.reused_from
+        if state.weak_original:
+            extra[tag("weak_original")] = f"{state.memorisation_gap:.3f}"
+        self.store.set_tags(run_id, extra)
+        if weights is not None:
+            self.store.save_checkpoint(run_id, weights, name="model")
+        self.store.finish(run_id)
+
+
+def last_points(series: list[tuple[str, float, int]]) -> dict[str, float]:
+    """The value at the highest step of each series (what the store reports as its final value)."""
+    last: dict[str, tuple[int, float]] = {}
+    for name, value, step in series:
+        if name not in last or step >= last[name][0]:
+            last[name] = (step, value)
+    return {name: value for name, (_, value) in last.items()}
+
+
+def run_plan(plan: Plan, store: Store, reporter: Reporter = SILENT) -> list[RunResult]:
+    """Validate-then-run entry point used by the CLI and by tests."""
+    return Runner(plan, store, reporter).run()
+
+
+__all__ = ["MEMORISATION_GAP", "MEMORISED_ERROR_RATIO", "RunResult", "Runner", "memorised", "run_plan"]

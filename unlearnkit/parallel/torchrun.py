@@ -1,0 +1,393 @@
+"""Data-parallel training with ``torchrun``: ranks, shards of global batches, and agreement.
+
+Started by ``torchrun --nproc-per-node N -m unlearnkit run ...`` (or ``unlearnkit run --nproc N``,
+which re-executes itself under torchrun), every process runs the same benchmark. Training loops
+that support it (the original and retrained models, methods with ``distributed = True``) train a
+``DistributedDataParallel`` wrapper; everything else is decided by rank 0 and shared:
+
+* **shards** — every rank draws the same seeded global permutation and the same random numbers a
+  single process draws (augmentation crops, LoTUS's Gumbel noise, random labels), for the whole
+  global batch, then keeps its contiguous :class:`Part` of it. Losses are sums over the part
+  scaled by ``world / global batch``, so DDP's gradient average is the gradient of the global
+  batch mean, whatever the part sizes (even an empty part);
+* **agreement** — only rank 0 talks to the store and evaluates. Decisions (reuse a cached model,
+  train it, skip a finished run) go from rank 0 to the others through the process group's
+  key-value store (:func:`on_main`, :func:`agree`): the other ranks poll it without a timeout, so
+  they may wait for hours while rank 0 waits for another process's claim or runs a method alone;
+  tensors (a reused model) follow by broadcast. Per-epoch numbers (losses, the divergence flag)
+  are summed over the ranks (:meth:`World.sum`), so a NaN on one rank stops every rank alike.
+
+Nothing here is used in a single process: there, every helper is the identity and the loops run
+exactly the code they ran before (the same numbers, bit for bit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from unlearnkit.errors import ConfigError, UnlearnkitError
+
+T = TypeVar("T")
+
+TIMEOUT_ENV = "UNLEARNKIT_DDP_TIMEOUT_S"  # seconds a collective (and the rendezvous) may wait
+DEFAULT_TIMEOUT_S = 1800.0
+POLL_S = (0.02, 0.5)  # first and longest pause between two polls of the key-value store
+
+
+# ------------------------------------------------------------------------------------ the world
+@dataclass(frozen=True)
+class Part:
+    """This rank's rows ``[lo, hi)`` of a global batch of ``total`` samples split over ``world`` ranks."""
+
+    lo: int
+    hi: int
+    total: int
+    world: int = 1
+
+    @property
+    def whole(self) -> bool:
+        """One process: the part is the global batch (every helper is then the identity)."""
+        return self.world == 1
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def scale(self) -> float:
+        """Multiplier of a sum of per-sample losses over this part: DDP averages the ranks'
+        gradients, so ``sum * world / total`` on every rank yields the global batch mean's gradient."""
+        return self.world / self.total
+
+    def take(self, drawn: torch.Tensor) -> torch.Tensor:
+        """The rows of this part from values drawn for the whole global batch."""
+        return drawn if self.whole else drawn[self.lo : self.hi]
+
+    def global_shape(self, shape: torch.Size) -> torch.Size:
+        """The shape of a per-sample draw for the global batch, from the part's ``shape``."""
+        return shape if self.whole else torch.Size((self.total, *shape[1:]))
+
+    def loss_sum(self, loss: torch.Tensor) -> torch.Tensor:
+        """This part's sum of per-sample losses, from the loss it back-propagates (a mean over the
+        batch in one process, the scaled sum of :attr:`scale` on several ranks)."""
+        return loss * self.total if self.whole else loss * (self.total / self.world)
+
+
+def whole(total: int) -> Part:
+    return Part(0, total, total, 1)
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes of one run: this one's rank among ``size``, and its GPU (``local_rank``)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def part(self, total: int) -> Part:
+        """Contiguous near-equal parts (sizes differ by at most one; the first ranks get the extra)."""
+        if not self.active:
+            return whole(total)
+        q, r = divmod(total, self.size)
+        lo = self.rank * q + min(self.rank, r)
+        return Part(lo, lo + q + (1 if self.rank < r else 0), total, self.size)
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the ranks (one all-reduce; the tensor itself in one process)."""
+        if self.active:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def from_main(self, fn: Callable[[], T]) -> T:
+        """``fn()`` computed on rank 0 and broadcast: a decision every rank must take alike (LoTUS's
+        per-epoch forget accuracy). A collective: rank 0 must not take longer than the timeout."""
+        if not self.active:
+            return fn()
+        box = [fn() if self.main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]  # type: ignore[return-value]
+
+    def broadcast_state(self, model: nn.Module) -> nn.Module:
+        """Rank 0's parameters and buffers on every rank (a reused model), in place."""
+        if self.active:
+            for tensor in model.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+        return model
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm statistics) on every rank, in place."""
+        if self.active:
+            for buf in model.buffers():
+                torch.distributed.broadcast(buf, src=0)
+
+    def check_same(self, model: nn.Module, what: str) -> None:
+        """Fail loudly if the ranks' copies of ``model`` differ (a sum and a sum of squares per
+        tensor, gathered from every rank): a loop that let the ranks drift apart is a bug."""
+        if not self.active:
+            return
+        with torch.no_grad():
+            tensors = list(model.state_dict().values())
+            sums = torch.stack([t.double().sum() for t in tensors] + [t.double().square().sum() for t in tensors])
+            # NaN weights alike on every rank count as alike (the runner rejects them right after)
+            sums = sums.nan_to_num(nan=1e300)
+        gathered = [torch.empty_like(sums) for _ in range(self.size)]
+        torch.distributed.all_gather(gathered, sums)
+        if not all(torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"{what}: the ranks hold different weights (a bug: every rank must train alike)")
+
+
+SINGLE = World()
+_world = SINGLE
+
+
+def from_env() -> World:
+    """The world torchrun describes in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if size <= 1:
+        return SINGLE
+    return World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def world() -> World:
+    """This process's world once :func:`init` joined the process group; one process otherwise."""
+    return _world
+
+
+def timeout_s() -> float:
+    return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+
+
+def init(device: torch.device) -> World:
+    """Join the process group torchrun set up (gloo on the CPU, nccl on CUDA; each rank then uses
+    the GPU of its ``LOCAL_RANK``). Idempotent; one process: nothing to do."""
+    global _world
+    env = from_env()
+    if not env.active or _world.active:
+        return _world
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ConfigError(
+                f"Device '{device}' names one GPU, but {env.size} ranks run: use --device cuda (or auto), "
+                "and each rank takes the GPU of its LOCAL_RANK."
+            )
+        torch.cuda.set_device(env.local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+        atexit.register(teardown)
+    _world = env
+    return env
+
+
+def teardown() -> None:
+    """Leave the process group (at exit; harmless when never joined)."""
+    global _world, _seq
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _world, _seq = SINGLE, 0
+
+
+def barrier() -> None:
+    if _world.active:
+        torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------- agreement on rank 0
+class MainRankError(UnlearnkitError):
+    """Rank 0 failed at a step every rank waits on: the other ranks stop with its message."""
+
+
+_seq = 0
+
+
+def _kv() -> Any:
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()
+
+
+def agree(topic: str, value: Any = None) -> Any:
+    """Rank 0's ``value`` on every rank (small, picklable). The other ranks wait for it as long as
+    it takes, polling the process group's key-value store: no collective, so no timeout. Every rank
+    must call ``agree`` in the same order; ``topic`` names the call (a mismatch is a bug, and raises)."""
+    global _seq
+    if not _world.active:
+        return value
+    _seq += 1
+    key = f"unlearnkit/agree/{_seq}"
+    kv = _kv()
+    if _world.main:
+        kv.set(key, pickle.dumps((topic, value)))
+        return value
+    pause = POLL_S[0]
+    while not kv.check([key]):
+        time.sleep(pause)
+        pause = min(pause * 1.5, POLL_S[1])
+    got_topic, got = pickle.loads(kv.get(key))
+    if got_topic != topic:
+        raise RuntimeError(f"ranks out of step: rank {_world.rank} waits on '{topic}', rank 0 sent '{got_topic}'")
+    return got
+
+
+def on_main(topic: str, fn: Callable[[], T]) -> T:
+    """``fn()`` run by rank 0 alone (the store, a claim, a download), its result shared with every
+    rank through :func:`agree`. If it raises, the other ranks raise :class:`MainRankError` with the
+    same message and exit code (rank 0 raises the original)."""
+    if not _world.active:
+        return fn()
+    if _world.main:
+        try:
+            result = fn()
+        except BaseException as err:
+            code = err.exit_code if isinstance(err, UnlearnkitError) else 1
+            agree(topic, ("error", f"{err}" or type(err).__name__, code))
+            raise
+        agree(topic, ("ok", result))
+        return result
+    outcome = agree(topic)
+    if outcome[0] == "error":
+        failure = MainRankError(outcome[1])
+        failure.exit_code = outcome[2]
+        raise failure
+    return outcome[1]
+
+
+class RankZeroOnly:
+    """Stands in for the store on ranks other than 0: touching it is a bug, and raises."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"rank {_world.rank} used {self._what} ({name}): only rank 0 talks to it")
+
+
+def main_first(topic: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0 first (it may download data or write a cache), then on the others; if
+    it fails on rank 0, the others stop with its message instead of trying."""
+    if not _world.active or not _world.main:
+        on_main(topic, lambda: None)
+        return fn()
+    box: list[T] = []
+    on_main(topic, lambda: box.append(fn()))
+    return box[0]
+
+
+# ------------------------------------------------------------------------------------ wrapping
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+BATCHNORM_NOTICE = (
+    "BatchNorm on {device}: each rank normalises its own share of the global batch (SyncBatchNorm needs "
+    "CUDA), and the running statistics are rank 0's; results differ from a single process beyond rounding."
+)
+
+
+_noticed: list[bool] = []  # the BatchNorm notice, once per process
+
+
+def _ddp_options() -> set[str]:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    return set(inspect.signature(DistributedDataParallel.__init__).parameters)
+
+
+class Wrapped:
+    """A model trained through ``DistributedDataParallel``; on CUDA its BatchNorm layers are
+    SyncBatchNorm while wrapped (sharing parameters and statistics with the originals), put back
+    by :meth:`release`."""
+
+    def __init__(self, model: nn.Module, device: torch.device, world: World, notify: Callable[[str], None]) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.model, self.world = model, world
+        self.swapped: list[tuple[nn.Module, str, nn.Module]] = []
+        synced = device.type == "cuda"
+        if synced:
+            for parent in list(model.modules()):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+                        setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+                        self.swapped.append((parent, name, child))
+        elif has_batchnorm(model) and not _noticed:
+            _noticed.append(True)
+            notify(BATCHNORM_NOTICE.format(device=device.type.upper()))
+        ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+        # buffers: SyncBatchNorm keeps them equal; plain BatchNorm gets rank 0's before each forward
+        # (torch >= 2.14 renamed the option; both sync at construction)
+        sync_kw = "forward_sync_buffers" if "forward_sync_buffers" in _ddp_options() else "broadcast_buffers"
+        # a performance hint DDP gives for weights with a size-1 dimension (a 1-channel patch
+        # embedding): their gradients are copied into the bucket, the numbers are the same
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        self.module = DistributedDataParallel(model, device_ids=ids, **{sync_kw: not synced})
+
+    def release(self) -> None:
+        for parent, name, child in self.swapped:
+            setattr(parent, name, child)
+        self.swapped.clear()
+        self.world.sync_buffers(self.model)
+
+
+def relaunch(nproc: int, argv: list[str], device: str) -> None:
+    """Re-execute ``unlearnkit <argv>`` under ``torchrun --standalone --nproc-per-node nproc``
+    (replaces this process: torchrun's exit status is the command's)."""
+    import sys
+
+    if from_env().active:
+        raise ConfigError("--nproc: this command already runs under torchrun; leave --nproc out.")
+    if device.startswith("cuda:"):
+        raise ConfigError(f"--nproc {nproc} with --device {device}: use --device cuda (each rank takes one GPU).")
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if cuda and torch.cuda.device_count() < nproc:
+        raise ConfigError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}.")
+    env = dict(os.environ)
+    if not cuda and "OMP_NUM_THREADS" not in env:  # share the cores instead of torchrun's 1 thread each
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    command += ["-m", "unlearnkit", *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
+
+
+def without_nproc(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` with ``--nproc N`` / ``--nproc=N`` removed, and whether it was there."""
+    out: list[str] = []
+    found = False
+    it: Iterator[str] = iter(argv)
+    for word in it:
+        if word == "--nproc":
+            next(it, None)
+            found = True
+        elif word.startswith("--nproc="):
+            found = True
+        else:
+            out.append(word)
+    return out, found

@@ -1,0 +1,448 @@
+"""Sweeps over a Ray cluster: the reference models first, then every method run as its own Ray task.
+
+Ray schedules, places and retries; the MLflow store is the only shared state. Stage one is one
+task per (cell, seed) calling :meth:`Runner.prepare_seed`, so the original and retrained models
+are trained once cluster-wide (through the claims of :mod:`unlearnkit.claims`, like two local
+sweeps sharing a store); stage two is one task per (cell, method, seed), each depending on its
+stage-one task (a Ray object reference, so Ray starts it only once the models are in the store).
+Tasks carry plain data (a :class:`Task`: the cell's RunRequest, the method name, the seed, the
+tracking URI, the plugin folder) and re-validate on the worker with the worker's own plugin host.
+
+A task whose worker dies (killed, out of memory, node lost) is retried by Ray ``max_retries``
+times; a method's own exception is not retried. Either way the store holds one finished run per
+config hash at most, and a dead worker's RUNNING claim is failed by the next claimant (PID on the
+same host, heartbeat elsewhere), so running the same sweep again resumes.
+
+Ray is imported only inside functions: ``unlearnkit --help`` and the local executor never load it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unlearnkit.api.progress import RecordingReporter, Reporter
+from unlearnkit.engine.config import RunRequest, validate
+from unlearnkit.engine.runner import RunResult
+from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError
+from unlearnkit.store.mlflow_store import Store
+
+if TYPE_CHECKING:
+    from unlearnkit.discovery.host import PluginHost
+    from unlearnkit.engine.runner import Runner
+    from unlearnkit.scale.sweep import Sweep
+    from unlearnkit.scale.sweep_recipes import Cell
+
+MAX_RETRIES = 2  # Ray re-runs a task whose worker died this many times before it counts as failed
+PLUGIN_ENV = ("UNLEARNKIT_LOAD_PLUGINS", "UNLEARNKIT_DISABLE_PLUGINS", "UNLEARNKIT_PLUGINS_DIR")
+WORKER_MODELS = 8  # reference models a worker keeps in memory between its tasks (state dicts, CPU)
+
+
+# ------------------------------------------------------------------------- the shared store
+def check_shared_store(store: Store, nodes: list[dict[str, Any]]) -> None:
+    """Refuse a store on one machine's disk when the cluster has several machines (``ray.nodes()``)."""
+    alive = [n for n in nodes if n.get("Alive", n.get("alive", False))]
+    if len(alive) <= 1 or not (store.local_db is not None or store.uri.startswith("file:")):
+        return
+    kind = "sqlite:" if store.local_db is not None else "file:"
+    raise StoreError(
+        f"The {kind} store {store.uri} lives on this machine's disk, but the Ray cluster has {len(alive)} nodes: "
+        "start an MLflow server every node can reach (mlflow server --backend-store-uri "
+        "postgresql://USER:PASSWORD@DBHOST/mlflow --artifacts-destination s3://BUCKET/unlearnkit --host 0.0.0.0 "
+        "--port 5000) and pass --tracking-uri http://SERVER:5000 (see docs/cluster.md)."
+    )
+
+
+# ------------------------------------------------------------------------------ what moves
+@dataclass(frozen=True)
+class Task:
+    """What a Ray task receives: plain data only (nothing of the driver's plugins or store)."""
+
+    request: RunRequest
+    label: str  # the cell, for messages
+    grid_point: str
+    sweep: str
+    seed: int
+    tracking_uri: str
+    experiment: str
+    plugins_dir: str | None = None
+    plugin_env: tuple[tuple[str, str], ...] = ()  # the driver's UNLEARNKIT_*PLUGINS* switches
+    method: str | None = None  # None: the reference models of (cell, seed)
+
+    @property
+    def title(self) -> str:
+        what = f"{self.method} (seed {self.seed})" if self.method else f"reference models (seed {self.seed})"
+        return f"{what} of {self.label}"
+
+
+@dataclass
+class TaskOutcome:
+    """What a task sends back: its result, what it reported, and where it ran."""
+
+    result: RunResult | None = None
+    events: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    host: str = ""
+    node_id: str = ""
+    pid: int = 0
+    gpu_ids: list[str] = field(default_factory=list)
+    resources: dict[str, float] = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+
+
+def portable(request: RunRequest) -> RunRequest:
+    """A copy with its file paths absolute: a worker's working directory is not the driver's."""
+    out = copy.deepcopy(request)
+    for name in ("data_dir", "weights", "original", "retrained"):
+        if (value := getattr(out, name)) is not None:
+            setattr(out, name, Path(value).resolve())
+    return out
+
+
+# ------------------------------------------------------------------------- on the worker
+class BoundedMemo(dict[Any, Any]):
+    """A :data:`ModelMemo` that forgets its oldest models beyond ``limit`` (a worker lives long)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.limit:
+            del self[next(iter(self))]
+
+
+_hosts: dict[tuple[Any, ...], PluginHost] = {}
+_stores: dict[tuple[str, str], Store] = {}
+_memo = BoundedMemo(WORKER_MODELS)
+
+
+def worker_runner(task: Task, reporter: Reporter) -> Runner:
+    """The task's Runner, built on the worker from plain data (plugins, store and memo per process)."""
+    from unlearnkit.discovery.host import PluginHost
+    from unlearnkit.engine.runner import Runner
+
+    for name, value in task.plugin_env:
+        if value:
+            os.environ[name] = value
+        else:
+            os.environ.pop(name, None)
+    key = (task.plugins_dir, task.plugin_env)
+    if key not in _hosts:
+        _hosts[key] = PluginHost(Path(task.plugins_dir) if task.plugins_dir else None)
+        for message in _hosts[key].report.failed:
+            reporter.warn(f"on {socket.gethostname()}: {message}")
+    plan = validate(copy.deepcopy(task.request), _hosts[key].registries)
+    store_key = (task.tracking_uri, task.experiment)
+    if store_key not in _stores:
+        _stores[store_key] = Store(task.tracking_uri, task.experiment)
+    return Runner(plan, _stores[store_key], reporter, grid_point=task.grid_point, sweep=task.sweep, memo=_memo)
+
+
+def _outcome(
+    reporter: RecordingReporter, started: float, result: RunResult | None = None, skip: int = 0
+) -> TaskOutcome:
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return TaskOutcome(
+        result=result,
+        events=reporter.events[skip:],
+        warnings=reporter.warnings,
+        host=socket.gethostname(),
+        node_id=ctx.get_node_id(),
+        pid=os.getpid(),
+        gpu_ids=[str(g) for g in ray.get_gpu_ids()],
+        resources=dict(ctx.get_assigned_resources()),
+        started=started,
+        ended=time.time(),
+    )
+
+
+def prepare_references(task: Task) -> TaskOutcome:
+    """Stage one: the original and retrained models of (cell, seed), trained or found in the store."""
+    started = time.time()
+    reporter = RecordingReporter()
+    runner = worker_runner(task, reporter)
+    runner.check()
+    runner.prepare_seed(task.seed)
+    return _outcome(reporter, started)
+
+
+def run_one_method(task: Task, references: TaskOutcome | None = None) -> TaskOutcome:
+    """Stage two: one method on one seed. ``references`` is stage one's outcome: as a Ray object
+    reference it makes Ray start this task only after the models are in the store."""
+    started = time.time()
+    reporter = RecordingReporter()
+    runner = worker_runner(task, reporter)
+    entry = next((e for e in runner.plan.methods if e.name == task.method), None)
+    if entry is None:
+        raise ConfigError(f"Method '{task.method}' is not in the plan of {task.label} on {socket.gethostname()}.")
+    state = runner.prepare_seed(task.seed)  # models from the worker's memo or the store: no training
+    quiet = len(reporter.events)  # "reusing the original model" once per task is noise
+    result = runner.run_method(entry, state)
+    return _outcome(reporter, started, result, skip=quiet)
+
+
+# ------------------------------------------------------------------------------ the driver
+def import_ray(local: bool = False) -> Any:
+    """Ray, or a one-line error saying how to install it. ``local``: this process will start its own
+    instance, which then keeps to the loopback interface (read by Ray at import) and sends no usage stats."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'unlearnkit[ray]' (on every node).") from None
+    return ray
+
+
+def failure_message(err: BaseException) -> str:
+    """One line for a task that did not return: the method's own error, or why its worker died."""
+    import ray.exceptions as rex
+
+    if isinstance(err, rex.RayTaskError):
+        cause = err.cause
+        if isinstance(cause, UnlearnkitError):
+            return str(cause)
+        if cause is not None:
+            return f"{type(cause).__name__}: {cause}"
+    if isinstance(err, rex.TaskCancelledError):
+        return "cancelled"
+    if isinstance(err, (rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError, rex.LocalRayletDiedError)):
+        return f"its Ray worker died ({type(err).__name__}) and Ray's retries ran out"
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
+
+
+def gcs_unreachable(address: str, timeout: float = 5.0) -> str:
+    """Why a ``HOST:PORT`` cluster address does not answer (empty when it does, or is ``auto``/``local``/``ray://``)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return ""
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return ""
+    except OSError as err:
+        return err.strerror or type(err).__name__
+
+
+@dataclass
+class Pending:
+    task: Task
+    after: Any = None  # the stage-one ObjectRef a method task depends on (None: it is stage one)
+
+
+class RayExecutor:
+    """Runs a sweep's grid as Ray tasks; connects to ``address`` (or ``RAY_ADDRESS``), or starts a
+    local Ray instance, unless Ray is already initialised in this process (then uses that one)."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        gpus_per_run: float | None = None,
+        cpus_per_run: float = 1.0,
+        plugins_dir: Path | None = None,
+        max_retries: int = MAX_RETRIES,
+    ) -> None:
+        if gpus_per_run is not None and (gpus_per_run < 0 or (gpus_per_run > 1 and not gpus_per_run.is_integer())):
+            raise ConfigError(
+                f"Bad --gpus-per-run {gpus_per_run}: expected 0, a fraction of one GPU (e.g. 0.5) or whole GPUs."
+            )
+        if cpus_per_run <= 0:
+            raise ConfigError(f"Bad --cpus-per-run {cpus_per_run}: expected more than 0, e.g. 1 or 4.")
+        self.address = address
+        self.gpus_per_run = gpus_per_run
+        self.cpus_per_run = cpus_per_run
+        self.plugins_dir = Path(plugins_dir).resolve() if plugins_dir is not None else None
+        self.max_retries = max_retries
+        self.placements: list[tuple[Task, TaskOutcome]] = []  # where every returned task ran (tests, benchmarks)
+
+    # ---------------------------------------------------------------------------- cluster
+    def target(self) -> str:
+        """``--ray-address``, else ``RAY_ADDRESS``, else ``local`` (a new Ray instance on this machine)."""
+        return self.address or os.environ.get("RAY_ADDRESS") or "local"
+
+    def connect(self, ray: Any) -> bool:
+        """Connect (or start a local instance); True when this call did, so it also shuts down."""
+        if ray.is_initialized():
+            return False
+        address = self.target()
+        kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
+        if address == "local":
+            kwargs["include_dashboard"] = False
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"Cannot connect to the Ray cluster at {address} ({reason}). Start it with `ray start --head`, or fix "
+                "--ray-address/RAY_ADDRESS (auto: the cluster started on this machine); a cluster with token "
+                "authentication also needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)."
+            ) from None
+        return True
+
+    def task_options(self, gpus: float) -> dict[str, Any]:
+        """The resources and retry policy of every task (both stages)."""
+        return {
+            "num_cpus": self.cpus_per_run,
+            "num_gpus": gpus,
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,  # only system failures (a dead worker or node) are retried
+        }
+
+    def gpus_for(self, cell: Cell, cluster_gpus: float) -> float:
+        """``--gpus-per-run`` as given; by default one GPU per task on a cluster with GPUs, unless the
+        cell runs on the CPU."""
+        if self.gpus_per_run is not None:
+            return self.gpus_per_run
+        return 1.0 if cluster_gpus > 0 and cell.request.device != "cpu" else 0.0
+
+    def check_fits(self, nodes: list[dict[str, Any]], gpus: float) -> None:
+        """A task that fits on no node would wait forever: say so now."""
+        alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", n.get("alive", False))]
+        if not any(r.get("CPU", 0) >= self.cpus_per_run and r.get("GPU", 0) >= gpus for r in alive):
+            have = "; ".join(f"{r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs" for r in alive) or "none"
+            raise ConfigError(
+                f"No Ray node has {self.cpus_per_run:g} CPUs and {gpus:g} GPUs for one run (the nodes have: {have}): "
+                "lower --cpus-per-run/--gpus-per-run or add a node."
+            )
+
+    # -------------------------------------------------------------------------------- run
+    def execute(self, sweep: Sweep, reporter: Reporter, on_result: Callable[[RunResult], None]) -> None:
+        address = self.target()
+        connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+        unreachable = "" if connected else gcs_unreachable(address)
+        if unreachable:  # ray.init would retry for minutes
+            raise ConfigError(
+                f"Cannot reach the Ray cluster at {address} ({unreachable}). Start it with `ray start --head`, or fix "
+                "--ray-address/RAY_ADDRESS (auto: the cluster started on this machine)."
+            )
+        ray = import_ray(local=address == "local")
+        started_here = self.connect(ray)
+        try:
+            nodes = ray.nodes()
+            check_shared_store(sweep.store, nodes)
+            resources = ray.cluster_resources()
+            alive = sum(1 for n in nodes if n.get("Alive", n.get("alive", False)))
+            reporter.event(
+                f"Ray cluster: {alive} node{'s' if alive != 1 else ''}, {resources.get('CPU', 0):g} CPUs, "
+                f"{resources.get('GPU', 0):g} GPUs; {self.cpus_per_run:g} CPUs per run"
+            )
+            pending = self.submit(ray, sweep, reporter, nodes, float(resources.get("GPU", 0)))
+            self.collect(ray, pending, reporter, on_result)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def submit(
+        self, ray: Any, sweep: Sweep, reporter: Reporter, nodes: list[dict[str, Any]], cluster_gpus: float
+    ) -> dict[Any, Pending]:
+        """Every task, stage two depending on stage one through its object reference."""
+        references = ray.remote(prepare_references)
+        method = ray.remote(run_one_method)
+        plugin_env = tuple((name, os.environ.get(name, "")) for name in PLUGIN_ENV)
+        gpus_of = [self.gpus_for(cell, cluster_gpus) for cell, _ in sweep.plans]
+        for gpus in sorted(set(gpus_of)):  # all checked before any task starts
+            self.check_fits(nodes, gpus)
+        pending: dict[Any, Pending] = {}
+        for (cell, plan), gpus in zip(sweep.plans, gpus_of):
+            options = self.task_options(gpus)
+            reporter.event(
+                f"Cell {cell.label}: {len(plan.methods)} methods × {len(plan.seeds)} seeds ({gpus:g} GPUs per run)"
+            )
+            request = portable(plan.request)
+            for seed in plan.seeds:
+                base = Task(
+                    request,
+                    cell.label,
+                    cell.grid_point,
+                    sweep.name,
+                    seed,
+                    sweep.store.uri,
+                    sweep.store.experiment_name,
+                    str(self.plugins_dir) if self.plugins_dir else None,
+                    plugin_env,
+                )
+                ref = references.options(name=f"references {cell.label} s{seed}", **options).remote(base)
+                pending[ref] = Pending(base)
+                for entry in plan.methods:
+                    task = replace(base, method=entry.name)
+                    run = method.options(name=f"{entry.name} {cell.label} s{seed}", **options).remote(task, ref)
+                    pending[run] = Pending(task, ref)
+        return pending
+
+    def collect(
+        self, ray: Any, pending: dict[Any, Pending], reporter: Reporter, on_result: Callable[[RunResult], None]
+    ) -> None:
+        """Results as they arrive; a task that raised or whose worker died counts as a failed run."""
+        import ray.exceptions as rex
+
+        stage_one = sum(1 for p in pending.values() if p.after is None)
+        advance_references = reporter.counter("reference models", stage_one)
+        failed_references: set[Any] = set()
+        said: set[str] = set()
+
+        def say(messages: list[str], label: str, warn: bool) -> None:
+            for message in messages:
+                text = f"[{label}] {message}"
+                if warn and text not in said:
+                    said.add(text)
+                    reporter.warn(text)
+                elif not warn:
+                    reporter.event(text)
+
+        # Ctrl-C or a killed driver: no ray.cancel (it races with completing tasks in Ray's core); the
+        # tasks end with this Ray job, and the next claimant fails their claims (dead PID or heartbeat).
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if done:  # drain whatever else is ready too
+                done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            for ref in done:
+                item = pending.pop(ref)
+                task = item.task
+                try:
+                    outcome: TaskOutcome = ray.get(ref)
+                except rex.RayError as err:
+                    message = failure_message(err)
+                    if item.after is None:
+                        failed_references.add(ref)
+                        reporter.warn(f"{task.title} failed: {message}; its runs count as failed.")
+                        advance_references()
+                    else:
+                        if item.after not in failed_references:
+                            reporter.warn(f"{task.title} failed: {message}")
+                        on_result(RunResult(task.method or "", task.seed, "failed", failure=message))
+                    continue
+                self.placements.append((task, outcome))
+                say(outcome.warnings, task.label, warn=True)
+                say(outcome.events, task.label, warn=False)
+                if outcome.result is None:
+                    advance_references()
+                else:
+                    on_result(outcome.result)
+
+
+__all__ = [
+    "MAX_RETRIES",
+    "RayExecutor",
+    "Task",
+    "TaskOutcome",
+    "check_shared_store",
+    "prepare_references",
+    "run_one_method",
+]

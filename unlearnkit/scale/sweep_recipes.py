@@ -1,0 +1,180 @@
+"""Experiment recipes: TOML files naming a grid (datasets × models × scenarios × option
+points) of benchmarks, each run with the listed methods and seeds.
+
+Unknown keys and wrong types are errors. Precedence: defaults < recipe < command-line flags.
+A recipe is resumable by construction: every run is keyed by its config hash, so re-running
+the same recipe skips finished runs and redoes only unfinished ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unlearnkit.api.search_space import PARAM_FIELDS, Param
+from unlearnkit.engine.config import RunRequest
+from unlearnkit.errors import ConfigError
+
+
+class AuditTable(BaseModel):
+    """The recipe's ``[audit]`` table: how ``unlearnkit audit RECIPE`` audits its cells (docs/audit.md).
+
+    Command-line flags (``--shadows``, ``--mode``, ``--fixed-variance``, ``--methods``, ``--seed``) take
+    precedence. ``fixed_variance`` unset: one variance pooled over examples below 64 shadows (LiRA's advice
+    for few shadows), per-example variances from 64 on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    shadows: int = Field(default=16, ge=4)
+    mode: Literal["online", "offline"] = "online"
+    fixed_variance: bool | None = None
+    methods: list[str] | None = None  # default: the recipe's methods (the reference rows are always audited)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)  # default: the recipe's first seed
+
+
+class RecipeFile(BaseModel):
+    """The schema of ``recipes/*.toml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    datasets: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+    scenarios: list[str] = Field(default_factory=lambda: ["0.1"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [3407, 13, 12], min_length=1)
+    train_recipe: str | None = None
+    epochs: int | None = Field(None, ge=0)
+    subset: str | int | float | None = None
+    data_dir: str | None = None
+    pretrained: bool = False
+    weights: str | None = None
+    original: str | None = None  # a model file used as the original (see `unlearnkit run --original`)
+    retrained: str | None = None
+    no_retrain: bool = False
+    protocol: str = "clean"
+    device: str = "auto"
+    save_models: bool = True
+    metrics: list[str] | None = None
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> fixed options
+    grid: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # method -> option -> values
+    dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # dataset -> options
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model -> options
+    audit: AuditTable = Field(default_factory=AuditTable)  # `unlearnkit audit` settings
+    # `unlearnkit tune` search spaces: method -> option -> spec, replacing the method's own (docs/tuning.md)
+    tune: dict[str, dict[str, Param]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark of the grid at one point of the option grid: a RunRequest plus the point's label."""
+
+    request: RunRequest
+    grid_point: str
+
+    @property
+    def label(self) -> str:
+        r = self.request
+        extra = f" [{self.grid_point}]" if self.grid_point else ""
+        return f"{r.dataset}/{r.model}/{r.forget}{extra}"
+
+
+def load_recipe(path: str | Path) -> RecipeFile:
+    path = Path(path)
+    if not path.is_file():
+        hint = sorted(p.name for p in Path("recipes").glob("*.toml")) if Path("recipes").is_dir() else []
+        more = f" Recipes here: {', '.join(hint)}." if hint else ""
+        raise ConfigError(f"Recipe file '{path}' does not exist.{more}")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"Recipe '{path}' is not valid TOML: {err}.") from None
+    try:
+        return RecipeFile(**doc)
+    except ValidationError as err:
+        unknown = ("extra_forbidden", "unexpected_keyword_argument")
+        # a misspelt [tune] key first: it also leaves a required one missing
+        first = next((e for e in err.errors() if e["loc"][0] == "tune" and e["type"] in unknown), err.errors()[0])
+        tags = ("log_uniform", "uniform", "int", "categorical")  # a [tune] spec's kind, not a key
+        key = ".".join(str(p) for p in first["loc"] if not (first["loc"][0] == "tune" and p in tags))
+        if first["type"] in unknown and first["loc"][0] == "tune":
+            valid = ", ".join(PARAM_FIELDS)
+            raise ConfigError(
+                f"Unknown key '{key}' in recipe '{path}'. Valid [tune.METHOD] parameter keys: {valid}."
+            ) from None
+        if first["type"] == "extra_forbidden":
+            if first["loc"][0] == "audit" and len(first["loc"]) > 1:
+                valid = ", ".join(sorted(AuditTable.model_fields))
+                raise ConfigError(f"Unknown key '{key}' in recipe '{path}'. Valid [audit] keys: {valid}.") from None
+            valid = ", ".join(sorted(set(RecipeFile.model_fields) - {"audit"}))
+            raise ConfigError(
+                f"Unknown key '{key}' in recipe '{path}'. Valid keys: {valid}; and the [audit] table."
+            ) from None
+        raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {first['msg']}.") from None
+
+
+def grid_points(recipe: RecipeFile) -> list[tuple[str, dict[str, Any]]]:
+    """Expand ``[grid.METHOD]`` into (label, options) pairs; no grid -> one unnamed point."""
+    axes = [(f"{m}.{k}", vals) for m, opts in sorted(recipe.grid.items()) for k, vals in sorted(opts.items())]
+    if not axes:
+        return [("", {})]
+    out = []
+    for combo in itertools.product(*(vals for _, vals in axes)):
+        pairs = dict(zip((k for k, _ in axes), combo))
+        out.append((",".join(f"{k}={v}" for k, v in pairs.items()), pairs))
+    return out
+
+
+def expand(recipe: RecipeFile, overrides: dict[str, Any] | None = None) -> list[Cell]:
+    """The grid as RunRequests, command-line ``overrides`` applied last."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    fixed = {f"{m}.{k}": v for m, opts in recipe.options.items() for k, v in opts.items()}
+    cells = []
+    for dataset, model, scenario in itertools.product(recipe.datasets, recipe.models, recipe.scenarios):
+        for label, grid_opts in grid_points(recipe):
+            methods = recipe.methods
+            if label:  # a grid varies some methods; the others need not run once per point
+                methods = sorted({k.split(".")[0] for k in grid_opts})
+            base: dict[str, Any] = dict(
+                dataset=dataset,
+                model=model,
+                methods=list(methods),
+                options={**fixed, **grid_opts},
+                dataset_options=recipe.dataset_options.get(dataset, {}),
+                model_options=recipe.model_options.get(model, {}),
+                metrics=recipe.metrics,
+                seeds=list(recipe.seeds),
+                forget=str(scenario),
+                subset=None if recipe.subset is None else str(recipe.subset),
+                train_recipe=recipe.train_recipe,
+                epochs=recipe.epochs,
+                data_dir=Path(recipe.data_dir) if recipe.data_dir else None,
+                pretrained=recipe.pretrained,
+                weights=Path(recipe.weights) if recipe.weights else None,
+                original=Path(recipe.original) if recipe.original else None,
+                retrained=Path(recipe.retrained) if recipe.retrained else None,
+                no_retrain=recipe.no_retrain,
+                protocol=recipe.protocol,
+                device=recipe.device,
+                save_models=recipe.save_models,
+            )
+            base.update(overrides)
+            cells.append(Cell(RunRequest(**base), label))
+    return cells
+
+
+def recipe_scope(recipe: RecipeFile) -> tuple[set[tuple[str, str, str]], set[str]]:
+    """The (dataset, model, scenario) cells and method names a recipe covers (a leaderboard filter)."""
+    from unlearnkit.engine.splits import parse_scenario
+
+    cells = {
+        (d, m, parse_scenario(str(s)).key) for d in recipe.datasets for m in recipe.models for s in recipe.scenarios
+    }
+    return cells, set(recipe.methods)

@@ -1,0 +1,470 @@
+"""The result store: MLflow, and the only module that imports it.
+
+Default: an embedded SQLite store plus an artifacts folder under ``./unlearnkit-store`` (or
+``$UNLEARNKIT_STORE``), which needs no server. ``MLFLOW_TRACKING_URI`` or ``--tracking-uri``
+points at a real MLflow server instead. Runs are found again through tags, never by parsing
+the store's files; only runs with status FINISHED ever count.
+
+Every call that talks to MLflow is a :func:`store_call`: retried on a remote server's transient
+failures (outermost call only, a bounded back-off) *around* a block with signals deferred, so a
+write is never torn by Ctrl-C and Ctrl-C is never held up by the back-off. Cross-run
+coordination (claims, heartbeats) lives in :mod:`unlearnkit.claims`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import http.client
+import logging
+import math
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from unlearnkit.errors import StoreError
+from unlearnkit.identity import file_sha256
+from unlearnkit.store import tags as tag_schema
+from unlearnkit.store.interrupts import deferred
+
+TAG = tag_schema.PREFIX
+DEFAULT_EXPERIMENT = "unlearnkit"
+RETRY_FOR_S = 60.0  # how long a remote server may be down before a store call gives up
+REQUEST_TIMEOUT_S = "15"  # one HTTP request; MLflow's own retries are off (ours wrap them)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def tag(key: str) -> str:
+    """``unlearnkit.<key>`` for a key declared in :mod:`unlearnkit.store.tags` (else KeyError)."""
+    return tag_schema.key(key)
+
+
+@dataclass
+class RunRecord:
+    """A run read back from the store (plain data, no MLflow objects)."""
+
+    run_id: str
+    status: str
+    start_time: int
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+    def tag(self, key: str, default: str = "") -> str:
+        """The value of the ``unlearnkit.<key>`` tag."""
+        return self.tags.get(tag(key), default)
+
+
+class CorruptCheckpoint(StoreError):
+    """A cached checkpoint's bytes do not match the checksum recorded when it was written."""
+
+
+# ------------------------------------------------------------------------------------ retries
+def is_transient(err: BaseException) -> bool:
+    """A remote server's temporary failure (restarting, overloaded, connection dropped), judged
+    by exception type along the cause chain; everything else is a real error and is not retried."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    transient_types = (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.RetryError,
+        requests.exceptions.ChunkedEncodingError,  # the server went away mid-response
+        http.client.IncompleteRead,
+        ConnectionError,
+        TimeoutError,
+    )
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, transient_types):
+            return True
+        if isinstance(current, MlflowException) and current.get_http_status_code() in (502, 503, 504):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+_inside_call: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_call", default=False)
+_no_retry: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_no_retry", default=False)
+
+
+def store_call(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for Store methods that talk to MLflow.
+
+    The body runs with signals deferred (never torn by Ctrl-C). Only the outermost store call of
+    a stack retries, and only against a remote server, on :func:`is_transient` errors, for about
+    a minute; its back-off sleeps run outside the deferred block, so Ctrl-C interrupts them at once.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if _inside_call.get():
+            with deferred():
+                return fn(*args, **kwargs)
+        store = args[0]
+        remote = isinstance(store, Store) and store.remote and not _no_retry.get()
+        deadline = time.monotonic() + RETRY_FOR_S
+        delay = 0.5
+        while True:
+            token = _inside_call.set(True)
+            try:
+                with deferred():
+                    return fn(*args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as err:
+                if not remote or time.monotonic() + delay > deadline or not is_transient(err):
+                    raise
+            finally:
+                _inside_call.reset(token)
+            time.sleep(delay)  # outside `deferred`: Ctrl-C lands here immediately
+            delay = min(delay * 2, 5.0)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------------- locations
+def default_store_dir() -> Path:
+    return Path(os.environ.get("UNLEARNKIT_STORE", "unlearnkit-store")).resolve()
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Flag > ``MLFLOW_TRACKING_URI`` > the embedded SQLite store."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{default_store_dir() / 'mlflow.db'}"
+
+
+def filter_clause(key: str, value: str) -> str | None:
+    """``tags.`unlearnkit.key` = 'value'`` quoted the way MLflow's search grammar allows (it has
+    no escapes): single quotes, or double quotes when the value holds a single quote; None when
+    it holds both, so the caller filters that key itself."""
+    if "'" not in value:
+        return f"tags.`{tag(key)}` = '{value}'"
+    if '"' not in value:
+        return f'tags.`{tag(key)}` = "{value}"'
+    return None
+
+
+class Store:
+    """Thin, typed access to one MLflow experiment."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        self.uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_name = experiment
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.uri.startswith(("http://", "https://"))
+
+    @property
+    def local_db(self) -> Path | None:
+        return Path(self.uri[len("sqlite:///") :]) if self.uri.startswith("sqlite:///") else None
+
+    # ------------------------------------------------------------------------------- set-up
+    def check(self) -> None:
+        """Fail fast, before any compute, if the store cannot be reached or written."""
+        if self.remote:
+            try:
+                with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=5) as resp:
+                    resp.read()
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                reason = getattr(err, "reason", err)
+                raise StoreError(
+                    f"Cannot reach the MLflow tracking server at {self.uri} ({reason}). Start the server, fix "
+                    "--tracking-uri/MLFLOW_TRACKING_URI, or unset it to use the local store ./unlearnkit-store."
+                ) from None
+        elif self.local_db is not None:
+            folder = self.local_db.parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"Cannot create the local store folder {folder}: {err.strerror}.") from None
+            if not os.access(folder, os.W_OK):
+                raise StoreError(f"The local store folder {folder} is not writable; set UNLEARNKIT_STORE.")
+        elif "://" not in self.uri and not self.uri.startswith("databricks"):
+            raise StoreError(
+                f"Unsupported tracking URI '{self.uri}': use sqlite:///PATH, http(s)://HOST:PORT or file:///PATH."
+            )
+        self.experiment_id  # noqa: B018 - creates the experiment (and the SQLite schema) now
+
+    def exists(self) -> bool:
+        """Whether there is anything to read: a remote store, or a local database file already made."""
+        return self.local_db is None or self.local_db.is_file()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S)
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            from mlflow import MlflowClient
+
+            for name in ("mlflow", "alembic"):  # mlflow resets its level on import
+                logging.getLogger(name).setLevel(logging.WARNING)
+            with self._schema_lock():
+                client = MlflowClient(tracking_uri=self.uri)
+                if self.local_db is not None:
+                    client.search_experiments(max_results=1)  # create/migrate the schema under the lock
+                self._client = client
+        return self._client
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """Serialise first-time schema creation of a local SQLite store across processes
+        (MLflow's migrations race when two sweeps start on a fresh store)."""
+        if self.local_db is None:
+            yield
+            return
+        from filelock import FileLock
+
+        self.local_db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.local_db.with_suffix(".init.lock"))):
+            yield
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self.client  # noqa: B018 - created first: its own lock must not nest in the one below
+            with self._schema_lock():
+                self._experiment_id = self._open_experiment()
+        return self._experiment_id
+
+    @store_call
+    def _open_experiment(self) -> str:
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is not None:
+                return exp.experiment_id
+            location = (self.local_db.parent / "artifacts").as_uri() if self.local_db is not None else None
+            try:
+                return self.client.create_experiment(self.experiment_name, artifact_location=location)
+            except Exception:  # noqa: BLE001 - a concurrent process (on a server) created it first
+                exp = self.client.get_experiment_by_name(self.experiment_name)
+                if exp is None:
+                    raise
+                return exp.experiment_id
+        except Exception as err:
+            if self.remote and is_transient(err):
+                raise  # retried by store_call
+            raise StoreError(f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}") from None
+
+    # --------------------------------------------------------------------------------- runs
+    def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+        """A new RUNNING run. Safe to retry: a server may have created the run and then dropped the
+        connection before answering, so a retry first looks for the run by a one-off creation tag
+        instead of creating a second one (which would look like a rival claim)."""
+        nonce = uuid.uuid4().hex
+        attempts = 0
+
+        @store_call
+        def create(store: Store) -> str:
+            nonlocal attempts
+            attempts += 1
+            existing = store.search({"creation": nonce}, finished_only=False) if attempts > 1 else []
+            if existing:
+                run_id = existing[0].run_id
+            else:
+                run_id = store.client.create_run(
+                    store.experiment_id, run_name=name, tags={**tags, tag("creation"): nonce}
+                ).info.run_id
+            store.log_params(run_id, params)
+            return run_id
+
+        return create(self)
+
+    @store_call
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    @store_call
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """Final values (step 0); NaN values are left out (absent, not zero)."""
+        self.log_series(run_id, [(name, value, step) for name, value in sorted(metrics.items())])
+
+    @store_call
+    def log_series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        """Metric points ``(name, value, step)``: per-epoch trajectories are step metrics in MLflow."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(s)) for k, v, s in points if not math.isnan(float(v))]
+        for start in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[start : start + 500])
+
+    @store_call
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    @store_call
+    def delete_tag(self, run_id: str, key: str) -> None:
+        try:
+            self.client.delete_tag(run_id, key)
+        except Exception as err:  # noqa: BLE001 - an absent tag is fine; a transient error is retried
+            if is_transient(err):
+                raise
+
+    @store_call
+    def finish(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "FINISHED")
+
+    @store_call
+    def delete_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def fail(self, run_id: str, reason: str) -> None:
+        """Record why a run failed; FAILED runs never count in a leaderboard. Best effort: the store
+        itself may be what failed, and then the run stays unfinished (claims treat it as abandoned)."""
+        token = _no_retry.set(True)  # one attempt: an interrupted process must not wait out an outage
+        try:
+            self._fail(run_id, reason)
+        except Exception:  # noqa: BLE001 - nothing more can be done; the failure that led here is what matters
+            logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
+        finally:
+            _no_retry.reset(token)
+
+    @store_call
+    def _fail(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, tag("failure"), reason[:5000])
+        self.client.set_terminated(run_id, "FAILED")
+
+    @store_call
+    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    @store_call
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    @store_call
+    def download(self, run_id: str, artifact: str, dest: Path) -> Path:
+        return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
+
+    # ---------------------------------------------------------------------------- searching
+    @store_call
+    def search(self, filters: dict[str, str] | None = None, *, finished_only: bool = True) -> list[RunRecord]:
+        """Runs whose ``unlearnkit.*`` tags equal ``filters``, oldest first."""
+        filters = filters or {}
+        clauses, by_hand = [], {}
+        for key, value in filters.items():
+            clause = filter_clause(key, value)
+            if clause is None:
+                by_hand[key] = value
+            else:
+                clauses.append(clause)
+        if finished_only:
+            clauses.append("attributes.status = 'FINISHED'")
+        records: list[RunRecord] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=" and ".join(clauses),
+                max_results=5000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            for run in page:
+                record = RunRecord(
+                    run_id=run.info.run_id,
+                    status=run.info.status,
+                    start_time=run.info.start_time,
+                    tags=dict(run.data.tags),
+                    params=dict(run.data.params),
+                    metrics=dict(run.data.metrics),
+                    artifact_uri=run.info.artifact_uri,
+                )
+                if all(record.tag(k) == v for k, v in by_hand.items()):
+                    records.append(record)
+            token = page.token
+            if not token:
+                return records
+
+    @store_call
+    def get(self, run_id: str) -> RunRecord:
+        """One run by id (a unique prefix of at least 8 characters works too)."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception as err:
+            if is_transient(err):
+                raise
+            matches = (
+                [r for r in self.search(finished_only=False) if r.run_id.startswith(run_id)] if len(run_id) >= 8 else []
+            )
+            if len(matches) == 1:
+                return matches[0]
+            raise StoreError(
+                f"No run '{run_id}' in {self.uri} (run ids are shown by `unlearnkit run` and the MLflow UI)."
+            ) from None
+        return RunRecord(
+            run_id=run.info.run_id,
+            status=run.info.status,
+            start_time=run.info.start_time,
+            tags=dict(run.data.tags),
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            artifact_uri=run.info.artifact_uri,
+        )
+
+    def find_finished(self, run_type: str, config_hash: str) -> RunRecord | None:
+        """The first finished run of this type and config: later duplicates are ignored."""
+        runs = self.search({"run_type": run_type, "config_hash": config_hash})
+        return runs[0] if runs else None
+
+    @store_call
+    def series(self, run_id: str, name: str) -> list[tuple[int, float]]:
+        """A step metric's points ``(step, value)``, in step order."""
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, name))
+
+    # -------------------------------------------------------------------------- checkpoints
+    @store_call
+    def save_checkpoint(self, run_id: str, state: dict[str, Any], name: str = "checkpoint") -> str:
+        """Write to a temp file, record its sha256, then upload: a torn write is detectable."""
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pt"
+            torch.save(state, path)
+            digest = file_sha256(path)
+            self.log_file(run_id, path, name)
+        self.client.set_tag(run_id, tag(f"{name}_sha256"), digest)
+        return digest
+
+    def load_checkpoint(self, record: RunRecord, name: str = "checkpoint") -> dict[str, Any]:
+        """Download and verify against the recorded sha256; raise CorruptCheckpoint on mismatch."""
+        import torch
+
+        expected = record.tag(f"{name}_sha256")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.download(record.run_id, f"{name}/model.pt", Path(tmp))
+            except StoreError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure to fetch means the checkpoint is unusable
+                raise CorruptCheckpoint(f"Checkpoint of run {record.run_id} is missing: {err}") from None
+            if not expected or file_sha256(local) != expected:
+                raise CorruptCheckpoint(f"Checkpoint of run {record.run_id} fails its sha256 check.")
+            return torch.load(local, map_location="cpu", weights_only=True)
