@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -122,7 +123,7 @@ def test_objectives_never_read_the_test_split(recipe, host):
 def test_a_stand_in_puts_unseen_data_in_the_test_split_place(recipe, host):
     from unlearnkit.api.evaluation import Evaluation
     from unlearnkit.engine.prepared import Benchmark
-    from unlearnkit.tune.tuner import SealedSplit, TestSplitAccessError, stand_in
+    from unlearnkit.tune.sealed_split import SealedSplit, TestSplitAccessError, stand_in
     from unlearnkit_plugins.metrics.membership import entropy, entropy_attack
 
     tuner = make_tuner(recipe, host)
@@ -168,7 +169,7 @@ def test_a_remote_store_keeps_its_studies_in_a_journal_file(isolated_store, tmp_
     import optuna
 
     from unlearnkit.store.mlflow_store import Store
-    from unlearnkit.tune.tuner import study_storage
+    from unlearnkit.tune.studies import study_storage
 
     storage, where = study_storage(Store("http://127.0.0.1:9"))  # nothing is contacted
     assert where == "journal"
@@ -196,7 +197,7 @@ def test_class_scenarios_paper_protocol_and_unknown_space_keys_are_refused(recip
 
 
 def test_the_sealed_test_split_refuses_every_read():
-    from unlearnkit.tune.tuner import SealedSplit, TestSplitAccessError
+    from unlearnkit.tune.sealed_split import SealedSplit, TestSplitAccessError
 
     sealed = SealedSplit("test")
     for read in (lambda: len(sealed), lambda: sealed.y, lambda: sealed.batches(8), lambda: list(sealed)):
@@ -205,7 +206,7 @@ def test_the_sealed_test_split_refuses_every_read():
 
 
 def test_the_wall_time_guard_stops_a_run_at_its_next_epoch():
-    from unlearnkit.tune.tuner import TrialReporter, TrialTimeout
+    from unlearnkit.tune.trials import TrialReporter, TrialTimeout
 
     reporter = TrialReporter()
     seen = []
@@ -230,7 +231,8 @@ def test_a_seeded_study_is_deterministic_honest_and_writes_a_recipe(recipe, host
     options."""
     from unlearnkit.api.data import Split
     from unlearnkit.board.leaderboard import leaderboard, metric_info
-    from unlearnkit.tune.tuner import TestSplitAccessError, TuningRunner
+    from unlearnkit.tune.sealed_split import TestSplitAccessError
+    from unlearnkit.tune.trials import TuningRunner
 
     forwarded: list[str] = []
     real = Split.indexed_batches
@@ -274,7 +276,7 @@ def test_a_seeded_study_is_deterministic_honest_and_writes_a_recipe(recipe, host
 
     # a tuning run whose metrics ask for the test split stops with the seal's error
     plan = first.plan(first.cells[0], "ssd", first.fixed["ssd"])
-    plan.metrics = [*plan.metrics, host.registries.metrics.get("acc_test")]
+    plan = dataclasses.replace(plan, metrics=[*plan.metrics, host.registries.metrics.get("acc_test")])
     runner = TuningRunner(plan, store, first.reporter, tuning_trial="guard/0", memo=first.memo)
     with pytest.raises(TestSplitAccessError):
         runner.run()

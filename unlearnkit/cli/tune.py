@@ -61,7 +61,7 @@ def tune(
     """
     from unlearnkit.discovery.host import get_host
     from unlearnkit.store.mlflow_store import Store
-    from unlearnkit.tune.tuner import TestSplitAccessError, Tuner
+    from unlearnkit.tune import TestSplitAccessError, Tuner
 
     host = get_host(plugins_dir)
     for message in host.report.failed:

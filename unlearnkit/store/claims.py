@@ -102,9 +102,15 @@ def alive(rec: RunRecord) -> bool:
     beat = float(rec.tag("heartbeat", "0") or 0) or rec.start_time / 1000
     if time.time() - beat > STALE_S:
         return False
-    if rec.tag("host") == socket.gethostname() and rec.tag("pid"):
+    return process_alive(rec.tag("host"), rec.tag("pid"))
+
+
+def process_alive(host: str, pid: str) -> bool:
+    """Whether process ``pid`` of ``host`` still runs. Only this host can be asked: a process on
+    another one, or a PID that cannot be read, is taken to run."""
+    if host == socket.gethostname() and pid:
         try:
-            os.kill(int(rec.tag("pid")), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             return False
         except (PermissionError, ValueError):

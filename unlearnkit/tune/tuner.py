@@ -3,8 +3,9 @@
 Papers tune their own method and run the baselines on defaults, so a ranking measures tuning
 effort. Here every method of a recipe gets the same number of trials and the same per-trial
 compute cap, chosen by a seeded Optuna TPE sampler through ask-and-tell; each trial is an ordinary
-unlearnkit run (:class:`TuningRunner`, tagged as a tuning trial and hidden from leaderboards), so
-the store's caching, claims and resumption apply. The honesty rules, enforced here (docs/tuning.md):
+unlearnkit run (:class:`~.trials.TuningRunner`, tagged as a tuning trial and hidden from leaderboards),
+so the store's caching, claims and resumption apply. The honesty rules (docs/tuning.md), enforced
+by the :class:`Tuner` and, for the test split, by :mod:`.sealed_split`:
 
 * the objective reads forget-, retain- and unseen-derived quantities only: the ``test`` split of a
   tuning run is sealed (:class:`SealedSplit`: any use raises :class:`TestSplitAccessError`, which
@@ -17,30 +18,23 @@ the store's caching, claims and resumption apply. The honesty rules, enforced he
 * every method gets the same trials and the same cap: ``--epoch-cap`` times the original's
   training epochs as its epoch option, and a wall-time guard per run.
 
-The study lives beside the MLflow store: an SQLite file ``optuna.db`` next to the local store's
-``mlflow.db`` (not inside it: both Optuna and MLflow keep their schema revision in a table named
-``alembic_version``, so Optuna refuses a database MLflow created, and MLflow's migrations would
-read Optuna's revision), a journal file for a remote server. A killed ``tune`` resumes: finished
-trials are kept, a trial whose process died is run again with its parameters (its finished
-seeds come from the store), and trial ``n`` is always drawn with the sampler seeded by
-``(sampler seed, n)``, so an interrupted study draws what an uninterrupted one would.
+A killed ``tune`` resumes: finished trials are kept, a trial whose process died is run again with its
+parameters (its finished seeds come from the store; owners and storage: :mod:`.studies`), and trial
+``n`` is always drawn with the sampler seeded by ``(sampler seed, n)``, so an interrupted study draws
+what an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import socket
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from unlearnkit._version import __version__
 from unlearnkit.api.contracts import Method, Metric
@@ -50,15 +44,16 @@ from unlearnkit.api.search_space import Categorical, IntRange, Param, parse_spac
 from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.config import Plan, RunRequest, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
-from unlearnkit.engine.runner import Identity, Runner, Seed
 from unlearnkit.errors import ConfigError
 from unlearnkit.identity import CORE_VERSION, config_hash, plugin_version
 from unlearnkit.scale.sweep_recipes import RecipeFile, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store, tag
+from unlearnkit.tune.objective import Objective, objective_names, resolve_objective
+from unlearnkit.tune.recipe_toml import dump_toml
+from unlearnkit.tune.sealed_split import MetricSets, SealedSplit, probe_metrics, stand_in
+from unlearnkit.tune.studies import owner, owner_alive, study_storage
+from unlearnkit.tune.trials import TrialFailed, TrialReporter, TuningRunner
 
-T = TypeVar("T")
-
-STAND_IN = "_unseen"  # a metric that reads the test split is tuned on as NAME_unseen (unseen in the test half's place)
 DEFAULT_TUNE_SEEDS = (1, 2)
 DEFAULT_EPOCH_CAP = 0.1  # about the paper's ratio: 10 unlearning epochs for a 150-epoch original
 STARTUP_TRIALS = 5  # TPE's random start: trials drawn before the model of good and bad trials takes over
@@ -67,328 +62,6 @@ TIMEOUT_RETRAINS = 2.0  # ... and otherwise this many retrainings: unlearning th
 PENALTY_ATTR = "failure"
 
 
-# ----------------------------------------------------------------------------------- honesty
-class TestSplitAccessError(RuntimeError):
-    """Something read the test split during tuning. Not an UnlearnkitError on purpose: the runner
-    would record it as one failed run and go on; this stops the tuning instead."""
-
-
-class SealedSplit:
-    """Stands in for the ``test`` split in a tuning run: any use of it (its images, labels, length,
-    batches) raises :class:`TestSplitAccessError`, so nothing computed during tuning can depend on it."""
-
-    def __init__(self, name: str = "test") -> None:
-        object.__setattr__(self, "name", name)
-
-    def _refuse(self, what: str) -> TestSplitAccessError:
-        return TestSplitAccessError(
-            f"The '{self.name}' split was read during tuning ({what}): tuning may use forget, retain and unseen "
-            "data only, so that the reported test numbers stay out of sample (docs/tuning.md)."
-        )
-
-    def __getattr__(self, attr: str) -> Any:
-        raise self._refuse(attr)
-
-    def __len__(self) -> int:
-        raise self._refuse("len")
-
-    def __iter__(self) -> Iterator[Any]:
-        raise self._refuse("iter")
-
-
-class UnseenAsTest:
-    """An evaluation as a stand-in metric sees it: the unseen half of the official test split in the
-    place of the test half (the two are a stratified, seeded halving: the same distribution). Outputs
-    are shared with the evaluation itself, so a stand-in costs no forward pass."""
-
-    def __init__(self, ev: Evaluation) -> None:
-        self._ev = ev
-
-    @staticmethod
-    def _split(split: str) -> str:
-        return "unseen" if split == "test" else split
-
-    def logits(self, role: str, split: str, pass_: str = "eval") -> Any:
-        return self._ev.logits(role, self._split(split), pass_)
-
-    def probs(self, role: str, split: str, pass_: str = "eval") -> Any:
-        return self._ev.probs(role, self._split(split), pass_)
-
-    def labels(self, split: str) -> Any:
-        return self._ev.labels(self._split(split))
-
-    @property
-    def splits(self) -> dict[str, Any]:
-        return {**self._ev.splits, "test": self._ev.splits["unseen"]}
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._ev, attr)
-
-
-def stand_in(entry: Entry[Metric]) -> Entry[Metric]:
-    """``NAME_unseen``: the metric ``NAME`` computed with unseen data in the test split's place (the
-    entropy MIA then takes unseen twice as non-members, which its balanced fit weighs as unseen once)."""
-    base = entry.cls
-
-    class StandIn(Metric):
-        name = entry.name + STAND_IN
-        algorithm_version = base.algorithm_version
-        summary = f"Tuning-time {entry.name}: unseen data in the test split's place."
-        direction = base.direction
-        needs = base.needs
-
-        def compute(self, ev: Evaluation) -> float:
-            return base(base.Options()).compute(UnseenAsTest(ev))  # type: ignore[arg-type]
-
-    StandIn.__name__ = StandIn.__qualname__ = f"{base.__name__}OnUnseen"
-    return Entry(StandIn.name, StandIn, entry.provenance)
-
-
-@dataclass
-class MetricSets:
-    """The registered metrics sorted by a probe on sealed splits: those that compute without the test
-    split (evaluated as they are), and those that read it (evaluated as their ``_unseen`` stand-ins)."""
-
-    clean: list[Entry[Metric]] = field(default_factory=list)
-    reads_test: list[Entry[Metric]] = field(default_factory=list)
-    failing: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def entries(self) -> list[Entry[Metric]]:
-        return [*self.clean, *(stand_in(e) for e in self.reads_test)]
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.entries]
-
-
-def probe_metrics(registries: Registries, ev: Evaluation) -> MetricSets:
-    """Compute every registered metric once on ``ev`` (whose test split is sealed): a metric that
-    reads the test split raises :class:`TestSplitAccessError` and gets a stand-in."""
-    sets = MetricSets()
-    for entry in registries.metrics.entries():
-        try:
-            entry.cls(entry.cls.Options()).compute(ev)
-        except TestSplitAccessError:
-            sets.reads_test.append(entry)
-        except Exception as err:  # noqa: BLE001 - a metric that cannot compute here is left out, said once
-            sets.failing[entry.name] = f"{type(err).__name__}: {err}"
-        else:
-            sets.clean.append(entry)
-    return sets
-
-
-@dataclass(frozen=True)
-class Objective:
-    """Mean over metrics of |unlearned - retrained|, per tuning seed, then averaged: lower is better."""
-
-    name: str
-    metrics: tuple[str, ...]
-
-    def gap(self, unlearned: Mapping[str, float], retrained: Mapping[str, float]) -> float:
-        missing = [m for m in self.metrics if m not in unlearned or m not in retrained]
-        if missing:
-            raise TrialFailed(f"the objective's metrics {', '.join(missing)} were not measured")
-        return statistics.fmean(abs(unlearned[m] - retrained[m]) for m in self.metrics)
-
-
-def objective_names(text: str, registries: Registries) -> tuple[str, ...]:
-    """The metric names of ``avg_gap`` (the leaderboard's Average-Gap metrics, declared ``in_avg_gap``)
-    or ``gap:METRIC,...``, checked against the registry (a stand-in ``NAME_unseen`` too); which of them
-    read the test split is known only after the probe (:func:`resolve_objective`)."""
-    if text == "avg_gap":
-        return tuple(e.name for e in registries.metrics.entries() if e.cls.in_avg_gap)
-    if text.startswith("gap:"):
-        names = tuple(dict.fromkeys(n.strip() for n in text[4:].split(",") if n.strip()))
-        known = set(registries.metrics.names())
-        for name in names:
-            if name not in known and name.removesuffix(STAND_IN) not in known:
-                raise ConfigError(f"Unknown objective metric '{name}'. Valid metrics: {', '.join(sorted(known))}.")
-        if names:
-            return names
-    raise ConfigError(f"Unknown objective '{text}'. Valid objectives: avg_gap, gap:METRIC,... (docs/tuning.md).")
-
-
-def resolve_objective(text: str, registries: Registries, sets: MetricSets) -> Objective:
-    """``avg_gap``: every Average-Gap metric, each one that reads the test split as its ``_unseen``
-    stand-in. ``gap:...``: the metrics named, refused if one reads the test split."""
-    reads = {e.name for e in sets.reads_test}
-    names = objective_names(text, registries)
-    if text == "avg_gap":
-        names = tuple(n + STAND_IN if n in reads else n for n in names)
-    for name in names:
-        if name in reads:
-            raise ConfigError(
-                f"Objective metric '{name}' reads the test split: tuning must not see the data it reports on. "
-                f"Use '{name}{STAND_IN}' (unseen data in the test split's place)."
-            )
-        if name not in sets.names:
-            why = sets.failing.get(name.removesuffix(STAND_IN), "not measured in tuning runs")
-            raise ConfigError(f"Objective metric '{name}' cannot be tuned on: {why}.")
-    return Objective(text, names)
-
-
-# ----------------------------------------------------------------------------------- one trial
-class TrialFailed(Exception):
-    """A trial without a value (a run failed, diverged, ran past its guard, or its options are invalid):
-    told to Optuna as FAIL, which counts as one of the method's trials."""
-
-
-class TrialTimeout(TrialFailed):
-    """A method run went past the per-run wall-time guard."""
-
-
-class TrialReporter(Reporter):
-    """Wraps the CLI's reporter for tuning runs: progress bars pass through and enforce the wall-time
-    guard (checked at every epoch and step a method reports through ``ctx.track``/``ctx.steps``),
-    warnings are shown once, per-run events are left to the tuner's one line per trial."""
-
-    def __init__(self, inner: Reporter = SILENT) -> None:
-        self.inner = inner
-        self.deadline: float | None = None
-        self.what = ""
-        self.limit_s = 0.0
-        self.seen: set[str] = set()
-        self.events = False  # pass the runner's events on (while the references train), or keep quiet
-
-    @contextmanager
-    def armed(self, seconds: float, what: str) -> Iterator[None]:
-        self.deadline, self.what, self.limit_s = time.monotonic() + seconds, what, seconds
-        try:
-            yield
-            self.check()  # a method that reports no progress is stopped when it returns
-        finally:
-            self.deadline = None
-
-    def check(self) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            self.deadline = None
-            raise TrialTimeout(f"{self.what} ran past the trial's wall-time guard of {self.limit_s:.0f} s")
-
-    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-        inner = self.inner.track(iterable, total=total, description=description)
-        try:
-            for item in inner:
-                self.check()
-                yield item
-        finally:
-            close = getattr(inner, "close", None)
-            if close is not None:
-                close()
-
-    @contextmanager
-    def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
-        with self.inner.steps(description, total) as advance:
-
-            def step() -> None:
-                self.check()
-                advance()
-
-            yield step
-
-    def counter(self, description: str, total: int) -> Callable[[], None]:
-        return self.inner.counter(description, total)
-
-    def event(self, message: str) -> None:
-        if self.events:
-            self.inner.event(message)
-
-    def warn(self, message: str) -> None:
-        if message not in self.seen:
-            self.seen.add(message)
-            self.inner.warn(message)
-
-
-class TuningRunner(Runner):
-    """A :class:`Runner` for one tuning trial: the test split sealed, a wall-time guard around each
-    method call, and the reference rows tagged as tuning runs too (hidden from leaderboards)."""
-
-    def __init__(
-        self,
-        plan: Plan,
-        store: Store,
-        reporter: TrialReporter,
-        *,
-        tuning_trial: str,
-        memo: ModelMemo | None = None,
-        timeout_s: float | None = None,
-    ) -> None:
-        super().__init__(plan, store, reporter, tuning_trial=tuning_trial, memo=memo)
-        self.trial_reporter = reporter
-        self.timeout_s = timeout_s
-
-    def prepare_seed(self, seed: int) -> Seed:
-        state = super().prepare_seed(seed)  # references trained on train/retain; memorisation on forget/unseen
-        state.splits = {**state.splits, "test": SealedSplit("test")}  # type: ignore[dict-item]
-        return state
-
-    def identify(self, entry: Entry[Method], state: Seed, ctx: Any) -> Identity:
-        ident = super().identify(entry, state, ctx)
-        if entry.cls.role is not None:  # the references at tuning seeds, with the tuning metrics: not for boards
-            ident.tags[tag("tuning_trial")] = self.tuning_trial.rsplit("/", 1)[0] + "/reference"
-        return ident
-
-    def execute(self, entry: Entry[Method], state: Seed, ctx: Any) -> Any:
-        if entry.cls.role is not None or self.timeout_s is None:
-            return super().execute(entry, state, ctx)
-        with self.trial_reporter.armed(self.timeout_s, f"{entry.name} (seed {state.seed})"):
-            return super().execute(entry, state, ctx)
-
-
-# ------------------------------------------------------------------------------------ storage
-def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
-    """The Optuna storage beside ``store`` and where it is: ``explicit`` (a database URL, or a journal
-    file path), else ``optuna.db`` next to a local store's ``mlflow.db``, else a journal file next to the cache."""
-    import optuna
-
-    if explicit and "://" in explicit:
-        return optuna.storages.RDBStorage(explicit), explicit
-    if explicit:
-        return journal_storage(Path(explicit)), str(explicit)
-    if store.local_db is not None:
-        path = store.local_db.with_name("optuna.db")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{path}"
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}), url
-    from unlearnkit.engine.prepared import cache_dir
-
-    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", store.uri).strip("_")
-    return journal_storage(cache_dir() / "tuning" / f"{slug}-{store.experiment_name}.journal"), "journal"
-
-
-def journal_storage(path: Path) -> Any:
-    import optuna
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # Optuna >= 4.0
-        from optuna.storages.journal import JournalFileBackend
-    except ImportError:  # Optuna 3.6
-        from optuna.storages import JournalFileStorage as JournalFileBackend
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-
-
-def owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def owner_alive(text: str) -> bool:
-    """Whether the process that started a trial still runs it (one on another host is taken to; this
-    process runs none while it resumes)."""
-    host, _, pid = text.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# ------------------------------------------------------------------------------------- tuning
 @dataclass
 class TuningCell:
     """One benchmark of the recipe, as tuning runs it."""
@@ -715,7 +388,7 @@ class Tuner:
             save_models=False,  # trial models are never reused: keep no artifact
         )
         plan = validate(request, self.registries)
-        plan.metrics = [*plan.metrics, *self.stand_ins]
+        plan = replace(plan, metrics=[*plan.metrics, *self.stand_ins])  # a Plan is immutable
         return plan
 
     def train_references(self, reporter: Reporter) -> float:
@@ -976,71 +649,4 @@ def fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-# ------------------------------------------------------------------------------------- TOML
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def toml_key(key: str) -> str:
-    return key if _BARE.fullmatch(key) else json.dumps(key)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None) + " }"
-    raise TypeError(f"cannot write {value!r} to TOML")
-
-
-def dump_toml(doc: Mapping[str, Any], header: list[str], notes: Mapping[str, list[str]]) -> str:
-    """A recipe as TOML: ``header`` comment lines, top-level keys, then tables (``[options.M]`` with
-    ``notes[M]`` as comments above it)."""
-    lines = [f"# {h}" for h in header] + [""]
-    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
-    for key, value in doc.items():
-        if key not in tables and value is not None:
-            lines.append(f"{toml_key(key)} = {toml_value(value)}")
-    for key, table in tables.items():
-        if table and all(isinstance(v, dict) for v in table.values()):
-            for sub, body in table.items():
-                lines.append("")
-                lines += [f"# {n}" for n in (notes.get(sub, []) if key == "options" else [])]
-                lines.append(f"[{toml_key(key)}.{toml_key(sub)}]")
-                lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in body.items() if v is not None]
-        elif table:
-            lines += ["", f"[{toml_key(key)}]"]
-            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-__all__ = [
-    "DEFAULT_EPOCH_CAP",
-    "DEFAULT_TUNE_SEEDS",
-    "MethodResult",
-    "Objective",
-    "SealedSplit",
-    "TestSplitAccessError",
-    "TrialFailed",
-    "TrialTimeout",
-    "TuneReport",
-    "Tuner",
-    "TuningRunner",
-    "UnseenAsTest",
-    "objective_names",
-    "probe_metrics",
-    "resolve_objective",
-    "stand_in",
-    "study_storage",
-]
+__all__ = ["DEFAULT_EPOCH_CAP", "DEFAULT_TUNE_SEEDS", "MethodResult", "TuneReport", "Tuner"]

@@ -1,0 +1,61 @@
+"""A recipe written back as TOML (the standard library reads TOML but writes none): the tuned recipe
+that ``tune --write`` saves, with its provenance as comments."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_key(key: str) -> str:
+    return key if _BARE.fullmatch(key) else json.dumps(key)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None) + " }"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def dump_toml(doc: Mapping[str, Any], header: list[str], notes: Mapping[str, list[str]]) -> str:
+    """A recipe as TOML: ``header`` comment lines, top-level keys, then tables (``[options.M]`` with
+    ``notes[M]`` as comments above it)."""
+    lines = [f"# {h}" for h in header] + [""]
+    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+    for key, value in doc.items():
+        if key not in tables and value is not None:
+            lines.append(f"{toml_key(key)} = {toml_value(value)}")
+    for key, table in tables.items():
+        if table and all(isinstance(v, dict) for v in table.values()):
+            for sub, body in table.items():
+                lines.append("")
+                lines += [f"# {n}" for n in (notes.get(sub, []) if key == "options" else [])]
+                lines.append(f"[{toml_key(key)}.{toml_key(sub)}]")
+                lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in body.items() if v is not None]
+        elif table:
+            lines += ["", f"[{toml_key(key)}]"]
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["dump_toml", "toml_key", "toml_value"]

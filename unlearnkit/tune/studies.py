@@ -1,0 +1,67 @@
+"""Where the Optuna studies live, and which process owns a running trial.
+
+The study lives beside the MLflow store: an SQLite file ``optuna.db`` next to the local store's
+``mlflow.db`` (not inside it: both Optuna and MLflow keep their schema revision in a table named
+``alembic_version``, so Optuna refuses a database MLflow created, and MLflow's migrations would
+read Optuna's revision), a journal file for a remote server. Each trial records its owner
+(``host:pid``), so a ``tune`` that resumes tells a trial whose process died from one still running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.store.claims import process_alive
+from unlearnkit.store.mlflow_store import Store
+
+
+def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
+    """The Optuna storage beside ``store`` and where it is: ``explicit`` (a database URL, or a journal
+    file path), else ``optuna.db`` next to a local store's ``mlflow.db``, else a journal file next to the cache."""
+    import optuna
+
+    if explicit and "://" in explicit:
+        return optuna.storages.RDBStorage(explicit), explicit
+    if explicit:
+        return journal_storage(Path(explicit)), str(explicit)
+    if store.local_db is not None:
+        path = store.local_db.with_name("optuna.db")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path}"
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}), url
+    from unlearnkit.engine.prepared import cache_dir
+
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", store.uri).strip("_")
+    return journal_storage(cache_dir() / "tuning" / f"{slug}-{store.experiment_name}.journal"), "journal"
+
+
+def journal_storage(path: Path) -> Any:
+    import optuna
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # Optuna >= 4.0
+        from optuna.storages.journal import JournalFileBackend
+    except ImportError:  # Optuna 3.6
+        from optuna.storages import JournalFileStorage as JournalFileBackend
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(text: str) -> bool:
+    """Whether the process that started a trial still runs it: the claims' check (one on another host
+    is taken to), with one difference: this process runs no trial while it resumes, so a trial under
+    its own PID was left by an earlier one (a reused PID, or a tune in this process that stopped)."""
+    host, _, pid = text.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and int(pid) == os.getpid():
+        return False
+    return process_alive(host, pid)
+
+
+__all__ = ["journal_storage", "owner", "owner_alive", "study_storage"]
