@@ -129,7 +129,7 @@ def test_installs_into_a_fresh_venv_and_registers(tmp_path):
         pytest.skip(f"cannot build the example offline here: {pip.stderr.strip().splitlines()[-1:]}")
     probe = (
         "import unlearnkit_example, sys\n"
-        "from unlearnkit.plugins import PluginHost\n"
+        "from unlearnkit.discovery.host import PluginHost\n"
         "prov = PluginHost().registries.methods.get('grad_ascent_plus').provenance\n"
         "print(prov.package, prov.version, unlearnkit_example.__file__.startswith(sys.prefix))\n"
     )

@@ -119,7 +119,7 @@ def test_disable_and_load_only_switches(monkeypatch):
 
 def test_plugins_dir_loads_modules_and_reports_broken_files(tmp_path):
     (tmp_path / "good.py").write_text(
-        "from unlearnkit.hookspecs import hookimpl\nfrom unlearnkit.testing import TinyModel\n"
+        "from unlearnkit import hookimpl\nfrom unlearnkit.testing import TinyModel\n"
         "@hookimpl\ndef register_models(register):\n    register(TinyModel)\n"
     )
     (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
@@ -131,7 +131,7 @@ def test_plugins_dir_loads_modules_and_reports_broken_files(tmp_path):
 
 def test_a_misspelt_hook_fails_loudly(tmp_path):
     (tmp_path / "typo.py").write_text(
-        "from unlearnkit.hookspecs import hookimpl\n@hookimpl\ndef register_method(register):\n    pass\n"
+        "from unlearnkit import hookimpl\n@hookimpl\ndef register_method(register):\n    pass\n"
     )
     with pytest.raises(PluginError, match="implements a hook that does not exist"):
         PluginHost(tmp_path)

@@ -19,12 +19,17 @@ def literal_tag_keys() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in [*ROOT.joinpath("unlearnkit").rglob("*.py"), *ROOT.joinpath("plugins").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and node.args):
+            if not isinstance(node, ast.Call):
                 continue
             name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-            first = node.args[0]
+            first = node.args[0] if node.args else None
             if name == "tag" and isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found.setdefault(first.value, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if name in ("save_checkpoint", "load_checkpoint"):  # a checkpoint NAME is tagged NAME_sha256
+                given = [k.value.value for k in node.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)]
+                found.setdefault(f"{(given or ['checkpoint'])[0]}_sha256", []).append(
+                    f"{path.relative_to(ROOT)}:{node.lineno}"
+                )
             if name == "tag" and isinstance(first, ast.JoinedStr):  # tag(f"{name}_sha256")
                 tail = "".join(v.value for v in first.values if isinstance(v, ast.Constant))
                 found.setdefault(f"*{tail}", []).append(f"{path.relative_to(ROOT)}:{node.lineno}")

@@ -51,6 +51,12 @@ def config_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def identity_json(payload: dict[str, Any]) -> str:
+    """What a config hash is a hash of, readable: logged beside every run as identity.json, so a
+    bundle or a reader can check ``config_hash(json.loads(text)) == key``."""
+    return json.dumps(payload, sort_keys=True, default=str, indent=1)
+
+
 def file_sha256(path: Path) -> str:
     """Content hash of an input file: identity follows what a file holds, not where it lies."""
     with open(path, "rb") as fh:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnkit.api.contracts import Method, UnlearnOutcome
+from unlearnkit.api.contracts import Method
 from unlearnkit.api.data import Split, UnlearnData
 from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.api.progress import SILENT, Reporter
@@ -52,10 +52,11 @@ from unlearnkit.audit.design import (
 )
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
-from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
+from unlearnkit.engine.prepared import Benchmark
 from unlearnkit.engine.references import Reference, References
 from unlearnkit.engine.splits import SplitIndices
-from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
+from unlearnkit.engine.stages import owned, row_tags, unlearn_copy
+from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.identity import array_fingerprint, config_hash, plugin_version
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
@@ -185,7 +186,7 @@ class AuditRunner:
         self.settings = settings
         self.reporter = reporter
         self.bench = Benchmark(plan, reporter)
-        self.label = label or f"{plan.dataset.name}/{plan.request.model}/{plan.scenario.key}"
+        self.label = label or f"{plan.dataset.name}/{plan.model_name}/{plan.scenario.key}"
         self._done: dict[tuple[str, str], RunRecord] = {}
         self._failed: dict[str, str] = {}  # row -> failure
         self._keys: dict[tuple[str, int], str] = {}
@@ -309,7 +310,7 @@ class AuditRunner:
             plan = self.plan
             for role in SHADOW_ROLES:
                 for rec in self.store.search(
-                    {"run_type": "train", "role": role, "dataset": plan.dataset.name, "model": str(plan.request.model)}
+                    {"run_type": "train", "role": role, "dataset": plan.dataset.name, "model": str(plan.model_name)}
                 ):
                     done.setdefault(("train", rec.tag("config_hash")), rec)
             for run_type in ("audit-shadow", "audit"):
@@ -503,12 +504,7 @@ class AuditRunner:
         key = self.shadow_key(entry, k)
         seed = self.seed_of(k)
         tags = {
-            **self.bench.tags(seed),
-            tag("run_type"): "audit-shadow",
-            tag("method"): entry.name,
-            tag("role"): entry.cls.role or "",
-            tag("config_hash"): key,
-            tag("benchmark"): self.bench.key,
+            **row_tags(self.bench, seed, entry, "audit-shadow", key),
             tag("shadow"): str(k),
             tag("shadow_original"): self.model_key(SHADOW_ORIGINAL, k),
         }
@@ -516,7 +512,7 @@ class AuditRunner:
         if entry.cls.role is None:
             params.update({f"method.{name}": v for name, v in self.options(entry).items()})
         tags = {t: v for t, v in tags.items() if v != ""}
-        name = f"audit-{entry.name}-{self.plan.dataset.name}-{self.plan.request.model}-shadow{k}"
+        name = f"audit-{entry.name}-{self.plan.dataset.name}-{self.plan.model_name}-shadow{k}"
         while True:  # one process computes; the others wait for its logits (a corrupt artifact is redone)
             got = claims.claim(
                 self.store,
@@ -536,7 +532,7 @@ class AuditRunner:
         run_id = got.run_id
         assert run_id is not None
         try:
-            with claims.heartbeat(self.store, run_id):
+            with owned(self.store, run_id):
                 arr, seconds = self.compute(entry, k, splits, model)
                 self.store.save_checkpoint(run_id, {"logits": torch.from_numpy(arr)}, name="logits")
                 predicted = arr.argmax(1) == self.labels
@@ -550,15 +546,10 @@ class AuditRunner:
                     },
                 )
                 self.store.finish(run_id)
-            claims.release(self.store, run_id)
         except UnlearnkitError as err:  # the method's own failure: the row fails, the audit goes on
-            self.store.fail(run_id, str(err))
             self._failed[entry.name] = f"shadow {k}: {err}"
             self.reporter.warn(f"{entry.name} failed on shadow {k}: {err}")
             return
-        except BaseException as err:
-            self.store.fail(run_id, f"{type(err).__name__}: {err}")
-            raise
         logits[entry.name][k] = arr
 
     def compute(
@@ -579,23 +570,16 @@ class AuditRunner:
             return copy.deepcopy(ref.model), ref.seconds
 
         ctx.gold_standard = gold
-        method = entry.cls(self.plan.method_options(entry, ctx.setting))
         data = UnlearnData(splits, entry.cls.splits(), entry.name)
-        net = copy.deepcopy(model(SHADOW_ORIGINAL).model).train()
-        seed_everything(seed)
-        synchronize(self.bench.device)
-        start = time.perf_counter()
-        out = method.unlearn(net, data, ctx)
-        synchronize(self.bench.device)
-        elapsed = time.perf_counter() - start
-        outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
-        if not all(torch.isfinite(p).all() for p in outcome.model.parameters()):
-            raise DivergenceError(f"Method '{entry.name}' produced non-finite weights on shadow {k}.")
+        options = self.plan.method_options(entry, ctx.setting)
+        outcome = unlearn_copy(entry, options, model(SHADOW_ORIGINAL).model, data, ctx, seed, where=f" on shadow {k}")
         keep = self.plan.protocol.returned_mode
         if not keep:
             outcome.model.eval()
         result = predict_logits(outcome.model, self.pool_split, keep_mode=keep)
-        return result.cpu().numpy().astype(np.float32), float(outcome.time_s if outcome.time_s is not None else elapsed)
+        return result.cpu().numpy().astype(np.float32), float(
+            outcome.time_s if outcome.time_s is not None else math.nan
+        )
 
     # ---------------------------------------------------------------------------------- results
     def record(self, entry: Entry[Method], row: RowScores, power: PowerCheck) -> AuditRow:
@@ -603,19 +587,12 @@ class AuditRunner:
         key = self.audit_key(entry)
         s = self.settings
         tags = {
-            **self.bench.tags(s.seed),
-            tag("run_type"): "audit",
-            tag("method"): entry.name,
-            tag("access"): entry.cls.access.value,
-            tag("role"): entry.cls.role or "",
-            tag("config_hash"): key,
-            tag("benchmark"): self.bench.key,
+            **row_tags(self.bench, s.seed, entry, "audit", key),
             tag("audit"): self.group_key,
             tag("shadows"): str(s.shadows),
             tag("mode"): s.mode,
             tag("fixed_variance"): str(s.variance_fixed).lower(),
             tag("ulira_power"): "ok" if power.ok else "underpowered",
-            **entry.provenance.as_tags(tag("method")),
         }
         if row.notes:
             tags[tag("ulira_nan")] = json.dumps(row.notes, sort_keys=True)[:5000]
@@ -635,7 +612,7 @@ class AuditRunner:
             self.store,
             "audit",
             key,
-            f"audit-{entry.name}-{self.plan.dataset.name}-{self.plan.request.model}-{self.plan.scenario.key}-k{s.shadows}",
+            f"audit-{entry.name}-{self.plan.dataset.name}-{self.plan.model_name}-{self.plan.scenario.key}-k{s.shadows}",
             {t: v for t, v in tags.items() if v != ""},
             params,
         )
@@ -649,7 +626,7 @@ class AuditRunner:
             "ulira_power_difference": power.difference,
             "ulira_power_threshold": power.threshold,
         }
-        try:
+        with owned(self.store, run_id):
             self.store.log_metrics(run_id, metrics)
             buf = io.BytesIO()
             np.savez_compressed(
@@ -667,10 +644,6 @@ class AuditRunner:
                 self.store.log_file(run_id, path)
             self.store.log_text(run_id, scores_csv(self.design, self.labels, row), "scores.csv")
             self.store.finish(run_id)
-            claims.release(self.store, run_id)
-        except BaseException as err:
-            self.store.fail(run_id, f"{type(err).__name__}: {err}")
-            raise
         return AuditRow(entry.name, entry.cls.role or "", "finished", metrics, row.notes, run_id)
 
 

@@ -7,8 +7,9 @@ import tempfile
 from pathlib import Path
 
 from unlearnkit.board import tables
-from unlearnkit.board.leaderboard import Board, MetricInfo
+from unlearnkit.board.leaderboard import Board, MetricInfo, leaderboard, metric_info
 from unlearnkit.board.plots import plot_boards
+from unlearnkit.discovery.registry import Registries
 from unlearnkit.store.mlflow_store import Store, tag
 
 
@@ -38,3 +39,11 @@ def publish_leaderboard(
             store.log_metrics(run_id, metrics)
         store.finish(run_id)
     return run_id
+
+
+def publish_benchmark_board(store: Store, registries: Registries, benchmark: str) -> str:
+    """A ``run`` with several methods keeps its benchmark's leaderboard in the store, as a sweep
+    does; returns the board run's id ("" when the store has no finished row of it)."""
+    info = metric_info(registries)
+    boards = [b for b in leaderboard(store, info) if b.benchmark == benchmark]
+    return publish_leaderboard(store, boards, info, f"run-{benchmark[:8]}") if boards else ""

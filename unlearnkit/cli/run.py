@@ -13,8 +13,11 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.engine.config import RunRequest, parse_option_pairs, parse_seeds, validate
+from unlearnkit.engine.config import RunRequest, cli_names, parse_option_pairs, validate
 from unlearnkit.errors import ConfigError
+
+# `unlearnkit run` parameter name -> RunRequest field (the request's fields are this command's options)
+CLI_FIELDS = cli_names()
 
 
 def _has_cuda() -> bool:
@@ -94,6 +97,7 @@ def run(
     ] = 1,
 ) -> None:
     """Train (or reuse) the original and retrained models, run the method(s), evaluate, log to MLflow."""
+    params = dict(locals())  # this command's parameters, by name, before anything else is bound
     from unlearnkit.parallel import torchrun as ddp
 
     if nproc > 1:
@@ -109,6 +113,7 @@ def run(
         con.out.quiet = con.err.quiet = True
     from unlearnkit.api.progress import SILENT
     from unlearnkit.board.leaderboard import metric_info
+    from unlearnkit.board.publish import publish_benchmark_board
     from unlearnkit.board.tables import header
     from unlearnkit.discovery.host import get_host
     from unlearnkit.engine.runner import Runner
@@ -117,30 +122,14 @@ def run(
     host = get_host(plugins_dir)
     for message in host.report.failed:
         con.warn(message)
-    request = RunRequest(
-        dataset=dataset,
-        model=model,
-        methods=method,
-        options=parse_option_pairs(option),
-        dataset_options=parse_option_pairs(dataset_option),
-        model_options=parse_option_pairs(model_option),
-        metrics=metric or None,
-        seeds=parse_seeds(seeds),
-        forget=forget,
-        subset=subset,
-        train_recipe=train_recipe,
-        epochs=epochs,
-        data_dir=data_dir,
-        pretrained=pretrained,
-        weights=weights,
-        original=original,
-        retrained=retrained,
-        no_retrain=no_retrain,
-        protocol=protocol,
-        device=device,
-        compile=compile,
-        save_models=save_models,
-    )
+    values = {  # the parameters of this command, by name: each RunRequest field is one of them
+        **{name: params[name] for name in CLI_FIELDS if name in params},
+        "option": parse_option_pairs(option),
+        "dataset_option": parse_option_pairs(dataset_option),
+        "model_option": parse_option_pairs(model_option),
+        "metric": metric or None,
+    }
+    request = RunRequest(**{field_name: values[cli] for cli, field_name in CLI_FIELDS.items()})
     plan = validate(request, host.registries)
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
         con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
@@ -151,7 +140,7 @@ def run(
         results = runner.run()
         board_run = ""
         if sum(1 for m in plan.methods if m.cls.role is None) > 1 and world.main:
-            board_run = publish_run_board(store, host.registries, runner.bench.key)
+            board_run = publish_benchmark_board(store, host.registries, runner.bench.key)
     if as_json:
         con.out.print_json(json.dumps([r.__dict__ for r in results], default=str))
         return
@@ -159,7 +148,7 @@ def run(
     registered = set(host.registries.metrics.names())  # a run's own metrics (audits add columns only to boards)
     shown = sorted((n for n, i in info.items() if i.default and n in registered), key=lambda n: (info[n].order, n))
     table = Table(
-        title=f"{plan.dataset.name} / {plan.request.model} / {plan.scenario.key} ({plan.protocol.name})",
+        title=f"{plan.dataset.name} / {plan.model_name} / {plan.scenario.key} ({plan.protocol.name})",
         title_justify="left",
     )
     for col in ("method", "seed", "status", *shown):
@@ -181,13 +170,3 @@ def run(
         con.warn(f"{res.method} (seed {res.seed}) failed: {res.failure}")
     if failed:
         raise typer.Exit(1)
-
-
-def publish_run_board(store, registries, benchmark: str) -> str:  # noqa: ANN001 - CLI glue
-    """A run with several methods keeps its leaderboard in the store, as a sweep does."""
-    from unlearnkit.board.leaderboard import leaderboard, metric_info
-    from unlearnkit.board.publish import publish_leaderboard
-
-    info = metric_info(registries)
-    boards = [b for b in leaderboard(store, info) if b.benchmark == benchmark]
-    return publish_leaderboard(store, boards, info, f"run-{benchmark[:8]}") if boards else ""

@@ -7,9 +7,9 @@ dataset's files and the store are checked. Only then does the runner load data o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unlearnkit.api.contracts import Dataset, Method, Metric, Model
 from unlearnkit.api.protocols import PROTOCOLS, EvalProtocol, get_protocol
@@ -17,6 +17,9 @@ from unlearnkit.api.types import Setting
 from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.splits import Scenario, parse_scenario, parse_subset
 from unlearnkit.errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:
+    from unlearnkit.loops.training import TrainRecipe
 
 DEFAULT_SEEDS = (3407,)
 
@@ -49,50 +52,90 @@ def parse_seeds(text: str | list[int] | tuple[int, ...]) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-@dataclass
+def _flag(help: str, **more: Any) -> dict[str, Any]:
+    """A request field's description: the `unlearnkit run` option and the recipe key share it."""
+    return {"help": help, **more}
+
+
+@dataclass(frozen=True)
 class RunRequest:
-    """What the user asked for (CLI flags or a recipe), before validation."""
+    """What the user asked for (CLI flags or a recipe), exactly as asked: never changed by
+    validation (the resolved values live in the :class:`Plan`). Each field is one `unlearnkit run`
+    option and one recipe key (``tests/test_config.py`` keeps the three in step)."""
 
-    dataset: str | None = None  # None: the dataset plugin that declares itself the default
-    model: str | None = None  # None: the default model plugin
-    methods: list[str] = field(default_factory=list)  # empty: the default method
-    options: dict[str, str | Any] = field(default_factory=dict)  # "key" (single method) or "method.key"
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    model_options: dict[str, Any] = field(default_factory=dict)
-    metrics: list[str] | None = None
-    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
-    forget: str = "0.1"
-    subset: str | None = None
-    train_recipe: str | None = None  # None: the dataset's default
-    epochs: int | None = None
-    data_dir: Path | None = None
-    pretrained: bool = False
-    weights: Path | None = None  # initial weights of every network built (not an original: see `original`)
-    original: Path | None = None  # a trained model file used as the original instead of training one
-    retrained: Path | None = None  # a model file used as the retrained gold standard instead of training one
-    no_retrain: bool = False  # no gold standard at all (RF-JSD carries the comparison, as for ImageNet)
-    protocol: str = "clean"  # evaluation protocol: "clean" (correct) or "paper" (the official code's)
-    device: str = "auto"
-    compile: bool = False  # torch.compile the training of the original/retrained models (CUDA)
-    save_models: bool = True  # log every unlearned model as an MLflow artifact
+    dataset: str | None = field(
+        default=None, metadata=_flag("None: the dataset that declares itself the default", recipe="datasets")
+    )
+    model: str | None = field(default=None, metadata=_flag("None: the default model plugin", recipe="models"))
+    methods: list[str] = field(default_factory=list, metadata=_flag("empty: the default method", cli="method"))
+    options: dict[str, str | Any] = field(
+        default_factory=dict, metadata=_flag('"key" (one method), "method.key" or "metric.key"', cli="option")
+    )
+    dataset_options: dict[str, Any] = field(default_factory=dict, metadata=_flag("dataset plugin options"))
+    model_options: dict[str, Any] = field(default_factory=dict, metadata=_flag("model plugin options"))
+    metrics: list[str] | None = field(default=None, metadata=_flag("None: every registered metric", cli="metric"))
+    seeds: str | list[int] | tuple[int, ...] = field(
+        default=DEFAULT_SEEDS, metadata=_flag("comma-separated text or integers, parsed once by validate")
+    )
+    forget: str = field(default="0.1", metadata=_flag("the forget-set scenario", recipe="scenarios"))
+    subset: str | None = field(default=None, metadata=_flag("per-class count or fraction of the data"))
+    train_recipe: str | None = field(default=None, metadata=_flag("None: the dataset's default"))
+    epochs: int | None = field(default=None, metadata=_flag("override the training recipe's epochs"))
+    data_dir: Path | None = field(default=None, metadata=_flag("folder holding the dataset's files"))
+    pretrained: bool = field(default=False, metadata=_flag("start from pretrained weights"))
+    weights: Path | None = field(default=None, metadata=_flag("initial weights of every network built"))
+    original: Path | None = field(default=None, metadata=_flag("a trained model file used as the original"))
+    retrained: Path | None = field(default=None, metadata=_flag("a model file used as the gold standard"))
+    no_retrain: bool = field(default=False, metadata=_flag("no gold standard at all"))
+    protocol: str = field(default="clean", metadata=_flag('"clean" (correct) or "paper" (the official code\'s)'))
+    device: str = field(default="auto", metadata=_flag("auto, cpu, cuda or cuda:N: resolved where the run runs"))
+    compile: bool = field(default=False, metadata=_flag("torch.compile reference training (CUDA)", recipe=None))
+    save_models: bool = field(default=True, metadata=_flag("log every unlearned model as an artifact"))
 
 
-@dataclass
+def cli_names() -> dict[str, str]:
+    """`unlearnkit run` parameter name -> RunRequest field name (``dataset_options`` is
+    ``--dataset-option``, ``methods`` is ``--method``, ...)."""
+    out = {}
+    for f in fields(RunRequest):
+        cli = f.metadata.get("cli")
+        if cli is None:
+            cli = f.name[:-1] if f.name.endswith("_options") else f.name
+        out[cli] = f.name
+    return out
+
+
+def recipe_keys() -> dict[str, str | None]:
+    """Recipe key -> RunRequest field name (None: a field recipes do not set)."""
+    out: dict[str, str | None] = {}
+    for f in fields(RunRequest):
+        key = f.metadata.get("recipe", f.name)
+        if key is None:
+            continue
+        out[key] = f.name
+    return out
+
+
+@dataclass(frozen=True)
 class Plan:
-    """A validated request: plugin classes resolved, options parsed, nothing computed yet."""
+    """A request resolved and validated once: plugin classes and objects, every option parsed,
+    seeds parsed, the training recipe loaded, nothing computed yet. The device is not resolved
+    here: a plan built on one host (a sweep's driver) may run on another (a Ray worker)."""
 
-    request: RunRequest
+    request: RunRequest  # as asked
     dataset: Entry[Dataset]
     dataset_obj: Dataset
     model: Entry[Model]
+    model_name: str  # the model as requested or defaulted (timm/<name> included)
     model_obj: Model
     methods: list[Entry[Method]]
     user_options: dict[str, dict[str, Any]]  # method name -> user overrides
     metrics: list[Entry[Metric]]
+    metric_options: dict[str, Any]  # metric name -> its parsed Options (only metrics given options)
     scenario: Scenario
     subset: float | int | None
-    seeds: list[int]
-    train_recipe: str
+    seeds: tuple[int, ...]
+    train_recipe: TrainRecipe  # loaded for the model's family, --epochs applied
     protocol: EvalProtocol
 
     def method_options(self, entry: Entry[Method], setting: Setting) -> Any:
@@ -100,6 +143,36 @@ class Plan:
         return entry.cls.parse_options(
             self.user_options.get(entry.name, {}), defaults=entry.cls.default_options(setting)
         )
+
+    def metric(self, entry: Entry[Metric]) -> Metric:
+        """The metric plugin with its options (the user's, else its defaults)."""
+        return entry.cls(self.metric_options.get(entry.name))
+
+    def resolved(self) -> dict[str, Any]:
+        """What the request resolved to, JSON-able: recorded with every run as identity.json."""
+        return {
+            "dataset": self.dataset.name,
+            "dataset_options": self.dataset_obj.options.model_dump(),
+            "model": self.model_name,
+            "model_options": self.model_obj.options.model_dump(),
+            "methods": [m.name for m in self.methods],
+            "method_options": self.user_options,
+            "metrics": [m.name for m in self.metrics],
+            "metric_options": {k: v.model_dump() for k, v in self.metric_options.items()},
+            "scenario": self.scenario.key,
+            "subset": self.subset,
+            "seeds": list(self.seeds),
+            "train_recipe": self.train_recipe.model_dump(),
+            "protocol": self.protocol.name,
+            "device": self.request.device,
+            "pretrained": self.request.pretrained,
+            "weights": str(self.request.weights) if self.request.weights else None,
+            "original": str(self.request.original) if self.request.original else None,
+            "retrained": str(self.request.retrained) if self.request.retrained else None,
+            "no_retrain": self.request.no_retrain,
+            "compile": self.request.compile,
+            "save_models": self.request.save_models,
+        }
 
 
 ROLE_ORDER = {"original": 0, "retrained": 1}
@@ -126,16 +199,24 @@ def expand_methods(names: list[str], registries: Registries) -> list[str]:
     return list(dict.fromkeys([*(e.name for e in refs), *out]))
 
 
-def split_method_options(
-    options: dict[str, Any], methods: list[str], registries: Registries
-) -> dict[str, dict[str, Any]]:
-    """Route ``-o`` pairs to methods: ``method.key`` explicitly; a bare ``key`` to the one non-reference method."""
+def split_options(
+    options: dict[str, Any], methods: list[str], metrics: list[str], registries: Registries
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Route ``-o`` pairs: ``method.key`` and ``metric.key`` explicitly; a bare ``key`` to the one
+    non-reference method. Returns (method -> options, metric -> options)."""
     routed: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    to_metrics: dict[str, dict[str, Any]] = {}
     learners = [m for m in methods if not is_reference(registries.methods.get(m))]
     for key, value in options.items():
         target, dot, opt = key.partition(".")
         if dot and target in routed:
             routed[target][opt] = value
+        elif dot and target in metrics:
+            to_metrics.setdefault(target, {})[opt] = value
+        elif dot and target in registries.metrics.names():
+            raise ConfigError(
+                f"Option '{key}' names metric '{target}', which is not in this run ({', '.join(metrics)})."
+            )
         elif dot:
             raise ConfigError(
                 f"Option '{key}' names method '{target}', which is not in this run ({', '.join(methods)})."
@@ -144,23 +225,18 @@ def split_method_options(
             routed[learners[0]][key] = value
         else:
             raise ConfigError(f"Option '{key}' is ambiguous with several methods: write it as METHOD.{key}=VALUE.")
-    return routed
+    return routed, to_metrics
 
 
 def validate(request: RunRequest, registries: Registries) -> Plan:
-    """Resolve and check everything in the request; raise a one-line error on the first problem."""
-    if request.dataset is None:
-        request.dataset = registries.datasets.default().name
-    if request.model is None:
-        request.model = registries.models.default().name
-    if not request.methods:
-        request.methods = [registries.methods.default().name]
-    dataset = registries.datasets.get(request.dataset)
+    """Resolve and check everything in the request, once; raise a one-line error on the first
+    problem. The request itself is left as it was asked."""
+    dataset = registries.datasets.get(request.dataset or registries.datasets.default().name)
     dataset_obj = dataset.cls(dataset.cls.parse_options(request.dataset_options))
-    model, variant = registries.model(request.model)
-    weights = request.weights
+    model_name = request.model or registries.models.default().name
+    model, variant = registries.model(model_name)
     for what, path in (
-        ("Weights", weights),
+        ("Weights", request.weights),
         ("Original model", request.original),
         ("Retrained model", request.retrained),
     ):
@@ -169,40 +245,50 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
     if request.no_retrain and request.retrained is not None:
         raise ConfigError("--no-retrain and --retrained FILE contradict each other: give one of them.")
     model_obj = model.cls(
-        model.cls.parse_options(request.model_options), variant=variant, pretrained=request.pretrained, weights=weights
+        model.cls.parse_options(request.model_options),
+        variant=variant,
+        pretrained=request.pretrained,
+        weights=request.weights,
     )
-    method_names = expand_methods(request.methods, registries)
+    method_names = expand_methods(request.methods or [registries.methods.default().name], registries)
     methods = [registries.methods.get(n) for n in method_names]
     if request.no_retrain:  # no gold standard: its row cannot exist
         methods = [m for m in methods if m.cls.role != "retrained"]
         method_names = [m.name for m in methods]
-    user_options = split_method_options(request.options, method_names, registries)
+    metrics = [registries.metrics.get(n) for n in (request.metrics or registries.metrics.names())]
+    user_options, metric_values = split_options(request.options, method_names, [m.name for m in metrics], registries)
+    metric_options = {m.name: m.cls.parse_options(metric_values[m.name]) for m in metrics if m.name in metric_values}
     scenario = parse_scenario(request.forget)
+    subset = parse_subset(request.subset)
+    seeds = tuple(parse_seeds(request.seeds))
+    protocol = get_protocol(request.protocol)
     probe = Setting(dataset.name, model_obj.model_family(), scenario.rule, 0)
-    plan = Plan(
+    for entry in methods:  # option names and types, before any compute
+        entry.cls.parse_options(user_options.get(entry.name, {}), defaults=entry.cls.default_options(probe))
+    from unlearnkit.loops.training import load_train_recipe  # imports torch: only once names are valid
+
+    recipe = load_train_recipe(request.train_recipe or dataset.cls.default_train_recipe, model_obj.model_family())
+    train_recipe = recipe.with_epochs(request.epochs)
+    if request.device not in ("auto", "cpu", "cuda") and not request.device.startswith("cuda:"):
+        raise ConfigError(f"Bad device '{request.device}'. Valid devices: auto, cpu, cuda, cuda:N.")
+    dataset_obj.check_available(request.data_dir)
+    return Plan(
         request=request,
         dataset=dataset,
         dataset_obj=dataset_obj,
         model=model,
+        model_name=model_name,
         model_obj=model_obj,
         methods=methods,
         user_options=user_options,
-        metrics=[registries.metrics.get(n) for n in (request.metrics or registries.metrics.names())],
+        metrics=metrics,
+        metric_options=metric_options,
         scenario=scenario,
-        subset=parse_subset(request.subset),
-        seeds=parse_seeds(request.seeds),
-        train_recipe=request.train_recipe or dataset.cls.default_train_recipe,
-        protocol=get_protocol(request.protocol),
+        subset=subset,
+        seeds=seeds,
+        train_recipe=train_recipe,
+        protocol=protocol,
     )
-    for entry in methods:  # option names and types, before any compute
-        plan.method_options(entry, probe)
-    from unlearnkit.loops.training import load_train_recipe  # imports torch: only once names are valid
-
-    load_train_recipe(plan.train_recipe, model_obj.model_family()).with_epochs(request.epochs)
-    if request.device not in ("auto", "cpu", "cuda") and not request.device.startswith("cuda:"):
-        raise ConfigError(f"Bad device '{request.device}'. Valid devices: auto, cpu, cuda, cuda:N.")
-    dataset_obj.check_available(request.data_dir)
-    return plan
 
 
 __all__ = ["PROTOCOLS", "Plan", "RunRequest", "UnknownNameError", "parse_option_pairs", "parse_seeds", "validate"]

@@ -31,7 +31,7 @@ from unlearnkit.identity import (
     images_fingerprint,
     plugin_version,
 )
-from unlearnkit.loops.training import TrainRecipe, load_train_recipe
+from unlearnkit.loops.training import TrainRecipe
 from unlearnkit.store.mlflow_store import tag
 
 SPLIT_NAMES = ("forget", "retain", "train", "unseen", "test")
@@ -94,13 +94,12 @@ def data_fingerprint(raw: RawDataset) -> str:
 class Benchmark:
     """One plan's data on one device, identical for every method and shared by all seeds."""
 
-    def __init__(self, plan: Plan, reporter: Reporter = SILENT) -> None:
+    def __init__(self, plan: Plan, reporter: Reporter = SILENT, device: torch.device | None = None) -> None:
         self.plan = plan
         self.reporter = reporter
-        self.device = resolve_device(plan.request.device)
-        self.train_recipe: TrainRecipe = load_train_recipe(plan.train_recipe, self.family).with_epochs(
-            plan.request.epochs
-        )
+        # resolved where the benchmark runs (a plan may come from another host); the runner passes its own
+        self.device = device if device is not None else resolve_device(plan.request.device)
+        self.train_recipe: TrainRecipe = plan.train_recipe
 
     # ----------------------------------------------------------------------------- the data
     @cached_property
@@ -220,7 +219,7 @@ class Benchmark:
             "dataset": plugin_version(plan.dataset),
             "dataset_options": plan.dataset_obj.options.model_dump(),
             "data": data_fingerprint(self.raw),
-            "model": request.model,
+            "model": plan.model_name,
             "model_plugin": plugin_version(plan.model),
             "model_options": plan.model_obj.options.model_dump(),
             "pretrained": request.pretrained,
@@ -249,7 +248,7 @@ class Benchmark:
         plan = self.plan
         return {
             tag("dataset"): plan.dataset.name,
-            tag("model"): plan.request.model,
+            tag("model"): plan.model_name,
             tag("scenario"): plan.scenario.key,
             tag("protocol"): plan.protocol.name,
             tag("seed"): str(seed),

@@ -10,7 +10,6 @@ ranks get its weights by broadcast) or every rank trains data-parallel (:mod:`un
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.api.weights import load_strict
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
 from unlearnkit.engine.splits import SplitIndices
-from unlearnkit.identity import array_fingerprint, config_hash, file_sha256
+from unlearnkit.identity import array_fingerprint, config_hash, file_sha256, identity_json
 from unlearnkit.loops.training import fit
 from unlearnkit.parallel import torchrun as ddp
 from unlearnkit.store import claims
@@ -32,10 +31,6 @@ from unlearnkit.store.mlflow_store import CorruptCheckpoint, Store, tag
 
 # What each reference is trained on, from a seed's splits.
 TRAINED_ON = {"original": "train", "retrained": "retain"}
-
-
-def identity_json(identity: dict) -> str:
-    return json.dumps(identity, sort_keys=True, default=str, indent=1)
 
 
 @dataclass
@@ -80,7 +75,7 @@ class References:
         if key not in self.memo:
             model = self.bench.build_model()
             what = "Original model file" if role == "original" else "Retrained model file"
-            load_strict(model, path, label=str(self.bench.plan.request.model), what=what)
+            load_strict(model, path, label=str(self.bench.plan.model_name), what=what)
             self.memo[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, float("nan"), "")
             self.reporter.event(f"Using {role} model from {path} (sha256 {digest[:12]})")
         state, seconds, _ = self.memo[key]
@@ -100,7 +95,7 @@ class References:
         params = {"role": role, "seed": seed, "images": len(split), **bench.train_recipe.as_params()}
         if self.world.active:
             tags[tag("world_size")] = params["world_size"] = str(self.world.size)
-        name = f"{role}-model-{bench.plan.dataset.name}-{bench.plan.request.model}-s{seed}"
+        name = f"{role}-model-{bench.plan.dataset.name}-{bench.plan.model_name}-s{seed}"
         # rank 0 claims (and loads a finished model's checkpoint); every rank learns the outcome
         got = ddp.on_main(f"claim {key}", lambda: self._claim(role, seed, key, name, tags, params))
         if got.finished is not None:

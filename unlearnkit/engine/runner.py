@@ -29,11 +29,12 @@ from unlearnkit.api.evaluation import Evaluation, OutputCache
 from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
-from unlearnkit.engine.prepared import Benchmark, resolve_device, seed_everything, synchronize
+from unlearnkit.engine.prepared import Benchmark, resolve_device, synchronize
 from unlearnkit.engine.references import ModelMemo, Reference, References
 from unlearnkit.engine.splits import SplitIndices
-from unlearnkit.errors import DivergenceError, UnlearnkitError
-from unlearnkit.identity import config_hash, plugin_version
+from unlearnkit.engine.stages import owned, row_tags, unlearn_copy
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.identity import config_hash, identity_json, plugin_version
 from unlearnkit.parallel import torchrun as ddp
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, Store, tag
@@ -84,6 +85,7 @@ class Identity:
     unlearning: str  # the unlearned model alone: the run without its evaluation (protocol, metrics)
     tags: dict[str, str]
     params: dict[str, Any]
+    fields: dict[str, Any] = field(default_factory=dict)  # what `key` hashes (identity.json)
 
 
 class Runner:
@@ -104,12 +106,13 @@ class Runner:
         self.plan = plan
         # under torchrun: join the process group first (each rank then takes its GPU); rank 0 alone
         # talks to the store and reports
-        self.world = ddp.init(resolve_device(plan.request.device))
+        device = resolve_device(plan.request.device)  # once, here: where the run runs
+        self.world = ddp.init(device)
         if not self.world.main:
             store, reporter = cast(Store, ddp.RankZeroOnly("the store")), SILENT
         self.store = store
         self.reporter = reporter
-        self.bench = Benchmark(plan, reporter)
+        self.bench = Benchmark(plan, reporter, device)
         self.references = References(self.bench, store, reporter, memo)
         self.grid_point = grid_point  # a recipe's option-grid point, e.g. "METHOD.alpha=8"
         self.sweep = sweep  # the name of the sweep recipe this run belongs to
@@ -217,7 +220,7 @@ class Runner:
             return self.follow(entry, state, ctx, run_id)
         told = not self.world.active  # whether the other ranks know if they run the method with rank 0
         try:
-            with claims.heartbeat(self.store, run_id):
+            with owned(self.store, run_id):
                 reused = self.reuse(entry, state, ident)
                 if self.world.active:
                     told = self.tell(entry, together and reused is None)
@@ -237,17 +240,12 @@ class Runner:
                     tag("unlearning_s"): repr(outcome_time),  # the method's own cost, reused with its model
                 }
                 metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
-                self.record(run_id, state, ctx, data, metrics, weights, returned)
-            claims.release(self.store, run_id)
+                self.record(run_id, state, ctx, data, metrics, weights, returned, ident)
         except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
             if not told:
                 self.tell(entry, False)
-            self.store.fail(run_id, str(err))
             self.reporter.warn(f"{entry.name} (seed {seed}) failed: {err}")
             return RunResult(entry.name, seed, "failed", run_id=run_id, failure=str(err), benchmark=self.bench.key)
-        except BaseException as err:
-            self.store.fail(run_id, f"{type(err).__name__}: {err}")
-            raise
         self.reporter.event(f"{entry.name} (seed {seed}): done in {outcome_time:.2f} s")
         return RunResult(entry.name, seed, "finished", metrics, run_id, benchmark=self.bench.key)
 
@@ -284,6 +282,13 @@ class Runner:
             "retrained": state.retrained.key if state.retrained is not None else None,
             "metrics": sorted(plugin_version(m) for m in self.metrics(state)),
         }
+        given = {
+            m.name: self.plan.metric_options[m.name].model_dump()
+            for m in self.metrics(state)
+            if m.name in self.plan.metric_options
+        }
+        if given:  # only when given: runs with every metric at its defaults keep their identity
+            identity["metric_options"] = given
         if grid_point:
             identity["grid_point"] = grid_point
         if ctx.world.active:  # a data-parallel run: the number of ranks shapes its numbers (reduction order)
@@ -291,27 +296,20 @@ class Runner:
         if self.tuning_trial and not reference:
             identity["tuning_trial"] = self.tuning_trial
         key = config_hash(identity)
-        unlearning = {k: v for k, v in identity.items() if k != "metrics"}
+        unlearning = {k: v for k, v in identity.items() if k not in ("metrics", "metric_options")}
         unlearning["benchmark"] = self.bench.key if entry.cls.uses_protocol else self.bench.unlearning_key
         unlearning_key = config_hash(unlearning)
         tags = {
-            **self.bench.tags(state.seed),
-            tag("run_type"): "unlearn",
-            tag("method"): entry.name,
-            tag("access"): entry.cls.access.value,
-            tag("role"): entry.cls.role or "",
-            tag("config_hash"): key,
+            **row_tags(self.bench, state.seed, entry, "unlearn", key),
             tag("unlearning_hash"): unlearning_key,
             # the code that made the numbers: the leaderboard shows a method's newest code only
             tag("code"): config_hash({"method": identity["method"], "metrics": identity["metrics"]}),
-            tag("benchmark"): self.bench.key,
             tag("splits"): state.idx.fingerprint(),
             tag("grid_point"): grid_point,
             tag("sweep"): self.sweep,
             tag("tuning_trial"): self.tuning_trial if not reference else "",
             tag("original_run"): state.original.run_id,
             tag("world_size"): str(ctx.world.size) if ctx.world.active else "",
-            **entry.provenance.as_tags(tag("method")),
         }
         params = {
             **{f"method.{k}": v for k, v in options.model_dump().items()},
@@ -324,11 +322,11 @@ class Runner:
             "n_test": len(state.idx.test),
             "torch": torch.__version__,
         }
-        return Identity(key, unlearning_key, {k: v for k, v in tags.items() if v != ""}, params)
+        return Identity(key, unlearning_key, {k: v for k, v in tags.items() if v != ""}, params, identity)
 
     def run_name(self, entry: Entry[Method], seed: int) -> str:
         plan = self.plan
-        return f"{entry.name}-{plan.dataset.name}-{plan.request.model}-{plan.scenario.key}-s{seed}"
+        return f"{entry.name}-{plan.dataset.name}-{plan.model_name}-{plan.scenario.key}-s{seed}"
 
     def reuse(self, entry: Entry[Method], state: Seed, ident: Identity) -> tuple[UnlearnOutcome, UnlearnData] | None:
         """The unlearned model of a finished run that differs from this one only in how it was
@@ -360,23 +358,9 @@ class Runner:
 
     def execute(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> tuple[UnlearnOutcome, UnlearnData]:
         """The method on a private copy of the original, timed with the device synchronised."""
-        method = entry.cls(self.plan.method_options(entry, ctx.setting))
         data = UnlearnData(state.splits, entry.cls.splits(), entry.name)
-        model = copy.deepcopy(state.original.model).train()  # the runner owns copying: the method may train it in place
-        seed_everything(state.seed)
-        synchronize(self.bench.device)
-        start = time.perf_counter()
-        out = method.unlearn(model, data, ctx)
-        ctx.release()  # several ranks: BatchNorm layers back, rank 0's buffers everywhere (one process: nothing)
-        synchronize(self.bench.device)
-        elapsed = time.perf_counter() - start
-        outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
-        if outcome.time_s is None:
-            outcome.time_s = elapsed
-        ctx.world.check_same(outcome.model, f"Method '{entry.name}'")
-        if not all(torch.isfinite(p).all() for p in outcome.model.parameters()):
-            raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
-        return outcome, data
+        options = self.plan.method_options(entry, ctx.setting)
+        return unlearn_copy(entry, options, state.original.model, data, ctx, state.seed), data
 
     def metrics(self, state: Seed) -> list[Entry[Metric]]:
         """The plan's metrics whose reference models exist in this benchmark."""
@@ -407,7 +391,7 @@ class Runner:
         shared_before = sum(state.shared.images.values())
         start = time.perf_counter()
         ev.prepare()
-        values = {m.name: m.cls(m.cls.Options()).compute(ev) for m in self.metrics(state)}
+        values = {m.name: self.plan.metric(m).compute(ev) for m in self.metrics(state)}
         synchronize(self.bench.device)
         values["eval_time_s"] = time.perf_counter() - start
         values["eval_images"] = float(ev.images_forwarded() + sum(state.shared.images.values()) - shared_before)
@@ -430,10 +414,14 @@ class Runner:
         metrics: dict[str, float],
         weights: dict[str, torch.Tensor] | None,
         tags: dict[str, str],
+        ident: Identity,
     ) -> None:
-        """Metrics, per-epoch series, what the method touched, and the unlearned model itself. A
-        series' last point is its final value (MLflow shows a step metric's latest point), so a
-        final metric of the same name is not logged a second time."""
+        """Metrics, per-epoch series, what the method touched, the unlearned model itself, what the
+        run's config hash is a hash of (identity.json) and the request it was resolved from
+        (request.json). A series' last point is its final value (MLflow shows a step metric's
+        latest point), so a final metric of the same name is not logged a second time."""
+        self.store.log_text(run_id, identity_json(ident.fields), "identity.json")
+        self.store.log_text(run_id, identity_json(self.plan.resolved()), "request.json")
         series = last_points(ctx.series)
         self.store.log_series(run_id, ctx.series)
         self.store.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in series})

@@ -66,6 +66,7 @@ TAGS: dict[str, TagSpec] = {
     # checkpoints
     "checkpoint_sha256": TagSpec("hash", "sha256 of a reference model's checkpoint artifact"),
     "model_sha256": TagSpec("hash", "sha256 of an unlearned model's artifact"),
+    "logits_sha256": TagSpec("hash", "sha256 of an audit shadow row's pool logits"),
     # claims: who holds an unfinished run
     "host": TagSpec("text", "host of the process holding a run"),
     "pid": TagSpec("int", "process id holding a run"),
