@@ -43,7 +43,8 @@ def machine() -> dict[str, object]:
 
 
 def measure() -> dict[str, dict[str, dict[str, float]]]:
-    """``{protocol: {method: {metric: value}}}`` from a fresh store, one thread."""
+    """``{protocol: {method: {metric: value}}}`` from a fresh store, one thread; the runs' config
+    hashes under ``{"identities": {protocol: {method: hash}}}``."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     # built-ins only (the distribution named unlearnkit), one thread
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "UNLEARNKIT_LOAD_PLUGINS": "unlearnkit"}
@@ -59,6 +60,21 @@ def measure() -> dict[str, dict[str, dict[str, float]]]:
             out[protocol] = {
                 row["method"]: {k: float(v) for k, v in row["metrics"].items() if not volatile(k)} for row in rows
             }
+        out["identities"] = identities(f"sqlite:///{tmp}/mlflow.db")  # type: ignore[assignment]
+    return out
+
+
+def identities(uri: str) -> dict[str, dict[str, str]]:
+    """``{protocol: {method: config_hash}}`` of the finished unlearning rows in a store: a store
+    written by the pinned release must find these runs again, not recompute them."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    out: dict[str, dict[str, str]] = {}
+    for run in client.search_runs([client.get_experiment_by_name("unlearnkit").experiment_id]):
+        tags = run.data.tags
+        if tags.get("unlearnkit.run_type") == "unlearn" and run.info.status == "FINISHED":
+            out.setdefault(tags["unlearnkit.protocol"], {})[tags["unlearnkit.method"]] = tags["unlearnkit.config_hash"]
     return out
 
 
@@ -87,14 +103,29 @@ def check(*, exact: bool = False) -> list[str]:
     here = pinned["machine"] == machine()
     if exact and not here:
         return [f"this machine ({machine()}) is not the one that pinned the golden numbers ({pinned['machine']})"]
-    return compare(pinned["results"], measure(), EXACT if here else ELSEWHERE)
+    now = measure()
+    problems = compare(pinned["results"], now, EXACT if here else ELSEWHERE)
+    for protocol, rows in pinned.get("identities", {}).items():  # identities hold on every machine
+        for method, key in rows.items():
+            got = now["identities"].get(protocol, {}).get(method)  # type: ignore[union-attr]
+            if got != key:
+                problems.append(
+                    f"{protocol}/{method}: run identity {got} != pinned {key} (stored runs would be recomputed)"
+                )
+    return problems
 
 
 def main(argv: list[str]) -> int:
     if "--pin" in argv:
         import unlearnkit
 
-        record = {"version": unlearnkit.__version__, "machine": machine(), "results": measure()}
+        results = measure()
+        record = {
+            "version": unlearnkit.__version__,
+            "machine": machine(),
+            "identities": results.pop("identities"),
+            "results": results,
+        }
         GOLDEN.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         print(f"wrote {GOLDEN}")
         return 0
