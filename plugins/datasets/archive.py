@@ -17,10 +17,8 @@ import io
 import multiprocessing
 import os
 import tarfile
-import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -29,7 +27,8 @@ import numpy as np
 
 from unlearnkit import DataError
 
-from .folder import is_image_name
+from .cache import read_npz, save_npz_atomically
+from .folder import is_image_name, parallel
 
 INDEX_VERSION = 1
 _BAD_INDEX = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
@@ -137,42 +136,18 @@ def _index_key(path: Path, nested: bool) -> str:
 
 
 def _read_index(path: Path, key: str) -> TarIndex | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                return None
-            index = TarIndex(tuple(str(s) for s in z["folders"]), z["folder"], z["names"], z["offsets"], z["sizes"])
-    except _BAD_INDEX:
+    index = read_npz(
+        path,
+        key,
+        lambda z: TarIndex(tuple(str(s) for s in z["folders"]), z["folder"], z["names"], z["offsets"], z["sizes"]),
+        _BAD_INDEX,
+    )
+    if index is None:
         return None
     n = len(index.names)
     if len(index.folder) != n or len(index.offsets) != n or len(index.sizes) != n:
         return None
     return index
-
-
-def _write_index(path: Path, key: str, index: TarIndex) -> None:
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                key=np.array(key),
-                folders=np.array(index.folders, dtype=str),
-                folder=index.folder,
-                names=index.names,
-                offsets=index.offsets,
-                sizes=index.sizes,
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError:  # an unwritable cache only costs a re-scan next time
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def tar_index(path: Path, cache_dir: Path, *, nested: bool) -> TarIndex:
@@ -185,7 +160,16 @@ def tar_index(path: Path, cache_dir: Path, *, nested: bool) -> TarIndex:
             index = index_tar(path, nested=nested)
         except (OSError, EOFError, tarfile.TarError) as err:
             raise DataError(f"Cannot read the tar archive {path}: {err}. Check or replace the file.") from None
-        _write_index(cache_file, key, index)
+        # an unwritable cache only costs a re-scan next time
+        save_npz_atomically(
+            cache_file,
+            key=np.array(key),
+            folders=np.array(index.folders, dtype=str),
+            folder=index.folder,
+            names=index.names,
+            offsets=index.offsets,
+            sizes=index.sizes,
+        )
     return index
 
 
@@ -301,23 +285,6 @@ def _as_indices(index: Any, n: int) -> np.ndarray | int:
     if len(idx) and (idx.min() < 0 or idx.max() >= n):
         raise IndexError(f"index out of bounds for {n} images")
     return idx
-
-
-def parallel(n: int, work: Callable[[int, int], None], *, threads: int | None = None, chunk: int = 64) -> None:
-    """Run ``work(lo, hi)`` over [0, n) in chunks on a thread pool (PIL releases the GIL); the first
-    error cancels the rest and is raised."""
-    chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
-    workers = max(1, min(threads or min(16, os.cpu_count() or 1), len(chunks)))
-    if workers == 1:
-        for lo, hi in chunks:
-            work(lo, hi)
-        return
-    ex = ThreadPoolExecutor(workers)
-    try:
-        for fut in [ex.submit(work, lo, hi) for lo, hi in chunks]:
-            fut.result()
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
 
 
 class EncodedImages:

@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 _OPTIONAL = ("groups", "x_unseen", "y_unseen")  # stored only when set
 # What reading a damaged .npz can raise; anything else is a bug and keeps its traceback.
 _BAD_CACHE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, struct.error)
+T = TypeVar("T")
 
 
 def cache_key(label: str, files: Iterable[Path], extra: Mapping[str, Any] | None = None) -> str:
@@ -49,30 +50,40 @@ def cache_path(cache_dir: Path, label: str, key: str) -> Path:
     return Path(cache_dir) / f"{label}-{key}.npz"
 
 
-def read_cache(path: Path, key: str) -> RawDataset | None:
-    """The cached dataset, or None when the file is absent, stale or does not load cleanly."""
+def read_npz(
+    path: Path, key: str, build: Callable[[np.lib.npyio.NpzFile], T], bad: tuple[type[Exception], ...]
+) -> T | None:
+    """``build`` over the ``.npz`` at ``path`` while it is open; None when the file is absent, was
+    written for another ``key``, or reading it raises one of ``bad`` (truncated, corrupt, old)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                return None
-            optional = {name: z[name] for name in _OPTIONAL if name in z.files}
-            raw = RawDataset(
-                x_train=z["x_train"],
-                y_train=z["y_train"],
-                x_test=z["x_test"],
-                y_test=z["y_test"],
-                class_names=[str(c) for c in z["class_names"]],
-                mean=tuple(float(v) for v in z["mean"]),
-                std=tuple(float(v) for v in z["std"]),
-                **optional,
-            )
-    except _BAD_CACHE:
+            return build(z) if str(z["key"]) == key else None
+    except bad:
         return None
-    if len(raw.mean) != raw.image_shape[0] or len(raw.std) != raw.image_shape[0]:
+
+
+def read_cache(path: Path, key: str) -> RawDataset | None:
+    """The cached dataset, or None when the file is absent, stale or does not load cleanly."""
+    raw = read_npz(path, key, _raw_dataset, _BAD_CACHE)
+    if raw is None or len(raw.mean) != raw.image_shape[0] or len(raw.std) != raw.image_shape[0]:
         return None
     return raw
+
+
+def _raw_dataset(z: np.lib.npyio.NpzFile) -> RawDataset:
+    optional = {name: z[name] for name in _OPTIONAL if name in z.files}
+    return RawDataset(
+        x_train=z["x_train"],
+        y_train=z["y_train"],
+        x_test=z["x_test"],
+        y_test=z["y_test"],
+        class_names=[str(c) for c in z["class_names"]],
+        mean=tuple(float(v) for v in z["mean"]),
+        std=tuple(float(v) for v in z["std"]),
+        **optional,
+    )
 
 
 def write_cache(path: Path, key: str, raw: RawDataset) -> bool:
@@ -83,20 +94,26 @@ def write_cache(path: Path, key: str, raw: RawDataset) -> bool:
     optional = {name: np.ascontiguousarray(getattr(raw, name)) for name in _OPTIONAL if getattr(raw, name) is not None}
     if "groups" in optional and optional["groups"].dtype.kind not in "biuUS":
         optional["groups"] = optional["groups"].astype(str)  # object arrays would need pickle
+    return save_npz_atomically(
+        path,
+        key=np.array(key),
+        **{name: np.ascontiguousarray(getattr(raw, name)) for name in _ARRAYS},
+        class_names=np.array(raw.class_names, dtype=str),
+        mean=np.array(raw.mean, dtype=np.float64),
+        std=np.array(raw.std, dtype=np.float64),
+        **optional,
+    )
+
+
+def save_npz_atomically(path: Path, **arrays: np.ndarray) -> bool:
+    """``np.savez`` into a temporary file beside ``path``, then rename it over ``path``, so a reader
+    never sees half a file; False, leaving nothing behind, where the folder is not writable."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                key=np.array(key),
-                **{name: np.ascontiguousarray(getattr(raw, name)) for name in _ARRAYS},
-                class_names=np.array(raw.class_names, dtype=str),
-                mean=np.array(raw.mean, dtype=np.float64),
-                std=np.array(raw.std, dtype=np.float64),
-                **optional,
-            )
+            np.savez(f, **arrays)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the data it came from
         os.replace(tmp, path)
         return True

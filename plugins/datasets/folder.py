@@ -28,6 +28,7 @@ TRAIN_DIR = "train"
 TEST_DIRS = ("test", "val")  # ImageNet calls its test split "val"
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _CHUNK = 1024
+_DECODE_THREADS = min(4, os.cpu_count() or 1)  # a folder's images decode on a few threads, in chunks of _CHUNK
 
 
 def natural_key(name: str) -> tuple[object, ...]:
@@ -133,10 +134,11 @@ def grey_or_rgb(mode: str) -> str:
     return "L" if mode in GREY_MODES else "RGB"
 
 
-def _in_chunks(n: int, work: Callable[[int, int], None]) -> None:
-    """Run ``work(lo, hi)`` over [0, n) in chunks on a few threads; the first error cancels the rest."""
-    chunks = [(lo, min(lo + _CHUNK, n)) for lo in range(0, n, _CHUNK)]
-    workers = max(1, min(4, os.cpu_count() or 1, len(chunks)))
+def parallel(n: int, work: Callable[[int, int], None], *, threads: int | None = None, chunk: int = 64) -> None:
+    """Run ``work(lo, hi)`` over [0, n) in chunks on a thread pool (PIL releases the GIL); the first
+    error cancels the rest and is raised."""
+    chunks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    workers = max(1, min(threads or min(16, os.cpu_count() or 1), len(chunks)))
     if workers == 1:
         for lo, hi in chunks:
             work(lo, hi)
@@ -169,7 +171,7 @@ def probe_images(items: Sequence[Path | bytes], names: Sequence[str]) -> list[tu
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                 raise DataError(f"Cannot read image {names[i]}: {err}.") from None
 
-    _in_chunks(len(items), work)
+    parallel(len(items), work, threads=_DECODE_THREADS, chunk=_CHUNK)
     return out
 
 
@@ -209,7 +211,7 @@ def decode_images(
                 raise DataError(f"Cannot decode image {names[i]}: {err}.") from None
             out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
-    _in_chunks(len(items), work)
+    parallel(len(items), work, threads=_DECODE_THREADS, chunk=_CHUNK)
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from pydantic import Field
@@ -14,8 +13,6 @@ from unlearnkit import (
     DataAccess,
     EpochLoss,
     LogUniform,
-    Method,
-    Setting,
     Uniform,
     UnlearnContext,
     UnlearnData,
@@ -28,7 +25,7 @@ from unlearnkit import (
     random_fraction,
     step,
 )
-from unlearnkit_plugins.methods.presets import TrainOptions, family_defaults
+from unlearnkit_plugins.methods.presets import LotusBudgetMethod, TrainOptions
 
 INCOMPETENT_SEED_OFFSET = 7_919  # the incompetent teacher's init depends on the run seed only
 
@@ -84,7 +81,7 @@ def bad_teacher_targets(
     return flag * bad + (1 - flag) * good
 
 
-class BadTeacher(Method):
+class BadTeacher(LotusBudgetMethod):
     """Bad Teacher: a student distils from a competent and an incompetent teacher.
 
     The student starts as the original model. The competent teacher is a frozen copy of the
@@ -135,10 +132,6 @@ class BadTeacher(Method):
         "temperature": LogUniform(0.5, 8.0),
         "retain_fraction": Uniform(0.1, 0.6),
     }
-
-    @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
-        return family_defaults(setting)
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: BadTeacherOptions = self.options  # type: ignore[assignment]

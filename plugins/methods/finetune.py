@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from unlearnkit import (
     Conformance,
     DataAccess,
-    LogUniform,
-    Method,
-    Setting,
     UnlearnContext,
     UnlearnData,
     UnlearnOutcome,
@@ -19,14 +14,14 @@ from unlearnkit import (
     hookimpl,
     log_losses,
 )
-from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults, sgd
+from unlearnkit_plugins.methods.presets import SGD_LR, LotusBudgetMethod, SGDOptions, sgd
 
 
 class FinetuneOptions(SGDOptions):
     """E epochs of SGD (lr 1e-3, momentum 0.9, weight decay 5e-4) on D_r."""
 
 
-class Finetune(Method):
+class Finetune(LotusBudgetMethod):
     """Fine-tune the original model with cross-entropy on the retain set only.
 
     D_f is never seen: whatever the model memorised about it fades as training on D_r moves the
@@ -62,12 +57,7 @@ class Finetune(Method):
     # accuracy falls by 0.09-0.22, retain accuracy does not fall).
     conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05})
     Options = FinetuneOptions
-    # lr: the LoTUS runs' 1e-3 to SCRUB's fine-tuning 0.01 (small_scale_unlearning.ipynb), a decade either side
-    search_space = {"lr": LogUniform(1e-4, 1e-1)}
-
-    @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
-        return family_defaults(setting)
+    search_space = {"lr": SGD_LR}  # from the LoTUS runs' 1e-3 to SCRUB's fine-tuning 0.01, a decade either side
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o = self.options

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 from torch import nn
@@ -12,10 +10,7 @@ from unlearnkit import (
     Conformance,
     DataAccess,
     EpochLoss,
-    LogUniform,
-    Method,
     Part,
-    Setting,
     Uniform,
     UnlearnContext,
     UnlearnData,
@@ -26,7 +21,7 @@ from unlearnkit import (
     log_losses,
     step,
 )
-from unlearnkit_plugins.methods.presets import Preset, SGDOptions, data_scale, family_defaults, sgd
+from unlearnkit_plugins.methods.presets import SGD_LR, LotusBudgetMethod, Preset, SGDOptions, data_scale, sgd
 
 # beta as SCRUB's authors ran NegGrad+ (meghdadk/SCRUB): 0.95 in small_scale_unlearning.ipynb
 # (500-image subsets), 0.9999 in large_scale_ictest.ipynb and MIA_experiments.ipynb (full CIFAR-10).
@@ -64,7 +59,7 @@ def neggrad_plus_loss(
     return beta * ce_r - (1 - beta) * ce_f
 
 
-class NegGradPlus(Method):
+class NegGradPlus(LotusBudgetMethod):
     """NegGrad+: minimise beta * CE(D_r batch) - (1 - beta) * CE(D_f batch).
 
     Kurmanji et al. (2023) strengthen plain negative gradient (ascent on D_f alone, which wrecks
@@ -109,11 +104,7 @@ class NegGradPlus(Method):
     Options = NegGradPlusOptions
     # lr: the LoTUS runs' 1e-3 to SCRUB's 0.01, a decade either side; beta: below SCRUB's 0.95 (small) and
     # 0.9999 (large) down to an even split of descent and ascent (meghdadk/SCRUB notebooks)
-    search_space = {"lr": LogUniform(1e-4, 1e-1), "beta": Uniform(0.5, 1.0)}
-
-    @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
-        return family_defaults(setting)
+    search_space = {"lr": SGD_LR, "beta": Uniform(0.5, 1.0)}
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: NegGradPlusOptions = self.options  # type: ignore[assignment]

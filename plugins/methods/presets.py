@@ -1,6 +1,7 @@
 """What the built-in baselines share beyond the public loop helpers: their options, the LoTUS
-paper's per-family training budget, and SCRUB's small/large data-size rule. Paper knowledge, not
-loop code: the loops themselves are public (``unlearnkit.ce_epoch``, ``relabel_epoch``, ...)."""
+paper's per-family training budget, the SGD lr range `unlearnkit tune` searches, and SCRUB's
+small/large data-size rule. Paper knowledge, not loop code: the loops themselves are public
+(``unlearnkit.ce_epoch``, ``relabel_epoch``, ...)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import Options, Setting, make_optimizer
+from unlearnkit import LogUniform, Method, Options, Setting, make_optimizer
 
 
 # ------------------------------------------------------------------------------------ options
@@ -39,6 +40,20 @@ def family_defaults(setting: Setting) -> dict[str, Any]:
 
 def sgd(model: nn.Module, o: SGDOptions) -> torch.optim.Optimizer:
     return make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+# What `unlearnkit tune` searches for the SGD baselines' lr: a decade either side of the span from the
+# LoTUS runs' 1e-3 to their sources' own rates (SCRUB's fine-tuning and NegGrad+ 0.01, SalUn's Random
+# Labeling 0.013, UNSIR's 0.01-0.02).
+SGD_LR = LogUniform(1e-4, 1e-1)
+
+
+class LotusBudgetMethod(Method):
+    """A baseline whose default epochs and batch size are the LoTUS runs' per-family budget."""
+
+    @classmethod
+    def default_options(cls, setting: Setting) -> dict[str, Any]:
+        return family_defaults(setting)
 
 
 # ------------------------------------------------------------------------------- data size

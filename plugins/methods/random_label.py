@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from unlearnkit import (
     Conformance,
     DataAccess,
-    LogUniform,
-    Method,
-    Setting,
     UnlearnContext,
     UnlearnData,
     UnlearnOutcome,
@@ -19,14 +17,45 @@ from unlearnkit import (
     log_losses,
     relabel_epoch,
 )
-from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults, sgd
+from unlearnkit_plugins.methods.presets import SGD_LR, LotusBudgetMethod, SGDOptions, sgd
 
 
 class RandomLabelOptions(SGDOptions):
     """Per epoch: CE on D_f with fresh random wrong labels, then CE over D_r (SGD)."""
 
 
-class RandomLabel(Method):
+def random_label_epochs(
+    model: nn.Module,
+    data: UnlearnData,
+    opt: torch.optim.Optimizer,
+    ctx: UnlearnContext,
+    o: SGDOptions,
+    what: str,
+    masks: Sequence[torch.Tensor] | None = None,
+    weight_decay: float = 0.0,
+) -> None:
+    """Random Labeling's ``o.epochs`` epochs (``relabel_epoch``: D_f with fresh random wrong labels,
+    then D_r), logging ``<what>_forget_loss`` and ``<what>_retain_loss``. SalUn runs the same epochs
+    with its saliency ``masks`` (and the ``weight_decay`` they mask)."""
+    gen = ctx.generator()
+    for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
+        forget_loss, retain_loss = relabel_epoch(
+            model,
+            data.forget,
+            data.retain,
+            opt,
+            ctx,
+            num_classes=ctx.num_classes,
+            batch_size=o.batch_size,
+            generator=gen,
+            augment=o.augment,
+            masks=masks,
+            weight_decay=weight_decay,
+        )
+        log_losses(ctx, epoch, what, **{f"{what}_forget_loss": forget_loss, f"{what}_retain_loss": retain_loss})
+
+
+class RandomLabel(LotusBudgetMethod):
     """Random Labeling: fit D_f to random wrong labels, then repair on D_r, every epoch.
 
     Per epoch: each forget sample gets a label drawn uniformly from its K-1 *wrong* classes
@@ -60,33 +89,10 @@ class RandomLabel(Method):
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.25, retain <= -0.06).
     conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
     Options = RandomLabelOptions
-    # lr: the LoTUS runs' 1e-3 to SalUn's Random Labeling 0.013 (Unlearn-Saliency README), a decade either side
-    search_space = {"lr": LogUniform(1e-4, 1e-1)}
-
-    @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
-        return family_defaults(setting)
+    search_space = {"lr": SGD_LR}  # from the LoTUS runs' 1e-3 to SalUn's Random Labeling 0.013, a decade either side
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
-        o = self.options
-        forget, retain = data.forget, data.retain
-        opt = sgd(model, o)
-        gen = ctx.generator()
-        for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            forget_loss, retain_loss = relabel_epoch(
-                model,
-                forget,
-                retain,
-                opt,
-                ctx,
-                num_classes=ctx.num_classes,
-                batch_size=o.batch_size,
-                generator=gen,
-                augment=o.augment,
-            )
-            log_losses(
-                ctx, epoch, "random_label", random_label_forget_loss=forget_loss, random_label_retain_loss=retain_loss
-            )
+        random_label_epochs(model, data, sgd(model, self.options), ctx, self.options, "random_label")
         return UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
 
 

@@ -12,7 +12,6 @@ from torch import nn
 from unlearnkit import (
     Conformance,
     DataAccess,
-    LogUniform,
     Method,
     Setting,
     Split,
@@ -22,11 +21,10 @@ from unlearnkit import (
     UnlearnOutcome,
     batch_gradients,
     hookimpl,
-    log_losses,
     make_optimizer,
-    relabel_epoch,
 )
-from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults
+from unlearnkit_plugins.methods.presets import SGD_LR, SGDOptions, family_defaults
+from unlearnkit_plugins.methods.random_label import random_label_epochs
 
 
 class SalUnOptions(SGDOptions):
@@ -131,7 +129,7 @@ class SalUn(Method):
     Options = SalUnOptions
     # lr: the LoTUS runs' 1e-3 to SalUn's 0.013 (Unlearn-Saliency README), a decade either side; mask_ratio:
     # the 0.1 to 0.9 of SalUn's released masks (mask/with_0.1.pt ... with_0.9.pt)
-    search_space = {"lr": LogUniform(1e-4, 1e-1), "mask_ratio": Uniform(0.1, 0.9)}
+    search_space = {"lr": SGD_LR, "mask_ratio": Uniform(0.1, 0.9)}
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:
@@ -140,26 +138,10 @@ class SalUn(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: SalUnOptions = self.options  # type: ignore[assignment]
-        forget, retain = data.forget, data.retain
-        masks = saliency_mask(forget_gradient(model, forget, o.batch_size, ctx), o.mask_ratio)
+        masks = saliency_mask(forget_gradient(model, data.forget, o.batch_size, ctx), o.mask_ratio)
         # weight decay lives in the masked gradient, not in the optimizer (else it would move frozen weights)
         opt = make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=0.0)
-        gen = ctx.generator()
-        for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            forget_loss, retain_loss = relabel_epoch(
-                model,
-                forget,
-                retain,
-                opt,
-                ctx,
-                num_classes=ctx.num_classes,
-                batch_size=o.batch_size,
-                generator=gen,
-                augment=o.augment,
-                masks=masks,
-                weight_decay=o.weight_decay,
-            )
-            log_losses(ctx, epoch, "salun", salun_forget_loss=forget_loss, salun_retain_loss=retain_loss)
+        random_label_epochs(model, data, opt, ctx, o, "salun", masks=masks, weight_decay=o.weight_decay)
         return UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
 
 

@@ -27,7 +27,7 @@ from unlearnkit import (
     per_class_subset,
     step,
 )
-from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults, sgd
+from unlearnkit_plugins.methods.presets import SGD_LR, SGDOptions, family_defaults, sgd
 
 
 class UnsirOptions(SGDOptions):
@@ -140,7 +140,7 @@ class Unsir(Method):
     # lr: the LoTUS runs' 1e-3 and UNSIR's 0.01-0.02, a decade either side; noise_steps: the LoTUS runs' 1 to
     # UNSIR's 5 x 8 = 40; noise_lr: the LoTUS runs' 0.01 to UNSIR's 0.1 (Fast-Machine-Unlearning notebook)
     search_space = {
-        "lr": LogUniform(1e-4, 1e-1),
+        "lr": SGD_LR,
         "noise_steps": IntRange(1, 40, log=True),
         "noise_lr": LogUniform(1e-2, 1e-1),
     }

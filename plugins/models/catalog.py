@@ -24,16 +24,8 @@ class BuiltinModel(Model):
     has_pretrained: ClassVar[bool] = False
     no_pretrained_hint: ClassVar[str] = "train it from scratch (the default) or pass --weights FILE"
 
-    def __init__(
-        self,
-        options: Options | None = None,
-        *,
-        variant: str | None = None,
-        pretrained: bool = False,
-        weights: Path | None = None,
-    ) -> None:
-        super().__init__(options, variant=variant, pretrained=pretrained, weights=weights)
-        if pretrained and not self.has_pretrained:
+    def check_choice(self) -> None:
+        if self.pretrained and not self.has_pretrained:
             raise ConfigError(f"Model '{self.label}' has no pretrained weights: {self.no_pretrained_hint}.")
 
     @property
@@ -58,48 +50,42 @@ class BuiltinModel(Model):
 
 
 # ------------------------------------------------------------------------------------------ convnets
-class ResNet18(BuiltinModel):
+class _CifarResNet(BuiltinModel):
+    """A ResNet of :mod:`.resnet_cifar`, built by its function or class named ``architecture``."""
+
+    family = "resnet"
+    architecture: ClassVar[str]
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from . import resnet_cifar
+
+        return getattr(resnet_cifar, self.architecture)(spec.channels, spec.num_classes)
+
+
+class ResNet18(_CifarResNet):
     """The CIFAR ResNet-18 of the unlearning literature (kuangliu/pytorch-cifar layout)."""
 
-    name = "resnet18"
+    name, architecture = "resnet18", "resnet18"
     default = True  # what `unlearnkit run` uses when none is named
     algorithm_version = 1
     summary = "CIFAR-style ResNet-18 (3x3 stem, no max-pool, 11.2M params): the MU literature's standard."
-    family = "resnet"
     no_pretrained_hint = "train it from scratch, pass --weights FILE, or use timm/resnet18 --pretrained (ImageNet)"
 
-    def create(self, spec: ImageSpec) -> nn.Module:
-        from .resnet_cifar import resnet18
 
-        return resnet18(spec.channels, spec.num_classes)
-
-
-class ResNet18Lotus(BuiltinModel):
+class ResNet18Lotus(_CifarResNet):
     """The exact ResNet-18 of the LoTUS code, for reproducing its numbers (see ``LotusResNet18``)."""
 
-    name = "resnet18_lotus"
+    name, architecture = "resnet18_lotus", "LotusResNet18"
     algorithm_version = 1
     summary = "ResNet-18 as in the LoTUS code: 3x3 stem, 3x3/2 max-pool, 1x1 conv on every identity path."
-    family = "resnet"
-
-    def create(self, spec: ImageSpec) -> nn.Module:
-        from .resnet_cifar import LotusResNet18
-
-        return LotusResNet18(spec.channels, spec.num_classes)
 
 
-class ResNet20(BuiltinModel):
+class ResNet20(_CifarResNet):
     """A small real ResNet: trains in seconds on a CPU at 8-32 px, for quick but representative runs."""
 
-    name = "resnet20"
+    name, architecture = "resnet20", "resnet20"
     algorithm_version = 1
     summary = "He et al. CIFAR ResNet-20 (16/32/64 wide, 0.27M params; 1x1-conv shortcuts where shapes change)."
-    family = "resnet"
-
-    def create(self, spec: ImageSpec) -> nn.Module:
-        from .resnet_cifar import resnet20
-
-        return resnet20(spec.channels, spec.num_classes)
 
 
 class CNNOptions(Options):
@@ -167,15 +153,8 @@ class ViT(BuiltinModel):
     has_pretrained = True
     Options = ViTOptions
 
-    def __init__(
-        self,
-        options: Options | None = None,
-        *,
-        variant: str | None = None,
-        pretrained: bool = False,
-        weights: Path | None = None,
-    ) -> None:
-        super().__init__(options, variant=variant, pretrained=pretrained, weights=weights)
+    def check_choice(self) -> None:
+        super().check_choice()
         if self.is_b16 and self.options.model_fields_set:
             given = ", ".join(sorted(self.options.model_fields_set))
             raise ConfigError(
@@ -265,21 +244,15 @@ class Timm(BuiltinModel):
     accepts_variant = True
     has_pretrained = True
 
-    def __init__(
-        self,
-        options: Options | None = None,
-        *,
-        variant: str | None = None,
-        pretrained: bool = False,
-        weights: Path | None = None,
-    ) -> None:
-        super().__init__(options, variant=variant, pretrained=pretrained, weights=weights)
+    def check_choice(self) -> None:
+        super().check_choice()
+        variant = self.variant
         if not variant:
             raise ConfigError("Model 'timm' needs a timm model name: --model timm/<name>, e.g. timm/resnet18.")
         from . import timm_models
 
         timm_models.resolve(variant)
-        if pretrained and not weights and not timm_models.has_pretrained(variant):
+        if self.pretrained and not self.weights and not timm_models.has_pretrained(variant):
             raise ConfigError(f"timm model '{variant}' has no pretrained weights; drop --pretrained or pass --weights.")
         self._fixed_size = timm_models.fixed_input_size(variant)
 

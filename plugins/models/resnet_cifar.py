@@ -11,26 +11,41 @@ import torch
 from torch import nn
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers; a 1x1 conv-BN projection on the shortcut only when the shape changes."""
+class _ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers (ReLU between) plus a shortcut, then ReLU: the body both blocks share.
+    Each subclass adds its shortcut under its reference code's module name, after these layers (so
+    that parameters are created, and randomly initialised, in the reference order)."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.skip(x))
+
+
+class BasicBlock(_ResidualBlock):
+    """Two 3x3 conv-BN layers; a 1x1 conv-BN projection on the shortcut only when the shape changes."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__(in_planes, planes, stride)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x)
 
 
 class CifarResNet(nn.Module):
@@ -68,22 +83,15 @@ class CifarResNet(nn.Module):
         return self.linear(torch.flatten(self.pool(out), 1))
 
 
-class LotusBlock(nn.Module):
+class LotusBlock(_ResidualBlock):
     """The LoTUS code's BasicBlock: a 1x1 conv (no BN) on *every* identity path, even when shapes match."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
+        super().__init__(in_planes, planes, stride)
         self.identity_conv = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.identity_conv(x))
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return self.identity_conv(x)
 
 
 class LotusResNet18(nn.Module):

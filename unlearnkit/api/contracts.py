@@ -305,6 +305,11 @@ class Model(Plugin):
         self.variant = variant
         self.pretrained = pretrained
         self.weights = weights
+        self.check_choice()
+
+    def check_choice(self) -> None:
+        """Raise ConfigError, before any compute, for a ``variant``, ``pretrained`` or ``weights`` this
+        model cannot build; called by ``__init__``, so a subclass need not re-declare the constructor."""
 
     def model_family(self) -> str:
         """Family used to pick method defaults; may depend on ``pretrained``."""
@@ -322,25 +327,3 @@ class Model(Plugin):
     @abc.abstractmethod
     def build(self, spec: ImageSpec) -> nn.Module:
         """Subclasses implement this."""
-
-
-__all__ = [
-    "Augment",
-    "ConformanceClaim",
-    "Conformance",
-    "DataAccess",
-    "Dataset",
-    "Direction",
-    "ImageArray",
-    "ImageSpec",
-    "Images",
-    "Method",
-    "Metric",
-    "Model",
-    "Options",
-    "Plugin",
-    "RawDataset",
-    "Role",
-    "Setting",
-    "UnlearnOutcome",
-]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -129,6 +129,22 @@ class _Batches:
         return torch.from_numpy(np.ascontiguousarray(self.images[self.plan[i]]))
 
 
+class Augmentation(TypedDict, total=False):
+    """Whether a pass over a split applies the training augmentation (``augment``, off by default),
+    drawn from ``generator``: the keywords every helper that reads a split forwards unchanged."""
+
+    augment: bool
+    generator: torch.Generator | None
+
+
+class BatchOrder(Augmentation, total=False):
+    """How :meth:`Split.sharded_batches` draws a pass, besides the augmentation: ``shuffle``
+    (seeded by ``generator``) and ``drop_last``, both off by default."""
+
+    shuffle: bool
+    drop_last: bool
+
+
 @dataclass(frozen=True)
 class Split:
     """One named split: labels resident on the device, and images either resident there as uint8
@@ -159,35 +175,17 @@ class Split:
         assert self.x is not None
         return replace(self, name=name or self.name, x=self.x[idx], y=self.y[idx])
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        augment: bool = False,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, **order: Unpack[BatchOrder]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(inputs, labels)``: inputs preprocessed on the device, in a seeded order."""
-        for x, y, _ in self.indexed_batches(
-            batch_size, shuffle=shuffle, augment=augment, generator=generator, drop_last=drop_last
-        ):
+        for x, y, _ in self.indexed_batches(batch_size, **order):
             yield x, y
 
     def indexed_batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        augment: bool = False,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
+        self, batch_size: int, **order: Unpack[BatchOrder]
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Like :meth:`batches`, plus each sample's position in the split, to look up per-sample
         values a method keeps beside the split (LoTUS's forget/retain flag)."""
-        for x, y, pos, _ in self.sharded_batches(
-            batch_size, None, shuffle=shuffle, augment=augment, generator=generator, drop_last=drop_last
-        ):
+        for x, y, pos, _ in self.sharded_batches(batch_size, None, **order):
             yield x, y, pos
 
     def sharded_batches(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
@@ -40,53 +40,44 @@ def _finite(*values: float) -> None:
 
 
 @dataclass(frozen=True, config=_STRICT)
-class LogUniform:
-    """A float drawn log-uniformly from [low, high] (learning rates, temperatures); 0 < low < high."""
+class _FloatRange:
+    """A float drawn from [low, high], uniformly or, with ``log``, log-uniformly (then 0 < low)."""
 
     low: float
     high: float
-    kind: Literal["log_uniform"] = "log_uniform"
+    log: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _finite(self.low, self.high)
-        if not 0 < self.low < self.high:
-            raise ValueError(f"log_uniform needs 0 < low < high, got [{self.low}, {self.high}]")
+        if not self.low < self.high or (self.log and not 0 < self.low):
+            need = "log_uniform needs 0 < low < high" if self.log else "uniform needs low < high"
+            raise ValueError(f"{need}, got [{self.low}, {self.high}]")
 
     def distribution(self) -> Any:
         from optuna.distributions import FloatDistribution
 
-        return FloatDistribution(self.low, self.high, log=True)
+        return FloatDistribution(self.low, self.high, log=self.log)
 
     def describe(self) -> str:
-        return f"log-uniform [{self.low:g}, {self.high:g}]"
+        return f"{'log-uniform' if self.log else 'uniform'} [{self.low:g}, {self.high:g}]"
 
     def bounds(self) -> list[Scalar]:
         return [self.low, self.high]
 
 
 @dataclass(frozen=True, config=_STRICT)
-class Uniform:
+class LogUniform(_FloatRange):
+    """A float drawn log-uniformly from [low, high] (learning rates, temperatures); 0 < low < high."""
+
+    kind: Literal["log_uniform"] = "log_uniform"
+    log: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Uniform(_FloatRange):
     """A float drawn uniformly from [low, high]; low < high."""
 
-    low: float
-    high: float
     kind: Literal["uniform"] = "uniform"
-
-    def __post_init__(self) -> None:
-        _finite(self.low, self.high)
-        if not self.low < self.high:
-            raise ValueError(f"uniform needs low < high, got [{self.low}, {self.high}]")
-
-    def distribution(self) -> Any:
-        from optuna.distributions import FloatDistribution
-
-        return FloatDistribution(self.low, self.high)
-
-    def describe(self) -> str:
-        return f"uniform [{self.low:g}, {self.high:g}]"
-
-    def bounds(self) -> list[Scalar]:
-        return [self.low, self.high]
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -41,6 +41,8 @@ class Setting:
 
 
 Role = Literal["original", "retrained"]
+# where the reference rows stand, in a plan's method list and on a board: the original first, then the retrained
+ROLE_ORDER: dict[str, int] = {"original": 0, "retrained": 1}
 
 
 @dataclass(frozen=True)
@@ -61,4 +63,4 @@ class ImageSpec:
     num_classes: int
 
 
-__all__ = ["Augment", "DataAccess", "Direction", "ImageSpec", "Role", "Setting"]
+__all__ = ["ROLE_ORDER", "Augment", "DataAccess", "Direction", "ImageSpec", "Role", "Setting"]

@@ -81,3 +81,9 @@ def load_strict(model: nn.Module, path: Path, *, label: str, what: str = "Model 
         raise ConfigError(f"{what} '{path}' does not fit model '{label}': {problems[0]}{more}.")
     model.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
     return model
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model``'s weights and buffers: what is kept, saved or compared
+    while the model itself goes on training."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

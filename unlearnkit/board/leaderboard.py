@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from unlearnkit.api.types import ROLE_ORDER
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.store.mlflow_store import RunRecord, Store
 
-ROLE_ORDER = {"original": 0, "retrained": 1}
 AUDIT_MARK = "‡"  # marks U-LiRA numbers of an under-powered audit (see tables.AUDIT_NOTE)
 
 

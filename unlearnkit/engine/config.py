@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from unlearnkit.api.contracts import Dataset, Method, Metric, Model
 from unlearnkit.api.protocols import PROTOCOLS, EvalProtocol, get_protocol
-from unlearnkit.api.types import Setting
+from unlearnkit.api.types import ROLE_ORDER, Setting
 from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.splits import Scenario, parse_scenario, parse_subset
 from unlearnkit.errors import ConfigError, UnknownNameError
@@ -173,9 +173,6 @@ class Plan:
             "compile": self.request.compile,
             "save_models": self.request.save_models,
         }
-
-
-ROLE_ORDER = {"original": 0, "retrained": 1}
 
 
 def is_reference(entry: Entry[Method]) -> bool:

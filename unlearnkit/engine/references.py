@@ -20,7 +20,7 @@ from torch import nn
 
 from unlearnkit.api.data import Split
 from unlearnkit.api.progress import SILENT, Reporter
-from unlearnkit.api.weights import load_strict
+from unlearnkit.api.weights import cpu_state_dict, load_strict
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
 from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.identity import array_fingerprint, config_hash, file_sha256, identity_json
@@ -76,7 +76,7 @@ class References:
             model = self.bench.build_model()
             what = "Original model file" if role == "original" else "Retrained model file"
             load_strict(model, path, label=str(self.bench.plan.model_name), what=what)
-            self.memo[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, float("nan"), "")
+            self.memo[key] = (cpu_state_dict(model), float("nan"), "")
             self.reporter.event(f"Using {role} model from {path} (sha256 {digest[:12]})")
         state, seconds, _ = self.memo[key]
         return Reference(role, self._from_state(state), seconds, key)
@@ -108,7 +108,7 @@ class References:
                 model = self.bench.build_model().eval()
             self.world.broadcast_state(model)  # rank 0's weights on every rank
             self.memo[key] = (
-                {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                cpu_state_dict(model),
                 seconds,
                 record.run_id,
             )
@@ -118,12 +118,12 @@ class References:
         run_id = got.run_id
         if not self.world.main:  # trains with rank 0, step for step; rank 0 records the run
             model, seconds, _ = self._train(role, seed, split)
-            self.memo[key] = ({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, seconds, run_id)
+            self.memo[key] = (cpu_state_dict(model), seconds, run_id)
             return Reference(role, model, seconds, key, run_id)
         try:
             with claims.heartbeat(self.store, run_id):
                 model, seconds, series = self._train(role, seed, split)
-                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                state = cpu_state_dict(model)
                 self.store.save_checkpoint(run_id, state)
                 # what the config hash is a hash of: lets a bundle be checked on import (unlearnkit import)
                 self.store.log_text(run_id, identity_json(ident), "identity.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import NotRequired, TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,16 @@ def log_losses(ctx: UnlearnContext, epoch: int, what: str, **losses: EpochLoss) 
         ctx.log(name, mean, epoch)
 
 
+class EpochOptions(TypedDict):
+    """The keywords of :func:`ce_epoch`, which :func:`relabel_epoch` hands to both of its passes."""
+
+    batch_size: int
+    generator: torch.Generator
+    augment: bool
+    masks: NotRequired[Sequence[torch.Tensor] | None]
+    weight_decay: NotRequired[float]
+
+
 def ce_epoch(
     model: nn.Module,
     split: Split,
@@ -183,21 +194,17 @@ def relabel_epoch(
     ctx: UnlearnContext,
     *,
     num_classes: int,
-    batch_size: int,
-    generator: torch.Generator,
-    augment: bool,
-    masks: Sequence[torch.Tensor] | None = None,
-    weight_decay: float = 0.0,
+    **epoch: Unpack[EpochOptions],
 ) -> tuple[EpochLoss, EpochLoss]:
     """One Random Labeling epoch (SalUn passes its saliency ``masks``).
 
     Every forget sample gets a new label drawn uniformly from its K-1 wrong classes (on the device,
     from the seeded generator), one CE pass over the relabelled D_f follows, then one CE pass over
-    D_r. With ``masks`` both passes update only the masked-in weights. Returns the two passes' losses.
+    D_r, both :func:`ce_epoch` with the same ``epoch`` options. With ``masks`` both passes update
+    only the masked-in weights. Returns the two passes' losses.
     """
-    wrong = replace(forget, y=random_wrong_labels(forget.y, num_classes, generator))
-    kw = dict(batch_size=batch_size, generator=generator, augment=augment, masks=masks, weight_decay=weight_decay)
-    return ce_epoch(model, wrong, opt, ctx, **kw), ce_epoch(model, retain, opt, ctx, **kw)
+    wrong = replace(forget, y=random_wrong_labels(forget.y, num_classes, epoch["generator"]))
+    return ce_epoch(model, wrong, opt, ctx, **epoch), ce_epoch(model, retain, opt, ctx, **epoch)
 
 
 def kl_to_target(student_logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from unlearnkit.api.context import TRAIN_STREAM, UnlearnContext
-from unlearnkit.api.data import Split
+from unlearnkit.api.data import Augmentation, Split
 from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.errors import ConfigError, DivergenceError
 from unlearnkit.parallel.torchrun import Part
@@ -214,14 +214,12 @@ def accuracy(
     split: Split,
     ctx: UnlearnContext | None = None,
     batch_size: int = 1024,
-    *,
-    augment: bool = False,
-    generator: torch.Generator | None = None,
+    **augmentation: Unpack[Augmentation],
 ) -> float:
-    """Top-1 accuracy in eval mode (one host sync); ``augment`` as in :func:`predict_logits`."""
+    """Top-1 accuracy in eval mode (one host sync) of :func:`predict_logits`'s pass."""
     if len(split) == 0:
         return float("nan")
-    logits = predict_logits(model, split, ctx, batch_size, augment=augment, generator=generator)
+    logits = predict_logits(model, split, ctx, batch_size, **augmentation)
     return float((logits.argmax(1) == split.y).float().mean())
 
 

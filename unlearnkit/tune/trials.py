@@ -108,8 +108,10 @@ class TuningRunner(Runner):
         self.trial_reporter = reporter
         self.timeout_s = timeout_s
 
-    def prepare_seed(self, seed: int) -> Seed:
-        state = super().prepare_seed(seed)  # references trained on train/retain; memorisation on forget/unseen
+    def prepare_seed(self, seed: int, memorisation: tuple[float, bool] | None = None) -> Seed:
+        state = super().prepare_seed(
+            seed, memorisation
+        )  # references trained on train/retain; memorisation on forget/unseen
         state.splits = {**state.splits, "test": SealedSplit("test")}  # type: ignore[dict-item]
         return state
 
