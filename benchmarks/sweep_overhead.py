@@ -4,6 +4,7 @@ machine, and Ray's overhead per run, (ray wall - local wall) / runs, printed wit
     python benchmarks/sweep_overhead.py                       # the tiny test recipe and a digits/cnn one
     python benchmarks/sweep_overhead.py --preset digits --repeats 3 --json overhead.json
     python benchmarks/sweep_overhead.py --preset gpu --data-dir ../shared/data   # on a CUDA machine
+    python benchmarks/sweep_overhead.py --repeats 3 --marginal 1   # also split fixed from per-run cost
 
 Every sweep is the real command (``python -m unlearnkit sweep ...``) in a fresh store and cache, so
 both executors train the same reference models and run the same methods; ``ray`` starts (and stops)
@@ -12,6 +13,12 @@ timed: ``--cpus-per-run`` = all cores (one run at a time, like ``local``: Ray's 
 ``--cpus-per-run 1`` (one run per core: what parallelism buys on this machine). Every process gets
 ``--threads`` torch threads (default 1), so that both executors do the same arithmetic the same way
 and a busy machine's oversubscribed threads do not swamp the difference.
+
+Most of Ray's overhead on a small sweep is paid once: starting the private instance, and each worker
+process importing torch, unlearnkit and MLflow and connecting to the store. ``--marginal SEEDS`` also
+times every setting with ``--seeds SEEDS`` (fewer runs) and splits the overhead into what a sweep pays
+once, ``startup_s``, and what each further run adds, ``marginal_per_run_s`` = (overhead of the full
+sweep - overhead of the short one) / (its runs - the short one's), in which start-up cancels out.
 
 On a CUDA machine the ``gpu`` preset sweeps ``recipes/gpu-cifar10.toml`` (``--seeds``/``--epochs`` to
 shorten it) with ``--gpus-per-run 1`` and ``0.5`` while sampling GPU utilisation (``nvidia-smi``, or
@@ -164,6 +171,18 @@ def sweep(
     return out
 
 
+def repeat(
+    args: argparse.Namespace, work: Path, recipe: Path, plugins: Path | None, flags: list[str], sample_gpu: bool
+) -> list[dict[str, Any]]:
+    """``--repeats`` sweeps of one setting, each in its own folder under ``work``."""
+    results = []
+    for i in range(args.repeats):
+        where = work.with_name(f"{work.name.replace(' ', '_').replace(',', '')}-{i}")
+        results.append(sweep(recipe, plugins, flags, where, sample_gpu, args.threads or None))
+        console.print(f"{work.name} #{i + 1}: {results[-1]['wall_s']:.1f} s", highlight=False)
+    return results
+
+
 def presets(args: argparse.Namespace, work: Path) -> list[tuple[str, Path, Path | None, list[str]]]:
     """(name, recipe, plugins dir, extra flags) of each preset asked for."""
     out: list[tuple[str, Path, Path | None, list[str]]] = []
@@ -197,6 +216,11 @@ def main() -> None:
         help="torch threads per process in every sweep (default 1: a loaded machine's oversubscribed threads "
         "would swamp the comparison; 0: each executor's own default, all cores for local, --cpus-per-run for ray)",
     )
+    ap.add_argument(
+        "--marginal",
+        metavar="SEEDS",
+        help="also time every setting with --seeds SEEDS (fewer runs, e.g. 1) and report start-up and per-run cost",
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     import torch
@@ -225,27 +249,40 @@ def main() -> None:
                     (f"ray, {cores} CPUs per run", ["--executor", "ray", *address, "--cpus-per-run", str(cores)]),
                     ("ray, 1 CPU per run", ["--executor", "ray", *address, "--cpus-per-run", "1"]),
                 ]
-            local_wall = float("nan")
+            local: dict[str, float] = {}
             for label, flags in settings:
-                results = []
-                for i in range(args.repeats):
-                    where = work / f"{name}-{label.replace(' ', '_').replace(',', '')}-{i}"
-                    results.append(
-                        sweep(recipe, plugins, [*extra, *flags], where, gpu and label != "local", args.threads or None)
-                    )
-                    console.print(f"{name} / {label} #{i + 1}: {results[-1]['wall_s']:.1f} s", highlight=False)
+                sample = gpu and label != "local"
+                where = work / f"{name}-{label}"
+                results = repeat(args, where, recipe, plugins, [*extra, *flags], sample)
                 wall = statistics.median(r["wall_s"] for r in results)
                 runs = results[0]["runs"]
-                if label == "local":
-                    local_wall = wall
                 row: dict[str, Any] = {
                     "recipe": name,
                     "executor": label,
                     "runs": runs,
                     "wall_s": wall,
                     "sweep_s": statistics.median(r["sweep_s"] for r in results),
-                    "overhead_per_run_s": float("nan") if label == "local" else (wall - local_wall) / runs,
+                    "overhead_per_run_s": float("nan") if label == "local" else (wall - local["wall"]) / runs,
                 }
+                if args.marginal:
+                    short = repeat(
+                        args,
+                        where.with_name(f"{where.name}-short"),
+                        recipe,
+                        plugins,
+                        [*extra, *flags, "--seeds", args.marginal],
+                        sample,
+                    )
+                    short_wall, short_runs = statistics.median(r["wall_s"] for r in short), short[0]["runs"]
+                    if label == "local":
+                        local.update(short_wall=short_wall)
+                        row.update(startup_s=float("nan"), marginal_per_run_s=float("nan"))
+                    else:
+                        overhead, short_overhead = wall - local["wall"], short_wall - local["short_wall"]
+                        marginal = (overhead - short_overhead) / (runs - short_runs)
+                        row.update(startup_s=overhead - marginal * runs, marginal_per_run_s=marginal)
+                if label == "local":
+                    local.update(wall=wall)
                 if gpu and label != "local":
                     row["gpu_util_mean_%"] = statistics.fmean(r["gpu_util_mean"] for r in results)
                     row["gpu_busy_fraction"] = statistics.fmean(r["gpu_busy_fraction"] for r in results)
@@ -261,6 +298,12 @@ def main() -> None:
     )
     printable = [{k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     console.print("median of the repeats; overhead_per_run_s = (ray wall_s - local wall_s) / runs", highlight=False)
+    if args.marginal:
+        console.print(
+            f"marginal_per_run_s: the overhead's slope between --seeds {args.marginal} and the full sweep; "
+            "startup_s: what is left, paid once per sweep",
+            highlight=False,
+        )
     table("Sweep wall time, local vs ray", printable)
     write_json(
         args.json,
@@ -269,6 +312,7 @@ def main() -> None:
             "machine_after": after,
             "rows": rows,
             "repeats": args.repeats,
+            "marginal_seeds": args.marginal,
             "threads": args.threads,
         },
     )

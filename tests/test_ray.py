@@ -41,6 +41,7 @@ RAY_ENV = {
 # many images this process forwarded (a Ray task does not reuse the reference models' outputs that an
 # earlier run of the same seed computed in the local loop).
 NOT_COMPARED = re.compile(r"(time|_s$|^rte$|^eval_images$)")
+NOT_TIMED = re.compile(r"(time|_s$|^rte$)")  # two runs in one process: only wall-clock times differ
 
 
 # --------------------------------------------------------------------------- the store check
@@ -256,6 +257,63 @@ def test_ray_sweep_gives_the_local_leaderboard(local_ray, tmp_path, store_dir):
     # 1 reference task (one per cell and seed) + 3 method runs, each on half a GPU
     assert len(executor.placements) == 4
     assert all(o.resources == {"CPU": 1.0, "GPU": 0.5} for _, o in executor.placements)
+
+
+def test_method_tasks_reuse_what_stage_one_prepared(local_ray, store_dir, monkeypatch):
+    """A method task neither loads the data again nor repeats the memorisation check: it records
+    stage one's numbers, and the same run (every metric, eval_images included) as a task that checks again."""
+    from dataclasses import replace
+    from functools import cached_property
+
+    from unlearnkit.discovery.host import PluginHost
+    from unlearnkit.engine.prepared import Benchmark
+    from unlearnkit.engine.runner import Runner
+    from unlearnkit.scale import ray_executor as rx
+    from unlearnkit.scale.sweep import Sweep
+
+    def outcome(reporter, started, result=None, skip=0):  # a task's outcome, in a process that is no Ray worker
+        return rx.TaskOutcome(result=result, events=reporter.events[skip:], warnings=reporter.warnings)
+
+    monkeypatch.setattr(rx, "_outcome", outcome)
+    registries = PluginHost(PLUGINS).registries
+    tasks, stage_one = {}, {}
+    for name in ("shared", "checked"):
+        store = Store(f"sqlite:///{store_dir(name) / 'mlflow.db'}")
+        store.check()
+        cell, plan = Sweep(ONE_CELL, registries, store).plans[0]
+        request = rx.portable(plan.request)
+        tasks[name] = rx.Task(request, cell.label, "", "tiny-one", 1, store.uri, store.experiment_name, str(PLUGINS))
+        told, made = rx.prepare_references(tasks[name])  # in this process, as a worker would
+        assert told.result is None
+        stage_one[name] = local_ray.get(local_ray.put(made))  # through the object store: arrays read in place
+    prepared = stage_one["shared"]
+    assert prepared.raw is not None and not prepared.raw.x_train.flags.writeable  # the store's copy, not ours
+    assert math.isfinite(prepared.memorisation_gap)
+    assert {role for role, _, _ in prepared.outputs.logits} == {"original"}
+
+    def load_again(bench: Benchmark) -> None:
+        raise AssertionError("a method task loaded the data again")
+
+    raw = cached_property(load_again)
+    raw.__set_name__(Benchmark, "raw")
+    monkeypatch.setattr(Benchmark, "raw", raw)
+    known: list[tuple[float, bool] | None] = []
+    check = Runner.check_memorisation
+
+    def spy(self, state, given=None):
+        known.append(given)
+        check(self, state, given)
+
+    monkeypatch.setattr(Runner, "check_memorisation", spy)
+    elsewhere = replace(stage_one["checked"], device="another device")  # stage one ran elsewhere: check again
+    shared = rx.run_one_method(replace(tasks["shared"], method="lotus"), prepared).result
+    checked = rx.run_one_method(replace(tasks["checked"], method="lotus"), elsewhere).result
+    assert known == [(prepared.memorisation_gap, prepared.weak_original), None]
+    assert shared is not None and checked is not None and shared.status == checked.status == "finished"
+    assert shared.metrics["memorisation_gap"] == prepared.memorisation_gap
+    a, b = ({k: v for k, v in r.metrics.items() if not NOT_TIMED.search(k)} for r in (shared, checked))
+    assert a.keys() == b.keys() and "eval_images" in a
+    assert not {k for k in a if a[k] != b[k] and not (math.isnan(a[k]) and math.isnan(b[k]))}
 
 
 def test_two_half_gpu_runs_share_one_gpu(local_ray, tmp_path):

@@ -27,6 +27,7 @@ from unlearnkit.api.contracts import Method, Metric, UnlearnOutcome
 from unlearnkit.api.data import Split, UnlearnData
 from unlearnkit.api.evaluation import Evaluation, OutputCache
 from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.api.weights import cpu_state_dict
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.prepared import Benchmark, resolve_device, synchronize
@@ -101,6 +102,7 @@ class Runner:
         sweep: str = "",
         tuning_trial: str = "",
         memo: ModelMemo | None = None,
+        bench: Benchmark | None = None,
         on_result: Callable[[RunResult], None] | None = None,
     ) -> None:
         self.plan = plan
@@ -112,19 +114,23 @@ class Runner:
             store, reporter = cast(Store, ddp.RankZeroOnly("the store")), SILENT
         self.store = store
         self.reporter = reporter
-        self.bench = Benchmark(plan, reporter, device)
+        # a benchmark prepared elsewhere (a Ray task: the data its sweep loaded once), else loaded here
+        self.bench = bench if bench is not None else Benchmark(plan, reporter, device)
         self.references = References(self.bench, store, reporter, memo)
         self.grid_point = grid_point  # a recipe's option-grid point, e.g. "METHOD.alpha=8"
         self.sweep = sweep  # the name of the sweep recipe this run belongs to
         self.tuning_trial = tuning_trial  # "study/trial" when the run is a tuning trial (hidden by default)
         self.on_result = on_result or (lambda result: None)
         self.reused_from = ""  # the run whose unlearned model the current run reuses, if any
+        self.checked = False  # whether check() ran (the CLI checks before it opens its progress display)
 
     # ------------------------------------------------------------------------------- driver
     def check(self) -> None:
         """Every check that needs the data (and the model files a user brings), then the store:
         still nothing trained or written. Under torchrun rank 0 checks first (and downloads the
-        data), then the other ranks."""
+        data), then the other ranks. Once per runner: :meth:`run` checks only if no one did."""
+        if self.checked:
+            return
 
         def check() -> None:
             self.bench.check()
@@ -136,6 +142,7 @@ class Runner:
                 self.store.check()
 
         ddp.main_first("check", check)
+        self.checked = True
 
     def run(self) -> list[RunResult]:
         """Every seed, every method; returns one result per (method, seed)."""
@@ -153,7 +160,7 @@ class Runner:
             ddp.barrier()
         return results
 
-    def prepare_seed(self, seed: int) -> Seed:
+    def prepare_seed(self, seed: int, memorisation: tuple[float, bool] | None = None) -> Seed:
         idx = self.bench.indices(seed)
         splits = self.bench.splits(idx)
         original = self.references.get("original", seed, idx, splits)
@@ -161,13 +168,17 @@ class Runner:
         retrained = self.references.get("retrained", seed, idx, splits)
         state = Seed(seed, idx, splits, original, retrained)
         if self.world.main:  # rank 0 evaluates
-            self.check_memorisation(state)
+            self.check_memorisation(state, memorisation)
         return state
 
-    def check_memorisation(self, state: Seed) -> None:
+    def check_memorisation(self, state: Seed, known: tuple[float, bool] | None = None) -> None:
         """Compare the original's accuracy on D_f and on unseen data (outputs every method reuses
         anyway); warn when it has not memorised D_f (class unlearning is exempt: the forgotten
-        class is not in the unseen-vs-forget comparison's terms)."""
+        class is not in the unseen-vs-forget comparison's terms). ``known``: the (gap, weak) an
+        earlier check of this seed found (a Ray sweep's stage one, which warned): not measured again."""
+        if known is not None:
+            state.memorisation_gap, state.weak_original = known
+            return
         ev = Evaluation({"original": state.original.model}, state.splits, self.context(state, ""), shared=state.shared)
         acc = {
             s: float((ev.logits("original", s).argmax(1) == state.splits[s].y).float().mean())
@@ -403,7 +414,7 @@ class Runner:
         theirs in their training runs; ``--no-save-models`` keeps none)."""
         if not self.plan.request.save_models or entry.cls.role is not None:
             return None
-        return {k: v.detach().cpu().clone() for k, v in outcome.model.state_dict().items()}
+        return cpu_state_dict(outcome.model)
 
     def record(
         self,

@@ -6,7 +6,10 @@ are trained once cluster-wide (through the claims of :mod:`unlearnkit.claims`, l
 sweeps sharing a store); stage two is one task per (cell, method, seed), each depending on its
 stage-one task (a Ray object reference, so Ray starts it only once the models are in the store).
 Tasks carry plain data (a :class:`Task`: the cell's RunRequest, the method name, the seed, the
-tracking URI, the plugin folder) and re-validate on the worker with the worker's own plugin host.
+tracking URI, the plugin folder) and validate on the worker with the worker's own plugin host,
+once per worker and cell. What stage one loaded and measured (a :class:`Prepared`: the data, its
+identity, the memorisation check) reaches its method tasks through Ray's object store, stored once
+and read in place, instead of being loaded and measured again by every task.
 
 A task whose worker dies (killed, out of memory, node lost) is retried by Ray ``max_retries``
 times; a method's own exception is not retried. Either way the store holds one finished run per
@@ -29,9 +32,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
+from unlearnkit.api.contracts import RawDataset
+from unlearnkit.api.evaluation import OutputCache
 from unlearnkit.api.progress import RecordingReporter, Reporter
-from unlearnkit.engine.config import RunRequest, validate
-from unlearnkit.engine.runner import RunResult
+from unlearnkit.engine.config import Plan, RunRequest, validate
+from unlearnkit.engine.prepared import Benchmark, resolve_device
+from unlearnkit.engine.runner import RunResult, Seed
 from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError
 from unlearnkit.store.mlflow_store import Store
 
@@ -44,6 +53,7 @@ if TYPE_CHECKING:
 MAX_RETRIES = 2  # Ray re-runs a task whose worker died this many times before it counts as failed
 PLUGIN_ENV = ("UNLEARNKIT_LOAD_PLUGINS", "UNLEARNKIT_DISABLE_PLUGINS", "UNLEARNKIT_PLUGINS_DIR")
 WORKER_MODELS = 8  # reference models a worker keeps in memory between its tasks (state dicts, CPU)
+WORKER_PLANS = 8  # validated cells a worker keeps between its tasks
 
 
 # ------------------------------------------------------------------------- the shared store
@@ -99,13 +109,61 @@ class TaskOutcome:
     ended: float = 0.0
 
 
+def device_kind(device: torch.device) -> str:
+    """What two tasks must share to compute the same logits: the device type and, on a GPU, its model."""
+    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+
+
+@dataclass
+class Prepared:
+    """What stage one of a (cell, seed) built that its method tasks would otherwise build again: the
+    loaded data with its identity (the data fingerprint) and the memorisation check, with the
+    original's outputs that check forwarded (every method's evaluation reuses them). Stage one's
+    second return value: Ray keeps it once in the object store and a task on the same node reads its
+    arrays in place. Core types only: a class from ``--plugins-dir`` cannot be pickled (the Plan
+    holds such classes, so each worker validates the plain request itself)."""
+
+    raw: RawDataset | None  # None: images decoded on demand (a plugin's ImageArray): each task loads them
+    model_identity: dict[str, Any]
+    memorisation_gap: float
+    weak_original: bool
+    outputs: OutputCache  # the original's logits on forget and unseen, on the CPU
+    device: str  # where they were computed (:func:`device_kind`)
+
+    @classmethod
+    def of(cls, bench: Benchmark, state: Seed) -> Prepared:
+        raw = bench.raw
+        arrays = all(x is None or isinstance(x, np.ndarray) for x in (raw.x_train, raw.x_test, raw.x_unseen))
+        outputs = OutputCache({k: v.cpu() for k, v in state.shared.logits.items()}, dict(state.shared.images))
+        return cls(
+            raw if arrays else None,
+            bench.model_identity,
+            state.memorisation_gap,
+            state.weak_original,
+            outputs,
+            device_kind(bench.device),
+        )
+
+    def attach(self, bench: Benchmark) -> None:
+        """Give a fresh benchmark of the same cell what stage one loaded (its cached properties)."""
+        if self.raw is not None:
+            bench.raw = self.raw
+        bench.model_identity = self.model_identity
+
+    def memorisation(self, device: torch.device) -> tuple[float, bool] | None:
+        """Stage one's check, where this task would compute the same numbers (else None: check again)."""
+        return (self.memorisation_gap, self.weak_original) if device_kind(device) == self.device else None
+
+    def reuse_outputs(self, state: Seed, device: torch.device) -> None:
+        """The original's outputs the check forwarded, as the check would have left them on this task."""
+        state.shared = OutputCache({k: v.to(device) for k, v in self.outputs.logits.items()}, dict(self.outputs.images))
+
+
 def portable(request: RunRequest) -> RunRequest:
     """A copy with its file paths absolute: a worker's working directory is not the driver's."""
-    out = copy.deepcopy(request)
-    for name in ("data_dir", "weights", "original", "retrained"):
-        if (value := getattr(out, name)) is not None:
-            setattr(out, name, Path(value).resolve())
-    return out
+    paths = ("data_dir", "weights", "original", "retrained")
+    absolute: dict[str, Any] = {n: Path(v).resolve() for n in paths if (v := getattr(request, n)) is not None}
+    return replace(copy.deepcopy(request), **absolute)  # a RunRequest is frozen
 
 
 # ------------------------------------------------------------------------- on the worker
@@ -125,10 +183,12 @@ class BoundedMemo(dict[Any, Any]):
 _hosts: dict[tuple[Any, ...], PluginHost] = {}
 _stores: dict[tuple[str, str], Store] = {}
 _memo = BoundedMemo(WORKER_MODELS)
+_plans = BoundedMemo(WORKER_PLANS)
 
 
-def worker_runner(task: Task, reporter: Reporter) -> Runner:
-    """The task's Runner, built on the worker from plain data (plugins, store and memo per process)."""
+def worker_runner(task: Task, reporter: Reporter, prepared: Prepared | None = None) -> Runner:
+    """The task's Runner, built on the worker from plain data (plugins, store, memo and plans per
+    process); with stage one's ``prepared``, on its data rather than the data loaded again."""
     from unlearnkit.discovery.host import PluginHost
     from unlearnkit.engine.runner import Runner
 
@@ -142,11 +202,20 @@ def worker_runner(task: Task, reporter: Reporter) -> Runner:
         _hosts[key] = PluginHost(Path(task.plugins_dir) if task.plugins_dir else None)
         for message in _hosts[key].report.failed:
             reporter.warn(f"on {socket.gethostname()}: {message}")
-    plan = validate(copy.deepcopy(task.request), _hosts[key].registries)
+    plan_key = (key, repr(task.request))
+    if plan_key not in _plans:  # a Plan is immutable: every task of the cell on this worker shares it
+        _plans[plan_key] = validate(copy.deepcopy(task.request), _hosts[key].registries)
+    plan: Plan = _plans[plan_key]
     store_key = (task.tracking_uri, task.experiment)
     if store_key not in _stores:
         _stores[store_key] = Store(task.tracking_uri, task.experiment)
-    return Runner(plan, _stores[store_key], reporter, grid_point=task.grid_point, sweep=task.sweep, memo=_memo)
+    bench = None
+    if prepared is not None:
+        bench = Benchmark(plan, reporter, resolve_device(plan.request.device))
+        prepared.attach(bench)
+    return Runner(
+        plan, _stores[store_key], reporter, grid_point=task.grid_point, sweep=task.sweep, memo=_memo, bench=bench
+    )
 
 
 def _outcome(
@@ -169,26 +238,31 @@ def _outcome(
     )
 
 
-def prepare_references(task: Task) -> TaskOutcome:
-    """Stage one: the original and retrained models of (cell, seed), trained or found in the store."""
+def prepare_references(task: Task) -> tuple[TaskOutcome, Prepared]:
+    """Stage one: the original and retrained models of (cell, seed), trained or found in the store;
+    and what its method tasks reuse (two return values: the driver reads only the outcome)."""
     started = time.time()
     reporter = RecordingReporter()
     runner = worker_runner(task, reporter)
     runner.check()
-    runner.prepare_seed(task.seed)
-    return _outcome(reporter, started)
+    state = runner.prepare_seed(task.seed)
+    return _outcome(reporter, started), Prepared.of(runner.bench, state)
 
 
-def run_one_method(task: Task, references: TaskOutcome | None = None) -> TaskOutcome:
-    """Stage two: one method on one seed. ``references`` is stage one's outcome: as a Ray object
-    reference it makes Ray start this task only after the models are in the store."""
+def run_one_method(task: Task, prepared: Prepared | None = None) -> TaskOutcome:
+    """Stage two: one method on one seed. ``prepared`` is stage one's second return value: as a Ray
+    object reference it makes Ray start this task only after the models are in the store."""
     started = time.time()
     reporter = RecordingReporter()
-    runner = worker_runner(task, reporter)
+    runner = worker_runner(task, reporter, prepared)
     entry = next((e for e in runner.plan.methods if e.name == task.method), None)
     if entry is None:
         raise ConfigError(f"Method '{task.method}' is not in the plan of {task.label} on {socket.gethostname()}.")
-    state = runner.prepare_seed(task.seed)  # models from the worker's memo or the store: no training
+    device = runner.bench.device
+    known = prepared.memorisation(device) if prepared is not None else None
+    state = runner.prepare_seed(task.seed, known)  # models from the worker's memo or the store: no training
+    if prepared is not None and known is not None:
+        prepared.reuse_outputs(state, device)
     quiet = len(reporter.events)  # "reusing the original model" once per task is noise
     result = runner.run_method(entry, state)
     return _outcome(reporter, started, result, skip=quiet)
@@ -378,11 +452,12 @@ class RayExecutor:
                     str(self.plugins_dir) if self.plugins_dir else None,
                     plugin_env,
                 )
-                ref = references.options(name=f"references {cell.label} s{seed}", **options).remote(base)
+                stage_one = references.options(name=f"references {cell.label} s{seed}", num_returns=2, **options)
+                ref, prepared = stage_one.remote(base)
                 pending[ref] = Pending(base)
-                for entry in plan.methods:
+                for entry in plan.methods:  # each gets `prepared` by reference: stored once, read in place
                     task = replace(base, method=entry.name)
-                    run = method.options(name=f"{entry.name} {cell.label} s{seed}", **options).remote(task, ref)
+                    run = method.options(name=f"{entry.name} {cell.label} s{seed}", **options).remote(task, prepared)
                     pending[run] = Pending(task, ref)
         return pending
 
@@ -439,6 +514,7 @@ class RayExecutor:
 
 __all__ = [
     "MAX_RETRIES",
+    "Prepared",
     "RayExecutor",
     "Task",
     "TaskOutcome",
