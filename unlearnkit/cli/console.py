@@ -1,17 +1,19 @@
-"""Shared rich consoles and a rich-backed progress reporter."""
+"""Shared rich consoles and a rich-backed progress reporter.
+
+Every command module imports this one, so it stays light: the reporter's base class lives in
+:mod:`unlearnkit.api`, whose import (numpy, pydantic) ``unlearnkit --help`` need not pay, and
+``RichReporter`` is made on first use (a module ``__getattr__``, as the ``unlearnkit`` face does).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from unlearnkit.api.progress import Reporter
 
 T = TypeVar("T")
 
@@ -28,53 +30,76 @@ def warn(message: str) -> None:
     err.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-class RichReporter(Reporter):
-    """Progress bars for long loops (nested bars allowed), milestones as log lines on stderr."""
+def _rich_reporter() -> type:
+    """The RichReporter class, defined against :class:`unlearnkit.api.progress.Reporter` once asked for."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    def __init__(self, console: Console = err) -> None:
-        self.progress = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            speed_estimate_period=3600,  # long epochs: estimate from the whole run, not the last 30 s
-        )
-        self.console = console
+    from unlearnkit.api.progress import Reporter
 
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
+    class RichReporter(Reporter):
+        """Progress bars for long loops (nested bars allowed), milestones as log lines on stderr."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        def __init__(self, console: Console = err) -> None:
+            self.progress = Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+                speed_estimate_period=3600,  # long epochs: estimate from the whole run, not the last 30 s
+            )
+            self.console = console
 
-    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-        task = self.progress.add_task(description, total=total)
-        try:
-            for item in iterable:
-                yield item
-                self.progress.advance(task)
-        finally:
-            self.progress.remove_task(task)
+        def __enter__(self) -> RichReporter:
+            self.progress.start()
+            return self
 
-    @contextmanager
-    def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
-        task = self.progress.add_task(description, total=total)
-        try:
-            yield lambda: self.progress.advance(task)
-        finally:
-            self.progress.remove_task(task)
+        def __exit__(self, *exc: object) -> None:
+            self.progress.stop()
 
-    def counter(self, description: str, total: int) -> Callable[[], None]:
-        task = self.progress.add_task(description, total=total)
-        return lambda: self.progress.advance(task)
+        def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+            task = self.progress.add_task(description, total=total)
+            try:
+                for item in iterable:
+                    yield item
+                    self.progress.advance(task)
+            finally:
+                self.progress.remove_task(task)
 
-    def event(self, message: str) -> None:
-        # print, not log: rich's log appends a source-file link to every line
-        self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", highlight=False)
+        @contextmanager
+        def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+            task = self.progress.add_task(description, total=total)
+            try:
+                yield lambda: self.progress.advance(task)
+            finally:
+                self.progress.remove_task(task)
 
-    def warn(self, message: str) -> None:
-        self.progress.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
+        def counter(self, description: str, total: int) -> Callable[[], None]:
+            task = self.progress.add_task(description, total=total)
+            return lambda: self.progress.advance(task)
+
+        def event(self, message: str) -> None:
+            # print, not log: rich's log appends a source-file link to every line
+            self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", highlight=False)
+
+        def warn(self, message: str) -> None:
+            self.progress.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
+
+    RichReporter.__qualname__ = "RichReporter"
+    return RichReporter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RichReporter":
+        cls = globals()["RichReporter"] = _rich_reporter()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,10 +11,15 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.discovery.registry import KINDS as PLUGIN_KINDS
 from unlearnkit.errors import UnknownNameError
 
-KINDS = {f"{k}s": k for k in PLUGIN_KINDS}
+
+def _plugin_kinds() -> tuple[str, ...]:
+    """The plugin kinds, from the registry module (imported here, not with the CLI: it pulls in the
+    plugin contracts, numpy and pydantic, which ``unlearnkit --help`` need not load)."""
+    from unlearnkit.discovery.registry import KINDS
+
+    return KINDS
 
 
 def _registries():
@@ -27,11 +32,12 @@ def _registries():
 
 
 def _kind(word: str, plural: bool, extra: tuple[str, ...] = ()) -> str:
-    valid = [*KINDS, *extra] if plural else [*KINDS.values(), *extra]
+    kinds = {f"{k}s": k for k in _plugin_kinds()}
+    valid = [*kinds, *extra] if plural else [*kinds.values(), *extra]
     if word in extra:
         return word
-    key = KINDS.get(word, word) if plural else word.rstrip("s")
-    if key not in KINDS.values():
+    key = kinds.get(word, word) if plural else word.rstrip("s")
+    if key not in kinds.values():
         raise UnknownNameError("kind", word, valid)
     return key
 
@@ -184,7 +190,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     host = _registries()
     regs = host.registries
     owned: dict[tuple[str, str], list[str]] = {}
-    for kind in PLUGIN_KINDS:
+    for kind in _plugin_kinds():
         for e in regs.by_kind(kind).entries():
             owned.setdefault((e.provenance.package, e.provenance.plugin), []).append(f"{kind} {e.name}")
     rows = [

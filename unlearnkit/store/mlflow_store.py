@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import http.client
+import hashlib
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from unlearnkit.errors import StoreError
-from unlearnkit.identity import file_sha256
 from unlearnkit.store import tags as tag_schema
 from unlearnkit.store.interrupts import deferred
 
@@ -65,6 +63,19 @@ class RunRecord:
         """The value of the ``unlearnkit.<key>`` tag."""
         return self.tags.get(tag(key), default)
 
+    @classmethod
+    def from_mlflow(cls, run: Any) -> RunRecord:
+        """The plain-data copy of an ``mlflow.entities.Run``, so nothing outside the store holds MLflow objects."""
+        return cls(
+            run_id=run.info.run_id,
+            status=run.info.status,
+            start_time=run.info.start_time,
+            tags=dict(run.data.tags),
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            artifact_uri=run.info.artifact_uri,
+        )
+
 
 class CorruptCheckpoint(StoreError):
     """A cached checkpoint's bytes do not match the checksum recorded when it was written."""
@@ -74,6 +85,8 @@ class CorruptCheckpoint(StoreError):
 def is_transient(err: BaseException) -> bool:
     """A remote server's temporary failure (restarting, overloaded, connection dropped), judged
     by exception type along the cause chain; everything else is a real error and is not retried."""
+    import http.client
+
     import requests
     from mlflow.exceptions import MlflowException
 
@@ -161,6 +174,95 @@ def filter_clause(key: str, value: str) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------------ fresh SQLite stores
+# MLflow builds a new SQLite store's schema by running its whole migration chain (1-2.5 s on two
+# busy cores), in place, so a process killed midway leaves a half-migrated file. Instead a fresh
+# store starts as a copy of an empty, migrated database kept per MLflow schema in the cache folder
+# (made by the first fresh store); the template and each copy appear by os.replace, never torn.
+SCHEMA_TEMPLATES = "mlflow-schema"  # under the cache folder
+
+
+def schema_template_dir() -> Path:
+    """Where the empty databases are kept: the cache folder the decoded datasets use."""
+    return Path(os.environ.get("UNLEARNKIT_CACHE_DIR", Path.home() / ".cache" / "unlearnkit")) / SCHEMA_TEMPLATES
+
+
+def schema_key() -> str:
+    """MLflow's and SQLAlchemy's versions and the names of MLflow's migration scripts: an MLflow
+    that adds a migration gets a template of its own."""
+    import mlflow
+    import sqlalchemy
+
+    scripts = Path(mlflow.__file__).parent / "store" / "db_migrations" / "versions"
+    names = sorted(p.name for p in scripts.glob("*.py"))
+    if not names:
+        raise FileNotFoundError(f"no migration scripts in {scripts}")
+    digest = hashlib.sha256("\n".join([mlflow.__version__, sqlalchemy.__version__, *names]).encode()).hexdigest()
+    return f"{mlflow.__version__}-{digest[:16]}"
+
+
+def write_atomically(target: Path, fill: Callable[[Path], object]) -> None:
+    """``fill(temp)`` writes a file beside ``target``, which then replaces ``target`` in one step:
+    a process killed midway leaves a stray hidden temp file at most, never a torn ``target``."""
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask's mode, as SQLite's own file
+    try:
+        fill(temp)
+        with open(temp, "rb+") as fh:
+            os.fsync(fh.fileno())  # durable before it is visible, as SQLite's own commits are
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def migrate_empty(path: Path) -> None:
+    """MLflow's own schema creation (its tables, then every migration) on an empty SQLite file. The
+    Default experiment is left out: MLflow adds it when it first opens the store, with that store's paths."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def sound_template(path: Path) -> bool:
+    """Whether ``path`` opens as SQLite and records one schema revision (a cheap guard against a
+    damaged cache file; MLflow checks the revision itself when it opens the copy)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(path)
+        try:
+            return con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
+def place_empty_schema(db: Path) -> bool:
+    """Put an empty, migrated MLflow database at ``db`` (not there yet), in one step. False when
+    MLflow's schema helpers are not where this expects them: MLflow then migrates in place, as it would."""
+    try:
+        key = schema_key()
+        from mlflow.store.db.utils import _initialize_tables  # noqa: F401 - the helper migrate_empty calls
+    except (ImportError, OSError):
+        return False
+    try:
+        template = schema_template_dir() / f"{key}.db"
+        if not (template.is_file() and sound_template(template)):
+            template.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(template, migrate_empty)
+    except (OSError, RuntimeError):  # no cache folder to write (or no home): migrate this store's own file
+        write_atomically(db, migrate_empty)
+        return True
+    write_atomically(db, lambda temp: shutil.copyfile(template, temp))
+    return True
+
+
 class Store:
     """Thin, typed access to one MLflow experiment."""
 
@@ -182,6 +284,9 @@ class Store:
     def check(self) -> None:
         """Fail fast, before any compute, if the store cannot be reached or written."""
         if self.remote:
+            import urllib.error
+            import urllib.request
+
             try:
                 with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=5) as resp:
                     resp.read()
@@ -220,6 +325,8 @@ class Store:
             for name in ("mlflow", "alembic"):  # mlflow resets its level on import
                 logging.getLogger(name).setLevel(logging.WARNING)
             with self._schema_lock():
+                if self.local_db is not None and not self.local_db.exists():
+                    place_empty_schema(self.local_db)  # a copy of the migrated template, not migrations
                 client = MlflowClient(tracking_uri=self.uri)
                 if self.local_db is not None:
                     client.search_experiments(max_results=1)  # create/migrate the schema under the lock
@@ -388,15 +495,7 @@ class Store:
                 page_token=token,
             )
             for run in page:
-                record = RunRecord(
-                    run_id=run.info.run_id,
-                    status=run.info.status,
-                    start_time=run.info.start_time,
-                    tags=dict(run.data.tags),
-                    params=dict(run.data.params),
-                    metrics=dict(run.data.metrics),
-                    artifact_uri=run.info.artifact_uri,
-                )
+                record = RunRecord.from_mlflow(run)
                 if all(record.tag(k) == v for k, v in by_hand.items()):
                     records.append(record)
             token = page.token
@@ -419,15 +518,7 @@ class Store:
             raise StoreError(
                 f"No run '{run_id}' in {self.uri} (run ids are shown by `unlearnkit run` and the MLflow UI)."
             ) from None
-        return RunRecord(
-            run_id=run.info.run_id,
-            status=run.info.status,
-            start_time=run.info.start_time,
-            tags=dict(run.data.tags),
-            params=dict(run.data.params),
-            metrics=dict(run.data.metrics),
-            artifact_uri=run.info.artifact_uri,
-        )
+        return RunRecord.from_mlflow(run)
 
     def find_finished(self, run_type: str, config_hash: str) -> RunRecord | None:
         """The first finished run of this type and config: later duplicates are ignored."""
@@ -445,6 +536,8 @@ class Store:
         """Write to a temp file, record its sha256, then upload: a torn write is detectable."""
         import torch
 
+        from unlearnkit.identity import file_sha256  # numpy, which the CLI's start-up need not load
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pt"
             torch.save(state, path)
@@ -456,6 +549,8 @@ class Store:
     def load_checkpoint(self, record: RunRecord, name: str = "checkpoint") -> dict[str, Any]:
         """Download and verify against the recorded sha256; raise CorruptCheckpoint on mismatch."""
         import torch
+
+        from unlearnkit.identity import file_sha256
 
         expected = record.tag(f"{name}_sha256")
         with tempfile.TemporaryDirectory() as tmp:
