@@ -65,10 +65,11 @@ def commands(args: argparse.Namespace, work: Path, weights: tuple[Path, Path]) -
 
 
 def timed(cmd: list[str], env: dict[str, str], fresh: Path) -> float:
-    """Whole-process wall seconds of ``cmd``; ``fresh`` (the store folder) is removed first."""
+    """Whole-process wall seconds of ``cmd``, run beside ``fresh`` (the store folder, removed first):
+    not from a checkout, whose own ``unlearnkit`` folder would come before PYTHONPATH's."""
     shutil.rmtree(fresh, ignore_errors=True)
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, env=env, cwd=fresh.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"{' '.join(cmd[:6])} ... failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -100,7 +101,7 @@ def main() -> None:
             envs[str(tree or "installed")] = env
         weights = (work / "original.pt", work / "retrained.pt")
         first = next(iter(envs.values()))
-        subprocess.run([sys.executable, "-c", MAKE_WEIGHTS, *map(str, weights)], env=first, check=True)
+        subprocess.run([sys.executable, "-c", MAKE_WEIGHTS, *map(str, weights)], env=first, cwd=work, check=True)
         cmds = {k: v for k, v in commands(args, work, weights).items() if args.only in k}
         for cmd in cmds.values():  # warm-up: caches made, files in the page cache
             for env in envs.values():
