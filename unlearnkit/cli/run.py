@@ -13,11 +13,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.engine.config import RunRequest, cli_names, parse_option_pairs, validate
 from unlearnkit.errors import ConfigError
-
-# `unlearnkit run` parameter name -> RunRequest field (the request's fields are this command's options)
-CLI_FIELDS = cli_names()
 
 
 def _has_cuda() -> bool:
@@ -98,6 +94,10 @@ def run(
 ) -> None:
     """Train (or reuse) the original and retrained models, run the method(s), evaluate, log to MLflow."""
     params = dict(locals())  # this command's parameters, by name, before anything else is bound
+    # imported here, not at the top: `unlearnkit --help` need not pay for numpy and pydantic
+    from unlearnkit.engine.config import RunRequest, cli_names, parse_option_pairs, validate
+
+    fields = cli_names()  # `unlearnkit run` parameter name -> RunRequest field: the request's fields are its options
     from unlearnkit.parallel import torchrun as ddp
 
     if nproc > 1:
@@ -123,13 +123,13 @@ def run(
     for message in host.report.failed:
         con.warn(message)
     values = {  # the parameters of this command, by name: each RunRequest field is one of them
-        **{name: params[name] for name in CLI_FIELDS if name in params},
+        **{name: params[name] for name in fields if name in params},
         "option": parse_option_pairs(option),
         "dataset_option": parse_option_pairs(dataset_option),
         "model_option": parse_option_pairs(model_option),
         "metric": metric or None,
     }
-    request = RunRequest(**{field_name: values[cli] for cli, field_name in CLI_FIELDS.items()})
+    request = RunRequest(**{field_name: values[cli] for cli, field_name in fields.items()})
     plan = validate(request, host.registries)
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
         con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
