@@ -38,6 +38,121 @@ def test_export_then_import_into_an_empty_store_skips_training(host, capsys, tmp
     assert code == 0, err
     assert "Trained the" not in err and err.count("Reusing the") == 4  # every reference came from the bundle
     assert len(train_runs(second)) == 4  # nothing was trained in the second store
+    assert {r.tag("imported_times") for r in train_runs(second)} == {"untrusted"}
+    # another machine's training time is no RTE denominator: the trained store has RTEs, this one none
+    assert all("rte" in r.metrics for r in method_rows(first))
+    assert method_rows(second) and not any("rte" in r.metrics for r in method_rows(second))
+    assert not any("time_s" in r.metrics for r in unlearn_runs(second) if r.tag("role") == "retrained")
+
+
+def unlearn_runs(store_dir: Path):
+    from unlearnkit.store.mlflow_store import Store
+
+    return Store(f"sqlite:///{store_dir / 'mlflow.db'}").search({"run_type": "unlearn"})
+
+
+def method_rows(store_dir: Path):
+    return [r for r in unlearn_runs(store_dir) if not r.tag("role")]
+
+
+def manifest_of(bundle: Path) -> dict:
+    with tarfile.open(bundle) as tar:
+        return json.loads(tar.extractfile("manifest.json").read())
+
+
+def test_an_export_carries_no_machine_paths_nonces_or_claims(capsys, tmp_path, monkeypatch, store_dir):
+    """Only what import re-derives or checks travels: no plugin folder, host, pid, heartbeat,
+    creation nonce or MLflow tag; no shadow models; headers without owner or time."""
+    from unlearnkit.discovery.host import reset_host
+
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("a")))
+    plugins = Path(__file__).parent / "fixtures" / "plugins"
+    reset_host()
+    code, _, err = invoke([*TINY[:-4], "--seeds", "1", "--device", "cpu", "--plugins-dir", str(plugins)], capsys)
+    reset_host()
+    assert code == 0, err
+    from unlearnkit.store.mlflow_store import Store, tag
+
+    store = Store()  # an audit's shadow model: it stays in its store
+    shadow = store.start_run("shadow", {tag("run_type"): "train", tag("role"): "shadow-original"}, {})
+    store.finish(shadow)
+    bundle = tmp_path / "refs.tar"
+    code, out, err = invoke(["export", "-o", str(bundle)], capsys)
+    assert code == 0 and "Exported 2 reference models" in out, err
+    doc = manifest_of(bundle)
+    for entry in doc["models"]:
+        carried = json.dumps({k: v for k, v in entry.items() if k != "identity"})
+        assert str(plugins) not in carried and "local:" not in carried, carried  # the tags of 0.2 had it
+        assert not any(k.startswith("mlflow.") for k in entry["tags"])
+        for name in ("host", "pid", "heartbeat", "creation", "sweep", "dataset.package", "model.package"):
+            assert f"unlearnkit.{name}" not in entry["tags"]
+        assert set(entry["metrics"]) <= {"train_time_s"} and set(entry["params"]) <= {"images"}
+    with tarfile.open(bundle) as tar:
+        assert all(m.uid == 0 and m.uname == "" and m.mtime == 0 for m in tar.getmembers())
+
+
+def test_trusted_times_are_used_for_rte(host, capsys, tmp_path, monkeypatch, store_dir):
+    """--trust-times: the importer vouches that the bundle's clock is comparable to its own."""
+    one = [*TINY[:-4], "--seeds", "1", "--device", "cpu"]
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("a")))
+    assert invoke(one, capsys)[0] == 0
+    bundle = tmp_path / "refs.tar"
+    assert invoke(["export", "-o", str(bundle)], capsys)[0] == 0
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("b")))
+    code, _, err = invoke(["import", str(bundle), "--trust-times"], capsys)
+    assert code == 0, err
+    assert {r.tag("imported_times") for r in train_runs(tmp_path / "b")} == {"trusted"}
+    assert invoke(one, capsys)[0] == 0
+    trained = {r.tag("role"): r.metrics["train_time_s"] for r in train_runs(tmp_path / "a")}
+    rows = unlearn_runs(tmp_path / "b")
+    assert all("rte" in r.metrics for r in rows if not r.tag("role"))
+    assert [r.metrics["time_s"] for r in rows if r.tag("role") == "retrained"] == [trained["retrained"]]
+
+
+def test_a_stored_checkpoint_that_does_not_load_is_retrained(host, capsys, tmp_path, monkeypatch, store_dir):
+    """A checkpoint that matches its sha256 but is not this architecture's is treated as corrupt:
+    the next run fails its training run and trains the model again, instead of crashing every time."""
+    import torch
+
+    from unlearnkit.identity import file_sha256
+    from unlearnkit.store.mlflow_store import Store, tag
+
+    one = [*TINY[:-4], "--seeds", "1", "--device", "cpu"]
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("a")))
+    assert invoke(one, capsys)[0] == 0
+    store = Store(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
+    original = next(r for r in store.search({"run_type": "train"}) if r.tag("role") == "original")
+    path = Path(original.artifact_uri.removeprefix("file://")) / "checkpoint" / "model.pt"
+    torch.save(torch.nn.Linear(4, 2).state_dict(), path)  # another architecture, with its sha256 recorded
+    store.set_tags(original.run_id, {tag("checkpoint_sha256"): file_sha256(path)})
+    code, _, err = invoke(one, capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert "does not load into this model" in err and "Retraining it" in err and "Trained the original" in err
+    assert store.get(original.run_id).status == "FAILED"
+    code, _, err = invoke(one, capsys)  # and the store stays usable afterwards
+    assert code == 0 and "Reusing the original" in err, err
+    originals = [r for r in store.search({"run_type": "train"}) if r.tag("role") == "original"]
+    assert len(originals) == 1 and originals[0].run_id != original.run_id  # trained once more, then reused
+
+
+def test_models_trained_before_image_specs_are_exported_after_one_reuse(host, capsys, tmp_path, monkeypatch, store_dir):
+    """A 0.2 store's reference runs lack the input their model was built for: export says what to
+    do in one line, and the next run that reuses them records it."""
+    import sqlite3
+
+    one = [*TINY[:-4], "--seeds", "1", "--device", "cpu"]
+    monkeypatch.setenv("UNLEARNKIT_STORE", str(store_dir("a")))
+    assert invoke(one, capsys)[0] == 0
+    con = sqlite3.connect(tmp_path / "a" / "mlflow.db")
+    with con:
+        con.execute("DELETE FROM params WHERE key = 'image_spec'")  # as a 0.2 run left it
+    con.close()
+    bundle = tmp_path / "refs.tar"
+    code, _, err = invoke(["export", "-o", str(bundle)], capsys)
+    assert code == 2 and "run its benchmark once with this unlearnkit" in err, err
+    assert invoke(one, capsys)[0] == 0
+    code, out, err = invoke(["export", "-o", str(bundle)], capsys)
+    assert code == 0 and "Exported 2 reference models" in out, err
 
 
 def tamper(bundle: Path, out: Path, edit) -> Path:

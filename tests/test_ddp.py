@@ -26,7 +26,7 @@ from torch import nn
 from unlearnkit.api.data import Preprocess, Split, Stream
 from unlearnkit.api.types import Augment
 from unlearnkit.loops.training import cross_entropy, soft_cross_entropy
-from unlearnkit.parallel.torchrun import SINGLE, World, whole
+from unlearnkit.parallel.torchrun import SINGLE, Part, World, whole
 from unlearnkit.store.mlflow_store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ddp"
@@ -297,3 +297,72 @@ def test_two_ranks_equal_a_single_process_run(tmp_path):
     assert {r["status"] for r in results(again).values()} == {"skipped"}
     assert "Reusing the original model" in again.stderr
     assert len(stores["ranks"].search({"run_type": "train"})) == 2
+
+
+# ------------------------------------------------------------------------ the key-value channel
+class _MarksWhenUnpickled:
+    """A pickle whose loading would create a file: the proof that nothing unpickles the store."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def rank_one(monkeypatch):
+    """This process as rank 1 of 2, its key-value store a real c10d HashStore (no process group)."""
+    from torch.distributed import HashStore
+
+    from unlearnkit.parallel import torchrun
+
+    kv = HashStore()
+    monkeypatch.setattr(torchrun, "_world", World(rank=1, size=2))
+    monkeypatch.setattr(torchrun, "_seq", 0)
+    monkeypatch.setattr(torchrun, "_kv", lambda: kv)
+    return kv
+
+
+def test_a_pickle_planted_in_the_key_value_store_is_refused_never_loaded(rank_one, tmp_path):
+    import pickle
+
+    from unlearnkit.errors import AgreementError
+    from unlearnkit.parallel.torchrun import agree
+
+    marker = tmp_path / "payload-ran"
+    rank_one.set("unlearnkit/agree/1", pickle.dumps(("claim x", _MarksWhenUnpickled(marker))))
+    with pytest.raises(AgreementError, match="refused the message 'unlearnkit/agree/1'"):
+        agree("claim x")
+    assert not marker.exists()
+
+
+def test_rank_zero_messages_are_json_and_rebuild_only_registered_dataclasses(rank_one):
+    from unlearnkit.engine.runner import RunResult
+    from unlearnkit.errors import AgreementError
+    from unlearnkit.parallel.torchrun import agree, encode_message
+    from unlearnkit.store.claims import Claim
+    from unlearnkit.store.mlflow_store import RunRecord
+
+    record = RunRecord("r1", "FINISHED", 5, {"t": "v"}, {"p": "1"}, {"acc": float("nan"), "b": 0.5}, "file:///a")
+    sent = ["ok", Claim(finished=record)]
+    results = [RunResult("lotus", 1, "finished", {"acc_forget": 0.25}, "r2")]
+    rank_one.set("unlearnkit/agree/1", encode_message("claim k", sent))
+    rank_one.set("unlearnkit/agree/2", encode_message("results", results))
+    got = agree("claim k")
+    assert got[0] == "ok" and got[1].finished.run_id == "r1" and got[1].finished.metrics["b"] == 0.5
+    assert got[1].finished.metrics["acc"] != got[1].finished.metrics["acc"]  # NaN survives
+    assert agree("results") == results
+    json.loads(encode_message("results", results))  # what travels is plain JSON
+    rank_one.set("unlearnkit/agree/3", b'{"topic": "t", "value": {"__agreed_type__": "Popen", "args": ["sh"]}}')
+    with pytest.raises(AgreementError):
+        agree("t")
+
+
+def test_values_that_are_not_json_are_refused_on_rank_zero():
+    from unlearnkit.parallel.torchrun import encode_message
+
+    with pytest.raises(TypeError, match="agree cannot send a Tensor"):
+        encode_message("t", torch.zeros(1))
+    with pytest.raises(TypeError, match="register it with torchrun.agreeable"):
+        encode_message("t", Part(0, 1, 1))

@@ -6,7 +6,11 @@ Anything that is *not* an :class:`UnlearnkitError` is a bug and keeps its traceb
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+
+ECHO_CHARS = 60  # how much of a user's value an error line repeats (a 20 KB key stays one short line)
+SUGGEST_UP_TO = 200  # longer names get no "did you mean" (nothing registered is that long)
 
 
 class UnlearnkitError(Exception):
@@ -40,15 +44,80 @@ class StoreError(UnlearnkitError):
 
 
 class DivergenceError(UnlearnkitError):
-    """A method produced non-finite weights or losses: the run is recorded as failed."""
+    """A method produced non-finite weights, losses or outputs: the run is recorded as failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The tracking server stayed unreachable past the retry window. Exit 1: nothing was wrong
+    with the request, and running the same command again resumes once the server is back."""
+
+    exit_code = 1
+
+
+class DiskFullError(UnlearnkitError):
+    """A write found no space left (the store, its artifacts, the cache or a temp folder). Exit 1:
+    the unfinished run is never counted, and the same command resumes once space is freed."""
+
+    exit_code = 1
+
+
+class AgreementError(UnlearnkitError):
+    """Under torchrun, a message on the process group's key-value store that rank 0 did not send
+    (not the JSON it writes): refused, never decoded into objects. Exit 1."""
+
+    exit_code = 1
+
+
+def shorten(value: object, limit: int = ECHO_CHARS) -> str:
+    """``value`` as an error line may echo it: at most ``limit`` characters, then how long it was,
+    so a pasted file or a 20 KB key does not turn one line into a page; line breaks and other
+    unprintable characters (a newline, U+202E) are escaped, so it cannot break or reorder the line."""
+    text = str(value)
+    cut = text if len(text) <= limit else text[:limit]
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return shown if len(text) <= limit else f"{shown}…({len(text)} chars)"
+
+
+def one_line(message: str) -> str:
+    """A message as the single line the CLI prints: any line breaks become spaces."""
+    return " ".join(message.split("\n")).replace("\r", " ")
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def disk_full(err: BaseException) -> DiskFullError | None:
+    """The one-line :class:`DiskFullError` for ``err`` when a full disk is what it comes down to
+    (an OSError with ENOSPC or EDQUOT, or SQLite's "database or disk is full", anywhere along the
+    cause chain, however a library wrapped it); None for anything else."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            where = f" writing {shorten(current.filename, 200)}" if current.filename else ""
+            return DiskFullError(
+                f"No space left on the device{where}. The unfinished run is not counted: free some space "
+                "(or point UNLEARNKIT_STORE, UNLEARNKIT_CACHE_DIR or TMPDIR elsewhere) and run the same command "
+                "again to resume."
+            )
+        if getattr(current, "sqlite_errorname", "") == "SQLITE_FULL" or "database or disk is full" in str(current):
+            return DiskFullError(
+                "The store's database is full (no space left on its disk). The unfinished run is not counted: "
+                "free some space and run the same command again to resume."
+            )
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""``."""
+    if len(name) > SUGGEST_UP_TO:
+        return ""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
     valid = ", ".join(choices) if choices else "(none registered)"
-    return f"Unknown {kind} '{name}'.{did_you_mean(name, choices)} Valid {kind}s: {valid}."
+    return f"Unknown {kind} '{shorten(name)}'.{did_you_mean(name, choices)} Valid {kind}s: {valid}."

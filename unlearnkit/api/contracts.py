@@ -11,14 +11,16 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, get_origin, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from unlearnkit.api.search_space import Param
 from unlearnkit.api.types import Augment, DataAccess, Direction, ImageSpec, Role, Setting
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, shorten
 
 if TYPE_CHECKING:  # heavy imports stay out of `unlearnkit --help`
     from torch import nn
@@ -28,10 +30,26 @@ if TYPE_CHECKING:  # heavy imports stay out of `unlearnkit --help`
     from unlearnkit.api.evaluation import Evaluation
 
 
-class Options(BaseModel):
-    """Base for every plugin's hyperparameters. Unknown keys are errors, values are validated."""
+INT_LIMIT = 2**63  # an integer option is a 64-bit integer, as torch holds it
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+class Options(BaseModel):
+    """Base for every plugin's hyperparameters. Unknown keys are errors, values are validated.
+
+    Rules every plugin's options get without declaring them: a float is finite (``inf``, ``nan``
+    and ``1e309`` are refused; nothing trains with them), an integer fits in 64 bits.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _fits_64_bits(cls, value: Any) -> Any:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool) and not -INT_LIMIT <= item < INT_LIMIT:
+                raise PydanticCustomError("int_64_bit", "Input should be a 64-bit integer")
+        return value
 
 
 OptionsBase = Options  # the base class, for annotations inside plugins (where `Options` is the plugin's own)
@@ -62,20 +80,45 @@ class Plugin(abc.ABC):
         for key in merged:
             if key not in fields:
                 valid = ", ".join(sorted(fields)) or "(this plugin has no options)"
-                raise ConfigError(f"Unknown option '{key}' for {cls.kind()} '{cls.name}'. Valid options: {valid}.")
+                raise ConfigError(
+                    f"Unknown option '{shorten(key)}' for {cls.kind()} '{cls.name}'. Valid options: {valid}."
+                )
         try:
             return cls.Options(**merged)
         except ValidationError as err:
             first = err.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
+            top = str(first["loc"][0]) if first["loc"] else key
+            allowed = f" Allowed: {allowed_values(fields[top])}." if top in fields else ""
             raise ConfigError(
-                f"Bad value {merged.get(key)!r} for option '{key}' of {cls.kind()} '{cls.name}': {first['msg']}."
+                f"Bad value {shorten(repr(merged.get(top)))} for option '{key}' of {cls.kind()} '{cls.name}': "
+                f"{first['msg']}.{allowed}"
             ) from None
 
     @classmethod
     def kind(cls) -> str:
         """``method``, ``metric``, ``dataset`` or ``model``: the contract this class implements."""
         return getattr(cls, "plugin_kind", "plugin")
+
+
+def allowed_values(info: FieldInfo) -> str:
+    """An option's valid values in words, from its type and bounds: ``a finite number > 0``."""
+    args = [a for a in get_args(info.annotation) if a is not type(None)] or [info.annotation]
+    if get_origin(info.annotation) is Literal or any(get_origin(a) is Literal for a in args):
+        choices = [c for a in args for c in (get_args(a) if get_origin(a) is Literal else [a])]
+        what = "one of " + ", ".join(str(c) for c in choices if c is not None)
+    elif bool in args:
+        what = "true or false"
+    elif float in args:
+        what = "a finite number"
+    elif int in args:
+        what = "a 64-bit integer"
+    else:
+        what = "a " + " or ".join(getattr(a, "__name__", str(a)) for a in args)
+    signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    bounds = [f"{sign} {getattr(m, attr)}" for m in info.metadata for attr, sign in signs.items() if hasattr(m, attr)]
+    unset = " (or unset)" if type(None) in get_args(info.annotation) else ""
+    return " ".join([what, " and ".join(bounds)]).strip() + unset
 
 
 # --------------------------------------------------------------------------------------- methods

@@ -1,5 +1,8 @@
 """A leaderboard kept in the store: its markdown, CSV and figure logged as one MLflow run, so the
-table a sweep (or a multi-method ``run``) ends with can be found again in the UI."""
+table a sweep (or a multi-method ``run``) ends with can be found again in the UI.
+
+The board run is held like any claim (host, PID, a renewed lease): a publish killed midway leaves a
+RUNNING run that the next publish fails as abandoned, instead of one that stays RUNNING for good."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from unlearnkit.board import tables
 from unlearnkit.board.leaderboard import Board, MetricInfo, leaderboard, metric_info
 from unlearnkit.board.plots import plot_boards
 from unlearnkit.discovery.registry import Registries
+from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import Store, tag
 
 
@@ -26,18 +30,22 @@ def publish_leaderboard(
     """Log ``boards`` as a finished ``leaderboard`` run named ``leaderboard-<name>``; returns its id.
     ``figure``: also write the figure there (it is logged either way)."""
     markdown = tables.to_markdown(boards, info)
+    claims.reap(store, {"run_type": "leaderboard"})  # publishes that died midway: failed, never left RUNNING
     with tempfile.TemporaryDirectory() as tmp:
         path = plot_boards(boards, figure or Path(tmp) / "leaderboard.png")
         run_id = store.start_run(
-            f"leaderboard-{name}", {tag("run_type"): "leaderboard", tag("sweep"): name}, params or {}
+            f"leaderboard-{name}",
+            {tag("run_type"): "leaderboard", tag("sweep"): name, **claims.owner_tags()},
+            params or {},
         )
-        store.log_text(run_id, markdown, "leaderboard.md")
-        store.log_text(run_id, tables.to_csv(boards, info), "leaderboard.csv")
-        store.log_text(run_id, tables.to_json(boards), "leaderboard.json")
-        store.log_file(run_id, path)
-        if metrics:
-            store.log_metrics(run_id, metrics)
-        store.finish(run_id)
+        with claims.held(store, run_id):
+            store.log_text(run_id, markdown, "leaderboard.md")
+            store.log_text(run_id, tables.to_csv(boards, info), "leaderboard.csv")
+            store.log_text(run_id, tables.to_json(boards), "leaderboard.json")
+            store.log_file(run_id, path)
+            if metrics:
+                store.log_metrics(run_id, metrics)
+            store.finish(run_id)
     return run_id
 
 

@@ -14,7 +14,7 @@ import typer
 
 from unlearnkit import __version__
 from unlearnkit.cli import console as con
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import UnlearnkitError, disk_full, one_line, shorten
 from unlearnkit.store import interrupts
 
 app = typer.Typer(
@@ -49,7 +49,9 @@ def _load_commands() -> set[str]:
     for info in pkgutil.iter_modules(__path__):
         if info.name != "console":
             importlib.import_module(f"{__name__}.{info.name}")
-    return {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    groups = {g.name or (g.typer_instance.info.name if g.typer_instance else None) for g in app.registered_groups}
+    return commands | {name for name in groups if name}  # and the command groups (`store check`)
 
 
 BUILTIN = _load_commands()
@@ -74,6 +76,9 @@ EXITS = _exception_classes("Exit")
 ABORTS = _exception_classes("Abort")
 
 
+LONG_WORD = 200  # a word of a usage error longer than this is the user's own blob, echoed shortened
+
+
 def given_value(argv: list[str], opts: list[str]) -> str | None:
     """The value typed after one of ``opts`` (``--epochs abc`` or ``--epochs=abc``)."""
     for i, word in enumerate(argv):
@@ -94,7 +99,7 @@ def usage_message(exc: Any, argv: list[str] | None = None) -> str:
     opts = list(getattr(param, "opts", None) or [])
     value = given_value(argv or [], opts) if opts else None
     if type(exc).__name__ == "BadParameter" and value is not None:
-        text = f"Bad value '{value}' for {opts[0]}: {text.split(': ', 1)[-1]}"
+        text = f"Bad value '{shorten(value)}' for {opts[0]}: {text.split(': ', 1)[-1]}"
     elif type(exc).__name__ == "NoSuchOption" and command is not None and not getattr(exc, "possibilities", None):
         options = sorted(o for p in command.params for o in getattr(p, "opts", []) if o.startswith("--"))
         if options:
@@ -103,6 +108,7 @@ def usage_message(exc: Any, argv: list[str] | None = None) -> str:
         text += f" Expected: {param.help}."
     elif "No such command" in text and command is not None and hasattr(command, "commands"):
         text += f" Valid commands: {', '.join(sorted(command.commands))}."
+    text = " ".join(shorten(word) if len(word) > LONG_WORD else word for word in text.split(" "))  # a pasted blob
     if ctx is not None and getattr(ctx, "command_path", None):
         text = text if text.endswith((".", "?", "!")) else text + "."
         text += f" See '{ctx.command_path} --help'."
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             get_host().pm.hook.register_commands(app=app)
         code = app(args=argv, prog_name="unlearnkit", standalone_mode=False)
     except UnlearnkitError as err:
-        con.error(str(err))
+        con.error(one_line(str(err)))
         sys.exit(err.exit_code)
     except EXITS as exc:
         sys.exit(getattr(exc, "exit_code", 0))
@@ -139,6 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(getattr(exc, "exit_code", 2) or 2)
     except KeyboardInterrupt:
         code = 130
+    except Exception as exc:  # a full disk, however deep a library wrapped it, is one line too; the rest are bugs
+        full = disk_full(exc)
+        if full is None:
+            raise
+        con.error(str(full))
+        sys.exit(full.exit_code)
     # typer turns KeyboardInterrupt into exit code 130 and returns exit codes in this mode
     if code == 130:
         con.error("Interrupted: an unfinished run is never counted; run the same command again to resume.")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
@@ -33,24 +34,60 @@ def export(
         spec = load_recipe(recipe)
         scope = {"datasets": set(spec.datasets), "models": set(spec.models), "seeds": set(spec.seeds)}
     n = export_bundle(store, reference_runs(store, **scope), output)
-    con.out.print(f"Exported {n} reference models to {output}.", highlight=False)
+    con.out.print(f"Exported {n} reference models to {escape(str(output))}.", highlight=False)
 
 
 @app.command("import")
 def import_(
-    bundle: Annotated[Path, typer.Argument(help="A bundle written by `unlearnkit export`.", metavar="BUNDLE")],
+    bundle: Annotated[
+        str,
+        typer.Argument(
+            help="A bundle written by `unlearnkit export`: a path, or a file://, http:// or https:// URL.",
+            metavar="BUNDLE",
+        ),
+    ],
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Accept only the bundle file with this sha256 (64 hex digits).")
+    ] = None,
+    trust_times: Annotated[
+        bool,
+        typer.Option(
+            "--trust-times",
+            help="The bundle's training times were measured on hardware like this one: use them as RTE denominators.",
+        ),
+    ] = False,
+    max_member_size: Annotated[
+        str, typer.Option(help="Largest checkpoint accepted (binary units: 500MB = 500MiB).")
+    ] = "1GiB",
+    max_manifest_size: Annotated[str, typer.Option(help="Largest manifest.json accepted.")] = "1MiB",
+    max_bundle_size: Annotated[
+        str, typer.Option(help="Largest bundle accepted: the file (or download) and all its members together.")
+    ] = "2GiB",
+    plugins_dir: Annotated[
+        Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder (the models to check).")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
 ) -> None:
-    """Add a bundle's reference models to the store (checked first): later runs reuse them instead of training."""
-    from unlearnkit.engine.bundles import import_bundle
+    """Add a bundle's reference models to the store, all or none, after checking every byte: later
+    runs reuse them instead of training. Each checkpoint must load into the model its identity names."""
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.engine.bundles import Limits, import_bundle, parse_size
     from unlearnkit.store.mlflow_store import Store
 
+    limits = Limits(
+        member=parse_size(max_member_size, "--max-member-size"),
+        manifest=parse_size(max_manifest_size, "--max-manifest-size"),
+        total=parse_size(max_bundle_size, "--max-bundle-size"),
+    )
+    host = get_host(plugins_dir)
+    for message in host.report.failed:
+        con.warn(message)
     store = Store(tracking_uri, experiment)
     store.check()
-    report = import_bundle(store, bundle)
+    report = import_bundle(store, bundle, host.registries, limits=limits, sha256=sha256, trust_times=trust_times)
     con.out.print(
-        f"Imported {report.added} of {report.models} reference models from {bundle} "
+        f"Imported {report.added} of {report.models} reference models from {escape(bundle)} "
         f"({report.present} already in the store).",
         highlight=False,
     )

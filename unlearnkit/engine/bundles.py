@@ -2,32 +2,119 @@
 another, so nobody trains the same reference twice (a lab shares its ImageNet-scale originals,
 a cluster seeds a laptop's store).
 
-A bundle is a tar file holding ``manifest.json`` and one checkpoint per model. The manifest lists,
-per model, its identity (the dictionary its config hash is computed from), that hash, its tags,
-params and metrics, and the checkpoint's sha256. ``import`` refuses a bundle whose files do not
-match their checksums or whose identities do not hash to their config hashes, and creates, for
-each model not already in the store, a finished training run with the same config hash: later runs
-then find it exactly as if they had trained it.
+A bundle is a tar file holding ``manifest.json`` and one checkpoint per model. A bundle is data,
+never authority: it may come from anyone (a URL, a mail attachment), and the store believes
+only what import can check or re-derive itself.
+
+- Only reference models (``original``, ``retrained``) travel. Every tag and param an imported
+  run gets is re-derived from the model's identity (the dictionary its config hash hashes) or
+  is one of a few descriptive tags, checked against its declared kind; anything else in the
+  manifest refuses the bundle. Claims, results and MLflow's own tags never come from a bundle.
+- Every checkpoint is read weights-only and strict-loaded into the model its identity names,
+  built by this machine's plugins, before anything is written.
+- A measured ``train_time_s`` is kept, but the run is marked: another machine's clock is no RTE
+  denominator unless the importer vouches for it (``--trust-times``).
+- Sizes are bounded from the tar headers before any byte is copied, and again while copying;
+  links, devices, unlisted or duplicate members and odd paths are refused; nothing is extracted
+  by ``tarfile`` itself.
+- The import is one transaction: everything is checked first, each run appears complete (typed
+  only once finished), and a failure while writing deletes the runs it made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import math
+import os
+import re
 import tarfile
 import tempfile
-from dataclasses import dataclass
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
-from unlearnkit.errors import ConfigError, StoreError
-from unlearnkit.identity import config_hash, file_sha256
-from unlearnkit.store.mlflow_store import TAG, RunRecord, Store, tag
+from unlearnkit.api.types import ImageSpec
+from unlearnkit.discovery.registry import Registries
+from unlearnkit.engine.references import IMAGE_SPEC, REFERENCE_ROLES, image_spec_text, parse_image_spec
+from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full
+from unlearnkit.identity import config_hash, file_sha256, identity_json
+from unlearnkit.store.mlflow_store import RunRecord, Store, tag
+from unlearnkit.store.tags import TAGS
 
 FORMAT = "unlearnkit-reference-models"
-FORMAT_VERSION = 1
-# tags that describe the process that trained a model, not the model: not carried over
-LOCAL_TAGS = ("host", "pid", "heartbeat", "sweep", "mlflow.")
+FORMAT_VERSION = 2  # 2: only re-derivable fields, the input each model is built for
+MANIFEST = "manifest.json"
+MAX_MEMBERS = 10_000  # tar headers read before giving up: a bundle of empty members is no bundle
+CHUNK = 1 << 20
+
+# Tags an imported run gets that are re-derived from the identity: a bundle may state them, and
+# then they must agree. And descriptive tags, taken from the bundle only after a kind check.
+DERIVED_TAGS = (
+    "run_type",
+    "role",
+    "config_hash",
+    "checkpoint_sha256",
+    "dataset",
+    "model",
+    "seed",
+    "subset",
+    "train_recipe",
+    "world_size",
+)
+DESCRIPTIVE_TAGS = ("scenario", "protocol", "version", "device")
+ENTRY_KEYS = {"config_hash", "identity", "file", "sha256", IMAGE_SPEC, "tags", "params", "metrics"}
+PARAMS = ("images",)  # besides the re-derived role, seed, image_spec and train.* params
+METRICS = ("train_time_s",)
+MAX_TEXT = 200  # longest descriptive tag value accepted
+IDENTITY_TYPES: dict[str, tuple[type, ...]] = {
+    "core": (int,),
+    "dataset": (str,),
+    "dataset_options": (dict,),
+    "data": (str,),
+    "model": (str,),
+    "model_plugin": (str,),
+    "model_options": (dict,),
+    "pretrained": (bool,),
+    "weights": (str, type(None)),
+    "subset": (int, float, type(None)),
+    "train_recipe": (dict,),
+    "role": (str,),
+    "seed": (int,),
+    "train_indices": (str,),
+}
+OPTIONAL_IDENTITY = {"world_size": (int,)}
+# a registry entry's version string: ``package:name@algorithm_version`` or ``package:name==dist_version``
+PLUGIN_VERSION = re.compile(r"^(?P<package>.*):(?P<name>[A-Za-z0-9_.\-]+)(@|==)[^:@=]*$")
+HEX = re.compile(r"^[0-9a-f]{16,64}$")
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest checkpoint, manifest and whole bundle import accepts (a ViT-B/16 checkpoint is
+    about 350 MB; a manifest of a thousand models well under a MiB)."""
+
+    member: int = 1 << 30
+    manifest: int = 1 << 20
+    total: int = 2 << 30
+
+
+def parse_size(text: str, flag: str) -> int:
+    """``"512MiB"``, ``"2GB"``, ``"1048576"`` -> bytes; a one-line error for anything else."""
+    found = SIZE.match(text)
+    if not found or float(found.group(1)) <= 0:
+        raise ConfigError(f"Bad {flag} {text!r}: expected a size such as 1GiB, 350MB or 1048576 (bytes).")
+    unit = (found.group(2) or "b").lower().rstrip("b").rstrip("i")
+    return int(float(found.group(1)) * 1024 ** ("kmgt".index(unit) + 1 if unit else 0))
 
 
 @dataclass
@@ -37,6 +124,7 @@ class BundleReport:
     present: int = 0
 
 
+# ------------------------------------------------------------------------------------- export
 def reference_runs(
     store: Store,
     *,
@@ -44,9 +132,12 @@ def reference_runs(
     models: set[str] | None = None,
     seeds: set[int] | None = None,
 ) -> list[RunRecord]:
-    """Finished reference-model training runs, optionally only those of a recipe's datasets, models and seeds."""
+    """Finished original and retrained models, optionally only those of a recipe's datasets,
+    models and seeds (an audit's shadow models stay in their store)."""
     found = []
     for rec in store.search({"run_type": "train"}):
+        if rec.tag("role") not in REFERENCE_ROLES:
+            continue
         if datasets and rec.tag("dataset") not in datasets:
             continue
         if models and rec.tag("model") not in models:
@@ -58,13 +149,31 @@ def reference_runs(
 
 
 def export_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
-    """Write ``records`` (finished training runs) with their checkpoints to the tar file ``path``."""
+    """Write ``records`` (finished training runs) with their checkpoints to the tar file ``path``:
+    only what import re-derives or checks, so no host, path, process or nonce of this machine."""
     if not records:
         raise ConfigError(f"No trained reference models in {store.uri} match: nothing to export.")
+    partial = Path(path).with_name(f".{Path(path).name}.partial")  # a failed export leaves no half bundle
+    try:
+        count = _write_bundle(store, records, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
+
+
+def _write_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
     entries = []
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(path, "w") as tar:
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for rec in records:
             key = rec.tag("config_hash")
+            spec = spec_of(rec)
+            if spec is None:
+                raise StoreError(
+                    f"Run {rec.run_id} ({key}) was trained before reference models recorded their input "
+                    f"({IMAGE_SPEC}); run its benchmark once with this unlearnkit (it reuses the model and "
+                    "records it), then export again."
+                )
             try:
                 identity = json.loads((store.download(rec.run_id, "identity.json", Path(tmp) / key)).read_text())
                 checkpoint = store.download(rec.run_id, "checkpoint/model.pt", Path(tmp) / key)
@@ -75,87 +184,592 @@ def export_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
             digest = file_sha256(checkpoint)
             if digest != rec.tag("checkpoint_sha256"):
                 raise StoreError(f"Run {rec.run_id}: its checkpoint fails its sha256 check; not exported.")
-            name = f"models/{key}.pt"
-            tar.add(checkpoint, arcname=name)
+            name = member_name(key)
+            tar.add(checkpoint, arcname=name, filter=_anonymous)
             entries.append(
                 {
                     "config_hash": key,
                     "identity": identity,
                     "file": name,
                     "sha256": digest,
-                    "name": rec.tags.get("mlflow.runName", key),
-                    "tags": {k: v for k, v in rec.tags.items() if not _local(k)},
-                    "params": rec.params,
-                    "metrics": rec.metrics,
+                    IMAGE_SPEC: asdict(spec),
+                    "tags": {tag(k): rec.tag(k) for k in DERIVED_TAGS if rec.tag(k)}
+                    | {tag(k): rec.tag(k) for k in DESCRIPTIVE_TAGS if valid_tag(k, rec.tag(k))},
+                    "params": {k: rec.params[k] for k in PARAMS if k in rec.params},
+                    "metrics": {k: rec.metrics[k] for k in METRICS if k in rec.metrics},
                 }
             )
-        manifest = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "models": entries}, indent=1)
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest.encode())
-        tar.addfile(info, io.BytesIO(manifest.encode()))
+        data = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "models": entries}, indent=1).encode()
+        info = _anonymous(tarfile.TarInfo(MANIFEST))
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
     return len(entries)
 
 
-def _local(key: str) -> bool:
-    bare = key.removeprefix(f"{TAG}.")
-    return key.startswith("mlflow.") or bare in LOCAL_TAGS or bare.startswith(LOCAL_TAGS)
-
-
-def read_manifest(tar: tarfile.TarFile, path: Path) -> list[dict[str, Any]]:
+def spec_of(rec: RunRecord) -> ImageSpec | None:
+    """The input a training run's model was built for (None for runs of 0.2, which did not record it)."""
     try:
-        member = tar.extractfile("manifest.json")
-        doc = json.loads(member.read()) if member is not None else None
-    except (KeyError, json.JSONDecodeError):
-        doc = None
+        return parse_image_spec(rec.params.get(IMAGE_SPEC, "null"))
+    except ValueError:
+        return None
+
+
+def member_name(key: str) -> str:
+    """The one file name a model's checkpoint may have in a bundle."""
+    return f"models/{key}.pt"
+
+
+def _anonymous(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """No owner, group or time of the exporting machine in the tar headers."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    info.mode = 0o644
+    return info
+
+
+# ------------------------------------------------------------------------------------ sources
+def short(value: object, limit: int = 80) -> str:
+    """A value from a bundle, safe to put in a one-line message: quoted, escaped, cut."""
+    text = ascii(value) if isinstance(value, str) else ascii(str(value))
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def source_label(source: str) -> str:
+    """What a run records as its bundle: the file name, or the URL without credentials or query."""
+    if "://" not in source:
+        return Path(source).name[:MAX_TEXT]
+    parts = urllib.parse.urlsplit(source)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:MAX_TEXT]
+
+
+@contextmanager
+def fetched(source: str, limits: Limits, sha256: str | None, tmp: Path) -> Iterator[Path]:
+    """The bundle as a local file: a path as it is, a URL streamed into ``tmp`` (never more than
+    ``limits.total`` bytes), its sha256 checked against ``--sha256`` before it is opened."""
+    shown = short(source if "://" not in source else source_label(source))  # no credentials in an error line
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ConfigError(f"Bad --sha256 {short(sha256)}: expected 64 hexadecimal digits.")
+    scheme = urllib.parse.urlsplit(source).scheme.lower() if "://" in source else ""
+    if scheme == "file":
+        parts = urllib.parse.urlsplit(source)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"Bundle {shown}: a file:// URL names a file on this machine (no host).")
+        path = Path(urllib.request.url2pathname(parts.path))
+    elif scheme in ("http", "https"):
+        path = tmp / "bundle.tar"
+        download(source, path, limits.total)
+    elif scheme:
+        raise ConfigError(f"Bundle {shown}: unsupported scheme '{scheme}'; use a path, file://, http:// or https://.")
+    else:
+        path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"Bundle {short(str(path))} does not exist.")
+    if path.stat().st_size > limits.total:
+        raise ConfigError(
+            f"Bundle {shown} is {path.stat().st_size} bytes, over the {limits.total}-byte limit "
+            "(--max-bundle-size); refused."
+        )
+    if sha256 is not None and file_sha256(path) != sha256.lower():
+        raise ConfigError(f"Bundle {shown} does not match --sha256 {sha256.lower()[:16]}...; refused.")
+    yield path
+
+
+def download(url: str, dest: Path, limit: int) -> None:
+    """Stream ``url`` into ``dest``, stopping as soon as the server sends more than ``limit`` bytes
+    (a Content-Length over it is refused before the body is read)."""
+    label = short(source_label(url))
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "unlearnkit-import"})
+        with urllib.request.urlopen(request, timeout=30) as resp, open(dest, "wb") as out:
+            declared = resp.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise ConfigError(
+                    f"Bundle {label} is {declared} bytes, over the {limit}-byte limit (--max-bundle-size); refused."
+                )
+            received = 0
+            while chunk := resp.read(CHUNK):
+                received += len(chunk)
+                if received > limit:
+                    raise ConfigError(
+                        f"Bundle {label} sent more than the {limit}-byte limit (--max-bundle-size); refused."
+                    )
+                out.write(chunk)
+    except urllib.error.HTTPError as err:
+        raise ConfigError(f"Bundle {label} could not be downloaded: HTTP {err.code} {err.reason}.") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        full = disk_full(err)
+        if full is not None:
+            raise full from None
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"Bundle {label} could not be downloaded ({short(str(reason), 120)}).") from None
+
+
+# --------------------------------------------------------------------------- reading the tar
+def open_tar(path: Path, label: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise ConfigError(
+            f"{label} is not a tar file ({type(err).__name__}); make one with unlearnkit export."
+        ) from None
+
+
+def normal_name(name: str, label: str) -> str:
+    """A member's name as a relative POSIX path without ``.`` parts; absolute or ``..`` refused."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name or not pure.parts:
+        raise ConfigError(f"{label}: member {short(name)} has an unsafe path; refused.")
+    return str(pure)
+
+
+def scan(tar: tarfile.TarFile, label: str, limits: Limits) -> dict[str, tarfile.TarInfo]:
+    """Every member's header, checked before any data is copied: regular files (and folders)
+    only, each name once, each size within its limit, all of them within the total."""
+    members: dict[str, tarfile.TarInfo] = {}
+    total = 0
+    count = 0
+    try:
+        while (info := tar.next()) is not None:
+            count += 1
+            if count > MAX_MEMBERS:
+                raise ConfigError(f"{label} has more than {MAX_MEMBERS} members; refused.")
+            name = normal_name(info.name, label)
+            if info.isdir():
+                continue
+            if not info.isreg() or info.issparse():
+                kind = next(
+                    (what for what, test in _KINDS if test(info)),
+                    "not a regular file",
+                )
+                raise ConfigError(
+                    f"{label}: member {short(name)} is {kind}; a bundle holds regular files only; refused."
+                )
+            if name in members:
+                raise ConfigError(f"{label}: member {short(name)} appears twice; refused.")
+            limit, flag = (
+                (limits.manifest, "--max-manifest-size") if name == MANIFEST else (limits.member, "--max-member-size")
+            )
+            if info.size > limit:
+                raise ConfigError(
+                    f"{label}: member {short(name)} is {info.size} bytes, over the {limit}-byte limit "
+                    f"({flag}); refused."
+                )
+            total += info.size
+            if total > limits.total:
+                raise ConfigError(
+                    f"{label}: its members add up to more than the {limits.total}-byte limit "
+                    f"(--max-bundle-size) at {short(name)}; refused."
+                )
+            members[name] = info
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise ConfigError(f"{label} is damaged or truncated ({type(err).__name__}); refused.") from None
+    if MANIFEST not in members:
+        raise ConfigError(f"{label} is not a reference-model bundle (no {MANIFEST}); make one with unlearnkit export.")
+    return members
+
+
+_KINDS: tuple[tuple[str, Callable[[tarfile.TarInfo], bool]], ...] = (
+    ("a symlink", tarfile.TarInfo.issym),
+    ("a hardlink", tarfile.TarInfo.islnk),
+    ("a device", lambda i: i.ischr() or i.isblk()),
+    ("a FIFO", tarfile.TarInfo.isfifo),
+    ("a sparse file", tarfile.TarInfo.issparse),
+)
+
+
+def copy_member(tar: tarfile.TarFile, info: tarfile.TarInfo, out: IO[bytes], limit: int, label: str) -> str:
+    """Copy one member's bytes (at most ``limit``) and return their sha256."""
+    digest = hashlib.sha256()
+    copied = 0
+    src = tar.extractfile(info)
+    assert src is not None  # a regular file, checked by scan
+    while True:
+        try:
+            chunk = src.read(CHUNK)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:  # the bundle's fault
+            raise ConfigError(
+                f"{label}: member {short(info.name)} is truncated or damaged ({type(err).__name__}); refused."
+            ) from None
+        if not chunk:
+            return digest.hexdigest()
+        copied += len(chunk)
+        if copied > limit:
+            raise ConfigError(f"{label}: member {short(info.name)} holds more than {limit} bytes; refused.")
+        digest.update(chunk)
+        out.write(chunk)  # a full temp folder is the machine's, not the bundle's: see full_disk_is_one_line
+
+
+def read_manifest(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], label: str, limits: Limits) -> list[Any]:
+    with tempfile.SpooledTemporaryFile(max_size=limits.manifest + 1) as buf:
+        copy_member(tar, members[MANIFEST], buf, limits.manifest, label)
+        buf.seek(0)
+        try:
+            doc = json.loads(buf.read())
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, a 5,000-digit number, nested too deep
+            doc = None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConfigError(
-            f"'{path}' is not a reference-model bundle (no valid manifest.json); make one with unlearnkit export."
+            f"{label} is not a reference-model bundle (no valid {MANIFEST}); make one with unlearnkit export."
         )
     if doc.get("version") != FORMAT_VERSION:
         raise ConfigError(
-            f"Bundle '{path}' has format version {doc.get('version')}; this unlearnkit reads {FORMAT_VERSION}."
+            f"{label} has format version {short(doc.get('version'))}; this unlearnkit reads {FORMAT_VERSION} "
+            "(export it again with this unlearnkit)."
         )
-    return list(doc["models"])
+    models = doc.get("models")
+    if not isinstance(models, list) or not models:
+        raise ConfigError(f"{label}: its manifest lists no models; refused.")
+    return models
 
 
-def verify(entry: dict[str, Any], file: Path, path: Path) -> None:
-    """One line, and nothing imported, when a model's bytes or identity are not what the manifest says."""
-    key = entry["config_hash"]
-    if config_hash(entry["identity"]) != key or entry["tags"].get(tag("config_hash")) != key:
-        raise ConfigError(f"Bundle '{path}': the identity of model {key} does not hash to its config hash; refused.")
-    if file_sha256(file) != entry["sha256"] or entry["tags"].get(tag("checkpoint_sha256")) != entry["sha256"]:
-        raise ConfigError(f"Bundle '{path}': the checkpoint of model {key} fails its sha256 check; refused.")
+# ---------------------------------------------------------------------------- checking entries
+@dataclass
+class Checked:
+    """One model of a bundle, checked: what its run will be, every value re-derived or validated."""
+
+    key: str
+    identity: dict[str, Any]
+    sha256: str
+    spec: ImageSpec
+    tags: dict[str, str]
+    params: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    file: Path = Path()
+
+    @property
+    def run_name(self) -> str:
+        ident = self.identity
+        return f"{ident['role']}-model-{self.tags[tag('dataset')]}-{ident['model']}-s{ident['seed']}"
 
 
-def import_bundle(store: Store, path: Path) -> BundleReport:
-    """Verify every model of the bundle first, then add the ones the store does not have yet."""
-    if not Path(path).is_file():
-        raise ConfigError(f"Bundle '{path}' does not exist.")
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(path, "r") as tar:
-        entries = read_manifest(tar, path)
-        files = {}
-        for entry in entries:  # everything checked before anything is written
-            name = PurePosixPath(entry["file"])
-            if name.is_absolute() or ".." in name.parts:
-                raise ConfigError(f"Bundle '{path}': unsafe file name {entry['file']!r}; refused.")
-            tar.extract(entry["file"], tmp, filter="data")
-            files[entry["config_hash"]] = Path(tmp) / entry["file"]
-            verify(entry, files[entry["config_hash"]], path)
+def check_entry(raw: Any, index: int, label: str) -> Checked:
+    """The manifest's entry ``index``, refused on the first thing that is not a reference model's."""
+    where = f"{label}: model {index + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} is not an object; refused.")
+    unknown = sorted(set(raw) - ENTRY_KEYS)
+    if unknown:
+        raise ConfigError(f"{where} has the unknown field {short(unknown[0])}; refused.")
+    key, identity = raw.get("config_hash"), raw.get("identity")
+    if not isinstance(key, str) or not isinstance(identity, dict):
+        raise ConfigError(f"{where} lacks its config_hash or identity; refused.")
+    where = f"{label}: model {short(key, 30)}"
+    if config_hash(identity) != key:
+        raise ConfigError(f"{where}: its identity does not hash to its config hash; refused.")
+    check_identity(identity, where)
+    if raw.get("file") != member_name(key):
+        raise ConfigError(f"{where}: its file must be {member_name(key)!r}, not {short(raw.get('file'))}; refused.")
+    sha256 = raw.get("sha256")
+    if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ConfigError(f"{where}: its sha256 is not 64 hexadecimal digits; refused.")
+    spec = check_spec(raw.get(IMAGE_SPEC), where)
+    derived = derived_tags(identity, key, sha256, where)
+    tags = {**derived, **check_tags(raw.get("tags", {}), derived, where)}
+    params = check_params(raw.get("params", {}), identity, spec, where)
+    metrics = check_metrics(raw.get("metrics", {}), where)
+    return Checked(key, identity, sha256, spec, tags, params, metrics)
+
+
+def check_identity(identity: dict[str, Any], where: str) -> None:
+    for name, types in IDENTITY_TYPES.items():
+        value = identity.get(name, ...)
+        if value is ... or not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ConfigError(f"{where}: its identity's {name!r} is missing or of the wrong type; refused.")
+    for name, types in OPTIONAL_IDENTITY.items():
+        if name in identity and (not isinstance(identity[name], types) or isinstance(identity[name], bool)):
+            raise ConfigError(f"{where}: its identity's {name!r} is of the wrong type; refused.")
+    if identity["role"] not in REFERENCE_ROLES:
+        raise ConfigError(
+            f"{where} is a {short(identity['role'])} model; a bundle carries only "
+            f"{' and '.join(REFERENCE_ROLES)} models; refused."
+        )
+    if not isinstance(identity["train_recipe"].get("train.name"), str):
+        raise ConfigError(f"{where}: its identity names no training recipe; refused.")
+    if PLUGIN_VERSION.match(identity["dataset"]) is None:
+        raise ConfigError(f"{where}: its identity names no dataset plugin; refused.")
+
+
+def check_spec(raw: Any, where: str) -> ImageSpec:
+    try:
+        spec = parse_image_spec(json.dumps(raw))
+    except (ValueError, TypeError):
+        spec = None
+    if spec is None:
+        raise ConfigError(
+            f"{where}: its {IMAGE_SPEC} is not channels, height, width and num_classes (1-65536); refused."
+        )
+    return spec
+
+
+def derived_tags(identity: dict[str, Any], key: str, sha256: str, where: str) -> dict[str, str]:
+    """The tags an imported run gets from its identity alone (the same a trained run carries)."""
+    found = PLUGIN_VERSION.match(identity["dataset"])
+    assert found is not None  # checked by check_identity
+    subset = identity["subset"]
+    tags = {
+        "run_type": "train",
+        "role": identity["role"],
+        "config_hash": key,
+        "checkpoint_sha256": sha256,
+        "dataset": found.group("name"),
+        "model": identity["model"],
+        "seed": str(identity["seed"]),
+        "subset": str(subset) if subset is not None else "full",
+        "train_recipe": identity["train_recipe"]["train.name"],
+    }
+    if "world_size" in identity:
+        tags["world_size"] = str(identity["world_size"])
+    for name, value in tags.items():
+        if not valid_tag(name, value):
+            raise ConfigError(f"{where}: its {name} {short(value)} is not a valid {TAGS[name].kind}; refused.")
+    return {tag(k): v for k, v in tags.items()}
+
+
+def check_tags(raw: Any, derived: dict[str, str], where: str) -> dict[str, str]:
+    """The bundle's own tags: each one re-derived (and then it must agree) or descriptive (and then
+    of its declared kind); any other key, ``mlflow.*`` included, refuses the bundle."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: its tags are not an object; refused.")
+    kept: dict[str, str] = {}
+    allowed = {tag(k): k for k in (*DERIVED_TAGS, *DESCRIPTIVE_TAGS)}
+    for name, value in raw.items():
+        bare = allowed.get(name)
+        if bare is None:
+            raise ConfigError(f"{where}: the tag {short(name)} is not one a reference model may bring; refused.")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: the tag {short(name)} is not a string; refused.")
+        if name in derived or bare in DERIVED_TAGS:
+            if derived.get(name) != value:
+                raise ConfigError(
+                    f"{where}: the tag {short(name)} is {short(value)}, but its identity says "
+                    f"{short(derived.get(name, '(none)'))}; refused."
+                )
+        elif not valid_tag(bare, value):
+            raise ConfigError(f"{where}: the tag {short(name)} is not a valid {TAGS[bare].kind}; refused.")
+        else:
+            kept[name] = value
+    return kept
+
+
+def valid_tag(name: str, value: str) -> bool:
+    """Whether ``value`` is of the kind :data:`unlearnkit.store.tags.TAGS` declares for ``name``."""
+    kind = TAGS[name].kind
+    if not value or len(value) > MAX_TEXT or not value.isprintable():
+        return False
+    if kind == "int":
+        return re.fullmatch(r"-?\d{1,18}", value) is not None
+    if kind == "hash":
+        return HEX.fullmatch(value) is not None
+    if kind == "float":
+        try:
+            return math.isfinite(float(value))
+        except ValueError:
+            return False
+    return kind == "text"
+
+
+def check_params(raw: Any, identity: dict[str, Any], spec: ImageSpec, where: str) -> dict[str, Any]:
+    """The run's params: role, seed, the training recipe and the input re-derived; ``images`` checked."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: its params are not an object; refused.")
+    params: dict[str, Any] = {
+        "role": identity["role"],
+        "seed": identity["seed"],
+        **identity["train_recipe"],
+        IMAGE_SPEC: image_spec_text(spec),
+    }
+    for name, value in raw.items():
+        if name not in PARAMS:
+            raise ConfigError(f"{where}: the param {short(name)} is not one a reference model may bring; refused.")
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(r"\d{1,12}", str(value)):
+            raise ConfigError(f"{where}: the param {short(name)} is not a count of images; refused.")
+        params[name] = int(value)
+    return params
+
+
+def check_metrics(raw: Any, where: str) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: its metrics are not an object; refused.")
+    metrics = {}
+    for name, value in raw.items():
+        if name not in METRICS:
+            raise ConfigError(f"{where}: the metric {short(name)} is not one a reference model may bring; refused.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{where}: its {name} {short(value)} is not a finite number of seconds; refused.")
+        metrics[name] = float(value)
+    return metrics
+
+
+def check_weights(entry: Checked, registries: Registries, label: str) -> None:
+    """Read the checkpoint weights-only and strict-load it into the model its identity names,
+    built by this machine's plugins for the entry's input: a file that does not load is refused."""
+    import torch
+
+    from unlearnkit.api.weights import state_dict_mismatches
+
+    where = f"{label}: the checkpoint of model {entry.key}"
+    try:
+        with warnings.catch_warnings():  # torch's hints about the file are not for this user: one line says it
+            warnings.simplefilter("ignore")
+            state = torch.load(entry.file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a pickle, a torn or legacy file: the file's fault, named in one line
+        detail = (str(err).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"{where} does not load as weights only ({type(err).__name__}: {short(detail, 100)}); refused."
+        ) from None
+    if not (
+        isinstance(state, dict)
+        and state
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise ConfigError(f"{where} does not hold a state dict of tensors; refused.")
+    net = build_named_model(entry, registries, where)
+    problems = state_dict_mismatches(net.state_dict(), state, set())
+    if problems:
+        raise ConfigError(f"{where} does not fit model {short(entry.identity['model'])}: {problems[0]}; refused.")
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError) as err:
+        detail = (str(err).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"{where} does not load into model {short(entry.identity['model'])} ({short(detail, 100)}); refused."
+        ) from None
+
+
+def build_named_model(entry: Checked, registries: Registries, where: str) -> Any:
+    """The architecture the identity names, with this machine's plugin. A model built on
+    pretrained or given weights gets the checkpoint itself as its weights file: the same
+    architecture, and no download of weights the checkpoint replaces anyway."""
+    identity = entry.identity
+    try:
+        model, variant = registries.model(identity["model"])
+        options = model.cls.parse_options(identity["model_options"])
+        needs_file = identity["pretrained"] or identity["weights"] is not None
+        obj = model.cls(
+            options, variant=variant, pretrained=identity["pretrained"], weights=entry.file if needs_file else None
+        )
+        return obj.build(entry.spec).cpu()
+    except UnlearnkitError as err:
+        raise ConfigError(
+            f"{where} cannot be checked with this machine's plugins ({err}): install the model's plugin "
+            "or pass --plugins-dir."
+        ) from None
+    except Exception as err:  # noqa: BLE001 - the plugin could not build what the identity names
+        raise ConfigError(
+            f"{where} cannot be checked: model {short(identity['model'])} does not build "
+            f"({type(err).__name__}: {short(str(err), 100)}); refused."
+        ) from None
+
+
+# ------------------------------------------------------------------------------------- import
+def import_bundle(
+    store: Store,
+    source: str | Path,
+    registries: Registries,
+    *,
+    limits: Limits = Limits(),
+    sha256: str | None = None,
+    trust_times: bool = False,
+) -> BundleReport:
+    """Check every model of the bundle (headers, sizes, manifest, tags, identities, checksums,
+    weights), then add the ones the store does not have yet, all or none."""
+    source = str(source)
+    label = f"Bundle {short(source_label(source))}"
+    with tempfile.TemporaryDirectory(prefix="unlearnkit-import-") as tmp:
+        with full_disk_is_one_line(), fetched(source, limits, sha256, Path(tmp)) as path, open_tar(path, label) as tar:
+            members = scan(tar, label, limits)
+            entries = [check_entry(raw, i, label) for i, raw in enumerate(read_manifest(tar, members, label, limits))]
+            check_members(entries, members, label)
+            for entry in entries:  # every byte checked before anything is written
+                entry.file = Path(tmp) / entry.key / "model.pt"  # the name every store reads a checkpoint by
+                entry.file.parent.mkdir()
+                with open(entry.file, "wb") as out:
+                    digest = copy_member(tar, members[member_name(entry.key)], out, limits.member, label)
+                if digest != entry.sha256:
+                    raise ConfigError(f"{label}: the checkpoint of model {entry.key} fails its sha256 check; refused.")
+                check_weights(entry, registries, label)
         report = BundleReport(len(entries))
+        todo = []
         for entry in entries:
-            key = entry["config_hash"]
-            if store.find_finished("train", key) is not None:
+            if store.find_finished("train", entry.key) is not None:
                 report.present += 1
-                continue
-            run_id = store.start_run(
-                entry["name"], {**entry["tags"], tag("imported_from"): Path(path).name}, entry["params"]
-            )
-            checkpoint = Path(tmp) / key / "model.pt"  # the name every store reads a checkpoint by
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            files[key].replace(checkpoint)
-            store.log_file(run_id, checkpoint, "checkpoint")
-            store.log_text(run_id, json.dumps(entry["identity"], sort_keys=True, indent=1), "identity.json")
-            store.log_metrics(run_id, entry["metrics"])
-            store.finish(run_id)
-            report.added += 1
+            else:
+                todo.append(entry)
+        publish(store, todo, source_label(source), trust_times)
+        report.added = len(todo)
     return report
+
+
+@contextmanager
+def full_disk_is_one_line() -> Iterator[None]:
+    """A temp folder that fills up while the bundle is copied: the CLI's one line for a full disk."""
+    try:
+        yield
+    except OSError as err:
+        full = disk_full(err)
+        if full is None:
+            raise
+        raise full from None
+
+
+def check_members(entries: list[Checked], members: dict[str, tarfile.TarInfo], label: str) -> None:
+    """Exactly the manifest and one checkpoint per model: nothing missing, nothing unlisted."""
+    wanted = [member_name(e.key) for e in entries]
+    if len(set(wanted)) != len(wanted):
+        twice = next(name for name in wanted if wanted.count(name) > 1)
+        raise ConfigError(f"{label}: the manifest lists {short(twice)} twice; refused.")
+    missing = [name for name in wanted if name not in members]
+    if missing:
+        raise ConfigError(f"{label}: member {short(missing[0])} is listed in the manifest but absent; refused.")
+    extra = sorted(set(members) - set(wanted) - {MANIFEST})
+    if extra:
+        raise ConfigError(f"{label}: member {short(extra[0])} is not listed in the manifest; refused.")
+
+
+def publish(store: Store, entries: list[Checked], label: str, trust_times: bool) -> None:
+    """Write the checked models as finished training runs, all or none. A run is untyped until it
+    is finished, so a crash midway leaves nothing a claim or a leaderboard would ever see; any
+    failure deletes the runs written so far."""
+    created: list[tuple[str, Checked]] = []
+    try:
+        for entry in entries:
+            run_id = store.start_run(entry.run_name, {tag("imported_from"): label}, entry.params)
+            created.append((run_id, entry))
+            store.log_file(run_id, entry.file, "checkpoint")
+            store.log_text(run_id, identity_json(entry.identity), "identity.json")
+            store.log_metrics(run_id, entry.metrics)
+            store.finish(run_id)
+        for run_id, entry in created:  # each run appears complete, in one write
+            times = "trusted" if trust_times else "untrusted"
+            store.set_tags(run_id, {**entry.tags, tag("imported_from"): label, tag("imported_times"): times})
+    except BaseException as err:
+        for run_id, _ in created:
+            try:
+                store.delete_run(run_id)
+            except Exception:  # noqa: BLE001, S110 - best effort: an untyped run is invisible anyway
+                pass
+        if isinstance(err, Exception) and not isinstance(err, UnlearnkitError):
+            full = disk_full(err)
+            if full is not None:
+                raise full from None
+            detail = (str(err).strip().splitlines() or [""])[0]
+            raise StoreError(
+                f"Import failed while writing to {store.uri} ({type(err).__name__}: {short(detail, 120)}); "
+                "nothing was imported."
+            ) from None
+        raise
+
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "BundleReport",
+    "Limits",
+    "export_bundle",
+    "import_bundle",
+    "parse_size",
+    "reference_runs",
+]

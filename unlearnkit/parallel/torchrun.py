@@ -24,8 +24,9 @@ exactly the code they ran before (the same numbers, bit for bit).
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import json
 import os
-import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from unlearnkit.errors import ConfigError, UnlearnkitError
+from unlearnkit.errors import AgreementError, ConfigError, UnlearnkitError
 
 T = TypeVar("T")
 
@@ -230,10 +231,77 @@ def _kv() -> Any:
     return distributed_c10d._get_default_store()
 
 
+# The key-value store listens on the torchrun master port, reachable by anyone on the network: what
+# the ranks exchange there is JSON, never a pickle, so a planted message cannot run code. Dataclasses
+# travel as their fields and come back only as the classes registered here (the engine's claims and results).
+_AGREEABLE: dict[str, type] = {}
+_TYPE = "__agreed_type__"
+
+
+def agreeable(*classes: type) -> None:
+    """Let these dataclasses travel through :func:`agree` (encoded as their fields, rebuilt by name)."""
+    for cls in classes:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} is not a dataclass: agree sends JSON values and registered dataclasses")
+        _AGREEABLE[cls.__qualname__] = cls
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        name = type(value).__qualname__
+        if _AGREEABLE.get(name) is not type(value):
+            raise TypeError(f"agree cannot send a {name}: register it with torchrun.agreeable, or send JSON values")
+        fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {_TYPE: name, **fields}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("agree sends JSON: dict keys must be strings")
+        return {k: _encode(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"agree cannot send a {type(value).__name__}: only JSON values and registered dataclasses")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        if _TYPE not in value:
+            return {k: _decode(v) for k, v in value.items()}
+        cls = _AGREEABLE.get(str(value[_TYPE]))
+        if cls is None:
+            raise ValueError(f"unregistered type {value[_TYPE]!r}")
+        return cls(**{k: _decode(v) for k, v in value.items() if k != _TYPE})
+    return value
+
+
+def encode_message(topic: str, value: Any) -> bytes:
+    """What rank 0 writes for one :func:`agree` call: ``{"topic", "value"}`` as JSON."""
+    return json.dumps({"topic": topic, "value": _encode(value)}).encode()
+
+
+def decode_message(raw: bytes, key: str) -> tuple[str, Any]:
+    """(topic, value) of a message rank 0 wrote; anything else (a pickle, bad JSON, an unknown
+    type) is refused with :class:`AgreementError` and never turned into objects beyond JSON's own."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("topic"), str) or "value" not in doc:
+            raise ValueError("not a {topic, value} message")
+        return doc["topic"], _decode(doc["value"])
+    except (UnicodeDecodeError, ValueError, TypeError) as err:
+        raise AgreementError(
+            f"Rank {_world.rank} refused the message '{key}' on the torchrun key-value store: it is not what rank 0 "
+            f"writes ({type(err).__name__}). Something else can reach the master port: run on a private network."
+        ) from None
+
+
 def agree(topic: str, value: Any = None) -> Any:
-    """Rank 0's ``value`` on every rank (small, picklable). The other ranks wait for it as long as
-    it takes, polling the process group's key-value store: no collective, so no timeout. Every rank
-    must call ``agree`` in the same order; ``topic`` names the call (a mismatch is a bug, and raises)."""
+    """Rank 0's ``value`` on every rank (small: JSON values, tuples come back as lists, and dataclasses
+    registered with :func:`agreeable`). The other ranks wait for it as long as it takes, polling the
+    process group's key-value store: no collective, so no timeout. Every rank must call ``agree`` in
+    the same order; ``topic`` names the call (a mismatch is a bug, and raises)."""
     global _seq
     if not _world.active:
         return value
@@ -241,13 +309,13 @@ def agree(topic: str, value: Any = None) -> Any:
     key = f"unlearnkit/agree/{_seq}"
     kv = _kv()
     if _world.main:
-        kv.set(key, pickle.dumps((topic, value)))
+        kv.set(key, encode_message(topic, value))
         return value
     pause = POLL_S[0]
     while not kv.check([key]):
         time.sleep(pause)
         pause = min(pause * 1.5, POLL_S[1])
-    got_topic, got = pickle.loads(kv.get(key))
+    got_topic, got = decode_message(kv.get(key), key)
     if got_topic != topic:
         raise RuntimeError(f"ranks out of step: rank {_world.rank} waits on '{topic}', rank 0 sent '{got_topic}'")
     return got

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from unlearnkit.errors import StoreError
+from unlearnkit.errors import StoreError, StoreUnavailableError, shorten
 from unlearnkit.store import tags as tag_schema
 from unlearnkit.store.interrupts import deferred
 
@@ -111,6 +111,15 @@ def is_transient(err: BaseException) -> bool:
     return False
 
 
+def unavailable(store: Store, err: BaseException) -> StoreUnavailableError:
+    """The one line for a server that stayed down past the retry window (what the last attempt met)."""
+    return StoreUnavailableError(
+        f"The MLflow tracking server at {store.uri} did not answer for {RETRY_FOR_S:.0f} s "
+        f"({type(err).__name__}: {shorten(err, 120)}). The unfinished run is not counted: start the server "
+        "and run the same command again to resume."
+    )
+
+
 _inside_call: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_call", default=False)
 _no_retry: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_no_retry", default=False)
 
@@ -140,8 +149,10 @@ def store_call(fn: Callable[P, R]) -> Callable[P, R]:
             except StoreError:
                 raise
             except Exception as err:
-                if not remote or time.monotonic() + delay > deadline or not is_transient(err):
+                if not remote or not is_transient(err):
                     raise
+                if time.monotonic() + delay > deadline:
+                    raise unavailable(args[0], err) from err  # type: ignore[arg-type]
             finally:
                 _inside_call.reset(token)
             time.sleep(delay)  # outside `deferred`: Ctrl-C lands here immediately
@@ -327,6 +338,12 @@ class Store:
             with self._schema_lock():
                 if self.local_db is not None and not self.local_db.exists():
                     place_empty_schema(self.local_db)  # a copy of the migrated template, not migrations
+                elif self.local_db is not None:
+                    from unlearnkit.store import health  # imports this module: loaded on first use
+
+                    done = health.preflight(self.local_db)  # damaged or half-migrated: one line, not a traceback
+                    if done:
+                        logging.getLogger(__name__).warning(done)
                 client = MlflowClient(tracking_uri=self.uri)
                 if self.local_db is not None:
                     client.search_experiments(max_results=1)  # create/migrate the schema under the lock
@@ -562,4 +579,10 @@ class Store:
                 raise CorruptCheckpoint(f"Checkpoint of run {record.run_id} is missing: {err}") from None
             if not expected or file_sha256(local) != expected:
                 raise CorruptCheckpoint(f"Checkpoint of run {record.run_id} fails its sha256 check.")
-            return torch.load(local, map_location="cpu", weights_only=True)
+            try:
+                return torch.load(local, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - a pickle, a torn or legacy file: as unusable as a wrong sha256
+                detail = (str(err).strip().splitlines() or [""])[0][:160]
+                raise CorruptCheckpoint(
+                    f"Checkpoint of run {record.run_id} does not load as weights only ({type(err).__name__}: {detail})."
+                ) from None
