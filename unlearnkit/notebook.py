@@ -3,7 +3,7 @@
     import unlearnkit as uk
     result = uk.unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), unseen=(x_u, y_u), method="lotus")
     result.model      # the unlearned copy (your model is left untouched)
-    result.metrics    # every metric that the given splits allow (pass test= as well for the MIA)
+    result.metrics    # every metric the splits allow (test= adds the MIA, retrained= the gold-standard ones)
 
 Splits are ``(images, labels)`` tensor pairs or any ``torch.utils.data.Dataset`` of such pairs.
 Images are uint8 NCHW (normalised with ``mean``/``std``, augmented with ``augment``) or float
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from unlearnkit.api.context import UnlearnContext
-from unlearnkit.api.contracts import UnlearnOutcome
+from unlearnkit.api.contracts import Metric, UnlearnOutcome
 from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.evaluation import Evaluation, MissingModel
 from unlearnkit.api.protocols import get_protocol
@@ -30,6 +30,7 @@ from unlearnkit.api.types import Augment, Setting
 from unlearnkit.errors import ConfigError
 
 SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
+SPLITS = ("forget", "retain", "unseen", "test")  # the splits uk.unlearn takes
 
 
 @dataclass
@@ -59,6 +60,22 @@ def as_tensors(data: SplitLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y.long()
 
 
+def compute(metric: type[Metric], ev: Evaluation) -> tuple[float | None, str]:
+    """``metric`` on ``ev``, or None and what it lacks ("the test split (test=)"): metrics do not
+    declare the splits they read, so a split left out shows as the KeyError of reading it."""
+    if "retrained" in metric.needs and ev.models.get("retrained") is None:
+        return None, "the retrained model (retrained=)"
+    try:
+        return metric(metric.Options()).compute(ev), ""
+    except MissingModel:
+        return None, "the retrained model (retrained=)"
+    except KeyError as err:
+        split = err.args[0] if err.args else ""
+        if split in SPLITS and split not in ev.splits:
+            return None, f"the {split} split ({split}=)"
+        raise
+
+
 def unlearn(
     model: nn.Module,
     forget: SplitLike,
@@ -77,18 +94,21 @@ def unlearn(
     std: tuple[float, ...] | None = None,
     augment: Augment = Augment(),
     protocol: str = "clean",
+    metrics: list[str] | None = None,
 ) -> UnlearnResult:
     """Run ``method`` (default: the default method, LoTUS as shipped) on a copy of ``model`` and,
     when the splits allow, evaluate it.
 
     ``setting`` picks the method's per-setting defaults (default: a ResNet-style instance-wise
     setting); ``options`` override them. ``retrained`` (a model trained without D_f) enables the
-    metrics that compare against the gold standard.
+    metrics that compare against the gold standard. ``metrics``: only these, each one required (a
+    missing split or model is a one-line error); None: every metric the splits and models allow.
     """
     from unlearnkit.discovery.host import get_host
 
     regs = get_host().registries
     entry = regs.methods.get(method) if method else regs.methods.default()
+    wanted = [regs.metrics.get(name) for name in metrics] if metrics is not None else None  # names checked first
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     raw = {"forget": forget, "retain": retain, "unseen": unseen, "test": test}
     tensors = {name: as_tensors(d, name) for name, d in raw.items() if d is not None}
@@ -120,15 +140,13 @@ def unlearn(
     outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
     elapsed = time.perf_counter() - start if outcome.time_s is None else outcome.time_s
     result = UnlearnResult(outcome.model.eval(), elapsed, dict(outcome.info))
-    if set(splits) >= {"forget", "retain", "unseen", "test"}:
-        models = {"unlearned": result.model, "original": original, "retrained": retrained}
-        ev = Evaluation(models, splits, ctx, time_s=elapsed)
-        ev.prepare()
-        have = {"original"} | ({"retrained"} if retrained is not None else set())
-        for m in regs.metrics.entries():
-            if m.cls.needs <= have:
-                try:
-                    result.metrics[m.name] = m.cls(m.cls.Options()).compute(ev)
-                except MissingModel:
-                    continue
+    models = {"unlearned": result.model, "original": original, "retrained": retrained}
+    ev = Evaluation(models, splits, ctx, time_s=elapsed)
+    ev.prepare()
+    for m in wanted if wanted is not None else regs.metrics.entries():
+        value, lacks = compute(m.cls, ev)
+        if value is not None:
+            result.metrics[m.name] = value
+        elif wanted is not None:  # asked for by name: say what it lacks rather than leave it out
+            raise ConfigError(f"Metric '{m.name}' needs {lacks}: pass it to uk.unlearn too.")
     return result

@@ -87,12 +87,19 @@ class Row:
     metrics: dict[str, Stat] = field(default_factory=dict)
     avg_gap: float = float("nan")
     avg_gap_per_seed: Stat = field(default_factory=lambda: Stat(float("nan"), float("nan"), 0))
-    weak_original: bool = False  # some seed's original barely memorised D_f
+    weak_original: bool = False  # some seed's original fails the reference-quality rule (docs/protocols.md)
+    weak_reasons: list[str] = field(default_factory=list)  # which rules: "learning", "memorisation"
+    no_op_seeds: int = 0  # seeds whose unlearned model is indistinguishable from the original
     audit_seeds: list[int] = field(default_factory=list)  # seeds of the U-LiRA audits behind its ulira_* values
 
     @property
     def reference(self) -> bool:
         return bool(self.role)
+
+    @property
+    def no_op(self) -> bool:
+        """The method left the original as it was on some seed: its numbers are the original's there."""
+        return self.no_op_seeds > 0
 
 
 @dataclass
@@ -143,6 +150,24 @@ class Board:
     @property
     def weak_original(self) -> bool:
         return any(r.weak_original for r in self.rows)
+
+    @property
+    def weak_reasons(self) -> list[str]:
+        return sorted({reason for r in self.rows for reason in r.weak_reasons})
+
+    @property
+    def no_op_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.no_op]
+
+
+def weak_reasons(records: list[RunRecord]) -> list[str]:
+    """The reference-quality rules the originals behind ``records`` failed. A run tagged weak before
+    the learning bar existed failed the only rule there was: memorisation."""
+    reasons = set()
+    for rec in records:
+        if rec.tag("weak_original"):
+            reasons |= set(filter(None, rec.tag("weak_original_reason", "memorisation").split(",")))
+    return sorted(reasons)
 
 
 def dedupe(records: list[RunRecord]) -> list[RunRecord]:
@@ -196,6 +221,8 @@ def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: st
                     avg_gap=gap(means, gold_means, gap_metrics) if gold else float("nan"),
                     avg_gap_per_seed=Stat.of(per_seed),
                     weak_original=any(r.tag("weak_original") for r in mrecs),
+                    weak_reasons=weak_reasons(mrecs),
+                    no_op_seeds=sum(1 for r in mrecs if r.tag("no_op")),
                 )
             )
         rows.sort(key=lambda r: row_sort_key(r, sort))

@@ -1,7 +1,8 @@
 """Figures with matplotlib (headless): per benchmark, Avg Gap against time and bars of the
 Average-Gap metrics (std over seeds as error bars); per run, its per-epoch series.
 
-A method keeps one colour across every panel of a figure.
+A method keeps one colour across every panel of a figure. Rows carry the tables' marks (†: a weak
+original, ∅: a no-op) in labels and legends, and each marked board says why under its title.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.board.leaderboard import Board
+from unlearnkit.board.tables import NO_OP_MARK, WEAK_MARK, WEAK_SHORT, row_label
 
 
 def _pyplot() -> Any:
@@ -34,7 +36,24 @@ def _nan_to_zero(x: float) -> float:
     return 0.0 if math.isnan(x) else x
 
 
+def figure_title(board: Board) -> str:
+    """The board's title, with one short line per mark its rows carry."""
+    lines = [board.title]
+    if board.weak_original:
+        why = ", ".join(WEAK_SHORT.get(r, r) for r in board.weak_reasons)
+        lines.append(f"{WEAK_MARK} weak original ({why}): numbers are noise (docs/protocols.md)")
+    if board.no_op_rows:
+        names = ", ".join(r.method for r in board.no_op_rows)
+        lines.append(f"{NO_OP_MARK} no-op (model = original; never best): {names}")
+    return "\n".join(lines)
+
+
 def plot_boards(boards: list[Board], path: Path) -> Path:
+    return _save(board_figure(boards), path)
+
+
+def board_figure(boards: list[Board]) -> Any:
+    """Per board, Avg Gap against its cost metric and bars of the Average-Gap metrics."""
     plt = _pyplot()
     colours = method_colours(boards)
     n = max(1, len(boards))
@@ -55,7 +74,7 @@ def plot_boards(boards: list[Board], path: Path) -> Path:
                 capsize=3,
                 color=colours[r.method],
             )
-            ax_gap.annotate(r.method, (x, r.avg_gap), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax_gap.annotate(row_label(r), (x, r.avg_gap), textcoords="offset points", xytext=(4, 4), fontsize=8)
         gold = board.retrained
         if gold is not None and cost in gold.metrics and not math.isnan(gold.metrics[cost].mean):
             ax_gap.axvline(gold.metrics[cost].mean, color="grey", linestyle="--", linewidth=1)
@@ -63,7 +82,7 @@ def plot_boards(boards: list[Board], path: Path) -> Path:
         ax_gap.set_xscale("log")
         ax_gap.set_xlabel(f"{cost or 'cost'} (log)")
         ax_gap.set_ylabel("Avg Gap to retrain (lower is better)")
-        ax_gap.set_title(board.title, fontsize=9)
+        ax_gap.set_title(figure_title(board), fontsize=9)
         ax_gap.grid(alpha=0.3)
         metrics = board.gap_metrics
         width = 0.8 / max(1, len(board.rows))
@@ -71,12 +90,12 @@ def plot_boards(boards: list[Board], path: Path) -> Path:
             xs = [j + i * width for j in range(len(metrics))]
             means = [r.metrics[m].mean if m in r.metrics else float("nan") for m in metrics]
             stds = [_nan_to_zero(r.metrics[m].std) if m in r.metrics else 0.0 for m in metrics]
-            ax_bar.bar(xs, means, width, yerr=stds, capsize=2, label=r.method, color=colours[r.method])
+            ax_bar.bar(xs, means, width, yerr=stds, capsize=2, label=row_label(r), color=colours[r.method])
         ax_bar.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
         ax_bar.set_ylim(0, 1.05)
         ax_bar.set_title("mean ± std over seeds", fontsize=9)
         ax_bar.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return fig
 
 
 def plot_series(series: dict[str, list[tuple[int, float]]], title: str, path: Path) -> Path:

@@ -16,7 +16,16 @@ import math
 from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_MARK, Board, MetricInfo, Row
 
 WEAK_MARK = "†"
-WEAK_NOTE = f"{WEAK_MARK} the original barely memorised D_f on some seed: unlearning numbers there are noise."
+WEAK_WHY = {
+    "memorisation": "it has not memorised D_f (forget accuracy not clearly above unseen accuracy)",
+    "learning": "it has not learnt its training data (retain accuracy under the bar, 0.9 unless the run declared one)",
+}
+WEAK_SHORT = {"memorisation": "D_f not memorised", "learning": "retain accuracy under the bar"}
+NO_OP_MARK = "∅"
+NO_OP_NOTE = (
+    f"{NO_OP_MARK} no-op: the unlearned model is indistinguishable from the original (same weights, or the same "
+    "predictions and probabilities on every split) on some seed, so its numbers are the original's: never marked best."
+)
 AUDIT_NOTE = (
     f"{AUDIT_MARK} U-LiRA under-powered: the original row is not clearly above the retrain row (too few shadows or "
     "too short training), so its numbers say nothing about privacy and are not ranked (docs/audit.md)."
@@ -56,8 +65,36 @@ def fmt(mean: float, std: float | None, scale: float, digits: int = 3, *, compac
     return f"{text}{sep}{std * scale:.{digits}f}"
 
 
+def weak_note(board: Board) -> str:
+    """The footnote of a board with a weak original: which rule failed and what it means."""
+    why = "; ".join(WEAK_WHY.get(r, r) for r in board.weak_reasons) or WEAK_WHY["memorisation"]
+    return (
+        f"{WEAK_MARK} weak original on some seed (docs/protocols.md): {why}. Unlearning numbers there are noise: "
+        "train the original longer, on a smaller subset or with a larger model."
+    )
+
+
+def notes(board: Board) -> list[str]:
+    """The footnotes a board's marks need, in the order the marks can appear."""
+    out = []
+    if board.weak_original:
+        out.append(weak_note(board))
+    if board.no_op_rows:
+        out.append(NO_OP_NOTE)
+    if board.audit_underpowered:
+        out.append(AUDIT_NOTE)
+    return out
+
+
+def row_label(row: Row) -> str:
+    """A row's method name with its marks: † weak original, ∅ no-op."""
+    marks = (WEAK_MARK if row.weak_original else "") + (NO_OP_MARK if row.no_op and not row.reference else "")
+    return f"{row.method} {marks}" if marks else row.method
+
+
 def competitors(board: Board) -> list[Row]:
-    return [r for r in board.rows if not r.reference]
+    """The rows that may be marked best: methods (not references) that changed the original."""
+    return [r for r in board.rows if not r.reference and not r.no_op]
 
 
 def best_rows(board: Board, metric: str, info: MetricInfo) -> set[str]:
@@ -104,8 +141,7 @@ def board_cells(
     gap_best = best_gap(board)
     rows = []
     for row in board.rows:
-        name = f"{row.method} {WEAK_MARK}" if row.weak_original else row.method
-        cells: list[tuple[str, bool]] = [(name, False), (row.access, False), (str(len(row.seeds)), False)]
+        cells: list[tuple[str, bool]] = [(row_label(row), False), (row.access, False), (str(len(row.seeds)), False)]
         if not wide:
             del cells[1]
         for c in cols:
@@ -129,10 +165,8 @@ def to_markdown(boards: list[Board], info: dict[str, MetricInfo], chosen: list[s
         lines = [f"### {board.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for cells in rows:
             lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
-        if board.weak_original:
-            lines += ["", WEAK_NOTE]
-        if board.audit_underpowered:
-            lines += ["", AUDIT_NOTE]
+        for note in notes(board):
+            lines += ["", note]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -155,6 +189,9 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
             "mean",
             "std",
             "n",
+            "weak_original",
+            "weak_original_reason",
+            "no_op",
         ]
     )
     for board in boards:
@@ -170,13 +207,14 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
                 row.access,
                 len(row.seeds),
             ]
+            marks = [row.weak_original, "+".join(row.weak_reasons), row.no_op]
             for name in columns(board, info):
                 s = row.metrics.get(name)
                 if s:
-                    writer.writerow([*base, name, s.mean, s.std, s.n])
-            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds)])
+                    writer.writerow([*base, name, s.mean, s.std, s.n, *marks])
+            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds), *marks])
             g = row.avg_gap_per_seed
-            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n])
+            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n, *marks])
     return buf.getvalue()
 
 
@@ -192,6 +230,9 @@ def row_json(row: Row) -> dict:
         "version": row.version,
         "seeds": row.seeds,
         "weak_original": row.weak_original,
+        "weak_original_reason": row.weak_reasons,
+        "no_op": row.no_op,
+        "no_op_seeds": row.no_op_seeds,
         "avg_gap": clean(row.avg_gap),
         "avg_gap_per_seed": {"mean": clean(row.avg_gap_per_seed.mean), "std": clean(row.avg_gap_per_seed.std)},
         "metrics": {k: {"mean": clean(s.mean), "std": clean(s.std), "n": s.n} for k, s in row.metrics.items()},

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.run import torch_builds_checked
 
 COLUMNS = (
     ("ulira_auc", "U-LiRA AUC"),
@@ -87,16 +88,35 @@ def audit(
         data_dir=data_dir,
         device=device,
     )
-    with reporter:
+    with torch_builds_checked(), reporter:
         for what in job.ignored:
             reporter.warn(f"The audit ignores the recipe's {what}.")
         job.check()
         estimates = job.estimate()
         for est in estimates:
             reporter.console.print(est.text(), highlight=False)
-        if estimate:
+        if estimate:  # and the time it takes, at the audit's own pace or else the store's ordinary runs'
+            from unlearnkit.scale.estimate import Paces, estimate_audit, report_lines
+
+            paces = Paces(store)
+            parts = [
+                estimate_audit(
+                    paces,
+                    runner.plan,
+                    est.label,
+                    models=(est.models_total, est.models_to_train, est.model_seconds),
+                    runs=(est.method_runs_total, est.method_runs_to_do, est.run_seconds),
+                )
+                for est, runner in zip(estimates, job.runners, strict=True)
+            ]
+            for line in report_lines(f"Audit '{job.name}'", parts):
+                reporter.console.print(line, highlight=False, soft_wrap=True)
             return
-        reports = job.run()
+        from unlearnkit.engine.stages import pinned_threads
+
+        threads = job.plans[0][1].request.threads  # a recipe's `threads`: recorded, not yet in audit identities
+        with pinned_threads(threads):
+            reports = job.run()
     wall = time.perf_counter() - started
     for report in reports:
         table = Table(

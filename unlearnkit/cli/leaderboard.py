@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from unlearnkit.cli import app
@@ -98,10 +99,8 @@ def leaderboard(
         return
     for board in boards:
         con.out.print(render(board, info, chosen, wide=wide))
-        if board.weak_original:
-            con.out.print(tables.WEAK_NOTE, highlight=False)
-        if board.audit_underpowered:
-            con.out.print(tables.AUDIT_NOTE, highlight=False)
+        for note in tables.notes(board):  # what each mark on the rows means (weak original, no-op, audit)
+            con.out.print(f"[yellow]{escape(note)}[/]", highlight=False)
     con.out.print(
         "mean ± std over seeds; best method per column in green (closer to retrain where that is the target); "
         "avg gap = mean |Δ| to retrain over the Average-Gap metrics. --wide: every column.",

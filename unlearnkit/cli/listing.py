@@ -115,6 +115,10 @@ def list_(
     con.out.print(table)
 
 
+# The settings a CPU rerun must match to reproduce a run's numbers bit for bit (the engine's numerics tags).
+NUMERICS = ("device", "threads", "deterministic", "default_dtype", "torch_version")
+
+
 def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experiment: str) -> None:
     from unlearnkit.store.mlflow_store import Store
 
@@ -124,6 +128,9 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
     for key in ("run_type", "method", "role", "dataset", "model", "scenario", "protocol", "seed", "train_recipe"):
         if record.tag(key):
             con.out.print(f"  {key}: {record.tag(key)}", highlight=False)
+    numerics = [(key, record.tag(key)) for key in NUMERICS if record.tag(key)]
+    if numerics:  # what bit-identical reruns must match (docs/protocols.md); runs before 0.3 lack them
+        con.out.print("  numerics: " + ", ".join(f"{key}={value}" for key, value in numerics), highlight=False)
     if record.tag("failure"):
         con.out.print(f"  failure: {record.tag('failure')}", highlight=False)
     table = Table(title="metrics (final values)", title_justify="left")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +16,48 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.errors import ConfigError
+
+# What torchvision raises on import when its compiled operators were built for another torch (a CPU
+# torch with a CUDA torchvision, or another release): the first import happens deep in a plugin
+# (a dataset download, timm), so the commands translate it rather than every plugin.
+TORCHVISION_BUILD_ERRORS = re.compile(r"operator torchvision::\w+ does not exist|Couldn't load custom C\+\+ ops")
+
+
+def torch_build_error(err: BaseException) -> ConfigError | None:
+    """The one-line error naming both builds when ``err`` is torchvision refusing this torch; else None."""
+    if not isinstance(err, RuntimeError) or not TORCHVISION_BUILD_ERRORS.search(str(err)):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    try:
+        vision = version("torchvision")
+    except PackageNotFoundError:
+        vision = "?"
+    index = "cpu" if torch.version.cuda is None else "cu" + torch.version.cuda.replace(".", "")
+    return ConfigError(
+        f"torch {torch.__version__} and torchvision {vision} are different builds (torchvision: "
+        f"{shorten_first_line(err)}): install both from the same index, e.g. pip install --force-reinstall "
+        f"torch=={torch.__version__.split('+')[0]} torchvision --index-url https://download.pytorch.org/whl/{index}."
+    )
+
+
+def shorten_first_line(err: BaseException) -> str:
+    line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return line.rstrip(".")
+
+
+@contextlib.contextmanager
+def torch_builds_checked() -> Iterator[None]:
+    """Turn a mismatched torch/torchvision pair, met wherever torchvision is first imported, into one line."""
+    try:
+        yield
+    except RuntimeError as err:
+        mismatch = torch_build_error(err)
+        if mismatch is None:
+            raise
+        raise mismatch from None
 
 
 def _has_cuda() -> bool:
@@ -73,8 +117,22 @@ def run(
     no_retrain: Annotated[
         bool, typer.Option("--no-retrain", help="No gold standard: skip the retrained model (RF-JSD still compares).")
     ] = False,
+    original_min_retain: Annotated[
+        float | None,
+        typer.Option(
+            help="Lowest retain accuracy of a sound original (default 0.9); below it runs are marked weak "
+            "(docs/protocols.md). Changes no number."
+        ),
+    ] = None,
     protocol: Annotated[str, typer.Option(help="Evaluation protocol: clean (default) or paper.")] = "clean",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Pin torch's CPU threads (default: torch's own). CPU numbers are bit-identical at one thread "
+            "count; a pinned count enters the run identity (docs/protocols.md)."
+        ),
+    ] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile model training (CUDA only).")] = False,
     save_models: Annotated[
         bool, typer.Option("--save-models/--no-save-models", help="Log each unlearned model as an MLflow artifact.")
@@ -134,7 +192,7 @@ def run(
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
         con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
     store = Store(tracking_uri, experiment)
-    with con.RichReporter() if world.main else contextlib.nullcontext(SILENT) as reporter:
+    with torch_builds_checked(), con.RichReporter() if world.main else contextlib.nullcontext(SILENT) as reporter:
         runner = Runner(plan, store, reporter)
         runner.check()
         results = runner.run()

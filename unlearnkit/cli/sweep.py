@@ -9,8 +9,25 @@ import typer
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.run import torch_builds_checked
 
 EXECUTORS = ("local", "ray")
+MAX_CELLS = 10_000  # the recipe bound's default (unlearnkit.scale.sweep_recipes.MAX_CELLS; kept light for --help)
+SHOWN_CELLS = 20  # --dry-run lists this many cells, then how many more
+
+
+def print_grid(recipe: Path, max_cells: int) -> None:
+    """``--dry-run``: the cell count (refused past ``max_cells``, as a run would be) and the first cells."""
+    from unlearnkit.scale.sweep_recipes import check_size, expand, load_recipe
+
+    spec = load_recipe(recipe)
+    count = check_size(spec, max_cells)
+    cells = expand(spec, max_cells=max_cells)
+    con.out.print(f"Sweep '{spec.name}': {count} cells.", highlight=False, soft_wrap=True, markup=False)
+    for cell in cells[:SHOWN_CELLS]:
+        con.out.print(f"  {cell.label}", highlight=False, soft_wrap=True, markup=False)
+    if count > SHOWN_CELLS:
+        con.out.print(f"  ... {count - SHOWN_CELLS} more", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -40,6 +57,16 @@ def sweep(
         typer.Option(help="GPUs per Ray task; 0.5 packs two runs on a GPU (default: 1 if the cluster has GPUs)."),
     ] = None,
     cpus_per_run: Annotated[float | None, typer.Option(help="CPUs per Ray task (default 1).")] = None,
+    estimate: Annotated[
+        bool,
+        typer.Option("--estimate", help="Print the runs to do, those in the store and the time they need; then stop."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the grid's cell count and its cells; compute nothing.")
+    ] = False,
+    max_cells: Annotated[
+        int, typer.Option(min=1, help="Refuse a recipe whose grid has more cells than this.")
+    ] = MAX_CELLS,
 ) -> None:
     """Run every cell of RECIPE (datasets × models × scenarios × grid) with its methods and seeds.
 
@@ -52,6 +79,9 @@ def sweep(
     from unlearnkit.scale.sweep import Sweep
     from unlearnkit.store.mlflow_store import Store
 
+    if dry_run:  # the grid alone: no plugins, no store, nothing validated or computed
+        print_grid(recipe, max_cells)
+        return
     if executor not in EXECUTORS:
         raise UnknownNameError("executor", executor, EXECUTORS)
     ray_flags = {"--ray-address": ray_address, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run}
@@ -82,8 +112,17 @@ def sweep(
         data_dir=data_dir,
         device=device,
         protocol=protocol,
+        max_cells=max_cells,
     )
-    with con.RichReporter() as reporter:
+    if estimate:  # counted by the runs' own identities, priced by the store's measured times: nothing computed
+        from unlearnkit.scale.estimate import estimate_sweep, report_lines
+
+        with torch_builds_checked():
+            lines = report_lines(f"Sweep '{job.name}'", estimate_sweep(job))
+        for line in lines:
+            con.out.print(line, highlight=False, soft_wrap=True)
+        return
+    with torch_builds_checked(), con.RichReporter() as reporter:
         report = job.run(reporter, figure=plot, executor=runner)
     con.out.print(tables.to_markdown(report.boards, job.info()), markup=False, highlight=False, soft_wrap=True)
     counts = report.counts

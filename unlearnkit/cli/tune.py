@@ -5,13 +5,56 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.run import torch_builds_checked
+
+if TYPE_CHECKING:
+    from unlearnkit.store.mlflow_store import Store
+    from unlearnkit.tune import Tuner
+
+
+def _completed_trials(tuner: Tuner, store: Store, method: str) -> int:
+    """Finished trials of ``method``'s study (they are never run again); 0 when it has none yet."""
+    if not store.exists() and tuner.storage_arg is None:
+        return 0  # no store, no studies beside it: nothing to open (or create)
+    import optuna
+    from optuna.trial import TrialState
+
+    from unlearnkit.tune.studies import study_storage
+
+    storage, _ = study_storage(store, tuner.storage_arg)
+    try:
+        study = optuna.load_study(study_name=tuner.study_name(method), storage=storage)
+    except KeyError:
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _estimate(tuner: Tuner, store: Store) -> list[str]:
+    """The references at the tuning seeds, then each method's trials (data loaded, nothing trained)."""
+    from unlearnkit.scale.estimate import PlanEstimator, estimate_trials, report_lines
+
+    tuner.prepare()
+    estimator = PlanEstimator(store)
+    parts = []
+    for cell in tuner.cells:
+        first = tuner.methods[0]
+        plan = tuner.plan(cell, first, tuner.fixed[first])
+        label = f"{cell.label} references"
+        parts.append(estimator.plan(plan, label, tuning_trial="references/0", references_only=True))
+    for method in tuner.methods:
+        done = _completed_trials(tuner, store, method)
+        for cell in tuner.cells:
+            plan = tuner.plan(cell, method, tuner.fixed[method])
+            label = f"{cell.label} {method} ({tuner.trials} trials)"
+            parts.append(estimate_trials(estimator, plan, label, trials=tuner.trials, done=done))
+    return report_lines(f"Tuning '{tuner.spec.name}'", parts)
 
 
 @app.command()
@@ -51,6 +94,10 @@ def tune(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
     plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
+    estimate: Annotated[
+        bool,
+        typer.Option("--estimate", help="Print the runs to do, those in the store and the time they need; then stop."),
+    ] = False,
 ) -> None:
     """Tune METHODs of RECIPE under one budget, on tuning seeds and data the reported table never uses.
 
@@ -66,10 +113,11 @@ def tune(
     host = get_host(plugins_dir)
     for message in host.report.failed:
         con.warn(message)
+    store = Store(tracking_uri, experiment)
     tuner = Tuner(
         recipe,
         host.registries,
-        Store(tracking_uri, experiment),
+        store,
         methods=method,
         trials=trials,
         tune_seeds=tune_seeds,
@@ -83,8 +131,14 @@ def tune(
         data_dir=data_dir,
         device=device,
     )
+    if estimate:
+        with torch_builds_checked():
+            lines = _estimate(tuner, store)
+        for line in lines:
+            con.out.print(line, highlight=False, soft_wrap=True)
+        return
     try:
-        with con.RichReporter() as reporter:
+        with torch_builds_checked(), con.RichReporter() as reporter:
             report = tuner.run(reporter)
     except TestSplitAccessError as err:
         con.error(str(err))

@@ -16,7 +16,7 @@ from unlearnkit.api.protocols import PROTOCOLS, EvalProtocol, get_protocol
 from unlearnkit.api.types import ROLE_ORDER, Setting
 from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.splits import Scenario, parse_scenario, parse_subset
-from unlearnkit.errors import ConfigError, UnknownNameError
+from unlearnkit.errors import ConfigError, UnknownNameError, shorten
 
 if TYPE_CHECKING:
     from unlearnkit.loops.training import TrainRecipe
@@ -31,7 +31,7 @@ def parse_option_pairs(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(
-                f"Bad option '{pair}': expected KEY=VALUE (e.g. -o alpha=8, or -o METHOD.alpha=8 with several methods)."
+                f"Bad option '{shorten(pair)}': expected KEY=VALUE (e.g. -o alpha=8, or -o METHOD.alpha=8 with several methods)."
             )
         out[key.strip()] = value.strip()
     return out
@@ -87,8 +87,14 @@ class RunRequest:
     original: Path | None = field(default=None, metadata=_flag("a trained model file used as the original"))
     retrained: Path | None = field(default=None, metadata=_flag("a model file used as the gold standard"))
     no_retrain: bool = field(default=False, metadata=_flag("no gold standard at all"))
+    original_min_retain: float | None = field(
+        default=None, metadata=_flag("None: 0.9; the original's lowest retain accuracy before it is judged weak")
+    )
     protocol: str = field(default="clean", metadata=_flag('"clean" (correct) or "paper" (the official code\'s)'))
     device: str = field(default="auto", metadata=_flag("auto, cpu, cuda or cuda:N: resolved where the run runs"))
+    threads: int | None = field(
+        default=None, metadata=_flag("None: torch's default; N pins torch's CPU threads and enters the identity")
+    )
     compile: bool = field(default=False, metadata=_flag("torch.compile reference training (CUDA)", recipe=None))
     save_models: bool = field(default=True, metadata=_flag("log every unlearned model as an artifact"))
 
@@ -165,11 +171,13 @@ class Plan:
             "train_recipe": self.train_recipe.model_dump(),
             "protocol": self.protocol.name,
             "device": self.request.device,
+            "threads": self.request.threads,  # None: torch's default (the count used is in the run's tags)
             "pretrained": self.request.pretrained,
             "weights": str(self.request.weights) if self.request.weights else None,
             "original": str(self.request.original) if self.request.original else None,
             "retrained": str(self.request.retrained) if self.request.retrained else None,
             "no_retrain": self.request.no_retrain,
+            "original_min_retain": self.request.original_min_retain,  # judges the original; changes no number
             "compile": self.request.compile,
             "save_models": self.request.save_models,
         }
@@ -241,6 +249,9 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
             raise ConfigError(f"{what} file '{path}' does not exist.")
     if request.no_retrain and request.retrained is not None:
         raise ConfigError("--no-retrain and --retrained FILE contradict each other: give one of them.")
+    bar = request.original_min_retain
+    if bar is not None and not (isinstance(bar, (int, float)) and 0 <= bar <= 1):
+        raise ConfigError(f"Bad --original-min-retain {bar!r}: expected a retain accuracy from 0 to 1, e.g. 0.8.")
     model_obj = model.cls(
         model.cls.parse_options(request.model_options),
         variant=variant,
@@ -268,6 +279,9 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
     train_recipe = recipe.with_epochs(request.epochs)
     if request.device not in ("auto", "cpu", "cuda") and not request.device.startswith("cuda:"):
         raise ConfigError(f"Bad device '{request.device}'. Valid devices: auto, cpu, cuda, cuda:N.")
+    threads = request.threads
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise ConfigError(f"Bad --threads {threads!r}: expected a whole number of CPU threads of 1 or more, e.g. 1.")
     dataset_obj.check_available(request.data_dir)
     return Plan(
         request=request,

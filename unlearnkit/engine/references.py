@@ -10,9 +10,12 @@ ranks get its weights by broadcast) or every rank trains data-parallel (:mod:`un
 
 from __future__ import annotations
 
+import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,17 +23,47 @@ from torch import nn
 
 from unlearnkit.api.data import Split
 from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.api.types import ImageSpec
 from unlearnkit.api.weights import cpu_state_dict, load_strict
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
 from unlearnkit.engine.splits import SplitIndices
+from unlearnkit.engine.stages import numerics_tags
+from unlearnkit.errors import StoreError
 from unlearnkit.identity import array_fingerprint, config_hash, file_sha256, identity_json
 from unlearnkit.loops.training import fit
 from unlearnkit.parallel import torchrun as ddp
 from unlearnkit.store import claims
-from unlearnkit.store.mlflow_store import CorruptCheckpoint, Store, tag
+from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
 
 # What each reference is trained on, from a seed's splits.
 TRAINED_ON = {"original": "train", "retrained": "retain"}
+REFERENCE_ROLES = tuple(TRAINED_ON)
+# A training run's param: the input its model was built for, so a bundle's checkpoint can be
+# strict-loaded into the same architecture on import without loading the data.
+IMAGE_SPEC = "image_spec"
+
+
+def image_spec_text(spec: ImageSpec) -> str:
+    return json.dumps(asdict(spec), sort_keys=True)
+
+
+def parse_image_spec(text: str) -> ImageSpec | None:
+    """The :class:`ImageSpec` of an ``image_spec`` param, or None when it is not one (1 to 65536 each)."""
+    raw = json.loads(text)
+    fields = ("channels", "height", "width", "num_classes")
+    if not isinstance(raw, dict) or set(raw) != set(fields):
+        return None
+    if not all(type(raw[f]) is int and 1 <= raw[f] <= 65536 for f in fields):
+        return None
+    return ImageSpec(**{f: raw[f] for f in fields})
+
+
+def measured_seconds(record: RunRecord) -> float:
+    """A reference model's training time, the RTE denominator: NaN for a model imported from a
+    bundle, whose clock was another machine's, unless the import vouched for it (--trust-times)."""
+    if record.tag("imported_from") and record.tag("imported_times") != "trusted":
+        return math.nan
+    return float(record.metrics.get("train_time_s", math.nan))
 
 
 @dataclass
@@ -57,7 +90,7 @@ class References:
         self.reporter = reporter
         self.memo: ModelMemo = memo if memo is not None else {}
         self.world = ddp.world()  # the ranks that train together (one process unless under torchrun)
-        self._loaded: dict[str, torch.Tensor] = {}  # rank 0: the checkpoint its claim found
+        self._loaded: nn.Module | None = None  # rank 0: the model of the checkpoint its claim found
 
     def get(self, role: str, seed: int, idx: SplitIndices, splits: dict[str, Split]) -> Reference | None:
         request = self.bench.plan.request
@@ -81,18 +114,27 @@ class References:
         state, seconds, _ = self.memo[key]
         return Reference(role, self._from_state(state), seconds, key)
 
-    def train_or_reuse(self, role: str, seed: int, split: Split, indices: np.ndarray) -> Reference:
-        """Train ``role`` on ``split``, or reuse the verified cached one (from this process or the store)."""
+    def identity(self, role: str, seed: int, indices: np.ndarray) -> dict[str, Any]:
+        """What a trained reference model's config hash hashes (also read by sweep estimates)."""
         ident = {**self.bench.model_identity, "role": role, "seed": seed, "train_indices": array_fingerprint(indices)}
         if self.world.active:  # the ranks' reduction order (and, on the CPU, BatchNorm) shape the weights
             ident["world_size"] = self.world.size
+        if self.bench.plan.request.threads is not None:  # pinned: part of what made the weights
+            ident["threads"] = self.bench.plan.request.threads
+        return ident
+
+    def train_or_reuse(self, role: str, seed: int, split: Split, indices: np.ndarray) -> Reference:
+        """Train ``role`` on ``split``, or reuse the verified cached one (from this process or the store)."""
+        ident = self.identity(role, seed, indices)
         key = config_hash(ident)
         if key in self.memo:
             state, seconds, run_id = self.memo[key]
             return Reference(role, self._from_state(state), seconds, key, run_id)
         bench = self.bench
-        tags = {**bench.tags(seed), tag("run_type"): "train", tag("role"): role, tag("config_hash"): key}
+        tags = {**bench.tags(seed), **numerics_tags(), tag("run_type"): "train", tag("role"): role}
+        tags[tag("config_hash")] = key
         params = {"role": role, "seed": seed, "images": len(split), **bench.train_recipe.as_params()}
+        params[IMAGE_SPEC] = image_spec_text(bench.spec)
         if self.world.active:
             tags[tag("world_size")] = params["world_size"] = str(self.world.size)
         name = f"{role}-model-{bench.plan.dataset.name}-{bench.plan.model_name}-s{seed}"
@@ -100,10 +142,13 @@ class References:
         got = ddp.on_main(f"claim {key}", lambda: self._claim(role, seed, key, name, tags, params))
         if got.finished is not None:
             record = got.finished
-            seconds = float(record.metrics.get("train_time_s", float("nan")))
+            seconds = measured_seconds(record)
             if self.world.main:
                 self.reporter.event(f"Reusing the {role} model (seed {seed}) from run {record.run_id[:8]}")
-                model = self._from_state(self._loaded)
+                assert self._loaded is not None
+                model = self._loaded
+                if IMAGE_SPEC not in record.params:  # trained before runs recorded it: lets the model be exported
+                    self.store.log_params(record.run_id, {IMAGE_SPEC: params[IMAGE_SPEC]})
             else:
                 model = self.bench.build_model().eval()
             self.world.broadcast_state(model)  # rank 0's weights on every rank
@@ -112,7 +157,7 @@ class References:
                 seconds,
                 record.run_id,
             )
-            self._loaded = {}
+            self._loaded = None
             return Reference(role, model, seconds, key, record.run_id)
         assert got.run_id is not None
         run_id = got.run_id
@@ -142,7 +187,8 @@ class References:
         self, role: str, seed: int, key: str, name: str, tags: dict[str, str], params: dict[str, object]
     ) -> claims.Claim:
         """Claim the training of ``key``, or find it finished with a verified checkpoint (kept in
-        ``self._loaded``); a corrupt checkpoint's run is failed and the claim tried again."""
+        ``self._loaded``); a checkpoint that is corrupt or does not load into this architecture
+        has its run failed, and the claim is tried again (the model is retrained)."""
         while True:  # one process trains; concurrent ones wait for its checkpoint
             got = claims.claim(
                 self.store,
@@ -159,12 +205,20 @@ class References:
                 return got
             record = got.finished
             try:
-                self._loaded = self.store.load_checkpoint(record)
+                self._loaded = self._from_state(self.store.load_checkpoint(record))
             except CorruptCheckpoint as err:
-                self.reporter.warn(f"{err} Retraining it.")
-                self.store.fail(record.run_id, f"checkpoint corrupt: {err}")
-                continue
-            return got
+                reason = str(err)
+            except StoreError:
+                raise
+            except Exception as err:  # noqa: BLE001 - another architecture's weights are as unusable as torn ones
+                detail = (str(err).strip().splitlines() or [""])[0][:160]
+                reason = (
+                    f"Checkpoint of run {record.run_id} does not load into this model ({type(err).__name__}: {detail})."
+                )
+            else:
+                return got
+            self.reporter.warn(f"{reason} Retraining it.")
+            self.store.fail(record.run_id, f"checkpoint corrupt: {reason}")
 
     def _train(self, role: str, seed: int, split: Split) -> tuple[nn.Module, float, list[tuple[str, float, int]]]:
         bench = self.bench

@@ -6,7 +6,8 @@ and tuning trials share, so that a new kind of run reuses them instead of re-wri
 * :func:`owned`: a claimed run kept alive while it computes, released when done, marked failed
   with a one-line reason on any error (claim -> record);
 * :func:`unlearn_copy`: a method applied to a private copy of a model, seeded, timed with the
-  device synchronised, its weights checked finite (execute).
+  device synchronised, its weights checked finite (execute);
+* :func:`equal_state`, :func:`same_outputs`: whether the method changed anything at all (a no-op).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from unlearnkit.api.context import UnlearnContext
 from unlearnkit.api.contracts import Method, UnlearnOutcome
 from unlearnkit.api.data import UnlearnData
+from unlearnkit.api.evaluation import Evaluation
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
 from unlearnkit.errors import DivergenceError, UnlearnkitError
@@ -42,7 +44,40 @@ def row_tags(bench: Benchmark, seed: int, entry: Entry[Method], run_type: str, k
         tag("config_hash"): key,
         tag("benchmark"): bench.key,
         **entry.provenance.as_tags(tag("method")),
+        **numerics_tags(),
     }
+
+
+def numerics() -> dict[str, str]:
+    """The numeric settings a CPU result depends on besides its identity, as torch reports them now:
+    the same command and seed give bit-identical numbers only where these match (docs/protocols.md)."""
+    return {
+        "threads": str(torch.get_num_threads()),
+        "deterministic": str(torch.are_deterministic_algorithms_enabled()).lower(),
+        "default_dtype": str(torch.get_default_dtype()).removeprefix("torch."),
+        "torch_version": torch.__version__,
+    }
+
+
+def numerics_tags() -> dict[str, str]:
+    """:func:`numerics` as the store tags every run carries (the device is ``Benchmark.tags``')."""
+    return {tag(name): value for name, value in numerics().items()}
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``threads`` for the block, then put back: a notebook, a
+    test or a sweep runs many runs in one process, and one run's pin must not leak into the next
+    (which would then run, and be recorded, at a count nobody asked for). None: left as it is."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def failure_reason(err: BaseException) -> str:
@@ -94,4 +129,42 @@ def unlearn_copy(
     return outcome
 
 
-__all__ = ["failure_reason", "owned", "row_tags", "unlearn_copy"]
+# A method whose model answers like the original is a no-op, whatever it did to the weights: on every
+# split evaluated, the same predicted class for every image and no softmax probability more than
+# NO_OP_TOLERANCE away (docs/protocols.md). Every metric is then the original's to about three decimals.
+NO_OP_TOLERANCE = 1e-3
+
+
+def equal_state(model: nn.Module, original: nn.Module) -> bool:
+    """Whether ``model`` holds exactly the original's weights and buffers (a method that changed nothing)."""
+    mine, theirs = model.state_dict(), original.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k].to(mine[k].device)) for k in mine)
+
+
+def same_outputs(ev: Evaluation, tolerance: float = NO_OP_TOLERANCE) -> bool:
+    """Whether the unlearned model's outputs in ``ev`` are the original's on every split ``ev``
+    forwarded it on (D_f among them): same predictions, probabilities within ``tolerance``."""
+    mine = {split: out for (_, split, pass_), out in ev.own.logits.items() if pass_ == "eval"}
+    if "forget" not in mine:
+        return False
+    for split, out in mine.items():
+        theirs = ev.logits("original", split)
+        if not torch.equal(out.argmax(1), theirs.argmax(1)):
+            return False
+        if float((out.float().softmax(1) - theirs.float().softmax(1)).abs().max()) > tolerance:
+            return False
+    return True
+
+
+__all__ = [
+    "NO_OP_TOLERANCE",
+    "equal_state",
+    "failure_reason",
+    "numerics",
+    "numerics_tags",
+    "owned",
+    "pinned_threads",
+    "row_tags",
+    "same_outputs",
+    "unlearn_copy",
+]

@@ -74,10 +74,23 @@ class EpochLoss:
     def __init__(self, ctx: UnlearnContext) -> None:
         self.total = torch.zeros((), dtype=torch.float64, device=ctx.device)
         self.steps = 0
+        self.world = ctx.world
 
     def add(self, loss: torch.Tensor) -> None:
         self.total += loss.detach().double()
         self.steps += 1
+
+    def diverged(self) -> torch.Tensor:
+        """True (a device flag) if any step loss on any rank was NaN or infinite: what
+        ``raise_if_diverged`` reads."""
+        return (self.world.sum((~torch.isfinite(self.total)).double().reshape(1)) > 0).reshape(())
+
+    def __bool__(self) -> bool:
+        """Refused: an object is always truthy, so ``if loss:`` would report a divergence every epoch."""
+        raise TypeError(
+            "An EpochLoss is not a divergence flag: pass it to uk.log_losses(ctx, epoch, what, name=loss), "
+            "which logs its mean and checks it, or to uk.raise_if_diverged(loss, what)."
+        )
 
 
 def log_losses(ctx: UnlearnContext, epoch: int, what: str, **losses: EpochLoss) -> None:

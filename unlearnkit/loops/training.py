@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Unpack
+from typing import Literal, Protocol, TypeAlias, Unpack, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -139,9 +139,46 @@ def lr_lambda(recipe: TrainRecipe, steps_per_epoch: int) -> Callable[[int], floa
     return factor
 
 
-def raise_if_diverged(flag: torch.Tensor, what: str) -> None:
-    """One host sync per epoch: fail clearly instead of training on NaNs."""
-    if bool(flag):
+@runtime_checkable
+class Diverging(Protocol):
+    """What an epoch loop returns that can say whether it diverged (``loops.helpers.EpochLoss``)."""
+
+    def diverged(self) -> torch.Tensor:
+        """A one-element bool tensor on the device: True if a step loss was NaN or infinite."""
+        ...
+
+
+DivergenceSignal: TypeAlias = torch.Tensor | bool | Diverging | Sequence[Diverging]
+
+
+def divergence_flag(signal: DivergenceSignal, what: str) -> torch.Tensor | bool:
+    """``signal`` as a flag, refusing what only looks like one: an ``EpochLoss`` or a loss tensor
+    is always truthy, so testing it would report a divergence that never happened."""
+    if isinstance(signal, bool):
+        return signal
+    if isinstance(signal, torch.Tensor) and signal.dtype == torch.bool and signal.numel() == 1:
+        return signal
+    if isinstance(signal, Diverging):
+        return signal.diverged()
+    if isinstance(signal, tuple | list) and signal and all(isinstance(s, Diverging) for s in signal):
+        return torch.stack([s.diverged().reshape(()) for s in signal]).any()
+    if isinstance(signal, torch.Tensor):
+        given = f"a {str(signal.dtype).removeprefix('torch.')} tensor of shape {tuple(signal.shape)}"
+    else:
+        given = f"a {type(signal).__name__}"
+    raise TypeError(
+        f"raise_if_diverged({what!r}) takes the flag of uk.no_divergence/uk.step (a one-element bool tensor) "
+        f"or what an epoch loop returns (an EpochLoss or a tuple of them), not {given}."
+    )
+
+
+def raise_if_diverged(flag: DivergenceSignal, what: str) -> None:
+    """One host sync per epoch: fail clearly instead of training on NaNs.
+
+    ``flag`` is the device flag that ``uk.no_divergence`` and ``uk.step`` accumulate, or what an
+    epoch loop returns (``uk.ce_epoch``'s ``EpochLoss``, ``uk.relabel_epoch``'s pair of them).
+    Anything else raises ``TypeError``. ``uk.log_losses`` also logs the losses' means."""
+    if bool(divergence_flag(flag, what)):
         raise DivergenceError(f"{what} diverged: the loss became NaN or infinite.")
 
 

@@ -129,6 +129,7 @@ class Prepared:
     weak_original: bool
     outputs: OutputCache  # the original's logits on forget and unseen, on the CPU
     device: str  # where they were computed (:func:`device_kind`)
+    weak_reason: str = ""  # the reference-quality rules the original failed (Seed.weak_reason)
 
     @classmethod
     def of(cls, bench: Benchmark, state: Seed) -> Prepared:
@@ -142,6 +143,7 @@ class Prepared:
             state.weak_original,
             outputs,
             device_kind(bench.device),
+            state.weak_reason,
         )
 
     def attach(self, bench: Benchmark) -> None:
@@ -263,6 +265,7 @@ def run_one_method(task: Task, prepared: Prepared | None = None) -> TaskOutcome:
     state = runner.prepare_seed(task.seed, known)  # models from the worker's memo or the store: no training
     if prepared is not None and known is not None:
         prepared.reuse_outputs(state, device)
+        state.weak_reason = prepared.weak_reason  # with the (gap, weak) it judged
     quiet = len(reporter.events)  # "reusing the original model" once per task is noise
     result = runner.run_method(entry, state)
     return _outcome(reporter, started, result, skip=quiet)

@@ -22,7 +22,7 @@ from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.config import Plan, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.runner import Runner, RunResult
-from unlearnkit.scale.sweep_recipes import Cell, RecipeFile, expand, load_recipe, recipe_scope
+from unlearnkit.scale.sweep_recipes import MAX_CELLS, Cell, RecipeFile, expand, load_recipe, recipe_scope
 from unlearnkit.store.mlflow_store import Store
 
 
@@ -83,6 +83,7 @@ class Sweep:
         data_dir: Path | None = None,
         device: str | None = None,
         protocol: str | None = None,
+        max_cells: int | None = MAX_CELLS,
     ) -> None:
         self.spec: RecipeFile = load_recipe(recipe)
         self.registries = registries
@@ -95,7 +96,7 @@ class Sweep:
             "device": device,
             "protocol": protocol,
         }
-        self.cells: list[Cell] = expand(self.spec, overrides)
+        self.cells: list[Cell] = expand(self.spec, overrides, max_cells=max_cells)
         self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]
 
     @property

@@ -9,6 +9,7 @@ the same recipe skips finished runs and redoes only unfinished ones.
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.api.search_space import PARAM_FIELDS, Param
 from unlearnkit.engine.config import RunRequest
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, shorten
 
 
 class AuditTable(BaseModel):
@@ -59,8 +60,10 @@ class RecipeFile(BaseModel):
     original: str | None = None  # a model file used as the original (see `unlearnkit run --original`)
     retrained: str | None = None
     no_retrain: bool = False
+    original_min_retain: float | None = Field(None, ge=0, le=1)  # the learning bar (docs/protocols.md)
     protocol: str = "clean"
     device: str = "auto"
+    threads: int | None = Field(None, ge=1)  # pins torch's CPU threads; then in the identity (docs/protocols.md)
     save_models: bool = True
     metrics: list[str] | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> fixed options
@@ -120,6 +123,26 @@ def load_recipe(path: str | Path) -> RecipeFile:
         raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {first['msg']}.") from None
 
 
+MAX_CELLS = 10_000  # a grid larger than this is refused before it is built (`--max-cells` raises it)
+
+
+def count_cells(recipe: RecipeFile) -> int:
+    """How many cells ``expand`` would build: the product of the list lengths, counted without building any."""
+    points = math.prod(len(vals) for opts in recipe.grid.values() for vals in opts.values())
+    return len(recipe.datasets) * len(recipe.models) * len(recipe.scenarios) * points
+
+
+def check_size(recipe: RecipeFile, max_cells: int | None = MAX_CELLS) -> int:
+    """The recipe's cell count; a one-line ConfigError, before anything is built, when it exceeds ``max_cells``."""
+    cells = count_cells(recipe)
+    if max_cells is not None and cells > max_cells:
+        raise ConfigError(
+            f"Recipe '{shorten(recipe.name)}' has {cells:,} cells (datasets × models × scenarios × grid points), "
+            f"more than the limit of {max_cells:,}: shrink its grid, or pass --max-cells {cells} if you mean it."
+        )
+    return cells
+
+
 def grid_points(recipe: RecipeFile) -> list[tuple[str, dict[str, Any]]]:
     """Expand ``[grid.METHOD]`` into (label, options) pairs; no grid -> one unnamed point."""
     axes = [(f"{m}.{k}", vals) for m, opts in sorted(recipe.grid.items()) for k, vals in sorted(opts.items())]
@@ -132,8 +155,12 @@ def grid_points(recipe: RecipeFile) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def expand(recipe: RecipeFile, overrides: dict[str, Any] | None = None) -> list[Cell]:
-    """The grid as RunRequests, command-line ``overrides`` applied last."""
+def expand(
+    recipe: RecipeFile, overrides: dict[str, Any] | None = None, *, max_cells: int | None = MAX_CELLS
+) -> list[Cell]:
+    """The grid as RunRequests, command-line ``overrides`` applied last; refused when it has more
+    than ``max_cells`` cells (None: no limit), counted before any is built."""
+    check_size(recipe, max_cells)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     fixed = {f"{m}.{k}": v for m, opts in recipe.options.items() for k, v in opts.items()}
     cells = []
@@ -161,8 +188,10 @@ def expand(recipe: RecipeFile, overrides: dict[str, Any] | None = None) -> list[
                 original=Path(recipe.original) if recipe.original else None,
                 retrained=Path(recipe.retrained) if recipe.retrained else None,
                 no_retrain=recipe.no_retrain,
+                original_min_retain=recipe.original_min_retain,
                 protocol=recipe.protocol,
                 device=recipe.device,
+                threads=recipe.threads,
                 save_models=recipe.save_models,
             )
             base.update(overrides)

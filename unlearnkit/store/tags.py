@@ -42,6 +42,10 @@ TAGS: dict[str, TagSpec] = {
     "splits": TagSpec("hash", "fingerprint of the split index sets"),
     "version": TagSpec("text", "unlearnkit release that ran it"),
     "device": TagSpec("text", "device type the run used (cpu, cuda)"),
+    "threads": TagSpec("int", "torch's intra-op CPU threads the run used (torch.get_num_threads)"),
+    "deterministic": TagSpec("bool", "torch.are_deterministic_algorithms_enabled() during the run"),
+    "default_dtype": TagSpec("text", "torch's default floating dtype during the run (e.g. float32)"),
+    "torch_version": TagSpec("text", "torch.__version__ of the process that ran it"),
     "world_size": TagSpec("int", "ranks of a data-parallel run (absent in one process)"),
     # the method row
     "method": TagSpec("text", "method plugin name"),
@@ -56,7 +60,9 @@ TAGS: dict[str, TagSpec] = {
     "unlearning_s": TagSpec("float", "the method's own wall time, kept with its reused model"),
     "touched": TagSpec("list", "splits the method read"),
     "unlearned_in": TagSpec("text", "run whose unlearned model this run re-evaluated"),
-    "weak_original": TagSpec("float", "memorisation gap of an original that has not memorised D_f"),
+    "weak_original": TagSpec("float", "memorisation gap of an original that fails the reference-quality rule"),
+    "weak_original_reason": TagSpec("list", "the reference-quality rules the original failed: memorisation, learning"),
+    "no_op": TagSpec("text", "weights or outputs: the unlearned model is indistinguishable from the original"),
     # plugin provenance: <kind>.plugin / .package / .version (Provenance.as_tags)
     **{
         f"{kind}.{field}": TagSpec("text", f"{kind} plugin's {what}")
@@ -70,10 +76,18 @@ TAGS: dict[str, TagSpec] = {
     # claims: who holds an unfinished run
     "host": TagSpec("text", "host of the process holding a run"),
     "pid": TagSpec("int", "process id holding a run"),
-    "heartbeat": TagSpec("time", "last sign of life of the process holding a run"),
+    "heartbeat": TagSpec("time", "last sign of life of a run's holder, on its own clock (shown, never judged)"),
+    "beat": TagSpec("int", "holder's heartbeat counter: new each beat, judged by change on the judge's clock"),
+    "ticket": TagSpec("int", "a claim's place in line: one above the highest ticket it saw (lowest live one works)"),
+    "taken_over_from": TagSpec("list", "abandoned claims this run's claimant failed before it took the work"),
     "failure": TagSpec("text", "why a failed run failed (one line, at most 5000 characters)"),
     # bundles
     "imported_from": TagSpec("text", "bundle file a reference model was imported from"),
+    "imported_times": TagSpec(
+        "text",
+        "untrusted or trusted: an imported model's train_time_s was measured on another machine; an untrusted "
+        "one is never an RTE denominator (unlearnkit import --trust-times vouches for it)",
+    ),
     # audits (U-LiRA)
     "audit": TagSpec("hash", "the audit group a target or shadow run belongs to"),
     "shadow": TagSpec("int", "index of a shadow model"),

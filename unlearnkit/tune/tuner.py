@@ -326,12 +326,31 @@ class Tuner:
 
     def study_name(self, method: str) -> str:
         entry = self.registries.methods.get(method)
-        ignore = ("methods", "options", "seeds", "metrics", "device", "save_models", "data_dir", "compile")
+        # what changes no number (original_min_retain only judges the original), and fields added
+        # after a study was named that still hold their default (a None thread count): either way
+        # the study's name, and so its resumption, must not move
+        ignore: tuple[str, ...] = (
+            "methods",
+            "options",
+            "seeds",
+            "metrics",
+            "device",
+            "save_models",
+            "data_dir",
+            "compile",
+        )
+        ignore += ("original_min_retain",)
+        unset_later = {"threads": None}
         config = {
             "core": CORE_VERSION,
             "recipe": self.spec.name,
             "cells": [
-                {k: v for k, v in asdict(c.request).items() if k not in ignore} | {"tuning_forget": c.scenario}
+                {
+                    k: v
+                    for k, v in asdict(c.request).items()
+                    if k not in ignore and not (k in unset_later and v == unset_later[k])
+                }
+                | {"tuning_forget": c.scenario}
                 for c in self.cells
             ],
             "method": plugin_version(entry),

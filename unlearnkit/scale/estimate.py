@@ -1,0 +1,335 @@
+"""What a sweep, a tuning study or an audit will cost, worked out before anything is paid.
+
+The runs and reference models a job needs are named by the identities the runner itself would
+compute (the data is loaded and split, nothing is trained or evaluated), so "in the store" means
+exactly what the job would skip. The wall time of what is left comes from the store's own
+measurements: the median time of finished runs of the same method (or reference training) on
+the same dataset and model. Where the store has none, the figure is a stated guess
+(:data:`GUESS_TRAIN_S`, :data:`GUESS_RUN_S`), and the estimate says so.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from unlearnkit.api.contracts import UnlearnOutcome
+from unlearnkit.engine.config import Plan
+from unlearnkit.engine.references import Reference
+from unlearnkit.engine.runner import Runner, Seed
+from unlearnkit.identity import config_hash, file_sha256
+from unlearnkit.scale.sweep import Sweep
+from unlearnkit.store.mlflow_store import RunRecord, Store
+
+# Used only when the store holds no finished run to measure: a small CPU benchmark's order of magnitude.
+GUESS_TRAIN_S = 60.0  # one reference model (original or retrained)
+GUESS_RUN_S = 20.0  # one method run, evaluation included
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Seconds per run of one kind, and where the figure comes from."""
+
+    seconds: float
+    measured: int  # finished runs it is measured on; 0: a guess
+    what: str  # e.g. "lotus on digits/cnn"
+    statistic: str = "median"  # how the measured runs' times are combined
+
+    @property
+    def guessed(self) -> bool:
+        return self.measured == 0
+
+    def describe(self) -> str:
+        if self.guessed:
+            return f"{self.what}: guess, {self.seconds:g} s (no finished run in the store)"
+        return f"{self.what}: {self.seconds:.2f} s, the {self.statistic} of {self.measured} finished runs"
+
+
+#: the outcome's own timing field; the runtime metric logs the method's seconds under its name
+OUTCOME_SECONDS = next(f.name for f in fields(UnlearnOutcome) if f.name.endswith("_s"))
+
+
+def run_seconds(record: RunRecord) -> float:
+    """A finished method run's cost: the method's own time plus its evaluation. A reference row
+    only evaluates (its model trained in its own run), so its ``time_s`` is not counted."""
+    own = 0.0 if record.tag("role") else record.metrics.get(OUTCOME_SECONDS, math.nan)
+    return own + record.metrics.get("eval_time_s", 0.0)
+
+
+class Paces:
+    """Per-run times read from the store, once per (run type, dataset, model)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._records: dict[tuple[str, str, str], list[RunRecord]] = {}
+
+    def records(self, run_type: str, dataset: str, model: str) -> list[RunRecord]:
+        key = (run_type, dataset, model)
+        if key not in self._records:
+            found = self.store.exists() and self.store.search(
+                {"run_type": run_type, "dataset": dataset, "model": model}
+            )
+            self._records[key] = list(found or [])
+        return self._records[key]
+
+    def train(self, role: str, dataset: str, model: str) -> Pace:
+        """A reference model's training time: the median ``train_time_s`` of its role's finished trainings."""
+        times = [
+            r.metrics["train_time_s"]
+            for r in self.records("train", dataset, model)
+            if r.tag("role") == role and math.isfinite(r.metrics.get("train_time_s", math.nan))
+        ]
+        what = f"{role} training on {dataset}/{model}"
+        return Pace(statistics.median(times), len(times), what) if times else Pace(GUESS_TRAIN_S, 0, what)
+
+    def run(self, method: str, dataset: str, model: str) -> Pace:
+        """A method run's time: the median of :func:`run_seconds` over its finished runs."""
+        times = [
+            s
+            for r in self.records("unlearn", dataset, model)
+            if r.tag("method") == method and math.isfinite(s := run_seconds(r))
+        ]
+        what = f"{method} on {dataset}/{model}"
+        return Pace(statistics.median(times), len(times), what) if times else Pace(GUESS_RUN_S, 0, what)
+
+
+@dataclass
+class Estimate:
+    """What a job needs, what the store already holds, and the time the rest should take."""
+
+    label: str
+    runs_total: int = 0
+    runs_in_store: int = 0
+    models_total: int = 0  # reference models the job trains itself (not files the user brought)
+    models_in_store: int = 0  # ... of which the store (or an earlier cell of the job) holds
+    seconds: float = 0.0
+    paces: dict[str, Pace] = field(default_factory=dict)  # every pace a figure used, by what it prices
+
+    @property
+    def runs_to_do(self) -> int:
+        return self.runs_total - self.runs_in_store
+
+    @property
+    def models_to_train(self) -> int:
+        return self.models_total - self.models_in_store
+
+    @property
+    def guessed(self) -> list[Pace]:
+        return [p for p in self.paces.values() if p.guessed]
+
+    def charge(self, pace: Pace, count: int = 1) -> None:
+        self.seconds += count * pace.seconds
+        self.paces[pace.what] = pace
+
+    def summary(self) -> str:
+        """One line: runs to do and in the store, reference models to train and reused, the time."""
+        time = (
+            "nothing to compute" if self.runs_to_do == self.models_to_train == 0 else f"about {minutes(self.seconds)}"
+        )
+        if self.guessed and time != "nothing to compute":
+            unmeasured = len(self.guessed)
+            time += (
+                " (a guess: the store has no finished run to measure)"
+                if unmeasured == len(self.paces)
+                else f" (partly a guess: {unmeasured} of {len(self.paces)} paces unmeasured)"
+            )
+        return (
+            f"{self.label}: {self.runs_to_do} runs to do, {self.runs_in_store} in the store; "
+            f"{self.models_to_train} reference models to train, {self.models_in_store} reused; {time}."
+        )
+
+    def add(self, other: Estimate) -> None:
+        self.runs_total += other.runs_total
+        self.runs_in_store += other.runs_in_store
+        self.models_total += other.models_total
+        self.models_in_store += other.models_in_store
+        self.seconds += other.seconds
+        self.paces.update(other.paces)
+
+
+def finished_keys(store: Store, filters: dict[str, str]) -> set[str]:
+    if not store.exists():
+        return set()
+    return {r.tag("config_hash") for r in store.search(filters)}
+
+
+class PlanEstimator:
+    """Estimates plans against one store; reference models shared between plans are counted once
+    (a sweep trains each once and reuses it in every cell)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.paces = Paces(store)
+        self.planned: set[str] = set()  # reference models an earlier plan of this job already counted
+
+    def plan(
+        self,
+        plan: Plan,
+        label: str,
+        *,
+        grid_point: str = "",
+        sweep: str = "",
+        tuning_trial: str = "",
+        references_only: bool = False,
+    ) -> Estimate:
+        """``plan``'s runs and reference models, by the identities :class:`Runner` computes.
+        ``references_only``: the reference models and reference rows alone (a study's shared part)."""
+        runner = Runner(plan, self.store, grid_point=grid_point, sweep=sweep, tuning_trial=tuning_trial)
+        bench = runner.bench
+        dataset, model = plan.dataset.name, plan.model_name
+        runs_done = finished_keys(self.store, {"run_type": "unlearn", "benchmark": bench.key})
+        models_done = finished_keys(self.store, {"run_type": "train", "dataset": dataset, "model": model})
+        est = Estimate(label)
+        for seed in plan.seeds:
+            idx = bench.indices(seed)
+            refs: dict[str, Reference | None] = {}
+            for role in ("original", "retrained"):
+                key, trains = self.reference_key(runner, role, seed, idx)
+                refs[role] = None if key is None else Reference(role, cast(Any, None), math.nan, key)
+                if key is None or not trains:
+                    continue
+                est.models_total += 1
+                if key in models_done or key in self.planned:
+                    est.models_in_store += 1
+                else:
+                    self.planned.add(key)
+                    est.charge(self.paces.train(role, dataset, model))
+            original = refs["original"]
+            assert original is not None
+            state = Seed(seed, idx, {}, original, refs["retrained"])
+            for entry in plan.methods:
+                if references_only and entry.cls.role is None:
+                    continue
+                ident = runner.identify(entry, state, runner.context(state, entry.name))
+                est.runs_total += 1
+                if ident.key in runs_done:
+                    est.runs_in_store += 1
+                else:
+                    est.charge(self.paces.run(entry.name, dataset, model))
+        return est
+
+    @staticmethod
+    def reference_key(runner: Runner, role: str, seed: int, idx: Any) -> tuple[str | None, bool]:
+        """A reference model's identity as :class:`References` computes it, and whether the job trains
+        it (False: a file the user brought; None: no gold standard at all)."""
+        request = runner.plan.request
+        if role == "retrained" and request.no_retrain:
+            return None, False
+        brought = request.original if role == "original" else request.retrained
+        if brought is not None:
+            return f"file:{file_sha256(Path(brought))[:20]}", False
+        indices = np.sort(np.concatenate([idx.forget, idx.retain])) if role == "original" else idx.retain
+        return config_hash(runner.references.identity(role, seed, indices)), True
+
+
+def estimate_trials(estimator: PlanEstimator, plan: Plan, label: str, *, trials: int, done: int) -> Estimate:
+    """A tuning study of ``plan``'s method: ``trials`` trials of one run per seed, ``done`` of them
+    finished; each trial to do priced at the method's pace on the benchmark's dataset and model."""
+    est = Estimate(label)
+    learners = [e for e in plan.methods if e.cls.role is None]
+    per_trial = len(learners) * len(plan.seeds)
+    done = min(done, trials)
+    est.runs_total, est.runs_in_store = trials * per_trial, done * per_trial
+    for entry in learners:
+        est.charge(
+            estimator.paces.run(entry.name, plan.dataset.name, plan.model_name), (trials - done) * len(plan.seeds)
+        )
+    return est
+
+
+def estimate_audit(
+    paces: Paces,
+    plan: Plan,
+    label: str,
+    *,
+    models: tuple[int, int, float],
+    runs: tuple[int, int, float],
+) -> Estimate:
+    """An audit cell: ``models`` and ``runs`` are (total, to do, the audit's own mean seconds, NaN when
+    none is cached) for its shadow models and its method runs. Without its own times, a shadow model
+    is priced as an ordinary reference training and a method run as the methods' ordinary runs."""
+    dataset, model = plan.dataset.name, plan.model_name
+    learners = [e.name for e in plan.methods if e.cls.role is None]
+    est = Estimate(label, runs_total=runs[0], runs_in_store=runs[0] - runs[1])
+    est.models_total, est.models_in_store = models[0], models[0] - models[1]
+    if math.isfinite(models[2]):
+        model_pace = Pace(models[2], est.models_in_store, f"shadow model of {label}", "mean")
+    else:
+        trainings = [paces.train(role, dataset, model) for role in ("original", "retrained")]
+        measured = [p for p in trainings if not p.guessed]
+        seconds = statistics.fmean(p.seconds for p in measured or trainings)
+        model_pace = Pace(
+            seconds, sum(p.measured for p in measured), f"shadow model (a reference training on {dataset}/{model})"
+        )
+    if math.isfinite(runs[2]):
+        run_pace = Pace(runs[2], est.runs_in_store, f"method run of {label}", "mean")
+    else:
+        each = [paces.run(name, dataset, model) for name in learners]
+        measured = [p for p in each if not p.guessed]
+        seconds = statistics.fmean(p.seconds for p in measured or each) if each else GUESS_RUN_S
+        run_pace = Pace(
+            seconds, sum(p.measured for p in measured), f"method run ({', '.join(learners)} on {dataset}/{model})"
+        )
+    est.charge(model_pace, models[1])
+    est.charge(run_pace, runs[1])
+    return est
+
+
+def estimate_sweep(sweep: Sweep) -> list[Estimate]:
+    """One estimate per cell of ``sweep``, reference models shared between its cells counted once."""
+    estimator = PlanEstimator(sweep.store)
+    return [
+        estimator.plan(plan, cell.label, grid_point=cell.grid_point, sweep=sweep.name) for cell, plan in sweep.plans
+    ]
+
+
+def total(label: str, parts: list[Estimate]) -> Estimate:
+    out = Estimate(label)
+    for part in parts:
+        out.add(part)
+    return out
+
+
+def report_lines(title: str, parts: list[Estimate]) -> list[str]:
+    """What ``--estimate`` prints: a line per part, the total, and every pace with its basis."""
+    whole = total(title, parts)
+    lines = [part.summary() for part in parts] if len(parts) > 1 else []
+    lines.append(whole.summary())
+    lines += [f"  pace: {pace.describe()}" for pace in sorted(whole.paces.values(), key=lambda p: p.what)]
+    if whole.guessed:
+        lines.append(
+            f"  A guess is {GUESS_TRAIN_S:g} s per reference model and {GUESS_RUN_S:g} s per method run; finished runs "
+            "of the same method, dataset and model replace it with their measured times."
+        )
+    return lines
+
+
+def minutes(seconds: float) -> str:
+    """A duration as people plan with it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+__all__ = [
+    "GUESS_RUN_S",
+    "GUESS_TRAIN_S",
+    "Estimate",
+    "Pace",
+    "Paces",
+    "PlanEstimator",
+    "estimate_audit",
+    "estimate_sweep",
+    "estimate_trials",
+    "minutes",
+    "report_lines",
+    "run_seconds",
+    "total",
+]
