@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnkit.store import claims, health
+from unlearnkit.store import claims, health, sqlite_file
 from unlearnkit.store.mlflow_store import Store, tag
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_a_damaged_store_is_refused_in_one_line_and_left_as_it_was(damage, tmp_p
     assert code == 2 and "Traceback" not in err
     assert err.count("\n") == 1 and str(db) in err and "store repair --set-aside" in err
     assert "No finished runs" not in out  # never an empty board
-    with pytest.raises(health.DamagedStore):
+    with pytest.raises(sqlite_file.DamagedStore):
         Store(uri(db)).check()  # what `run` and `sweep` open: refused before any training
     assert db.read_bytes() == before  # nothing written: no new schema in an emptied file
     code, out, err = cli("store", "check", "--tracking-uri", uri(db))
@@ -82,7 +82,7 @@ def test_a_damaged_store_is_refused_in_one_line_and_left_as_it_was(damage, tmp_p
 def test_a_missing_file_is_a_new_store_and_a_damaged_one_can_be_set_aside(tmp_path, cli):
     db = tmp_path / "s" / "mlflow.db"
     Store(uri(db)).check()  # missing: a new store
-    assert health.file_problem(db) == ""
+    assert sqlite_file.file_problem(db) == ""
     zero(db)
     code, out, _ = cli("store", "repair", "--set-aside", "--tracking-uri", uri(db))
     assert code == 0 and "damaged-" in out
@@ -123,8 +123,8 @@ def test_a_half_migrated_empty_store_is_rebuilt_on_open(tmp_path):
     interrupt_upgrade(db)
     store = Store(uri(db))
     store.check()  # before: "table _alembic_tmp_experiments already exists"
-    assert "_alembic_tmp_experiments" not in health.read_schema(db).tables
-    assert health.read_schema(db).revision == health.head_revision()
+    assert "_alembic_tmp_experiments" not in sqlite_file.read_schema(db).tables
+    assert sqlite_file.read_schema(db).revision == sqlite_file.head_revision()
     run = store.start_run("r", {tag("run_type"): "train"}, {})
     store.finish(run)
     assert [r.run_id for r in store.search()] == [run]
@@ -242,7 +242,7 @@ def test_sigkill_of_the_first_command_at_any_instant_never_breaks_a_fresh_store(
         monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(cache))
         try:
             Store(uri(db)).check()
-            assert not db.exists() or health.file_problem(db, full=True) == ""
+            assert not db.exists() or sqlite_file.file_problem(db, full=True) == ""
         except Exception as err:  # noqa: BLE001 - counted, then reported
             broken.append(f"{i}: {type(err).__name__}: {err}")
     print(f"{kills} kills of 20 first commands ({left} after the store file appeared) -> {len(broken)} broken stores")

@@ -76,7 +76,7 @@ def repair(
 
     Finishes an interrupted schema upgrade (on a copy), fails RUNNING runs whose claim is dead, and fails
     finished runs whose checkpoint no longer matches its sha256 (so they are redone, never reused)."""
-    from unlearnkit.store import health
+    from unlearnkit.store import health, sqlite_file
     from unlearnkit.store.mlflow_store import Store
 
     store = Store(tracking_uri, experiment)
@@ -85,11 +85,11 @@ def repair(
         if db is None or not db.exists():
             con.out.print(f"No local database at {store.uri} to set aside.", highlight=False)
             return
-        problem = health.file_problem(db, full=True)
+        problem = sqlite_file.file_problem(db, full=True)
         if not problem:
             con.error(f"The store {db} is sound; --set-aside only moves a damaged database.")
             raise typer.Exit(2)
-        target = health.set_aside(db)
+        target = sqlite_file.set_aside(db)
         con.out.print(f"Moved the damaged {db} ({problem}) to {target}; the next command starts an empty store.")
         return
     if not store.exists():

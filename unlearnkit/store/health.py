@@ -1,7 +1,7 @@
 """Whether a store can be trusted, and the repairs that are safe to make.
 
-A local SQLite store is checked each time it is opened, before MLflow touches it (:func:`preflight`):
-a file that is empty, is not SQLite, is shorter than its own header says, or fails SQLite's quick
+A local SQLite store is checked each time it is opened, before MLflow touches it
+(:func:`unlearnkit.store.sqlite_file.preflight`): a file that is empty, is not SQLite, is shorter than its own header says, or fails SQLite's quick
 check is refused with one line, never read as an empty store (which would show an empty board and
 retrain everything). A missing file is a new store; unlearnkit makes new ones by one atomic copy, so
 an empty file was not made by it. A schema left half-migrated (an interrupted MLflow upgrade leaves
@@ -15,243 +15,26 @@ RUNNING runs whose claim is dead. Nothing here prints; the CLI does.
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import sqlite3
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from unlearnkit.errors import StoreError
 from unlearnkit.store import claims
-from unlearnkit.store.mlflow_store import (
-    RunRecord,
-    Store,
-    place_empty_schema,
-    schema_key,
-    schema_template_dir,
-    write_atomically,
+from unlearnkit.store.mlflow_store import RunRecord, Store
+from unlearnkit.store.sqlite_file import (
+    damaged,
+    file_problem,
+    finish_migration,
+    head_revision,
+    read_schema,
+    schema_problem,
 )
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-TEMP_TABLE = "_alembic_tmp_"
 CHECKPOINTS = ("checkpoint", "model", "logits")  # artifact names saved with a NAME_sha256 tag
-
-
-class DamagedStore(StoreError):
-    """The store's database file cannot be trusted: nothing was read from it or written to it."""
-
-
-def uri_of(db: Path) -> str:
-    return f"sqlite:///{db}"
-
-
-def damaged(db: Path, problem: str) -> DamagedStore:
-    return DamagedStore(
-        f"The store {db} is damaged ({problem}); nothing was read or written. See `unlearnkit store check "
-        f"--tracking-uri {uri_of(db)}`; restore a backup, or set it aside with `unlearnkit store repair "
-        f"--set-aside --tracking-uri {uri_of(db)}` to start an empty store."
-    )
-
-
-# ------------------------------------------------------------------------------------ the file
-def file_problem(db: Path, *, full: bool = False) -> str:
-    """What is wrong with an existing database file ("" when nothing): its size, header and length,
-    then SQLite's quick check (``full``: the complete ``PRAGMA integrity_check``). The header is read
-    while holding a read lock, so a writer's commit in progress is never mistaken for damage."""
-    if db.stat().st_size == 0:
-        return "the file is empty: 0 bytes"
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)) as con:
-            con.execute("BEGIN")
-            con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read lock: no commit meanwhile
-            problem = header_problem(db)
-            if problem:
-                return problem
-            rows = con.execute("PRAGMA integrity_check" if full else "PRAGMA quick_check").fetchall()
-            con.execute("ROLLBACK")
-    except sqlite3.DatabaseError as err:
-        if "locked" in str(err):
-            return ""  # busy, not damaged: MLflow waits for it as for any write
-        return header_problem(db) or f"SQLite cannot read it: {err}"
-    verdict = "; ".join(str(r[0]) for r in rows[:3])
-    return "" if verdict == "ok" else f"it fails SQLite's integrity check: {verdict[:300]}"
-
-
-def header_problem(db: Path) -> str:
-    """The file's first 100 bytes against SQLite's file format: the magic string, the page size, and
-    the length the header records ("" when they agree)."""
-    size = db.stat().st_size
-    with open(db, "rb") as fh:
-        header = fh.read(100)
-    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
-        return "it is not an SQLite database: its header is garbled"
-    page = int.from_bytes(header[16:18], "big")
-    page = 65536 if page == 1 else page
-    pages, changes, valid_for = (int.from_bytes(header[i : i + 4], "big") for i in (28, 24, 92))
-    if page < 512 or page & (page - 1):
-        return f"its header records an impossible page size ({page})"
-    wal = db.with_name(db.name + "-wal")
-    if not wal.exists() and pages and changes == valid_for and size < pages * page:
-        return f"it is truncated: {size} bytes of the {pages * page} its header records"
-    return ""
-
-
-@dataclass(frozen=True)
-class Schema:
-    """What a database file says about its MLflow schema."""
-
-    tables: frozenset[str]
-    revision: str | None
-    runs: int
-
-    @property
-    def leftovers(self) -> list[str]:
-        return sorted(t for t in self.tables if t.startswith(TEMP_TABLE))
-
-
-def read_schema(db: Path) -> Schema:
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
-        tables = frozenset(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-        revision = None
-        if "alembic_version" in tables:
-            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
-            revision = row[0] if row else None
-        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
-    return Schema(tables, revision, runs)
-
-
-@functools.cache
-def head_revision() -> str:
-    """The schema revision this MLflow writes: read from the migrated template when there is one
-    (a table read), else from MLflow's migration scripts (a tenth of a second)."""
-    try:
-        template = schema_template_dir() / f"{schema_key()}.db"
-        if template.is_file():
-            revision = read_schema(template).revision
-            if revision:
-                return revision
-    except (OSError, RuntimeError, sqlite3.Error):
-        pass
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    return str(_get_latest_schema_revision())
-
-
-def schema_problem(schema: Schema, head: str) -> str:
-    """Why MLflow could not open this schema as it is ("" when it can)."""
-    if schema.leftovers:
-        return (
-            f"it was left half-migrated by an interrupted schema upgrade (leftover table "
-            f"{', '.join(schema.leftovers)} at revision {schema.revision or 'none'})"
-        )
-    if schema.tables and schema.revision != head and "experiments" in schema.tables:
-        return f"its schema is at revision {schema.revision or 'none'}, and this MLflow writes {head}"
-    return ""
-
-
-def forget_connections(db: Path) -> None:
-    """Close this process's pooled MLflow connections to ``db`` after its file was replaced: they
-    would go on reading the old file."""
-    try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    except ImportError:
-        return
-    engine = getattr(SqlAlchemyStore, "_engine_map", {}).get(uri_of(db))
-    if engine is not None:
-        engine.dispose()
-
-
-@contextmanager
-def init_lock(db: Path) -> Iterator[None]:
-    """The lock :class:`Store` takes while it makes a schema: no process opens the file meanwhile."""
-    from filelock import FileLock
-
-    with FileLock(str(db.with_suffix(".init.lock"))):
-        yield
-
-
-def preflight(db: Path) -> str:
-    """Check an existing local store before MLflow opens it. Raises DamagedStore, or StoreError for a
-    half-migrated store that holds runs; rebuilds one that holds none. Returns what it did ("": nothing)."""
-    problem = file_problem(db)
-    if problem:
-        raise damaged(db, problem)
-    schema = read_schema(db)
-    if not (schema.leftovers or (schema.revision and "experiments" in schema.tables)):
-        return ""  # nothing MLflow could trip on (a new file MLflow itself is making, or a sound one)
-    problem = schema_problem(schema, head_revision())
-    if not problem:
-        return ""
-    if schema.runs == 0:  # nothing to lose: start it again from the migrated template
-        if place_empty_schema(db):  # replaces the file in one step
-            forget_connections(db)
-            return f"Rebuilt the empty store {db}: {problem}."
-    raise StoreError(
-        f"The store {db} cannot be opened: {problem}. Back it up, then run "
-        f"`unlearnkit store repair --tracking-uri {uri_of(db)}`."
-    )
-
-
-def finish_migration(db: Path) -> list[str]:
-    """Drop an interrupted upgrade's leftover tables and migrate, on a copy that replaces ``db`` only
-    once it checks out: a repair killed midway leaves ``db`` as it was. Refuses when a leftover is
-    the only copy of its table (the upgrade had dropped the original)."""
-    import sqlalchemy
-    from mlflow.store.db.utils import _upgrade_db
-
-    schema = read_schema(db)
-    missing = [t for t in schema.leftovers if t[len(TEMP_TABLE) :] not in schema.tables]
-    if missing:
-        raise StoreError(
-            f"The store {db} cannot be repaired in place: {', '.join(missing)} holds the only copy of its table. "
-            "Restore a backup."
-        )
-    done: list[str] = []
-
-    def repair(temp: Path) -> None:
-        shutil.copyfile(db, temp)
-        with closing(sqlite3.connect(temp, isolation_level=None)) as con:
-            con.execute("BEGIN IMMEDIATE")
-            for table in schema.leftovers:
-                con.execute(f'DROP TABLE "{table}"')
-                done.append(f"dropped the leftover table {table}")
-            con.execute("COMMIT")
-        engine = sqlalchemy.create_engine(uri_of(temp))
-        try:
-            _upgrade_db(engine)
-        except Exception as err:  # noqa: BLE001 - any failure leaves the original untouched
-            raise StoreError(f"Migrating a copy of {db} failed ({err}); {db} is unchanged. Restore a backup.") from None
-        finally:
-            engine.dispose()
-        after = read_schema(temp)
-        if after.revision != head_revision() or file_problem(temp, full=True):
-            raise StoreError(f"The migrated copy of {db} does not check out; {db} is unchanged. Restore a backup.")
-        done.append(f"migrated the schema from revision {schema.revision or 'none'} to {after.revision}")
-
-    with init_lock(db):
-        write_atomically(db, repair)
-    forget_connections(db)
-    return done
-
-
-def set_aside(db: Path) -> Path:
-    """Move a damaged database (and its journal files) out of the way; the next command starts an
-    empty store. Returns where it went."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = db.with_name(f"{db.name}.damaged-{stamp}")
-    with init_lock(db):
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            part = db.with_name(db.name + suffix)
-            if part.exists():
-                os.replace(part, target.with_name(target.name + suffix))
-    forget_connections(db)
-    return target
 
 
 # ------------------------------------------------------------------------------ the runs in it

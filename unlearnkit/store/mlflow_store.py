@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import hashlib
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -32,6 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 from unlearnkit.errors import StoreError, StoreUnavailableError, shorten
 from unlearnkit.store import tags as tag_schema
 from unlearnkit.store.interrupts import deferred
+from unlearnkit.store.sqlite_file import init_lock, place_empty_schema, preflight
 
 TAG = tag_schema.PREFIX
 DEFAULT_EXPERIMENT = "unlearnkit"
@@ -185,95 +184,6 @@ def filter_clause(key: str, value: str) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------ fresh SQLite stores
-# MLflow builds a new SQLite store's schema by running its whole migration chain (1-2.5 s on two
-# busy cores), in place, so a process killed midway leaves a half-migrated file. Instead a fresh
-# store starts as a copy of an empty, migrated database kept per MLflow schema in the cache folder
-# (made by the first fresh store); the template and each copy appear by os.replace, never torn.
-SCHEMA_TEMPLATES = "mlflow-schema"  # under the cache folder
-
-
-def schema_template_dir() -> Path:
-    """Where the empty databases are kept: the cache folder the decoded datasets use."""
-    return Path(os.environ.get("UNLEARNKIT_CACHE_DIR", Path.home() / ".cache" / "unlearnkit")) / SCHEMA_TEMPLATES
-
-
-def schema_key() -> str:
-    """MLflow's and SQLAlchemy's versions and the names of MLflow's migration scripts: an MLflow
-    that adds a migration gets a template of its own."""
-    import mlflow
-    import sqlalchemy
-
-    scripts = Path(mlflow.__file__).parent / "store" / "db_migrations" / "versions"
-    names = sorted(p.name for p in scripts.glob("*.py"))
-    if not names:
-        raise FileNotFoundError(f"no migration scripts in {scripts}")
-    digest = hashlib.sha256("\n".join([mlflow.__version__, sqlalchemy.__version__, *names]).encode()).hexdigest()
-    return f"{mlflow.__version__}-{digest[:16]}"
-
-
-def write_atomically(target: Path, fill: Callable[[Path], object]) -> None:
-    """``fill(temp)`` writes a file beside ``target``, which then replaces ``target`` in one step:
-    a process killed midway leaves a stray hidden temp file at most, never a torn ``target``."""
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask's mode, as SQLite's own file
-    try:
-        fill(temp)
-        with open(temp, "rb+") as fh:
-            os.fsync(fh.fileno())  # durable before it is visible, as SQLite's own commits are
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def migrate_empty(path: Path) -> None:
-    """MLflow's own schema creation (its tables, then every migration) on an empty SQLite file. The
-    Default experiment is left out: MLflow adds it when it first opens the store, with that store's paths."""
-    import sqlalchemy
-    from mlflow.store.db.utils import _initialize_tables
-
-    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
-    try:
-        _initialize_tables(engine)
-    finally:
-        engine.dispose()
-
-
-def sound_template(path: Path) -> bool:
-    """Whether ``path`` opens as SQLite and records one schema revision (a cheap guard against a
-    damaged cache file; MLflow checks the revision itself when it opens the copy)."""
-    import sqlite3
-
-    try:
-        con = sqlite3.connect(path)
-        try:
-            return con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
-
-
-def place_empty_schema(db: Path) -> bool:
-    """Put an empty, migrated MLflow database at ``db`` (not there yet), in one step. False when
-    MLflow's schema helpers are not where this expects them: MLflow then migrates in place, as it would."""
-    try:
-        key = schema_key()
-        from mlflow.store.db.utils import _initialize_tables  # noqa: F401 - the helper migrate_empty calls
-    except (ImportError, OSError):
-        return False
-    try:
-        template = schema_template_dir() / f"{key}.db"
-        if not (template.is_file() and sound_template(template)):
-            template.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(template, migrate_empty)
-    except (OSError, RuntimeError):  # no cache folder to write (or no home): migrate this store's own file
-        write_atomically(db, migrate_empty)
-        return True
-    write_atomically(db, lambda temp: shutil.copyfile(template, temp))
-    return True
-
-
 class Store:
     """Thin, typed access to one MLflow experiment."""
 
@@ -339,9 +249,7 @@ class Store:
                 if self.local_db is not None and not self.local_db.exists():
                     place_empty_schema(self.local_db)  # a copy of the migrated template, not migrations
                 elif self.local_db is not None:
-                    from unlearnkit.store import health  # imports this module: loaded on first use
-
-                    done = health.preflight(self.local_db)  # damaged or half-migrated: one line, not a traceback
+                    done = preflight(self.local_db)  # damaged or half-migrated: one line, not a traceback
                     if done:
                         logging.getLogger(__name__).warning(done)
                 client = MlflowClient(tracking_uri=self.uri)
@@ -357,10 +265,8 @@ class Store:
         if self.local_db is None:
             yield
             return
-        from filelock import FileLock
-
         self.local_db.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.local_db.with_suffix(".init.lock"))):
+        with init_lock(self.local_db):  # the lock a repair or a set-aside takes too
             yield
 
     @property
