@@ -181,6 +181,16 @@ class Method(Plugin):
     # unlearned model depends on the protocol. Otherwise a model unlearned under one protocol is
     # evaluated under the other without running the method again.
     uses_protocol: ClassVar[bool] = False
+    # The forget rules (``Setting.scenario_rule``: "class", "instance", ...) the method is defined
+    # for; None: every rule. A run that names the method with another rule is refused in one line
+    # before any compute, citing ``scenario_reason``; ``--method all`` leaves such methods out.
+    scenario_rules: ClassVar[frozenset[str] | None] = None
+    scenario_reason: ClassVar[str] = ""
+
+    @classmethod
+    def accepts_scenario(cls, rule: str) -> bool:
+        """Whether the method is defined for forget rule ``rule`` (see ``scenario_rules``)."""
+        return cls.scenario_rules is None or rule in cls.scenario_rules
 
     @classmethod
     def default_options(cls, setting: Setting) -> dict[str, Any]:

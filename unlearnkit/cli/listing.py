@@ -46,7 +46,8 @@ def _extra(entry) -> str:
     cls = entry.cls
     kind = cls.kind()
     if kind == "method":
-        return cls.access.value
+        rules = "" if cls.scenario_rules is None else f" ({', '.join(sorted(cls.scenario_rules))} forgetting only)"
+        return cls.access.value + rules
     if kind == "metric":
         return cls.direction.replace("_", " ")
     if kind == "dataset":
@@ -98,6 +99,12 @@ def list_(
                     {
                         "name": e.name,
                         "summary": e.cls.summary,
+                        **({"paper": e.cls.paper} if kind == "method" else {}),
+                        **(
+                            {"scenario_rules": sorted(e.cls.scenario_rules)}
+                            if kind == "method" and e.cls.scenario_rules is not None
+                            else {}
+                        ),
                         "package": e.provenance.package,
                         "version": e.provenance.version,
                     }
@@ -108,10 +115,12 @@ def list_(
         return
     extra = {"method": "data access", "metric": "direction", "dataset": "source", "model": "family"}[kind]
     table = Table(title=f"{len(reg.names())} {what}", title_justify="left")
-    for col in ("name", extra, "package", "summary"):
+    columns = ["name", extra, "package", "summary", *(["paper"] if kind == "method" else [])]
+    for col in columns:
         table.add_column(col, overflow="fold")
     for e in reg.entries():
-        table.add_row(e.name, _extra(e), f"{e.provenance.package} {e.provenance.version}", e.cls.summary)
+        cells = [e.name, _extra(e), f"{e.provenance.package} {e.provenance.version}", e.cls.summary]
+        table.add_row(*cells, *([e.cls.paper or "-"] if kind == "method" else []))
     con.out.print(table)
 
 

@@ -187,18 +187,28 @@ def is_reference(entry: Entry[Method]) -> bool:
     return entry.cls.role is not None
 
 
-def expand_methods(names: list[str], registries: Registries) -> list[str]:
-    """``all`` means every registered method; reference rows (methods with a ``role``) are always
-    included and lead the list, the original's before the retrained one's."""
+def expand_methods(names: list[str], registries: Registries, rule: str | None = None) -> list[str]:
+    """``all`` means every registered method defined for forget rule ``rule`` (every one when
+    None); reference rows (methods with a ``role``) are always included and lead the list, the
+    original's before the retrained one's. A method named explicitly that is not defined for
+    ``rule`` is refused in one line (``Method.scenario_rules``)."""
     out: list[str] = []
     for name in names:
         for part in [p.strip() for p in name.split(",") if p.strip()]:
             if part == "all":
-                out.extend(registries.methods.names())
+                out.extend(
+                    n
+                    for n in registries.methods.names()
+                    if rule is None or registries.methods.get(n).cls.accepts_scenario(rule)
+                )
             else:
                 out.append(part)
     for part in out:
-        registries.methods.get(part)  # unknown names fail here, with suggestions
+        cls = registries.methods.get(part).cls  # unknown names fail here, with suggestions
+        if rule is not None and not cls.accepts_scenario(rule):
+            rules = ", ".join(sorted(cls.scenario_rules or ()))
+            why = f": {cls.scenario_reason}" if cls.scenario_reason else ""
+            raise ConfigError(f"Method '{part}' is defined only for forget scenarios {rules}, not '{rule}'{why}.")
     refs = [e for e in registries.methods.entries() if is_reference(e)]
     refs.sort(key=lambda e: (ROLE_ORDER.get(e.cls.role or "", 9), e.name))
     return list(dict.fromkeys([*(e.name for e in refs), *out]))
@@ -258,7 +268,8 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
         pretrained=request.pretrained,
         weights=request.weights,
     )
-    method_names = expand_methods(request.methods or [registries.methods.default().name], registries)
+    scenario = parse_scenario(request.forget)
+    method_names = expand_methods(request.methods or [registries.methods.default().name], registries, scenario.rule)
     methods = [registries.methods.get(n) for n in method_names]
     if request.no_retrain:  # no gold standard: its row cannot exist
         methods = [m for m in methods if m.cls.role != "retrained"]
@@ -266,7 +277,6 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
     metrics = [registries.metrics.get(n) for n in (request.metrics or registries.metrics.names())]
     user_options, metric_values = split_options(request.options, method_names, [m.name for m in metrics], registries)
     metric_options = {m.name: m.cls.parse_options(metric_values[m.name]) for m in metrics if m.name in metric_values}
-    scenario = parse_scenario(request.forget)
     subset = parse_subset(request.subset)
     seeds = tuple(parse_seeds(request.seeds))
     protocol = get_protocol(request.protocol)
