@@ -114,3 +114,32 @@ def test_nan_outputs_fail_that_row_and_the_next_method_still_runs(cli):
 
     done = {r.tag("method") for r in Store().search({"run_type": "unlearn"})}
     assert "lotus" in done and "nan_outputs" not in done
+
+
+def test_a_full_sqlite_store_is_one_line_exit_1_and_no_finished_run(cli, isolated_store):
+    """SQLite itself reports the full disk: every connection to the store's file may not grow it
+    past its current size (``PRAGMA max_page_count``), so the first run row that needs a new page
+    fails with SQLite's own "database or disk is full" error, wrapped by SQLAlchemy and MLflow."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    db = isolated_store / "store" / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+
+    def cap(dbapi_connection, _record):
+        if str(db) in (dbapi_connection.execute("PRAGMA database_list").fetchone()[2] or ""):
+            dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(Engine, "connect", cap)
+    try:
+        code, _, err = cli(*RUN, "--method", "lotus")
+    finally:
+        event.remove(Engine, "connect", cap)
+    line = one_error_line(err)
+    assert code == 1 and "The store's database is full (no space left on its disk)" in line, err
+    from unlearnkit.store.mlflow_store import Store
+
+    assert not Store().search({"run_type": "unlearn"})  # nothing half-written counts

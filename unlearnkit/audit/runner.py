@@ -522,6 +522,7 @@ class AuditRunner:
                 tags,
                 params,
                 on_wait=lambda: self.reporter.event(f"Waiting for another process: {entry.name} on shadow {k}"),
+                notify=self.reporter.event,
             )
             if got.finished is None:
                 break
@@ -615,6 +616,7 @@ class AuditRunner:
             f"audit-{entry.name}-{self.plan.dataset.name}-{self.plan.model_name}-{self.plan.scenario.key}-k{s.shadows}",
             {t: v for t, v in tags.items() if v != ""},
             params,
+            notify=self.reporter.event,
         )
         if got.finished is not None:
             rec = got.finished

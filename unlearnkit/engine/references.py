@@ -200,6 +200,7 @@ class References:
                 on_wait=lambda: self.reporter.event(
                     f"Waiting for another process training the {role} model (seed {seed})"
                 ),
+                notify=self.reporter.event,
             )
             if got.finished is None:
                 return got

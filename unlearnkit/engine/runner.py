@@ -267,6 +267,7 @@ class Runner:
                 ident.tags,
                 ident.params,
                 on_wait=lambda: self.reporter.event(f"Waiting for another process running {entry.name} (seed {seed})"),
+                notify=self.reporter.event,
             ),
         )
         if got.finished is not None:

@@ -245,6 +245,9 @@ class Store:
 
             for name in ("mlflow", "alembic"):  # mlflow resets its level on import
                 logging.getLogger(name).setLevel(logging.WARNING)
+            # MLflow logs every database error with its traceback before raising it; the exception
+            # itself reaches the caller (and the CLI's one line), so the log record only repeats it
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
             with self._schema_lock():
                 if self.local_db is not None and not self.local_db.exists():
                     place_empty_schema(self.local_db)  # a copy of the migrated template, not migrations
