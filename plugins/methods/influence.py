@@ -155,8 +155,9 @@ class Influence(Method):
     conformance = Conformance(options={"alpha": 0.01, "damping": 0.01}, retain_tolerance=0.3)
     Options = InfluenceOptions
     # alpha: Unlearn-Sparse's README leaves it to be tuned around its default 0.2; forks' scripts pass
-    # up to 16; from two decades below the default to two above
-    search_space = {"alpha": LogUniform(2e-3, 20.0)}
+    # up to 16; from two decades below the default to two above. damping: the reference's 1 and three
+    # decades below, where H^-1 starts to spare the directions D_r constrains
+    search_space = {"alpha": LogUniform(2e-3, 20.0), "damping": LogUniform(1e-3, 1.0)}
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: InfluenceOptions = self.options  # type: ignore[assignment]
