@@ -15,7 +15,7 @@ from torch import nn
 from unlearnkit.api.data import Augment, Preprocess, Split
 from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.testing import run_method, tiny_bench
-from unlearnkit_plugins.methods.fisher import Fisher, diagonal_fisher, noise_std
+from unlearnkit_plugins.methods.fisher import Fisher, class_weighted_fisher, diagonal_fisher, golatkar_std, noise_std
 from unlearnkit_plugins.methods.influence import (
     Influence,
     mean_gradient,
@@ -84,9 +84,10 @@ def test_a_weight_the_retain_set_never_moves_gets_the_capped_noise(tiny):
 
 
 def test_fisher_alpha_zero_is_bit_identical_and_the_default_is_seeded(tiny):
-    off, data = run_method(Fisher, tiny, {"alpha": 0.0})
-    assert same_weights(off, tiny.original)
-    assert data.touched == {"retain"}
+    for variant in ("fisher_new", "fisher"):
+        off, data = run_method(Fisher, tiny, {"alpha": 0.0, "variant": variant})
+        assert same_weights(off, tiny.original)
+        assert data.touched == {"retain"}
     a, _ = run_method(Fisher, tiny)
     b, _ = run_method(Fisher, tiny)
     assert same_weights(a, b) and not same_weights(a, tiny.original)
@@ -94,7 +95,48 @@ def test_fisher_alpha_zero_is_bit_identical_and_the_default_is_seeded(tiny):
 
 def test_fisher_defaults_are_unlearn_sparse():
     o = Fisher.parse_options({})
-    assert (o.alpha, o.std_cap, o.head_scale, o.samples) == (0.2, 1e-3, 10.0, None)
+    assert (o.variant, o.alpha, o.std_cap, o.head_scale, o.samples, o.batch_size) == (
+        "fisher_new",
+        0.2,
+        1e-3,
+        10.0,
+        None,
+        32,
+    )
+
+
+def test_golatkar_variance_is_capped_averaged_per_unit_and_scaled_on_head_and_1d():
+    f = torch.tensor([[1.0, 0.0, 4.0], [0.5, 0.25, 1e-9]])  # rows: output units
+    # not the head (first dimension 2 != 3 classes): var = alpha * min(1/F, 1e3), mean over dim 1
+    body = golatkar_std(f.flatten(), torch.Size([2, 3]), alpha=0.5, num_classes=3, head_scale=10.0)
+    rows = torch.tensor([(1 + 1e3 + 0.25) / 3, (2 + 4 + 1e3) / 3]) * 0.5
+    torch.testing.assert_close(body, rows.sqrt()[:, None].expand(2, 3), rtol=1e-5, atol=0)
+    # the head (first dimension = 2 classes): cap 1e2 and times head_scale
+    head = golatkar_std(f.flatten(), torch.Size([2, 3]), alpha=0.5, num_classes=2, head_scale=10.0)
+    rows = torch.tensor([(1 + 1e2 + 0.25) / 3, (2 + 4 + 1e2) / 3]) * 0.5 * 10
+    torch.testing.assert_close(head, rows.sqrt()[:, None].expand(2, 3), rtol=1e-5, atol=0)
+    # a 1-d tensor (bias, BatchNorm): per element, times head_scale
+    bias = golatkar_std(torch.tensor([2.0, 0.0]), torch.Size([2]), alpha=0.5, num_classes=3, head_scale=10.0)
+    torch.testing.assert_close(bias, torch.tensor([0.25 * 10, 1e3 * 0.5 * 10]).sqrt(), rtol=1e-5, atol=0)
+
+
+def test_class_weighted_fisher_is_the_probability_weighted_batch_gradient_square(tiny):
+    """On a linear softmax model the batch's mean-CE gradient towards class c is mean_i (p_i - e_c) x_i^T."""
+    torch.manual_seed(0)
+    x = torch.randn(10, 4)
+    y = torch.randint(0, 3, (10,))
+    split = flat_split("retain", x, y)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    got = class_weighted_fisher(model, split, tiny.context("fisher"), batch_size=4)  # batches 4, 4, 2
+    expected = torch.zeros(3 * 4 + 3)
+    with torch.no_grad():
+        for xb in (x[:4], x[4:8], x[8:]):
+            p = F.softmax(model(xb), 1)
+            for c in range(3):
+                r = p - F.one_hot(torch.full((len(xb),), c), 3).float()
+                gw, gb = (r[:, :, None] * xb[:, None, :]).mean(0), r.mean(0)
+                expected += p[:, c].mean() * len(xb) / 10 * torch.cat([gw.flatten(), gb]).square()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-8)
 
 
 # ---------------------------------------------------------------------------------- influence
