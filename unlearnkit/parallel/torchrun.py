@@ -121,12 +121,29 @@ class World:
 
     def from_main(self, fn: Callable[[], T]) -> T:
         """``fn()`` computed on rank 0 and broadcast: a decision every rank must take alike (LoTUS's
-        per-epoch forget accuracy). A collective: rank 0 must not take longer than the timeout."""
+        per-epoch forget accuracy). A collective: rank 0 must not take longer than the timeout.
+        The value travels as JSON bytes in a tensor (never a pickle), so it must be a JSON value or
+        an :func:`agreeable` dataclass; every rank, rank 0 included, gets the decoded copy, so all
+        hold the same type (a tuple comes back as a list everywhere)."""
         if not self.active:
             return fn()
-        box = [fn() if self.main else None]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]  # type: ignore[return-value]
+        device = self._device()
+        payload = encode_message("from_main", fn()) if self.main else b""
+        size = torch.tensor([len(payload)], dtype=torch.int64, device=device)
+        torch.distributed.broadcast(size, src=0)
+        if self.main:
+            buf = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
+        else:
+            buf = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+        torch.distributed.broadcast(buf, src=0)
+        _, value = decode_message(bytes(buf.cpu().numpy().tobytes()), "from_main")
+        return value
+
+    def _device(self) -> torch.device:
+        """Where collectives run: this rank's GPU under nccl, the CPU under gloo."""
+        if torch.distributed.get_backend() == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
 
     def broadcast_state(self, model: nn.Module) -> nn.Module:
         """Rank 0's parameters and buffers on every rank (a reused model), in place."""
