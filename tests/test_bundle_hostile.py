@@ -14,6 +14,7 @@ import shlex
 import sqlite3
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -477,6 +478,18 @@ class Handler(SimpleHTTPRequestHandler):
     """Serves the test's folder; ``/flood`` sends 3 MiB without a Content-Length (close-delimited)."""
 
     def do_GET(self):  # noqa: N802 - the stdlib's name
+        if self.path == "/drip":  # a server that never stops sending, slowly: 1 KiB every 0.2 s
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-tar")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"\0" * 1024)
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the client hung up
+                pass
+            return None
         if self.path != "/flood":
             return super().do_GET()
         self.send_response(200)
@@ -533,8 +546,9 @@ def test_a_file_url_is_a_local_bundle(host, capsys, tmp_path, temp_dir):
         ("refs.tar", ["--max-bundle-size", "4KiB"], "bytes, over the 4096-byte limit"),  # its Content-Length
         ("flood", ["--max-bundle-size", "1MiB"], "sent more than the 1048576-byte limit"),
         ("missing.tar", [], "HTTP 404"),
+        ("drip", ["--download-timeout", "1"], "took longer than 1 s to download (--download-timeout)"),
     ],
-    ids=["wrong-sha256", "content-length-over-limit", "stream-over-limit", "not-found"],
+    ids=["wrong-sha256", "content-length-over-limit", "stream-over-limit", "not-found", "slow-drip-past-deadline"],
 )
 def test_a_url_bundle_is_refused_before_anything_is_written(
     host, capsys, tmp_path, temp_dir, server, name, extra, fragment

@@ -63,6 +63,9 @@ def import_(
     max_bundle_size: Annotated[
         str, typer.Option(help="Largest bundle accepted: the file (or download) and all its members together.")
     ] = "2GiB",
+    download_timeout: Annotated[
+        float, typer.Option(help="Longest a URL's whole download may take, in seconds.", min=1.0, max=1e6)
+    ] = 3600.0,
     plugins_dir: Annotated[
         Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder (the models to check).")
     ] = None,
@@ -79,6 +82,7 @@ def import_(
         member=parse_size(max_member_size, "--max-member-size"),
         manifest=parse_size(max_manifest_size, "--max-manifest-size"),
         total=parse_size(max_bundle_size, "--max-bundle-size"),
+        download_s=download_timeout,
     )
     host = get_host(plugins_dir)
     for message in host.report.failed:

@@ -31,6 +31,7 @@ import os
 import re
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -106,6 +107,9 @@ class Limits:
     member: int = 1 << 30
     manifest: int = 1 << 20
     total: int = 2 << 30
+    # a URL's whole download, in seconds: a server that sends a byte just before each read's own
+    # 30 s timeout would otherwise hold the import for ever (2 GiB at 1 MB/s is about 36 minutes)
+    download_s: float = 3600.0
 
 
 def parse_size(text: str, flag: str) -> int:
@@ -260,7 +264,7 @@ def fetched(source: str, limits: Limits, sha256: str | None, tmp: Path) -> Itera
         path = Path(urllib.request.url2pathname(parts.path))
     elif scheme in ("http", "https"):
         path = tmp / "bundle.tar"
-        download(source, path, limits.total)
+        download(source, path, limits.total, limits.download_s)
     elif scheme:
         raise ConfigError(f"Bundle {shown}: unsupported scheme '{scheme}'; use a path, file://, http:// or https://.")
     else:
@@ -277,13 +281,15 @@ def fetched(source: str, limits: Limits, sha256: str | None, tmp: Path) -> Itera
     yield path
 
 
-def download(url: str, dest: Path, limit: int) -> None:
+def download(url: str, dest: Path, limit: int, deadline_s: float = Limits.download_s) -> None:
     """Stream ``url`` into ``dest``, stopping as soon as the server sends more than ``limit`` bytes
-    (a Content-Length over it is refused before the body is read)."""
+    (a Content-Length over it is refused before the body is read) or the download has taken more
+    than ``deadline_s`` seconds (checked after every read; each read waits at most 30 s)."""
     label = short(source_label(url))
+    start = time.monotonic()
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "unlearnkit-import"})
-        with urllib.request.urlopen(request, timeout=30) as resp, open(dest, "wb") as out:
+        with urllib.request.urlopen(request, timeout=min(30.0, deadline_s)) as resp, open(dest, "wb") as out:
             declared = resp.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise ConfigError(
@@ -297,6 +303,10 @@ def download(url: str, dest: Path, limit: int) -> None:
                         f"Bundle {label} sent more than the {limit}-byte limit (--max-bundle-size); refused."
                     )
                 out.write(chunk)
+                if time.monotonic() - start > deadline_s:
+                    raise ConfigError(
+                        f"Bundle {label} took longer than {deadline_s:g} s to download (--download-timeout); refused."
+                    )
     except urllib.error.HTTPError as err:
         raise ConfigError(f"Bundle {label} could not be downloaded: HTTP {err.code} {err.reason}.") from None
     except (urllib.error.URLError, OSError, ValueError) as err:
