@@ -2,8 +2,8 @@
 
 Each block of the tutorial is marked by the line before its fence: ``<!-- tutorial: folders -->``,
 ``<!-- tutorial: file PATH -->`` (saved to PATH), ``<!-- tutorial: install -->``,
-``<!-- tutorial: test -->`` and ``<!-- tutorial: commands -->`` (step 5). The slow test creates the
-folders, saves the files byte for byte, installs the package for real (pip, into a folder of its
+``<!-- tutorial: test -->`` and ``<!-- tutorial: commands -->`` (step 5). The end-to-end test
+(in the default suite, so CI runs it on every push) creates the folders, saves the files byte for byte, installs the package for real (pip, into a folder of its
 own: the entry point is found as any installed plugin's), runs the package's own test, then every
 command of step 5 against a store of its own, and finds the method on the leaderboard with its
 package and version. The fast tests run the tutorial's method in this process, on the tiny test
@@ -188,7 +188,6 @@ def unlearnkit(words: list[str]) -> list[str]:
     return [sys.executable, "-m", "unlearnkit", *words[1:]]
 
 
-@pytest.mark.slow
 def test_the_tutorial_runs_end_to_end_as_written(tmp_path):
     package = project()["project"]["name"]
     version = project()["project"]["version"]
