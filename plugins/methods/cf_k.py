@@ -119,9 +119,10 @@ class CFk(Method):
 
     Deliberate deviations:
 
-    * Goel et al. (``shash42/Evaluating-Inexact-Unlearning``) count k in the architectures they
-      ship; here one rule counts layers on any model, stated above; we did not pin their k for a
-      CIFAR ResNet-18, so k = 3 is our choice of "the last stage and the head" and is searched by
+    * Goel et al. (``shash42/Evaluating-Inexact-Unlearning``, ``scripts/unlearn.sh``) sweep
+      k in {1, 3, 5, 7} (``--minL-rf=1 --maxL-rf=7 --stepL-rf=2``) on a ResNet-20, counting layers
+      in the architectures they ship; here one rule counts layers on any model, stated above, and
+      k = 3 (the middle of their sweep; on ResNet-18 "the last stage and the head") is searched by
       ``unlearnkit tune``;
     * the optimiser is SGD at fine-tuning's lr 0.01 for the LoTUS runs' budget, not the original
       training's schedule;
