@@ -131,3 +131,13 @@ def test_version_prints_the_single_sourced_version(capsys):
 
     code, out, _ = invoke(["--version"], capsys)
     assert code == 0 and out.strip() == f"unlearnkit {md.version('unlearnkit')}"
+
+
+def test_class_names_are_printed_as_text_not_emoji():
+    """A forget scenario names classes: "class:cat: 6 methods" must not become a cat emoji."""
+    from unlearnkit.cli import console
+
+    for stream in (console.out, console.err):
+        with stream.capture() as captured:
+            stream.print("cifar10/resnet18_lotus/class:cat: 6 methods × 3 seeds", highlight=False)
+        assert "class:cat: 6 methods" in captured.get(), captured.get()

@@ -18,8 +18,9 @@ from rich.markup import escape
 T = TypeVar("T")
 
 # Piped output (CI logs, `| tee`) gets a wide page so leaderboards are not squeezed to 80 columns.
-out = Console(width=None if Console().is_terminal else 200)
-err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 200)
+# No emoji codes: a forget scenario names classes, and "class:cat: 6 methods" must not print a cat.
+out = Console(width=None if Console().is_terminal else 200, emoji=False)
+err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 200, emoji=False)
 
 
 def error(message: str) -> None:
