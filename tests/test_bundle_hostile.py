@@ -478,15 +478,15 @@ class Handler(SimpleHTTPRequestHandler):
     """Serves the test's folder; ``/flood`` sends 3 MiB without a Content-Length (close-delimited)."""
 
     def do_GET(self):  # noqa: N802 - the stdlib's name
-        if self.path == "/drip":  # a server that never stops sending, slowly: 1 KiB every 0.2 s
+        if self.path == "/drip":  # a server that keeps sending, slowly: 1 KiB every 0.1 s for 4 s
             self.send_response(200)
             self.send_header("Content-Type", "application/x-tar")
             self.end_headers()
             try:
-                for _ in range(100):
+                for _ in range(40):
                     self.wfile.write(b"\0" * 1024)
                     self.wfile.flush()
-                    time.sleep(0.2)
+                    time.sleep(0.1)
             except OSError:  # the client hung up
                 pass
             return None
