@@ -46,6 +46,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module keeps its order
 
 
+@pytest.fixture(scope="module")
+def tiny_bench_one_thread(request):
+    """A tiny bench (``unlearnkit.testing.tiny_bench``) per test module, trained and used on one
+    thread so its numbers do not depend on the core count; the module may set ``TINY_FORGET``
+    (default: the instance bench)."""
+    import torch
+
+    from unlearnkit.testing import tiny_bench
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield tiny_bench(forget=getattr(request.module, "TINY_FORGET", "0.2"))
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def empty_mlflow_db(tmp_path_factory) -> Path:
     """An MLflow SQLite database with the schema made and no experiment: creating the schema runs

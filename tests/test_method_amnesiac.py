@@ -13,19 +13,14 @@ import torch
 
 from unlearnkit.api.types import Setting
 from unlearnkit.loops.training import accuracy
-from unlearnkit.testing import run_method, tiny_bench
+from unlearnkit.testing import run_method
 from unlearnkit_plugins.methods import amnesiac as module
 from unlearnkit_plugins.methods.amnesiac import Amnesiac, amnesiac_set
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_bench()
-    finally:
-        torch.set_num_threads(threads)
+def tiny(tiny_bench_one_thread):
+    return tiny_bench_one_thread
 
 
 def test_relabelled_targets_are_never_true_and_cover_every_wrong_class(tiny):

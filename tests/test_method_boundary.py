@@ -21,7 +21,7 @@ from unlearnkit.api.data import Preprocess, Split
 from unlearnkit.api.types import Augment, Setting
 from unlearnkit.engine.config import expand_methods
 from unlearnkit.loops.training import accuracy
-from unlearnkit.testing import run_method, tiny_bench
+from unlearnkit.testing import run_method
 from unlearnkit_plugins.methods import boundary_expand as expand_module
 from unlearnkit_plugins.methods import boundary_shrink as shrink_module
 from unlearnkit_plugins.methods.boundary_expand import BoundaryExpand, classifier_head, prune, widen
@@ -30,14 +30,12 @@ from unlearnkit_plugins.methods.boundary_shrink import BoundaryShrink, fgsm_neig
 METHODS = (BoundaryShrink, BoundaryExpand)
 
 
+TINY_FORGET = "class:0"  # the class-only methods get a class bench
+
+
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_bench(forget="class:0")
-    finally:
-        torch.set_num_threads(threads)
+def tiny(tiny_bench_one_thread):
+    return tiny_bench_one_thread
 
 
 def cpu_context(num_classes: int, forget_class: int | None = 0) -> UnlearnContext:

@@ -12,19 +12,14 @@ import torch
 
 from unlearnkit.api.types import ImageSpec
 from unlearnkit.discovery.host import PluginHost
-from unlearnkit.testing import run_method, tiny_bench
+from unlearnkit.testing import run_method
 from unlearnkit_plugins.methods.cf_k import CFk, layers, split_last
 from unlearnkit_plugins.methods.eu_k import EUk, reinitialise_last
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_bench()
-    finally:
-        torch.set_num_threads(threads)
+def tiny(tiny_bench_one_thread):
+    return tiny_bench_one_thread
 
 
 def build(name: str):

@@ -14,7 +14,7 @@ from torch import nn
 
 from unlearnkit.api.data import Augment, Preprocess, Split
 from unlearnkit.api.evaluation import predict_logits
-from unlearnkit.testing import run_method, tiny_bench
+from unlearnkit.testing import run_method
 from unlearnkit_plugins.methods.fisher import Fisher, class_weighted_fisher, diagonal_fisher, golatkar_std, noise_std
 from unlearnkit_plugins.methods.influence import (
     Influence,
@@ -25,13 +25,8 @@ from unlearnkit_plugins.methods.influence import (
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_bench()
-    finally:
-        torch.set_num_threads(threads)
+def tiny(tiny_bench_one_thread):
+    return tiny_bench_one_thread
 
 
 def flat_split(name: str, x: torch.Tensor, y: torch.Tensor) -> Split:

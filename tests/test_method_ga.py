@@ -14,18 +14,13 @@ from torch import nn
 
 from unlearnkit.api.data import Split
 from unlearnkit.api.evaluation import predict_logits
-from unlearnkit.testing import run_method, tiny_bench
+from unlearnkit.testing import run_method
 from unlearnkit_plugins.methods.ga import GA, SETTINGS, forget_scale
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_bench()
-    finally:
-        torch.set_num_threads(threads)
+def tiny(tiny_bench_one_thread):
+    return tiny_bench_one_thread
 
 
 def forget_ce(model: nn.Module, split: Split) -> float:

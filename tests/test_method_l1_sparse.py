@@ -7,19 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unlearnkit.testing import run_method, tiny_bench
+from unlearnkit.testing import run_method
 from unlearnkit_plugins.methods.finetune import Finetune
 from unlearnkit_plugins.methods.l1_sparse import L1Sparse, l1_norm, penalty_weights
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_bench()
-    finally:
-        torch.set_num_threads(threads)
+def tiny(tiny_bench_one_thread):
+    return tiny_bench_one_thread
 
 
 def test_per_step_schedule_falls_linearly_to_exactly_zero_on_the_last_step():

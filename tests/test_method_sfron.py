@@ -21,7 +21,7 @@ from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.api.types import Augment, Setting
 from unlearnkit.loops.training import accuracy
 from unlearnkit.parallel.torchrun import Part
-from unlearnkit.testing import run_method, tiny_bench
+from unlearnkit.testing import run_method
 from unlearnkit_plugins.methods.sfron import (
     TRANSFORMER,
     Sfron,
@@ -33,13 +33,8 @@ from unlearnkit_plugins.methods.sfron import (
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield tiny_bench()
-    finally:
-        torch.set_num_threads(threads)
+def tiny(tiny_bench_one_thread):
+    return tiny_bench_one_thread
 
 
 # ----------------------------------------------------------------------------- a toy problem
