@@ -212,7 +212,7 @@ class Fisher(Method):
 
     name = "fisher"
     algorithm_version = 1
-    summary = "Fisher forgetting (Golatkar et al. 2020): Gaussian noise of variance alpha / F (capped), F the D_r Fisher."
+    summary = "Fisher forgetting (Golatkar et al. 2020): noise of variance alpha / F (capped), F the D_r Fisher."
     paper = (
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks, "
         "CVPR 2020"
