@@ -213,13 +213,18 @@ class Runner:
         ev = Evaluation({"original": state.original.model}, state.splits, ctx, shared=state.shared)
         # D_r's pass is not shared: every method's evaluation forwards it anyway, and sharing it here
         # would move a reference row's eval_images
-        retain = Evaluation({"original": state.original.model}, state.splits, ctx)
+        references = {"original": state.original.model}
+        if state.retrained is not None:
+            references["retrained"] = state.retrained.model
+        retain = Evaluation(references, state.splits, ctx)
         logits = {"forget": ev.logits("original", "forget"), "unseen": ev.logits("original", "unseen")}
         logits["retain"] = retain.logits("original", "retain")
         acc = {s: float((out.argmax(1) == state.splits[s].y).float().mean()) for s, out in logits.items()}
         state.memorisation_gap = acc["forget"] - acc["unseen"]
         bar = self.plan.request.original_min_retain
         min_retain = ORIGINAL_MIN_RETAIN if bar is None else bar
+        if state.retrained is not None:
+            self.check_gold_standard(state, retain, min_retain)
         failed = weak_original_reasons(acc, min_retain, memorisation=self.plan.scenario.rule != "class")
         state.weak_original, state.weak_reason = bool(failed), ",".join(failed)
         if state.weak_original:
@@ -234,6 +239,19 @@ class Runner:
                 "will be noise: train longer (--epochs), use a smaller --subset or a larger model"
                 + (", or declare a lower bar (--original-min-retain)" if "learning" in failed else "")
                 + " (docs/protocols.md)."
+            )
+
+    def check_gold_standard(self, state: Seed, retain: Evaluation, min_retain: float) -> None:
+        """Warn when the retrained model has not learnt D_r, its whole training set, to the learning
+        bar: every distance to it (Avg Gap, JSD) then measures a weak gold standard. A judgement
+        only, as the original's: no identity or number moves."""
+        acc = float((retain.logits("retrained", "retain").argmax(1) == state.splits["retain"].y).float().mean())
+        if acc < min_retain - 1e-6:
+            self.reporter.warn(
+                f"The retrained model (seed {state.seed}) has not learnt its training data (retain accuracy "
+                f"{acc:.3f}, under the bar {min_retain:.2f}): every method's distance to it measures a weak gold "
+                "standard. Train longer (--epochs), or look for a last training batch of a few images "
+                "(docs/protocols.md)."
             )
 
     def context(self, state: Seed, method: str) -> UnlearnContext:
