@@ -45,7 +45,7 @@ def test_the_logged_weight_reaches_zero_and_the_weights_end_sparser_than_finetun
     plain, _ = run_method(Finetune, tiny, shared)
     sparse_params = [p for p in out.model.parameters()]
     assert float(l1_norm(sparse_params).detach()) < 0.9 * float(l1_norm(list(plain.parameters())).detach())
-    assert out.info["l1_sparse_l1"] == pytest.approx(float(l1_norm(sparse_params)), rel=1e-6)
+    assert out.info["l1_sparse_l1"] == pytest.approx(float(l1_norm(sparse_params).detach()), rel=1e-6)
 
     def near_zero(params) -> float:
         flat = torch.cat([p.detach().flatten() for p in params])
