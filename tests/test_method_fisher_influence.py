@@ -160,12 +160,12 @@ def test_the_reference_recursion_is_as_written_and_is_not_the_inverse():
     assert not torch.allclose(unlearn_sparse_recursion(iter([g0, g1]), v, n), woodbury_inverse_product(g, v, 1.0))
 
 
-def test_mean_gradient_weights_batches_by_size():
+def test_mean_gradient_weights_batches_by_size(tiny):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3, 2))
     x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
     split = flat_split("forget", x, y)
-    got = mean_gradient(model, split, batch_size=4)  # batches of 4, 4, 2
+    got = mean_gradient(model, split, tiny.context("influence"), batch_size=4)  # batches of 4, 4, 2
     gw, gb = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     torch.testing.assert_close(got, torch.cat([gw.flatten(), gb]))
 

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -21,6 +20,7 @@ from unlearnkit import (
     UnlearnContext,
     UnlearnData,
     UnlearnOutcome,
+    batch_gradients,
     hookimpl,
     trainable,
 )
@@ -33,31 +33,24 @@ RETAIN_BATCH = 32
 FORGET_BATCH = 128
 
 
-def batch_gradients(model: nn.Module, split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, int]]:
+def flat_gradients(model: nn.Module, split: Split, batch_size: int, ctx: UnlearnContext) -> Iterator[torch.Tensor]:
     """Per batch of ``split`` (in order, eval mode): the gradient of the batch's mean cross-entropy
-    w.r.t. the trainable parameters, flat float32 in ``trainable(model)`` order, and the batch size."""
-    params = trainable(model)
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in split.batches(batch_size):
-            loss = F.cross_entropy(model(x).float(), y)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            flat = [(torch.zeros_like(p) if g is None else g).float().flatten() for p, g in zip(params, grads)]
-            yield torch.cat(flat), int(y.shape[0])
-    finally:
-        model.train(was_training)
+    w.r.t. the trainable parameters, flat float32 in ``trainable(model)`` order (``batch_gradients``
+    in full precision: the gradients feed one solve, not a training step)."""
+    for grads in batch_gradients(model, split, batch_size, ctx, autocast=False):
+        yield torch.cat([g.flatten() for g in grads])
 
 
-def mean_gradient(model: nn.Module, split: Split, batch_size: int = FORGET_BATCH) -> torch.Tensor:
+def mean_gradient(model: nn.Module, split: Split, ctx: UnlearnContext, batch_size: int = FORGET_BATCH) -> torch.Tensor:
     """The gradient of the mean cross-entropy over all of ``split`` (batches weighted by size)."""
-    total, count = None, 0
-    for g, n in batch_gradients(model, split, batch_size):
-        total = g * n if total is None else total.add_(g, alpha=n)
-        count += n
-    if total is None:
+    if len(split) == 0:
         raise ValueError("influence unlearning needs a non-empty forget set")
-    return total / count
+    total: torch.Tensor | None = None
+    for b, g in enumerate(flat_gradients(model, split, batch_size, ctx)):
+        n = min(batch_size, len(split) - b * batch_size)
+        total = g * n if total is None else total.add_(g, alpha=n)
+    assert total is not None
+    return total / len(split)
 
 
 def woodbury_inverse_product(grads: torch.Tensor, v: torch.Tensor, damping: float) -> torch.Tensor:
@@ -161,33 +154,20 @@ class Influence(Method):
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         o: InfluenceOptions = self.options  # type: ignore[assignment]
-        forget_grad = mean_gradient(model, data.forget, o.forget_batch_size)
+        forget_grad = mean_gradient(model, data.forget, ctx, o.forget_batch_size)
         retain = data.retain
-        n_batches = -(-len(retain) // o.retain_batch_size)
-        if o.inverse == "woodbury":
+        if o.inverse == "woodbury" and o.fisher_batches < retain.num_batches(o.retain_batch_size):
             gen = ctx.generator()
-            if o.fisher_batches < n_batches:
-                take = o.fisher_batches * o.retain_batch_size
-                retain = retain.subset(torch.randperm(len(retain), generator=gen, device=gen.device)[:take])
-            grads = [
-                g
-                for g, _ in ctx.track(
-                    batch_gradients(model, retain, o.retain_batch_size), description="WoodFisher on D_r"
-                )
-            ]
-            used = len(grads)
-            step = woodbury_inverse_product(torch.stack(grads), forget_grad, o.damping)
+            take = o.fisher_batches * o.retain_batch_size
+            retain = retain.subset(torch.randperm(len(retain), generator=gen, device=gen.device)[:take])
+        used = retain.num_batches(o.retain_batch_size)
+        stream = ctx.track(
+            flat_gradients(model, retain, o.retain_batch_size, ctx), total=used, description="WoodFisher on D_r"
+        )
+        if o.inverse == "woodbury":
+            step = woodbury_inverse_product(torch.stack(list(stream)), forget_grad, o.damping)
         else:
-            stream = (
-                g
-                for g, _ in ctx.track(
-                    batch_gradients(model, retain, o.retain_batch_size),
-                    total=n_batches,
-                    description="WoodFisher on D_r",
-                )
-            )
-            used = n_batches
-            step = unlearn_sparse_recursion(stream, forget_grad, n_batches)
+            step = unlearn_sparse_recursion(stream, forget_grad, used)
         step = step * o.alpha
         with torch.no_grad():
             for p, s in zip(trainable(model), step.split([p.numel() for p in trainable(model)])):

@@ -7,6 +7,7 @@ every forward pass, and nothing loops over samples in Python.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -252,17 +253,21 @@ def batch_gradients(
     batch_size: int,
     ctx: UnlearnContext,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    autocast: bool = True,
 ) -> Iterator[list[torch.Tensor]]:
     """For each batch of ``split`` in order (no shuffle, no augmentation, eval mode), the gradients
     of ``loss_fn(logits, y)`` (default: mean cross-entropy) w.r.t. the trainable parameters, in
-    ``trainable(model)`` order. Nothing is written to ``.grad`` and BatchNorm statistics stay."""
+    ``trainable(model)`` order. Nothing is written to ``.grad`` and BatchNorm statistics stay.
+    ``autocast=False`` keeps the forwards in full precision on CUDA too (a gradient that feeds a
+    solve rather than a training step)."""
     loss_fn = loss_fn or (lambda z, y: F.cross_entropy(z.float(), y))
     params = trainable(model)
     was_training = model.training
     model.eval()
     try:
         for x, y in split.batches(batch_size):
-            with ctx.autocast():
+            with ctx.autocast() if autocast else contextlib.nullcontext():
                 logits = model(x)
             grads = torch.autograd.grad(loss_fn(logits, y), params, allow_unused=True)
             yield [torch.zeros_like(p) if g is None else g.float() for p, g in zip(params, grads)]
