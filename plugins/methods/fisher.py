@@ -45,6 +45,11 @@ def log_likelihood_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), y, reduction="none")
 
 
+def flat_gradient(params: list[nn.Parameter], grads: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+    """``grads`` of ``params`` (zeros where a parameter got none) as one flat float32 vector."""
+    return torch.cat([(torch.zeros_like(p) if g is None else g).float().flatten() for p, g in zip(params, grads)])
+
+
 def per_sample_gradients(
     model: nn.Module,
     split: Split,
@@ -66,9 +71,7 @@ def per_sample_gradients(
             losses = loss_fn(logits, y)
             for i in range(losses.shape[0]):
                 grads = torch.autograd.grad(losses[i], params, retain_graph=i + 1 < losses.shape[0], allow_unused=True)
-                yield torch.cat(
-                    [(torch.zeros_like(p) if g is None else g).float().flatten() for p, g in zip(params, grads)]
-                )
+                yield flat_gradient(params, grads)
     finally:
         model.train(was_training)
 
@@ -97,9 +100,10 @@ def class_weighted_fisher(model: nn.Module, split: Split, ctx: UnlearnContext, b
     was_training = model.training
     model.eval()
     total: torch.Tensor | None = None
-    n_batches = -(-len(split) // batch_size)
     try:
-        for x, y in ctx.track(split.batches(batch_size), total=n_batches, description="Fisher on D_r"):
+        for x, y in ctx.track(
+            split.batches(batch_size), total=split.num_batches(batch_size), description="Fisher on D_r"
+        ):
             logits = model(x).float()
             prob = F.softmax(logits, dim=1).detach()
             for c in range(logits.shape[1]):
@@ -107,10 +111,7 @@ def class_weighted_fisher(model: nn.Module, split: Split, ctx: UnlearnContext, b
                 grads = torch.autograd.grad(
                     F.cross_entropy(logits, target), params, retain_graph=True, allow_unused=True
                 )
-                flat = torch.cat(
-                    [(torch.zeros_like(p) if g is None else g).float().flatten() for p, g in zip(params, grads)]
-                )
-                term = flat.square_().mul_(prob[:, c].mean() * (len(y) / len(split)))
+                term = flat_gradient(params, grads).square_().mul_(prob[:, c].mean() * (len(y) / len(split)))
                 total = term if total is None else total.add_(term)
     finally:
         model.train(was_training)
