@@ -223,8 +223,10 @@ def check_method(
     assert rules.claim in ("acc_forget_down", "entropy_forget_up", "none"), f"{cls.name}: unknown claim {rules.claim!r}"
     scenario = "instance" if bench is None or bench.forget_class is None else "class"
     if not cls.accepts_scenario(scenario):  # e.g. a class-only method handed the shared instance bench
-        bench = tiny_bench(forget="class:0") if cls.accepts_scenario("class") else None
-        assert bench is not None, f"{cls.name} accepts neither instance nor class forget sets: nothing to check"
+        assert cls.accepts_scenario("class"), (
+            f"{cls.name} accepts neither instance nor class forget sets: nothing to check"
+        )
+        bench = tiny_bench(forget="class:0")
     bench = bench or tiny_bench()
     first, data = run_method(cls, bench, options)
     assert data.touched <= cls.splits(), f"{cls.name} touched {data.touched - cls.splits()} without declaring it"

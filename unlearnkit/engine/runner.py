@@ -60,6 +60,11 @@ def memorised(acc_forget: float, acc_unseen: float) -> bool:
 ORIGINAL_MIN_RETAIN = 0.9
 
 
+def accuracy(logits: torch.Tensor, split: Split) -> float:
+    """The share of ``split`` whose top logit is its label."""
+    return float((logits.argmax(1) == split.y).float().mean())
+
+
 def weak_original_reasons(acc: dict[str, float], min_retain: float, *, memorisation: bool = True) -> list[str]:
     """The reference-quality rules the original fails (docs/protocols.md): ``memorisation`` (D_f not
     measurably better than unseen data; not judged when ``memorisation`` is False) and ``learning``
@@ -219,7 +224,7 @@ class Runner:
         retain = Evaluation(references, state.splits, ctx)
         logits = {"forget": ev.logits("original", "forget"), "unseen": ev.logits("original", "unseen")}
         logits["retain"] = retain.logits("original", "retain")
-        acc = {s: float((out.argmax(1) == state.splits[s].y).float().mean()) for s, out in logits.items()}
+        acc = {s: accuracy(out, state.splits[s]) for s, out in logits.items()}
         state.memorisation_gap = acc["forget"] - acc["unseen"]
         bar = self.plan.request.original_min_retain
         min_retain = ORIGINAL_MIN_RETAIN if bar is None else bar
@@ -245,7 +250,7 @@ class Runner:
         """Warn when the retrained model has not learnt D_r, its whole training set, to the learning
         bar: every distance to it (Avg Gap, JSD) then measures a weak gold standard. A judgement
         only, as the original's: no identity or number moves."""
-        acc = float((retain.logits("retrained", "retain").argmax(1) == state.splits["retain"].y).float().mean())
+        acc = accuracy(retain.logits("retrained", "retain"), state.splits["retain"])
         if acc < min_retain - 1e-6:
             self.reporter.warn(
                 f"The retrained model (seed {state.seed}) has not learnt its training data (retain accuracy "

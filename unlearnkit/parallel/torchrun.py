@@ -136,7 +136,7 @@ class World:
         else:
             buf = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
         torch.distributed.broadcast(buf, src=0)
-        _, value = decode_message(bytes(buf.cpu().numpy().tobytes()), "from_main")
+        _, value = decode_message(buf.cpu().numpy().tobytes(), "from_main")
         return value
 
     def _device(self) -> torch.device:
