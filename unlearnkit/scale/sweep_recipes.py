@@ -12,6 +12,7 @@ import itertools
 import math
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,12 +90,40 @@ class Cell:
         return f"{r.dataset}/{r.model}/{r.forget}{extra}"
 
 
+SHIPPED = "unlearnkit_recipes"  # the package the repository's recipes/ folder installs as (package data)
+
+
+def shipped_folder(*parts: str) -> Path | None:
+    """A folder of the recipes shipped with unlearnkit (None when this install has none)."""
+    try:
+        folder = Path(str(resources.files(SHIPPED).joinpath(*parts)))
+    except ModuleNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
+
+
+def shipped_recipes() -> list[str]:
+    folder = shipped_folder()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder else []
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: the path as given when it exists, else the shipped recipe of that name
+    (``paper-resnet18-cifar10`` or ``paper-resnet18-cifar10.toml``), so a pip install without a
+    clone runs them too; otherwise a one-line error naming the shipped recipes."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    folder = shipped_folder()
+    if folder is not None and path.parent == Path(".") and (folder / f"{path.stem}.toml").is_file():
+        return folder / f"{path.stem}.toml"
+    hint = shipped_recipes()
+    more = f" Shipped recipes (run by name): {', '.join(hint)}." if hint else ""
+    raise ConfigError(f"Recipe file '{path}' does not exist.{more}")
+
+
 def load_recipe(path: str | Path) -> RecipeFile:
-    path = Path(path)
-    if not path.is_file():
-        hint = sorted(p.name for p in Path("recipes").glob("*.toml")) if Path("recipes").is_dir() else []
-        more = f" Recipes here: {', '.join(hint)}." if hint else ""
-        raise ConfigError(f"Recipe file '{path}' does not exist.{more}")
+    path = resolve_recipe(path)
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
