@@ -84,7 +84,10 @@ class Sweep:
         device: str | None = None,
         protocol: str | None = None,
         max_cells: int | None = MAX_CELLS,
+        methods: list[str] | None = None,
+        where: Callable[[Cell], bool] | None = None,
     ) -> None:
+        """``methods`` replaces the recipe's; ``where`` keeps only the cells it accepts (a table's benchmark)."""
         self.spec: RecipeFile = load_recipe(recipe)
         self.registries = registries
         self.store = store
@@ -95,8 +98,11 @@ class Sweep:
             "data_dir": data_dir,
             "device": device,
             "protocol": protocol,
+            "methods": methods,
         }
-        self.cells: list[Cell] = expand(self.spec, overrides, max_cells=max_cells)
+        self.cells: list[Cell] = [
+            c for c in expand(self.spec, overrides, max_cells=max_cells) if where is None or where(c)
+        ]
         self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]
 
     @property
