@@ -9,7 +9,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from unlearnkit.board import tables
+from unlearnkit._version import __version__
+from unlearnkit.board import published, tables
 from unlearnkit.board.leaderboard import Board, MetricInfo, leaderboard, metric_info
 from unlearnkit.board.plots import plot_boards
 from unlearnkit.discovery.registry import Registries
@@ -55,3 +56,42 @@ def publish_benchmark_board(store: Store, registries: Registries, benchmark: str
     info = metric_info(registries)
     boards = [b for b in leaderboard(store, info) if b.benchmark == benchmark]
     return publish_leaderboard(store, boards, info, f"run-{benchmark[:8]}") if boards else ""
+
+
+def publish_reproduction(store: Store, rep: published.Reproduction) -> str:
+    """Log a table's verdicts as a finished ``reproduction`` run (its report as markdown, CSV and
+    JSON, the table file itself), with the code version and the table's hash; returns its id."""
+    table = rep.table
+    claims.reap(store, {"run_type": "reproduction"})
+    run_id = store.start_run(
+        f"reproduction-{table.name}",
+        {
+            tag("run_type"): "reproduction",
+            tag("reproduction_table"): table.name,
+            tag("table_hash"): table.sha256,
+            **claims.owner_tags(),
+        },
+        {
+            "table": table.name,
+            "table_sha256": table.sha256,
+            "recipe": table.spec.recipe,
+            "protocol": table.spec.protocol,
+            "unlearnkit_version": __version__,
+        },
+    )
+    with claims.held(store, run_id):
+        store.log_text(run_id, published.to_markdown(rep), "reproduction.md")
+        store.log_text(run_id, published.to_csv(rep), "reproduction.csv")
+        store.log_text(run_id, published.to_json(rep), "reproduction.json")
+        store.log_text(run_id, table.path.read_text(), f"{table.name}.toml")
+        store.log_metrics(
+            run_id,
+            {
+                "cells_hold": float(rep.count("holds")),
+                "cells_outside": float(rep.count("outside")),
+                "cells_not_run": float(rep.count("not run")),
+                "holds": float(rep.holds),
+            },
+        )
+        store.finish(run_id)
+    return run_id

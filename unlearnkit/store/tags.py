@@ -25,7 +25,7 @@ class TagSpec:
 # name -> what it holds. "hash": a config_hash; "list": comma-separated; "time": seconds since the epoch.
 TAGS: dict[str, TagSpec] = {
     # what a run is
-    "run_type": TagSpec("text", "unlearn, train (a reference model), audit, shadow, leaderboard, tune"),
+    "run_type": TagSpec("text", "unlearn, train (a reference model), audit, shadow, leaderboard, tune, reproduction"),
     "config_hash": TagSpec("hash", "the run's identity: everything that can change its numbers"),
     "unlearning_hash": TagSpec("hash", "the unlearned model's identity: the run without its evaluation"),
     "code": TagSpec("hash", "the method and metric code versions that made the numbers (newest shown)"),
@@ -53,6 +53,8 @@ TAGS: dict[str, TagSpec] = {
     "role": TagSpec("text", "original or retrained for reference rows"),
     "grid_point": TagSpec("text", "a recipe's option-grid point, e.g. lotus.alpha=8"),
     "sweep": TagSpec("text", "the sweep recipe the run belongs to"),
+    "reproduction_table": TagSpec("text", "the published table a reproduction run judged"),
+    "table_hash": TagSpec("hash", "sha256 of that table's file: which numbers the verdicts are against"),
     "tuning_trial": TagSpec("text", "study/trial of a tuning run (hidden from leaderboards)"),
     "original_run": TagSpec("text", "run id of the original model's training run"),
     "returned_mode": TagSpec("text", "train or eval: the mode the method returned its model in"),

@@ -1,0 +1,199 @@
+"""``unlearnkit reproduce TABLE``: run a published table's cells and judge each one (docs/reproducing.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from unlearnkit.cli import app
+from unlearnkit.cli import console as con
+from unlearnkit.cli.run import torch_builds_checked
+
+FORMATS = ("table", "markdown", "csv", "json")
+VERDICT_STYLE = {"holds": "green", "outside": "bold red", "not run": "dim"}
+
+
+def print_list() -> None:
+    """Every shipped table: its benchmark, recipe and what it cost its authors."""
+    from unlearnkit.scale.reproduce import shipped_tables
+
+    table = Table(title="published tables (unlearnkit reproduce NAME)", title_justify="left")
+    for column in ("table", "benchmark", "recipe", "protocol", "rows", "cost"):
+        table.add_column(column)
+    for t in shipped_tables():
+        spec = t.spec
+        hours = t.cost_hours()
+        cost = "–" if hours is None else f"{hours:.2g} h on {spec.measured_on}"
+        table.add_row(
+            spec.name,
+            f"{spec.dataset} / {spec.model} / {spec.scenario}",
+            spec.recipe,
+            spec.protocol,
+            str(len(spec.rows)),
+            cost,
+        )
+    con.out.print(table)
+    con.out.print(
+        "cost: the published runtimes of every row times the published seeds, the original counted at "
+        "the retraining's cost, on the machine the table names.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def reproduce(
+    table_name: Annotated[
+        str, typer.Argument(help="A shipped table's name, a table file, or 'list'.", metavar="TABLE")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the cells, the runs and what the store already holds; run nothing.")
+    ] = False,
+    from_store: Annotated[
+        bool,
+        typer.Option("--from-store", help="Judge the runs the store holds; run nothing (e.g. after a bundle import)."),
+    ] = False,
+    clean_column: Annotated[
+        bool, typer.Option("--clean-column", help="Also run the cells under --protocol clean and show them beside.")
+    ] = False,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")] = "table",
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Override the recipe's seeds.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset's files.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
+    executor: Annotated[str, typer.Option(help="local or ray (as `unlearnkit sweep`).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to use (with --executor ray).")] = None,
+    plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
+) -> None:
+    """Run TABLE's benchmark through its recipe (resumable; nothing in the store is recomputed), then
+    print per cell the published and the measured number, the tolerance and the verdict.
+
+    Exit status 0 only when every cell that ran holds; 1 when one lies outside or a run failed.
+    """
+    from unlearnkit.errors import ConfigError, UnknownNameError
+
+    if table_name == "list":
+        print_list()
+        return
+    if format not in FORMATS:
+        raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
+    if executor not in ("local", "ray"):
+        raise UnknownNameError("executor", executor, ("local", "ray"))
+    if dry_run and from_store:
+        raise ConfigError("--dry-run and --from-store exclude each other: one plans the runs, the other judges them.")
+    from unlearnkit.board import published
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.scale.reproduce import TableRun, find_table, reproduce
+    from unlearnkit.store.mlflow_store import Store
+
+    table = find_table(table_name)
+    host = get_host(plugins_dir)
+    for message in host.report.failed:
+        con.warn(message)
+    store = Store(tracking_uri, experiment)
+    if dry_run:
+        print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
+        return
+    runner = None
+    if executor == "ray":
+        from unlearnkit.scale.ray_executor import RayExecutor
+
+        runner = RayExecutor(ray_address, gpus_per_run=None, cpus_per_run=1.0, plugins_dir=plugins_dir)
+    with torch_builds_checked(), con.RichReporter() as reporter:
+        rep, run_id, failed = reproduce(
+            table,
+            host.registries,
+            store,
+            reporter=reporter,
+            executor=runner,
+            data_dir=data_dir,
+            device=device,
+            seeds=seeds,
+            run=not from_store,
+            clean_column=clean_column,
+        )
+    if format == "json":
+        con.out.print(published.to_json(rep), markup=False, highlight=False, soft_wrap=True, end="")
+    elif format == "csv":
+        con.out.print(published.to_csv(rep), markup=False, highlight=False, soft_wrap=True, end="")
+    elif format == "markdown":
+        con.out.print(published.to_markdown(rep), markup=False, highlight=False, soft_wrap=True, end="")
+    else:
+        print_report(rep)
+    if format == "table":
+        con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False)
+    if failed:
+        con.warn(f"{failed} run(s) failed; their cells are 'not run'.")
+    if failed or rep.outside():
+        raise typer.Exit(1)
+
+
+def print_plan(job: object) -> None:
+    from unlearnkit.scale.estimate import report_lines
+    from unlearnkit.scale.reproduce import TableRun
+
+    assert isinstance(job, TableRun)
+    spec = job.table.spec
+    con.out.print(
+        f"Table '{spec.name}': {spec.title}\n  recipe {spec.recipe}, protocol {spec.protocol}; "
+        f"{len(job.table.methods)} methods (reference rows included), "
+        f"{sum(len(r.values) for r in spec.rows.values())} published cells.",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    for cell, plan in job.sweep.plans:
+        con.out.print(
+            f"  cell {cell.label}: {', '.join(e.name for e in plan.methods)} × seeds {', '.join(map(str, plan.seeds))}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+    with torch_builds_checked():
+        lines = report_lines(f"Table '{spec.name}'", job.estimate())
+    for line in lines:
+        con.out.print(line, highlight=False, soft_wrap=True, markup=False)
+    for label, row in spec.rows.items():
+        if row.not_run:
+            con.out.print(f"  not run: {label} ({row.not_run})", highlight=False, soft_wrap=True, markup=False)
+
+
+def print_report(rep: object) -> None:
+    from unlearnkit.board.published import Reproduction
+
+    assert isinstance(rep, Reproduction)
+    spec = rep.table.spec
+    table = Table(title=f"{spec.title} (protocol {spec.protocol})", title_justify="left")
+    for column in ("row", "metric", "published", "measured (n)", "tolerance", "verdict"):
+        table.add_column(column, justify="left" if column in ("row", "metric", "verdict") else "right")
+    if rep.clean:
+        table.add_column("clean", justify="right")
+    for cell in rep.cells:
+        verdict = f"[{VERDICT_STYLE[cell.verdict]}]{cell.verdict}[/]" + (
+            f" [dim]({con.escape(cell.why)})[/]" if cell.why else ""
+        )
+        values = [
+            con.escape(cell.row),
+            cell.metric,
+            cell.published.text,
+            cell.shown_measured,
+            cell.shown_tolerance,
+            verdict,
+        ]
+        if rep.clean:
+            values.append(cell.shown_clean(rep))
+        table.add_row(*values)
+    con.out.print(table)
+    style = "green" if rep.holds else "bold red"
+    con.out.print(f"[{style}]{con.escape(rep.summary)}[/]")
+    for cell in rep.outside():
+        con.out.print(
+            f"  outside: {con.escape(cell.row)} / {cell.metric}: measured {cell.shown_measured}, "
+            f"published {cell.published.text}, allowed {cell.shown_tolerance}",
+            highlight=False,
+            soft_wrap=True,
+        )

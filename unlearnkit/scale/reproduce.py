@@ -1,0 +1,128 @@
+"""Reproducing a published table: the cells of its recipe that hold the table's benchmark, run
+through the sweep machinery (resumable, reference models shared, nothing recomputed), then every
+published cell judged against the measured board (:mod:`unlearnkit.board.published`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.board.leaderboard import Board, leaderboard
+from unlearnkit.board.publish import publish_reproduction
+from unlearnkit.board.published import PublishedTable, Reproduction, compare, load_table
+from unlearnkit.discovery.registry import Registries
+from unlearnkit.engine.runner import Runner
+from unlearnkit.engine.splits import parse_scenario
+from unlearnkit.errors import ConfigError, UnknownNameError
+from unlearnkit.scale.estimate import Estimate, estimate_sweep
+from unlearnkit.scale.sweep import Executor, Sweep
+from unlearnkit.scale.sweep_recipes import Cell, resolve_recipe, shipped_folder
+from unlearnkit.store.mlflow_store import Store
+
+TABLES = "tables"  # the shipped tables' folder inside the shipped recipes
+
+
+def shipped_tables() -> list[PublishedTable]:
+    folder = shipped_folder(TABLES)
+    return [load_table(p) for p in sorted(folder.glob("*.toml"))] if folder else []
+
+
+def find_table(name_or_path: str) -> PublishedTable:
+    """A table file by path, or a shipped table by name; unknown: one line naming the shipped ones."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return load_table(path)
+    folder = shipped_folder(TABLES)
+    if folder is not None and (folder / f"{path.stem}.toml").is_file() and path.parent == Path("."):
+        return load_table(folder / f"{path.stem}.toml")
+    if path.suffix == ".toml" or path.parent != Path("."):
+        raise ConfigError(f"Table file '{path}' does not exist.")
+    names = sorted(p.stem for p in folder.glob("*.toml")) if folder else []
+    raise UnknownNameError("table", name_or_path, names)
+
+
+class TableRun:
+    """One table's benchmark as a sweep: the recipe's cell for the table's dataset, model and
+    scenario, with the table's methods, under the table's protocol (or ``protocol``)."""
+
+    def __init__(
+        self,
+        table: PublishedTable,
+        registries: Registries,
+        store: Store,
+        *,
+        protocol: str | None = None,
+        data_dir: Path | None = None,
+        device: str | None = None,
+        seeds: str | None = None,
+    ) -> None:
+        self.table = table
+        table.check_metrics(set(registries.metrics.names()))
+        spec = table.spec
+        target = (spec.dataset, spec.model, parse_scenario(spec.scenario).key)
+
+        def in_table(cell: Cell) -> bool:
+            r = cell.request
+            return (r.dataset, r.model, parse_scenario(r.forget).key) == target and not cell.grid_point
+
+        self.sweep = Sweep(
+            resolve_recipe(spec.recipe),
+            registries,
+            store,
+            seeds=seeds,
+            data_dir=data_dir,
+            device=device,
+            protocol=protocol or spec.protocol,
+            methods=table.unlearning_methods,
+            where=in_table,
+        )
+        if len(self.sweep.plans) != 1:
+            raise ConfigError(
+                f"Table '{table.name}': recipe '{spec.recipe}' has {len(self.sweep.plans)} cells for "
+                f"{spec.dataset} / {spec.model} / {spec.scenario}; a table needs exactly one."
+            )
+
+    @property
+    def benchmark(self) -> str:
+        """The benchmark hash the table's runs carry (what its board is keyed by)."""
+        _, plan = self.sweep.plans[0]
+        return Runner(plan, self.sweep.store).bench.key
+
+    def estimate(self) -> list[Estimate]:
+        return estimate_sweep(self.sweep)
+
+    def run(self, reporter: Reporter = SILENT, executor: Executor | None = None) -> int:
+        """Run what the store lacks; returns the count of failed runs."""
+        return self.sweep.run(reporter, executor=executor).failed
+
+    def board(self) -> Board | None:
+        key = self.benchmark
+        boards = leaderboard(self.sweep.store, self.sweep.info())
+        return next((b for b in boards if b.benchmark == key), None)
+
+
+def reproduce(
+    table: PublishedTable,
+    registries: Registries,
+    store: Store,
+    *,
+    reporter: Reporter = SILENT,
+    executor: Executor | None = None,
+    data_dir: Path | None = None,
+    device: str | None = None,
+    seeds: str | None = None,
+    run: bool = True,
+    clean_column: bool = False,
+) -> tuple[Reproduction, str, int]:
+    """Run the table (unless ``run`` is False: judge what the store holds), judge every cell, and log
+    the report as a ``reproduction`` run. Returns the report, that run's id and the failed runs."""
+    failed = 0
+    runs = [TableRun(table, registries, store, data_dir=data_dir, device=device, seeds=seeds)]
+    if clean_column and table.spec.protocol != "clean":
+        runs.append(TableRun(table, registries, store, protocol="clean", data_dir=data_dir, device=device, seeds=seeds))
+    if run:
+        for job in runs:
+            failed += job.run(reporter, executor)
+    boards = [job.board() for job in runs]
+    rep = compare(table, boards[0], boards[1] if len(boards) > 1 else None)
+    return rep, publish_reproduction(store, rep), failed
