@@ -203,3 +203,49 @@ def test_sweep_finds_a_shipped_recipe_by_name_anywhere(cli, tmp_path):
     assert code == 0 and "Sweep 'reproduce-digits': 1 cells." in out
     code, _, err = cli("sweep", "no-such-recipe")
     assert code == 2 and "Shipped recipes (run by name):" in err and "paper-resnet18-cifar10" in err
+
+
+def test_the_evaluation_draws_join_the_published_side_with_their_own_degrees_of_freedom():
+    # hand-computed: v_draw = 0.03^2 = 0.0009 (2 df), v_pub = 0.0016/3 (2 df), v_our = 0.0004/3 (2 df)
+    # total 0.00156667; df = total^2 / ((0.0009^2 + (0.0016/3)^2 + (0.0004/3)^2) / 2) = 4.4137
+    # t_0.975(4.41) = 2.680 (between 2.776 at 4 df and 2.571 at 5, linear in 1/df)
+    tol = tolerance(Published(0.30, 0.04, 0.005), 3, Stat(0.35, 0.02, 3), Stat(0.35, 0.03, 3))
+    assert tol == pytest.approx(2.680 * math.sqrt(0.00156667) + 0.005, abs=5e-4)
+    # draws alone (no spread published or ours): t with n_draws - 1 = 2 df
+    tol = tolerance(Published(0.30, None, 0.005), 3, Stat(0.35, float("nan"), 1), Stat(0.35, 0.03, 3))
+    assert tol == pytest.approx(4.3027 * 0.03 + 0.005, abs=1e-4)
+
+
+DIGITS = ["--model", "cnn", "--train-recipe", "quick", "--epochs", "4", "--subset", "20", "--seeds", "1"]
+
+
+def test_an_eval_draw_re_evaluates_the_stored_models_and_moves_the_paper_protocols_numbers(cli):
+    code, out, err = cli("run", "-m", "finetune", *DIGITS, "--protocol", "paper", "--json")
+    assert code == 0, err
+    first = {r["method"]: r for r in json.loads(out[out.index("[") :])}
+    code, out, err = cli("run", "-m", "finetune", *DIGITS, "--protocol", "paper", "--eval-draw", "1", "--json")
+    assert code == 0, err
+    second = {r["method"]: r for r in json.loads(out[out.index("[") :])}
+    assert "finetune (seed 1): unlearned model reused from run" in err + out  # not run again
+    assert second["finetune"]["run_id"] != first["finetune"]["run_id"]
+    # the same weights, other crops of D_f and D_r: the augmented-split numbers move
+    moved = [k for k in ("jsd", "rf_jsd", "mia") if first["finetune"]["metrics"][k] != second["finetune"]["metrics"][k]]
+    assert moved, (first["finetune"]["metrics"], second["finetune"]["metrics"])
+    assert first["finetune"]["metrics"]["acc_test"] == second["finetune"]["metrics"]["acc_test"]  # never augmented
+    code, _, err = cli("run", "-m", "finetune", *DIGITS, "--eval-draw", "1")
+    assert code == 2 and "has nothing to draw under the 'clean' protocol" in err
+
+
+def test_reproduce_with_eval_draws_shows_and_uses_their_spread(cli, tmp_path):
+    paper = tmp_path / "paper-digits.toml"
+    paper.write_text(
+        (TABLES / "unlearnkit-digits.toml").read_text().replace('protocol = "clean"', 'protocol = "paper"')
+    )
+    code, out, err = cli("reproduce", str(paper), "--eval-draws", "3", "--seeds", "1", "--format", "json")
+    assert code in (0, 1), err
+    doc = json.loads(out[out.index("{") :])
+    judged = [c for c in doc["cells"] if c["verdict"] != "not run" and c["metric"] != "time_ratio"]
+    assert judged and all(c["eval_draws"] == 3 for c in judged)
+    assert any(c["eval_draw_std"] for c in judged)  # the crops move something
+    code, _, err = cli("reproduce", "unlearnkit-digits", "--eval-draws", "2")
+    assert code == 2 and "needs the paper protocol" in err

@@ -23,6 +23,9 @@ T = TypeVar("T")
 # original does not shift when a method draws one more number: each purpose has its own stream.
 TRAIN_STREAM = 17
 EVAL_AUGMENT_STREAM = 29
+# Another draw of the evaluation's crops moves its streams by this (odd, so distinct modulo 2**32: a CPU
+# generator keeps only a seed's low 32 bits).
+EVAL_DRAW_STRIDE = 0x9E3779B1
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from unlearnkit.api.context import EVAL_AUGMENT_STREAM, UnlearnContext
+from unlearnkit.api.context import EVAL_AUGMENT_STREAM, EVAL_DRAW_STRIDE, UnlearnContext
 from unlearnkit.api.data import Split
 from unlearnkit.api.protocols import MEMBERSHIP_SPLITS, EvalProtocol, rounded
 
@@ -136,7 +136,8 @@ class Evaluation:
         augment = data.name in self.protocol.augmented_splits
         generator = None
         if augment:  # the same crops for every model and role: seeded by split and pass only
-            generator = self.ctx.generator(offset=EVAL_AUGMENT_STREAM + zlib.crc32(f"{data.name}/{pass_}".encode()))
+            stream = EVAL_AUGMENT_STREAM + zlib.crc32(f"{data.name}/{pass_}".encode())
+            generator = self.ctx.generator(offset=stream + EVAL_DRAW_STRIDE * self.protocol.draw)
         if pass_ == "membership" and model.training:
             return batch1_pass(model, data, augment=augment, generator=generator)
         return predict_logits(model, data, self.ctx, augment=augment, generator=generator, keep_mode=False)

@@ -16,6 +16,7 @@ identity, so the two never mix on a leaderboard.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from unlearnkit.errors import ConfigError
@@ -31,6 +32,32 @@ class EvalProtocol:
     membership_pass_first: bool = False  # batch-1 pass over MIA splits, model as returned, before all else
     round_to: float | None = None  # accuracies and MIA rounded to this (paper: 0.01)
     returned_mode: bool = False  # evaluate models in the mode the method returned them in
+    draw: int = 0  # which draw of the evaluation's random augmentation (0: the usual one; see with_draw)
+
+    @property
+    def draws(self) -> bool:
+        """Whether the evaluation draws anything at random (augmented splits)."""
+        return bool(self.augmented_splits)
+
+    @property
+    def label(self) -> str:
+        """``paper``, or ``paper (eval draw 2)`` for another draw of its augmentation."""
+        return self.name if not self.draw else f"{self.name} (eval draw {self.draw})"
+
+    def with_draw(self, draw: int) -> EvalProtocol:
+        """The same protocol with its random crops drawn anew: draw N re-evaluates a stored model
+        as another run of the official evaluation would have (docs/reproducing.md)."""
+        if type(draw) is not int or draw < 0:
+            raise ConfigError(f"Bad --eval-draw {draw!r}: expected a whole number of 0 or more, e.g. 1.")
+        if draw == self.draw:
+            return self
+        if draw and not self.draws:
+            valid = ", ".join(p.name for p in PROTOCOLS.values() if p.draws)
+            raise ConfigError(
+                f"--eval-draw {draw} has nothing to draw under the '{self.name}' protocol: its evaluation is "
+                f"deterministic. Valid with: {valid}."
+            )
+        return dataclasses.replace(self, draw=draw)
 
 
 CLEAN = EvalProtocol(

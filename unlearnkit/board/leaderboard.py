@@ -117,6 +117,7 @@ class Board:
     cost_metric: str | None = None  # what the figure plots Avg Gap against (a metric declaring cost_axis)
     audit: str = ""  # the U-LiRA audit behind the ulira_* columns, e.g. "16 shadows, online"
     audit_underpowered: bool = False  # its original row was not clearly above its retrain row
+    eval_draw: int = 0  # which draw of the paper protocol's random crops evaluated it (docs/reproducing.md)
 
     @classmethod
     def of(cls, benchmark: str, run: RunRecord, **fields: Any) -> Board:
@@ -129,18 +130,20 @@ class Board:
             train_recipe=run.tag("train_recipe"),
             subset=run.tag("subset", "full"),
             protocol=run.tag("protocol", "clean"),
+            eval_draw=int(run.tag("eval_draw") or 0),
             **{"rows": [], "metric_names": [], **fields},
         )
 
     @property
     def title(self) -> str:
         extra = f", subset {self.subset}" if self.subset != "full" else ""
+        draw = f", eval draw {self.eval_draw}" if self.eval_draw else ""
         audit = ""
         if self.audit:
             audit = f"; U-LiRA: {self.audit}" + (f", under-powered {AUDIT_MARK}" if self.audit_underpowered else "")
         return (
             f"{self.dataset} / {self.model} / {self.scenario} "
-            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol}{audit})"
+            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol}{draw}{audit})"
         )
 
     @property

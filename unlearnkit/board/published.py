@@ -212,7 +212,7 @@ def load_table(path: Path) -> PublishedTable:
 
 
 # ------------------------------------------------------------------------------------------ verdicts
-def tolerance(published: Published, n_published: int, measured: Stat) -> float:
+def tolerance(published: Published, n_published: int, measured: Stat, draws: Stat | None = None) -> float:
     """How far our mean may lie from the published one and still reproduce it.
 
     A two-sided 95 % Welch interval on the difference of the two means (each side's standard error
@@ -220,25 +220,30 @@ def tolerance(published: Published, n_published: int, measured: Stat) -> float:
     of the published digits. A side without a spread (a number published without one, or a single
     seed of ours) borrows the other side's, with n_published + n_ours - 2 degrees of freedom; with
     neither, the rounding alone is the tolerance.
+
+    ``draws``: our mean over draws of the evaluation's random crops (``--eval-draws``). The
+    published mean is one such draw, so that variance joins the published side's, as a third
+    Welch–Satterthwaite component with n_draws - 1 degrees of freedom.
     """
     s_pub = published.std
     s_our = measured.std if measured.n > 1 and not math.isnan(measured.std) else None
-    if s_pub is None and s_our is None:
+    v_draw = draws.std**2 if draws is not None and draws.n > 1 and not math.isnan(draws.std) else 0.0
+    if s_pub is None and s_our is None and not v_draw:
         return published.rounding
-    borrowed = s_pub is None or s_our is None
+    borrowed = (s_pub is None) != (s_our is None)
     s_pub = s_our if s_pub is None else s_pub
     s_our = s_pub if s_our is None else s_our
-    assert s_pub is not None and s_our is not None
-    v_pub, v_our = s_pub**2 / n_published, s_our**2 / max(measured.n, 1)
-    se = math.sqrt(v_pub + v_our)
-    if se == 0:
+    parts = [(v_draw, (draws.n if draws else 1) - 1)]  # (variance, its degrees of freedom)
+    if s_pub is not None and s_our is not None:
+        parts += [(s_pub**2 / n_published, n_published - 1), (s_our**2 / max(measured.n, 1), measured.n - 1)]
+    total = sum(v for v, _ in parts)
+    if total == 0:
         return published.rounding
-    df: float = max(n_published + measured.n - 2, 1)
-    if not borrowed:
-        denominator = (v_pub**2 / max(n_published - 1, 1)) + (v_our**2 / max(measured.n - 1, 1))
-        if denominator > 0:
-            df = max((v_pub + v_our) ** 2 / denominator, 1.0)
-    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * se + published.rounding
+    denominator = sum(v**2 / df for v, df in parts if v and df > 0)
+    df = total**2 / denominator if denominator > 0 else 1.0
+    if borrowed:  # one spread stands for both sides: pooled degrees of freedom
+        df = n_published + measured.n - 2
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, max(df, 1.0))) * math.sqrt(total) + published.rounding
 
 
 def ratio(numerator: Stat | Published, denominator: Stat | Published) -> tuple[float, float | None]:
@@ -263,6 +268,7 @@ class CellVerdict:
     tolerance: float
     verdict: Verdict
     why: str = ""  # for "not run": why not
+    draws: Stat | None = None  # our mean over draws of the evaluation's crops (--eval-draws): its spread
 
     @property
     def difference(self) -> float:
@@ -274,6 +280,13 @@ class CellVerdict:
         if self.measured.n == 0:
             return "–"
         return f"{self.published.show(self.measured.mean, self.measured.std)} ({self.measured.n})"
+
+    @property
+    def shown_draws(self) -> str:
+        """Our mean's spread over the evaluation's draws, in the table's units."""
+        if self.draws is None or self.draws.n < 2:
+            return "–"
+        return f"± {self.published.show(self.draws.std)} ({self.draws.n})"
 
     def shown_clean(self, rep: Reproduction) -> str:
         """The same cell under the clean protocol (``--clean-column``), in the table's units."""
@@ -325,9 +338,13 @@ def measured_stat(row: Row, metric: str) -> Stat:
     return row.metrics.get(metric, Stat(float("nan"), float("nan"), 0))
 
 
-def compare(table: PublishedTable, board: Board | None, clean: Board | None = None) -> Reproduction:
+def compare(
+    table: PublishedTable, board: Board | None, clean: Board | None = None, draws: list[Board] | None = None
+) -> Reproduction:
     """The verdict on every published cell: ``board`` is the table's benchmark as measured (None:
-    not run), ``clean`` the same benchmark under the clean protocol (shown beside, never judged)."""
+    not run), ``clean`` the same benchmark under the clean protocol (shown beside, never judged),
+    ``draws`` the same models re-evaluated under other draws of the paper protocol's crops: the
+    spread of a cell over them widens its tolerance (:func:`with_draws`)."""
     rep = Reproduction(table, board=board)
     rows = methods_of(board, table)
     clean_rows = methods_of(clean, table)
@@ -364,7 +381,31 @@ def compare(table: PublishedTable, board: Board | None, clean: Board | None = No
                     if metric == TIME
                     else measured_stat(clean_rows[spec_row.method], metric)
                 )
+    if draws:
+        with_draws(rep, draws)
     return rep
+
+
+def with_draws(rep: Reproduction, draws: list[Board]) -> None:
+    """Each judged cell's mean under every draw of the evaluation (draw 0 is the board's own), its
+    spread over the draws added to the published side's variance, and the verdict taken again."""
+    others = [methods_of(b, rep.table) for b in draws]
+    n_pub = rep.table.spec.seeds
+    for cell in rep.cells:
+        if cell.verdict == "not run" or cell.metric == RATIO:
+            continue  # a runtime is not evaluated: reused models keep their time
+        means = [cell.measured.mean]
+        for rows in others:
+            row = rows.get(cell.method)
+            stat = measured_stat(row, cell.metric) if row else None
+            if stat is not None and stat.n:
+                means.append(stat.mean)
+        cell.draws = Stat.of(means)
+        if cell.draws.n < 2:
+            continue
+        floor = rep.table.spec.min_tolerance.get(cell.metric, 0.0) / rep.table.spec.scale.get(cell.metric, 1.0)
+        cell.tolerance = max(tolerance(cell.published, n_pub, cell.measured, cell.draws), floor)
+        cell.verdict = "holds" if abs(cell.difference) <= cell.tolerance else "outside"
 
 
 def methods_of(board: Board | None, table: PublishedTable) -> dict[str | None, Row]:
@@ -447,6 +488,8 @@ def report_rows(rep: Reproduction) -> list[dict[str, object]]:
                 "verdict": c.verdict,
                 "why": c.why,
                 "clean_mean": None if clean is None or clean.n == 0 else clean.mean,
+                "eval_draws": 0 if c.draws is None else c.draws.n,
+                "eval_draw_std": None if c.draws is None or c.draws.n < 2 else c.draws.std,
             }
         )
     return out
@@ -455,20 +498,25 @@ def report_rows(rep: Reproduction) -> list[dict[str, object]]:
 def to_markdown(rep: Reproduction) -> str:
     spec = rep.table.spec
     with_clean = bool(rep.clean)
+    show_draws = any(c.draws is not None for c in rep.cells)
     lines = [
         f"## {spec.title}",
         "",
         f"Table `{spec.name}` (sha256 {rep.table.sha256[:12]}), recipe `{spec.recipe}`, protocol `{spec.protocol}`; "
         f"{spec.dataset} / {spec.model} / {spec.scenario}. Source: {spec.source}.",
         "",
-        "| row | metric | published | measured (n) | tolerance | verdict |" + (" clean |" if with_clean else ""),
-        "|---|---|---|---|---|---|" + ("---|" if with_clean else ""),
+        "| row | metric | published | measured (n) |"
+        + (" eval draws |" if show_draws else "")
+        + " tolerance | verdict |"
+        + (" clean |" if with_clean else ""),
+        "|---|---|---|---|" + ("---|" if show_draws else "") + "---|---|" + ("---|" if with_clean else ""),
     ]
     for c in rep.cells:
         verdict = c.verdict + (f": {c.why}" if c.why else "")
         clean = f" {c.shown_clean(rep)} |" if with_clean else ""
+        draws = f" {c.shown_draws} |" if show_draws else ""
         lines.append(
-            f"| {c.row} | {c.metric} | {c.published.text} | {c.shown_measured} | {c.shown_tolerance} | {verdict} |{clean}"
+            f"| {c.row} | {c.metric} | {c.published.text} | {c.shown_measured} |{draws} {c.shown_tolerance} | {verdict} |{clean}"
         )
     lines += ["", rep.summary]
     return "\n".join(lines) + "\n"

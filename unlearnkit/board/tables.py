@@ -250,6 +250,7 @@ def to_json(boards: list[Board]) -> str:
                 "train_recipe": b.train_recipe,
                 "subset": b.subset,
                 "protocol": b.protocol,
+                "eval_draw": b.eval_draw,
                 "audit": b.audit or None,
                 "audit_underpowered": b.audit_underpowered,
                 "rows": [row_json(r) for r in b.rows],

@@ -59,6 +59,14 @@ def reproduce(
     clean_column: Annotated[
         bool, typer.Option("--clean-column", help="Also run the cells under --protocol clean and show them beside.")
     ] = False,
+    eval_draws: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Re-evaluate the same models under N draws of the paper protocol's random crops "
+            "(never re-run); each cell's spread over them widens its tolerance.",
+        ),
+    ] = 1,
     format: Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")] = "table",
     seeds: Annotated[str | None, typer.Option("--seeds", help="Override the recipe's seeds.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset's files.")] = None,
@@ -115,6 +123,7 @@ def reproduce(
             seeds=seeds,
             run=not from_store,
             clean_column=clean_column,
+            eval_draws=eval_draws,
         )
     if format == "json":
         con.out.print(published.to_json(rep), markup=False, highlight=False, soft_wrap=True, end="")
@@ -168,7 +177,9 @@ def print_report(rep: object) -> None:
     assert isinstance(rep, Reproduction)
     spec = rep.table.spec
     table = Table(title=f"{spec.title} (protocol {spec.protocol})", title_justify="left")
-    for column in ("row", "metric", "published", "measured (n)", "tolerance", "verdict"):
+    show_draws = any(c.draws is not None for c in rep.cells)
+    columns = ("row", "metric", "published", "measured (n)", *(["eval draws"] if show_draws else []), "tolerance")
+    for column in (*columns, "verdict"):
         table.add_column(column, justify="left" if column in ("row", "metric", "verdict") else "right")
     if rep.clean:
         table.add_column("clean", justify="right")
@@ -176,14 +187,9 @@ def print_report(rep: object) -> None:
         verdict = f"[{VERDICT_STYLE[cell.verdict]}]{cell.verdict}[/]" + (
             f" [dim]({con.escape(cell.why)})[/]" if cell.why else ""
         )
-        values = [
-            con.escape(cell.row),
-            cell.metric,
-            cell.published.text,
-            cell.shown_measured,
-            cell.shown_tolerance,
-            verdict,
-        ]
+        values = [con.escape(cell.row), cell.metric, cell.published.text, cell.shown_measured]
+        values += [cell.shown_draws] if show_draws else []
+        values += [cell.shown_tolerance, verdict]
         if rep.clean:
             values.append(cell.shown_clean(rep))
         table.add_row(*values)

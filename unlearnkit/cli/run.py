@@ -125,6 +125,13 @@ def run(
         ),
     ] = None,
     protocol: Annotated[str, typer.Option(help="Evaluation protocol: clean (default) or paper.")] = "clean",
+    eval_draw: Annotated[
+        int,
+        typer.Option(
+            help="Another draw of the paper protocol's random crops (default 0): re-evaluates the stored "
+            "unlearned models, never re-runs them (docs/reproducing.md)."
+        ),
+    ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     threads: Annotated[
         int | None,

@@ -39,6 +39,9 @@ def sweep(
     data_dir: Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Override the evaluation protocol: clean or paper.")] = None,
+    eval_draw: Annotated[
+        int | None, typer.Option(help="Another draw of the paper protocol's random crops (models reused).")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
     plot: Annotated[Path | None, typer.Option(help="Also write the leaderboard figure here (PNG).")] = None,
@@ -112,6 +115,7 @@ def sweep(
         data_dir=data_dir,
         device=device,
         protocol=protocol,
+        eval_draw=eval_draw,
         max_cells=max_cells,
     )
     if estimate:  # counted by the runs' own identities, priced by the store's measured times: nothing computed

@@ -91,6 +91,10 @@ class RunRequest:
         default=None, metadata=_flag("None: 0.9; the original's lowest retain accuracy before it is judged weak")
     )
     protocol: str = field(default="clean", metadata=_flag('"clean" (correct) or "paper" (the official code\'s)'))
+    eval_draw: int = field(
+        default=0,
+        metadata=_flag("0: the evaluation's usual random crops; N: drawn anew (paper protocol; models reused)"),
+    )
     device: str = field(default="auto", metadata=_flag("auto, cpu, cuda or cuda:N: resolved where the run runs"))
     threads: int | None = field(
         default=None, metadata=_flag("None: torch's default; N pins torch's CPU threads and enters the identity")
@@ -170,6 +174,7 @@ class Plan:
             "seeds": list(self.seeds),
             "train_recipe": self.train_recipe.model_dump(),
             "protocol": self.protocol.name,
+            **({"eval_draw": self.protocol.draw} if self.protocol.draw else {}),
             "device": self.request.device,
             "threads": self.request.threads,  # None: torch's default (the count used is in the run's tags)
             "pretrained": self.request.pretrained,
@@ -279,7 +284,7 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
     metric_options = {m.name: m.cls.parse_options(metric_values[m.name]) for m in metrics if m.name in metric_values}
     subset = parse_subset(request.subset)
     seeds = tuple(parse_seeds(request.seeds))
-    protocol = get_protocol(request.protocol)
+    protocol = get_protocol(request.protocol).with_draw(request.eval_draw)
     probe = Setting(dataset.name, model_obj.model_family(), scenario.rule, 0)
     for entry in methods:  # option names and types, before any compute
         entry.cls.parse_options(user_options.get(entry.name, {}), defaults=entry.cls.default_options(probe))

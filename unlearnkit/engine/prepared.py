@@ -232,7 +232,8 @@ class Benchmark:
     def identity(self) -> dict[str, Any]:
         """Everything but the seed, the method and the reference models that determines a result;
         its hash names the benchmark (one leaderboard per benchmark)."""
-        return {**self.model_identity, "scenario": self.plan.scenario.key, "protocol": self.plan.protocol.name}
+        draw = {"eval_draw": self.plan.protocol.draw} if self.plan.protocol.draw else {}
+        return {**self.model_identity, "scenario": self.plan.scenario.key, "protocol": self.plan.protocol.name, **draw}
 
     @cached_property
     def key(self) -> str:
@@ -241,7 +242,13 @@ class Benchmark:
     @cached_property
     def unlearning_key(self) -> str:
         """The benchmark without its evaluation protocol: what an unlearned model depends on."""
-        return config_hash({k: v for k, v in self.identity.items() if k != "protocol"})
+        return config_hash({k: v for k, v in self.identity.items() if k not in ("protocol", "eval_draw")})
+
+    @cached_property
+    def protocol_key(self) -> str:
+        """The benchmark without the evaluation's draw: what a model of a method that reads the
+        protocol (LoTUS's check) depends on; the draw only re-evaluates it."""
+        return config_hash({k: v for k, v in self.identity.items() if k != "eval_draw"})
 
     def tags(self, seed: int) -> dict[str, str]:
         """Tags every run of this benchmark carries (what the leaderboard groups and filters by)."""
@@ -251,6 +258,7 @@ class Benchmark:
             tag("model"): plan.model_name,
             tag("scenario"): plan.scenario.key,
             tag("protocol"): plan.protocol.name,
+            **({tag("eval_draw"): str(plan.protocol.draw)} if plan.protocol.draw else {}),
             tag("seed"): str(seed),
             tag("train_recipe"): self.train_recipe.name,
             tag("subset"): str(plan.subset) if plan.subset is not None else "full",

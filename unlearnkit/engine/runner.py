@@ -382,7 +382,7 @@ class Runner:
             identity["tuning_trial"] = self.tuning_trial
         key = config_hash(identity)
         unlearning = {k: v for k, v in identity.items() if k not in ("metrics", "metric_options")}
-        unlearning["benchmark"] = self.bench.key if entry.cls.uses_protocol else self.bench.unlearning_key
+        unlearning["benchmark"] = self.bench.protocol_key if entry.cls.uses_protocol else self.bench.unlearning_key
         unlearning_key = config_hash(unlearning)
         tags = {
             **row_tags(self.bench, state.seed, entry, "unlearn", key),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.api.protocols import get_protocol
 from unlearnkit.board.leaderboard import Board, leaderboard
 from unlearnkit.board.publish import publish_reproduction
 from unlearnkit.board.published import PublishedTable, Reproduction, compare, load_table
@@ -52,6 +53,7 @@ class TableRun:
         store: Store,
         *,
         protocol: str | None = None,
+        eval_draw: int = 0,
         data_dir: Path | None = None,
         device: str | None = None,
         seeds: str | None = None,
@@ -73,6 +75,7 @@ class TableRun:
             data_dir=data_dir,
             device=device,
             protocol=protocol or spec.protocol,
+            eval_draw=eval_draw,
             methods=table.unlearning_methods,
             where=in_table,
         )
@@ -113,16 +116,42 @@ def reproduce(
     seeds: str | None = None,
     run: bool = True,
     clean_column: bool = False,
+    eval_draws: int = 1,
 ) -> tuple[Reproduction, str, int]:
     """Run the table (unless ``run`` is False: judge what the store holds), judge every cell, and log
-    the report as a ``reproduction`` run. Returns the report, that run's id and the failed runs."""
+    the report as a ``reproduction`` run. Returns the report, that run's id and the failed runs.
+
+    ``eval_draws`` N > 1: the same models re-evaluated under N - 1 further draws of the paper
+    protocol's random crops (never re-run: their weights are reused), each cell's spread over the
+    draws shown and added to its tolerance."""
+    if eval_draws < 1 or (eval_draws > 1 and not get_protocol(table.spec.protocol).draws):
+        raise ConfigError(
+            f"--eval-draws {eval_draws}: table '{table.name}' is under the '{table.spec.protocol}' protocol, whose "
+            "evaluation draws nothing; more than 1 draw needs the paper protocol."
+            if eval_draws > 1
+            else f"Bad --eval-draws {eval_draws}: expected 1 or more."
+        )
     failed = 0
-    runs = [TableRun(table, registries, store, data_dir=data_dir, device=device, seeds=seeds)]
-    if clean_column and table.spec.protocol != "clean":
-        runs.append(TableRun(table, registries, store, protocol="clean", data_dir=data_dir, device=device, seeds=seeds))
+
+    def job(protocol: str | None = None, eval_draw: int = 0) -> TableRun:
+        return TableRun(
+            table,
+            registries,
+            store,
+            protocol=protocol,
+            eval_draw=eval_draw,
+            data_dir=data_dir,
+            device=device,
+            seeds=seeds,
+        )
+
+    main = job()
+    draws = [job(eval_draw=k) for k in range(1, eval_draws)]
+    # beside a clean table there is nothing to show: it is its own clean column
+    clean = job(protocol="clean") if clean_column and table.spec.protocol != "clean" else None
     if run:
-        for job in runs:
-            failed += job.run(reporter, executor)
-    boards = [job.board() for job in runs]
-    rep = compare(table, boards[0], boards[1] if len(boards) > 1 else None)
+        for each in [main, *draws, *([clean] if clean else [])]:
+            failed += each.run(reporter, executor)
+    draw_boards = [b for b in (d.board() for d in draws) if b is not None]
+    rep = compare(table, main.board(), clean.board() if clean else None, draw_boards)
     return rep, publish_reproduction(store, rep), failed

@@ -83,6 +83,7 @@ class Sweep:
         data_dir: Path | None = None,
         device: str | None = None,
         protocol: str | None = None,
+        eval_draw: int | None = None,
         max_cells: int | None = MAX_CELLS,
         methods: list[str] | None = None,
         where: Callable[[Cell], bool] | None = None,
@@ -98,6 +99,7 @@ class Sweep:
             "data_dir": data_dir,
             "device": device,
             "protocol": protocol,
+            "eval_draw": eval_draw,
             "methods": methods,
         }
         self.cells: list[Cell] = [

@@ -63,6 +63,7 @@ class RecipeFile(BaseModel):
     no_retrain: bool = False
     original_min_retain: float | None = Field(None, ge=0, le=1)  # the learning bar (docs/protocols.md)
     protocol: str = "clean"
+    eval_draw: int = Field(0, ge=0)  # another draw of the paper protocol's random crops (docs/reproducing.md)
     device: str = "auto"
     threads: int | None = Field(None, ge=1)  # pins torch's CPU threads; then in the identity (docs/protocols.md)
     save_models: bool = True
@@ -219,6 +220,7 @@ def expand(
                 no_retrain=recipe.no_retrain,
                 original_min_retain=recipe.original_min_retain,
                 protocol=recipe.protocol,
+                eval_draw=recipe.eval_draw,
                 device=recipe.device,
                 threads=recipe.threads,
                 save_models=recipe.save_models,

@@ -36,6 +36,7 @@ TAGS: dict[str, TagSpec] = {
     "model": TagSpec("text", "model name as requested (timm/<name> included)"),
     "scenario": TagSpec("text", "forget-set rule with its parameters (e.g. instance:0.1)"),
     "protocol": TagSpec("text", "evaluation protocol: clean or paper"),
+    "eval_draw": TagSpec("int", "which draw of the paper protocol's random crops evaluated the run (absent: 0)"),
     "seed": TagSpec("int", "the run's seed"),
     "train_recipe": TagSpec("text", "training recipe of the reference models"),
     "subset": TagSpec("text", "per-class count or fraction of the data, or full"),
