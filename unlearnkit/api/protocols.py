@@ -39,11 +39,6 @@ class EvalProtocol:
         """Whether the evaluation draws anything at random (augmented splits)."""
         return bool(self.augmented_splits)
 
-    @property
-    def label(self) -> str:
-        """``paper``, or ``paper (eval draw 2)`` for another draw of its augmentation."""
-        return self.name if not self.draw else f"{self.name} (eval draw {self.draw})"
-
     def with_draw(self, draw: int) -> EvalProtocol:
         """The same protocol with its random crops drawn anew: draw N re-evaluates a stored model
         as another run of the official evaluation would have (docs/reproducing.md)."""

@@ -161,6 +161,10 @@ class PublishedTable:
     def retrain_label(self) -> str | None:
         return self.spec.retrained_row
 
+    def floor(self, metric: str) -> float:
+        """The least tolerance of ``metric``'s cells, in our units (``min_tolerance``; 0 when unset)."""
+        return self.spec.min_tolerance.get(metric, 0.0) / self.spec.scale.get(metric, 1.0)
+
     def check_metrics(self, known: set[str]) -> None:
         """Every published cell names a metric this install computes (``known``: the registered
         metrics), the board's avg_gap, or the row's runtime; else one line naming the choices."""
@@ -304,7 +308,6 @@ class Reproduction:
 
     table: PublishedTable
     cells: list[CellVerdict] = field(default_factory=list)
-    board: Board | None = None
     clean: dict[tuple[str, str], Stat] = field(default_factory=dict)  # the same cells under --protocol clean
 
     def count(self, verdict: Verdict) -> int:
@@ -345,7 +348,7 @@ def compare(
     not run), ``clean`` the same benchmark under the clean protocol (shown beside, never judged),
     ``draws`` the same models re-evaluated under other draws of the paper protocol's crops: the
     spread of a cell over them widens its tolerance (:func:`with_draws`)."""
-    rep = Reproduction(table, board=board)
+    rep = Reproduction(table)
     rows = methods_of(board, table)
     clean_rows = methods_of(clean, table)
     gold_label = table.retrain_label()
@@ -363,8 +366,7 @@ def compare(
             else:
                 measured = measured_stat(row, metric) if row else Stat(float("nan"), float("nan"), 0)
                 verdict: Verdict
-                floor = table.spec.min_tolerance.get(metric, 0.0) / table.spec.scale.get(metric, 1.0)
-                tol = max(tolerance(published, n_pub, measured), floor) if measured.n else float("nan")
+                tol = max(tolerance(published, n_pub, measured), table.floor(metric)) if measured.n else float("nan")
                 if not spec_row.method:
                     verdict, why = "not run", spec_row.not_run or ""
                 elif measured.n == 0:
@@ -403,8 +405,7 @@ def with_draws(rep: Reproduction, draws: list[Board]) -> None:
         cell.draws = Stat.of(means)
         if cell.draws.n < 2:
             continue
-        floor = rep.table.spec.min_tolerance.get(cell.metric, 0.0) / rep.table.spec.scale.get(cell.metric, 1.0)
-        cell.tolerance = max(tolerance(cell.published, n_pub, cell.measured, cell.draws), floor)
+        cell.tolerance = max(tolerance(cell.published, n_pub, cell.measured, cell.draws), rep.table.floor(cell.metric))
         cell.verdict = "holds" if abs(cell.difference) <= cell.tolerance else "outside"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +11,10 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.run import torch_builds_checked
+
+if TYPE_CHECKING:
+    from unlearnkit.board.published import Reproduction
+    from unlearnkit.scale.reproduce import TableRun
 
 FORMATS = ("table", "markdown", "csv", "json")
 VERDICT_STYLE = {"holds": "green", "outside": "bold red", "not run": "dim"}
@@ -141,11 +145,9 @@ def reproduce(
         raise typer.Exit(1)
 
 
-def print_plan(job: object) -> None:
+def print_plan(job: TableRun) -> None:
     from unlearnkit.scale.estimate import report_lines
-    from unlearnkit.scale.reproduce import TableRun
 
-    assert isinstance(job, TableRun)
     spec = job.table.spec
     con.out.print(
         f"Table '{spec.name}': {spec.title}\n  recipe {spec.recipe}, protocol {spec.protocol}; "
@@ -171,10 +173,7 @@ def print_plan(job: object) -> None:
             con.out.print(f"  not run: {label} ({row.not_run})", highlight=False, soft_wrap=True, markup=False)
 
 
-def print_report(rep: object) -> None:
-    from unlearnkit.board.published import Reproduction
-
-    assert isinstance(rep, Reproduction)
+def print_report(rep: Reproduction) -> None:
     spec = rep.table.spec
     table = Table(title=f"{spec.title} (protocol {spec.protocol})", title_justify="left")
     show_draws = any(c.draws is not None for c in rep.cells)

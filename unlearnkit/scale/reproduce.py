@@ -99,8 +99,17 @@ class TableRun:
         return self.sweep.run(reporter, executor=executor).failed
 
     def board(self) -> Board | None:
+        """The table's board: only its cell's runs are read from the store, then matched by benchmark."""
+        _, plan = self.sweep.plans[0]
         key = self.benchmark
-        boards = leaderboard(self.sweep.store, self.sweep.info())
+        boards = leaderboard(
+            self.sweep.store,
+            self.sweep.info(),
+            dataset=plan.dataset.name,
+            model=plan.model_name,
+            scenario=plan.scenario.key,
+            protocol=plan.protocol.name,
+        )
         return next((b for b in boards if b.benchmark == key), None)
 
 
