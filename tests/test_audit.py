@@ -17,6 +17,7 @@ import pytest
 
 from tests.invoke import invoke
 from unlearnkit.audit.design import PowerCheck, make_design, nan_reasons, power_check, score_row, shadow_seed
+from unlearnkit.audit.shadow_splits import shadow_halves
 from unlearnkit.errors import ConfigError
 from unlearnkit.scale.sweep_recipes import load_recipe
 
@@ -75,6 +76,25 @@ def test_design_forgets_each_audited_example_in_half_the_shadows_and_never_sees_
     assert len({shadow_seed(3407, k) for k in range(64)}) == 64
     with pytest.raises(ValueError, match="at least 4 shadows"):
         make_design(forget, retain, 2, seed=0)
+
+
+def test_retained_sample_is_trained_on_and_kept_by_half_the_shadows_and_leaves_the_halves_alone():
+    forget, retain = np.arange(0, 40, 4), np.setdiff1d(np.arange(60), np.arange(0, 40, 4))
+    design = make_design(forget, retain, 6, seed=5)
+    assert len(design.retained) == len(design.pool) == 10  # as many as the pool
+    assert np.isin(design.retained, retain).all() and len(np.unique(design.retained)) == 10
+    in_mask, out_mask = design.retained_masks()
+    assert (in_mask.sum(axis=0) == 3).all() and (in_mask ^ out_mask).all()
+    for k in range(6):  # IN = in shadow k's retain set (trained on, kept when the method ran), OUT = never seen
+        assert np.array_equal(design.retained[in_mask[k]], np.intersect1d(design.retained, design.retain(k)))
+        assert not np.intersect1d(design.retained[out_mask[k]], design.trained_on(k)).size
+    # The halves, hence every shadow model's training set and store key, do not depend on the sample.
+    halves = shadow_halves(len(design.universe), 6, np.random.SeedSequence([5, 0x5AD0]))
+    small = make_design(forget, retain, 6, seed=5, retained_sample=3)
+    assert np.array_equal(design.halves, halves) and np.array_equal(small.halves, halves)
+    assert len(small.retained) == 3 and small.fingerprint() != design.fingerprint()
+    assert np.array_equal(make_design(forget, retain, 6, seed=5).retained, design.retained)  # seeded
+    assert len(make_design(forget, retain, 6, seed=5, retained_sample=999).retained) == len(retain)  # capped
 
 
 # --- scoring ------------------------------------------------------------------------------------------
@@ -147,7 +167,9 @@ def test_audit_table_defaults_unknown_keys_and_flag_precedence(tmp_path, host):
     assert not Audit(path, host.registries, Store(), shadows=64).settings.variance_fixed
     bad = tmp_path / "bad.toml"
     bad.write_text(TINY_RECIPE + "shadow = 3\n")
-    with pytest.raises(ConfigError, match=r"Unknown key 'audit.shadow' .* Valid \[audit\] keys: fixed_variance, "):
+    with pytest.raises(
+        ConfigError, match=r"Unknown key 'audit.shadow' .* Valid \[audit\] keys: ensemble, fixed_variance, "
+    ):
         load_recipe(bad)
     bad.write_text(TINY_RECIPE.replace("shadows = 4", "shadows = 2"))
     with pytest.raises(ConfigError, match="Bad value for 'audit.shadows'"):
@@ -203,18 +225,40 @@ def test_tiny_audit_end_to_end_reuses_everything_and_feeds_the_leaderboard(host,
     assert audit_rec.tag("ulira_power") in ("ok", "underpowered") and 0 <= audit_rec.metrics["ulira_auc"] <= 1
     assert audit_rec.metrics["n_members"] == 4 * 32 // 2 and "ulira_tpr_at_1fpr" not in audit_rec.metrics  # NaN
     assert ">= 100 scored non-members" in audit_rec.tag("ulira_nan")
+    # The signed metrics, the retained audit and the bootstrap intervals, on every row.
+    for rec in runs("audit"):
+        m = rec.metrics
+        for name in ("ulira_auc", "ulira_direction", "ulira_retained_auc"):
+            assert m[f"{name}_low"] <= m[name] <= m[f"{name}_high"], (rec.tag("method"), name, m)
+        assert 0 <= m["ulira_over_unlearned"] <= 1 and 0 <= m["ulira_retained_auc"] <= 1
+        assert rec.params["n_retained"] == "32" and m["ulira_auc_high"] - m["ulira_auc_low"] > 0.02
+    assert "direction Δφ [95%]" in out and "retained AUC [95%]" in out
+    from unlearnkit.cli.audit import cell
+
+    mark = "‡" if audit_rec.tag("ulira_power") == "underpowered" else ""
+    assert f" {cell('ulira_direction', audit_rec.metrics)}{mark} │" in out  # e.g. "+0.12 [0.05, 0.19]": signed
+    assert cell("ulira_direction", {"ulira_direction": -0.004, "ulira_direction_low": -0.001}) == "-0.00"
+    assert (
+        cell("ulira_direction", {"ulira_direction": 0.12, "ulira_direction_low": -0.001, "ulira_direction_high": 0.19})
+        == "+0.12 [0.00, 0.19]"
+    )
 
     # The audit's keys for the shadow models are the ones References stored (the same formula).
     (job_runner,) = Audit(path, host.registries, Store()).runners
     job_runner.check()
     for role in SHADOW_ROLES:
         assert {r.tag("config_hash") for r in trained[role]} == {job_runner.model_key(role, k) for k in range(4)}
+    # Each row's logits on a shadow: the pool (32), then the retained sample (32), one artifact.
+    shadow_rec = runs("audit-shadow", method="lotus")[0]
+    logits = job_runner.load_logits(shadow_rec)
+    assert logits is not None and logits.shape[0] == 64 and job_runner.forwarded == 64
 
     # Re-scoring offline: nothing trained, no method re-run, no model forwarded — only 3 new audit rows.
     code, out, err = invoke(["audit", str(path), "--mode", "offline"], capsys)
     assert code == 0, err
     assert "0 of 8 shadow models to train (8 in the store), 0 of 4 method runs to do" in err
     assert "0 shadow models trained, 0 method runs" in out
+    assert "offline one-sided (paper)" in out and "two-sided offline test of" in out  # title and caption
     assert sum(len(runs("train", role=role)) for role in SHADOW_ROLES) == 8
     assert len(runs("audit-shadow")) == 12 and len(runs("audit")) == 6
     # The same audit again: every row in the store.
@@ -233,7 +277,7 @@ def test_tiny_audit_end_to_end_reuses_everything_and_feeds_the_leaderboard(host,
     store.log_metrics(stand_in, {"acc_forget": 0.5})
     store.finish(stand_in)
     (board,) = leaderboard(Store(), metric_info(host.registries))
-    assert board.audit.startswith("4 shadows, offline")
+    assert board.audit.startswith("4 shadows, offline one-sided (paper)")
     rows = {r.method: r for r in board.rows}
     assert set(rows) == {"original", "retrain", "lotus"}
     assert rows["lotus"].seeds == [1] and "acc_forget" in rows["lotus"].metrics
@@ -242,6 +286,11 @@ def test_tiny_audit_end_to_end_reuses_everything_and_feeds_the_leaderboard(host,
     assert "ulira_auc" in head  # the terminal's default set; every U-LiRA column in files and --wide
     head, _ = tables.board_cells(board, metric_info(host.registries))
     assert {"ulira_auc", "ulira_tpr_at_1fpr", "ulira_tpr_at_01fpr"} <= set(head)
+    assert {"ulira_direction", "ulira_over_unlearned", "ulira_retained_auc", "ulira_auc_low"} <= set(head)
+    assert (
+        rows["lotus"].metrics["ulira_direction"].mean
+        == runs("audit", method="lotus", mode="offline")[0].metrics["ulira_direction"]
+    )
     code, out, err = invoke(["leaderboard", "--format", "csv"], capsys)
     assert code == 0 and out.count(",ulira_auc,") == 3
 

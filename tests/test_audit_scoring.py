@@ -1,4 +1,5 @@
-"""U-LiRA's pure scoring core: scaled logits, Gaussian fits, likelihood ratios, ROC metrics, shadow splits."""
+"""U-LiRA's pure scoring core: scaled logits, Gaussian fits, likelihood ratios, ROC metrics, shadow splits, the
+signed metrics and bootstrap intervals, the retained audit."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from unlearnkit.audit import (
     fit_gaussians,
     forget_subset,
     likelihood_ratio_scores,
+    make_design,
     roc_auc,
     scaled_logit,
+    score_row,
     shadow_halves,
     summarise,
     tpr_at_fpr,
     ulira_masks,
 )
+from unlearnkit.audit.design import retained_metrics
+from unlearnkit.audit.scoring import Clustered, cluster_bootstrap, mean_difference, share_below_median
 
 
 def _null_auc_sd(p: int, q: int) -> float:
@@ -273,3 +278,110 @@ def test_ulira_flow_from_splits_to_summary():
         assert s["n_unscored"] == int((fits.n_in[audited] == 0).sum())
     with pytest.raises(ValueError, match="not inside"):
         ulira_masks(halves[:1], [np.flatnonzero(~halves[0])[:1]])
+
+
+# --- the sign, the over-unlearned share, bootstrap intervals ------------------------------------------------
+
+
+def test_direction_and_over_unlearned_share_by_hand():
+    values = np.array([1.0, 2.0, np.nan, 3.0, 4.0, 6.0])
+    member = np.array([True, True, True, False, False, False])
+    assert mean_difference(values, member) == pytest.approx(1.5 - 13 / 3)  # NaN left out: (1+2)/2 - (3+4+6)/3
+    assert share_below_median(values, member) == 1.0  # both members below the non-members' median 4
+    tied = np.array([4.0, 5.0, 3.0, 4.0, 6.0])
+    member = np.array([True, True, False, False, False])
+    assert mean_difference(tied, member) == pytest.approx(4.5 - 13 / 3)
+    assert share_below_median(tied, member) == 0.25  # 4 ties the median (one half), 5 is above: (0 + 0.5) / 2
+    assert share_below_median(np.ones(4), np.array([True, False, True, False])) == 0.5  # all tied: no side
+    assert math.isnan(mean_difference(tied, np.zeros(5, bool))) and math.isnan(
+        share_below_median(tied, np.ones(5, bool))
+    )
+
+
+def test_weighted_statistics_equal_those_of_the_resample_they_stand_for():
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(size=120), 1)  # rounded: ties inside and across the sides
+    member = rng.random(120) < 0.4
+    clusters = rng.integers(0, 30, 120) * 7 + 2  # any integer labels
+    data = Clustered.of(values, member, clusters)
+    assert data.n_clusters == len(np.unique(clusters))
+    counts = rng.integers(0, 4, (6, data.n_clusters))
+    labels = np.unique(clusters)
+    for row, auc, diff in zip(counts, data.auc(counts), data.mean_difference(counts)):
+        times = row[np.searchsorted(labels, clusters)]  # each observation as often as its cluster was drawn
+        assert auc == pytest.approx(roc_auc(np.repeat(values, times), np.repeat(member, times)), abs=1e-12)
+        assert diff == pytest.approx(mean_difference(np.repeat(values, times), np.repeat(member, times)), abs=1e-12)
+    ones = np.ones((1, data.n_clusters))
+    assert data.auc(ones)[0] == pytest.approx(roc_auc(values, member), abs=1e-12)
+    assert math.isnan(data.auc(np.zeros((1, data.n_clusters)))[0])  # nothing drawn: no AUC
+
+
+def test_cluster_bootstrap_is_deterministic_and_correlated_copies_add_no_precision():
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=200) + 0.5 * (member := rng.random(200) < 0.5)
+    data = Clustered.of(values, member, np.arange(200))
+    first = cluster_bootstrap(data, Clustered.auc, resamples=300, seed=11)
+    assert first == cluster_bootstrap(data, Clustered.auc, resamples=300, seed=11)
+    assert first != cluster_bootstrap(data, Clustered.auc, resamples=300, seed=12)
+    assert first[0] < roc_auc(values, member) < first[1] and 0.05 < first[1] - first[0] < 0.25
+    # Eight exact copies of every observation, one cluster each: the same draws and the same interval. A
+    # bootstrap over observations would shrink it about sqrt(8) times, false precision from correlated pairs.
+    copies = Clustered.of(np.repeat(values, 8), np.repeat(member, 8), np.repeat(np.arange(200), 8))
+    assert cluster_bootstrap(copies, Clustered.auc, resamples=300, seed=11) == pytest.approx(first, abs=1e-12)
+    naive = Clustered.of(np.repeat(values, 8), np.repeat(member, 8), np.arange(1600))
+    low, high = cluster_bootstrap(naive, Clustered.auc, resamples=300, seed=11)
+    assert high - low < 0.5 * (first[1] - first[0])
+    assert all(map(math.isnan, cluster_bootstrap(data, Clustered.auc, resamples=0, seed=11)))
+
+
+def _planted(k: int, delta: float, seed: int, n: int = 200):
+    """A row's pool logits: per-example difficulty, unit noise over shadows, ``delta`` added where IN."""
+    rng = np.random.default_rng(seed)
+    design = make_design(np.arange(n), np.arange(n, 2 * n), k, seed)
+    in_mask, out_mask = design.masks()
+    x = rng.normal(0, 2, n)[None] + rng.normal(0, 1, in_mask.shape) + delta * in_mask
+    return np.stack([x, np.zeros_like(x)], axis=-1), np.zeros(n, dtype=np.int64), in_mask, out_mask
+
+
+def test_planted_over_unlearning_scores_above_chance_online_below_offline_and_its_sign_says_which_way():
+    """Forgotten examples 1.5 sigma *less* confident than never-seen ones: online, the AUC is above 0.5 as for
+    a remembered set; only the direction (and the over-unlearned share) tells them apart; offline, below 0.5."""
+    over = _planted(8, -1.5, 0)
+    online = score_row(*over, mode="online").metrics()
+    assert online["ulira_auc"] > 0.7 and online["ulira_auc_low"] > 0.6
+    assert online["ulira_direction"] == pytest.approx(-1.5, abs=0.15) and online["ulira_direction_high"] < -1.2
+    assert online["ulira_over_unlearned"] > 0.8
+    offline = score_row(*over, mode="offline").metrics()
+    assert offline["ulira_auc"] < 0.3 and offline["ulira_auc_high"] < 0.4
+    assert offline["ulira_direction"] == online["ulira_direction"]  # the same pairs: the sign is not the test's
+    kept = score_row(*_planted(8, 1.5, 0), mode="online").metrics()  # a trace kept: the same AUC, other sign
+    assert kept["ulira_auc"] > 0.7 and kept["ulira_direction_low"] > 1.2 and kept["ulira_over_unlearned"] < 0.2
+    for seed in range(3):  # retrain-like: nothing planted
+        null = score_row(*_planted(8, 0.0, seed)).metrics()
+        assert null["ulira_direction_low"] < 0 < null["ulira_direction_high"], null
+        assert abs(null["ulira_over_unlearned"] - 0.5) < 0.06, null
+        assert null["ulira_auc_low"] < null["ulira_auc"] < null["ulira_auc_high"]
+    again = score_row(*over, mode="online").signed
+    assert again == {name: online[name] for name in again}  # seeded: the same intervals
+
+
+def test_retained_audit_flags_a_method_that_exposes_kept_examples_and_not_a_control():
+    """IN = the shadow trained on the retained example and kept it. Retraining leaves the ordinary trace of
+    training (0.5 sigma here); a method that sharpens kept examples (1.5 sigma) is caught, a control is not."""
+    n, k = 300, 8
+    design = make_design(np.arange(60), np.arange(60, n), k, seed=9)
+    assert len(design.retained) == 60 and not np.intersect1d(design.retained, design.pool).size
+    in_mask, out_mask = design.retained_masks()
+    labels = np.zeros(len(design.retained), dtype=np.int64)
+    difficulty = np.random.default_rng(0).normal(0, 2, len(design.retained))
+
+    def row(delta: float, seed: int) -> dict[str, float]:
+        x = difficulty + np.random.default_rng(seed).normal(0, 1, in_mask.shape) + delta * in_mask
+        logits = np.stack([x, np.zeros_like(x)], axis=-1)
+        return retained_metrics(score_row(logits, labels, in_mask, out_mask, seed=9))
+
+    retrain, control, damaging = row(0.5, 1), row(0.5, 2), row(1.5, 3)
+    assert set(retrain) == {"ulira_retained_auc", "ulira_retained_auc_low", "ulira_retained_auc_high"}
+    assert damaging["ulira_retained_auc_low"] > retrain["ulira_retained_auc_high"]
+    assert control["ulira_retained_auc_low"] < retrain["ulira_retained_auc"] < control["ulira_retained_auc_high"]
+    assert retrain["ulira_retained_auc"] > 0.55  # training on an example is itself visible: the anchor is retrain

@@ -54,6 +54,9 @@ _EXPORTS: dict[str, str] = {
     "Evaluation": "unlearnkit.api.evaluation",
     "predict_logits": "unlearnkit.api.evaluation",
     "EvalProtocol": "unlearnkit.api.protocols",
+    "Ensemble": "unlearnkit.api.ensemble",
+    "EnsembleMetric": "unlearnkit.api.ensemble",
+    "Scored": "unlearnkit.api.ensemble",
     # search spaces for `unlearnkit tune`
     "LogUniform": "unlearnkit.api.search_space",
     "Uniform": "unlearnkit.api.search_space",
@@ -134,6 +137,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         UnlearnOutcome,
     )
     from unlearnkit.api.data import Split, UnlearnData, concat
+    from unlearnkit.api.ensemble import Ensemble, EnsembleMetric, Scored
     from unlearnkit.api.evaluation import Evaluation, predict_logits
     from unlearnkit.api.hookspecs import hookimpl
     from unlearnkit.api.protocols import EvalProtocol

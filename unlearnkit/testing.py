@@ -24,6 +24,7 @@ from torch import nn
 from unlearnkit.api.context import UnlearnContext
 from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Options, RawDataset, UnlearnOutcome
 from unlearnkit.api.data import Preprocess, Split, UnlearnData
+from unlearnkit.api.ensemble import Ensemble, EnsembleMetric
 from unlearnkit.api.evaluation import Evaluation, OutputCache, predict_logits
 from unlearnkit.api.hookspecs import hookimpl
 from unlearnkit.api.types import Augment, ImageSpec, Setting
@@ -256,10 +257,46 @@ def check_method(
     return report
 
 
+def synthetic_ensemble(members: int = 6, examples: int = 40, classes: int = 4, shift: float = 1.0) -> Ensemble:
+    """Seeded logits of ``members`` unlearned, retrained and original models on four splits: the
+    unlearned and original members ``shift`` more confident on the true class of D_f than the retrained
+    ones. Enough to exercise an ensemble score without training anything."""
+    rng = np.random.default_rng(0)
+    labels = {
+        split: np.tile(rng.integers(0, classes, examples), (members, 1))
+        for split in ("forget", "retain", "test", "unseen")
+    }
+
+    def logits(split: str, boost: float) -> np.ndarray:
+        z = rng.normal(0.0, 1.0, (members, examples, classes)).astype(np.float32)
+        np.put_along_axis(z, labels[split][..., None], 2.0 + boost, axis=-1)
+        return z
+
+    outputs = {
+        role: {split: logits(split, shift if (split == "forget" and role != "retrained") else 0.0) for split in labels}
+        for role in ("unlearned", "retrained", "original")
+    }
+    return Ensemble(outputs, labels, seed=0, resamples=200)
+
+
+def check_ensemble_metric(cls: type[EnsembleMetric]) -> float:
+    """An ensemble score returns a finite value inside its interval, deterministically."""
+    ens = synthetic_ensemble()
+    first, again = cls(cls.Options()).score(ens), cls(cls.Options()).score(ens)
+    assert isinstance(first.value, float) and math.isfinite(first.value), f"{cls.name} returned {first.value}"
+    assert first == again, f"{cls.name} is not deterministic: {first} then {again}"
+    if not math.isnan(first.low):
+        assert first.low <= first.value <= first.high, f"{cls.name}: {first.value} outside [{first.low}, {first.high}]"
+    return first.value
+
+
 def check_metric(cls: type[Metric], bench: TinyBench | None = None) -> float:
-    """A metric returns a finite float, deterministically, and declares a valid direction."""
+    """A metric returns a finite float, deterministically, and declares a valid direction (an
+    ensemble score: from a synthetic ensemble, see :func:`check_ensemble_metric`)."""
     assert issubclass(cls, Metric), f"{cls!r} is not a unlearnkit.api.Metric"
     assert cls.direction in ("higher", "lower", "closer_to_retrain"), f"{cls.name}: bad direction {cls.direction!r}"
+    if issubclass(cls, EnsembleMetric):
+        return check_ensemble_metric(cls)
     bench = bench or tiny_bench()
     ctx = bench.context("original")
     models = {"unlearned": copy.deepcopy(bench.original), "original": bench.original, "retrained": bench.retrained}

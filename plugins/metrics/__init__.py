@@ -4,11 +4,20 @@ from unlearnkit import hookimpl
 
 from .accuracy import ACCURACY_METRICS
 from .divergence import DIVERGENCE_METRICS
+from .ensemble import ENSEMBLE_METRICS
+from .forgetting import FORGETTING_METRICS
 from .membership import MEMBERSHIP_METRICS
 from .runtime import RUNTIME_METRICS
 
 
 @hookimpl
 def register_metrics(register):
-    for cls in (*ACCURACY_METRICS, *MEMBERSHIP_METRICS, *DIVERGENCE_METRICS, *RUNTIME_METRICS):
+    for cls in (
+        *ACCURACY_METRICS,
+        *MEMBERSHIP_METRICS,
+        *DIVERGENCE_METRICS,
+        *FORGETTING_METRICS,
+        *RUNTIME_METRICS,
+        *ENSEMBLE_METRICS,
+    ):
         register(cls)

@@ -28,6 +28,19 @@ from the same row's models: under "never trained on" the model has still been th
 step, so a method that shifts every confidence (members and non-members alike) is not mistaken for a leak.
 Leave-one-out leaves a member with one IN observation fewer than OUT ones (a non-member the reverse);
 the means are fitted on balanced counts (:func:`balance`), or a row with no signal would score below 0.5.
+
+**Which way, and how sure.** The AUC says *that* forgotten examples differ from never-seen ones, not which
+way: online, an over-unlearned example (less confident than never-seen) scores above 0.5 as a remembered
+one does. :func:`signed_metrics` adds the sign — the mean scaled logit of the members minus that of the
+non-members over the AUC's own pairs — and the share of members that sit low, and bootstrap intervals
+over the audited examples (:func:`~unlearnkit.audit.scoring.cluster_bootstrap`).
+
+**The retained audit.** Unlearning can expose the examples a model *keeps* (Hayes et al. 2024). The design
+already has what the test needs: a retained example r (in U, not in the pool) is in K/2 halves, and each of
+those shadows trained on it and retained it when the method ran (its retain set is ``H_k \\ pool``); the
+other K/2 never saw it. So IN[k, r] = r in H_k, OUT = the rest, scored like the pool over a seeded sample of
+the retained examples (:attr:`ShadowDesign.retained`, as many as the pool) whose logits every row also
+forwards. The halves, hence every shadow model, do not depend on the sample.
 """
 
 from __future__ import annotations
@@ -38,12 +51,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from unlearnkit.audit.scoring import (
+    Clustered,
     GaussianFits,
     Mode,
+    cluster_bootstrap,
     fit_gaussians,
     likelihood_ratio_scores,
+    mean_difference,
     roc_auc,
     scaled_logit,
+    share_below_median,
     summarise,
 )
 from unlearnkit.audit.shadow_splits import shadow_halves, ulira_masks
@@ -61,6 +78,18 @@ POWER_RESAMPLES = 200
 #: The false-positive rates reported, by metric name.
 FPRS = {"ulira_tpr_at_1fpr": 0.01, "ulira_tpr_at_01fpr": 0.001}
 
+#: Resamples of the bootstrap behind the reported 95 % intervals (percentile intervals need ~1000).
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+#: How the offline test is labelled wherever a mode is shown: the paper's one-sided test, not the LiRA
+#: code's two-sided one (which ranks differently; docs/audit.md).
+OFFLINE_LABEL = "offline one-sided (paper)"
+
+
+def mode_label(mode: str) -> str:
+    """A mode as tables and titles show it."""
+    return OFFLINE_LABEL if mode == "offline" else mode
+
 
 def shadow_seed(seed: int, k: int) -> int:
     """The training seed of shadow ``k`` of an audit seeded ``seed`` (also the method's seed on it)."""
@@ -75,6 +104,7 @@ class ShadowDesign:
     pool: np.ndarray  # the audited examples (the scenario's forget set on U), sorted
     halves: np.ndarray  # (K, |U|) bool: shadow k trains on universe[halves[k]]
     seed: int
+    retained: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # retained audit's sample, sorted
 
     @property
     def shadows(self) -> int:
@@ -99,18 +129,33 @@ class ShadowDesign:
         ph = self.pool_halves
         return ulira_masks(ph, [np.flatnonzero(row) for row in ph])
 
+    def retained_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K, R) IN and OUT masks over the retained sample: IN = shadow k trained on it and kept it."""
+        rh = self.halves[:, np.searchsorted(self.universe, self.retained)]
+        return rh, ~rh
+
     def fingerprint(self) -> str:
-        return array_fingerprint(self.universe, self.pool, self.halves)
+        return array_fingerprint(self.universe, self.pool, self.halves, self.retained)
 
 
-def make_design(forget: np.ndarray, retain: np.ndarray, shadows: int, seed: int) -> ShadowDesign:
-    """The design for a benchmark seed's forget/retain split: U = forget ∪ retain, pool = forget."""
+def make_design(
+    forget: np.ndarray, retain: np.ndarray, shadows: int, seed: int, retained_sample: int | None = None
+) -> ShadowDesign:
+    """The design for a benchmark seed's forget/retain split: U = forget ∪ retain, pool = forget.
+
+    The retained audit's sample is ``retained_sample`` retained examples (default: as many as the pool, so
+    its cost matches the pool's), drawn on a seed stream of its own: the halves do not depend on it.
+    """
     if shadows < MIN_SHADOWS:
         raise ValueError(f"a U-LiRA audit needs at least {MIN_SHADOWS} shadows; got {shadows}")
     universe = np.sort(np.concatenate([forget, retain]).astype(np.int64))
     pool = np.sort(np.asarray(forget, dtype=np.int64))
     halves = shadow_halves(len(universe), shadows, np.random.SeedSequence([seed, 0x5AD0]))
-    return ShadowDesign(universe, pool, halves, seed)
+    kept = np.setdiff1d(universe, pool)
+    size = min(len(pool) if retained_sample is None else retained_sample, len(kept))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4E7A]))
+    retained = np.sort(rng.choice(kept, size=size, replace=False)) if size > 0 else kept[:0]
+    return ShadowDesign(universe, pool, halves, seed, retained)
 
 
 @dataclass
@@ -126,14 +171,23 @@ class RowScores:
     examples_nonmember: int
     acc_in: float  # accuracy of the row's models on the examples they forgot (IN)
     acc_out: float  # ... and on pool examples they never trained on (OUT)
+    # (K, N) the target's scaled logit standardised by the example's OUT Gaussian fitted on the other shadows
+    z_out: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    signed: dict[str, float] = field(default_factory=dict)  # direction, over-unlearned share, intervals
     notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is NaN
 
     @property
     def auc(self) -> float:
         return float(self.summary["ulira_auc"])
 
+    @property
+    def pairs(self) -> np.ndarray:
+        """(K, N) bool: the scored (target, example) pairs — exactly those the AUC ranks."""
+        return (self.in_mask | self.out_mask) & np.isfinite(self.scores)
+
     def metrics(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.summary.items()}
+        out.update(self.signed)
         out.update(
             examples_member=float(self.examples_member),
             examples_nonmember=float(self.examples_nonmember),
@@ -207,11 +261,13 @@ def score_row(
     mode: Mode = "online",
     fixed_variance: bool = True,
     seed: int = 0,
+    resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> RowScores:
     """Leave-one-out U-LiRA over K shadows: ``logits`` (K, N, C) of the row's models on the pool.
 
     For each target shadow k, Gaussians are fitted on the other shadows' observations, balanced per example
-    (:func:`balance`, seeded by ``seed``), and the target's IN (member) and OUT (non-member) examples scored.
+    (:func:`balance`, seeded by ``seed``), and the target's IN (member) and OUT (non-member) examples scored;
+    then :func:`signed_metrics` (``resamples`` bootstrap draws; 0: no intervals, NaN bounds).
     """
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 3 or in_mask.shape != z.shape[:2] or out_mask.shape != z.shape[:2]:
@@ -222,6 +278,7 @@ def score_row(
     obs_in, obs_out = in_mask & finite, out_mask & finite
     rank = np.random.default_rng(np.random.SeedSequence([seed, 0xBA1])).random(scaled.shape)
     scores = np.full(scaled.shape, np.nan)
+    z_out = np.full(scaled.shape, np.nan)
     for k in range(k_count):
         others_in, others_out = obs_in.copy(), obs_out.copy()
         others_in[k] = False
@@ -229,8 +286,11 @@ def score_row(
         fits = fit_balanced(
             scaled, others_in, others_out, rank, fixed_variance=fixed_variance, balanced=mode == "online"
         )
-        row = likelihood_ratio_scores(np.where(finite[k], scaled[k], np.nan), fits, mode)
+        target = np.where(finite[k], scaled[k], np.nan)
+        row = likelihood_ratio_scores(target, fits, mode)
         scores[k] = np.where(in_mask[k] | out_mask[k], row, np.nan)
+        with np.errstate(invalid="ignore"):  # no OUT fit: NaN, and the pair is unscored anyway
+            z_out[k] = (target - fits.mean_out) / fits.std_out
     pair = in_mask | out_mask
     summary = summarise(scores[pair], in_mask[pair])
     scored = np.isfinite(scores)
@@ -247,9 +307,58 @@ def score_row(
         examples_nonmember=int((scored & out_mask).any(axis=0).sum()),
         acc_in=acc_in,
         acc_out=acc_out,
+        z_out=z_out,
     )
+    result.signed = signed_metrics(result, resamples=resamples, seed=seed)
     result.notes = nan_reasons(summary, mode)
     return result
+
+
+def signed_metrics(row: RowScores, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, float]:
+    """What the AUC does not say: which way members differ, how many look over-unlearned, how sure we are.
+
+    Over the AUC's own (target shadow, example) pairs (:attr:`RowScores.pairs`), members vs non-members:
+
+    - ``ulira_direction``: mean scaled logit (LiRA's phi) of the members minus that of the non-members. Every
+      pool example is a member for some targets and a non-member for others, so per-example difficulty
+      cancels: ~0 after retraining, > 0 when forgotten examples keep the original's confidence, < 0 when a
+      method pushes them below never-seen ones (over-unlearning, which online also lifts the AUC above 0.5);
+    - ``ulira_over_unlearned``: the share of members whose ``z_out`` (phi standardised by the example's own
+      OUT Gaussian from the other shadows) is below the non-members' median ``z_out`` (ties one half): 0.5
+      when forgotten looks like never-seen, above it when forgotten examples sit low, below it when high;
+    - 95 % percentile intervals (``_low``/``_high``) of the AUC and the direction, from one cluster
+      bootstrap over the audited examples (all pairs of a drawn example kept: they are correlated), seeded
+      by ``seed`` — the same draws for both.
+    """
+    pair = row.pairs
+    _, examples = np.nonzero(pair)
+    member = row.in_mask[pair]
+    stream = np.random.SeedSequence([seed, 0xC1A5])
+    by_score = Clustered.of(row.scores[pair], member, examples)
+    by_phi = Clustered.of(row.scaled[pair], member, examples)
+    auc_low, auc_high = cluster_bootstrap(
+        by_score, Clustered.auc, resamples=resamples, seed=stream, confidence=CONFIDENCE
+    )
+    dir_low, dir_high = cluster_bootstrap(
+        by_phi, Clustered.mean_difference, resamples=resamples, seed=stream, confidence=CONFIDENCE
+    )
+    return {
+        "ulira_auc_low": auc_low,
+        "ulira_auc_high": auc_high,
+        "ulira_direction": mean_difference(row.scaled[pair], member),
+        "ulira_direction_low": dir_low,
+        "ulira_direction_high": dir_high,
+        "ulira_over_unlearned": share_below_median(row.z_out[pair], member),
+    }
+
+
+def retained_metrics(row: RowScores) -> dict[str, float]:
+    """The retained audit's numbers, from :func:`score_row` on the retained sample (IN = trained on, kept)."""
+    return {
+        "ulira_retained_auc": row.auc,
+        "ulira_retained_auc_low": row.signed.get("ulira_auc_low", math.nan),
+        "ulira_retained_auc_high": row.signed.get("ulira_auc_high", math.nan),
+    }
 
 
 def nan_reasons(summary: dict[str, float | int], mode: str = "online") -> dict[str, str]:
@@ -331,22 +440,36 @@ def power_check(
     return PowerCheck(o, r, threshold, ok)
 
 
-def scores_csv(design: ShadowDesign, labels: np.ndarray, row: RowScores) -> str:
-    """Per-example scores, long format: one line per (target shadow, audited example) pair."""
-    lines = ["shadow,index,label,member,scaled_logit,score"]
+def _csv_lines(sample: str, indices: np.ndarray, labels: np.ndarray, row: RowScores) -> list[str]:
+    lines = []
     ks, ns = np.nonzero(row.in_mask | row.out_mask)
     for k, n in zip(ks.tolist(), ns.tolist()):
         score = row.scores[k, n]
         lines.append(
-            f"{k},{int(design.pool[n])},{int(labels[n])},{int(row.in_mask[k, n])},"
-            f"{row.scaled[k, n]:.6g},{'' if math.isnan(score) else f'{score:.6g}'}"
+            f"{k},{int(indices[n])},{int(labels[n])},{int(row.in_mask[k, n])},"
+            f"{row.scaled[k, n]:.6g},{'' if math.isnan(score) else f'{score:.6g}'},{sample}"
         )
+    return lines
+
+
+def scores_csv(
+    design: ShadowDesign, labels: np.ndarray, row: RowScores, retained: tuple[np.ndarray, RowScores] | None = None
+) -> str:
+    """Per-example scores, long format: one line per (target shadow, audited example) pair; ``sample`` says
+    which audit (``forget``: the pool, member = forgotten; ``retained``: member = trained on and kept).
+    ``retained``: the retained sample's labels and scores, when it was audited."""
+    lines = ["shadow,index,label,member,scaled_logit,score,sample", *_csv_lines("forget", design.pool, labels, row)]
+    if retained is not None:
+        lines += _csv_lines("retained", design.retained, *retained)
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "CONFIDENCE",
     "FPRS",
     "MIN_SHADOWS",
+    "OFFLINE_LABEL",
     "POWER_RESAMPLES",
     "POWER_Z",
     "PowerCheck",
@@ -355,9 +478,12 @@ __all__ = [
     "balance",
     "fit_balanced",
     "make_design",
+    "mode_label",
     "nan_reasons",
     "power_check",
+    "retained_metrics",
     "score_row",
     "scores_csv",
     "shadow_seed",
+    "signed_metrics",
 ]

@@ -12,11 +12,15 @@ by its config hash in the store.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from unlearnkit.api.ensemble import ensemble_metrics
 from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.audit.ensemble import EnsembleEstimate, EnsembleReport, EnsembleRunner, EnsembleSettings
 from unlearnkit.audit.runner import AuditRunner, AuditSettings, CellReport, Estimate
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.config import Plan, validate
+from unlearnkit.errors import ConfigError
 from unlearnkit.scale.sweep_recipes import Cell, RecipeFile, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store
 
@@ -28,6 +32,29 @@ def parse_methods(text: str | list[str] | None) -> list[str] | None:
     items = [text] if isinstance(text, str) else list(text)
     names = [p.strip() for item in items for p in item.split(",") if p.strip()]
     return names or None
+
+
+#: The shadow-model audit's name in ``--scores`` (the other names are ensemble metrics' and families').
+ULIRA = "ulira"
+
+
+def resolve_scores(names: list[str], registries: Registries) -> tuple[bool, list[Any]]:
+    """``--scores`` names -> (whether to run U-LiRA, the ensemble metric entries, in registry order).
+
+    A name is ``ulira``, an ensemble metric's name, or a family of them (``challenge``: the challenge
+    score and its forgetting quality); anything else is one line naming the valid choices."""
+    entries = ensemble_metrics(registries.metrics.entries())
+    families = {e.cls.family for e in entries if e.cls.family}
+    chosen: list[Any] = []
+    for name in names:
+        if name == ULIRA:
+            continue
+        hits = [e for e in entries if name in (e.name, e.cls.family)]
+        if not hits:
+            valid = ", ".join([ULIRA, *sorted(families), *sorted(e.name for e in entries)])
+            raise ConfigError(f"Unknown score '{name}'. Valid scores: {valid}.")
+        chosen += [e for e in hits if e not in chosen]
+    return ULIRA in names, [e for e in entries if e in chosen]
 
 
 class Audit:
@@ -49,6 +76,8 @@ class Audit:
         subset: str | None = None,
         data_dir: Path | None = None,
         device: str | None = None,
+        scores: str | list[str] | None = None,
+        ensemble: int | None = None,
     ) -> None:
         self.spec: RecipeFile = load_recipe(recipe)
         self.store = store
@@ -80,11 +109,23 @@ class Audit:
             "data_dir": data_dir,
             "device": device,
         }
+        self.ulira, chosen = resolve_scores(parse_methods(scores) or table.scores, registries)
         self.cells: list[Cell] = expand(spec, overrides)
         self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]
-        self.runners = [
-            AuditRunner(plan, store, self.settings, reporter, label=cell.label) for cell, plan in self.plans
-        ]
+        self.runners = (
+            [AuditRunner(plan, store, self.settings, reporter, label=cell.label) for cell, plan in self.plans]
+            if self.ulira
+            else []
+        )
+        self.ensembles: list[EnsembleRunner] = []
+        if chosen:
+            members = ensemble if ensemble is not None else table.ensemble
+            if members < 2:
+                raise ConfigError(f"Bad --ensemble {members}: an ensemble score needs at least 2 members.")
+            ens = EnsembleSettings(members, self.settings.seed, tuple(e.name for e in chosen))
+            for cell in expand(spec, {**overrides, "seeds": ens.seeds}):
+                plan = validate(cell.request, registries)
+                self.ensembles.append(EnsembleRunner(plan, store, ens, chosen, reporter, label=cell.label))
 
     @property
     def name(self) -> str:
@@ -95,12 +136,20 @@ class Audit:
         self.store.check()
         for runner in self.runners:
             runner.check()
+        for ens in self.ensembles:
+            ens.check()
 
     def estimate(self) -> list[Estimate]:
         return [runner.estimate() for runner in self.runners]
 
+    def estimate_ensembles(self) -> list[EnsembleEstimate]:
+        return [ens.estimate() for ens in self.ensembles]
+
     def run(self) -> list[CellReport]:
         return [runner.run() for runner in self.runners]
+
+    def run_ensembles(self) -> list[EnsembleReport]:
+        return [ens.run() for ens in self.ensembles]
 
 
 __all__ = ["Audit", "parse_methods"]

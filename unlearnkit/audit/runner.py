@@ -7,11 +7,13 @@ audit resumes where it stopped and a second audit, method or machine reuses what
   :meth:`~unlearnkit.references.References.train_or_reuse` (keyed like every reference model: the
   benchmark's model identity, role, seed and the training indices' fingerprint);
 - ``run_type=audit-shadow``: what scoring needs from one row on one shadow — the logits of the audited pool
-  (a checksummed ``logits`` artifact), for a method on a shadow original, or for the shadow models
-  themselves (the ``original`` and ``retrain`` rows). Re-scoring (another ``--mode``, fixed variance or
-  not) reads these and never re-forwards a model; unlearned shadow models are not kept;
-- ``run_type=audit``: one row's result (``ulira_*`` metrics, the per-example scores as ``scores.npz`` and
-  ``scores.csv``), tagged with the benchmark key, method, shadows and mode — what the leaderboard merges.
+  followed by those of the retained audit's sample (one checksummed ``logits`` artifact, pool rows first),
+  for a method on a shadow original, or for the shadow models themselves (the ``original`` and ``retrain``
+  rows). Re-scoring (another ``--mode``, fixed variance or not) reads these and never re-forwards a model;
+  unlearned shadow models are not kept;
+- ``run_type=audit``: one row's result (``ulira_*`` metrics — AUC, TPRs, direction, over-unlearned share,
+  the retained audit, bootstrap intervals —, the per-example scores as ``scores.npz`` and ``scores.csv``),
+  tagged with the benchmark key, method, shadows and mode — what the leaderboard merges.
 
 The shadow design and the scoring are in :mod:`unlearnkit.audit.design`.
 """
@@ -45,7 +47,9 @@ from unlearnkit.audit.design import (
     RowScores,
     ShadowDesign,
     make_design,
+    mode_label,
     power_check,
+    retained_metrics,
     score_row,
     scores_csv,
     shadow_seed,
@@ -63,10 +67,12 @@ from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, t
 
 #: Bump when what a row's pool logits are changes (how methods are run on shadows, which examples are
 #: forwarded): every cached audit-shadow run is recomputed. Shadow models are keyed by the core and stay valid.
-LOGITS_VERSION = 1
+#: 2: the retained audit's sample is forwarded after the pool.
+LOGITS_VERSION = 2
 #: Bump when the scoring (:mod:`unlearnkit.audit.design`, ``scoring``) or the sanity check changes a number or
 #: a verdict: every audit row is re-scored from the cached logits (no training, no forward pass).
-AUDIT_VERSION = 2
+#: 3: direction, over-unlearned share, bootstrap intervals and the retained audit.
+AUDIT_VERSION = 3
 SHADOW_ORIGINAL = "shadow-original"
 SHADOW_RETRAINED = "shadow-retrained"
 SHADOW_ROLES = (SHADOW_ORIGINAL, SHADOW_RETRAINED)
@@ -95,7 +101,7 @@ class AuditSettings:
 
     def describe(self) -> str:
         variance = "fixed variance" if self.variance_fixed else "per-example variance"
-        return f"{self.shadows} shadows, {self.mode}, {variance}, seed {self.seed}"
+        return f"{self.shadows} shadows, {mode_label(self.mode)}, {variance}, seed {self.seed}"
 
 
 @dataclass
@@ -215,11 +221,27 @@ class AuditRunner:
         return np.asarray(self.bench.raw.y_train[self.design.pool]).astype(np.int64)
 
     @cached_property
-    def pool_split(self) -> Split:
+    def retained_labels(self) -> np.ndarray:
+        return np.asarray(self.bench.raw.y_train[self.design.retained]).astype(np.int64)
+
+    def forward_split(self, indices: np.ndarray) -> Split:
+        """Training examples as a split to forward (evaluation transforms, like the benchmark's forget set)."""
         idx = self.idx
-        empty = self.design.pool[:0]
-        pick = SplitIndices(self.design.pool, empty, idx.unseen, idx.test, idx.forget_class, idx.unseen_from)
+        pick = SplitIndices(indices, indices[:0], idx.unseen, idx.test, idx.forget_class, idx.unseen_from)
         return self.bench.splits(pick)["forget"]
+
+    @cached_property
+    def pool_split(self) -> Split:
+        return self.forward_split(self.design.pool)
+
+    @cached_property
+    def retained_split(self) -> Split:
+        return self.forward_split(self.design.retained)
+
+    @property
+    def forwarded(self) -> int:
+        """Rows of a logits artifact: the pool, then the retained sample."""
+        return len(self.design.pool) + len(self.design.retained)
 
     @property
     def entries(self) -> list[Entry[Method]]:
@@ -257,7 +279,11 @@ class AuditRunner:
         return cached
 
     def _shadow_key(self, entry: Entry[Method], k: int) -> str:
-        base: dict[str, Any] = {"audit_version": LOGITS_VERSION, "pool": array_fingerprint(self.design.pool)}
+        base: dict[str, Any] = {
+            "audit_version": LOGITS_VERSION,
+            "pool": array_fingerprint(self.design.pool),
+            "retained": array_fingerprint(self.design.retained),
+        }
         role = entry.cls.role
         if role == "original":
             return config_hash({**base, "model": self.model_key(SHADOW_ORIGINAL, k)})
@@ -382,17 +408,12 @@ class AuditRunner:
         report = CellReport(self.label, self.bench.key, self.settings, [], None, False, len(self.design.pool), estimate)
         if pending:
             logits = self.collect(self.needed_rows(pending), estimate, report)
-            scored = {
-                name: score_row(
-                    np.stack(per_shadow),
-                    self.labels,
-                    *self.design.masks(),
-                    mode=self.settings.mode,  # type: ignore[arg-type]
-                    fixed_variance=self.settings.variance_fixed,
-                    seed=self.settings.seed,
-                )
-                for name, per_shadow in logits.items()
-                if name not in self._failed
+            live = {name: np.stack(per_shadow) for name, per_shadow in logits.items() if name not in self._failed}
+            n = len(self.design.pool)
+            scored = {name: self.score(arr[:, :n], self.labels, self.design.masks()) for name, arr in live.items()}
+            kept = {
+                name: self.score(arr[:, n:], self.retained_labels, self.design.retained_masks())
+                for name, arr in live.items()
             }
             ref = {e.cls.role: e.name for e in self.entries if e.cls.role in ("original", "retrained")}
             for role, name in ref.items():
@@ -407,11 +428,22 @@ class AuditRunner:
                         entry.name, entry.cls.role or "", "failed", failure=self._failed[entry.name]
                     )
                     continue
-                rows[entry.name] = self.record(entry, scored[entry.name], report.power)
+                rows[entry.name] = self.record(entry, scored[entry.name], kept[entry.name], report.power)
         report.rows = [rows[e.name] for e in self.entries]
         report.underpowered = self.underpowered(report)
         report.wall_s = time.perf_counter() - started
         return report
+
+    def score(self, logits: np.ndarray, labels: np.ndarray, masks: tuple[np.ndarray, np.ndarray]) -> RowScores:
+        """One row's leave-one-out scores over one audited sample (the pool, or the retained sample)."""
+        return score_row(
+            logits,
+            labels,
+            *masks,
+            mode=self.settings.mode,  # type: ignore[arg-type]
+            fixed_variance=self.settings.variance_fixed,
+            seed=self.settings.seed,
+        )
 
     def underpowered(self, report: CellReport) -> bool:
         """The sanity verdict: computed now, or read back from the rows already in the store."""
@@ -441,7 +473,13 @@ class AuditRunner:
             self.store.fail(record.run_id, f"logits corrupt: {err}")
             self._done.pop(("audit-shadow", record.tag("config_hash")), None)
             return None
-        return state["logits"].numpy()
+        arr = state["logits"].numpy()
+        if arr.shape[0] != self.forwarded:  # never under the same key; a guard, not a path
+            self.reporter.warn(f"Logits of run {record.run_id} have {arr.shape[0]} rows, not {self.forwarded}.")
+            self.store.fail(record.run_id, f"logits have {arr.shape[0]} rows, expected {self.forwarded}")
+            self._done.pop(("audit-shadow", record.tag("config_hash")), None)
+            return None
+        return arr
 
     def shadow_pass(
         self,
@@ -508,7 +546,7 @@ class AuditRunner:
             tag("shadow"): str(k),
             tag("shadow_original"): self.model_key(SHADOW_ORIGINAL, k),
         }
-        params = {"shadow": k, "seed": seed, "n_pool": len(self.design.pool)}
+        params = {"shadow": k, "seed": seed, "n_pool": len(self.design.pool), "n_retained": len(self.design.retained)}
         if entry.cls.role is None:
             params.update({f"method.{name}": v for name, v in self.options(entry).items()})
         tags = {t: v for t, v in tags.items() if v != ""}
@@ -536,7 +574,7 @@ class AuditRunner:
             with owned(self.store, run_id):
                 arr, seconds = self.compute(entry, k, splits, model)
                 self.store.save_checkpoint(run_id, {"logits": torch.from_numpy(arr)}, name="logits")
-                predicted = arr.argmax(1) == self.labels
+                predicted = arr[: len(self.design.pool)].argmax(1) == self.labels
                 member = self.design.pool_halves[k]
                 self.store.log_metrics(
                     run_id,
@@ -557,12 +595,11 @@ class AuditRunner:
         self, entry: Entry[Method], k: int, splits: dict[str, Split], model: Callable[[str], Reference]
     ) -> tuple[np.ndarray, float]:
         """The row's model on shadow ``k`` (the shadow original or retrain, or the method applied to the
-        original) and its float32 logits on the pool."""
+        original) and its float32 logits on the pool, then on the retained sample."""
         role = entry.cls.role
         if role in ("original", "retrained"):
             ref = model(SHADOW_ORIGINAL if role == "original" else SHADOW_RETRAINED)
-            out = predict_logits(ref.model, self.pool_split)
-            return out.cpu().numpy().astype(np.float32), 0.0 if role == "original" else ref.seconds
+            return self.forward(ref.model, keep_mode=False), 0.0 if role == "original" else ref.seconds
         seed = self.seed_of(k)
         ctx = self.bench.context(seed, self.idx.forget_class, method=entry.name)
 
@@ -577,14 +614,20 @@ class AuditRunner:
         keep = self.plan.protocol.returned_mode
         if not keep:
             outcome.model.eval()
-        result = predict_logits(outcome.model, self.pool_split, keep_mode=keep)
-        return result.cpu().numpy().astype(np.float32), float(
+        return self.forward(outcome.model, keep_mode=keep), float(
             outcome.time_s if outcome.time_s is not None else math.nan
         )
 
+    def forward(self, model: nn.Module, keep_mode: bool) -> np.ndarray:
+        """float32 logits of the pool, then of the retained sample (each its own pass: the pool's logits are
+        what they were before the retained audit existed, batch statistics included)."""
+        splits = [self.pool_split] + ([self.retained_split] if len(self.design.retained) else [])
+        parts = [predict_logits(model, split, keep_mode=keep_mode).cpu().numpy() for split in splits]
+        return np.concatenate(parts).astype(np.float32)
+
     # ---------------------------------------------------------------------------------- results
-    def record(self, entry: Entry[Method], row: RowScores, power: PowerCheck) -> AuditRow:
-        """One row's audit run: metrics, the per-example scores, the sanity verdict as a tag."""
+    def record(self, entry: Entry[Method], row: RowScores, retained: RowScores, power: PowerCheck) -> AuditRow:
+        """One row's audit run: metrics (the retained audit's too), the per-example scores, the sanity verdict."""
         key = self.audit_key(entry)
         s = self.settings
         tags = {
@@ -603,6 +646,7 @@ class AuditRunner:
             "fixed_variance": s.variance_fixed,
             "seed": s.seed,
             "n_pool": len(self.design.pool),
+            "n_retained": len(self.design.retained),
             "n_universe": len(self.design.universe),
             "power_z": POWER_Z,
             **self.bench.train_recipe.as_params(),
@@ -625,6 +669,7 @@ class AuditRunner:
         assert run_id is not None
         metrics = {
             **row.metrics(),
+            **retained_metrics(retained),
             "ulira_power_difference": power.difference,
             "ulira_power_threshold": power.threshold,
         }
@@ -639,12 +684,19 @@ class AuditRunner:
                 score=row.scores,
                 in_mask=row.in_mask,
                 out_mask=row.out_mask,
+                retained=self.design.retained,
+                retained_labels=self.retained_labels,
+                retained_scaled_logit=retained.scaled,
+                retained_score=retained.scores,
+                retained_in_mask=retained.in_mask,
+                retained_out_mask=retained.out_mask,
             )
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "scores.npz"
                 path.write_bytes(buf.getvalue())
                 self.store.log_file(run_id, path)
-            self.store.log_text(run_id, scores_csv(self.design, self.labels, row), "scores.csv")
+            csv = scores_csv(self.design, self.labels, row, (self.retained_labels, retained))
+            self.store.log_text(run_id, csv, "scores.csv")
             self.store.finish(run_id)
         return AuditRow(entry.name, entry.cls.role or "", "finished", metrics, row.notes, run_id)
 

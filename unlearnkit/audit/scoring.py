@@ -10,7 +10,12 @@ U-LiRA (Hayes et al. 2024) uses the same test to audit *unlearning*; what change
   neither, and are not used);
 - the members to detect on the target are its forgotten examples, the non-members examples it never
   trained on. An AUC near 0.5 means forgotten examples are indistinguishable from never-seen ones (the
-  ideal); an AUC well above 0.5 means the method leaves a trace an attacker can exploit.
+  ideal); an AUC well above 0.5 means the method leaves a trace an attacker can exploit — in either
+  direction online (over-unlearned examples, less confident than never-seen ones, score above 0.5 too),
+  which is why :func:`mean_difference` and :func:`share_below_median` give the sign the AUC lacks.
+
+Intervals come from a cluster bootstrap over examples (:func:`cluster_bootstrap`): one example's
+observations under the K target shadows are correlated, so they are resampled together.
 
 Everything here is generic: functions take arrays and masks, and the caller decides what IN and OUT
 mean. No torch, no store, no training — numpy and ``scipy.special`` only.
@@ -18,6 +23,7 @@ mean. No torch, no store, no training — numpy and ``scipy.special`` only.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +37,9 @@ from scipy.stats import rankdata
 DEFAULT_MIN_STD = 1e-3
 
 Mode = Literal["online", "offline"]
+Seed = int | Sequence[int] | np.random.SeedSequence
+#: Most weight entries (resamples x observations) a bootstrap holds at once: bounds its memory to ~100 MB.
+BOOTSTRAP_CHUNK = 2**22
 
 
 def scaled_logit(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -280,3 +289,142 @@ def summarise(scores: np.ndarray, is_member: np.ndarray) -> dict[str, float | in
         "n_members": int((scored & m).sum()),
         "n_nonmembers": int((scored & ~m).sum()),
     }
+
+
+def _sides(values: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The members' and the non-members' values, NaN values left out."""
+    v, m = _clean(values, is_member)
+    return v[m], v[~m]
+
+
+def mean_difference(values: np.ndarray, is_member: np.ndarray) -> float:
+    """Members' mean minus non-members' mean, NaN values excluded; NaN without both sides.
+
+    On scaled logits it is the sign the AUC lacks: > 0 when forgotten examples are more confident than
+    never-seen ones (a trace of training left), < 0 when less (over-unlearning), ~0 after retraining.
+    """
+    members, others = _sides(values, is_member)
+    if members.size == 0 or others.size == 0:
+        return float("nan")
+    return float(members.mean() - others.mean())
+
+
+def share_below_median(values: np.ndarray, is_member: np.ndarray) -> float:
+    """Share of members below the non-members' median, a tie with it counting one half; NaN without both sides.
+
+    Calibrated on the non-members, so it is 0.5 in expectation whenever members and non-members are
+    exchangeable (whatever the distribution's shape); above 0.5 members sit low, below 0.5 they sit high.
+    """
+    members, others = _sides(values, is_member)
+    if members.size == 0 or others.size == 0:
+        return float("nan")
+    median = np.median(others)
+    return float(((members < median).sum() + 0.5 * (members == median).sum()) / members.size)
+
+
+@dataclass(frozen=True)
+class Clustered:
+    """Scores of observations grouped in clusters, prepared once for statistics of many resamples.
+
+    A resample is given as cluster counts, ``counts[b, c]`` = how often cluster c was drawn in resample b,
+    and a statistic returns one value per row b: the value it would have on the sample holding every
+    observation of cluster c that many times, computed without building that sample. For U-LiRA a
+    cluster is an audited example and its observations are its (target shadow, example) pairs.
+    """
+
+    values: np.ndarray  # (P,) finite values
+    is_member: np.ndarray  # (P,) bool
+    cluster: np.ndarray  # (P,) cluster of each observation, 0 .. n_clusters - 1
+    n_clusters: int
+    member_cluster: np.ndarray  # (P+,) the members' clusters
+    nonmember_cluster: np.ndarray  # (Q,) the non-members' clusters, in increasing order of their value
+    below: np.ndarray  # (P+,) how many non-members each member's value is above
+    below_or_tied: np.ndarray  # (P+,) ... above or equal to
+    sums: np.ndarray  # (2, n_clusters): per cluster, the members' and the non-members' sum of values
+    sizes: np.ndarray  # (2, n_clusters): ... and their numbers of observations
+
+    @classmethod
+    def of(cls, values: np.ndarray, is_member: np.ndarray, clusters: np.ndarray) -> Clustered:
+        """Observations with their cluster labels (any integers); NaN values are left out."""
+        c = np.asarray(clusters)
+        if c.shape != np.shape(values):
+            raise ValueError(f"clusters must have the shape of values {np.shape(values)}; got {c.shape}")
+        v, m = _clean(values, is_member)
+        _, inverse = np.unique(c[~np.isnan(np.asarray(values, dtype=np.float64))], return_inverse=True)
+        order = np.argsort(v[~m], kind="stable")
+        sorted_out = v[~m][order]
+        n = int(inverse.max()) + 1 if inverse.size else 0
+        sides = (m, ~m)
+        return cls(
+            values=v,
+            is_member=m,
+            cluster=inverse,
+            n_clusters=n,
+            member_cluster=inverse[m],
+            nonmember_cluster=inverse[~m][order],
+            below=np.searchsorted(sorted_out, v[m], side="left"),
+            below_or_tied=np.searchsorted(sorted_out, v[m], side="right"),
+            sums=np.stack([np.bincount(inverse[side], v[side], minlength=n) for side in sides]),
+            sizes=np.stack([np.bincount(inverse[side], minlength=n) for side in sides]).astype(np.float64),
+        )
+
+    def _weights(self, counts: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+        # float32 holds integer counts exactly while their running sums stay below 2**24: half the memory
+        dtype = np.float32 if self.values.size < 2**23 else np.float64
+        return np.asarray(counts, dtype=dtype)[:, clusters]
+
+    def auc(self, counts: np.ndarray) -> np.ndarray:
+        """:func:`roc_auc` per resample: with ``C`` the running weight of the non-members in value order, a
+        member at value s beats ``C(< s) + C(= s) / 2`` of them: ``AUC = sum_i w_i (C(< s_i) + C(<= s_i)) / 2
+        / (W+ W-)``. NaN for a resample without both sides."""
+        c = np.atleast_2d(counts)
+        w_in = self._weights(c, self.member_cluster)
+        w_out = self._weights(c, self.nonmember_cluster)
+        running = np.concatenate([np.zeros((c.shape[0], 1), w_out.dtype), np.cumsum(w_out, axis=1)], axis=1)
+        beaten = running[:, self.below]
+        if not np.array_equal(self.below, self.below_or_tied):
+            beaten = 0.5 * (beaten + running[:, self.below_or_tied])
+        num = (w_in * beaten).sum(axis=1, dtype=np.float64)
+        den = w_in.sum(axis=1, dtype=np.float64) * running[:, -1].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / den, np.nan)
+
+    def mean_difference(self, counts: np.ndarray) -> np.ndarray:
+        """:func:`mean_difference` per resample, from per-cluster sums (no per-observation work)."""
+        c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (c @ self.sums.T) / (c @ self.sizes.T)  # (B, 2)
+        return means[:, 0] - means[:, 1]
+
+
+def cluster_bootstrap(
+    data: Clustered,
+    statistic: Callable[[Clustered, np.ndarray], np.ndarray],
+    *,
+    resamples: int,
+    seed: Seed,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` (e.g. :meth:`Clustered.auc`) under a bootstrap over clusters.
+
+    A resample draws as many clusters as there are, uniformly with replacement, and keeps every observation
+    of each drawn cluster (as often as it was drawn). For U-LiRA a cluster is an audited example: its scores
+    under the K target shadows are correlated, and resampling pairs as if independent would understate the
+    noise. The interval is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of the finite
+    resampled values; NaN bounds when fewer than two are finite. Deterministic for a ``seed``: the draws
+    depend only on it, ``resamples`` and the number of clusters, so two statistics of the same clusters
+    bootstrapped with one seed see the same resamples.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
+    n = data.n_clusters
+    if resamples < 1 or n == 0:
+        return float("nan"), float("nan")
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    step = max(1, BOOTSTRAP_CHUNK // max(data.values.size, 1))
+    draws = np.concatenate([statistic(data, counts[b : b + step]) for b in range(0, resamples, step)])
+    finite = draws[np.isfinite(draws)]
+    if finite.size < 2:
+        return float("nan"), float("nan")
+    low, high = np.quantile(finite, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)

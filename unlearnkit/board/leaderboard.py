@@ -37,12 +37,34 @@ class MetricInfo:
     cost_axis: bool = False
 
 
-# The U-LiRA audit's columns: AUC and TPR at low FPR of the per-example likelihood-ratio attack. Closer to
-# the retrain row is better (it sits near chance); the AUC is shown by default whenever an audit exists.
+# The U-LiRA audit's columns: AUC and TPR at low FPR of the per-example likelihood-ratio attack, the sign of
+# the difference (direction: mean scaled logit of forgotten minus never-seen examples; over_unlearned: share
+# of forgotten examples below the never-seen median), the retained audit's AUC, and 95 % bootstrap bounds
+# (_low/_high). Every one is "closer to retrain": it sits near chance (AUCs 0.5, direction 0, share 0.5), and
+# a method off it either way leaks (a trace kept, or over-unlearning). Only the AUC is shown by default.
 AUDIT_INFO = {
     "ulira_auc": MetricInfo("closer_to_retrain", order=62, default=True),
-    "ulira_tpr_at_1fpr": MetricInfo("closer_to_retrain", order=64),
+    "ulira_auc_low": MetricInfo("closer_to_retrain", order=63),
+    "ulira_auc_high": MetricInfo("closer_to_retrain", order=64),
+    "ulira_tpr_at_1fpr": MetricInfo("closer_to_retrain", order=65),
     "ulira_tpr_at_01fpr": MetricInfo("closer_to_retrain", order=66),
+    "ulira_direction": MetricInfo("closer_to_retrain", order=67),
+    "ulira_direction_low": MetricInfo("closer_to_retrain", order=68),
+    "ulira_direction_high": MetricInfo("closer_to_retrain", order=69),
+    "ulira_over_unlearned": MetricInfo("closer_to_retrain", order=70),
+    "ulira_retained_auc": MetricInfo("closer_to_retrain", order=71),
+    "ulira_retained_auc_low": MetricInfo("closer_to_retrain", order=72),
+    "ulira_retained_auc_high": MetricInfo("closer_to_retrain", order=73),
+}
+
+# What each audit column is, for `unlearnkit list metrics` (bounds: the column's 95 % bootstrap interval).
+AUDIT_SUMMARIES = {
+    "ulira_auc": "U-LiRA AUC: forgotten vs never-seen examples on shadow models (closer to retrain, ~0.5).",
+    "ulira_tpr_at_1fpr": "U-LiRA true-positive rate at 1 % false positives (closer to retrain).",
+    "ulira_tpr_at_01fpr": "U-LiRA true-positive rate at 0.1 % false positives (closer to retrain).",
+    "ulira_direction": "Mean scaled logit of forgotten minus never-seen examples: > 0 a trace, < 0 over-unlearning.",
+    "ulira_over_unlearned": "Share of forgotten examples below the never-seen median (0.5: interchangeable).",
+    "ulira_retained_auc": "U-LiRA AUC of retained vs never-seen examples: the privacy of what was kept.",
 }
 
 
@@ -64,9 +86,21 @@ def metric_info(registries: Registries) -> dict[str, MetricInfo]:
 
 @dataclass(frozen=True)
 class Stat:
+    """A metric over seeds: mean, sample std and a two-sided 95 % Student-t interval for the mean.
+
+    The interval is mean ± t_{0.975, n-1} · s / √n. With the few seeds a benchmark has (often 3), the
+    normal approximation (± 1.96 s/√n) is far too narrow; t accounts for s itself being estimated from
+    those seeds (t_{0.975, 2} = 4.30). It assumes roughly normal per-seed values. One seed has no
+    interval (NaN bounds), just as it has no std.
+    """
+
     mean: float
     std: float  # sample standard deviation (ddof=1); NaN for a single seed
     n: int
+    # An interval computed elsewhere (an ensemble score's bootstrap over examples) instead of the t-interval
+    interval: tuple[float, float] | None = None
+
+    CONFIDENCE = 0.95  # not a field: a class constant (no annotation)
 
     @classmethod
     def of(cls, values: list[float]) -> Stat:
@@ -74,6 +108,34 @@ class Stat:
         if not vals:
             return cls(float("nan"), float("nan"), 0)
         return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else float("nan"), len(vals))
+
+    @property
+    def half_width(self) -> float:
+        """t_{0.975, n-1} · s / √n; NaN below two seeds (no spread to estimate)."""
+        if self.n < 2 or math.isnan(self.std):
+            return float("nan")
+        from scipy import stats  # here, not at import: ``unlearnkit --help`` need not load scipy
+
+        return float(stats.t.ppf(0.5 + self.CONFIDENCE / 2, self.n - 1)) * self.std / math.sqrt(self.n)
+
+    @property
+    def ci_low(self) -> float:
+        return self.interval[0] if self.interval is not None else self.mean - self.half_width
+
+    @property
+    def ci_high(self) -> float:
+        return self.interval[1] if self.interval is not None else self.mean + self.half_width
+
+    @property
+    def has_interval(self) -> bool:
+        return not (math.isnan(self.ci_low) or math.isnan(self.ci_high))
+
+    def overlaps(self, other: Stat) -> bool | None:
+        """Whether the two intervals share a point; None when either has none (one seed): not decided."""
+        bounds = (self.ci_low, self.ci_high, other.ci_low, other.ci_high)
+        if any(math.isnan(b) for b in bounds):
+            return None
+        return self.ci_low <= other.ci_high and other.ci_low <= self.ci_high
 
 
 @dataclass
@@ -91,10 +153,17 @@ class Row:
     weak_reasons: list[str] = field(default_factory=list)  # which rules: "learning", "memorisation"
     no_op_seeds: int = 0  # seeds whose unlearned model is indistinguishable from the original
     audit_seeds: list[int] = field(default_factory=list)  # seeds of the U-LiRA audits behind its ulira_* values
+    # its 95 % interval on the board's sort column overlaps the leader's; None: not compared (Board.mark_overlaps)
+    overlaps_best: bool | None = None
 
     @property
     def reference(self) -> bool:
         return bool(self.role)
+
+    def sort_stat(self, sort: str) -> Stat | None:
+        """The per-seed Stat behind the sort column. The Average Gap comes from seed means and has no
+        spread, so on ``avg_gap`` the per-seed Average Gap's interval stands in for it."""
+        return self.avg_gap_per_seed if sort == "avg_gap" else self.metrics.get(sort)
 
     @property
     def no_op(self) -> bool:
@@ -118,6 +187,9 @@ class Board:
     audit: str = ""  # the U-LiRA audit behind the ulira_* columns, e.g. "16 shadows, online"
     audit_underpowered: bool = False  # its original row was not clearly above its retrain row
     eval_draw: int = 0  # which draw of the paper protocol's random crops evaluated it (docs/reproducing.md)
+    sort: str = "avg_gap"  # the column its rows are ranked by
+    ensemble: str = ""  # the ensemble behind its ensemble-score columns, e.g. "8 members"
+    leader: str = ""  # the top-ranked competing row on ``sort``, the one the overlap flags compare with
 
     @classmethod
     def of(cls, benchmark: str, run: RunRecord, **fields: Any) -> Board:
@@ -141,9 +213,10 @@ class Board:
         audit = ""
         if self.audit:
             audit = f"; U-LiRA: {self.audit}" + (f", under-powered {AUDIT_MARK}" if self.audit_underpowered else "")
+        ensemble = f"; ensemble scores: {self.ensemble}" if self.ensemble else ""
         return (
             f"{self.dataset} / {self.model} / {self.scenario} "
-            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol}{draw}{audit})"
+            f"(train: {self.train_recipe}{extra}; protocol: {self.protocol}{draw}{audit}{ensemble})"
         )
 
     @property
@@ -161,6 +234,29 @@ class Board:
     @property
     def no_op_rows(self) -> list[Row]:
         return [r for r in self.rows if r.no_op]
+
+    def mark_overlaps(self) -> None:
+        """Flag the rows whose 95 % interval on the sort column overlaps the leader's: their rank
+        against the leader is not resolved. Against the leader, not the neighbour: overlap is not
+        transitive (A ≈ B ≈ C with A clear of C), and the question a reader asks is "could this one be
+        the best?". The leader is the first ranked row that is neither a reference nor a no-op (those
+        are never best); references are never compared, and rows are read in their current order. An
+        under-powered audit's columns rank nothing (tables.AUDIT_NOTE), so sorted by one, none is flagged."""
+        unranked = self.sort in AUDIT_INFO and self.audit_underpowered
+        ranked = [r for r in self.rows if not r.reference and not r.no_op and not math.isnan(self.rank_value(r))]
+        leader = ranked[0] if ranked and not unranked else None
+        self.leader = leader.method if leader else ""
+        best = leader.sort_stat(self.sort) if leader else None
+        for row in self.rows:
+            stat = row.sort_stat(self.sort)
+            if best is None or stat is None or row.reference or row is leader:
+                row.overlaps_best = None
+            else:
+                row.overlaps_best = stat.overlaps(best)
+
+    def rank_value(self, row: Row) -> float:
+        """The number a row is ranked by on this board's sort column."""
+        return row_sort_key(row, self.sort)[2]
 
 
 def weak_reasons(records: list[RunRecord]) -> list[str]:
@@ -229,9 +325,11 @@ def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: st
                 )
             )
         rows.sort(key=lambda r: row_sort_key(r, sort))
-        boards.append(
-            Board.of(bench, first, rows=rows, metric_names=names, gap_metrics=gap_metrics, cost_metric=cost_metric)
+        board = Board.of(
+            bench, first, rows=rows, metric_names=names, gap_metrics=gap_metrics, cost_metric=cost_metric, sort=sort
         )
+        board.mark_overlaps()
+        boards.append(board)
     boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
     return boards
 
@@ -242,7 +340,9 @@ def audit_config(rec: RunRecord) -> tuple[int, str, str]:
 
 def describe_audit(config: tuple[int, str, str]) -> str:
     shadows, mode, fixed = config
-    return f"{shadows} shadows, {mode}" + (", fixed variance" if fixed == "true" else "")
+    # as unlearnkit.audit.design.mode_label (the board sits below the audit layer and cannot import it)
+    label = "offline one-sided (paper)" if mode == "offline" else mode
+    return f"{shadows} shadows, {label}" + (", fixed variance" if fixed == "true" else "")
 
 
 def latest_audits(recs: list[RunRecord]) -> list[RunRecord]:
@@ -259,8 +359,9 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
 
     Per benchmark one audit configuration is shown — the one with the most shadows (then the most recent) —
     so every row of a board is scored against the same shadows; per audit seed its most recent audit counts,
-    and several audit seeds are aggregated like seeds (mean ± std). A benchmark audited but never run gets a
-    board of its audit rows alone.
+    and several audit seeds are aggregated like seeds (mean ± std; the bootstrap bounds ``_low``/``_high``
+    of one audit too, so over seeds they are a typical bound, not an interval). A benchmark audited but never
+    run gets a board of its audit rows alone.
     """
     by_bench: dict[str, list[RunRecord]] = defaultdict(list)
     for rec in dedupe(audits):
@@ -277,6 +378,10 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
             boards.append(board)
         board.audit = describe_audit(chosen)
         board.audit_underpowered = any(r.tag("ulira_power") == "underpowered" for r in recs)
+        # AUC and TPRs always (a NaN TPR is not stored, and "—" says so); the later columns where recorded,
+        # so an audit made before them does not grow empty columns
+        always = ("ulira_auc", "ulira_tpr_at_1fpr", "ulira_tpr_at_01fpr")
+        carried = [n for n in AUDIT_INFO if n in always or any(n in r.metrics for r in recs)]
         per_method: dict[str, list[RunRecord]] = defaultdict(list)
         for rec in recs:
             per_method[rec.tag("method")].append(rec)
@@ -294,10 +399,64 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
                     seeds=sorted(int(r.tag("seed", "0")) for r in mrecs),  # audited but never run: its audit seeds
                 )
                 board.rows.append(row)
-            for name in AUDIT_INFO:
+            for name in carried:
                 row.metrics[name] = Stat.of([r.metrics.get(name, math.nan) for r in mrecs])
             row.audit_seeds = sorted(int(r.tag("seed", "0")) for r in mrecs)
-        board.metric_names = sorted(set(board.metric_names) | set(AUDIT_INFO))
+        board.metric_names = sorted(set(board.metric_names) | set(carried))
+        board.rows.sort(key=lambda r: row_sort_key(r, sort))
+    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
+    return boards
+
+
+def members_of(rec: RunRecord) -> int:
+    return int(rec.tag("members", "0") or 0)
+
+
+def chosen_records(recs: list[RunRecord]) -> list[RunRecord]:
+    """One ensemble size per benchmark (the most members), its rows oldest first: a later row's
+    scores supersede an earlier one's, score by score (a re-scoring with other scores adds columns)."""
+    most = max(members_of(r) for r in recs)
+    return sorted((r for r in recs if members_of(r) == most), key=lambda r: r.start_time)
+
+
+def merge_ensembles(
+    boards: list[Board], records: list[RunRecord], info: dict[str, MetricInfo], sort: str = "avg_gap"
+) -> list[Board]:
+    """Put each benchmark's ensemble scores (and their bounds) on its board's rows, matched by method.
+    A benchmark scored but never run gets a board of its ensemble rows alone."""
+    by_bench: dict[str, list[RunRecord]] = defaultdict(list)
+    for rec in dedupe(records):
+        by_bench[rec.tag("benchmark")].append(rec)
+    boards = list(boards)
+    known = {b.benchmark: b for b in boards}
+    for bench, recs in by_bench.items():
+        chosen = chosen_records(recs)
+        board = known.get(bench)
+        if board is None:
+            board = Board.of(bench, chosen[0])
+            boards.append(board)
+        rows = {r.method: r for r in board.rows}
+        names: set[str] = set()
+        for rec in chosen:
+            row = rows.get(rec.tag("method"))
+            if row is None:
+                row = Row(
+                    method=rec.tag("method"),
+                    access=rec.tag("access"),
+                    package=rec.tag("method.package"),
+                    version=rec.tag("method.version"),
+                    role=rec.tag("role"),
+                    seeds=[],
+                )
+                board.rows.append(row)
+                rows[row.method] = row
+            m = rec.metrics
+            for name in (n for n in rec.tag("scores").split(",") if n in info and n in m):
+                bounds = (m.get(f"{name}_low", math.nan), m.get(f"{name}_high", math.nan))
+                row.metrics[name] = Stat(m[name], math.nan, 1, bounds)  # one ensemble: its bootstrap interval
+                names.add(name)
+        board.metric_names = sorted(set(board.metric_names) | names)
+        board.ensemble = f"{max(members_of(r) for r in chosen)} members"
         board.rows.sort(key=lambda r: row_sort_key(r, sort))
     boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
     return boards
@@ -352,7 +511,8 @@ def leaderboard(
     include_tuning: bool = False,
 ) -> list[Board]:
     """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards,
-    with the U-LiRA audits of the same benchmarks merged in (:func:`merge_audits`).
+    with the U-LiRA audits of the same benchmarks merged in (:func:`merge_audits`) and each row's 95 %
+    interval on ``sort`` compared with the leader's (:meth:`Board.mark_overlaps`).
 
     Tuning trials (``unlearnkit tune``) are left out unless ``include_tuning``."""
     if not store.exists():
@@ -373,6 +533,12 @@ def leaderboard(
         if access:
             for board in boards:
                 board.rows = [r for r in board.rows if r.access == access or r.reference]
+    ensembles = store.search({**filters, "run_type": "ensemble"})
+    if ensembles:
+        boards = merge_ensembles(boards, ensembles, info, sort=sort)
     if recipe_cells is not None:
         boards = [b for b in (in_recipe(b, recipe_cells, recipe_methods) for b in boards) if b is not None]
+    for board in boards:  # last: audits, filters and the recipe may have changed the rows and their order
+        board.sort = sort
+        board.mark_overlaps()
     return boards

@@ -1,5 +1,6 @@
 """Figures with matplotlib (headless): per benchmark, Avg Gap against time and bars of the
-Average-Gap metrics (std over seeds as error bars); per run, its per-epoch series.
+Average-Gap metrics (std over seeds as error bars, or with ``ci`` the 95 % t-intervals the
+``--ci`` tables show); per run, its per-epoch series.
 
 A method keeps one colour across every panel of a figure. Rows carry the tables' marks (†: a weak
 original, ∅: a no-op) in labels and legends, and each marked board says why under its title.
@@ -11,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.board.leaderboard import Board
+from unlearnkit.board.leaderboard import Board, Stat
 from unlearnkit.board.tables import NO_OP_MARK, WEAK_MARK, WEAK_SHORT, row_label
 
 
@@ -36,6 +37,19 @@ def _nan_to_zero(x: float) -> float:
     return 0.0 if math.isnan(x) else x
 
 
+def error_bar(stat: Stat, at: float, *, ci: bool, floor: float = -math.inf) -> list[list[float]] | None:
+    """Matplotlib's (below, above) extents around ``at``: ± std, or with ``ci`` the interval's bounds.
+    Bounds, not a half-width, because the Average Gap point (from seed means) is not the per-seed
+    mean its interval is centred on; ``floor`` cuts a bar where values cannot go (a gap below 0, a
+    time at or below 0 on a log axis). None: no bar."""
+    if not ci:
+        std = _nan_to_zero(stat.std)
+        return [[std], [std]] if std else None
+    if not stat.has_interval:
+        return None
+    return [[max(0.0, at - max(stat.ci_low, floor))], [max(0.0, stat.ci_high - at)]]
+
+
 def figure_title(board: Board) -> str:
     """The board's title, with one short line per mark its rows carry."""
     lines = [board.title]
@@ -48,12 +62,13 @@ def figure_title(board: Board) -> str:
     return "\n".join(lines)
 
 
-def plot_boards(boards: list[Board], path: Path) -> Path:
-    return _save(board_figure(boards), path)
+def plot_boards(boards: list[Board], path: Path, *, ci: bool = False) -> Path:
+    return _save(board_figure(boards, ci=ci), path)
 
 
-def board_figure(boards: list[Board]) -> Any:
-    """Per board, Avg Gap against its cost metric and bars of the Average-Gap metrics."""
+def board_figure(boards: list[Board], *, ci: bool = False) -> Any:
+    """Per board, Avg Gap against its cost metric and bars of the Average-Gap metrics; error bars
+    are ± std over seeds, or with ``ci`` 95 % t-intervals (the per-seed gap's on the y axis)."""
     plt = _pyplot()
     colours = method_colours(boards)
     n = max(1, len(boards))
@@ -68,13 +83,14 @@ def board_figure(boards: list[Board]) -> Any:
             ax_gap.errorbar(
                 x,
                 r.avg_gap,
-                xerr=_nan_to_zero(t.std) or None,
-                yerr=_nan_to_zero(r.avg_gap_per_seed.std) or None,
+                xerr=error_bar(t, x, ci=ci, floor=1e-3),
+                yerr=error_bar(r.avg_gap_per_seed, r.avg_gap, ci=ci, floor=0.0),  # a gap is never negative
                 fmt="o",
                 capsize=3,
                 color=colours[r.method],
             )
-            ax_gap.annotate(row_label(r), (x, r.avg_gap), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            label = row_label(r, ci=ci)
+            ax_gap.annotate(label, (x, r.avg_gap), textcoords="offset points", xytext=(4, 4), fontsize=8)
         gold = board.retrained
         if gold is not None and cost in gold.metrics and not math.isnan(gold.metrics[cost].mean):
             ax_gap.axvline(gold.metrics[cost].mean, color="grey", linestyle="--", linewidth=1)
@@ -89,13 +105,18 @@ def board_figure(boards: list[Board]) -> Any:
         for i, r in enumerate(board.rows):
             xs = [j + i * width for j in range(len(metrics))]
             means = [r.metrics[m].mean if m in r.metrics else float("nan") for m in metrics]
-            stds = [_nan_to_zero(r.metrics[m].std) if m in r.metrics else 0.0 for m in metrics]
-            ax_bar.bar(xs, means, width, yerr=stds, capsize=2, label=row_label(r), color=colours[r.method])
+            errs = [_bar_half(r.metrics[m], ci=ci) if m in r.metrics else 0.0 for m in metrics]
+            ax_bar.bar(xs, means, width, yerr=errs, capsize=2, label=row_label(r, ci=ci), color=colours[r.method])
         ax_bar.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
         ax_bar.set_ylim(0, 1.05)
-        ax_bar.set_title("mean ± std over seeds", fontsize=9)
+        ax_bar.set_title("mean, 95 % t-interval over seeds" if ci else "mean ± std over seeds", fontsize=9)
         ax_bar.legend(fontsize=7, ncol=2)
     return fig
+
+
+def _bar_half(stat: Stat, *, ci: bool) -> float:
+    """A bar's symmetric error: the interval's half-width with ``ci``, else the std (0: none)."""
+    return _nan_to_zero(stat.half_width if ci else stat.std)
 
 
 def plot_series(series: dict[str, list[tuple[int, float]]], title: str, path: Path) -> Path:

@@ -3,7 +3,9 @@ same content as markdown, CSV or JSON. No printing here; the CLI renders.
 
 Columns come from the metric plugins' declarations: their order (``display_order``), scale
 (JSD-type values x1e4) and whether the terminal shows them by default. A std is shown only over
-two or more seeds, and "best" is marked only when two or more methods compete.
+two or more seeds, and "best" is marked only when two or more methods compete. With ``ci`` the
+cells show 95 % t-intervals instead (:class:`Stat`) and rows not separated from the leader on the
+sort column are marked ≈ (:meth:`Board.mark_overlaps`); CSV and JSON always carry both.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import json
 import math
 
-from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_MARK, Board, MetricInfo, Row
+from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_MARK, Board, MetricInfo, Row, Stat
 
 WEAK_MARK = "†"
 WEAK_WHY = {
@@ -30,6 +32,8 @@ AUDIT_NOTE = (
     f"{AUDIT_MARK} U-LiRA under-powered: the original row is not clearly above the retrain row (too few shadows or "
     "too short training), so its numbers say nothing about privacy and are not ranked (docs/audit.md)."
 )
+OVERLAP_MARK = "≈"
+GAP_INFO = MetricInfo("lower")  # how the per-seed Average Gap is shown: unscaled, three decimals
 FIXED_HEAD = ("method", "access", "seeds")
 
 
@@ -49,20 +53,47 @@ def header(name: str, info: MetricInfo) -> str:
     return f"{name} x1e4" if info.scale == 1e4 else (name if info.scale == 1 else f"{name} x{info.scale:g}")
 
 
+def shown_digits(value: float, digits: int, compact: bool) -> int:
+    """Decimals for ``value``: ``compact`` (the terminal) keeps four significant digits at most."""
+    if not compact:
+        return digits
+    magnitude = math.floor(math.log10(abs(value))) if value else 0
+    return max(0, min(digits - 1, 3 - magnitude))
+
+
 def fmt(mean: float, std: float | None, scale: float, digits: int = 3, *, compact: bool = False) -> str:
     """``mean ± std`` (the std only over two or more seeds). ``compact`` (the terminal): four
     significant digits at most (``0.93``, ``12.35``, ``465.1``, ``1259``), no spaces around ±."""
     if math.isnan(mean):
         return "—"
     value = mean * scale
-    if compact:
-        magnitude = math.floor(math.log10(abs(value))) if value else 0
-        digits = max(0, min(digits - 1, 3 - magnitude))
+    digits = shown_digits(value, digits, compact)
     text = f"{value:.{digits}f}"
     if std is None or math.isnan(std):
         return text
     sep = "±" if compact else " ± "
     return f"{text}{sep}{std * scale:.{digits}f}"
+
+
+def fmt_ci(stat: Stat, scale: float, digits: int = 3, *, compact: bool = False) -> str:
+    """``mean [low, high]``, the 95 % t-interval over seeds (only over two or more, like the std);
+    the bounds get the mean's decimals. ``compact``: no spaces (``0.91[0.89,0.93]``)."""
+    if math.isnan(stat.mean):
+        return "—"
+    value = stat.mean * scale
+    digits = shown_digits(value, digits, compact)
+    text = f"{value:.{digits}f}"
+    if not stat.has_interval:
+        return text
+    low, high = f"{stat.ci_low * scale:.{digits}f}", f"{stat.ci_high * scale:.{digits}f}"
+    return f"{text}[{low},{high}]" if compact else f"{text} [{low}, {high}]"
+
+
+def stat_text(stat: Stat, info: MetricInfo, *, compact: bool, ci: bool) -> str:
+    """A metric cell: the interval with ``ci``, else mean ± std."""
+    if ci:
+        return fmt_ci(stat, info.scale, info.digits, compact=compact)
+    return fmt(stat.mean, stat.std, info.scale, info.digits, compact=compact)
 
 
 def weak_note(board: Board) -> str:
@@ -86,9 +117,36 @@ def notes(board: Board) -> list[str]:
     return out
 
 
-def row_label(row: Row) -> str:
-    """A row's method name with its marks: † weak original, ∅ no-op."""
+def sort_label(board: Board, info: dict[str, MetricInfo]) -> str:
+    """The column the overlap flags are about, as the tables head it."""
+    if board.sort == "avg_gap":
+        return "avg gap (per seed)"
+    return header(board.sort, info[board.sort]) if board.sort in info else board.sort
+
+
+def ci_notes(board: Board, info: dict[str, MetricInfo]) -> list[str]:
+    """What ≈ means on this board, and which rows the overlap test could not decide (one seed)."""
+    if not board.leader:
+        return []
+    label = sort_label(board, info)
+    others = [r for r in board.rows if not r.reference and r.method != board.leader]
+    out = []
+    if any(r.overlaps_best for r in others):
+        out.append(
+            f"{OVERLAP_MARK} not separated from the leader {board.leader} at 95 % on {label}: their t-intervals over "
+            "seeds overlap, so the ranking there is not resolved."
+        )
+    undecided = [r.method for r in others if r.overlaps_best is None]
+    if undecided:
+        out.append(f"Not compared with {board.leader} on {label} (one seed or no value): {', '.join(undecided)}.")
+    return out
+
+
+def row_label(row: Row, *, ci: bool = False) -> str:
+    """A row's method name with its marks: † weak original, ∅ no-op and, with ``ci``, ≈ not
+    separated from the leader on the sort column."""
     marks = (WEAK_MARK if row.weak_original else "") + (NO_OP_MARK if row.no_op and not row.reference else "")
+    marks += OVERLAP_MARK if ci and row.overlaps_best else ""
     return f"{row.method} {marks}" if marks else row.method
 
 
@@ -127,51 +185,67 @@ def best_gap(board: Board) -> set[str]:
 
 
 def board_cells(
-    board: Board, info: dict[str, MetricInfo], chosen: list[str] | None = None, *, wide: bool = True
+    board: Board, info: dict[str, MetricInfo], chosen: list[str] | None = None, *, wide: bool = True, ci: bool = False
 ) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Header and rows of (text, is_best) cells. ``wide`` (files, ``--wide``) adds the data access,
-    the per-seed gap and the package; otherwise values are compact (the terminal's 120 columns)."""
+    the per-seed gap and the package; otherwise values are compact (the terminal's 120 columns).
+    ``ci``: 95 % intervals instead of ± std, ≈ on rows not separated from the leader, and the
+    per-seed gap even when compact if the board is sorted by the Average Gap (the ≈ is about it)."""
     cols = columns(board, info, chosen)
     fixed = FIXED_HEAD if wide else tuple(h for h in FIXED_HEAD if h != "access")
     head = [*fixed, *[header(c, info[c]) for c in cols], "avg gap"]
+    per_seed = wide or (ci and board.sort == "avg_gap")
+    if per_seed:
+        head.append("avg gap (per seed)")
     if wide:
-        head += ["avg gap (per seed)", "package"]
+        head.append("package")
     marked = {c for c in cols if c in AUDIT_INFO and board.audit_underpowered}
     bests = {c: set() if c in marked else best_rows(board, c, info[c]) for c in cols}
     gap_best = best_gap(board)
     rows = []
     for row in board.rows:
-        cells: list[tuple[str, bool]] = [(row_label(row), False), (row.access, False), (str(len(row.seeds)), False)]
+        label = row_label(row, ci=ci)
+        cells: list[tuple[str, bool]] = [(label, False), (row.access, False), (str(len(row.seeds)), False)]
         if not wide:
             del cells[1]
         for c in cols:
             stat = row.metrics.get(c)
-            text = fmt(stat.mean, stat.std, info[c].scale, info[c].digits, compact=not wide) if stat else "—"
+            text = stat_text(stat, info[c], compact=not wide, ci=ci) if stat else "—"
             if c in marked and text != "—":
                 text += AUDIT_MARK
             cells.append((text, row.method in bests[c]))
         cells.append((fmt(row.avg_gap, None, 1.0, compact=not wide), row.method in gap_best))
+        if per_seed:
+            cells.append((stat_text(row.avg_gap_per_seed, GAP_INFO, compact=not wide, ci=ci), False))
         if wide:
-            cells.append((fmt(row.avg_gap_per_seed.mean, row.avg_gap_per_seed.std, 1.0), False))
             cells.append((f"{row.package} {row.version}".strip(), False))
         rows.append(cells)
     return head, rows
 
 
-def to_markdown(boards: list[Board], info: dict[str, MetricInfo], chosen: list[str] | None = None) -> str:
+def to_markdown(
+    boards: list[Board], info: dict[str, MetricInfo], chosen: list[str] | None = None, *, ci: bool = False
+) -> str:
     parts = []
     for board in boards:
-        head, rows = board_cells(board, info, chosen)
+        head, rows = board_cells(board, info, chosen, ci=ci)
         lines = [f"### {board.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for cells in rows:
             lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
-        for note in notes(board):
+        for note in notes(board) + (ci_notes(board, info) if ci else []):
             lines += ["", note]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
+def flag(value: bool | None) -> str:
+    """A tri-state flag for CSV: True, False or empty (not compared)."""
+    return "" if value is None else str(value)
+
+
 def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
+    """One line per row and metric. The interval bounds (empty with one seed), the sort column and
+    the row's overlap flag on it (empty: not compared) come last, so older readers keep their columns."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(
@@ -192,6 +266,10 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
             "weak_original",
             "weak_original_reason",
             "no_op",
+            "ci_low",
+            "ci_high",
+            "ranked_by",
+            "overlaps_best",
         ]
     )
     for board in boards:
@@ -208,20 +286,38 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
                 len(row.seeds),
             ]
             marks = [row.weak_original, "+".join(row.weak_reasons), row.no_op]
+            rank = [board.sort, flag(row.overlaps_best)]
             for name in columns(board, info):
                 s = row.metrics.get(name)
                 if s:
-                    writer.writerow([*base, name, s.mean, s.std, s.n, *marks])
-            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds), *marks])
+                    writer.writerow([*base, name, s.mean, s.std, s.n, *marks, *bounds(s), *rank])
+            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds), *marks, "", "", *rank])
             g = row.avg_gap_per_seed
-            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n, *marks])
+            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n, *marks, *bounds(g), *rank])
     return buf.getvalue()
 
 
-def row_json(row: Row) -> dict:
-    def clean(x: float) -> float | None:
-        return None if math.isnan(x) else x
+def bounds(stat: Stat) -> list[float | str]:
+    """The interval's bounds for CSV; empty cells where there is none (one seed)."""
+    return [stat.ci_low, stat.ci_high] if stat.has_interval else ["", ""]
 
+
+def clean(x: float) -> float | None:
+    """JSON has no NaN: null."""
+    return None if math.isnan(x) else x
+
+
+def stat_json(stat: Stat) -> dict:
+    return {
+        "mean": clean(stat.mean),
+        "std": clean(stat.std),
+        "n": stat.n,
+        "ci_low": clean(stat.ci_low),
+        "ci_high": clean(stat.ci_high),
+    }
+
+
+def row_json(row: Row) -> dict:
     return {
         "method": row.method,
         "access": row.access,
@@ -234,8 +330,9 @@ def row_json(row: Row) -> dict:
         "no_op": row.no_op,
         "no_op_seeds": row.no_op_seeds,
         "avg_gap": clean(row.avg_gap),
-        "avg_gap_per_seed": {"mean": clean(row.avg_gap_per_seed.mean), "std": clean(row.avg_gap_per_seed.std)},
-        "metrics": {k: {"mean": clean(s.mean), "std": clean(s.std), "n": s.n} for k, s in row.metrics.items()},
+        "avg_gap_per_seed": stat_json(row.avg_gap_per_seed),
+        "metrics": {k: stat_json(s) for k, s in row.metrics.items()},
+        "overlaps_best": row.overlaps_best,
     }
 
 
@@ -253,6 +350,9 @@ def to_json(boards: list[Board]) -> str:
                 "eval_draw": b.eval_draw,
                 "audit": b.audit or None,
                 "audit_underpowered": b.audit_underpowered,
+                "confidence": Stat.CONFIDENCE,
+                "ranked_by": b.sort,
+                "leader": b.leader or None,
                 "rows": [row_json(r) for r in b.rows],
             }
             for b in boards

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,15 +13,47 @@ from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.run import torch_builds_checked
 
+if TYPE_CHECKING:
+    from unlearnkit.audit.ensemble import EnsembleReport
+
 COLUMNS = (
-    ("ulira_auc", "U-LiRA AUC"),
+    ("ulira_auc", "U-LiRA AUC [95%]"),
     ("ulira_tpr_at_1fpr", "TPR@1%FPR"),
     ("ulira_tpr_at_01fpr", "TPR@0.1%FPR"),
+    ("ulira_direction", "direction Δφ [95%]"),
+    ("ulira_over_unlearned", "over-unlearned"),
+    ("ulira_retained_auc", "retained AUC [95%]"),
     ("acc_in", "acc forgotten"),
     ("acc_out", "acc never seen"),
     ("n_members", "members"),
     ("n_nonmembers", "non-members"),
 )
+#: Columns shown with their bootstrap interval, ``value [low, high]``; the direction with its sign.
+INTERVALS = ("ulira_auc", "ulira_direction", "ulira_retained_auc")
+SIGNED = ("ulira_direction",)
+#: Under the offline test's table: what "one-sided (paper)" means for a reader of other LiRA numbers.
+OFFLINE_CAPTION = (
+    "offline one-sided (paper): flags only forgotten examples more confident than never-seen ones (over-unlearning "
+    "scores below 0.5); it ranks differently from the two-sided offline test of the LiRA code (docs/audit.md)."
+)
+
+
+def _bound(value: float) -> str:
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text  # a bound that rounds to zero has no sign to show
+
+
+def cell(name: str, metrics: dict[str, float]) -> str:
+    """A result cell: a count, a number, or a number with its 95 % interval (the interval's digits: 2)."""
+    value = metrics.get(name, math.nan)
+    if name.startswith("n_"):
+        return str(int(value))
+    text = f"{value:+.2f}" if name in SIGNED else f"{value:.3f}"
+    if name in INTERVALS:
+        low, high = metrics.get(f"{name}_low", math.nan), metrics.get(f"{name}_high", math.nan)
+        if not (math.isnan(low) or math.isnan(high)):
+            text += f" [{_bound(low)}, {_bound(high)}]"
+    return text
 
 
 @app.command()
@@ -48,6 +80,17 @@ def audit(
     subset: Annotated[str | None, typer.Option(help="Override the per-class subset.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    scores: Annotated[
+        str | None,
+        typer.Option(
+            "--scores",
+            help="What to score, comma-separated: ulira and/or ensemble scores by name or family "
+            "(`unlearnkit list metrics`; default: the recipe's, else ulira).",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        int | None, typer.Option("--ensemble", help="Members N of the ensemble scores (seeds seed .. seed+N-1).")
+    ] = None,
     estimate: Annotated[
         bool, typer.Option("--estimate", help="Print what the audit would compute, then stop.")
     ] = False,
@@ -87,6 +130,8 @@ def audit(
         subset=subset,
         data_dir=data_dir,
         device=device,
+        scores=scores,
+        ensemble=ensemble,
     )
     with torch_builds_checked(), reporter:
         for what in job.ignored:
@@ -95,6 +140,9 @@ def audit(
         estimates = job.estimate()
         for est in estimates:
             reporter.console.print(est.text(), highlight=False)
+        ensemble_estimates = job.estimate_ensembles()
+        for ens_est in ensemble_estimates:
+            reporter.console.print(ens_est.text(), highlight=False)
         if estimate:  # and the time it takes, at the audit's own pace or else the store's ordinary runs'
             from unlearnkit.scale.estimate import Paces, estimate_audit, report_lines
 
@@ -109,6 +157,16 @@ def audit(
                 )
                 for est, runner in zip(estimates, job.runners, strict=True)
             ]
+            parts += [  # an ensemble's models are ordinary reference trainings and method runs
+                estimate_audit(
+                    paces,
+                    ens.plan,
+                    f"ensemble {ens_est.label}",
+                    models=(ens_est.models_total, ens_est.models_to_train, math.nan),
+                    runs=(ens_est.runs_total, ens_est.runs_to_do, math.nan),
+                )
+                for ens_est, ens in zip(ensemble_estimates, job.ensembles, strict=True)
+            ]
             for line in report_lines(f"Audit '{job.name}'", parts):
                 reporter.console.print(line, highlight=False, soft_wrap=True)
             return
@@ -117,11 +175,14 @@ def audit(
         threads = job.plans[0][1].request.threads  # a recipe's `threads`: recorded, not yet in audit identities
         with pinned_threads(threads):
             reports = job.run()
+            ensemble_reports = job.run_ensembles()
     wall = time.perf_counter() - started
     for report in reports:
         table = Table(
             title=f"U-LiRA audit: {report.label} ({report.settings.describe()}; {report.pool} audited examples)",
             title_justify="left",
+            caption=OFFLINE_CAPTION if report.settings.mode == "offline" else None,
+            caption_justify="left",
         )
         table.add_column("method", justify="left")
         table.add_column("status", justify="left")
@@ -137,10 +198,8 @@ def audit(
                     if name in row.notes:
                         notes[name] = row.notes[name]
                         text = "— *"
-                elif name.startswith("n_"):
-                    text = str(int(value))
                 else:
-                    text = f"{value:.3f}" + ("‡" if report.underpowered and name.startswith("ulira_") else "")
+                    text = cell(name, row.metrics) + ("‡" if report.underpowered and name.startswith("ulira_") else "")
                 cells.append(text)
             status = {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(
                 row.status, f"[red]{row.status}[/]"
@@ -160,13 +219,47 @@ def audit(
             f"in {report.wall_s:.1f} s.",
             highlight=False,
         )
+    for ens_report in ensemble_reports:
+        con.out.print(ensemble_table(ens_report, job.ensembles[0].metrics))
+        con.out.print(
+            f"{ens_report.logits_computed} models' logits computed (the rest read from the store) "
+            f"in {ens_report.wall_s:.1f} s.",
+            highlight=False,
+        )
     con.out.print(
         f"Audit '{job.name}' done in {wall:.1f} s. Store: {store.uri} (runs tagged run_type=audit; "
         "`unlearnkit leaderboard` shows the U-LiRA columns).",
         highlight=False,
     )
-    failed = [(r, row) for r in reports for row in r.failed]
-    for report, row in failed:
-        con.warn(f"{row.method} failed in {report.label}: {row.failure}")
+    failed = [(r.label, row.method, row.failure) for r in reports for row in r.failed]
+    failed += [(r.label, row.method, row.failure) for r in ensemble_reports for row in r.rows if row.status == "failed"]
+    for label, method, failure in failed:
+        con.warn(f"{method} failed in {label}: {failure}")
     if failed:
         raise typer.Exit(1)
+
+
+def ensemble_table(report: EnsembleReport, metrics: list) -> Table:
+    """One row per method: each ensemble score with its 95 % bootstrap interval."""
+    table = Table(
+        title=f"Ensemble scores: {report.label} ({report.settings.members} members, seeds "
+        f"{report.settings.seed}..{report.settings.seed + report.settings.members - 1}; 95 % bootstrap intervals)",
+        title_justify="left",
+    )
+    table.add_column("method", justify="left")
+    table.add_column("status", justify="left")
+    for entry in metrics:
+        table.add_column(entry.name, justify="right")
+    for row in report.rows:
+        cells = []
+        for entry in metrics:
+            sc = row.scores.get(entry.name)
+            if sc is None or math.isnan(sc.value):
+                cells.append("—")
+                continue
+            digits = entry.cls.display_digits
+            interval = "" if math.isnan(sc.low) else f" [{sc.low:.{digits}f}, {sc.high:.{digits}f}]"
+            cells.append(f"{sc.value:.{digits}f}{interval}")
+        status = {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(row.status, f"[red]{row.status}[/]")
+        table.add_row(row.method, status, *cells)
+    return table

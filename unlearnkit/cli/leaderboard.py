@@ -35,13 +35,21 @@ def leaderboard(
         str | None, typer.Option(help="Metric columns to show, comma-separated (default: a set that fits 120 columns).")
     ] = None,
     wide: Annotated[bool, typer.Option("--wide", help="Every metric, the per-seed gap and the package.")] = False,
+    ci: Annotated[
+        bool,
+        typer.Option(
+            "--ci",
+            help="95 % t-intervals over seeds instead of ± std; ≈ marks rows not separated from the "
+            "leader on the sort column.",
+        ),
+    ] = False,
     tuning: Annotated[bool, typer.Option("--tuning", help="Include tuning trials (hidden by default).")] = False,
     format: Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")] = "table",
     plot: Annotated[Path | None, typer.Option(help="Write a figure (Avg Gap vs time, metric bars) to FILE.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
 ) -> None:
-    """Per benchmark, one row per method: mean ± std over seeds, Avg Gap to the retrained model."""
+    """Per benchmark, one row per method: mean ± std (or 95 % interval) over seeds, Avg Gap to the retrained model."""
     from unlearnkit.board import tables
     from unlearnkit.board.leaderboard import leaderboard as build
     from unlearnkit.board.leaderboard import metric_info
@@ -83,13 +91,13 @@ def leaderboard(
     if plot is not None:
         from unlearnkit.board.plots import plot_boards
 
-        plot_boards(boards, plot)
+        plot_boards(boards, plot, ci=ci)
         con.err.print(f"Figure written to {plot}")
     if format == "json":
         con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True)
         return
     if format == "markdown":
-        con.out.print(tables.to_markdown(boards, info, chosen), highlight=False, soft_wrap=True, markup=False)
+        con.out.print(tables.to_markdown(boards, info, chosen, ci=ci), highlight=False, soft_wrap=True, markup=False)
         return
     if format == "csv":
         con.out.print(tables.to_csv(boards, info), highlight=False, soft_wrap=True, markup=False, end="")
@@ -98,21 +106,47 @@ def leaderboard(
         con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run")
         return
     for board in boards:
-        con.out.print(render(board, info, chosen, wide=wide))
+        table = render(board, info, chosen, wide=wide, ci=ci)
+        if ci:
+            print_whole(table)
+        else:
+            con.out.print(table)
         for note in tables.notes(board):  # what each mark on the rows means (weak original, no-op, audit)
             con.out.print(f"[yellow]{escape(note)}[/]", highlight=False)
+        for note in tables.ci_notes(board, info) if ci else []:  # what ≈ means, which rows were not compared
+            con.out.print(f"[yellow]{escape(note)}[/]", highlight=False)
+    spread = (
+        "mean [95 % t-interval] over seeds (docs/metrics.md)" if ci else "mean ± std over seeds (--ci: 95 % intervals)"
+    )
     con.out.print(
-        "mean ± std over seeds; best method per column in green (closer to retrain where that is the target); "
+        f"{escape(spread)}; best method per column in green (closer to retrain where that is the target); "
         "avg gap = mean |Δ| to retrain over the Average-Gap metrics. --wide: every column.",
         highlight=False,
     )
 
 
-def render(board: Board, info: dict[str, MetricInfo], chosen: list[str] | None, *, wide: bool) -> Table:
+def print_whole(table: Table) -> None:
+    """Print a table with no cell cut. Interval cells (``--ci``) are wider than ± std, so a board may
+    not fit the terminal: rendered at its natural width it wraps there, where rich would cut numbers
+    to an ellipsis; ``--columns`` narrows it."""
+    from rich.measure import Measurement
+    from rich.segment import Segments
+
+    needed = Measurement.get(con.out, con.out.options.update(width=10_000), table).maximum
+    if needed <= con.out.width:
+        con.out.print(table)
+        return
+    lines = con.out.render_lines(table, con.out.options.update(width=needed), new_lines=True)
+    con.out.print(Segments([seg for line in lines for seg in line]), crop=False, soft_wrap=True, end="")
+
+
+def render(
+    board: Board, info: dict[str, MetricInfo], chosen: list[str] | None, *, wide: bool, ci: bool = False
+) -> Table:
     """One board as a rich table: cells never wrap (the default columns fit 120 characters)."""
     from unlearnkit.board import tables
 
-    head, rows = tables.board_cells(board, info, chosen, wide=wide)
+    head, rows = tables.board_cells(board, info, chosen, wide=wide, ci=ci)
     table = Table(title=board.title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for col in head:
         table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)

@@ -49,7 +49,8 @@ def _extra(entry) -> str:
         rules = "" if cls.scenario_rules is None else f" ({', '.join(sorted(cls.scenario_rules))} forgetting only)"
         return cls.access.value + rules
     if kind == "metric":
-        return cls.direction.replace("_", " ")
+        needs = sorted(cls.needs)
+        return cls.direction.replace("_", " ") + (f"; needs {', '.join(needs)}" if needs else "")
     if kind == "dataset":
         return "embedded" if cls.embedded else "files/download"
     return cls.family
@@ -121,6 +122,12 @@ def list_(
     for e in reg.entries():
         cells = [e.name, _extra(e), f"{e.provenance.package} {e.provenance.version}", e.cls.summary]
         table.add_row(*cells, *([e.cls.paper or "-"] if kind == "method" else []))
+    if kind == "metric":  # the audit's own columns: computed by `unlearnkit audit`, not by a plugin
+        from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_SUMMARIES
+
+        for name, summary in AUDIT_SUMMARIES.items():
+            direction = AUDIT_INFO[name].direction.replace("_", " ")
+            table.add_row(name, f"{direction}; needs unlearnkit audit", "unlearnkit (audit)", summary)
     con.out.print(table)
 
 

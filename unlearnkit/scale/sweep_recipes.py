@@ -38,6 +38,9 @@ class AuditTable(BaseModel):
     fixed_variance: bool | None = None
     methods: list[str] | None = None  # default: the recipe's methods (the reference rows are always audited)
     seed: int | None = Field(default=None, ge=0, lt=2**32)  # default: the recipe's first seed
+    # What to score: "ulira" (the shadow-model audit) and/or ensemble scores, by metric or family name
+    scores: list[str] = Field(default_factory=lambda: ["ulira"])
+    ensemble: int = Field(default=8, ge=2)  # members N of the ensemble scores (seeds seed .. seed+N-1)
 
 
 class RecipeFile(BaseModel):

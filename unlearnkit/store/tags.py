@@ -25,7 +25,10 @@ class TagSpec:
 # name -> what it holds. "hash": a config_hash; "list": comma-separated; "time": seconds since the epoch.
 TAGS: dict[str, TagSpec] = {
     # what a run is
-    "run_type": TagSpec("text", "unlearn, train (a reference model), audit, shadow, leaderboard, tune, reproduction"),
+    "run_type": TagSpec(
+        "text",
+        "unlearn, train (a reference model), audit, shadow, ensemble, ensemble-logits, leaderboard, tune, reproduction",
+    ),
     "config_hash": TagSpec("hash", "the run's identity: everything that can change its numbers"),
     "unlearning_hash": TagSpec("hash", "the unlearned model's identity: the run without its evaluation"),
     "code": TagSpec("hash", "the method and metric code versions that made the numbers (newest shown)"),
@@ -75,7 +78,9 @@ TAGS: dict[str, TagSpec] = {
     # checkpoints
     "checkpoint_sha256": TagSpec("hash", "sha256 of a reference model's checkpoint artifact"),
     "model_sha256": TagSpec("hash", "sha256 of an unlearned model's artifact"),
-    "logits_sha256": TagSpec("hash", "sha256 of an audit shadow row's pool logits"),
+    "logits_sha256": TagSpec(
+        "hash", "sha256 of a logits artifact (an audit shadow row's pool, an ensemble member's splits)"
+    ),
     # claims: who holds an unfinished run
     "host": TagSpec("text", "host of the process holding a run"),
     "pid": TagSpec("int", "process id holding a run"),
@@ -100,6 +105,10 @@ TAGS: dict[str, TagSpec] = {
     "fixed_variance": TagSpec("bool", "whether U-LiRA used one variance for all examples"),
     "ulira_power": TagSpec("text", "ok or underpowered (too few shadows for a publishable number)"),
     "ulira_nan": TagSpec("json", "why some U-LiRA columns are missing"),
+    # ensemble scores (unlearnkit audit --scores)
+    "model_key": TagSpec("hash", "identity of the model whose logits an ensemble-logits run caches"),
+    "members": TagSpec("int", "number of ensemble members (repeated seeds) behind an ensemble score"),
+    "scores": TagSpec("list", "the ensemble scores an ensemble run computed"),
     # tuning
     "study": TagSpec("text", "Optuna study name"),
     "recipe": TagSpec("text", "recipe a tuning or board run was made from"),
