@@ -63,8 +63,11 @@ def as_tensors(data: SplitLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
 def compute(metric: type[Metric], ev: Evaluation) -> tuple[float | None, str]:
     """``metric`` on ``ev``, or None and what it lacks ("the test split (test=)"): metrics do not
     declare the splits they read, so a split left out shows as the KeyError of reading it."""
-    if "retrained" in metric.needs and ev.models.get("retrained") is None:
+    lacking = metric.needs - {role for role, model in ev.models.items() if model is not None}
+    if "retrained" in lacking:
         return None, "the retrained model (retrained=)"
+    if lacking:  # an ensemble of runs: no single evaluation has one
+        return None, f"{', '.join(sorted(lacking))} (unlearnkit audit --scores)"
     try:
         return metric(metric.Options()).compute(ev), ""
     except MissingModel:

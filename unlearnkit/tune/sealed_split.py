@@ -118,7 +118,10 @@ def probe_metrics(registries: Registries, ev: Evaluation) -> MetricSets:
     """Compute every registered metric once on ``ev`` (whose test split is sealed): a metric that
     reads the test split raises :class:`TestSplitAccessError` and gets a stand-in."""
     sets = MetricSets()
+    have = {role for role, model in ev.models.items() if model is not None}
     for entry in registries.metrics.entries():
+        if entry.cls.needs - have - {"retrained"}:  # an ensemble score: no single evaluation computes it
+            continue
         try:
             entry.cls(entry.cls.Options()).compute(ev)
         except TestSplitAccessError:
