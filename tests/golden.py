@@ -34,12 +34,27 @@ COMMAND = ["run", "--method", "all", "--model", "cnn", "--dataset", "digits", "-
 VOLATILE = ("time", "_s", "rte")
 
 
+def cpu_model() -> str:
+    """The processor's model name where the system tells it (two hosts that both say ``x86_64``
+    can round differently, and a training run amplifies the difference)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, object]:
-    """What the numbers depend on besides the code: the processor, the torch build, the threads."""
+    """What the numbers depend on besides the code: the processor, the torch and numpy builds,
+    the threads."""
+    import numpy
     import torch
 
     return {
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "numpy": numpy.__version__,
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": 1,
