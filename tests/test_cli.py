@@ -89,7 +89,7 @@ def test_help_does_not_import_torch_or_mlflow():
         (["run", "--metod", "lotus"], "No such option: --metod"),
         (["run", "--epochs", "abc"], "Bad value 'abc' for --epochs:"),
         (["run", "--seeds", "3407", "13"], "unexpected extra argument"),
-        (["list"], "Expected: methods, metrics, datasets, models or recipes."),
+        (["list"], "Expected: methods, metrics, datasets, models, scenarios or recipes."),
         (["lst", "methods"], "No such command 'lst'"),
         (["leaderboard", "--format", "md"], "Unknown format 'md'. Valid formats: table, markdown, csv, json."),
         (["run", "--protocol", "papr"], "Unknown protocol 'papr'. Valid protocols: clean, paper."),

@@ -7,7 +7,7 @@ import pytest
 
 from unlearnkit.discovery.host import PluginHost
 from unlearnkit.errors import DataError
-from unlearnkit.testing import check_dataset, check_method, check_metric, check_model
+from unlearnkit.testing import check_dataset, check_method, check_metric, check_model, check_scenario
 
 REGS = PluginHost().registries
 
@@ -47,3 +47,8 @@ def test_dataset_contract_or_a_clear_missing_data_error(name, tmp_path, monkeypa
 @pytest.mark.parametrize("name", [n for n in REGS.models.names() if not REGS.models.get(n).cls.accepts_variant])
 def test_model_contract(name):
     check_model(REGS.models.get(name).cls)
+
+
+@pytest.mark.parametrize("name", REGS.scenarios.names())
+def test_scenario_contract(name):
+    check_scenario(REGS.scenarios.get(name).cls)

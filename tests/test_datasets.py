@@ -175,7 +175,7 @@ def test_register_datasets_registers_every_class_with_a_valid_contract():
     register_datasets(seen.append)
     assert seen == list(DATASETS)
     names = [c.name for c in seen]
-    assert len(set(names)) == len(names) == 11
+    assert len(set(names)) == len(names) == 12
     assert set(names) == {
         "digits",
         "synthetic",
@@ -183,6 +183,7 @@ def test_register_datasets_registers_every_class_with_a_valid_contract():
         "fashion_mnist",
         "cifar10",
         "cifar100",
+        "cifar20",
         "svhn",
         "imagefolder",
         "imagenet",

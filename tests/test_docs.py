@@ -264,7 +264,10 @@ class Checker:
         return None
 
     def scenario(self, text: str, dataset: str | None) -> Iterator[str]:
-        from unlearnkit.engine.splits import parse_scenario, resolve_class
+        import numpy as np
+
+        from unlearnkit.api.scenarios import ScenarioData
+        from unlearnkit.engine.splits import parse_scenario
         from unlearnkit.errors import UnlearnkitError
 
         try:
@@ -272,15 +275,16 @@ class Checker:
         except UnlearnkitError as err:
             yield str(err)
             return
-        if scenario.rule != "class" or not scenario.target or placeholder(scenario.target):
+        if not scenario.forgets_whole_classes or placeholder(scenario.params) or scenario.requests > 1:
             return
         name = dataset or self.registries.datasets.default().name
         classes = self.class_names(name)
         if classes is None:
             yield f"--forget {text}: the classes of '{name}' are known only from its files; use a class id"
             return
+        one_each = np.arange(len(classes))  # one image per class: drawing resolves the class named
         try:
-            resolve_class(scenario.target, classes)
+            scenario.draw(ScenarioData(one_each, one_each, classes), 0)
         except UnlearnkitError as err:
             yield f"{err} (dataset '{name}'{'' if dataset else ', the default'})"
 

@@ -69,7 +69,7 @@ def test_the_cli_lists_its_method_and_metric_with_its_package(host, capsys):
     loaded = {r["plugin"]: r for r in cli_json(capsys, "plugins")["loaded"]}
     example = loaded["unlearnkit_example"]
     assert (example["package"], example["version"]) == PACKAGE
-    assert sorted(example["registers"]) == ["method grad_ascent_plus", "metric forget_confidence"]
+    assert sorted(example["registers"]) == ["method grad_ascent_plus", "metric forget_confidence", "scenario tail"]
 
 
 @needs_example

@@ -139,6 +139,38 @@ def test_hook_register_models():
     assert net(torch.zeros(2, 1, 4, 4)).shape == (2, 3)
 
 
+# -------------------------------------------------------------------------------- scenarios
+class Stride(uk.Scenario):
+    name = "throwaway_stride"
+    summary = "Every other training image (hook test)."
+    syntax = "throwaway_stride:<K>"
+    example = "2"
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        return str(int(params))
+
+    def draw(self, data, seed):
+        return uk.ForgetSet(data.pool[:: int(self.params)])
+
+
+class ScenarioPlugin:
+    @uk.hookimpl
+    def register_scenarios(self, register):
+        register(Stride)
+
+
+def test_hook_register_scenarios():
+    import numpy as np
+
+    regs = host_with(ScenarioPlugin()).registries
+    assert "throwaway_stride" in regs.scenarios.names()
+    entry = regs.scenarios.get("throwaway_stride")
+    assert (entry.cls, entry.provenance) == (Stride, THROWAWAY)
+    data = uk.ScenarioData(np.arange(6), np.zeros(6, dtype=np.int64), ["a"])
+    assert entry.cls("03").key == "throwaway_stride:3" and entry.cls("3").draw(data, 0).indices.tolist() == [0, 3]
+
+
 # --------------------------------------------------------------------------------- commands
 class CommandPlugin:
     @uk.hookimpl

@@ -32,7 +32,8 @@ def test_core_never_imports_a_plugin_by_name():
 
 
 def core_string_literals() -> list[tuple[str, int, str]]:
-    """(file, line, text) of every string literal in ``unlearnkit/`` that is not a docstring."""
+    """(file, line, text) of every string literal in ``unlearnkit/`` that is not a docstring nor an
+    entry of ``__all__`` (which names the module's own functions, e.g. ``runner.memorised``)."""
     import ast
 
     found = []
@@ -46,6 +47,12 @@ def core_string_literals() -> list[tuple[str, int, str]]:
             and isinstance(node.body[0], ast.Expr)
             and isinstance(node.body[0].value, ast.Constant)
         }
+        docstrings |= {
+            id(const)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets)
+            for const in ast.walk(node.value)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
                 found.append((str(path.relative_to(ROOT)), node.lineno, node.value))
@@ -56,16 +63,28 @@ def test_core_never_names_a_plugin():
     """The core reaches plugins through their declarations (role, in_avg_gap, display_order, ...),
     never by name: no string literal in unlearnkit/ equals a registered plugin's name. The core's
     own vocabulary is exempt where a plugin shares its word: the reference roles a method can
-    declare (``api.Role``), which the reference rows are named after."""
+    declare (``api.Role``), which the reference rows are named after, and ``identity`` (a run's
+    identity, the word of ``identity.json`` and bundles), which the identity scenario shares."""
     from typing import get_args
 
     from unlearnkit.api.types import Role
+    from unlearnkit.discovery.registry import KINDS
 
     regs = PluginHost().registries
-    names = {n for kind in ("method", "metric", "dataset", "model") for n in regs.by_kind(kind).names()}
-    vocabulary = set(get_args(Role))
-    offenders = [(f, line, text) for f, line, text in core_string_literals() if text in names - vocabulary]
+    assert "scenario" in KINDS
+    names = {n for kind in KINDS for n in regs.by_kind(kind).names()}
+    vocabulary = {*get_args(Role), "identity"}
+    offenders = [
+        (f, line, text)
+        for f, line, text in core_string_literals()
+        if text in names - vocabulary and f not in NOT_YET_MIGRATED
+    ]
     assert offenders == [], offenders
+
+
+# The audit's shadow forget sets still parse the 0.2 rule words themselves (instance, random,
+# class:<id>); they move to asking the scenario plugin with the audit's next change.
+NOT_YET_MIGRATED = {"unlearnkit/audit/shadow_splits.py"}
 
 
 class Dup(Method):

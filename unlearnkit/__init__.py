@@ -46,6 +46,13 @@ _EXPORTS: dict[str, str] = {
     "Augment": "unlearnkit.api.types",
     "Role": "unlearnkit.api.types",
     "Direction": "unlearnkit.api.types",
+    # forget scenarios
+    "Scenario": "unlearnkit.api.scenarios",
+    "ScenarioData": "unlearnkit.api.scenarios",
+    "ForgetSet": "unlearnkit.api.scenarios",
+    "parse_fraction": "unlearnkit.api.scenarios",
+    "parse_score_source": "unlearnkit.api.scenarios",
+    "parse_scenario": "unlearnkit.engine.splits",
     # what a method and a metric receive
     "UnlearnContext": "unlearnkit.api.context",
     "UnlearnData": "unlearnkit.api.data",
@@ -141,10 +148,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from unlearnkit.api.evaluation import Evaluation, predict_logits
     from unlearnkit.api.hookspecs import hookimpl
     from unlearnkit.api.protocols import EvalProtocol
+    from unlearnkit.api.scenarios import ForgetSet, Scenario, ScenarioData, parse_fraction, parse_score_source
     from unlearnkit.api.search_space import Categorical, IntRange, LogUniform, Uniform
     from unlearnkit.api.types import Augment, DataAccess, Direction, ImageSpec, Role, Setting
     from unlearnkit.api.weights import load_strict, read_state_dict, state_dict_mismatches
     from unlearnkit.discovery.host import create_method, list_methods
+    from unlearnkit.engine.splits import parse_scenario
     from unlearnkit.errors import ConfigError, DataError, DivergenceError, UnlearnkitError, did_you_mean
     from unlearnkit.loops.helpers import (
         EpochLoss,

@@ -124,7 +124,7 @@ def unlearn(
     missing = entry.cls.splits() - set(splits)
     if missing:
         raise ConfigError(f"Method '{entry.name}' reads the {', '.join(sorted(missing))} split(s): pass them too.")
-    setting = setting or Setting("custom", "resnet", "instance", k)
+    setting = setting or Setting("custom", "resnet", regs.scenarios.default().name, k)
     ctx = UnlearnContext(
         device=dev,
         seed=seed,

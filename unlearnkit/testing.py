@@ -1,6 +1,6 @@
 """Helpers for plugin authors' tests: a tiny dataset, a tiny model, a tiny trained benchmark,
 and the conformance checks every built-in passes (``check_method``, ``check_metric``,
-``check_dataset``, ``check_model``). Everything runs on the CPU in seconds.
+``check_dataset``, ``check_model``, ``check_scenario``). Everything runs on the CPU in seconds.
 
     from unlearnkit.testing import check_method
     def test_my_method():
@@ -27,6 +27,7 @@ from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.ensemble import Ensemble, EnsembleMetric
 from unlearnkit.api.evaluation import Evaluation, OutputCache, predict_logits
 from unlearnkit.api.hookspecs import hookimpl
+from unlearnkit.api.scenarios import Scenario
 from unlearnkit.api.types import Augment, ImageSpec, Setting
 from unlearnkit.engine.splits import make_splits, parse_scenario
 from unlearnkit.loops.training import TrainRecipe, accuracy, fit
@@ -123,14 +124,13 @@ class TinyBench:
     forget_class: int | None
     dataset: str = "tiny"
     shared: OutputCache = field(default_factory=OutputCache)
+    rule: str = ""  # the forget scenario's rule (``Setting.scenario_rule``); empty: the default scenario's
 
     def context(self, method: str = "", family: str = "tiny") -> UnlearnContext:
         ctx = UnlearnContext(
             device=torch.device("cpu"),
             seed=self.seed,
-            setting=Setting(
-                self.dataset, family, "class" if self.forget_class is not None else "instance", self.num_classes
-            ),
+            setting=Setting(self.dataset, family, self.rule or parse_scenario("0.2").rule, self.num_classes),
             num_classes=self.num_classes,
             model_factory=lambda: TinyModel().build(ImageSpec(1, 8, 8, self.num_classes)),
             forget_class=self.forget_class,
@@ -146,7 +146,8 @@ class TinyBench:
 def tiny_bench(seed: int = 0, forget: str = "0.2", recipe: TrainRecipe = TINY_RECIPE) -> TinyBench:
     """Train the original and retrained tiny models (about two seconds on a CPU)."""
     raw = TinyDataset().load(None, Path("."))
-    idx = make_splits(raw.y_train, raw.y_test, parse_scenario(forget), seed, raw.class_names)
+    scenario = parse_scenario(forget)
+    idx = make_splits(raw.y_train, raw.y_test, scenario, seed, raw.class_names)
     pre = Preprocess.create(raw.mean, raw.std, (8, 8), Augment(), torch.device("cpu"))
 
     def split(name: str, x: Any, y: np.ndarray, sel: np.ndarray) -> Split:
@@ -159,7 +160,7 @@ def tiny_bench(seed: int = 0, forget: str = "0.2", recipe: TrainRecipe = TINY_RE
         "unseen": split("unseen", raw.x_test, raw.y_test, idx.unseen),
         "test": split("test", raw.x_test, raw.y_test, idx.test),
     }
-    bench = TinyBench(splits, nn.Identity(), nn.Identity(), seed, raw.num_classes, idx.forget_class)
+    bench = TinyBench(splits, nn.Identity(), nn.Identity(), seed, raw.num_classes, idx.forget_class, rule=scenario.rule)
     models = []
     for name in ("train", "retain"):
         torch.manual_seed(seed)
@@ -209,6 +210,15 @@ def run_method(
     return model.eval(), data
 
 
+def _whole_class_rule() -> str:
+    """The registered scenario that forgets one whole class (class-only methods are checked on it)."""
+    from unlearnkit.discovery.host import registries
+
+    found = [e.name for e in registries().scenarios.entries() if e.cls.forgets_whole_classes]
+    assert found, "no registered scenario forgets a whole class"
+    return found[0]
+
+
 def check_method(
     cls: type[Method], options: Mapping[str, Any] | None = None, *, bench: TinyBench | None = None
 ) -> MethodReport:
@@ -222,12 +232,16 @@ def check_method(
     assert cls.name and cls.summary, f"{cls.__name__} needs a `name` and a one-line `summary`"
     rules = cls.conformance
     assert rules.claim in ("acc_forget_down", "entropy_forget_up", "none"), f"{cls.name}: unknown claim {rules.claim!r}"
-    scenario = "instance" if bench is None or bench.forget_class is None else "class"
+    whole_class = _whole_class_rule()
+    if bench is None:
+        scenario = parse_scenario("0.2").rule
+    else:
+        scenario = bench.rule or (whole_class if bench.forget_class is not None else parse_scenario("0.2").rule)
     if not cls.accepts_scenario(scenario):  # e.g. a class-only method handed the shared instance bench
-        assert cls.accepts_scenario("class"), (
-            f"{cls.name} accepts neither instance nor class forget sets: nothing to check"
+        assert cls.accepts_scenario(whole_class), (
+            f"{cls.name} accepts neither {scenario} nor {whole_class} forget sets: nothing to check"
         )
-        bench = tiny_bench(forget="class:0")
+        bench = tiny_bench(forget=f"{whole_class}:0")
     bench = bench or tiny_bench()
     first, data = run_method(cls, bench, options)
     assert data.touched <= cls.splits(), f"{cls.name} touched {data.touched - cls.splits()} without declaring it"
@@ -299,6 +313,11 @@ def check_metric(cls: type[Metric], bench: TinyBench | None = None) -> float:
         return check_ensemble_metric(cls)
     bench = bench or tiny_bench()
     ctx = bench.context("original")
+    if "subclasses" in cls.needs:  # two fine classes per class: the forgotten one is class 0's first
+        ctx.forget_subclass = 0
+        ctx.subclasses = {
+            s: bench.splits[s].y.cpu() * 2 + torch.arange(len(bench.splits[s])) % 2 for s in ("test", "unseen")
+        }
     models = {"unlearned": copy.deepcopy(bench.original), "original": bench.original, "retrained": bench.retrained}
     values = [
         cls(cls.Options()).compute(Evaluation(models, bench.splits, ctx, time_s=0.5, retrain_time_s=2.0))
@@ -340,3 +359,50 @@ def check_model(
             out = model(torch.randn(2, spec.channels, h, w))
         assert out.shape == (2, spec.num_classes), f"{cls.name}: output {tuple(out.shape)} for {spec}"
         assert torch.isfinite(out).all(), f"{cls.name}: non-finite logits for {spec}"
+
+
+def tiny_scores(source: str) -> np.ndarray:
+    """Stand-in memorisation scores for the tiny dataset's training images (fixed per source)."""
+    n = len(TinyDataset().load(None, Path(".")).y_train)
+    return np.random.default_rng(sum(source.encode())).random(n)
+
+
+def check_scenario(cls: type[Scenario], params: str | None = None, raw: RawDataset | None = None) -> np.ndarray:
+    """A scenario parses ``params`` (default: its ``example``) to one canonical key (its key's
+    parameters parse to the same key), draws a non-empty forget set inside the training pool, the
+    same set twice for a seed, and (when it says it draws per seed) another set for another seed.
+    The tiny data names a person per image (``groups``: 5 people), a fine label (``subclasses``:
+    two per class) and memorisation scores (:func:`tiny_scores`). Returns the forget set."""
+    assert issubclass(cls, Scenario), f"{cls!r} is not a unlearnkit.Scenario"
+    params = cls.example if params is None else params
+    assert cls.name and cls.summary and cls.syntax, f"{cls.__name__} needs a `name`, a `summary` and a `syntax`"
+    assert ":" not in cls.name, f"{cls.name}: a scenario name cannot hold a colon"
+    scenario = cls(params)
+    assert scenario.key.startswith(f"{cls.name}:"), f"{cls.name}: key {scenario.key!r} does not start with its name"
+    assert cls(scenario.params).key == scenario.key, f"{cls.name}: its key's parameters parse to another key"
+    raw = raw if raw is not None else TinyDataset().load(None, Path("."))
+    n = len(raw.y_train)
+    groups = raw.groups if raw.groups is not None else np.array([f"p{i % 5}" for i in range(n)])
+    fine = raw.subclasses if raw.subclasses is not None else raw.y_train * 2 + np.arange(n) % 2
+    fine_names = raw.subclass_names or [f"{c}.{k}" for c in raw.class_names for k in range(2)]
+    sets = [
+        make_splits(
+            raw.y_train,
+            raw.y_test,
+            scenario,
+            seed,
+            raw.class_names,
+            groups=groups,
+            subclasses=fine,
+            subclass_names=fine_names,
+            scores=tiny_scores,
+        ).forget
+        for seed in (0, 0, 1)
+    ]
+    assert len(sets[0]), f"{cls.name}:{params} drew an empty forget set"
+    assert np.array_equal(sets[0], sets[1]), f"{cls.name} is not deterministic under a fixed seed"
+    if cls.draws_per_seed:
+        assert not np.array_equal(sets[0], sets[2]), f"{cls.name} says it draws per seed but seed 1 drew seed 0's set"
+    else:
+        assert np.array_equal(sets[0], sets[2]), f"{cls.name} drew another set at another seed: set draws_per_seed"
+    return sets[0]

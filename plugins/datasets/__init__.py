@@ -10,6 +10,7 @@ from collections.abc import Callable
 from unlearnkit import Dataset, hookimpl
 
 from .cifar import Cifar10, Cifar100
+from .cifar20 import Cifar20
 from .embedded import Digits, Synthetic
 from .imagefolder import ImageFolder
 from .imagenet import ImageNet
@@ -18,7 +19,20 @@ from .mufac import Mufac
 from .svhn import Svhn
 from .tiny_imagenet import TinyImageNet
 
-DATASETS = (Digits, Synthetic, Mnist, FashionMnist, Cifar10, Cifar100, Svhn, ImageFolder, ImageNet, TinyImageNet, Mufac)
+DATASETS = (
+    Digits,
+    Synthetic,
+    Mnist,
+    FashionMnist,
+    Cifar10,
+    Cifar100,
+    Cifar20,
+    Svhn,
+    ImageFolder,
+    ImageNet,
+    TinyImageNet,
+    Mufac,
+)
 
 
 @hookimpl
@@ -31,6 +45,7 @@ __all__ = [
     "DATASETS",
     "Cifar10",
     "Cifar100",
+    "Cifar20",
     "Digits",
     "FashionMnist",
     "ImageFolder",

@@ -46,6 +46,10 @@ class UnlearnContext:
     # The ranks this loop trains on (torchrun): one process unless the runner gives a distributed
     # method (or the reference training) the whole world; see ``parallel`` and docs/distributed.md.
     world: ddp.World = ddp.SINGLE
+    # Sub-class forgetting (``subclass:`` scenarios): the fine class forgotten, and the fine label
+    # of every image of a split, in split order ("test", and "unseen" when it halves the test split).
+    forget_subclass: int | None = None
+    subclasses: dict[str, torch.Tensor] = field(default_factory=dict)
     _wrapped: dict[int, ddp.Wrapped] = field(default_factory=dict, repr=False, init=False, compare=False)
 
     def log(self, name: str, value: float, step: int) -> None:

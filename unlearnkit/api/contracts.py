@@ -224,6 +224,7 @@ class Metric(Plugin):
     cost_axis: ClassVar[bool] = False  # the cost a leaderboard figure plots Avg Gap against (unlearning time)
     # Reference models the metric reads besides the unlearned one ("original", "retrained"): when a
     # benchmark has no such model (``--no-retrain``) the metric is left out instead of failing.
+    # "subclasses": the metric reads ``ctx.forget_subclass`` (sub-class scenarios only).
     needs: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
@@ -265,7 +266,10 @@ class RawDataset:
     would not fit in memory (the runner then streams them). ``groups`` optionally names the
     identity (person, source) of every training image, for ``identity:`` forget scenarios.
     ``x_unseen``/``y_unseen`` optionally give a dedicated unseen split (MUFAC's validation set);
-    without them the official test split is halved into unseen and test.
+    without them the official test split is halved into unseen and test. ``subclasses`` and
+    ``subclasses_test`` optionally give every train and test image a fine label inside its class
+    (CIFAR-20's superclasses hold five CIFAR-100 classes each), named by ``subclass_names``: what
+    ``subclass:`` forget scenarios and the sub-class metrics read. ``groups`` stays the person.
     """
 
     x_train: Images
@@ -278,6 +282,9 @@ class RawDataset:
     groups: np.ndarray | None = None
     x_unseen: Images | None = None
     y_unseen: np.ndarray | None = None
+    subclasses: np.ndarray | None = None
+    subclasses_test: np.ndarray | None = None
+    subclass_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         for arr_name in ("x_train", "x_test", "x_unseen"):
@@ -303,6 +310,15 @@ class RawDataset:
             self.groups = np.asarray(self.groups)
             if len(self.groups) != len(self.y_train):
                 raise ValueError("groups must name one identity per training image")
+        if (self.subclasses is None) != (self.subclass_names is None):
+            raise ValueError("subclasses and subclass_names come together")
+        for arr_name, labels in (("subclasses", self.y_train), ("subclasses_test", self.y_test)):
+            arr = getattr(self, arr_name)
+            if arr is not None:
+                arr = np.asarray(arr, dtype=np.int64)
+                if len(arr) != len(labels):
+                    raise ValueError(f"{arr_name} must give one fine label per image")
+                setattr(self, arr_name, arr)
 
     @property
     def num_classes(self) -> int:

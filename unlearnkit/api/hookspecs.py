@@ -1,5 +1,5 @@
 """Hook specifications: the only way code outside the core adds methods, metrics, datasets,
-models or CLI commands. Built-ins use these hooks through the same entry-point group
+models, forget scenarios or CLI commands. Built-ins use these hooks through the same entry-point group
 (``unlearnkit``) as any third-party package.
 """
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import typer
 
     from unlearnkit.api.contracts import Dataset, Method, Metric, Model
+    from unlearnkit.api.scenarios import Scenario
 
 PROJECT = "unlearnkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -47,6 +48,20 @@ def register_datasets(register: Callable[[type[Dataset]], None]) -> None:
 @hookspec
 def register_models(register: Callable[[type[Model]], None]) -> None:
     """Register model architectures: call ``register(MyModel)`` for each ``Model`` subclass."""
+
+
+@hookspec
+def register_scenarios(register: Callable[[type[Scenario]], None]) -> None:
+    """Register forget scenarios: call ``register(MyScenario)`` for each ``Scenario`` subclass.
+
+    The scenario's ``name`` is the word before the first colon of ``--forget NAME:PARAMETERS``.
+
+    Example::
+
+        @hookimpl
+        def register_scenarios(register):
+            register(LastImages)
+    """
 
 
 @hookspec

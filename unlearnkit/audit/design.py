@@ -63,7 +63,9 @@ from unlearnkit.audit.scoring import (
     share_below_median,
     summarise,
 )
-from unlearnkit.audit.shadow_splits import shadow_halves, ulira_masks
+from unlearnkit.audit.shadow_splits import ulira_masks
+from unlearnkit.engine.halves import shadow_seed, universe_halves
+from unlearnkit.errors import ConfigError
 from unlearnkit.identity import array_fingerprint
 
 #: The fewest shadows a leave-one-out audit can score: with K shadows a target's member has K/2 - 1 other
@@ -86,14 +88,19 @@ CONFIDENCE = 0.95
 OFFLINE_LABEL = "offline one-sided (paper)"
 
 
+def one_request(scenario_key: str, requests: int, what: str) -> None:
+    """Refuse a scenario of successive deletion requests: an audit scores one deletion (the
+    models it compares saw one forget set removed, not a chain of them)."""
+    if requests > 1:
+        raise ConfigError(
+            f"Scenario '{scenario_key}' makes {requests} successive deletion requests; {what} scores a single "
+            "deletion: give a single-request scenario (e.g. the one inside it)."
+        )
+
+
 def mode_label(mode: str) -> str:
     """A mode as tables and titles show it."""
     return OFFLINE_LABEL if mode == "offline" else mode
-
-
-def shadow_seed(seed: int, k: int) -> int:
-    """The training seed of shadow ``k`` of an audit seeded ``seed`` (also the method's seed on it)."""
-    return (seed + 1000 * (k + 1)) % 2**32
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ def make_design(
         raise ValueError(f"a U-LiRA audit needs at least {MIN_SHADOWS} shadows; got {shadows}")
     universe = np.sort(np.concatenate([forget, retain]).astype(np.int64))
     pool = np.sort(np.asarray(forget, dtype=np.int64))
-    halves = shadow_halves(len(universe), shadows, np.random.SeedSequence([seed, 0x5AD0]))
+    halves = universe_halves(len(universe), shadows, seed)
     kept = np.setdiff1d(universe, pool)
     size = min(len(pool) if retained_sample is None else retained_sample, len(kept))
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4E7A]))

@@ -33,6 +33,7 @@ from unlearnkit.api.data import Split
 from unlearnkit.api.ensemble import Ensemble, EnsembleMetric, Scored
 from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.audit.design import one_request
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.runner import Runner, Seed
@@ -142,6 +143,7 @@ class EnsembleRunner:
     # ------------------------------------------------------------------------------------ set-up
     def check(self) -> None:
         """The data, the scenario and the store, before anything trains: members must share D_f."""
+        one_request(self.plan.scenario.key, self.plan.scenario.requests, "an ensemble score")
         self.runner.check()
         prints = {self._paired_fingerprint(s) for s in (*self.settings.seeds, *self.settings.reference_seeds)}
         if len(prints) > 1:

@@ -48,6 +48,7 @@ from unlearnkit.audit.design import (
     ShadowDesign,
     make_design,
     mode_label,
+    one_request,
     power_check,
     retained_metrics,
     score_row,
@@ -192,6 +193,7 @@ class AuditRunner:
         self.settings = settings
         self.reporter = reporter
         self.bench = Benchmark(plan, reporter)
+        self.bench.store = store  # memorisation scores may read the shadow originals from it
         self.label = label or f"{plan.dataset.name}/{plan.model_name}/{plan.scenario.key}"
         self._done: dict[tuple[str, str], RunRecord] = {}
         self._failed: dict[str, str] = {}  # row -> failure
@@ -200,6 +202,7 @@ class AuditRunner:
     # ------------------------------------------------------------------------------------ set-up
     def check(self) -> None:
         """Everything that needs the data and the store, before anything trains."""
+        one_request(self.plan.scenario.key, self.plan.scenario.requests, "a U-LiRA audit")
         self.bench.check()
         self.store.check()
         design = self.design

@@ -12,27 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Seed = int | Sequence[int] | np.random.SeedSequence | None
+from unlearnkit.engine.halves import Seed, shadow_halves
 
-
-def shadow_halves(n: int, k: int, seed: Seed) -> np.ndarray:
-    """K seeded half-splits of n examples: a (K, N) boolean matrix, True = example n is IN split k.
-
-    LiRA's construction: draw ``U ~ Uniform(0, 1)^(K x N)``, take ``order = argsort(U, axis=0)`` (a
-    uniform random permutation of the K shadows per example) and set IN where ``order < t_n``. For even
-    K, ``t_n = K/2``: every example is IN in exactly half the shadows, so each one has as many IN as OUT
-    observations. For odd K, ``t_n`` is ``(K-1)/2`` or ``(K+1)/2``, the larger for a seeded random
-    ``floor(N/2)`` of the examples, so each split still holds about N/2 examples (always ``order < K/2``
-    would put every example IN ``(K+1)/2`` times and make each split ``(K+1)/(2K)`` of the data).
-    """
-    if n < 1 or k < 1:
-        raise ValueError(f"need n >= 1 examples and k >= 1 shadows; got n={n}, k={k}")
-    rng = np.random.default_rng(seed)
-    order = rng.random((k, n)).argsort(axis=0)
-    threshold = np.full(n, k // 2)
-    if k % 2:
-        threshold[rng.permutation(n)[: n // 2]] += 1
-    return order < threshold[None, :]
+__all__ = ["Seed", "forget_subset", "shadow_halves", "ulira_masks"]
 
 
 def _parse_rule(rule: str, fraction: float | None) -> tuple[str, float | None, int | None]:

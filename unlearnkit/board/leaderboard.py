@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from unlearnkit.api.scenarios import REQUESTS_MEAN_SUFFIX
 from unlearnkit.api.types import ROLE_ORDER
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.store.mlflow_store import RunRecord, Store
@@ -70,7 +71,7 @@ AUDIT_SUMMARIES = {
 
 def metric_info(registries: Registries) -> dict[str, MetricInfo]:
     """Every registered metric's display declaration, plus the audit's columns."""
-    return AUDIT_INFO | {
+    own = {
         e.name: MetricInfo(
             e.cls.direction,
             e.cls.display_scale,
@@ -82,6 +83,11 @@ def metric_info(registries: Registries) -> dict[str, MetricInfo]:
         )
         for e in registries.metrics.entries()
     }
+    # a sequential scenario's means over its requests: shown beside the metric, never in the Avg Gap
+    means = {
+        f"{name}{REQUESTS_MEAN_SUFFIX}": replace(info, in_avg_gap=False, cost_axis=False) for name, info in own.items()
+    }
+    return AUDIT_INFO | own | means
 
 
 @dataclass(frozen=True)

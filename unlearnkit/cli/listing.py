@@ -53,6 +53,8 @@ def _extra(entry) -> str:
         return cls.direction.replace("_", " ") + (f"; needs {', '.join(needs)}" if needs else "")
     if kind == "dataset":
         return "embedded" if cls.embedded else "files/download"
+    if kind == "scenario":
+        return cls.syntax
     return cls.family
 
 
@@ -84,7 +86,7 @@ def _list_train_recipes(as_json: bool) -> None:
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="methods, metrics, datasets, models or recipes")],
+    what: Annotated[str, typer.Argument(help="methods, metrics, datasets, models, scenarios or recipes")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List registered plugins of one kind (with the package and version each came from), or the training recipes."""
@@ -114,7 +116,13 @@ def list_(
             )
         )
         return
-    extra = {"method": "data access", "metric": "direction", "dataset": "source", "model": "family"}[kind]
+    extra = {
+        "method": "data access",
+        "metric": "direction",
+        "dataset": "source",
+        "model": "family",
+        "scenario": "syntax",
+    }[kind]
     table = Table(title=f"{len(reg.names())} {what}", title_justify="left")
     columns = ["name", extra, "package", "summary", *(["paper"] if kind == "method" else [])]
     for col in columns:

@@ -135,6 +135,7 @@ class PluginHost:
             "register_metrics": regs.metrics,
             "register_datasets": regs.datasets,
             "register_models": regs.models,
+            "register_scenarios": regs.scenarios,
         }
         for hook_name, registry in hooks.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Plugin
+from unlearnkit.api.scenarios import Scenario
 from unlearnkit.errors import PluginError, UnknownNameError
 
 P = TypeVar("P", bound=Plugin)
-KINDS = ("method", "metric", "dataset", "model")  # the plugin kinds, in the order they are listed
+KINDS = ("method", "metric", "dataset", "model", "scenario")  # the plugin kinds, in the order they are listed
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Registries:
     metrics: Registry[Metric]
     datasets: Registry[Dataset]
     models: Registry[Model]
+    scenarios: Registry[Scenario]
 
     @classmethod
     def empty(cls) -> Registries:
@@ -98,6 +100,7 @@ class Registries:
             metrics=Registry("metric", Metric),  # type: ignore[type-abstract]
             datasets=Registry("dataset", Dataset),  # type: ignore[type-abstract]
             models=Registry("model", Model),  # type: ignore[type-abstract]
+            scenarios=Registry("scenario", Scenario),  # type: ignore[type-abstract]
         )
 
     def by_kind(self, kind: str) -> Registry:

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from unlearnkit.api.contracts import Dataset, Method, Metric, Model
 from unlearnkit.api.protocols import PROTOCOLS, EvalProtocol, get_protocol
+from unlearnkit.api.scenarios import Scenario
 from unlearnkit.api.types import ROLE_ORDER, Setting
 from unlearnkit.discovery.registry import Entry, Registries
-from unlearnkit.engine.splits import Scenario, parse_scenario, parse_subset
+from unlearnkit.engine.splits import parse_scenario, parse_subset
 from unlearnkit.errors import ConfigError, UnknownNameError, shorten
 
 if TYPE_CHECKING:
@@ -142,7 +143,8 @@ class Plan:
     user_options: dict[str, dict[str, Any]]  # method name -> user overrides
     metrics: list[Entry[Metric]]
     metric_options: dict[str, Any]  # metric name -> its parsed Options (only metrics given options)
-    scenario: Scenario
+    scenario: Scenario  # the scenario plugin, its parameters parsed (``scenario.key`` is its canonical text)
+    scenario_entry: Entry[Scenario]
     subset: float | int | None
     seeds: tuple[int, ...]
     train_recipe: TrainRecipe  # loaded for the model's family, --epochs applied
@@ -273,7 +275,7 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
         pretrained=request.pretrained,
         weights=request.weights,
     )
-    scenario = parse_scenario(request.forget)
+    scenario = parse_scenario(request.forget, registries.scenarios)
     method_names = expand_methods(request.methods or [registries.methods.default().name], registries, scenario.rule)
     methods = [registries.methods.get(n) for n in method_names]
     if request.no_retrain:  # no gold standard: its row cannot exist
@@ -310,6 +312,7 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
         metrics=metrics,
         metric_options=metric_options,
         scenario=scenario,
+        scenario_entry=registries.scenarios.get(scenario.name),
         subset=subset,
         seeds=seeds,
         train_recipe=train_recipe,

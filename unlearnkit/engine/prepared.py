@@ -19,6 +19,7 @@ from unlearnkit.api.context import UnlearnContext
 from unlearnkit.api.contracts import RawDataset
 from unlearnkit.api.data import Preprocess, Split, Stream
 from unlearnkit.api.progress import SILENT, Reporter
+from unlearnkit.api.scenarios import ScoreSource
 from unlearnkit.api.types import ImageSpec, Setting
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.splits import SplitIndices, make_splits
@@ -32,7 +33,7 @@ from unlearnkit.identity import (
     plugin_version,
 )
 from unlearnkit.loops.training import TrainRecipe
-from unlearnkit.store.mlflow_store import tag
+from unlearnkit.store.mlflow_store import Store, tag
 
 SPLIT_NAMES = ("forget", "retain", "train", "unseen", "test")
 
@@ -88,6 +89,11 @@ def data_fingerprint(raw: RawDataset) -> str:
         parts += [array_fingerprint(raw.y_unseen), images_fingerprint(raw.x_unseen)]
     if raw.groups is not None:
         parts.append(array_fingerprint(raw.groups.astype(str)))
+    if raw.subclasses is not None:  # only when present: older datasets keep their fingerprint
+        parts.append(
+            array_fingerprint(raw.subclasses, *([raw.subclasses_test] if raw.subclasses_test is not None else []))
+        )
+        parts.append("|".join(raw.subclass_names or []))
     return config_hash({"data": parts})
 
 
@@ -96,6 +102,8 @@ class Benchmark:
 
     def __init__(self, plan: Plan, reporter: Reporter = SILENT, device: torch.device | None = None) -> None:
         self.plan = plan
+        # the store a scenario's memorisation scores may read shadow models from (set by a runner)
+        self.store: Store | None = None
         self.reporter = reporter
         # resolved where the benchmark runs (a plan may come from another host); the runner passes its own
         self.device = device if device is not None else resolve_device(plan.request.device)
@@ -142,6 +150,9 @@ class Benchmark:
             self.plan.subset,
             groups=raw.groups,
             y_unseen=raw.y_unseen,
+            subclasses=raw.subclasses,
+            subclass_names=raw.subclass_names,
+            scores=self.scores(seed) if self.plan.scenario.needs_scores() else None,
         )
         if len(idx.forget) == 0 or len(idx.retain) == 0:
             raise ConfigError("The forget or retain set is empty: use a larger subset or a different scenario.")
@@ -156,10 +167,9 @@ class Benchmark:
                 "A 0-epoch training recipe leaves the original untrained: give --pretrained or --weights."
             )
 
-    def splits(self, idx: SplitIndices) -> dict[str, Split]:
-        """The five splits of one seed, resident on the device as uint8."""
+    def preprocess(self) -> Preprocess:
         raw = self.raw
-        pre = Preprocess.create(
+        return Preprocess.create(
             raw.mean,
             raw.std,
             self.plan.model_obj.input_size(self.spec),
@@ -167,6 +177,16 @@ class Benchmark:
             self.device,
             self.channels_last,
         )
+
+    def training_split(self, indices: np.ndarray, name: str = "train") -> Split:
+        """Training images by index, as :meth:`splits` makes its ``train`` split (shadow models'
+        halves, the pool a memorisation score is read on)."""
+        return self._split(name, self.raw.x_train, self.raw.y_train, np.asarray(indices), self.preprocess())
+
+    def splits(self, idx: SplitIndices) -> dict[str, Split]:
+        """The five splits of one seed, resident on the device as uint8."""
+        raw = self.raw
+        pre = self.preprocess()
         unseen_x, unseen_y = (raw.x_unseen, raw.y_unseen) if idx.unseen_from == "unseen" else (raw.x_test, raw.y_test)
         assert unseen_x is not None and unseen_y is not None
         train = np.sort(np.concatenate([idx.forget, idx.retain]))
@@ -194,7 +214,21 @@ class Benchmark:
     def setting(self) -> Setting:
         return Setting(self.plan.dataset.name, self.family, self.plan.scenario.rule, self.raw.num_classes)
 
-    def context(self, seed: int, forget_class: int | None, method: str = "") -> UnlearnContext:
+    def scores(self, seed: int) -> ScoreSource:
+        """Memorisation scores of the training images by source name, cached by content
+        (:mod:`unlearnkit.engine.memorisation`)."""
+        from unlearnkit.engine.memorisation import score_source
+
+        return score_source(self, seed)
+
+    def context(
+        self, seed: int, forget_class: int | None, method: str = "", idx: SplitIndices | None = None
+    ) -> UnlearnContext:
+        fine: dict[str, torch.Tensor] = {}
+        if idx is not None and idx.forget_subclass is not None and self.raw.subclasses_test is not None:
+            fine["test"] = torch.from_numpy(self.raw.subclasses_test[idx.test])
+            if idx.unseen_from == "test":
+                fine["unseen"] = torch.from_numpy(self.raw.subclasses_test[idx.unseen])
         return UnlearnContext(
             device=self.device,
             seed=seed,
@@ -207,6 +241,8 @@ class Benchmark:
             compile=self.plan.request.compile,
             method=method,
             protocol=self.plan.protocol,
+            forget_subclass=idx.forget_subclass if idx is not None else None,
+            subclasses=fine,
         )
 
     # ----------------------------------------------------------------------------- identity
@@ -233,7 +269,22 @@ class Benchmark:
         """Everything but the seed, the method and the reference models that determines a result;
         its hash names the benchmark (one leaderboard per benchmark)."""
         draw = {"eval_draw": self.plan.protocol.draw} if self.plan.protocol.draw else {}
-        return {**self.model_identity, "scenario": self.plan.scenario.key, "protocol": self.plan.protocol.name, **draw}
+        # A scenario's key says which rule and parameters. Its plugin version enters unless it is
+        # 1, so every benchmark of a version-1 scenario (the five 0.2 rules) keeps its 0.2 identity.
+        version = self.plan.scenario.algorithm_version
+        bumped = {} if version == 1 else {"scenario_version": plugin_version(self.plan.scenario_entry)}
+        source = self.plan.scenario.needs_scores()
+        if source:  # the scores a forget set is drawn by, and the version of their computation
+            from unlearnkit.engine.memorisation import score_identity
+
+            bumped["memorisation_scores"] = score_identity(source)
+        return {
+            **self.model_identity,
+            "scenario": self.plan.scenario.key,
+            **bumped,
+            "protocol": self.plan.protocol.name,
+            **draw,
+        }
 
     @cached_property
     def key(self) -> str:

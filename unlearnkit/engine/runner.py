@@ -32,9 +32,10 @@ from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.prepared import Benchmark, resolve_device, synchronize
 from unlearnkit.engine.references import ModelMemo, Reference, References
+from unlearnkit.engine.sequential import Requests
 from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import equal_state, numerics, owned, pinned_threads, row_tags, same_outputs, unlearn_copy
-from unlearnkit.errors import DivergenceError, UnlearnkitError, shorten
+from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError, shorten
 from unlearnkit.identity import config_hash, identity_json, plugin_version
 from unlearnkit.parallel import torchrun as ddp
 from unlearnkit.store import claims
@@ -145,6 +146,8 @@ class Runner:
         self.reporter = reporter
         # a benchmark prepared elsewhere (a Ray task: the data its sweep loaded once), else loaded here
         self.bench = bench if bench is not None else Benchmark(plan, reporter, device)
+        if self.bench.store is None and self.world.main:  # memorisation scores may read shadow models from it
+            self.bench.store = store
         self.references = References(self.bench, store, reporter, memo)
         self.grid_point = grid_point  # a recipe's option-grid point, e.g. "METHOD.alpha=8"
         self.sweep = sweep  # the name of the sweep recipe this run belongs to
@@ -153,6 +156,8 @@ class Runner:
         self.reused_from = ""  # the run whose unlearned model the current run reuses, if any
         self.no_op = ""  # why the current run's model is indistinguishable from the original, if it is
         self.checked = False  # whether check() ran (the CLI checks before it opens its progress display)
+        # a scenario of successive deletion requests runs each method request after request
+        self.sequential = Requests(self) if plan.scenario.requests > 1 else None
 
     # ------------------------------------------------------------------------------- driver
     def check(self) -> None:
@@ -163,8 +168,13 @@ class Runner:
             return
 
         def check() -> None:
-            self.bench.check()
             request = self.plan.request
+            if self.sequential is not None and request.retrained is not None:
+                raise ConfigError(
+                    f"Scenario '{self.plan.scenario.key}' retrains after every deletion request: a brought "
+                    "--retrained model is one model. Drop --retrained (or use --no-retrain)."
+                )
+            self.bench.check()
             for role, path in (("original", request.original), ("retrained", request.retrained)):
                 if path is not None:
                     self.references.from_file(role, Path(path))
@@ -230,7 +240,7 @@ class Runner:
         min_retain = ORIGINAL_MIN_RETAIN if bar is None else bar
         if state.retrained is not None:
             self.check_gold_standard(state, retain, min_retain)
-        failed = weak_original_reasons(acc, min_retain, memorisation=self.plan.scenario.rule != "class")
+        failed = weak_original_reasons(acc, min_retain, memorisation=self.plan.scenario.expects_memorisation)
         state.weak_original, state.weak_reason = bool(failed), ",".join(failed)
         if state.weak_original:
             what = {
@@ -260,7 +270,7 @@ class Runner:
             )
 
     def context(self, state: Seed, method: str) -> UnlearnContext:
-        ctx = self.bench.context(state.seed, state.idx.forget_class, method=method)
+        ctx = self.bench.context(state.seed, state.idx.forget_class, method=method, idx=state.idx)
         if state.retrained is not None:
             gold = state.retrained
             ctx.gold_standard = lambda: (copy.deepcopy(gold.model), gold.seconds)
@@ -304,7 +314,8 @@ class Runner:
         told = not self.world.active  # whether the other ranks know if they run the method with rank 0
         try:
             with owned(self.store, run_id):
-                reused = self.reuse(entry, state, ident)
+                # successive requests: every request's evaluation is needed, not only the last model
+                reused = None if self.sequential is not None else self.reuse(entry, state, ident)
                 if self.world.active:
                     told = self.tell(entry, together and reused is None)
                     if reused is None and not together and entry.cls.role is None:  # reference rows train nothing
@@ -313,7 +324,8 @@ class Runner:
                             f"{entry.name} does not declare distributed support: it runs on rank 0 alone "
                             f"while the other {others}"
                         )
-                outcome, data = reused or self.execute(entry, state, ctx)
+                steps = self.sequential.run(entry, state) if self.sequential is not None and reused is None else None
+                outcome, data = (steps.outcome, steps.data) if steps else (reused or self.execute(entry, state, ctx))
                 outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
                 # the model as the method returned it (the paper protocol's passes move BatchNorm statistics)
                 weights = None if self.reused_from else self.weights_to_keep(entry, outcome)
@@ -322,7 +334,11 @@ class Runner:
                     tag("info_keys"): ",".join(sorted(outcome.info)),
                     tag("unlearning_s"): repr(outcome_time),  # the method's own cost, reused with its model
                 }
-                metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
+                if steps:  # the last request's numbers and the means; every request's as step curves
+                    ctx.series[:] = steps.series
+                    metrics = {**last_points(ctx.series), **steps.metrics}
+                else:
+                    metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
                 self.record(run_id, state, ctx, data, metrics, weights, returned, ident)
         except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
             if not told:
@@ -450,6 +466,8 @@ class Runner:
     def metrics(self, state: Seed) -> list[Entry[Metric]]:
         """The plan's metrics whose reference models exist in this benchmark."""
         have = {"original"} | ({"retrained"} if state.retrained is not None else set())
+        if state.idx.forget_subclass is not None:  # a sub-class scenario: the sub-class metrics apply
+            have.add("subclasses")
         return [m for m in self.plan.metrics if m.cls.needs <= have]
 
     def evaluate(

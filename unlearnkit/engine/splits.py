@@ -1,13 +1,8 @@
 """Forget / retain / unseen / test index sets, as docs/protocols.md defines them.
 
-- instance (the paper's rule): the *first* ``fraction`` of each class's training indices, in
-  dataset order — identical for every seed;
-- random: a seeded random ``fraction`` of the training set;
-- class: every training image of one class;
-- identity: every training image of the named people (datasets that name an identity per image);
-- first: the first N training images in dataset order (MUFAC's forget set in the LoTUS code).
-
-The official test split is halved, stratified and seeded with the run seed, into ``unseen``
+The forget set is the scenario's (a plugin, :class:`unlearnkit.api.scenarios.Scenario`, parsed
+from ``--forget NAME:PARAMETERS`` by :func:`parse_scenario`); retain is the rest of the training
+set (or of ``--subset`` of it). The official test split is halved, stratified and seeded with the run seed, into ``unseen``
 (LoTUS's reference) and ``test`` — unless the dataset has a dedicated unseen split (MUFAC's
 validation set), which is then used whole. Index sets are part of a run's identity.
 """
@@ -16,96 +11,48 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unlearnkit.errors import ConfigError
+from unlearnkit.api.scenarios import ForgetSet, Scenario, ScenarioData, ScoreSource, parse_fraction
+from unlearnkit.errors import ConfigError, did_you_mean
 
-SCENARIO_HELP = (
-    "a fraction like 0.1 (first 10% of each class), random:0.1, class:<id|name>, identity:<id>[,<id>...] or first:<N>"
-)
+if TYPE_CHECKING:
+    from unlearnkit.discovery.registry import Registry
 
-
-@dataclass(frozen=True)
-class Scenario:
-    """A forget scenario; ``key`` is its canonical text (used in tags and leaderboards)."""
-
-    rule: str  # "instance", "random", "class", "identity" or "first"
-    fraction: float | None = None
-    target: str | None = None  # class id or name, comma-separated identities, or a count, resolved against the data
-
-    @property
-    def key(self) -> str:
-        if self.rule in ("class", "identity", "first"):
-            return f"{self.rule}:{self.target}"
-        return f"{self.rule}:{self.fraction:g}"
+__all__ = ["Scenario", "SplitIndices", "make_splits", "parse_fraction", "parse_scenario", "parse_subset"]
 
 
-def parse_fraction(text: str, what: str = "forget fraction") -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"Bad {what} '{text}': expected a number strictly between 0 and 1.") from None
-    if not (0.0 < value < 1.0) or math.isnan(value):
-        raise ConfigError(f"Bad {what} '{text}': expected a number strictly between 0 and 1.")
-    return value
+def _registry() -> Registry[Scenario]:
+    from unlearnkit.discovery.host import registries
+
+    return registries().scenarios
 
 
-def parse_scenario(text: str) -> Scenario:
-    """Parse ``0.1``, ``instance:0.1``, ``random:0.1``, ``class:3`` / ``class:cat`` or ``identity:a,b``."""
+def scenario_help(registry: Registry[Scenario] | None = None) -> str:
+    """Every registered scenario's syntax, for error messages and ``--help``."""
+    registry = registry if registry is not None else _registry()
+    return ", ".join(e.cls.syntax or f"{e.name}:..." for e in registry.entries())
+
+
+def parse_scenario(text: str, registry: Registry[Scenario] | None = None) -> Scenario:
+    """``NAME:PARAMETERS`` (or the default scenario's parameters bare, e.g. ``0.1``) -> the
+    registered scenario of that name, its parameters parsed; a one-line ConfigError otherwise."""
+    registry = registry if registry is not None else _registry()
     text = text.strip()
-    if text.startswith("first:"):
-        count = text.split(":", 1)[1].strip()
-        if not count.isdigit() or int(count) < 1:
-            raise ConfigError(f"Bad forget scenario '{text}': first:<N> takes a positive number of images.")
-        return Scenario("first", target=str(int(count)))
-    for rule in ("class", "identity"):
-        if text.startswith(f"{rule}:"):
-            target = text.split(":", 1)[1].strip()
-            if rule == "identity":
-                target = ",".join(p.strip() for p in target.split(",") if p.strip())
-            if not target:
-                raise ConfigError(f"Bad forget scenario '{text}': expected {SCENARIO_HELP}.")
-            return Scenario(rule, target=target)
-    rule, _, frac = text.rpartition(":")
-    rule = rule or "instance"
-    if rule not in ("instance", "random"):
-        raise ConfigError(f"Bad forget scenario '{text}': expected {SCENARIO_HELP}.")
-    return Scenario(rule, fraction=parse_fraction(frac))
-
-
-def resolve_class(target: str, class_names: list[str]) -> int:
-    """A class id or name -> its label; a clear error naming the valid classes otherwise."""
-    if re.fullmatch(r"\d+", target):
-        idx = int(target)
-        if idx < len(class_names):
-            return idx
-    elif target in class_names:
-        return class_names.index(target)
-    shown = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
-    raise ConfigError(f"Unknown class '{target}' for class unlearning. Valid classes: {shown}.")
-
-
-def resolve_identities(target: str, groups: np.ndarray | None) -> np.ndarray:
-    """The identities named by ``identity:a,b`` -> a boolean mask over the training images."""
-    if groups is None:
+    name, sep, params = text.partition(":")
+    if not sep:
+        cls = registry.default().cls
+        return cls(text)
+    if name.strip() not in registry:
+        hint = did_you_mean(name.strip(), registry.names())
         raise ConfigError(
-            "The identity: scenario needs a dataset that names the identity (person) of every training image; "
-            "this one does not. Use a fraction, random:F or class:C instead."
+            f"Bad forget scenario '{text}': no scenario is named '{name.strip()}'.{hint} "
+            f"Valid scenarios: {scenario_help(registry)}."
         )
-    names = groups.astype(str)
-    wanted = target.split(",")
-    known = set(names.tolist())
-    missing = [w for w in wanted if w not in known]
-    if missing:
-        sample = ", ".join(sorted(known)[:8])
-        raise ConfigError(
-            f"Unknown identity '{missing[0]}' for identity unlearning. This dataset has {len(known)} identities, "
-            f"e.g. {sample}."
-        )
-    return np.isin(names, wanted)
+    return registry.get(name.strip()).cls(params)
 
 
 @dataclass(frozen=True)
@@ -119,6 +66,10 @@ class SplitIndices:
     test: np.ndarray
     forget_class: int | None = None
     unseen_from: str = "test"
+    forget_subclass: int | None = None  # not in the fingerprint: the forget set already says it
+    # A sequential scenario's deletion requests, in order (their union is ``forget``); empty for one
+    # request. Not in the fingerprint: the scenario's key and the seed determine them.
+    requests: tuple[ForgetSet, ...] = ()
 
     def fingerprint(self) -> str:
         """A hash of every index: cached models are keyed on it, so changing a split retrains."""
@@ -170,31 +121,48 @@ def make_splits(
     *,
     groups: np.ndarray | None = None,
     y_unseen: np.ndarray | None = None,
+    subclasses: np.ndarray | None = None,
+    subclass_names: list[str] | None = None,
+    scores: ScoreSource | None = None,
 ) -> SplitIndices:
     """Compute the four index sets for one seed (see the module docstring for the rules)."""
     train = subset_indices(y_train, subset)
     test_pool = subset_indices(y_test, subset)
-    rng = np.random.default_rng(seed)
-    forget_class = None
-    if scenario.rule == "identity":
-        mask = resolve_identities(scenario.target or "", groups)
-        forget = train[mask[train]]
-    elif scenario.rule == "first":
-        forget = train[: int(scenario.target or 0)]
-    elif scenario.rule == "instance":
-        fraction = scenario.fraction or 0.0
-        forget = np.concatenate([idx[: max(1, int(len(idx) * fraction))] for idx in _by_class(y_train[train]).values()])
-        forget = train[forget]
-    elif scenario.rule == "random":
-        n = max(1, int(round(len(train) * (scenario.fraction or 0.0))))
-        forget = rng.choice(train, size=n, replace=False)
+    data = ScenarioData(
+        pool=train,
+        labels=y_train,
+        class_names=list(class_names),
+        groups=groups,
+        subclasses=subclasses,
+        subclass_names=subclass_names,
+        scores=scores,
+    )
+    requests: tuple[ForgetSet, ...] = ()
+    if scenario.requests > 1:
+        requests = tuple(checked_requests(scenario, data, seed))
+        forget = np.concatenate([r.indices for r in requests])
+        classes = {r.forget_class for r in requests}
+        forget_class = classes.pop() if len(classes) == 1 else None
+        forget_subclass = None
     else:
-        forget_class = resolve_class(scenario.target or "", class_names)
-        forget = train[y_train[train] == forget_class]
+        drawn: ForgetSet = scenario.draw(data, seed)
+        forget_class, forget_subclass = drawn.forget_class, drawn.forget_subclass
+        forget = np.asarray(drawn.indices, dtype=np.int64)
+    if not np.isin(forget, train).all():
+        raise ConfigError(f"Scenario '{scenario.key}' drew training images outside the training set.")
     forget = np.sort(forget)
     retain = np.setdiff1d(train, forget, assume_unique=True)
     if y_unseen is not None:  # a dedicated unseen split: used whole, the test split stays whole too
-        return SplitIndices(forget, retain, subset_indices(y_unseen, subset), test_pool, forget_class, "unseen")
+        return SplitIndices(
+            forget,
+            retain,
+            subset_indices(y_unseen, subset),
+            test_pool,
+            forget_class,
+            "unseen",
+            forget_subclass,
+            requests,
+        )
     # Stratified, seeded halving of the test split: one half unseen, the other test.
     halving = np.random.default_rng([seed, 1])
     unseen, test = [], []
@@ -208,4 +176,26 @@ def make_splits(
         unseen=np.sort(np.concatenate(unseen)),
         test=np.sort(np.concatenate(test)),
         forget_class=forget_class,
+        forget_subclass=forget_subclass,
+        requests=requests,
     )
+
+
+def checked_requests(scenario: Scenario, data: ScenarioData, seed: int) -> list[ForgetSet]:
+    """A sequential scenario's requests, each non-empty, sorted and disjoint from the earlier ones."""
+    requests = scenario.draw_requests(data, seed)
+    if len(requests) != scenario.requests:
+        raise ConfigError(f"Scenario '{scenario.key}' drew {len(requests)} requests, not {scenario.requests}.")
+    seen = np.empty(0, dtype=np.int64)
+    out = []
+    for step, request in enumerate(requests, 1):
+        indices = np.sort(np.asarray(request.indices, dtype=np.int64))
+        if len(indices) == 0:
+            raise ConfigError(f"Scenario '{scenario.key}': deletion request {step} is empty (the pool ran out).")
+        if np.isin(indices, seen).any():
+            raise ConfigError(
+                f"Scenario '{scenario.key}': deletion request {step} repeats an earlier request's images."
+            )
+        seen = np.concatenate([seen, indices])
+        out.append(ForgetSet(indices, request.forget_class, request.forget_subclass))
+    return out

@@ -44,6 +44,7 @@ from unlearnkit.api.search_space import Categorical, IntRange, Param, parse_spac
 from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.config import Plan, RunRequest, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
+from unlearnkit.engine.splits import parse_scenario
 from unlearnkit.errors import ConfigError
 from unlearnkit.identity import CORE_VERSION, config_hash, plugin_version
 from unlearnkit.scale.sweep_recipes import RecipeFile, expand, load_recipe
@@ -60,6 +61,15 @@ STARTUP_TRIALS = 5  # TPE's random start: trials drawn before the model of good 
 TIMEOUT_FLOOR_S = 60.0  # the automatic wall-time guard is never below this
 TIMEOUT_RETRAINS = 2.0  # ... and otherwise this many retrainings: unlearning that costs more has no point
 PENALTY_ATTR = "failure"
+
+
+def random_stand_in(registries: Registries) -> Entry:
+    """The scenario tuning uses in place of a scenario that is the same set at every seed: the
+    registered one that draws a seeded random fraction of the training set at every seed."""
+    found = [e for e in registries.scenarios.entries() if e.cls.draws_per_seed and e.cls.by_fraction]
+    if not found:
+        raise ConfigError("No registered scenario draws a random fraction at every seed: tuning has no stand-in.")
+    return found[0]
 
 
 @dataclass
@@ -225,8 +235,8 @@ class Tuner:
                 raise ConfigError(
                     "Tuning measures the gap to a retrained model trained at each tuning seed: drop no_retrain / retrained."
                 )
-            rule = request.forget.split(":", 1)[0] if ":" in request.forget else "instance"
-            if rule in ("class", "identity"):
+            scenario = parse_scenario(request.forget, self.registries.scenarios)
+            if not (scenario.draws_per_seed or scenario.tuning_stand_in):
                 raise ConfigError(
                     f"Forget scenario '{request.forget}' is the same set at every seed, so tuning on it would tune on "
                     "the reported forget set: tune a recipe with a random: scenario of similar size instead."
@@ -241,7 +251,7 @@ class Tuner:
         if self.prepared:
             return
         from unlearnkit.engine.prepared import Benchmark
-        from unlearnkit.engine.splits import make_splits, parse_scenario
+        from unlearnkit.engine.splits import make_splits
 
         caps = []
         setting = None
@@ -252,17 +262,16 @@ class Tuner:
             )
             bench = Benchmark(plan)
             caps.append(bench.train_recipe.epochs)
-            rule = plan.scenario.rule
             cell.scenario = plan.scenario.key
-            if rule in ("instance", "first"):  # the same set at every seed: tune on a random set of its size
+            if plan.scenario.tuning_stand_in:  # the same set at every seed: tune on a random set of its size
                 idx = bench.indices(self.report_seeds[0])
                 n_forget, n_train = len(idx.forget), len(idx.forget) + len(idx.retain)
-                cell.scenario = f"random:{n_forget / n_train!r}"
+                cell.scenario = f"{random_stand_in(self.registries).name}:{n_forget / n_train!r}"
                 raw = bench.raw
                 got = make_splits(
                     raw.y_train,
                     raw.y_test,
-                    parse_scenario(cell.scenario),
+                    parse_scenario(cell.scenario, self.registries.scenarios),
                     self.tune_seeds[0],
                     raw.class_names,
                     plan.subset,

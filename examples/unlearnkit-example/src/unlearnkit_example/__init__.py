@@ -10,8 +10,17 @@ import unlearnkit as uk
 
 from unlearnkit_example.grad_ascent import GradAscentPlus, GradAscentPlusOptions
 from unlearnkit_example.metrics import ForgetConfidence
+from unlearnkit_example.scenarios import ClassTail
 
-__all__ = ["ForgetConfidence", "GradAscentPlus", "GradAscentPlusOptions", "register_methods", "register_metrics"]
+__all__ = [
+    "ClassTail",
+    "ForgetConfidence",
+    "GradAscentPlus",
+    "GradAscentPlusOptions",
+    "register_methods",
+    "register_metrics",
+    "register_scenarios",
+]
 
 
 @uk.hookimpl
@@ -22,3 +31,8 @@ def register_methods(register):
 @uk.hookimpl
 def register_metrics(register):
     register(ForgetConfidence)
+
+
+@uk.hookimpl
+def register_scenarios(register):
+    register(ClassTail)

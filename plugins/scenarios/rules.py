@@ -1,0 +1,161 @@
+"""The five forget rules of unlearnkit 0.2, as scenario plugins (docs/protocols.md).
+
+Their keys and forget sets are exactly those 0.2 computed, so a run stored by 0.2 is found again
+(``tests/test_scenario_identity.py`` pins them): ``instance:0.1``, ``random:0.1``, ``class:cat``,
+``identity:a,b``, ``first:50``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+import unlearnkit as uk
+
+
+def fraction(text: str) -> float:
+    """A forget fraction strictly between 0 and 1 (the 0.2 message, word for word)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise uk.ConfigError(f"Bad forget fraction '{text}': expected a number strictly between 0 and 1.") from None
+    if not (0.0 < value < 1.0) or np.isnan(value):
+        raise uk.ConfigError(f"Bad forget fraction '{text}': expected a number strictly between 0 and 1.")
+    return value
+
+
+def by_class(labels: np.ndarray) -> list[np.ndarray]:
+    """Positions of each class's members, classes in increasing order, members in dataset order."""
+    return [np.flatnonzero(labels == c) for c in np.unique(labels)]
+
+
+def resolve_class(target: str, class_names: list[str]) -> int:
+    """A class id or name -> its label; a clear error naming the valid classes otherwise."""
+    if re.fullmatch(r"\d+", target):
+        idx = int(target)
+        if idx < len(class_names):
+            return idx
+    elif target in class_names:
+        return class_names.index(target)
+    shown = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
+    raise uk.ConfigError(f"Unknown class '{target}' for class unlearning. Valid classes: {shown}.")
+
+
+class Instance(uk.Scenario):
+    """The first ``fraction`` of each class's training images, in dataset order (the LoTUS paper's
+    rule): the same set at every seed. A bare fraction (``--forget 0.1``) means this rule."""
+
+    name = "instance"
+    summary = "The first FRACTION of each class's training images, in dataset order (the paper's rule)."
+    syntax = "<fraction> or instance:<fraction>"
+    example = "0.1"
+    default = True
+    by_fraction = True
+    tuning_stand_in = True
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        return f"{fraction(params):g}"
+
+    def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
+        f = float(self.params)
+        picked = np.concatenate([idx[: max(1, int(len(idx) * f))] for idx in by_class(data.pool_labels)])
+        return uk.ForgetSet(data.pool[picked])
+
+
+class Random(uk.Scenario):
+    """A seeded random ``fraction`` of the training set: another set at every seed."""
+
+    name = "random"
+    summary = "A seeded random FRACTION of the training set (another set at every seed)."
+    syntax = "random:<fraction>"
+    example = "0.1"
+    draws_per_seed = True
+    by_fraction = True
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        return f"{fraction(params):g}"
+
+    def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
+        n = max(1, int(round(len(data.pool) * float(self.params))))
+        return uk.ForgetSet(np.random.default_rng(seed).choice(data.pool, size=n, replace=False))
+
+
+class WholeClass(uk.Scenario):
+    """Every training image of one class, named by id or name."""
+
+    name = "class"
+    summary = "Every training image of one class, by id or name (class unlearning)."
+    syntax = "class:<id|name>"
+    example = "0"
+    forgets_whole_classes = True
+    expects_memorisation = False
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        if not params:
+            raise self.bad(params, "a class id or name, e.g. class:3 or class:cat")
+        return params
+
+    def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
+        label = resolve_class(self.params, data.class_names)
+        return uk.ForgetSet(data.pool[data.pool_labels == label], forget_class=label)
+
+
+class Identity(uk.Scenario):
+    """Every training image of the named people (datasets that name an identity per image)."""
+
+    name = "identity"
+    summary = "Every training image of the named identities (datasets that name a person per image, e.g. MUFAC)."
+    syntax = "identity:<id>[,<id>...]"
+    example = "p0,p3"
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        joined = ",".join(p.strip() for p in params.split(",") if p.strip())
+        if not joined:
+            raise self.bad(params, "one or more identities, e.g. identity:12 or identity:12,40")
+        return joined
+
+    def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
+        if data.groups is None:
+            raise uk.ConfigError(
+                "The identity: scenario needs a dataset that names the identity (person) of every training image; "
+                "this one does not. Use a fraction, random:F or class:C instead."
+            )
+        names = data.groups.astype(str)
+        wanted = self.params.split(",")
+        known = set(names.tolist())
+        missing = [w for w in wanted if w not in known]
+        if missing:
+            sample = ", ".join(sorted(known)[:8])
+            raise uk.ConfigError(
+                f"Unknown identity '{missing[0]}' for identity unlearning. This dataset has {len(known)} "
+                f"identities, e.g. {sample}."
+            )
+        mask = np.isin(names, wanted)
+        return uk.ForgetSet(data.pool[mask[data.pool]])
+
+
+class First(uk.Scenario):
+    """The first N training images in dataset order (MUFAC's forget set in the LoTUS code)."""
+
+    name = "first"
+    summary = "The first N training images in dataset order (MUFAC's forget set in the LoTUS code)."
+    syntax = "first:<N>"
+    example = "5"
+    tuning_stand_in = True
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        if not params.isdigit() or int(params) < 1:
+            raise uk.ConfigError(f"Bad forget scenario 'first:{params}': first:<N> takes a positive number of images.")
+        return str(int(params))
+
+    def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
+        return uk.ForgetSet(data.pool[: int(self.params)])
+
+
+RULES = (Instance, Random, WholeClass, Identity, First)

@@ -1,0 +1,71 @@
+"""Successive deletion requests (the continual-unlearning setting).
+
+``sequential:<k>:<inner scenario>``: k requests arrive one after another, each a fresh forget set
+drawn by the inner scenario from what is still in the training pool; the method is applied to the
+previous request's output. After request j the model is measured on everything forgotten so far,
+against a model retrained on what remains (docs/protocols.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+import unlearnkit as uk
+
+MAX_REQUESTS = 100
+
+
+class Sequential(uk.Scenario):
+    """k successive requests of an inner scenario, each drawn from the pool the earlier ones left."""
+
+    name = "sequential"
+    summary = "K successive deletion requests of an inner scenario, the method applied to its own output."
+    syntax = "sequential:<k>:<scenario>"
+    example = "3:random:0.05"
+    draws_per_seed = True  # as its example's inner rule does; each instance takes its inner rule's
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        count, _, inner = params.partition(":")
+        count = count.strip()
+        if not count.isdigit() or not 2 <= int(count) <= MAX_REQUESTS:
+            raise self.bad(
+                params, f"a number of requests from 2 to {MAX_REQUESTS}, then a scenario, e.g. 3:random:0.02"
+            )
+        if not inner.strip():
+            raise self.bad(params, "a scenario after the number of requests, e.g. sequential:3:random:0.02")
+        self.inner = uk.parse_scenario(inner)
+        if self.inner.requests > 1:
+            raise self.bad(params, "a single-request scenario inside (sequential requests do not nest)")
+        self.requests = int(count)
+        # what the requests are made of decides what the runner expects of the original
+        self.forgets_whole_classes = self.inner.forgets_whole_classes
+        self.expects_memorisation = self.inner.expects_memorisation
+        self.draws_per_seed = self.inner.draws_per_seed
+        return f"{self.requests}:{self.inner.key}"
+
+    @property
+    def rule(self) -> str:
+        return self.inner.rule  # a method sees the rule each request is drawn by
+
+    def needs_scores(self) -> str | None:
+        return self.inner.needs_scores()
+
+    def draw_requests(self, data: uk.ScenarioData, seed: int) -> list[uk.ForgetSet]:
+        left = data.pool
+        requests = []
+        for step in range(self.requests):
+            # the first request is the inner scenario's own set; later ones draw on seeds of their own
+            step_seed = seed if step == 0 else int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+            drawn = self.inner.draw(replace(data, pool=left), step_seed)
+            requests.append(drawn)
+            left = np.setdiff1d(left, drawn.indices, assume_unique=True)
+        return requests
+
+    def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
+        requests = self.draw_requests(data, seed)
+        classes = {r.forget_class for r in requests}
+        union = np.sort(np.concatenate([r.indices for r in requests]))
+        return uk.ForgetSet(union, classes.pop() if len(classes) == 1 else None)

@@ -1,0 +1,48 @@
+"""Sub-class forgetting: every training image of one fine class while the model predicts the
+coarse classes (CIFAR-20's superclasses), the setting of Chundawat et al. (Bad Teacher, AAAI 2023)
+and Foster et al. (SSD, AAAI 2024), whose CIFAR-20 sub-classes are e.g. ``rocket``, ``baby``,
+``lamp``, ``mushroom``, ``sea``. The rest of the superclass stays to be predicted: the unlearned
+model must lose the sub-class without losing the class it belongs to.
+"""
+
+from __future__ import annotations
+
+import re
+
+import unlearnkit as uk
+
+
+class Subclass(uk.Scenario):
+    """Every training image of one fine class (by name or id), in datasets that give sub-classes."""
+
+    name = "subclass"
+    summary = "Every training image of one fine class, the model still predicting its superclass (e.g. cifar20)."
+    syntax = "subclass:<fine name|id>"
+    example = "0"
+    expects_memorisation = False  # the rest of its superclass carries it: the original generalises to it
+    algorithm_version = 1
+
+    def parse(self, params: str) -> str:
+        if not params:
+            raise self.bad(params, "a fine class name or id, e.g. subclass:rocket")
+        return params
+
+    def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
+        if data.subclasses is None or data.subclass_names is None:
+            raise uk.ConfigError(
+                "The subclass: scenario needs a dataset that gives every image a fine class inside its class "
+                "(e.g. cifar20); this one does not. Use class:C instead."
+            )
+        names = data.subclass_names
+        target = self.params
+        if re.fullmatch(r"\d+", target) and int(target) < len(names):
+            fine = int(target)
+        elif target in names:
+            fine = names.index(target)
+        else:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise uk.ConfigError(
+                f"Unknown sub-class '{target}' for sub-class unlearning. Valid sub-classes ({len(names)}): {shown}."
+            )
+        picked = data.pool[data.subclasses[data.pool] == fine]
+        return uk.ForgetSet(picked, forget_subclass=fine)
