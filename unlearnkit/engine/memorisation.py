@@ -23,10 +23,9 @@ is recomputed. Every score array has one entry per training image; images outsid
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -42,8 +41,9 @@ from unlearnkit.engine.halves import AUDIT_SEED, SHADOW_ORIGINAL, shadow_seed, u
 from unlearnkit.engine.prepared import cache_dir, seed_everything
 from unlearnkit.engine.splits import subset_indices
 from unlearnkit.errors import ConfigError
-from unlearnkit.identity import array_fingerprint, config_hash
+from unlearnkit.identity import array_fingerprint, config_hash, file_sha256
 from unlearnkit.loops.training import fit
+from unlearnkit.store.sqlite_file import write_atomically
 
 if TYPE_CHECKING:
     from unlearnkit.engine.prepared import Benchmark
@@ -172,7 +172,7 @@ def load_verified(path: Path, meta: Path, n: int) -> np.ndarray | None:
     if not isinstance(expected, str) or hashlib.sha256(blob).hexdigest() != expected:
         return None
     try:
-        values = np.load(path, allow_pickle=False)
+        values = np.load(io.BytesIO(blob), allow_pickle=False)  # the very bytes that were checked
     except (OSError, ValueError):
         return None
     if values.dtype != np.float64 or values.shape != (n,):
@@ -181,12 +181,15 @@ def load_verified(path: Path, meta: Path, n: int) -> np.ndarray | None:
 
 
 def write_atomic(path: Path, meta: Path, values: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as out:
-        np.save(out, values, allow_pickle=False)
-    digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-    os.replace(tmp, path)
-    meta.write_text(json.dumps({"sha256": digest, "n": int(values.shape[0])}))
+    """The array, then its checksum sidecar, each replacing its file in one step (never torn)."""
+
+    def fill(temp: Path) -> None:
+        with open(temp, "wb") as out:
+            np.save(out, values, allow_pickle=False)
+
+    write_atomically(path, fill)
+    record = json.dumps({"sha256": file_sha256(path), "n": int(values.shape[0])})
+    write_atomically(meta, lambda temp: temp.write_text(record))
 
 
 # ------------------------------------------------------------------------------------ the source
