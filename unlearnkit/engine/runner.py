@@ -25,15 +25,15 @@ from torch import nn
 from unlearnkit.api.context import UnlearnContext
 from unlearnkit.api.contracts import Method, Metric, UnlearnOutcome
 from unlearnkit.api.data import Split, UnlearnData
-from unlearnkit.api.evaluation import Evaluation, OutputCache
+from unlearnkit.api.evaluation import Evaluation
 from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.api.weights import cpu_state_dict
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.prepared import Benchmark, resolve_device, synchronize
-from unlearnkit.engine.references import ModelMemo, Reference, References
+from unlearnkit.engine.references import ModelMemo, References
+from unlearnkit.engine.seed_state import Seed
 from unlearnkit.engine.sequential import Requests
-from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import equal_state, numerics, owned, pinned_threads, row_tags, same_outputs, unlearn_copy
 from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError, shorten
 from unlearnkit.identity import config_hash, identity_json, plugin_version
@@ -93,21 +93,6 @@ class RunResult:
 
 # what rank 0 tells the other ranks under torchrun (claims, results): agree sends JSON, and rebuilds only these
 ddp.agreeable(claims.Claim, RunRecord, RunResult)
-
-
-@dataclass
-class Seed:
-    """What every method of one seed shares: its splits, the reference models, their outputs."""
-
-    seed: int
-    idx: SplitIndices
-    splits: dict[str, Split]
-    original: Reference
-    retrained: Reference | None
-    shared: OutputCache = field(default_factory=OutputCache)
-    memorisation_gap: float = float("nan")
-    weak_original: bool = False
-    weak_reason: str = ""  # the rules the original failed, comma-separated (weak_original_reasons)
 
 
 @dataclass

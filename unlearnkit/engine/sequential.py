@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -28,7 +28,10 @@ from unlearnkit.engine.stages import unlearn_copy
 if TYPE_CHECKING:
     from unlearnkit.api.context import UnlearnContext
     from unlearnkit.api.contracts import Method
-    from unlearnkit.engine.runner import Runner, Seed
+    from unlearnkit.engine.config import Plan
+    from unlearnkit.engine.prepared import Benchmark
+    from unlearnkit.engine.references import References
+    from unlearnkit.engine.seed_state import Seed
 
 Series = list[tuple[str, float, int]]
 
@@ -51,10 +54,25 @@ class SequentialResult:
     series: Series  # every request's metrics by step, and the method's own per-epoch series
 
 
+class StepRunner(Protocol):
+    """What the requests need of the runner that owns them (the engine's ``Runner``): its
+    benchmark, plan and references, a method's context and its evaluation."""
+
+    bench: Benchmark
+    plan: Plan
+    references: References
+
+    def context(self, state: Seed, method: str) -> UnlearnContext: ...
+
+    def evaluate(
+        self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, outcome: UnlearnOutcome
+    ) -> dict[str, float]: ...
+
+
 class Requests:
     """The steps of every seed of one runner, prepared once and shared by its methods."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: StepRunner) -> None:
         self.runner = runner
         self._steps: dict[int, list[Step]] = {}
 
