@@ -35,7 +35,7 @@ def store_is_empty(base: Path) -> bool:
         (["--device", "tpu"], "Bad device 'tpu'. Valid devices: auto, cpu, cuda, cuda:N."),
         (
             ["--train-recipe", "slow"],
-            "Unknown training recipe 'slow'. Valid recipes: fast, paper, quick, or a .toml file.",
+            "Unknown training recipe 'slow'. Valid recipes: fast, paper, quick, speedrun, or a .toml file.",
         ),
         (["--weights", "/nonexistent/w.pt"], "Weights file '/nonexistent/w.pt' does not exist."),
         (["--tracking-uri", "http://127.0.0.1:9"], "Cannot reach the MLflow tracking server at http://127.0.0.1:9"),

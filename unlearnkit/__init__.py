@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "Metric": "unlearnkit.api.contracts",
     "Dataset": "unlearnkit.api.contracts",
     "Model": "unlearnkit.api.contracts",
+    "InitialisesFromData": "unlearnkit.api.data_init",
     "Options": "unlearnkit.api.contracts",
     "UnlearnOutcome": "unlearnkit.api.contracts",
     "Conformance": "unlearnkit.api.contracts",
@@ -144,6 +145,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         UnlearnOutcome,
     )
     from unlearnkit.api.data import Split, UnlearnData, concat
+    from unlearnkit.api.data_init import InitialisesFromData
     from unlearnkit.api.ensemble import Ensemble, EnsembleMetric, Scored
     from unlearnkit.api.evaluation import Evaluation, predict_logits
     from unlearnkit.api.hookspecs import hookimpl

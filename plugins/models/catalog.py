@@ -7,6 +7,7 @@ architecture module it needs.
 from __future__ import annotations
 
 import abc
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -106,6 +107,45 @@ class SmallCNN(BuiltinModel):
 
         assert isinstance(self.options, CNNOptions)
         return Net(spec.channels, spec.num_classes, width=self.options.width)
+
+
+class SpeedrunOptions(Options):
+    width: int = Field(64, ge=1, description="channels of the first conv group; the second and third have 4x")
+    flip: bool = Field(
+        True,
+        description="random left-right flips in training and flip-averaged logits in eval; false for digits, text",
+    )
+
+
+class Speedrun(BuiltinModel):
+    """An airbench-style network that trains in a few epochs (:mod:`.speedrun`), for the many
+    reference, shadow and ensemble models; not the paper's architecture.
+
+    Images under 16 px (digits' 8x8) are resized up to 16 px on the device: below that its three
+    2x pools would leave no pixel. Pair it with ``--train-recipe speedrun`` (the ``cnn`` table)."""
+
+    name = "speedrun"
+    algorithm_version = 1
+    summary = "Airbench-style CNN (2x2 patch whitening, 64/256/256 conv groups, flip TTA): many models, fast."
+    family = "cnn"
+    Options = SpeedrunOptions
+
+    def input_size(self, spec: ImageSpec) -> tuple[int, int]:
+        from .speedrun import MIN_SIDE
+
+        return (max(spec.height, MIN_SIDE), max(spec.width, MIN_SIDE))
+
+    def augmentation(self, dataset_augment: Augment) -> Augment:
+        """The dataset's augmentation (its translations: CIFAR's pad-4 crop) plus random flips,
+        unless ``flip`` is off (then the dataset's augmentation as it is)."""
+        assert isinstance(self.options, SpeedrunOptions)
+        return replace(dataset_augment, flip=True) if self.options.flip else dataset_augment
+
+    def create(self, spec: ImageSpec) -> nn.Module:
+        from .speedrun import SpeedrunNet
+
+        assert isinstance(self.options, SpeedrunOptions)
+        return SpeedrunNet(spec.channels, spec.num_classes, width=self.options.width, flip=self.options.flip)
 
 
 # ---------------------------------------------------------------------------------------------- ViTs
@@ -284,4 +324,4 @@ class Timm(BuiltinModel):
         return create(self.variant, spec, pretrained=self.pretrained and self.weights is None)
 
 
-MODELS: tuple[type[Model], ...] = (ResNet18, ResNet18Lotus, ResNet20, SmallCNN, ViT, ViTTiny, ViTSmall, Timm)
+MODELS: tuple[type[Model], ...] = (ResNet18, ResNet18Lotus, ResNet20, SmallCNN, Speedrun, ViT, ViTTiny, ViTSmall, Timm)

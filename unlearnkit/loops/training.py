@@ -18,11 +18,12 @@ from typing import Literal, Protocol, TypeAlias, Unpack, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from unlearnkit.api.context import TRAIN_STREAM, UnlearnContext
 from unlearnkit.api.data import Augmentation, Split
+from unlearnkit.api.data_init import INIT_SAMPLE, InitialisesFromData
 from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.errors import ConfigError, DivergenceError
 from unlearnkit.parallel.torchrun import Part
@@ -46,6 +47,28 @@ class TrainRecipe(BaseModel):
     epochs: int = Field(20, ge=0)
     schedule: Schedule = "warmup_cosine"
     warmup_epochs: int = Field(0, ge=0)
+    # Off unless a recipe sets them, and left out of as_params() while they are off, so every
+    # recipe written before they existed keeps its run identity (OPTIONAL_FIELDS).
+    nesterov: bool = False  # SGD with Nesterov momentum
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)  # cross-entropy against (1 - s) one-hot + s / K
+    # Lookahead to a moving average of the weights (class Lookahead): every `lookahead_every`
+    # steps from epoch `lookahead_start_epochs` on, avg <- rho * avg + (1 - rho) * w and then
+    # w <- avg, with rho = lookahead_decay ** lookahead_every * (step / total steps) ** lookahead_power;
+    # w <- avg again at the end of every epoch. lookahead_every = 0: off.
+    lookahead_every: int = Field(default=0, ge=0)
+    lookahead_decay: float = Field(default=0.0, ge=0, lt=1)
+    lookahead_power: float = Field(default=0.0, ge=0)
+    lookahead_start_epochs: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _options_that_need_another(self) -> TrainRecipe:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov = true needs optimizer = 'sgd' and a momentum above 0")
+        if (self.lookahead_every > 0) != (self.lookahead_decay > 0):
+            raise ValueError("lookahead_every and lookahead_decay go together: set both above 0, or neither")
+        if not self.lookahead_every and (self.lookahead_power or self.lookahead_start_epochs):
+            raise ValueError("lookahead_power and lookahead_start_epochs need lookahead_every and lookahead_decay")
+        return self
 
     def with_epochs(self, epochs: int | None) -> TrainRecipe:
         """Shorten (or lengthen) the recipe, scaling the warm-up with it. 0 epochs: no training at
@@ -55,10 +78,35 @@ class TrainRecipe(BaseModel):
         if epochs < 0:
             raise ConfigError(f"Bad epochs {epochs}: expected 0 (use the weights as they are) or more.")
         warm = round(self.warmup_epochs * epochs / max(1, self.epochs))
-        return self.model_copy(update={"epochs": epochs, "warmup_epochs": max(0, min(warm, epochs - 1))})
+        update: dict[str, int] = {"epochs": epochs, "warmup_epochs": max(0, min(warm, epochs - 1))}
+        if self.lookahead_start_epochs:
+            start = round(self.lookahead_start_epochs * epochs / max(1, self.epochs))
+            update["lookahead_start_epochs"] = max(0, min(start, epochs - 1))
+        return self.model_copy(update=update)
 
     def as_params(self) -> dict[str, object]:
-        return {f"train.{k}": v for k, v in self.model_dump().items()}
+        """The recipe as run parameters (they enter the reference models' identity). A field of
+        OPTIONAL_FIELDS is left out while it has its default ("off"): the recipes written before
+        it existed give the dict, and so the identities, they gave then."""
+        return {
+            f"train.{k}": v
+            for k, v in self.model_dump().items()
+            if k not in OPTIONAL_FIELDS or v != TrainRecipe.model_fields[k].default
+        }
+
+
+# Fields added after run identities were first recorded: each defaults to "off" and enters
+# ``as_params`` only when a recipe turns it on.
+OPTIONAL_FIELDS = frozenset(
+    {
+        "nesterov",
+        "label_smoothing",
+        "lookahead_every",
+        "lookahead_decay",
+        "lookahead_power",
+        "lookahead_start_epochs",
+    }
+)
 
 
 def builtin_recipe_text(name: str) -> str:
@@ -96,6 +144,9 @@ def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        if not key:  # a rule across fields (TrainRecipe._options_that_need_another)
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"Bad training recipe '{name_or_path}': {message}.") from None
         if first["type"] == "extra_forbidden":
             valid = ", ".join(sorted(set(TrainRecipe.model_fields) - {"name"}))
             raise ConfigError(
@@ -105,11 +156,24 @@ def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
 
 
 def make_optimizer(
-    params: Iterable[nn.Parameter], name: str, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0
+    params: Iterable[nn.Parameter],
+    name: str,
+    lr: float,
+    *,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
 ) -> torch.optim.Optimizer:
-    """SGD/Adam/AdamW with the fastest implementation the device offers (foreach on CPU, fused on CUDA)."""
+    """SGD/Adam/AdamW with the fastest implementation the device offers (foreach on CPU, fused on CUDA).
+    ``nesterov``: SGD with Nesterov momentum (SGD only)."""
     params = [p for p in params if p.requires_grad]
     fused = bool(params) and params[0].is_cuda
+    if nesterov and name != "sgd":
+        raise ConfigError(f"Nesterov momentum is an SGD option, not one of '{name}'.")
+    if name == "sgd" and nesterov:
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True, fused=fused or None
+        )
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
     if name == "adam":
@@ -117,6 +181,20 @@ def make_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     raise ConfigError(f"Unknown optimizer '{name}'. Valid optimizers: sgd, adam, adamw.")
+
+
+def recipe_optimizer(
+    params: Iterable[nn.Parameter] | Iterable[torch.Tensor], recipe: TrainRecipe
+) -> torch.optim.Optimizer:
+    """The optimiser a training recipe names, over ``params`` (a model's, or a pack's stacked ones)."""
+    return make_optimizer(
+        params,
+        recipe.optimizer,
+        recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.nesterov,
+    )
 
 
 def lr_lambda(recipe: TrainRecipe, steps_per_epoch: int) -> Callable[[int], float]:
@@ -182,6 +260,61 @@ def raise_if_diverged(flag: DivergenceSignal, what: str) -> None:
         raise DivergenceError(f"{what} diverged: the loss became NaN or infinite.")
 
 
+def init_from_data(model: nn.Module, split: Split) -> None:
+    """Let a network that computes initial weights from its training images do so
+    (:class:`~unlearnkit.api.data_init.InitialisesFromData`): the first ``min(INIT_SAMPLE,
+    len(split))`` images in split order, preprocessed but not augmented. Any other network is left
+    untouched, and nothing is computed for it."""
+    if not isinstance(model, InitialisesFromData) or len(split) == 0:
+        return
+    n = min(INIT_SAMPLE, len(split))
+    sample = split.subset(torch.arange(n, device=split.device))
+    with torch.no_grad():
+        images = torch.cat([x for x, _ in sample.batches(n)])
+        model.init_from_data(images)
+
+
+class Lookahead:
+    """The weights' moving average that ``fit`` pulls them back to (the recipe's ``lookahead_*``).
+
+    Every ``every`` steps from epoch ``start_epochs`` on (``step`` counts the optimisation steps
+    taken, from 1), the first such step copies the weights; each later one moves the average to
+    them, ``avg <- rho * avg + (1 - rho) * w`` with ``rho = decay ** every * (step / total) **
+    power`` (little averaging early, strong averaging late), and sets the weights to it.
+    ``end_epoch`` sets the weights to the average, so each epoch, the last included, ends on it.
+    Every floating-point parameter and buffer takes part (BatchNorm's running statistics too);
+    all of it stays on the device."""
+
+    def __init__(self, model: nn.Module | Sequence[torch.Tensor], recipe: TrainRecipe, steps_per_epoch: int) -> None:
+        """``model``: a network, or the tensors to average (a pack's stacked weights and statistics)."""
+        tensors = (*model.parameters(), *model.buffers()) if isinstance(model, nn.Module) else tuple(model)
+        self.tensors = [t for t in tensors if t.is_floating_point()]
+        self.every = recipe.lookahead_every
+        self.decay = recipe.lookahead_decay
+        self.power = recipe.lookahead_power
+        self.start_epochs = recipe.lookahead_start_epochs
+        self.total = max(1, recipe.epochs * steps_per_epoch)
+        self.average: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def after_step(self, step: int, epoch: int) -> None:
+        if epoch < self.start_epochs or step % self.every:
+            return
+        if self.average is None:
+            self.average = [t.detach().clone() for t in self.tensors]
+            return
+        rho = self.decay**self.every * (step / self.total) ** self.power
+        for avg, t in zip(self.average, self.tensors):
+            avg.lerp_(t, 1 - rho)
+            t.copy_(avg)
+
+    @torch.no_grad()
+    def end_epoch(self) -> None:
+        if self.average is not None:
+            for avg, t in zip(self.average, self.tensors):
+                t.copy_(avg)
+
+
 def fit(
     model: nn.Module,
     split: Split,
@@ -194,15 +327,20 @@ def fit(
     Every sample is seen once per epoch, the last partial batch included, as the official LoTUS
     loaders do (only a last batch of a single image is dropped: BatchNorm cannot normalise it).
     Training loss and accuracy (on the augmented batches) are logged per epoch through ``ctx.log``.
+    A network that initialises itself from data (``uk.InitialisesFromData``) does so first, from
+    ``split``; the recipe's optional parts (Nesterov momentum, label smoothing, Lookahead) apply
+    only when it turns them on, and leave the loop's operations as they were when it does not.
     """
     model.train()
-    opt = make_optimizer(
-        model.parameters(), recipe.optimizer, recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
+    init_from_data(model, split)
+    opt = recipe_optimizer(model.parameters(), recipe)
     drop_single = len(split) % recipe.batch_size == 1 and len(split) > 1
     steps = split.num_batches(recipe.batch_size, drop_last=drop_single)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe, steps))
     gen = ctx.generator(offset=TRAIN_STREAM)
+    lookahead = Lookahead(model, recipe, steps) if recipe.lookahead_every else None
+    smoothing = recipe.label_smoothing
+    taken = 0  # optimisation steps so far
     forward = ctx.compiled(ctx.parallel(model))
     with ctx.steps(description, recipe.epochs * steps) as advance:
         for epoch in range(recipe.epochs):
@@ -214,11 +352,17 @@ def fit(
             ):
                 with ctx.autocast():
                     logits = forward(x)
-                    loss = cross_entropy(logits, y, part)
+                    if smoothing:
+                        loss = cross_entropy(logits, y, part, label_smoothing=smoothing)
+                    else:
+                        loss = cross_entropy(logits, y, part)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+                taken += 1
+                if lookahead is not None:
+                    lookahead.after_step(taken, epoch)
                 detached = loss.detach()
                 tally += torch.stack(
                     [
@@ -229,6 +373,8 @@ def fit(
                 )
                 seen += part.total
                 advance()
+            if lookahead is not None:
+                lookahead.end_epoch()
             diverged, loss_sum, correct = ctx.world.sum(tally).tolist()  # every rank stops alike
             raise_if_diverged(torch.tensor(diverged > 0), f"{description} (epoch {epoch + 1})")
             ctx.log("train_loss", loss_sum / max(seen, 1), epoch)
@@ -238,9 +384,16 @@ def fit(
     return model
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, part: Part | None = None) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, part: Part | None = None, *, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Mean cross-entropy over the batch; for one rank's ``part`` of a global batch, its sum scaled
-    by ``part.scale``, so that DDP's gradient average is the gradient of the global batch mean."""
+    by ``part.scale``, so that DDP's gradient average is the gradient of the global batch mean.
+    ``label_smoothing`` s: against the target (1 - s) * one-hot + s / K (torch's definition)."""
+    if label_smoothing:
+        if part is None or part.whole:
+            return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        return F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing) * part.scale
     if part is None or part.whole:
         return F.cross_entropy(logits, y)
     return F.cross_entropy(logits, y, reduction="sum") * part.scale
