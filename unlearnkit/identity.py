@@ -42,6 +42,7 @@ CORE_NUMERIC_MODULES = (
     "unlearnkit.api.evaluation",
     "unlearnkit.api.protocols",
     "unlearnkit.parallel.torchrun",  # the shards, scaled losses and summed epoch numbers of data-parallel runs
+    "unlearnkit.loops.packing",  # several models trained at once, under the identities of one at a time
 )
 
 

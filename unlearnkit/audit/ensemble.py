@@ -200,6 +200,8 @@ class EnsembleRunner:
         failed: dict[str, str] = {}
         labels: dict[str, list[np.ndarray]] = {split: [] for split in ENSEMBLE_SPLITS}
         advance = self.reporter.counter(f"ensemble {self.label}: members", s.members)
+        # with --models-per-device N: every member's references and the retrain row's retrains, N at a time
+        self.runner.pack_references(s.seeds, list(zip(s.seeds, s.reference_seeds, strict=True)))
         for seed in s.seeds:
             state = self.runner.prepare_seed(seed)
             assert state.retrained is not None

@@ -78,6 +78,7 @@ class Audit:
         device: str | None = None,
         scores: str | list[str] | None = None,
         ensemble: int | None = None,
+        models_per_device: str | None = None,
     ) -> None:
         self.spec: RecipeFile = load_recipe(recipe)
         self.store = store
@@ -109,6 +110,8 @@ class Audit:
             "data_dir": data_dir,
             "device": device,
         }
+        if models_per_device is not None:  # else the recipe's (default 1)
+            overrides["models_per_device"] = models_per_device
         self.ulira, chosen = resolve_scores(parse_methods(scores) or table.scores, registries)
         self.cells: list[Cell] = expand(spec, overrides)
         self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]

@@ -58,11 +58,12 @@ from unlearnkit.audit.design import (
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.prepared import Benchmark
-from unlearnkit.engine.references import Reference, References
+from unlearnkit.engine.references import ModelMemo, Reference, References, Wanted
 from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import owned, row_tags, unlearn_copy
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.identity import array_fingerprint, config_hash, plugin_version
+from unlearnkit.loops.packing import AUTO_CAP
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
 
@@ -198,6 +199,7 @@ class AuditRunner:
         self._done: dict[tuple[str, str], RunRecord] = {}
         self._failed: dict[str, str] = {}  # row -> failure
         self._keys: dict[tuple[str, int], str] = {}
+        self._packed: ModelMemo = {}  # shadow models trained in packs, until their shadow's pass takes them
 
     # ------------------------------------------------------------------------------------ set-up
     def check(self) -> None:
@@ -262,14 +264,14 @@ class AuditRunner:
 
     # ---------------------------------------------------------------------------------- identity
     def model_key(self, role: str, k: int) -> str:
-        """The store key :meth:`References.train_or_reuse` gives shadow model ``k`` (same formula; tested)."""
-        ident = {
-            **self.bench.model_identity,
-            "role": role,
-            "seed": self.seed_of(k),
-            "train_indices": array_fingerprint(self.trained_on(role, k)),
-        }
-        return config_hash(ident)
+        """The store key :meth:`References.train_or_reuse` gives shadow model ``k``: its own formula
+        (a pinned thread count included), so the two cannot drift apart."""
+        return config_hash(self.references.identity(role, self.seed_of(k), self.trained_on(role, k)))
+
+    @cached_property
+    def references(self) -> References:
+        """Identities only: the shadows' models are trained by a References of their own, one shadow at a time."""
+        return References(self.bench, self.store, self.reporter, memo={})
 
     def options(self, entry: Entry[Method]) -> dict[str, Any]:
         return self.plan.method_options(entry, self.bench.setting()).model_dump()
@@ -463,10 +465,45 @@ class AuditRunner:
         advance_shadow = self.reporter.counter(f"audit {self.label}: shadows", shadows)
         advance_model = self.reporter.counter(f"audit {self.label}: shadow models to train", estimate.models_to_train)
         advance_run = self.reporter.counter(f"audit {self.label}: method runs", estimate.method_runs_to_do)
+        chunk = self.shadows_per_pack()
         for k in range(shadows):
+            if chunk and k % chunk == 0:  # the next shadows' models, trained together before they are visited
+                for _ in range(self.pack_shadows(needed, range(k, min(k + chunk, shadows)))):
+                    report.models_trained += 1
+                    advance_model()
             self.shadow_pass(k, needed, logits, advance_model, advance_run, report)
             advance_shadow()
         return logits
+
+    def shadows_per_pack(self) -> int:
+        """Shadows whose models are trained in one call (two models each; 0: one model at a time):
+        twice as many models as train at once, so a worker that finishes a short retrain takes the
+        next model instead of waiting. Only these weights wait in memory for their shadows' visit."""
+        per_device = self.plan.models_per_device
+        if per_device == 1:
+            return 0
+        return per_device or AUTO_CAP
+
+    def pack_shadows(self, needed: list[Entry[Method]], shadows: range) -> int:
+        """Train the models of ``shadows`` that the rows still need, ``models_per_device`` at a time,
+        before those shadows are visited (each then takes its models from memory, stored under the
+        keys :meth:`model_key` computes). Returns how many it trained."""
+        wanted: list[Wanted] = []
+        for k in shadows:
+            missing = [e for e in needed if self.finished("audit-shadow", self.shadow_key(e, k)) is None]
+            wants = {SHADOW_ORIGINAL: any(e.cls.role != "retrained" for e in missing)}
+            wants[SHADOW_RETRAINED] = any(e.cls.role == "retrained" for e in missing)
+            roles = [r for r in SHADOW_ROLES if wants[r] and self.finished("train", self.model_key(r, k)) is None]
+            if roles:
+                splits = self.bench.splits(self.shadow_indices(k))
+                for role in roles:
+                    split = splits["train"] if role == SHADOW_ORIGINAL else splits["retain"]
+                    wanted.append(Wanted(role, self.seed_of(k), split, self.trained_on(role, k)))
+        refs = References(self.bench, self.store, self.reporter, memo=self._packed)
+        trained = refs.train_many(wanted, self.plan.models_per_device)
+        if trained:
+            self.prefetch()  # the packed models are in the store now
+        return trained
 
     def load_logits(self, record: RunRecord) -> np.ndarray | None:
         try:
@@ -508,7 +545,10 @@ class AuditRunner:
         if not missing:
             return
         splits = self.bench.splits(self.shadow_indices(k))
-        refs = References(self.bench, self.store, self.reporter, memo={})  # one shadow's models in memory at a time
+        # one shadow's models in memory at a time: the packed ones handed over (no store round trip)
+        keys = [self.model_key(role, k) for role in SHADOW_ROLES]
+        memo = {key: self._packed.pop(key) for key in keys if key in self._packed}
+        refs = References(self.bench, self.store, self.reporter, memo=memo)
         models: dict[str, Reference] = {}
 
         def model(role: str) -> Reference:

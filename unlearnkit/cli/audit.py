@@ -91,6 +91,13 @@ def audit(
     ensemble: Annotated[
         int | None, typer.Option("--ensemble", help="Members N of the ensemble scores (seeds seed .. seed+N-1).")
     ] = None,
+    models_per_device: Annotated[
+        str | None,
+        typer.Option(
+            help="Train the shadow models N at a time in this process, or auto (default: the recipe's, else 1); "
+            "the same models and identities as one at a time."
+        ),
+    ] = None,
     estimate: Annotated[
         bool, typer.Option("--estimate", help="Print what the audit would compute, then stop.")
     ] = False,
@@ -132,6 +139,7 @@ def audit(
         device=device,
         scores=scores,
         ensemble=ensemble,
+        models_per_device=models_per_device,
     )
     with torch_builds_checked(), reporter:
         for what in job.ignored:

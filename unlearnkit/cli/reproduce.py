@@ -13,19 +13,23 @@ from unlearnkit.cli import console as con
 from unlearnkit.cli.run import torch_builds_checked
 
 if TYPE_CHECKING:
-    from unlearnkit.board.published import Reproduction
+    from unlearnkit.board.published import PublishedTable, Reproduction
+    from unlearnkit.scale.estimate import Paces
     from unlearnkit.scale.reproduce import TableRun
+    from unlearnkit.store.mlflow_store import Store
 
 FORMATS = ("table", "markdown", "csv", "json")
 VERDICT_STYLE = {"holds": "green", "outside": "bold red", "not run": "dim"}
 
 
-def print_list() -> None:
-    """Every shipped table: its benchmark, recipe and what it cost its authors."""
+def print_list(store: Store) -> None:
+    """Every shipped table: its benchmark, recipe, what it cost its authors and what it would cost here."""
+    from unlearnkit.scale.estimate import Paces
     from unlearnkit.scale.reproduce import shipped_tables
 
+    paces = Paces(store)
     table = Table(title="published tables (unlearnkit reproduce NAME)", title_justify="left")
-    for column in ("table", "benchmark", "recipe", "protocol", "rows", "cost"):
+    for column in ("table", "benchmark", "recipe", "protocol", "rows", "cost", "here"):
         table.add_column(column)
     for t in shipped_tables():
         spec = t.spec
@@ -38,14 +42,30 @@ def print_list() -> None:
             spec.protocol,
             str(len(spec.rows)),
             cost,
+            measured_cost(t, paces),
         )
     con.out.print(table)
     con.out.print(
         "cost: the published runtimes of every row times the published seeds, the original counted at "
-        "the retraining's cost, on the machine the table names.",
+        "the retraining's cost, on the machine the table names. here: the same runs at the times this "
+        "store measured (reference trainings and method runs of the table's dataset and model; – where "
+        "it has none); `unlearnkit reproduce NAME --dry-run` says what the store already holds.",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def measured_cost(t: PublishedTable, paces: Paces) -> str:
+    """A table's runs priced at the store's own measured paces: '–' unless every pace is measured."""
+    spec = t.spec
+    references = (spec.original_row, spec.retrained_row)  # trained, not run: priced as trainings
+    methods = [r.method for label, r in spec.rows.items() if r.method and label not in references]
+    trainings = [paces.train(role, spec.dataset, spec.model) for role in ("original", "retrained")]
+    runs = [paces.run(m, spec.dataset, spec.model) for m in methods]
+    if any(p.guessed for p in trainings + runs):
+        return "–"
+    seconds = spec.seeds * (sum(p.seconds for p in trainings) + sum(p.seconds for p in runs))
+    return f"{seconds / 3600:.2g} h ({sum(p.measured for p in trainings + runs)} runs measured)"
 
 
 @app.command()
@@ -89,7 +109,9 @@ def reproduce(
     from unlearnkit.errors import ConfigError, UnknownNameError
 
     if table_name == "list":
-        print_list()
+        from unlearnkit.store.mlflow_store import Store
+
+        print_list(Store(tracking_uri, experiment))
         return
     if format not in FORMATS:
         raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")

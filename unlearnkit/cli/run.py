@@ -141,6 +141,13 @@ def run(
         ),
     ] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile model training (CUDA only).")] = False,
+    models_per_device: Annotated[
+        str,
+        typer.Option(
+            help="Train the seeds' reference models N at a time in this process (or auto: from memory on a GPU, "
+            "cores on a CPU); the same models and identities as one at a time (docs/architecture.md)."
+        ),
+    ] = "1",
     save_models: Annotated[
         bool, typer.Option("--save-models/--no-save-models", help="Log each unlearned model as an MLflow artifact.")
     ] = True,

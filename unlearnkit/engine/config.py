@@ -53,6 +53,16 @@ def parse_seeds(text: str | list[int] | tuple[int, ...]) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+def parse_models_per_device(value: str | int | None) -> int | None:
+    """``--models-per-device``: a whole number of 1 or more, or ``auto`` (None: chosen when training)."""
+    if value is None or value == "auto":
+        return None
+    text = str(value).strip()
+    if type(value) is bool or not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"Bad --models-per-device {value!r}: expected a whole number of 1 or more, or auto.")
+    return int(text)
+
+
 def _flag(help: str, **more: Any) -> dict[str, Any]:
     """A request field's description: the `unlearnkit run` option and the recipe key share it."""
     return {"help": help, **more}
@@ -101,6 +111,10 @@ class RunRequest:
         default=None, metadata=_flag("None: torch's default; N pins torch's CPU threads and enters the identity")
     )
     compile: bool = field(default=False, metadata=_flag("torch.compile reference training (CUDA)", recipe=None))
+    models_per_device: str | int = field(
+        default=1,
+        metadata=_flag("1: reference models trained one at a time; N or auto: N together (same identities)"),
+    )
     save_models: bool = field(default=True, metadata=_flag("log every unlearned model as an artifact"))
 
 
@@ -149,6 +163,7 @@ class Plan:
     seeds: tuple[int, ...]
     train_recipe: TrainRecipe  # loaded for the model's family, --epochs applied
     protocol: EvalProtocol
+    models_per_device: int | None = 1  # reference models trained together; None: chosen from memory or cores
 
     def method_options(self, entry: Entry[Method], setting: Setting) -> Any:
         """Defaults < per-setting (paper) defaults < user overrides, validated."""
@@ -186,6 +201,7 @@ class Plan:
             "no_retrain": self.request.no_retrain,
             "original_min_retain": self.request.original_min_retain,  # judges the original; changes no number
             "compile": self.request.compile,
+            "models_per_device": self.models_per_device,  # how models were trained, not what they are
             "save_models": self.request.save_models,
         }
 
@@ -299,6 +315,7 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
     threads = request.threads
     if threads is not None and (type(threads) is not int or threads < 1):
         raise ConfigError(f"Bad --threads {threads!r}: expected a whole number of CPU threads of 1 or more, e.g. 1.")
+    models_per_device = parse_models_per_device(request.models_per_device)
     dataset_obj.check_available(request.data_dir)
     return Plan(
         request=request,
@@ -317,7 +334,17 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
         seeds=seeds,
         train_recipe=train_recipe,
         protocol=protocol,
+        models_per_device=models_per_device,
     )
 
 
-__all__ = ["PROTOCOLS", "Plan", "RunRequest", "UnknownNameError", "parse_option_pairs", "parse_seeds", "validate"]
+__all__ = [
+    "PROTOCOLS",
+    "Plan",
+    "RunRequest",
+    "UnknownNameError",
+    "parse_models_per_device",
+    "parse_option_pairs",
+    "parse_seeds",
+    "validate",
+]

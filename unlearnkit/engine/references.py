@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import numerics_tags
 from unlearnkit.errors import StoreError
 from unlearnkit.identity import array_fingerprint, config_hash, file_sha256, identity_json
+from unlearnkit.loops.accounting import throughput
+from unlearnkit.loops.packing import Strategy, TrainJob, auto_models_per_device, fit_many, resolve_strategy
 from unlearnkit.loops.training import fit
 from unlearnkit.parallel import torchrun as ddp
 from unlearnkit.store import claims
@@ -77,6 +80,17 @@ class Reference:
     run_id: str = ""  # the store run that holds it (empty for a file)
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """A reference model to train: its role and seed, the split it trains on and that split's
+    positions in the training set (what its identity fingerprints)."""
+
+    role: str
+    seed: int
+    split: Split
+    indices: np.ndarray
+
+
 # A sweep shares trained models across its cells: key -> (CPU state dict, seconds, run id).
 ModelMemo = dict[str, tuple[dict[str, torch.Tensor], float, str]]
 
@@ -99,8 +113,20 @@ class References:
         brought = request.original if role == "original" else request.retrained
         if brought is not None:
             return self.from_file(role, Path(brought))
+        want = self.wanted(role, seed, idx, splits)
+        return self.train_or_reuse(role, seed, want.split, want.indices)
+
+    def wanted(self, role: str, seed: int, idx: SplitIndices, splits: dict[str, Split]) -> Wanted:
+        """The reference ``role`` of a seed as a model to train (what :meth:`train_many` packs)."""
         indices = np.sort(np.concatenate([idx.forget, idx.retain])) if role == "original" else idx.retain
-        return self.train_or_reuse(role, seed, splits[TRAINED_ON[role]], indices)
+        return Wanted(role, seed, splits[TRAINED_ON[role]], indices)
+
+    def to_train(self, seed: int, idx: SplitIndices, splits: dict[str, Split]) -> list[Wanted]:
+        """The seed's references this run trains (not the ones a user brought, nor a skipped gold standard)."""
+        request = self.bench.plan.request
+        skip = {"original": request.original is not None}
+        skip["retrained"] = request.retrained is not None or request.no_retrain
+        return [self.wanted(role, seed, idx, splits) for role in REFERENCE_ROLES if not skip[role]]
 
     def from_file(self, role: str, path: Path) -> Reference:
         digest = file_sha256(path)
@@ -130,14 +156,7 @@ class References:
         if key in self.memo:
             state, seconds, run_id = self.memo[key]
             return Reference(role, self._from_state(state), seconds, key, run_id)
-        bench = self.bench
-        tags = {**bench.tags(seed), **numerics_tags(), tag("run_type"): "train", tag("role"): role}
-        tags[tag("config_hash")] = key
-        params = {"role": role, "seed": seed, "images": len(split), **bench.train_recipe.as_params()}
-        params[IMAGE_SPEC] = image_spec_text(bench.spec)
-        if self.world.active:
-            tags[tag("world_size")] = params["world_size"] = str(self.world.size)
-        name = f"{role}-model-{bench.plan.dataset.name}-{bench.plan.model_name}-s{seed}"
+        name, tags, params = self.run_fields(role, seed, split, key)
         # rank 0 claims (and loads a finished model's checkpoint); every rank learns the outcome
         got = ddp.on_main(f"claim {key}", lambda: self._claim(role, seed, key, name, tags, params))
         if got.finished is not None:
@@ -168,13 +187,9 @@ class References:
         try:
             with claims.heartbeat(self.store, run_id):
                 model, seconds, series = self._train(role, seed, split)
-                state = cpu_state_dict(model)
-                self.store.save_checkpoint(run_id, state)
-                # what the config hash is a hash of: lets a bundle be checked on import (unlearnkit import)
-                self.store.log_text(run_id, identity_json(ident), "identity.json")
-                self.store.log_series(run_id, series)
-                self.store.log_metrics(run_id, {"train_time_s": seconds})
-                self.store.finish(run_id)
+                state = self.record(
+                    run_id, ident, model, seconds, series, throughput(model, split, self.bench.train_recipe, seconds)
+                )
             claims.release(self.store, run_id)
         except BaseException as err:
             self.store.fail(run_id, f"{type(err).__name__}: {err}")
@@ -182,6 +197,120 @@ class References:
         self.reporter.event(f"Trained the {role} model (seed {seed}) in {seconds:.1f} s")
         self.memo[key] = (state, seconds, run_id)
         return Reference(role, model.eval(), seconds, key, run_id)
+
+    def run_fields(self, role: str, seed: int, split: Split, key: str) -> tuple[str, dict[str, str], dict[str, object]]:
+        """A reference training run's name, tags and params."""
+        bench = self.bench
+        tags = {**bench.tags(seed), **numerics_tags(), tag("run_type"): "train", tag("role"): role}
+        tags[tag("config_hash")] = key
+        params = {"role": role, "seed": seed, "images": len(split), **bench.train_recipe.as_params()}
+        params[IMAGE_SPEC] = image_spec_text(bench.spec)
+        if self.world.active:
+            tags[tag("world_size")] = params["world_size"] = str(self.world.size)
+        return f"{role}-model-{bench.plan.dataset.name}-{bench.plan.model_name}-s{seed}", tags, params
+
+    def record(
+        self,
+        run_id: str,
+        ident: dict[str, Any],
+        model: nn.Module,
+        seconds: float,
+        series: list[tuple[str, float, int]],
+        measured: dict[str, float],
+    ) -> dict[str, torch.Tensor]:
+        """A trained reference's run completed: checkpoint, identity, series, times; its CPU state."""
+        state = cpu_state_dict(model)
+        self.store.save_checkpoint(run_id, state)
+        # what the config hash is a hash of: lets a bundle be checked on import (unlearnkit import)
+        self.store.log_text(run_id, identity_json(ident), "identity.json")
+        self.store.log_series(run_id, series)
+        self.store.log_metrics(run_id, {"train_time_s": seconds, **measured})
+        self.store.finish(run_id)
+        return state
+
+    def train_many(self, wanted: list[Wanted], per_device: int | None, strategy: Strategy = "auto") -> int:
+        """Train every ``wanted`` reference the store does not hold yet, ``per_device`` at a time in
+        one process (:func:`~unlearnkit.loops.packing.fit_many`): the same identities, seeds and
+        data order as :meth:`train_or_reuse`, which then finds them. Returns how many it trained.
+        Under torchrun (data-parallel training of each model) nothing is packed."""
+        bench = self.bench
+        if self.world.active or per_device == 1 or bench.train_recipe.epochs == 0 or not wanted:
+            return 0
+        resolved = resolve_strategy(strategy, bench.device)
+        one_thread = resolved == "threads" and bench.device.type == "cpu"  # each model on one core
+        if one_thread and bench.plan.request.threads not in (None, 1):
+            self.reporter.event(
+                f"Training reference models one at a time: --threads {bench.plan.request.threads} is part of their "
+                "identity, and a CPU pack trains each model on one thread (--threads 1 packs them)."
+            )
+            return 0
+        if per_device is None:
+            first = wanted[0]
+            probe = TrainJob(bench.build_model(), first.split, bench.context(first.seed, None), "probe")
+            per_device = auto_models_per_device(probe, bench.train_recipe)
+            if per_device == 1:
+                return 0
+        claimed: list[tuple[Wanted, dict[str, Any], str]] = []
+        for want in wanted:
+            ident = self.identity(want.role, want.seed, want.indices)
+            key = config_hash(ident)
+            if key in self.memo or any(c[1] == ident for c in claimed):
+                continue
+            name, tags, params = self.run_fields(want.role, want.seed, want.split, key)
+            tags[tag("models_per_device")] = str(per_device)
+            if one_thread:
+                tags[tag("threads")] = "1"
+            got = self._claim(want.role, want.seed, key, name, tags, params)
+            self._loaded = None  # a finished one is found again by train_or_reuse
+            if got.finished is None:
+                assert got.run_id is not None
+                claimed.append((want, ident, got.run_id))
+        if not claimed:
+            return 0
+        jobs = []
+        for want, _, _ in claimed:
+            seed_everything(want.seed)  # the initial weights train_or_reuse would draw
+            ctx = bench.context(want.seed, None, method=want.role)
+            jobs.append(
+                TrainJob(bench.build_model(), want.split, ctx, f"train the {want.role} model (seed {want.seed})")
+            )
+        advance = self.reporter.counter("reference models, packed", len(jobs))
+        failures: list[BaseException] = []
+        open_runs = {run_id for _, _, run_id in claimed}
+        with ExitStack() as beats:
+            for run_id in open_runs:
+                beats.enter_context(claims.heartbeat(self.store, run_id))
+            try:
+                synchronize(bench.device)
+                outcomes = fit_many(
+                    jobs, bench.train_recipe, per_device=per_device, strategy=strategy, on_done=lambda i: advance()
+                )
+                for (want, ident, run_id), job, out in zip(claimed, jobs, outcomes):
+                    if out.error is not None:  # this model's run fails; the pack's others are kept
+                        self.store.fail(run_id, f"{type(out.error).__name__}: {out.error}")
+                        open_runs.discard(run_id)
+                        failures.append(out.error)
+                        continue
+                    measured = throughput(job.model, want.split, bench.train_recipe, out.seconds)
+                    state = self.record(run_id, ident, job.model, out.seconds, job.ctx.series, measured)
+                    open_runs.discard(run_id)
+                    self.memo[config_hash(ident)] = (state, out.seconds, run_id)
+            except BaseException as err:
+                for run_id in open_runs:
+                    self.store.fail(run_id, f"{type(err).__name__}: {err}")
+                raise
+        finished = [run_id for (want, ident, run_id) in claimed if config_hash(ident) in self.memo]
+        for run_id in finished:
+            claims.release(self.store, run_id)
+        trained = len(claimed) - len(failures)
+        share = outcomes[0].seconds if outcomes else 0.0
+        self.reporter.event(
+            f"Trained {trained} reference models {outcomes[0].strategy}-packed, "
+            f"{per_device} per device ({share:.1f} s each)"
+        )
+        if failures:
+            raise failures[0]
+        return trained
 
     def _claim(
         self, role: str, seed: int, key: str, name: str, tags: dict[str, str], params: dict[str, object]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -173,6 +173,7 @@ class Runner:
         """Every seed, every method; returns one result per (method, seed)."""
         self.check()
         results: list[RunResult] = []
+        self.pack_references(self.plan.seeds)
         for seed in self.plan.seeds:
             state = self.prepare_seed(seed)
             for entry in self.plan.methods:
@@ -184,6 +185,23 @@ class Runner:
             results = ddp.agree("results", results)
             ddp.barrier()
         return results
+
+    def pack_references(self, seeds: Sequence[int], retrains: Sequence[tuple[int, int]] = ()) -> int:
+        """Train the seeds' reference models (and ``retrains``: (member seed, training seed) gold
+        standards on a member's splits) ``models_per_device`` at a time, before any seed runs; each
+        seed then finds its models in the store. Nothing to do at one per device. Returns how many
+        trained."""
+        if self.plan.models_per_device == 1 or self.sequential is not None:
+            return 0
+        wanted = []
+        for seed in seeds:
+            idx = self.bench.indices(seed)
+            wanted += self.references.to_train(seed, idx, self.bench.splits(idx))
+        for member, seed in retrains:
+            idx = self.bench.indices(member)
+            wanted.append(self.references.wanted("retrained", seed, idx, self.bench.splits(idx)))
+        with pinned_threads(self.plan.request.threads):
+            return self.references.train_many(wanted, self.plan.models_per_device)
 
     def prepare_seed(self, seed: int, memorisation: tuple[float, bool] | None = None) -> Seed:
         with pinned_threads(self.plan.request.threads):  # trains: at the request's thread count

@@ -61,6 +61,12 @@ def run_seconds(record: RunRecord) -> float:
     return own + record.metrics.get("eval_time_s", 0.0)
 
 
+def packing(record: RunRecord) -> int:
+    """How many models a reference training was packed with (1: trained alone)."""
+    text = record.tag("models_per_device")
+    return int(text) if text.isdigit() else 1
+
+
 class Paces:
     """Per-run times read from the store, once per (run type, dataset, model)."""
 
@@ -77,14 +83,22 @@ class Paces:
             self._records[key] = list(found or [])
         return self._records[key]
 
-    def train(self, role: str, dataset: str, model: str) -> Pace:
-        """A reference model's training time: the median ``train_time_s`` of its role's finished trainings."""
-        times = [
-            r.metrics["train_time_s"]
+    def train(self, role: str, dataset: str, model: str, per_device: int | None = 1) -> Pace:
+        """A reference model's training time: the median ``train_time_s`` of its role's finished
+        trainings, at the packing asked for (``per_device`` models at once, None: any pack) where the
+        store has such trainings, else at any packing (and the pace says so)."""
+        done = [
+            r
             for r in self.records("train", dataset, model)
             if r.tag("role") == role and math.isfinite(r.metrics.get("train_time_s", math.nan))
         ]
+        packed = [r for r in done if packing(r) == per_device or (per_device is None and packing(r) > 1)]
         what = f"{role} training on {dataset}/{model}"
+        if per_device != 1:
+            what += f", {per_device or 'auto'} per device"
+            if not packed and done:
+                what += " (measured at other packings)"
+        times = [r.metrics["train_time_s"] for r in (packed or done)]
         return Pace(statistics.median(times), len(times), what) if times else Pace(GUESS_TRAIN_S, 0, what)
 
     def run(self, method: str, dataset: str, model: str) -> Pace:
@@ -198,7 +212,7 @@ class PlanEstimator:
                     est.models_in_store += 1
                 else:
                     self.planned.add(key)
-                    est.charge(self.paces.train(role, dataset, model))
+                    est.charge(self.paces.train(role, dataset, model, plan.models_per_device))
             original = refs["original"]
             assert original is not None
             state = Seed(seed, idx, {}, original, refs["retrained"])
@@ -260,7 +274,7 @@ def estimate_audit(
     if math.isfinite(models[2]):
         model_pace = Pace(models[2], est.models_in_store, f"shadow model of {label}", "mean")
     else:
-        trainings = [paces.train(role, dataset, model) for role in ("original", "retrained")]
+        trainings = [paces.train(role, dataset, model, plan.models_per_device) for role in ("original", "retrained")]
         measured = [p for p in trainings if not p.guessed]
         seconds = statistics.fmean(p.seconds for p in measured or trainings)
         model_pace = Pace(

@@ -247,6 +247,7 @@ def prepare_references(task: Task) -> tuple[TaskOutcome, Prepared]:
     reporter = RecordingReporter()
     runner = worker_runner(task, reporter)
     runner.check()
+    runner.pack_references([task.seed])  # --models-per-device: the seed's two models trained together
     state = runner.prepare_seed(task.seed)
     return _outcome(reporter, started), Prepared.of(runner.bench, state)
 

@@ -69,6 +69,7 @@ class RecipeFile(BaseModel):
     eval_draw: int = Field(0, ge=0)  # another draw of the paper protocol's random crops (docs/reproducing.md)
     device: str = "auto"
     threads: int | None = Field(None, ge=1)  # pins torch's CPU threads; then in the identity (docs/protocols.md)
+    models_per_device: str | int = 1  # reference models trained together (N or auto); same identities
     save_models: bool = True
     metrics: list[str] | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> fixed options
@@ -226,6 +227,7 @@ def expand(
                 eval_draw=recipe.eval_draw,
                 device=recipe.device,
                 threads=recipe.threads,
+                models_per_device=recipe.models_per_device,
                 save_models=recipe.save_models,
             )
             base.update(overrides)

@@ -51,6 +51,9 @@ TAGS: dict[str, TagSpec] = {
     "default_dtype": TagSpec("text", "torch's default floating dtype during the run (e.g. float32)"),
     "torch_version": TagSpec("text", "torch.__version__ of the process that ran it"),
     "world_size": TagSpec("int", "ranks of a data-parallel run (absent in one process)"),
+    "models_per_device": TagSpec(
+        "int", "a reference model trained in a pack of this many in one process (absent: trained alone)"
+    ),
     # the method row
     "method": TagSpec("text", "method plugin name"),
     "access": TagSpec("text", "training data the method touches (none, forget, retain, forget+retain)"),
