@@ -303,5 +303,7 @@ def test_an_estimate_prices_trainings_at_the_packing_asked_for_where_the_store_m
     four = paces.train("original", "digits", "cnn", 4)
     assert (four.seconds, four.measured, four.what) == (5.0, 3, "original training on digits/cnn, 4 per device")
     eight = paces.train("original", "digits", "cnn", 8)  # never measured at 8: every training, said so
-    assert (eight.seconds, eight.measured) == (6.0, 5) and eight.what.endswith("8 per device (measured at other packings)")
+    assert (eight.seconds, eight.measured) == (6.0, 5) and eight.what.endswith(
+        "8 per device (measured at other packings)"
+    )
     assert paces.train("original", "digits", "cnn", None).seconds == 5.0  # auto: any pack

@@ -96,9 +96,11 @@ def auto_models_per_device(job: TrainJob, recipe: TrainRecipe) -> int:
     with job.ctx.autocast():
         loss = F.cross_entropy(probe(x), y)
     loss.backward()
-    # the optimiser's state (momentum, Adam moments) is about two more copies of the parameters
+    # what the peak leaves out: the model itself, the optimiser's state (momentum, Adam moments: about two
+    # more copies of the parameters) and the model's own training images on the device
     params = sum(p.numel() * p.element_size() for p in probe.parameters())
-    footprint = torch.cuda.max_memory_allocated(device) - before + 2 * params
+    images = job.split.x.numel() * job.split.x.element_size() if job.split.x is not None else 0
+    footprint = torch.cuda.max_memory_allocated(device) - before + 3 * params + images
     del probe, loss
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(AUTO_CAP, int(0.8 * free // max(footprint, 1))))
