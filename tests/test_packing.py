@@ -307,3 +307,24 @@ def test_an_estimate_prices_trainings_at_the_packing_asked_for_where_the_store_m
         "8 per device (measured at other packings)"
     )
     assert paces.train("original", "digits", "cnn", None).seconds == 5.0  # auto: any pack
+
+
+def test_a_packed_run_gives_the_rows_of_one_at_a_time_and_a_rerun_packs_nothing(host, capsys, store_dir):
+    from tests.invoke import invoke
+    from unlearnkit.store.mlflow_store import Store
+
+    uris = {n: f"sqlite:///{store_dir(n) / 'mlflow.db'}" for n in ("alone", "packed")}
+    base = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--method", "finetune", "--seeds", "1,2"]
+    base += ["--epochs", "3", "--threads", "1", "-o", "epochs=1", "--device", "cpu"]
+    code, _, err = invoke([*base, "--tracking-uri", uris["alone"]], capsys)
+    assert code == 0, err
+    packed = [*base, "--tracking-uri", uris["packed"], "--models-per-device", "4"]
+    code, _, err = invoke(packed, capsys)
+    assert code == 0 and "Trained 4 reference models threads-packed, 4 per device" in err, err
+    rows = {n: {r.tag("config_hash"): r.metrics for r in Store(uris[n]).search({"run_type": "unlearn"})} for n in uris}
+    assert len(rows["alone"]) == 6 and rows["alone"].keys() == rows["packed"].keys()
+    for key, metrics in rows["alone"].items():
+        assert metrics["acc_forget"] == rows["packed"][key]["acc_forget"]
+        assert metrics["jsd"] == rows["packed"][key]["jsd"]
+    code, _, err = invoke(packed, capsys)
+    assert code == 0 and "Trained" not in err and "Reusing" in err

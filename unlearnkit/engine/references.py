@@ -209,6 +209,14 @@ class References:
             tags[tag("world_size")] = params["world_size"] = str(self.world.size)
         return f"{role}-model-{bench.plan.dataset.name}-{bench.plan.model_name}-s{seed}", tags, params
 
+    def finished_keys(self) -> set[str]:
+        """The identities of this dataset's and model's finished reference trainings, in one search."""
+        if not self.store.exists():
+            return set()
+        plan = self.bench.plan
+        found = self.store.search({"run_type": "train", "dataset": plan.dataset.name, "model": str(plan.model_name)})
+        return {rec.tag("config_hash") for rec in found}
+
     def record(
         self,
         run_id: str,
@@ -251,10 +259,11 @@ class References:
             if per_device == 1:
                 return 0
         claimed: list[tuple[Wanted, dict[str, Any], str]] = []
+        done = self.finished_keys()  # found again by train_or_reuse: no claim, no checkpoint read here
         for want in wanted:
             ident = self.identity(want.role, want.seed, want.indices)
             key = config_hash(ident)
-            if key in self.memo or any(c[1] == ident for c in claimed):
+            if key in self.memo or key in done or any(c[1] == ident for c in claimed):
                 continue
             name, tags, params = self.run_fields(want.role, want.seed, want.split, key)
             tags[tag("models_per_device")] = str(per_device)
