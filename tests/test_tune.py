@@ -157,7 +157,10 @@ def test_tuning_seeds_that_overlap_the_reporting_seeds_are_refused(recipe, host)
 
 def test_the_cli_refuses_overlapping_seeds_in_one_line(recipe, capsys):
     from unlearnkit.cli import main
+    from unlearnkit.discovery.host import reset_host
 
+    # a host an earlier test of this worker left loaded would warn that the fixture plugin is registered
+    reset_host()
     with pytest.raises(SystemExit) as exit_:
         main(["tune", str(recipe), "--method", "ssd", "--tune-seeds", "13", "--plugins-dir", str(PLUGINS)])
     assert exit_.value.code == 2
