@@ -200,6 +200,7 @@ class AuditRunner:
         self._failed: dict[str, str] = {}  # row -> failure
         self._keys: dict[tuple[str, int], str] = {}
         self._packed: ModelMemo = {}  # shadow models trained in packs, until their shadow's pass takes them
+        self._pack_splits: dict[int, dict[str, Split]] = {}  # ... and the splits they were trained on
 
     # ------------------------------------------------------------------------------------ set-up
     def check(self) -> None:
@@ -362,9 +363,8 @@ class AuditRunner:
         model_times: list[float] = []
         run_times: list[float] = []
         for k in k_all:
-            missing = [e for e in needed if self.finished("audit-shadow", self.shadow_key(e, k)) is None]
-            wants = {SHADOW_ORIGINAL: any(e.cls.role != "retrained" for e in missing)}
-            wants[SHADOW_RETRAINED] = any(e.cls.role == "retrained" for e in missing)
+            missing = self.missing_rows(needed, k)
+            wants = self.wanted_roles(missing)
             for role in SHADOW_ROLES:
                 rec = self.finished("train", self.model_key(role, k))
                 if rec is not None:
@@ -389,6 +389,19 @@ class AuditRunner:
             model_seconds=_mean(model_times),
             run_seconds=_mean(run_times),
         )
+
+    def missing_rows(self, needed: list[Entry[Method]], k: int) -> list[Entry[Method]]:
+        """The rows whose logits on shadow ``k`` the store does not hold."""
+        return [e for e in needed if self.finished("audit-shadow", self.shadow_key(e, k)) is None]
+
+    @staticmethod
+    def wanted_roles(missing: list[Entry[Method]]) -> dict[str, bool]:
+        """Which shadow models ``missing`` rows run on: the original for every row but the retrain
+        row, which is the retrained model itself (a method reaches that one only if it asks)."""
+        return {
+            SHADOW_ORIGINAL: any(e.cls.role != "retrained" for e in missing),
+            SHADOW_RETRAINED: any(e.cls.role == "retrained" for e in missing),
+        }
 
     def needed_rows(self, pending: list[Entry[Method]]) -> list[Entry[Method]]:
         """Rows whose logits are needed: the pending ones, plus both references (the sanity check)."""
@@ -490,12 +503,10 @@ class AuditRunner:
         keys :meth:`model_key` computes). Returns how many it trained."""
         wanted: list[Wanted] = []
         for k in shadows:
-            missing = [e for e in needed if self.finished("audit-shadow", self.shadow_key(e, k)) is None]
-            wants = {SHADOW_ORIGINAL: any(e.cls.role != "retrained" for e in missing)}
-            wants[SHADOW_RETRAINED] = any(e.cls.role == "retrained" for e in missing)
+            wants = self.wanted_roles(self.missing_rows(needed, k))
             roles = [r for r in SHADOW_ROLES if wants[r] and self.finished("train", self.model_key(r, k)) is None]
             if roles:
-                splits = self.bench.splits(self.shadow_indices(k))
+                splits = self._pack_splits[k] = self.bench.splits(self.shadow_indices(k))
                 for role in roles:
                     split = splits["train"] if role == SHADOW_ORIGINAL else splits["retain"]
                     wanted.append(Wanted(role, self.seed_of(k), split, self.trained_on(role, k)))
@@ -544,7 +555,7 @@ class AuditRunner:
                 logits[entry.name][k] = got
         if not missing:
             return
-        splits = self.bench.splits(self.shadow_indices(k))
+        splits = self._pack_splits.pop(k, None) or self.bench.splits(self.shadow_indices(k))
         # one shadow's models in memory at a time: the packed ones handed over (no store round trip)
         keys = [self.model_key(role, k) for role in SHADOW_ROLES]
         memo = {key: self._packed.pop(key) for key in keys if key in self._packed}

@@ -145,7 +145,7 @@ def run(
         str,
         typer.Option(
             help="Train the seeds' reference models N at a time in this process (or auto: from memory on a GPU, "
-            "cores on a CPU); the same models and identities as one at a time (docs/architecture.md)."
+            "cores on a CPU); the same models and identities as one at a time (docs/packing.md)."
         ),
     ] = "1",
     save_models: Annotated[

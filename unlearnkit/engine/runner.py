@@ -34,6 +34,7 @@ from unlearnkit.engine.prepared import Benchmark, resolve_device, synchronize
 from unlearnkit.engine.references import ModelMemo, References
 from unlearnkit.engine.seed_state import Seed
 from unlearnkit.engine.sequential import Requests
+from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import equal_state, numerics, owned, pinned_threads, row_tags, same_outputs, unlearn_copy
 from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError, shorten
 from unlearnkit.identity import config_hash, identity_json, plugin_version
@@ -143,6 +144,7 @@ class Runner:
         self.checked = False  # whether check() ran (the CLI checks before it opens its progress display)
         # a scenario of successive deletion requests runs each method request after request
         self.sequential = Requests(self) if plan.scenario.requests > 1 else None
+        self._seed_splits: dict[int, tuple[SplitIndices, dict[str, Split]]] = {}  # built by pack_references
 
     # ------------------------------------------------------------------------------- driver
     def check(self) -> None:
@@ -194,9 +196,9 @@ class Runner:
         if self.plan.models_per_device == 1 or self.sequential is not None:
             return 0
         wanted = []
-        for seed in seeds:
-            idx = self.bench.indices(seed)
-            wanted += self.references.to_train(seed, idx, self.bench.splits(idx))
+        for seed in seeds:  # each seed's splits are kept for its prepare_seed, which would build them again
+            idx, splits = self._seed_splits[seed] = self.seed_splits(seed)
+            wanted += self.references.to_train(seed, idx, splits)
         for member, seed in retrains:
             idx = self.bench.indices(member)
             wanted.append(self.references.wanted("retrained", seed, idx, self.bench.splits(idx)))
@@ -207,9 +209,15 @@ class Runner:
         with pinned_threads(self.plan.request.threads):  # trains: at the request's thread count
             return self._prepare_seed(seed, memorisation)
 
-    def _prepare_seed(self, seed: int, memorisation: tuple[float, bool] | None) -> Seed:
+    def seed_splits(self, seed: int) -> tuple[SplitIndices, dict[str, Split]]:
+        """A seed's index sets and splits: the ones :meth:`pack_references` built, else built now."""
+        if seed in self._seed_splits:
+            return self._seed_splits.pop(seed)
         idx = self.bench.indices(seed)
-        splits = self.bench.splits(idx)
+        return idx, self.bench.splits(idx)
+
+    def _prepare_seed(self, seed: int, memorisation: tuple[float, bool] | None) -> Seed:
+        idx, splits = self.seed_splits(seed)
         original = self.references.get("original", seed, idx, splits)
         assert original is not None
         retrained = self.references.get("retrained", seed, idx, splits)

@@ -17,13 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.api.data import Split
-from unlearnkit.loops.training import TrainRecipe
+from unlearnkit.loops.training import TrainRecipe, drops_single
 
 
 def images_trained(split: Split, recipe: TrainRecipe) -> int:
     """Images ``fit`` forwards over the recipe: every epoch the whole split (a last single image dropped)."""
-    drop = len(split) % recipe.batch_size == 1 and len(split) > 1
-    return recipe.epochs * (len(split) - int(drop))
+    return recipe.epochs * (len(split) - int(drops_single(split, recipe)))
 
 
 def flops_per_image(model: nn.Module, split: Split) -> float:

@@ -43,6 +43,7 @@ from unlearnkit.loops.training import (
     Lookahead,
     TrainRecipe,
     cross_entropy,
+    drops_single,
     fit,
     init_from_data,
     lr_lambda,
@@ -122,11 +123,6 @@ def stackable(jobs: Sequence[TrainJob], recipe: TrainRecipe) -> str:
         if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in job.model.modules()):
             return "the model has dropout"
     return ""
-
-
-def drops_single(split: Split, recipe: TrainRecipe) -> bool:
-    """``fit``'s rule: a last batch of a single image is dropped (BatchNorm cannot normalise it)."""
-    return len(split) % recipe.batch_size == 1 and len(split) > 1
 
 
 def resolve_strategy(strategy: str, device: torch.device) -> str:

@@ -260,6 +260,11 @@ def raise_if_diverged(flag: DivergenceSignal, what: str) -> None:
         raise DivergenceError(f"{what} diverged: the loss became NaN or infinite.")
 
 
+def drops_single(split: Split, recipe: TrainRecipe) -> bool:
+    """``fit``'s rule: a last batch of a single image is dropped (BatchNorm cannot normalise it)."""
+    return len(split) % recipe.batch_size == 1 and len(split) > 1
+
+
 def init_from_data(model: nn.Module, split: Split) -> None:
     """Let a network that computes initial weights from its training images do so
     (:class:`~unlearnkit.api.data_init.InitialisesFromData`): the first ``min(INIT_SAMPLE,
@@ -334,7 +339,7 @@ def fit(
     model.train()
     init_from_data(model, split)
     opt = recipe_optimizer(model.parameters(), recipe)
-    drop_single = len(split) % recipe.batch_size == 1 and len(split) > 1
+    drop_single = drops_single(split, recipe)
     steps = split.num_batches(recipe.batch_size, drop_last=drop_single)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe, steps))
     gen = ctx.generator(offset=TRAIN_STREAM)
