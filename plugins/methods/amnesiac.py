@@ -9,22 +9,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    LogUniform,
-    Method,
-    Split,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    ce_epoch,
-    concat,
-    hookimpl,
-    log_losses,
-    make_optimizer,
-    random_wrong_labels,
-)
+import unlearnkit as uk
+from unlearnkit import ce_epoch, random_wrong_labels  # module attributes the tests patch
 from unlearnkit_plugins.methods.presets import TrainOptions
 
 
@@ -39,15 +25,15 @@ class AmnesiacOptions(TrainOptions):
 
 
 def amnesiac_set(
-    forget: Split, retain: Split, num_classes: int, generator: torch.Generator
-) -> tuple[Split, torch.Tensor]:
+    forget: uk.Split, retain: uk.Split, num_classes: int, generator: torch.Generator
+) -> tuple[uk.Split, torch.Tensor]:
     """D_f with every label replaced by one drawn uniformly from its K-1 wrong classes, followed by
     D_r with its own labels, as one split; plus the flag per sample (1 = a relabelled forget sample)."""
     wrong = replace(forget, y=random_wrong_labels(forget.y, num_classes, generator))
-    return concat(wrong, retain, "amnesiac")
+    return uk.concat(wrong, retain, "amnesiac")
 
 
-class Amnesiac(Method):
+class Amnesiac(uk.Method):
     """Amnesiac unlearning, retrain-free: fine-tune on D_r mixed with D_f relabelled to wrong classes.
 
     Once, before training, every forget sample gets a label drawn uniformly from its K-1 wrong
@@ -88,25 +74,27 @@ class Amnesiac(Method):
     distributed = True  # data-parallel under torchrun: labels drawn once for the whole split, alike on every rank
     summary = "Amnesiac (Graves et al. 2021): fine-tune on D_r mixed with D_f relabelled once to random wrong classes."
     paper = "Graves, Nagisetty, Ganesh, Amnesiac Machine Learning, AAAI 2021; as run by Foster et al., SSD, AAAI 2024"
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data (32 forget among 160 images): SSD's Adam lr 1e-4 moves nothing in 3 epochs of 2 steps; 10
     # epochs of batch 16 at lr 3e-3 (100 steps) show what 3 CIFAR-scale epochs of ~400 steps show (seeds 0-4:
     # forget accuracy -0.13 to -0.28, retain accuracy does not fall).
-    conformance = Conformance(options={"epochs": 10, "batch_size": 16, "lr": 3e-3})
+    conformance = uk.Conformance(options={"epochs": 10, "batch_size": 16, "lr": 3e-3})
     Options = AmnesiacOptions
-    search_space = {"lr": LogUniform(1e-5, 1e-3)}  # SSD's Adam 1e-4 (forget_random_strategies.py), a decade either side
+    search_space = {
+        "lr": uk.LogUniform(1e-5, 1e-3)
+    }  # SSD's Adam 1e-4 (forget_random_strategies.py), a decade either side
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: AmnesiacOptions = self.options
         gen = ctx.generator()
         mixed, _ = amnesiac_set(data.forget, data.retain, ctx.num_classes, gen)  # labels drawn once
-        opt = make_optimizer(model.parameters(), "adam", o.lr, weight_decay=o.weight_decay)
+        opt = uk.make_optimizer(model.parameters(), "adam", o.lr, weight_decay=o.weight_decay)
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
             loss = ce_epoch(model, mixed, opt, ctx, batch_size=o.batch_size, generator=gen, augment=o.augment)
-            log_losses(ctx, epoch, "amnesiac", amnesiac_loss=loss)
-        return UnlearnOutcome(model.eval())  # eval mode, as SSD's fit_one_unlearning_cycle leaves it
+            uk.log_losses(ctx, epoch, "amnesiac", amnesiac_loss=loss)
+        return uk.UnlearnOutcome(model.eval())  # eval mode, as SSD's fit_one_unlearning_cycle leaves it
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Amnesiac)

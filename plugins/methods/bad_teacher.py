@@ -8,23 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    LogUniform,
-    Uniform,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    concat,
-    hookimpl,
-    kl_to_target,
-    log_losses,
-    make_optimizer,
-    random_fraction,
-    step,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import LotusBudgetMethod, TrainOptions
 
 INCOMPETENT_SEED_OFFSET = 7_919  # the incompetent teacher's init depends on the run seed only
@@ -55,7 +39,7 @@ def reinitialise_(model: nn.Module) -> nn.Module:
     return model
 
 
-def incompetent_teacher(ctx: UnlearnContext) -> nn.Module:
+def incompetent_teacher(ctx: uk.UnlearnContext) -> nn.Module:
     """A randomly initialised network of the original's architecture, frozen, in eval mode.
 
     ``ctx.model_factory()`` (what ``ctx.new_model()`` builds) gives the architecture; its
@@ -120,44 +104,44 @@ class BadTeacher(LotusBudgetMethod):
         "Chundawat, Tarun, Mandal, Kankanhalli, Can Bad Teaching Induce Forgetting? Unlearning in Deep "
         "Networks Using an Incompetent Teacher, AAAI 2023"
     )
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data (32 forget + 38 retain images per epoch): more epochs, small batches, a larger lr
     # (seeds 0-4: forget accuracy -0.06 to -0.28, retain <= -0.07).
-    conformance = Conformance(options={"epochs": 20, "batch_size": 16, "lr": 5e-3})
+    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 16, "lr": 5e-3})
     Options = BadTeacherOptions
     # lr: Bad Teacher's Adam 1e-4 (bad-teaching-unlearning, unlearn.py), a decade either side; temperature:
     # its KL_temperature 1 up to common distillation temperatures; retain_fraction: around its 30 % of D_r
     search_space = {
-        "lr": LogUniform(1e-5, 1e-3),
-        "temperature": LogUniform(0.5, 8.0),
-        "retain_fraction": Uniform(0.1, 0.6),
+        "lr": uk.LogUniform(1e-5, 1e-3),
+        "temperature": uk.LogUniform(0.5, 8.0),
+        "retain_fraction": uk.Uniform(0.1, 0.6),
     }
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: BadTeacherOptions = self.options  # type: ignore[assignment]
         gen = ctx.generator()
         good = copy.deepcopy(model).eval().requires_grad_(False)
         bad = incompetent_teacher(ctx)
         student = model  # the runner's private copy: trained in place
-        retain_sub = random_fraction(data.retain, o.retain_fraction, gen, "retain_subset")
-        union, is_forget = concat(data.forget, retain_sub, "forget+retain_subset")
-        opt = make_optimizer(student.parameters(), "adam", o.lr, weight_decay=o.weight_decay)
+        retain_sub = uk.random_fraction(data.retain, o.retain_fraction, gen, "retain_subset")
+        union, is_forget = uk.concat(data.forget, retain_sub, "forget+retain_subset")
+        opt = uk.make_optimizer(student.parameters(), "adam", o.lr, weight_decay=o.weight_decay)
         student.train()
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            losses = EpochLoss(ctx)
+            losses = uk.EpochLoss(ctx)
             for x, _, pos in union.indexed_batches(o.batch_size, shuffle=True, augment=o.augment, generator=gen):
                 with torch.no_grad(), ctx.autocast():
                     z_good, z_bad = good(x), bad(x)
                 target = bad_teacher_targets(z_good, z_bad, is_forget[pos], o.temperature)
                 with ctx.autocast():
                     z = student(x)
-                loss = kl_to_target(z, target, o.temperature)
-                step(opt, loss)
+                loss = uk.kl_to_target(z, target, o.temperature)
+                uk.step(opt, loss)
                 losses.add(loss)
-            log_losses(ctx, epoch, "bad_teacher", bad_teacher_loss=losses)
-        return UnlearnOutcome(student)  # train mode, as the LoTUS code returns it
+            uk.log_losses(ctx, epoch, "bad_teacher", bad_teacher_loss=losses)
+        return uk.UnlearnOutcome(student)  # train mode, as the LoTUS code returns it
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(BadTeacher)

@@ -9,20 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    Method,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    cross_entropy,
-    hookimpl,
-    log_losses,
-    make_optimizer,
-    step,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.boundary_shrink import BOUNDARY_LR, CLASS_ONLY, PAPER, BoundaryOptions
 
 SHADOW_STREAM = 1  # the shadow row's draw: a generator stream of its own, so the batch order is shrink's
@@ -90,7 +77,7 @@ def prune(widened: Widened) -> None:
     head.out_features = k
 
 
-class BoundaryExpand(Method):
+class BoundaryExpand(uk.Method):
     """Boundary Expanding: train the forget class into an extra shadow class, then cut it off.
 
     The classifier, the last ``nn.Linear`` with ``ctx.num_classes`` outputs (``classifier_head``;
@@ -135,29 +122,29 @@ class BoundaryExpand(Method):
         "then prune the shadow output."
     )
     paper = PAPER
-    access = DataAccess.FORGET
+    access = uk.DataAccess.FORGET
     scenario_rules = frozenset({"class"})
     scenario_reason = CLASS_ONLY
     # Tiny data (40 forget images of class 0): the authors' lr 1e-5 moves nothing in a few steps; batches of 8
     # at lr 3e-3 for 5 epochs (25 steps) show what 10 CIFAR-scale epochs show.
-    conformance = Conformance(options={"epochs": 5, "batch_size": 8, "lr": 0.003})
+    conformance = uk.Conformance(options={"epochs": 5, "batch_size": 8, "lr": 0.003})
     Options = BoundaryExpandOptions
     search_space = {"lr": BOUNDARY_LR}  # the authors' 1e-5 (boundary_unlearning.py), a decade either side
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: BoundaryExpandOptions = self.options
         k = ctx.num_classes
         head = classifier_head(model, k)  # refused before any data is read
         forget = data.forget
         widened = widen(head, ctx.generator(SHADOW_STREAM))
-        opt = make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = uk.make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         gen = ctx.generator()
         model.train()
         forward = ctx.parallel(model)  # the widened model itself in one process
         shadow = torch.zeros(1, dtype=torch.float64, device=ctx.device)
         seen = 0
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            losses = EpochLoss(ctx)
+            losses = uk.EpochLoss(ctx)
             shadow.zero_()
             seen = 0
             for x, y, _, part in forget.sharded_batches(
@@ -166,18 +153,18 @@ class BoundaryExpand(Method):
                 target = shadow_labels(y, k)
                 with ctx.autocast():
                     logits = forward(x)
-                loss = cross_entropy(logits.float(), target, part)
-                step(opt, loss)
+                loss = uk.cross_entropy(logits.float(), target, part)
+                uk.step(opt, loss)
                 losses.add(loss)
                 shadow += (logits.detach().argmax(1) == k).sum()
                 seen += y.numel()
-            log_losses(ctx, epoch, "boundary_expand", boundary_expand_loss=losses)
+            uk.log_losses(ctx, epoch, "boundary_expand", boundary_expand_loss=losses)
         ctx.release(model)  # unwrapped (several ranks) before the head changes shape again
         prune(widened)
         hits, total = ctx.world.sum(torch.cat([shadow, shadow.new_tensor([seen])])).tolist()
-        return UnlearnOutcome(model, info={"boundary_expand_shadow": hits / max(1.0, total)})  # train mode
+        return uk.UnlearnOutcome(model, info={"boundary_expand_shadow": hits / max(1.0, total)})  # train mode
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(BoundaryExpand)

@@ -10,23 +10,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    LogUniform,
-    Method,
-    Split,
-    Uniform,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    cross_entropy,
-    hookimpl,
-    log_losses,
-    make_optimizer,
-    step,
-)
+import unlearnkit as uk
+from unlearnkit import cross_entropy  # module attributes the tests patch
 from unlearnkit_plugins.methods.presets import SGDOptions
 
 PAPER = (
@@ -35,7 +20,7 @@ PAPER = (
 )
 CLASS_ONLY = "it moves the decision region of one whole class (ctx.forget_class), which an instance forget set lacks"
 # the authors' lr 1e-5 (TY-LEE-KR/Boundary-Unlearning-Code, boundary_unlearning.py), a decade either side
-BOUNDARY_LR = LogUniform(1e-6, 1e-4)
+BOUNDARY_LR = uk.LogUniform(1e-6, 1e-4)
 
 
 class BoundaryOptions(SGDOptions):
@@ -62,7 +47,7 @@ class BoundaryShrinkOptions(BoundaryOptions):
 
 
 def fgsm_neighbour_labels(
-    probe: nn.Module, x: torch.Tensor, y: torch.Tensor, split: Split, bound: float, ctx: UnlearnContext
+    probe: nn.Module, x: torch.Tensor, y: torch.Tensor, split: uk.Split, bound: float, ctx: uk.UnlearnContext
 ) -> torch.Tensor:
     """The class each sample's FGSM neighbour lands in under ``probe`` (eval mode, frozen).
 
@@ -91,7 +76,7 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return probe
 
 
-class BoundaryShrink(Method):
+class BoundaryShrink(uk.Method):
     """Boundary Shrink: send every forget sample to its nearest wrong class, found by FGSM.
 
     A frozen copy of the *original* model (eval mode) is the probe. For every D_f batch, each
@@ -136,29 +121,29 @@ class BoundaryShrink(Method):
         "lands in under the original model."
     )
     paper = PAPER
-    access = DataAccess.FORGET
+    access = uk.DataAccess.FORGET
     scenario_rules = frozenset({"class"})
     scenario_reason = CLASS_ONLY
     # Tiny data (40 forget images of class 0): the authors' lr 1e-5 moves nothing in a few steps; batches of 8
     # at lr 3e-3 for 5 epochs (25 steps) show what 10 CIFAR-scale epochs show.
-    conformance = Conformance(options={"epochs": 5, "batch_size": 8, "lr": 0.003})
+    conformance = uk.Conformance(options={"epochs": 5, "batch_size": 8, "lr": 0.003})
     Options = BoundaryShrinkOptions
     # lr: BOUNDARY_LR; bound: from the authors' PGD step 8/255 (boundary_unlearning.py, `step`) to three
     # times their FGSM bound 0.1
-    search_space = {"lr": BOUNDARY_LR, "bound": Uniform(8 / 255, 0.3)}
+    search_space = {"lr": BOUNDARY_LR, "bound": uk.Uniform(8 / 255, 0.3)}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: BoundaryShrinkOptions = self.options
         forget = data.forget
         probe = frozen_copy(model)  # the original, frozen: its neighbours do not move as the model does
-        opt = make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = uk.make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         gen = ctx.generator()
         model.train()
         forward = ctx.parallel(model)  # the model itself in one process
         crossed = torch.zeros(1, dtype=torch.float64, device=ctx.device)  # neighbours in another class, this rank
         probed = 0
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            losses = EpochLoss(ctx)
+            losses = uk.EpochLoss(ctx)
             for x, y, _, part in forget.sharded_batches(
                 o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
             ):
@@ -168,14 +153,14 @@ class BoundaryShrink(Method):
                 with ctx.autocast():
                     logits = forward(x)
                 loss = cross_entropy(logits.float(), target, part)
-                step(opt, loss)
+                uk.step(opt, loss)
                 losses.add(loss)
-            log_losses(ctx, epoch, "boundary_shrink", boundary_shrink_loss=losses)
+            uk.log_losses(ctx, epoch, "boundary_shrink", boundary_shrink_loss=losses)
         hits, total = ctx.world.sum(torch.cat([crossed, crossed.new_tensor([probed])])).tolist()  # over the ranks
         share = hits / max(1.0, total)
-        return UnlearnOutcome(model, info={"boundary_shrink_crossed": share})  # train mode, as both codes
+        return uk.UnlearnOutcome(model, info={"boundary_shrink_crossed": share})  # train mode, as both codes
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(BoundaryShrink)

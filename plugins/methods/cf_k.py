@@ -8,24 +8,7 @@ from typing import Any
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    IntRange,
-    LogUniform,
-    Method,
-    Setting,
-    Split,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    cross_entropy,
-    hookimpl,
-    log_losses,
-    make_optimizer,
-    step,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults
 
 PAPER = (
@@ -69,7 +52,7 @@ def split_last(model: nn.Module, k: int) -> tuple[list[nn.Module], list[nn.Modul
 
 
 def train_last(
-    model: nn.Module, frozen: list[nn.Module], split: Split, o: LastKOptions, ctx: UnlearnContext, what: str
+    model: nn.Module, frozen: list[nn.Module], split: uk.Split, o: LastKOptions, ctx: uk.UnlearnContext, what: str
 ) -> None:
     """Epochs of cross-entropy on ``split`` updating the parameters outside ``frozen`` only. The
     frozen layers run in eval mode, so their BatchNorm statistics do not move either, and their
@@ -77,23 +60,23 @@ def train_last(
     for module in frozen:
         module.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    opt = uk.make_optimizer(params, "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     gen = ctx.generator()
     forward = ctx.parallel(model)  # the model itself in one process
     for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
         model.train()
         for module in frozen:
             module.eval()
-        losses = EpochLoss(ctx)
+        losses = uk.EpochLoss(ctx)
         for x, y, _, part in split.sharded_batches(
             o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
         ):
             with ctx.autocast():
                 logits = forward(x)
-            loss = cross_entropy(logits.float(), y, part)
-            step(opt, loss)
+            loss = uk.cross_entropy(logits.float(), y, part)
+            uk.step(opt, loss)
             losses.add(loss)
-        log_losses(ctx, epoch, what, **{f"{what}_loss": losses})
+        uk.log_losses(ctx, epoch, what, **{f"{what}_loss": losses})
     for module in frozen:
         module.requires_grad_(True)  # the returned model is a whole model again
     model.train()
@@ -103,7 +86,7 @@ def parameter_count(modules: list[nn.Module]) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-class CFk(Method):
+class CFk(uk.Method):
     """CF-k: freeze every layer but the last k and fine-tune those on D_r.
 
     Goel et al. use it as the cheapest "inexact" unlearner: the features below the last k layers
@@ -134,24 +117,24 @@ class CFk(Method):
     distributed = True  # data-parallel under torchrun: D_r batches sharded like finetune
     summary = "CF-k (Goel et al. 2022): fine-tune only the last k layers on D_r, every layer below frozen."
     paper = PAPER
-    access = DataAccess.RETAIN
+    access = uk.DataAccess.RETAIN
     # Tiny data (the tiny CNN has 3 layers): k = 1, the head alone, at finetune's tiny-data budget
-    conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "k": 1})
+    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "k": 1})
     Options = LastKOptions
     # k: one layer (the head) to the last two ResNet stages and the head; lr: 1e-3 to 0.1
-    search_space = {"k": IntRange(1, 5), "lr": LogUniform(1e-3, 1e-1)}
+    search_space = {"k": uk.IntRange(1, 5), "lr": uk.LogUniform(1e-3, 1e-1)}
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         return family_defaults(setting)
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: LastKOptions = self.options
         frozen, trained = split_last(model, o.k)
         train_last(model, frozen, data.retain, o, ctx, "cf_k")
-        return UnlearnOutcome(model, info={"cf_k_trained_params": float(parameter_count(trained))})
+        return uk.UnlearnOutcome(model, info={"cf_k_trained_params": float(parameter_count(trained))})
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(CFk)

@@ -7,18 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    IntRange,
-    LogUniform,
-    Method,
-    Setting,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    hookimpl,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.cf_k import PAPER, LastKOptions, layers, parameter_count, split_last, train_last
 from unlearnkit_plugins.methods.presets import family_defaults
 
@@ -33,7 +22,7 @@ def reinitialise_last(model: nn.Module, fresh: nn.Module, k: int) -> tuple[list[
     return frozen, reset
 
 
-class EUk(Method):
+class EUk(uk.Method):
     """EU-k: re-initialise the last k layers, then train only them on D_r.
 
     The exact counterpart of ``cf_k``: where CF-k fine-tunes the top layers from the original's
@@ -56,24 +45,24 @@ class EUk(Method):
     distributed = True  # data-parallel under torchrun; the fresh layers are drawn alike on every rank
     summary = "EU-k (Goel et al. 2022): re-initialise the last k layers and train only them on D_r."
     paper = PAPER
-    access = DataAccess.RETAIN
+    access = uk.DataAccess.RETAIN
     # Tiny data: the head alone, reset and trained at finetune's tiny-data budget
-    conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "k": 1})
+    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "k": 1})
     Options = LastKOptions
     # as cf_k: k from the head alone to the last two stages and the head; lr 1e-3 to 0.1
-    search_space = {"k": IntRange(1, 5), "lr": LogUniform(1e-3, 1e-1)}
+    search_space = {"k": uk.IntRange(1, 5), "lr": uk.LogUniform(1e-3, 1e-1)}
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         return family_defaults(setting)
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: LastKOptions = self.options
         frozen, reset = reinitialise_last(model, ctx.new_model(), o.k)
         train_last(model, frozen, data.retain, o, ctx, "eu_k")
-        return UnlearnOutcome(model, info={"eu_k_trained_params": float(parameter_count(reset))})
+        return uk.UnlearnOutcome(model, info={"eu_k_trained_params": float(parameter_count(reset))})
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(EUk)

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    ce_epoch,
-    hookimpl,
-    log_losses,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import SGD_LR, LotusBudgetMethod, SGDOptions, sgd
 
 
@@ -51,25 +42,25 @@ class Finetune(LotusBudgetMethod):
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep "
         "Networks, CVPR 2020 (fine-tuning baseline); as run by Spartalis et al., LoTUS, CVPR 2025"
     )
-    access = DataAccess.RETAIN
+    access = uk.DataAccess.RETAIN
     # Tiny data (128 retain images, 1x8x8): more epochs, smaller batches and a larger lr so that 80
     # steps show the forgetting 10 CIFAR-scale epochs show (tiny benches of seeds 0-4: forget
     # accuracy falls by 0.09-0.22, retain accuracy does not fall).
-    conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05})
+    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05})
     Options = FinetuneOptions
     search_space = {"lr": SGD_LR}  # from the LoTUS runs' 1e-3 to SCRUB's fine-tuning 0.01, a decade either side
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o = self.options
         retain = data.retain
         opt = sgd(model, o)
         gen = ctx.generator()
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            loss = ce_epoch(model, retain, opt, ctx, batch_size=o.batch_size, generator=gen, augment=o.augment)
-            log_losses(ctx, epoch, "finetune", finetune_loss=loss)
-        return UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
+            loss = uk.ce_epoch(model, retain, opt, ctx, batch_size=o.batch_size, generator=gen, augment=o.augment)
+            uk.log_losses(ctx, epoch, "finetune", finetune_loss=loss)
+        return uk.UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Finetune)

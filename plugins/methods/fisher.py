@@ -10,19 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    LogUniform,
-    Method,
-    Options,
-    Split,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    hookimpl,
-    trainable,
-)
+import unlearnkit as uk
 
 # Unlearn-Sparse (OPTML-Group/Unlearn-Sparse): README "FF: --unlearn fisher_new --alpha 0.2"
 ALPHA = 0.2
@@ -52,8 +40,8 @@ def flat_gradient(params: list[nn.Parameter], grads: tuple[torch.Tensor | None, 
 
 def per_sample_gradients(
     model: nn.Module,
-    split: Split,
-    ctx: UnlearnContext,
+    split: uk.Split,
+    ctx: uk.UnlearnContext,
     chunk: int = 64,
     loss_fn: SampleLoss = log_likelihood_loss,
 ) -> Iterator[torch.Tensor]:
@@ -61,7 +49,7 @@ def per_sample_gradients(
     loss w.r.t. the trainable parameters, flattened and concatenated in ``trainable(model)`` order
     (float32). One forward per ``chunk`` samples, one backward per sample; nothing is written to
     ``.grad`` and BatchNorm statistics stay."""
-    params = trainable(model)
+    params = uk.trainable(model)
     was_training = model.training
     model.eval()
     try:
@@ -76,7 +64,7 @@ def per_sample_gradients(
         model.train(was_training)
 
 
-def diagonal_fisher(model: nn.Module, split: Split, ctx: UnlearnContext, chunk: int = 64) -> torch.Tensor:
+def diagonal_fisher(model: nn.Module, split: uk.Split, ctx: uk.UnlearnContext, chunk: int = 64) -> torch.Tensor:
     """F_ii = (1/n) sum_k (d log p(y_k|x_k) / d theta_i)^2 over the n samples of ``split``: the
     diagonal of the empirical Fisher, one flat float32 vector in ``trainable(model)`` order."""
     total: torch.Tensor | None = None
@@ -92,11 +80,11 @@ def noise_std(fisher: torch.Tensor, alpha: float, cap: float, scale: torch.Tenso
     return (alpha / fisher.clamp_min(1e-30)).sqrt().clamp(max=cap) * scale
 
 
-def class_weighted_fisher(model: nn.Module, split: Split, ctx: UnlearnContext, batch_size: int) -> torch.Tensor:
+def class_weighted_fisher(model: nn.Module, split: uk.Split, ctx: uk.UnlearnContext, batch_size: int) -> torch.Tensor:
     """Golatkar's Fisher as Unlearn-Sparse's ``hessian`` computes it: per batch b and class c,
     mean_b(p_c) * (grad of the batch's mean CE towards label c)^2, summed over classes; batches
     weighted by their share of the samples. Flat float32 in ``trainable(model)`` order."""
-    params = trainable(model)
+    params = uk.trainable(model)
     was_training = model.training
     model.eval()
     total: torch.Tensor | None = None
@@ -136,7 +124,7 @@ def golatkar_std(
     return var.sqrt()
 
 
-class FisherOptions(Options):
+class FisherOptions(uk.Options):
     variant: Literal["fisher_new", "fisher"] = Field(
         "fisher_new",
         description=(
@@ -168,7 +156,7 @@ class FisherOptions(Options):
     batch_size: int = Field(FISHER_BATCH, ge=1, le=4096, description="'fisher_new': samples per batch gradient.")
 
 
-class Fisher(Method):
+class Fisher(uk.Method):
     """Fisher forgetting: theta <- theta + sigma * z, z ~ N(0, I), sigma from the inverse D_r Fisher.
 
     Golatkar, Achille and Soatto scrub a network by adding noise that is large along directions the
@@ -218,23 +206,23 @@ class Fisher(Method):
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks, "
         "CVPR 2020"
     )
-    access = DataAccess.RETAIN
+    access = uk.DataAccess.RETAIN
     # Tiny data: the README's alpha destroys the tiny model (as it does the digits CNN); at 5e-6 the
     # noise forgets, and shows its price: on random forget sets D_r pays about as much (forget
     # 0.97 -> 0.75, retain 0.99 -> 0.77), as the Fisher-forgetting literature reports.
-    conformance = Conformance(options={"alpha": 5e-6}, retain_tolerance=0.3)
+    conformance = uk.Conformance(options={"alpha": 5e-6}, retain_tolerance=0.3)
     Options = FisherOptions
     # alpha: from the README's 0.2 down to 1e-7, where the digits CNN keeps its retain accuracy
     # (measured: 0.2 leaves every accuracy ~0.1, 1e-6 forget 0.993 -> 0.971 at retain 0.996)
-    search_space = {"alpha": LogUniform(1e-7, 0.2)}
+    search_space = {"alpha": uk.LogUniform(1e-7, 0.2)}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: FisherOptions = self.options  # type: ignore[assignment]
         retain = data.retain
         gen = ctx.generator()
         if o.samples is not None and o.samples < len(retain):
             retain = retain.subset(torch.randperm(len(retain), generator=gen, device=gen.device)[: o.samples])
-        params = trainable(model)
+        params = uk.trainable(model)
         sizes = [p.numel() for p in params]
         if o.variant == "fisher_new":
             fisher = class_weighted_fisher(model, retain, ctx, o.batch_size)
@@ -262,9 +250,9 @@ class Fisher(Method):
             "fisher_mean_std": float(torch.cat([s.flatten() for s in stds]).mean()),
             "fisher_capped": capped,
         }
-        return UnlearnOutcome(model.eval(), info=info)  # eval mode, as the reference leaves it
+        return uk.UnlearnOutcome(model.eval(), info=info)  # eval mode, as the reference leaves it
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Fisher)

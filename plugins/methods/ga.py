@@ -5,26 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    LogUniform,
-    Method,
-    Options,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    cross_entropy,
-    hookimpl,
-    log_losses,
-    make_optimizer,
-    step,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import Preset, data_scale
 
 
-class GAOptions(Options):
+class GAOptions(uk.Options):
     epochs: int = Field(5, ge=1, description="Epochs (shuffled passes over D_f).")
     batch_size: int | None = Field(
         None, ge=2, description="Mini-batch size (forget samples per step). Unset: 256 (large data), 32 (small)."
@@ -53,7 +38,7 @@ def forget_scale(preset: str, n_forget: int) -> str:
     return data_scale(preset, n_forget * 10)
 
 
-class GA(Method):
+class GA(uk.Method):
     """Gradient ascent: every step *descends* -CE(D_f batch), so the forget loss rises.
 
     Each epoch is one shuffled, augmented pass over D_f in train mode; the retain set is never
@@ -91,37 +76,37 @@ class GA(Method):
         "Golatkar, Achille, Soatto, Eternal Sunshine of the Spotless Net, CVPR 2020 (NegGrad); as run by "
         "Jia et al., Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
     )
-    access = DataAccess.FORGET
+    access = uk.DataAccess.FORGET
     # Tiny data (32 forget images): 2 epochs of batch 8 at lr 1e-3 (8 steps; seeds 0-3: forget accuracy
     # -0.03 to -0.06, retain within 0.06). Ascent alone damages D_r as fast as D_f on data this small.
-    conformance = Conformance(options={"epochs": 2, "batch_size": 8, "lr": 1e-3})
+    conformance = uk.Conformance(options={"epochs": 2, "batch_size": 8, "lr": 1e-3})
     Options = GAOptions
     # lr: the reference's 1e-4 (OPTML README), a decade either side
-    search_space = {"lr": LogUniform(1e-5, 1e-3)}
+    search_space = {"lr": uk.LogUniform(1e-5, 1e-3)}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: GAOptions = self.options
         forget = data.forget
         default_lr, default_batch = SETTINGS[forget_scale(o.preset, len(forget))]
         lr, batch_size = o.lr or default_lr, o.batch_size or default_batch
-        opt = make_optimizer(model.parameters(), "sgd", lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = uk.make_optimizer(model.parameters(), "sgd", lr, momentum=o.momentum, weight_decay=o.weight_decay)
         gen = ctx.generator()
         model.train()
         forward = ctx.parallel(model)  # the model itself in one process
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            losses = EpochLoss(ctx)
+            losses = uk.EpochLoss(ctx)
             for x, y, _, part in forget.sharded_batches(
                 batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
             ):
                 with ctx.autocast():
                     logits = forward(x)
-                ce = cross_entropy(logits.float(), y, part)
-                step(opt, -ce)  # ascent: the optimiser descends the negated forget loss
+                ce = uk.cross_entropy(logits.float(), y, part)
+                uk.step(opt, -ce)  # ascent: the optimiser descends the negated forget loss
                 losses.add(ce.detach())
-            log_losses(ctx, epoch, "ga", ga_forget_loss=losses)
-        return UnlearnOutcome(model, info={"ga_lr": lr, "ga_batch_size": float(batch_size)})  # train mode
+            uk.log_losses(ctx, epoch, "ga", ga_forget_loss=losses)
+        return uk.UnlearnOutcome(model, info={"ga_lr": lr, "ga_batch_size": float(batch_size)})  # train mode
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(GA)

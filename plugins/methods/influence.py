@@ -10,20 +10,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    LogUniform,
-    Method,
-    Options,
-    Split,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    batch_gradients,
-    hookimpl,
-    trainable,
-)
+import unlearnkit as uk
 
 # Unlearn-Sparse (OPTML-Group/Unlearn-Sparse) arg_parser.py: --alpha 0.2, the value its IU command takes
 # when no --alpha is passed (its README leaves `--alpha ${alpha}` to be tuned)
@@ -33,15 +20,19 @@ RETAIN_BATCH = 32
 FORGET_BATCH = 128
 
 
-def flat_gradients(model: nn.Module, split: Split, batch_size: int, ctx: UnlearnContext) -> Iterator[torch.Tensor]:
+def flat_gradients(
+    model: nn.Module, split: uk.Split, batch_size: int, ctx: uk.UnlearnContext
+) -> Iterator[torch.Tensor]:
     """Per batch of ``split`` (in order, eval mode): the gradient of the batch's mean cross-entropy
     w.r.t. the trainable parameters, flat float32 in ``trainable(model)`` order (``batch_gradients``
     in full precision: the gradients feed one solve, not a training step)."""
-    for grads in batch_gradients(model, split, batch_size, ctx, autocast=False):
+    for grads in uk.batch_gradients(model, split, batch_size, ctx, autocast=False):
         yield torch.cat([g.flatten() for g in grads])
 
 
-def mean_gradient(model: nn.Module, split: Split, ctx: UnlearnContext, batch_size: int = FORGET_BATCH) -> torch.Tensor:
+def mean_gradient(
+    model: nn.Module, split: uk.Split, ctx: uk.UnlearnContext, batch_size: int = FORGET_BATCH
+) -> torch.Tensor:
     """The gradient of the mean cross-entropy over all of ``split`` (batches weighted by size)."""
     if len(split) == 0:
         raise ValueError("influence unlearning needs a non-empty forget set")
@@ -82,7 +73,7 @@ def unlearn_sparse_recursion(grads: Iterator[torch.Tensor], v: torch.Tensor, cou
     return k
 
 
-class InfluenceOptions(Options):
+class InfluenceOptions(uk.Options):
     alpha: float = Field(
         ALPHA, ge=0, le=1e6, description="Step length of the Newton step theta += alpha * H^-1 grad L_f; 0 = no change."
     )
@@ -104,7 +95,7 @@ class InfluenceOptions(Options):
     forget_batch_size: int = Field(FORGET_BATCH, ge=1, le=4096, description="Samples per forward on D_f.")
 
 
-class Influence(Method):
+class Influence(uk.Method):
     """Influence unlearning: theta <- theta + alpha * H^-1 grad L_f(theta), H the WoodFisher of D_r.
 
     Removing D_f from the empirical risk moves the optimum, to first order, by H^-1 times the
@@ -142,17 +133,17 @@ class Influence(Method):
         "Singh & Alistarh, WoodFisher, NeurIPS 2020 (as in Jia et al., Model Sparsity Can Simplify Machine "
         "Unlearning, NeurIPS 2023)"
     )
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data: its retain batch gradients are small, so H is near damping * I; a small damping lets
     # H^-1 spare the directions D_r constrains (forget 0.97 -> 0.75 at retain 0.99 -> 0.96).
-    conformance = Conformance(options={"alpha": 0.01, "damping": 0.01}, retain_tolerance=0.3)
+    conformance = uk.Conformance(options={"alpha": 0.01, "damping": 0.01}, retain_tolerance=0.3)
     Options = InfluenceOptions
     # alpha: Unlearn-Sparse's README leaves it to be tuned around its default 0.2; forks' scripts pass
     # up to 16; from two decades below the default to two above. damping: the reference's 1 and three
     # decades below, where H^-1 starts to spare the directions D_r constrains
-    search_space = {"alpha": LogUniform(2e-3, 20.0), "damping": LogUniform(1e-3, 1.0)}
+    search_space = {"alpha": uk.LogUniform(2e-3, 20.0), "damping": uk.LogUniform(1e-3, 1.0)}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: InfluenceOptions = self.options  # type: ignore[assignment]
         forget_grad = mean_gradient(model, data.forget, ctx, o.forget_batch_size)
         retain = data.retain
@@ -170,16 +161,16 @@ class Influence(Method):
             step = unlearn_sparse_recursion(stream, forget_grad, used)
         step = step * o.alpha
         with torch.no_grad():
-            for p, s in zip(trainable(model), step.split([p.numel() for p in trainable(model)])):
+            for p, s in zip(uk.trainable(model), step.split([p.numel() for p in uk.trainable(model)])):
                 p.add_(s.view_as(p).to(p.dtype))
         info = {
             "influence_step_norm": float(step.norm()),
             "influence_forget_grad_norm": float(forget_grad.norm()),
             "influence_fisher_batches": float(used),
         }
-        return UnlearnOutcome(model.eval(), info=info)
+        return uk.UnlearnOutcome(model.eval(), info=info)
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Influence)

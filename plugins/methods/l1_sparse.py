@@ -9,23 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Categorical,
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    LogUniform,
-    Method,
-    Setting,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    cross_entropy,
-    hookimpl,
-    log_losses,
-    step,
-    trainable,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import SGDOptions, sgd
 
 Schedule = Literal["per_step", "per_epoch"]
@@ -65,7 +49,7 @@ def l1_norm(params: list[nn.Parameter]) -> torch.Tensor:
     return torch.stack([p.abs().sum() for p in params]).sum()
 
 
-class L1Sparse(Method):
+class L1Sparse(uk.Method):
     """ℓ1-sparse: minimise CE(D_r batch) + gamma_t * ||theta||_1, gamma_t falling linearly to 0.
 
     Jia et al. show that a sparse model is easier to unlearn from and turn the observation into a
@@ -102,55 +86,55 @@ class L1Sparse(Method):
     distributed = True  # data-parallel under torchrun: D_r batches sharded, the penalty added on every rank
     summary = "l1-sparse (Jia et al. 2023): fine-tune on D_r + a linearly decaying l1 penalty on the weights."
     paper = "Jia, Liu, Ram, Yao, Liu, Liu, Sharma, Liu, Model Sparsity Can Simplify Machine Unlearning, NeurIPS 2023"
-    access = DataAccess.RETAIN
+    access = uk.DataAccess.RETAIN
     # Tiny data (128 retain images): finetune's tiny-data budget, and a penalty large enough to matter there.
-    conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "alpha": 1e-3})
+    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "alpha": 1e-3})
     Options = L1SparseOptions
     # lr: the reference's 0.01 a decade either side (finetune's 1e-3 at the bottom); alpha: the 1e-4 to 1e-2
     # decade the paper sweeps around its 5e-4 (Jia et al., ablation on gamma)
     search_space = {
-        "lr": LogUniform(1e-3, 1e-1),
-        "alpha": LogUniform(1e-5, 1e-2),
-        "schedule": Categorical(("per_step", "per_epoch")),
+        "lr": uk.LogUniform(1e-3, 1e-1),
+        "alpha": uk.LogUniform(1e-5, 1e-2),
+        "schedule": uk.Categorical(("per_step", "per_epoch")),
     }
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         # the LoTUS runs' budget for a fine-tuned ViT (3 epochs of batch 32, lr 1e-3 like finetune)
         if setting.model_family == "vit":
             return {"epochs": 3, "batch_size": 256 if setting.dataset == "imagenet" else 32, "lr": 1e-3}
         return {}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: L1SparseOptions = self.options
         retain = data.retain
         per_epoch = retain.num_batches(o.batch_size)
         weights = penalty_weights(o, per_epoch)
         opt = sgd(model, o)
-        params = trainable(model)
+        params = uk.trainable(model)
         gen = ctx.generator()
         model.train()
         forward = ctx.parallel(model)  # the model itself in one process
         t = 0
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            losses = EpochLoss(ctx)
+            losses = uk.EpochLoss(ctx)
             for x, y, _, part in retain.sharded_batches(
                 o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
             ):
                 with ctx.autocast():
                     logits = forward(x)
-                ce = cross_entropy(logits.float(), y, part)
+                ce = uk.cross_entropy(logits.float(), y, part)
                 loss = ce + weights[t] * l1_norm(params) if weights[t] else ce
-                step(opt, loss)
+                uk.step(opt, loss)
                 losses.add(ce.detach())
                 t += 1
-            log_losses(ctx, epoch, "l1_sparse", l1_sparse_loss=losses)
+            uk.log_losses(ctx, epoch, "l1_sparse", l1_sparse_loss=losses)
             ctx.log("l1_sparse_alpha", weights[t - 1], epoch)
         with torch.no_grad():
             norm = float(l1_norm(params))
-        return UnlearnOutcome(model, info={"l1_sparse_l1": norm})  # train mode, as the reference
+        return uk.UnlearnOutcome(model, info={"l1_sparse_l1": norm})  # train mode, as the reference
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(L1Sparse)

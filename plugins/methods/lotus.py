@@ -12,35 +12,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    LogUniform,
-    Method,
-    Options,
-    Part,
-    Setting,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    accuracy,
-    concat,
-    hookimpl,
-    log_losses,
-    make_optimizer,
-    random_fraction,
-    soft_cross_entropy,
-    step,
-    whole,
-)
+import unlearnkit as uk
 
 # The random crops of the per-epoch forget-accuracy check under the paper protocol come from their
 # own stream: checking never shifts the training draws (batch order, crops, Gumbel noise).
 CHECK_STREAM = 31
 
 
-class LotusOptions(Options):
+class LotusOptions(uk.Options):
     alpha: float = Field(2.0, gt=0, description="Temperature scale: tau = exp(alpha * (acc_f - acc_u)).")
     epochs: int = Field(10, ge=1, description="Maximum epochs; LoTUS stops earlier once acc_f < acc_u.")
     batch_size: int = Field(128, ge=1, description="Mini-batch size over D_f ∪ subset(D_r).")
@@ -66,7 +45,7 @@ def lotus_targets(
     tau: float,
     generator: torch.Generator,
     target: str = "gumbel",
-    part: Part | None = None,
+    part: uk.Part | None = None,
 ) -> torch.Tensor:
     """t = l * softmax((z + G2) / tau) + (1 - l) * one_hot(argmax(z + G1)), G1, G2 ~ Gumbel(0, 1)
     drawn independently; the ``softmax`` ablation drops both noises (one_hot(argmax z) and
@@ -74,7 +53,7 @@ def lotus_targets(
     one rank), the noise is drawn for the whole global batch and the part's rows are used."""
     z = teacher_logits.float()
     noisy = target == "gumbel"
-    rows = part or whole(z.shape[0])
+    rows = part or uk.whole(z.shape[0])
     g1 = rows.take(gumbel(rows.global_shape(z.shape), generator, z.device)) if noisy else 0.0
     g2 = rows.take(gumbel(rows.global_shape(z.shape), generator, z.device)) if noisy else 0.0
     hard = F.one_hot((z + g1).argmax(1), z.shape[1]).to(z.dtype)
@@ -101,7 +80,7 @@ def temperature(acc_forget: float, acc_unseen: float, alpha: float) -> float | N
     return None if g <= -1 else math.exp(alpha * g / 100)
 
 
-class Lotus(Method):
+class Lotus(uk.Method):
     """LoTUS smooths the forget-set predictions up to an information-theoretic bound.
 
     A frozen copy of the original is the teacher; the student (the original, all parameters
@@ -144,17 +123,17 @@ class Lotus(Method):
     distributed = True  # data-parallel under torchrun; rank 0 measures acc_f and acc_u for every rank
     summary = "LoTUS (CVPR 2025): Gumbel-softmax smoothing of D_f predictions up to the unseen-data bound."
     paper = "Spartalis et al., LoTUS: Large-Scale Machine Unlearning with a Taste of Uncertainty, CVPR 2025"
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     extra_splits = frozenset({"unseen"})
     uses_protocol = True  # its per-epoch check reads augmented images under the paper protocol
-    conformance = Conformance(claim="entropy_forget_up", options={"alpha": 8.0, "lr": 1e-3, "batch_size": 16})
+    conformance = uk.Conformance(claim="entropy_forget_up", options={"alpha": 8.0, "lr": 1e-3, "batch_size": 16})
     Options = LotusOptions
     # alpha: the paper's 2 (default), 8 (CIFAR-10) and 32 (class forgetting) with room either side; lr: its AdamW
     # 1e-6 (ViT) to 1e-4 (ResNet) and a decade above (reproduce_results.sh of the LoTUS code)
-    search_space = {"alpha": LogUniform(0.5, 64.0), "lr": LogUniform(1e-6, 1e-3)}
+    search_space = {"alpha": uk.LogUniform(0.5, 64.0), "lr": uk.LogUniform(1e-6, 1e-3)}
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         """LoTUS code, ``src/bash_scripts/reproduce_results.sh`` and ``class_reproduce_results.sh``."""
         if setting.model_family == "vit":
             return {"epochs": 3, "batch_size": 256 if setting.dataset == "imagenet" else 32, "lr": 1e-6, "alpha": 2.0}
@@ -162,26 +141,26 @@ class Lotus(Method):
             return {"epochs": 10, "batch_size": 128, "lr": 1e-4, "alpha": 32.0}
         return {"epochs": 10, "batch_size": 128, "lr": 1e-4, "alpha": 8.0 if setting.dataset == "cifar10" else 2.0}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: LotusOptions = self.options  # type: ignore[assignment]
         gen = ctx.generator()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         student = model  # the runner's private copy: trained in place
         forget = data.forget
-        retain_sub = random_fraction(data.retain, o.retain_fraction, gen, "retain_subset")
+        retain_sub = uk.random_fraction(data.retain, o.retain_fraction, gen, "retain_subset")
         # rank 0 measures, every rank takes its value (ranks must stop at the same epoch)
         acc_u = (
-            0.0 if ctx.forget_class is not None else ctx.world.from_main(lambda: accuracy(teacher, data.unseen, ctx))
+            0.0 if ctx.forget_class is not None else ctx.world.from_main(lambda: uk.accuracy(teacher, data.unseen, ctx))
         )
-        union, is_forget = concat(forget, retain_sub, "forget+retain_subset")
+        union, is_forget = uk.concat(forget, retain_sub, "forget+retain_subset")
         check_augment = "forget" in ctx.protocol.augmented_splits
         check_gen = ctx.generator(CHECK_STREAM)
-        opt = make_optimizer(student.parameters(), "adamw", o.lr, weight_decay=o.weight_decay)
+        opt = uk.make_optimizer(student.parameters(), "adamw", o.lr, weight_decay=o.weight_decay)
         tau, epochs_run = 1.0, 0
         forward = ctx.parallel(student)  # the student itself in one process
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
             acc_f = ctx.world.from_main(
-                lambda: accuracy(student, forget, ctx, augment=check_augment, generator=check_gen)
+                lambda: uk.accuracy(student, forget, ctx, augment=check_augment, generator=check_gen)
             )
             ctx.log("lotus_acc_forget", acc_f, epoch)
             ctx.log("lotus_gap", gap(acc_f, acc_u) / 100, epoch)
@@ -191,7 +170,7 @@ class Lotus(Method):
             tau = next_tau
             ctx.log("lotus_tau", tau, epoch)
             student.train()
-            losses = EpochLoss(ctx)
+            losses = uk.EpochLoss(ctx)
             for x, _, pos, part in union.sharded_batches(
                 o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
             ):
@@ -199,15 +178,17 @@ class Lotus(Method):
                     z_t = teacher(x)
                 t = lotus_targets(z_t, is_forget[pos], tau, gen, o.target, part)
                 with ctx.autocast():
-                    loss = soft_cross_entropy(forward(x), t, part)
-                step(opt, loss)
+                    loss = uk.soft_cross_entropy(forward(x), t, part)
+                uk.step(opt, loss)
                 losses.add(loss)
-            log_losses(ctx, epoch, "LoTUS", lotus_loss=losses)
+            uk.log_losses(ctx, epoch, "LoTUS", lotus_loss=losses)
             epochs_run += 1
         student.eval()
-        return UnlearnOutcome(student, info={"lotus_epochs": epochs_run, "lotus_tau": tau, "lotus_acc_unseen": acc_u})
+        return uk.UnlearnOutcome(
+            student, info={"lotus_epochs": epochs_run, "lotus_tau": tau, "lotus_acc_unseen": acc_u}
+        )
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Lotus)

@@ -6,21 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    Part,
-    Uniform,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    cross_entropy,
-    endless_parts,
-    hookimpl,
-    log_losses,
-    step,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import SGD_LR, LotusBudgetMethod, Preset, SGDOptions, data_scale, sgd
 
 # beta as SCRUB's authors ran NegGrad+ (meghdadk/SCRUB): 0.95 in small_scale_unlearning.ipynb
@@ -49,13 +35,13 @@ def neggrad_plus_loss(
     logits_f: torch.Tensor,
     y_f: torch.Tensor,
     beta: float,
-    part_r: Part | None = None,
-    part_f: Part | None = None,
+    part_r: uk.Part | None = None,
+    part_f: uk.Part | None = None,
 ) -> torch.Tensor:
     """beta * CE(D_r batch) - (1 - beta) * CE(D_f batch): the sign is part of the loss that is
     back-propagated, so the optimizer *ascends* the forget loss. With parts (one rank's share of
     two global batches), each term is scaled for its own global batch."""
-    ce_r, ce_f = cross_entropy(logits_r.float(), y_r, part_r), cross_entropy(logits_f.float(), y_f, part_f)
+    ce_r, ce_f = uk.cross_entropy(logits_r.float(), y_r, part_r), uk.cross_entropy(logits_f.float(), y_f, part_f)
     return beta * ce_r - (1 - beta) * ce_f
 
 
@@ -96,45 +82,45 @@ class NegGradPlus(LotusBudgetMethod):
     paper = (
         "Kurmanji, Triantafillou, Hayes, Triantafillou, Towards Unbounded Machine Unlearning, NeurIPS 2023 (NegGrad+)"
     )
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data (128 retain, 32 forget images): a memorised D_f has near-zero CE and gradient, so a
     # large lr shows in 80 steps what 10 CIFAR-scale epochs show; beta is the small-data default
     # (0.95: beta = 1, plain fine-tuning, forgets about half as much there).
-    conformance = Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05})
+    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05})
     Options = NegGradPlusOptions
     # lr: the LoTUS runs' 1e-3 to SCRUB's 0.01, a decade either side; beta: below SCRUB's 0.95 (small) and
     # 0.9999 (large) down to an even split of descent and ascent (meghdadk/SCRUB notebooks)
-    search_space = {"lr": SGD_LR, "beta": Uniform(0.5, 1.0)}
+    search_space = {"lr": SGD_LR, "beta": uk.Uniform(0.5, 1.0)}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: NegGradPlusOptions = self.options  # type: ignore[assignment]
         retain = data.retain
         beta = o.beta if o.beta is not None else BETA[data_scale(o.preset, len(data.forget) + len(retain))]
         gen = ctx.generator()
         # beta = 1 has no forget term: D_f is not even read (it is plain fine-tuning)
-        forget_batches = endless_parts(data.forget, o.batch_size, gen, o.augment, ctx) if beta < 1 else None
+        forget_batches = uk.endless_parts(data.forget, o.batch_size, gen, o.augment, ctx) if beta < 1 else None
         opt = sgd(model, o)
         model.train()
         forward = ctx.parallel(model)  # the model itself in one process
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            losses = EpochLoss(ctx)
+            losses = uk.EpochLoss(ctx)
             for x_r, y_r, _, part_r in retain.sharded_batches(
                 o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
             ):
                 if forget_batches is None:
                     with ctx.autocast():
-                        loss = cross_entropy(forward(x_r).float(), y_r, part_r)
+                        loss = uk.cross_entropy(forward(x_r).float(), y_r, part_r)
                 else:
                     x_f, y_f, part_f = next(forget_batches)
                     with ctx.autocast():
                         logits_r, logits_f = forward(x_r), forward(x_f)
                     loss = neggrad_plus_loss(logits_r, y_r, logits_f, y_f, beta, part_r, part_f)
-                step(opt, loss)
+                uk.step(opt, loss)
                 losses.add(loss)
-            log_losses(ctx, epoch, "neggrad_plus", neggrad_plus_loss=losses)
-        return UnlearnOutcome(model, info={"neggrad_plus_beta": beta})  # train mode, as the LoTUS code
+            uk.log_losses(ctx, epoch, "neggrad_plus", neggrad_plus_loss=losses)
+        return uk.UnlearnOutcome(model, info={"neggrad_plus_beta": beta})  # train mode, as the LoTUS code
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(NegGradPlus)

@@ -7,16 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    hookimpl,
-    log_losses,
-    relabel_epoch,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import SGD_LR, LotusBudgetMethod, SGDOptions, sgd
 
 
@@ -26,9 +17,9 @@ class RandomLabelOptions(SGDOptions):
 
 def random_label_epochs(
     model: nn.Module,
-    data: UnlearnData,
+    data: uk.UnlearnData,
     opt: torch.optim.Optimizer,
-    ctx: UnlearnContext,
+    ctx: uk.UnlearnContext,
     o: SGDOptions,
     what: str,
     masks: Sequence[torch.Tensor] | None = None,
@@ -39,7 +30,7 @@ def random_label_epochs(
     with its saliency ``masks`` (and the ``weight_decay`` they mask)."""
     gen = ctx.generator()
     for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-        forget_loss, retain_loss = relabel_epoch(
+        forget_loss, retain_loss = uk.relabel_epoch(
             model,
             data.forget,
             data.retain,
@@ -52,7 +43,7 @@ def random_label_epochs(
             masks=masks,
             weight_decay=weight_decay,
         )
-        log_losses(ctx, epoch, what, **{f"{what}_forget_loss": forget_loss, f"{what}_retain_loss": retain_loss})
+        uk.log_losses(ctx, epoch, what, **{f"{what}_forget_loss": forget_loss, f"{what}_retain_loss": retain_loss})
 
 
 class RandomLabel(LotusBudgetMethod):
@@ -85,17 +76,17 @@ class RandomLabel(LotusBudgetMethod):
         "Networks, CVPR 2020 (random labeling baseline); Graves, Nagisetty, Ganesh, Amnesiac Machine "
         "Learning, AAAI 2021"
     )
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.25, retain <= -0.06).
-    conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
+    conformance = uk.Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
     Options = RandomLabelOptions
     search_space = {"lr": SGD_LR}  # from the LoTUS runs' 1e-3 to SalUn's Random Labeling 0.013, a decade either side
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         random_label_epochs(model, data, sgd(model, self.options), ctx, self.options, "random_label")
-        return UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
+        return uk.UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(RandomLabel)

@@ -9,20 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    Method,
-    Setting,
-    Split,
-    Uniform,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    batch_gradients,
-    hookimpl,
-    make_optimizer,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import SGD_LR, SGDOptions, family_defaults
 from unlearnkit_plugins.methods.random_label import random_label_epochs
 
@@ -34,14 +21,14 @@ class SalUnOptions(SGDOptions):
     )
 
 
-def forget_gradient(model: nn.Module, forget: Split, batch_size: int, ctx: UnlearnContext) -> list[torch.Tensor]:
+def forget_gradient(model: nn.Module, forget: uk.Split, batch_size: int, ctx: uk.UnlearnContext) -> list[torch.Tensor]:
     """grad_theta of the mean cross-entropy over all of D_f (eval mode, no augmentation), in
     batches: each batch contributes the gradient of its *summed* CE divided by |D_f|."""
     n = len(forget)
     total: list[torch.Tensor] | None = None
     loss_fn = lambda z, y: F.cross_entropy(z.float(), y, reduction="sum") / n  # noqa: E731
     batches = ctx.track(
-        batch_gradients(model, forget, batch_size, ctx, loss_fn),
+        uk.batch_gradients(model, forget, batch_size, ctx, loss_fn),
         total=forget.num_batches(batch_size),
         description="saliency on D_f",
     )
@@ -79,7 +66,7 @@ def saliency_mask(gradients: list[torch.Tensor], ratio: float) -> list[torch.Ten
     return [m.view_as(g).to(g.dtype) for m, g in zip(flat.split([g.numel() for g in gradients]), gradients)]
 
 
-class SalUn(Method):
+class SalUn(uk.Method):
     """SalUn: weight saliency, then Random Labeling on the salient weights only.
 
     Saliency: g = grad_theta CE(theta_o; D_f), the gradient of the mean cross-entropy over the whole
@@ -123,28 +110,28 @@ class SalUn(Method):
         "Fan, Liu, Zhang, Wei, Wong, Liu, SalUn: Empowering Machine Unlearning via Gradient-based Weight "
         "Saliency in Both Image Classification and Generation, ICLR 2024"
     )
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data: small batches and a larger lr (seeds 0-4: forget accuracy -0.09 to -0.28, retain <= -0.08).
-    conformance = Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
+    conformance = uk.Conformance(options={"epochs": 5, "batch_size": 16, "lr": 0.005})
     Options = SalUnOptions
     # lr: the LoTUS runs' 1e-3 to SalUn's 0.013 (Unlearn-Saliency README), a decade either side; mask_ratio:
     # the 0.1 to 0.9 of SalUn's released masks (mask/with_0.1.pt ... with_0.9.pt)
-    search_space = {"lr": SGD_LR, "mask_ratio": Uniform(0.1, 0.9)}
+    search_space = {"lr": SGD_LR, "mask_ratio": uk.Uniform(0.1, 0.9)}
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         # SalUn publishes no ViT classification setting: a fine-tuned ViT keeps the LoTUS runs' lr
         return {**family_defaults(setting), **({"lr": 1e-3} if setting.model_family == "vit" else {})}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: SalUnOptions = self.options  # type: ignore[assignment]
         masks = saliency_mask(forget_gradient(model, data.forget, o.batch_size, ctx), o.mask_ratio)
         # weight decay lives in the masked gradient, not in the optimizer (else it would move frozen weights)
-        opt = make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=0.0)
+        opt = uk.make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=0.0)
         random_label_epochs(model, data, opt, ctx, o, "salun", masks=masks, weight_decay=o.weight_decay)
-        return UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
+        return uk.UnlearnOutcome(model)  # train mode, as the LoTUS code returns it
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(SalUn)

@@ -12,24 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    IntRange,
-    LogUniform,
-    Method,
-    Options,
-    Setting,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    hookimpl,
-    kl_to_target,
-    log_losses,
-    make_optimizer,
-    step,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import Preset, data_scale, family_defaults
 
 
@@ -57,7 +40,7 @@ PRESETS = {
 }
 
 
-class ScrubOptions(Options):
+class ScrubOptions(uk.Options):
     preset: Preset = Field(
         "auto",
         description="SCRUB's setting for unset options: 'small' (its 500-image runs), 'large' (full CIFAR-10), "
@@ -101,10 +84,10 @@ def lr_factor(epoch: int, decay_epochs: tuple[int, ...]) -> float:
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(softmax(teacher / T) || softmax(student / T)) * T^2, averaged over the batch."""
     target = torch.softmax(teacher_logits.float() / temperature, dim=1)
-    return kl_to_target(student_logits, target, temperature) * temperature**2
+    return uk.kl_to_target(student_logits, target, temperature) * temperature**2
 
 
-class Scrub(Method):
+class Scrub(uk.Method):
     """SCRUB: alternate max-steps on D_f and min-steps on D_r against a frozen teacher.
 
     The teacher is a frozen copy of the original (eval mode); the student starts as the original
@@ -145,37 +128,39 @@ class Scrub(Method):
     algorithm_version = 2
     summary = "SCRUB (Kurmanji et al. 2023): max KL to the teacher on D_f, min CE + KL on D_r."
     paper = "Kurmanji, Triantafillou, Hayes, Triantafillou, Towards Unbounded Machine Unlearning, NeurIPS 2023 (SCRUB)"
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data (160 images: the small preset): small batches and a larger lr (tiny benches of seeds
     # 0-4: forget accuracy -0.12 to -0.22, retain >= -0.09).
-    conformance = Conformance(options={"batch_size": 16, "lr": 5e-3})
+    conformance = uk.Conformance(options={"batch_size": 16, "lr": 5e-3})
     Options = ScrubOptions
     # lr: SCRUB's 5e-4 (both published settings), a decade either side; msteps: its 2 (large) and 3 (small)
     # with one either side; kl_weight (alpha): its 0.001 (large) to 0.5 (small) and up to 1 (meghdadk/SCRUB)
     search_space = {
-        "lr": LogUniform(5e-5, 5e-3),
-        "msteps": IntRange(1, 4),
-        "kl_weight": LogUniform(1e-3, 1.0),
+        "lr": uk.LogUniform(5e-5, 5e-3),
+        "msteps": uk.IntRange(1, 4),
+        "kl_weight": uk.LogUniform(1e-3, 1.0),
     }
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         return {"batch_size": family_defaults(setting)["batch_size"]}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: ScrubOptions = self.options  # type: ignore[assignment]
         forget, retain = data.forget, data.retain
         scale, s = scrub_setting(o, len(forget) + len(retain))
         gen = ctx.generator()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         student = model  # the runner's private copy: trained in place
-        opt = make_optimizer(student.parameters(), s.optimizer, s.lr, momentum=o.momentum, weight_decay=s.weight_decay)
+        opt = uk.make_optimizer(
+            student.parameters(), s.optimizer, s.lr, momentum=o.momentum, weight_decay=s.weight_decay
+        )
         T = s.temperature
         student.train()
         for epoch in ctx.track(range(s.epochs), total=s.epochs, description="epochs"):
             for group in opt.param_groups:
                 group["lr"] = s.lr * lr_factor(epoch, s.lr_decay_epochs)
-            max_loss, min_loss = EpochLoss(ctx), EpochLoss(ctx)
+            max_loss, min_loss = uk.EpochLoss(ctx), uk.EpochLoss(ctx)
             if epoch < s.msteps:  # max-steps: move away from the teacher on D_f
                 for x, _ in forget.batches(o.batch_size, shuffle=True, augment=o.augment, generator=gen):
                     with torch.no_grad(), ctx.autocast():
@@ -183,7 +168,7 @@ class Scrub(Method):
                     with ctx.autocast():
                         z_s = student(x)
                     loss = -distill_kl(z_s, z_t, T)
-                    step(opt, loss)
+                    uk.step(opt, loss)
                     max_loss.add(loss)
             for x, y in retain.batches(o.batch_size, shuffle=True, augment=o.augment, generator=gen):
                 with torch.no_grad(), ctx.autocast():
@@ -191,13 +176,13 @@ class Scrub(Method):
                 with ctx.autocast():
                     z_s = student(x)
                 loss = s.ce_weight * F.cross_entropy(z_s.float(), y) + s.kl_weight * distill_kl(z_s, z_t, T)
-                step(opt, loss)
+                uk.step(opt, loss)
                 min_loss.add(loss)
-            log_losses(ctx, epoch, "scrub", scrub_forget_loss=max_loss, scrub_retain_loss=min_loss)
+            uk.log_losses(ctx, epoch, "scrub", scrub_forget_loss=max_loss, scrub_retain_loss=min_loss)
         info = {"scrub_small_scale": float(scale == "small")}
-        return UnlearnOutcome(student.eval(), info=info)  # the student, in eval mode: see the docstring
+        return uk.UnlearnOutcome(student.eval(), info=info)  # the student, in eval mode: see the docstring
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Scrub)

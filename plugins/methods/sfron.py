@@ -12,32 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Categorical,
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    IntRange,
-    LogUniform,
-    Method,
-    Options,
-    Part,
-    Setting,
-    Split,
-    Uniform,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    World,
-    batch_gradients,
-    cross_entropy,
-    endless_parts,
-    hookimpl,
-    log_losses,
-    make_optimizer,
-    step,
-    trainable,
-)
+import unlearnkit as uk
 
 AlphaSchedule = Literal["cosine", "linear", "expdecay"]
 
@@ -57,7 +32,7 @@ TRANSFORMER = {
 }
 
 
-class SfronOptions(Options):
+class SfronOptions(uk.Options):
     steps: int | None = Field(
         None,
         ge=1,
@@ -128,7 +103,7 @@ def lr_at(o: SfronOptions, t: int) -> float:
 
 
 def adaptive_cross_entropy(
-    logits: torch.Tensor, y: torch.Tensor, lambd: float, part: Part | None = None, world: World | None = None
+    logits: torch.Tensor, y: torch.Tensor, lambd: float, part: uk.Part | None = None, world: uk.World | None = None
 ) -> torch.Tensor:
     """sum_i w_i CE_i with w_i = c_i / sum_j c_j, c_i = 1 / (CE_i^lambda + 1e-15), the weights
     detached: the forget samples the model still fits best (small CE) weigh most. lambda = 0 is
@@ -143,7 +118,7 @@ def adaptive_cross_entropy(
     return (coef * ce).sum() / total * part.world
 
 
-def fisher_diagonal(model: nn.Module, split: Split, batch_size: int, ctx: UnlearnContext) -> list[torch.Tensor]:
+def fisher_diagonal(model: nn.Module, split: uk.Split, batch_size: int, ctx: uk.UnlearnContext) -> list[torch.Tensor]:
     """Diagonal Fisher of every trainable parameter, sum_b (n_b / N) (grad mean_b CE)^2, over the
     batches b of ``split`` in order (eval mode, clean images, float32). On several ranks each
     computes a contiguous block of the batches and the sums are all-reduced: every rank gets the
@@ -151,7 +126,7 @@ def fisher_diagonal(model: nn.Module, split: Split, batch_size: int, ctx: Unlear
     n = len(split)
     if n == 0:
         raise ValueError(f"SFR-on cannot estimate a Fisher diagonal on the empty split '{split.name}'")
-    params = trainable(model)
+    params = uk.trainable(model)
     fisher = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     blocks = ctx.world.part(split.num_batches(batch_size))  # this rank's batches [lo, hi)
     mine = split
@@ -160,7 +135,7 @@ def fisher_diagonal(model: nn.Module, split: Split, batch_size: int, ctx: Unlear
         mine = split.subset(torch.arange(blocks.lo * batch_size, stop, device=split.device))
     if len(mine):
         first = blocks.lo
-        batches = batch_gradients(model, mine, batch_size, ctx)
+        batches = uk.batch_gradients(model, mine, batch_size, ctx)
         total = mine.num_batches(batch_size)
         for b, grads in enumerate(ctx.track(batches, total=total, description=f"Fisher on {split.name}")):
             weight = min(batch_size, n - (first + b) * batch_size) / n
@@ -181,7 +156,7 @@ def balanced_saliency_mask(
 
 
 # ------------------------------------------------------------------------------------ method
-class Sfron(Method):
+class Sfron(uk.Method):
     """SFR-on: forget-remain balanced saliency, adaptive gradient ascent on D_f every T_f
     iterations, descent on D_r every iteration, on one model with one optimiser.
 
@@ -249,37 +224,37 @@ class Sfron(Method):
         "Huang, Cheng, Zheng, Wang, He, Li, Huang, Unified Gradient-Based Machine Unlearning with Remain "
         "Geometry Enhancement, NeurIPS 2024"
     )
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data (32 forget, 128 retain images, 4 iterations per D_r pass at batch 32): 100 iterations, a
     # forget step every 2nd, so the ascent acts 50 times (seeds 0-4: forget accuracy -0.16 to -0.28, retain
     # at most -0.06; alpha = 0, i.e. fine-tuning alone: forget 0 to -0.09).
-    conformance = Conformance(options={"steps": 100, "batch_size": 32, "forget_every": 2})
+    conformance = uk.Conformance(options={"steps": 100, "batch_size": 32, "forget_every": 2})
     Options = SfronOptions
     # lr: a decade either side of the published 2e-5 (AdamW, transformer) to 0.01 (SGD, ResNet); alpha: the
     # published 25 (ResNet) to 500 (transformer), a decade below and 2x above; forget_every: the published
     # 1 (transformer) to 5 (ResNet) and up to 10; lambda: 0 (plain mean CE) to 1, around the published 0.5
     # and 0.6; threshold (gamma): the published 1, a decade either side (Classification/unlearn/sfron.py)
     search_space = {
-        "lr": LogUniform(2e-6, 0.1),
-        "alpha": LogUniform(2.5, 1000.0),
-        "forget_every": IntRange(1, 10),
-        "lambd": Uniform(0.0, 1.0),
-        "threshold": LogUniform(0.1, 10.0),
-        "alpha_schedule": Categorical(("cosine", "linear", "expdecay")),
+        "lr": uk.LogUniform(2e-6, 0.1),
+        "alpha": uk.LogUniform(2.5, 1000.0),
+        "forget_every": uk.IntRange(1, 10),
+        "lambd": uk.Uniform(0.0, 1.0),
+        "threshold": uk.LogUniform(0.1, 10.0),
+        "alpha_schedule": uk.Categorical(("cosine", "linear", "expdecay")),
     }
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         return dict(TRANSFORMER) if setting.model_family == "vit" else {}
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: SfronOptions = self.options
         retain = data.retain
         if o.steps is None:  # the reference's passes over D_r, not its iteration count (see reference_steps)
             o = o.model_copy(update={"steps": reference_steps(len(retain), o.batch_size, o.forget_every)})
         assert o.steps is not None
         forgets = o.alpha > 0
-        params = trainable(model)
+        params = uk.trainable(model)
         masks: list[torch.Tensor] | None = None
         if forgets and o.mask:
             fisher_f = fisher_diagonal(model, data.forget, o.batch_size, ctx)
@@ -287,15 +262,15 @@ class Sfron(Method):
             masks = balanced_saliency_mask(fisher_f, fisher_r, o.threshold)
             del fisher_f, fisher_r
         gen = ctx.generator()
-        forget_batches = endless_parts(data.forget, o.batch_size, gen, o.augment, ctx) if forgets else None
-        retain_batches = endless_parts(retain, o.batch_size, gen, o.augment, ctx)
-        opt = make_optimizer(model.parameters(), o.optimizer, o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        forget_batches = uk.endless_parts(data.forget, o.batch_size, gen, o.augment, ctx) if forgets else None
+        retain_batches = uk.endless_parts(retain, o.batch_size, gen, o.augment, ctx)
+        opt = uk.make_optimizer(model.parameters(), o.optimizer, o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         before = [p.detach().clone() for p in params] if o.ema_beta < 1 else None
         model.train()
         forward = ctx.parallel(model)  # the model itself in one process
         per_epoch = retain.num_batches(o.batch_size)
         forget_steps = 0
-        forget_loss, retain_loss = EpochLoss(ctx), EpochLoss(ctx)
+        forget_loss, retain_loss = uk.EpochLoss(ctx), uk.EpochLoss(ctx)
         for t in ctx.track(range(o.steps), total=o.steps, description="iterations"):
             lr = lr_at(o, t)
             for group in opt.param_groups:
@@ -317,8 +292,8 @@ class Sfron(Method):
                 forget_steps += 1
             x_r, y_r, part_r = next(retain_batches)
             with ctx.autocast():
-                loss_r = cross_entropy(forward(x_r).float(), y_r, part_r)
-            step(opt, loss_r)
+                loss_r = uk.cross_entropy(forward(x_r).float(), y_r, part_r)
+            uk.step(opt, loss_r)
             retain_loss.add(loss_r)
             if before is not None:
                 with torch.no_grad():
@@ -326,15 +301,17 @@ class Sfron(Method):
                         p.mul_(o.ema_beta).add_(q, alpha=1 - o.ema_beta)
                         q.copy_(p)
             if (t + 1) % per_epoch == 0 or t + 1 == o.steps:
-                log_losses(ctx, t // per_epoch, "sfron", sfron_forget_loss=forget_loss, sfron_retain_loss=retain_loss)
-                forget_loss, retain_loss = EpochLoss(ctx), EpochLoss(ctx)
+                uk.log_losses(
+                    ctx, t // per_epoch, "sfron", sfron_forget_loss=forget_loss, sfron_retain_loss=retain_loss
+                )
+                forget_loss, retain_loss = uk.EpochLoss(ctx), uk.EpochLoss(ctx)
         info: dict[str, float] = {"sfron_forget_steps": float(forget_steps), "sfron_steps": float(o.steps)}
         if masks is not None:
             kept = torch.stack([m.sum() for m in masks]).sum()
             info["sfron_mask_fraction"] = float(kept) / max(1, sum(m.numel() for m in masks))
-        return UnlearnOutcome(model.eval(), info=info)  # eval mode: the reference's last validation pass
+        return uk.UnlearnOutcome(model.eval(), info=info)  # eval mode: the reference's last validation pass
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Sfron)

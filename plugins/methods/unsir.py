@@ -10,25 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit import (
-    Conformance,
-    DataAccess,
-    EpochLoss,
-    IntRange,
-    LogUniform,
-    Method,
-    Setting,
-    Split,
-    UnlearnContext,
-    UnlearnData,
-    UnlearnOutcome,
-    ce_epoch,
-    endless,
-    hookimpl,
-    log_losses,
-    per_class_subset,
-    step,
-)
+import unlearnkit as uk
 from unlearnkit_plugins.methods.presets import SGD_LR, SGDOptions, family_defaults, sgd
 
 
@@ -50,7 +32,7 @@ def error_maximising_noise(
     model: nn.Module,
     labels: torch.Tensor,
     like: torch.Tensor,
-    ctx: UnlearnContext,
+    ctx: uk.UnlearnContext,
     *,
     steps: int,
     lr: float,
@@ -83,7 +65,7 @@ def error_maximising_noise(
 
 
 def class_noise(
-    model: nn.Module, forget: Split, ctx: UnlearnContext, o: UnsirOptions, generator: torch.Generator
+    model: nn.Module, forget: uk.Split, ctx: uk.UnlearnContext, o: UnsirOptions, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """UNSIR's noise: one error-maximising batch per class present in D_f, ``(noise, labels)``.
 
@@ -126,7 +108,7 @@ def noise_batches(
             yield noise[sel], labels[sel]
 
 
-class Unsir(Method):
+class Unsir(uk.Method):
     """UNSIR: impair the model with error-maximising noise for D_f's labels, then repair on D_r.
 
     Retain subset: at most ``retain_per_class`` samples of every class of D_r (1000, or 100 for
@@ -182,23 +164,23 @@ class Unsir(Method):
         "Tarun, Chundawat, Mandal, Kankanhalli, Fast Yet Effective Machine Unlearning, IEEE Transactions "
         "on Neural Networks and Learning Systems, 2023 (UNSIR)"
     )
-    access = DataAccess.BOTH
+    access = uk.DataAccess.BOTH
     # Tiny data (32 forget images, a 128-image retain subset): small batches, 3 epochs, the default lr
     # and a 10-step noise, since noise reused by every step impairs hard (tiny benches of seeds 0-4:
     # forget accuracy -0.03 to -0.13, retain >= -0.11; with 40 noise steps at lr 0.002 retain falls
     # by 0.19 to 0.52).
-    conformance = Conformance(options={"epochs": 3, "batch_size": 16, "lr": 0.001, "noise_steps": 10})
+    conformance = uk.Conformance(options={"epochs": 3, "batch_size": 16, "lr": 0.001, "noise_steps": 10})
     Options = UnsirOptions
     # lr: the LoTUS runs' 1e-3 and UNSIR's 0.01-0.02, a decade either side; noise_steps: the LoTUS runs' 1 to
     # UNSIR's 5 x 8 = 40; noise_lr: the LoTUS runs' 0.01 to UNSIR's 0.1 (Fast-Machine-Unlearning notebook)
     search_space = {
         "lr": SGD_LR,
-        "noise_steps": IntRange(1, 40, log=True),
-        "noise_lr": LogUniform(1e-2, 1e-1),
+        "noise_steps": uk.IntRange(1, 40, log=True),
+        "noise_lr": uk.LogUniform(1e-2, 1e-1),
     }
 
     @classmethod
-    def default_options(cls, setting: Setting) -> dict[str, Any]:
+    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
         defaults = {**family_defaults(setting), "retain_per_class": 100 if setting.num_classes >= 100 else 1000}
         # the LoTUS runs' smaller UNSIR batches (reproduce_results.sh: ViT 16, ImageNet-1k 64, MUFAC 64)
         if setting.model_family == "vit":
@@ -207,18 +189,18 @@ class Unsir(Method):
             defaults["batch_size"] = 64
         return defaults
 
-    def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
         o: UnsirOptions = self.options  # type: ignore[assignment]
         forget = data.forget
         gen = ctx.generator()
-        retain_sub = per_class_subset(data.retain, o.retain_per_class, gen, "retain_subset")
+        retain_sub = uk.per_class_subset(data.retain, o.retain_per_class, gen, "retain_subset")
         opt = sgd(model, o)
-        retain_batches = endless(retain_sub, o.batch_size, gen, augment=o.augment)
+        retain_batches = uk.endless(retain_sub, o.batch_size, gen, augment=o.augment)
         impair_steps = max(forget.num_batches(o.batch_size), retain_sub.num_batches(o.batch_size))
         # once, against the model as given (UNSIR's original); every impair step of every epoch reuses it
         noise_bank = noise_batches(*class_noise(model, forget, ctx, o, gen), o.batch_size, gen)
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
-            impair = EpochLoss(ctx)
+            impair = uk.EpochLoss(ctx)
             for _ in range(impair_steps):
                 noise, y_n = next(noise_bank)
                 x_r, y_r = next(retain_batches)
@@ -226,14 +208,14 @@ class Unsir(Method):
                 with ctx.autocast():
                     logits = model(torch.cat([noise.to(x_r.dtype), x_r]))
                 loss = F.cross_entropy(logits.float(), torch.cat([y_n, y_r]))
-                step(opt, loss)
+                uk.step(opt, loss)
                 impair.add(loss)
-            repair = ce_epoch(model, retain_sub, opt, ctx, batch_size=o.batch_size, generator=gen, augment=o.augment)
-            log_losses(ctx, epoch, "unsir", unsir_impair_loss=impair, unsir_repair_loss=repair)
+            repair = uk.ce_epoch(model, retain_sub, opt, ctx, batch_size=o.batch_size, generator=gen, augment=o.augment)
+            uk.log_losses(ctx, epoch, "unsir", unsir_impair_loss=impair, unsir_repair_loss=repair)
         # train mode, as the LoTUS code returns it
-        return UnlearnOutcome(model, info={"unsir_retain_subset": float(len(retain_sub))})
+        return uk.UnlearnOutcome(model, info={"unsir_retain_subset": float(len(retain_sub))})
 
 
-@hookimpl
+@uk.hookimpl
 def register_methods(register):
     register(Unsir)
