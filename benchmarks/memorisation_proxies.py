@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from unlearnkit.api.progress import SILENT
 from unlearnkit.discovery.host import PluginHost
 from unlearnkit.engine.config import RunRequest, validate
-from unlearnkit.engine.memorisation import ScoreBook
+from unlearnkit.engine.memorisation import ScoreBook, score_source
 from unlearnkit.engine.prepared import Benchmark
 from unlearnkit.store.mlflow_store import Store
 
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
         forget=f"memorised:high:0.05:shadows:{args.shadows}",
         **{k: v for k, v in fields.items() if v is not None},
     )
-    bench = Benchmark(validate(request, PluginHost().registries), SILENT)
+    bench = Benchmark(validate(request, PluginHost().registries), SILENT, scores=score_source)
     bench.store = Store(args.tracking_uri) if args.tracking_uri else Store()
     book = ScoreBook(bench, args.seed)
     estimate = f"shadows:{args.shadows}"

@@ -57,6 +57,7 @@ from unlearnkit.audit.design import (
 )
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
+from unlearnkit.engine.memorisation import score_source
 from unlearnkit.engine.prepared import Benchmark
 from unlearnkit.engine.references import ModelMemo, Reference, References, Wanted
 from unlearnkit.engine.splits import SplitIndices
@@ -193,7 +194,7 @@ class AuditRunner:
         self.store = store
         self.settings = settings
         self.reporter = reporter
-        self.bench = Benchmark(plan, reporter)
+        self.bench = Benchmark(plan, reporter, scores=score_source)
         self.bench.store = store  # memorisation scores may read the shadow originals from it
         self.label = label or f"{plan.dataset.name}/{plan.model_name}/{plan.scenario.key}"
         self._done: dict[tuple[str, str], RunRecord] = {}

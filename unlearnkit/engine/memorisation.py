@@ -39,6 +39,7 @@ from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.api.scenarios import SCORE_PROXIES, ScoreSource, parse_score_source
 from unlearnkit.engine.halves import AUDIT_SEED, SHADOW_ORIGINAL, shadow_seed, universe_halves
 from unlearnkit.engine.prepared import cache_dir, seed_everything
+from unlearnkit.engine.score_version import SCORES_VERSION, score_identity
 from unlearnkit.engine.splits import subset_indices
 from unlearnkit.errors import ConfigError
 from unlearnkit.identity import array_fingerprint, config_hash, file_sha256
@@ -49,14 +50,7 @@ if TYPE_CHECKING:
     from unlearnkit.engine.prepared import Benchmark
     from unlearnkit.store.mlflow_store import Store
 
-# Bump when a score's computation changes: the benchmarks of the scenarios reading it change identity.
-SCORES_VERSION = 1
 TRAINING_RECORD = "training-record"  # the one training run both proxies are read off
-
-
-def score_identity(source: str) -> str:
-    """What a benchmark's identity records of the scores its forget sets are drawn by."""
-    return f"{parse_score_source(source)}@{SCORES_VERSION}"
 
 
 # ------------------------------------------------------------------------------------ the proxies

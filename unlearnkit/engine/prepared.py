@@ -6,6 +6,7 @@ and the method. The runner (:mod:`unlearnkit.runner`) drives it; nothing here to
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.api.scenarios import ScoreSource
 from unlearnkit.api.types import ImageSpec, Setting
 from unlearnkit.engine.config import Plan
+from unlearnkit.engine.score_version import score_identity
 from unlearnkit.engine.splits import SplitIndices, make_splits
 from unlearnkit.errors import ConfigError
 from unlearnkit.identity import (
@@ -36,6 +38,8 @@ from unlearnkit.loops.training import TrainRecipe
 from unlearnkit.store.mlflow_store import Store, tag
 
 SPLIT_NAMES = ("forget", "retain", "train", "unseen", "test")
+# memorisation scores of a benchmark's training images at a seed (a scenario's ``ScenarioData.scores``)
+ScoreFactory = Callable[["Benchmark", int], ScoreSource]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,8 +104,15 @@ def data_fingerprint(raw: RawDataset) -> str:
 class Benchmark:
     """One plan's data on one device, identical for every method and shared by all seeds."""
 
-    def __init__(self, plan: Plan, reporter: Reporter = SILENT, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        reporter: Reporter = SILENT,
+        device: torch.device | None = None,
+        scores: ScoreFactory | None = None,
+    ) -> None:
         self.plan = plan
+        self.score_source = scores
         # the store a scenario's memorisation scores may read shadow models from (set by a runner)
         self.store: Store | None = None
         self.reporter = reporter
@@ -215,11 +226,15 @@ class Benchmark:
         return Setting(self.plan.dataset.name, self.family, self.plan.scenario.rule, self.raw.num_classes)
 
     def scores(self, seed: int) -> ScoreSource:
-        """Memorisation scores of the training images by source name, cached by content
-        (:mod:`unlearnkit.engine.memorisation`)."""
-        from unlearnkit.engine.memorisation import score_source
-
-        return score_source(self, seed)
+        """Memorisation scores of the training images by source name, from the source the
+        benchmark was built with (the runners pass :func:`unlearnkit.engine.memorisation.score_source`:
+        it trains on this benchmark, so it is handed in rather than imported)."""
+        if self.score_source is None:
+            raise ConfigError(
+                f"Scenario '{self.plan.scenario.key}' draws its forget set by memorisation scores, "
+                "but this benchmark was built without a score source (Benchmark(..., scores=score_source))."
+            )
+        return self.score_source(self, seed)
 
     def context(
         self, seed: int, forget_class: int | None, method: str = "", idx: SplitIndices | None = None
@@ -275,8 +290,6 @@ class Benchmark:
         bumped = {} if version == 1 else {"scenario_version": plugin_version(self.plan.scenario_entry)}
         source = self.plan.scenario.needs_scores()
         if source:  # the scores a forget set is drawn by, and the version of their computation
-            from unlearnkit.engine.memorisation import score_identity
-
             bumped["memorisation_scores"] = score_identity(source)
         return {
             **self.model_identity,

@@ -30,6 +30,7 @@ from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.api.weights import cpu_state_dict
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
+from unlearnkit.engine.memorisation import score_source
 from unlearnkit.engine.prepared import Benchmark, resolve_device, synchronize
 from unlearnkit.engine.references import ModelMemo, References
 from unlearnkit.engine.seed_state import Seed
@@ -131,7 +132,7 @@ class Runner:
         self.store = store
         self.reporter = reporter
         # a benchmark prepared elsewhere (a Ray task: the data its sweep loaded once), else loaded here
-        self.bench = bench if bench is not None else Benchmark(plan, reporter, device)
+        self.bench = bench if bench is not None else Benchmark(plan, reporter, device, scores=score_source)
         if self.bench.store is None and self.world.main:  # memorisation scores may read shadow models from it
             self.bench.store = store
         self.references = References(self.bench, store, reporter, memo)

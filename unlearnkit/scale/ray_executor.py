@@ -39,6 +39,7 @@ from unlearnkit.api.contracts import RawDataset
 from unlearnkit.api.evaluation import OutputCache
 from unlearnkit.api.progress import RecordingReporter, Reporter
 from unlearnkit.engine.config import Plan, RunRequest, validate
+from unlearnkit.engine.memorisation import score_source
 from unlearnkit.engine.prepared import Benchmark, resolve_device
 from unlearnkit.engine.runner import RunResult, Seed
 from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError
@@ -213,7 +214,7 @@ def worker_runner(task: Task, reporter: Reporter, prepared: Prepared | None = No
         _stores[store_key] = Store(task.tracking_uri, task.experiment)
     bench = None
     if prepared is not None:
-        bench = Benchmark(plan, reporter, resolve_device(plan.request.device))
+        bench = Benchmark(plan, reporter, resolve_device(plan.request.device), scores=score_source)
         prepared.attach(bench)
     return Runner(
         plan, _stores[store_key], reporter, grid_point=task.grid_point, sweep=task.sweep, memo=_memo, bench=bench

@@ -250,6 +250,7 @@ class Tuner:
         defaults' trial. Still nothing trained."""
         if self.prepared:
             return
+        from unlearnkit.engine.memorisation import score_source
         from unlearnkit.engine.prepared import Benchmark
         from unlearnkit.engine.splits import make_splits
 
@@ -260,7 +261,7 @@ class Tuner:
                 replace(cell.request, methods=[self.methods[0]], options={}, seeds=list(self.tune_seeds)),
                 self.registries,
             )
-            bench = Benchmark(plan)
+            bench = Benchmark(plan, scores=score_source)
             caps.append(bench.train_recipe.epochs)
             cell.scenario = plan.scenario.key
             if plan.scenario.tuning_stand_in:  # the same set at every seed: tune on a random set of its size
