@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit_plugins.methods.boundary_shrink import BOUNDARY_LR, CLASS_ONLY, PAPER, BoundaryOptions
+from unlearnkit_plugins.methods.batching import GlobalShare, forward_batches
+from unlearnkit_plugins.methods.boundary_shrink import BOUNDARY_LR, BoundaryMethod, BoundaryOptions
+from unlearnkit_plugins.methods.presets import sgd
 
 SHADOW_STREAM = 1  # the shadow row's draw: a generator stream of its own, so the batch order is shrink's
 
@@ -77,7 +79,7 @@ def prune(widened: Widened) -> None:
     head.out_features = k
 
 
-class BoundaryExpand(uk.Method):
+class BoundaryExpand(BoundaryMethod):
     """Boundary Expanding: train the forget class into an extra shadow class, then cut it off.
 
     The classifier, the last ``nn.Linear`` with ``ctx.num_classes`` outputs (``classifier_head``;
@@ -121,13 +123,6 @@ class BoundaryExpand(uk.Method):
         "Boundary Expanding (Chen et al. 2023): widen the head by one shadow class, train D_f into it, "
         "then prune the shadow output."
     )
-    paper = PAPER
-    access = uk.DataAccess.FORGET
-    scenario_rules = frozenset({"class"})
-    scenario_reason = CLASS_ONLY
-    # Tiny data (40 forget images of class 0): the authors' lr 1e-5 moves nothing in a few steps; batches of 8
-    # at lr 3e-3 for 5 epochs (25 steps) show what 10 CIFAR-scale epochs show.
-    conformance = uk.Conformance(options={"epochs": 5, "batch_size": 8, "lr": 0.003})
     Options = BoundaryExpandOptions
     search_space = {"lr": BOUNDARY_LR}  # the authors' 1e-5 (boundary_unlearning.py), a decade either side
 
@@ -137,32 +132,23 @@ class BoundaryExpand(uk.Method):
         head = classifier_head(model, k)  # refused before any data is read
         forget = data.forget
         widened = widen(head, ctx.generator(SHADOW_STREAM))
-        opt = uk.make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = sgd(model, o)
         gen = ctx.generator()
         model.train()
         forward = ctx.parallel(model)  # the widened model itself in one process
-        shadow = torch.zeros(1, dtype=torch.float64, device=ctx.device)
-        seen = 0
+        shadow = GlobalShare(ctx)  # the forget samples put in the shadow class, in the last epoch
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
             losses = uk.EpochLoss(ctx)
-            shadow.zero_()
-            seen = 0
-            for x, y, _, part in forget.sharded_batches(
-                o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
-            ):
-                target = shadow_labels(y, k)
-                with ctx.autocast():
-                    logits = forward(x)
-                loss = uk.cross_entropy(logits.float(), target, part)
+            shadow.reset()
+            for logits, y, part in forward_batches(forward, forget, o.batch_size, o.augment, ctx, gen):
+                loss = uk.cross_entropy(logits.float(), shadow_labels(y, k), part)
                 uk.step(opt, loss)
                 losses.add(loss)
-                shadow += (logits.detach().argmax(1) == k).sum()
-                seen += y.numel()
+                shadow.add(logits.detach().argmax(1) == k)
             uk.log_losses(ctx, epoch, "boundary_expand", boundary_expand_loss=losses)
         ctx.release(model)  # unwrapped (several ranks) before the head changes shape again
         prune(widened)
-        hits, total = ctx.world.sum(torch.cat([shadow, shadow.new_tensor([seen])])).tolist()
-        return uk.UnlearnOutcome(model, info={"boundary_expand_shadow": hits / max(1.0, total)})  # train mode
+        return uk.UnlearnOutcome(model, info={"boundary_expand_shadow": shadow.share()})  # train mode
 
 
 @uk.hookimpl

@@ -12,7 +12,8 @@ from torch import nn
 
 import unlearnkit as uk
 from unlearnkit import cross_entropy  # module attributes the tests patch
-from unlearnkit_plugins.methods.presets import SGDOptions
+from unlearnkit_plugins.methods.batching import GlobalShare
+from unlearnkit_plugins.methods.presets import SGDOptions, sgd
 
 PAPER = (
     "Chen, Gao, Liu, Peng, Zhou, Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting the "
@@ -76,7 +77,20 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return probe
 
 
-class BoundaryShrink(uk.Method):
+class BoundaryMethod(uk.Method):
+    """What Boundary Shrink and Boundary Expanding share: the paper, fine-tuning on D_f alone, for
+    class forgetting only, and the tiny-data budget of the conformance test."""
+
+    paper = PAPER
+    access = uk.DataAccess.FORGET
+    scenario_rules = frozenset({"class"})
+    scenario_reason = CLASS_ONLY
+    # Tiny data (40 forget images of class 0): the authors' lr 1e-5 moves nothing in a few steps; batches of 8
+    # at lr 3e-3 for 5 epochs (25 steps) show what 10 CIFAR-scale epochs show.
+    conformance = uk.Conformance(options={"epochs": 5, "batch_size": 8, "lr": 0.003})
+
+
+class BoundaryShrink(BoundaryMethod):
     """Boundary Shrink: send every forget sample to its nearest wrong class, found by FGSM.
 
     A frozen copy of the *original* model (eval mode) is the probe. For every D_f batch, each
@@ -120,13 +134,6 @@ class BoundaryShrink(uk.Method):
         "Boundary Shrink (Chen et al. 2023): fine-tune D_f towards the class each sample's FGSM neighbour "
         "lands in under the original model."
     )
-    paper = PAPER
-    access = uk.DataAccess.FORGET
-    scenario_rules = frozenset({"class"})
-    scenario_reason = CLASS_ONLY
-    # Tiny data (40 forget images of class 0): the authors' lr 1e-5 moves nothing in a few steps; batches of 8
-    # at lr 3e-3 for 5 epochs (25 steps) show what 10 CIFAR-scale epochs show.
-    conformance = uk.Conformance(options={"epochs": 5, "batch_size": 8, "lr": 0.003})
     Options = BoundaryShrinkOptions
     # lr: BOUNDARY_LR; bound: from the authors' PGD step 8/255 (boundary_unlearning.py, `step`) to three
     # times their FGSM bound 0.1
@@ -136,28 +143,25 @@ class BoundaryShrink(uk.Method):
         o: BoundaryShrinkOptions = self.options
         forget = data.forget
         probe = frozen_copy(model)  # the original, frozen: its neighbours do not move as the model does
-        opt = uk.make_optimizer(model.parameters(), "sgd", o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = sgd(model, o)
         gen = ctx.generator()
         model.train()
         forward = ctx.parallel(model)  # the model itself in one process
-        crossed = torch.zeros(1, dtype=torch.float64, device=ctx.device)  # neighbours in another class, this rank
-        probed = 0
+        crossed = GlobalShare(ctx)  # the neighbours that landed in another class
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
             losses = uk.EpochLoss(ctx)
             for x, y, _, part in forget.sharded_batches(
                 o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
             ):
                 target = fgsm_neighbour_labels(probe, x, y, forget, o.bound, ctx)
-                crossed += (target != y).sum()
-                probed += y.numel()
+                crossed.add(target != y)
                 with ctx.autocast():
                     logits = forward(x)
                 loss = cross_entropy(logits.float(), target, part)
                 uk.step(opt, loss)
                 losses.add(loss)
             uk.log_losses(ctx, epoch, "boundary_shrink", boundary_shrink_loss=losses)
-        hits, total = ctx.world.sum(torch.cat([crossed, crossed.new_tensor([probed])])).tolist()  # over the ranks
-        share = hits / max(1.0, total)
+        share = crossed.share()  # over the ranks
         return uk.UnlearnOutcome(model, info={"boundary_shrink_crossed": share})  # train mode, as both codes
 
 

@@ -3,13 +3,14 @@ everything below frozen bit for bit (BatchNorm statistics included)."""
 
 from __future__ import annotations
 
-from typing import Any
+from abc import abstractmethod
 
 from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit_plugins.methods.presets import SGDOptions, family_defaults
+from unlearnkit_plugins.methods.batching import forward_batches
+from unlearnkit_plugins.methods.presets import LotusBudgetMethod, SGDOptions
 
 PAPER = (
     "Goel, Prabhu, Sanyal, Lim, Torr, Kumaraguru, Towards Adversarial Evaluation of Machine Unlearning "
@@ -68,11 +69,7 @@ def train_last(
         for module in frozen:
             module.eval()
         losses = uk.EpochLoss(ctx)
-        for x, y, _, part in split.sharded_batches(
-            o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
-        ):
-            with ctx.autocast():
-                logits = forward(x)
+        for logits, y, part in forward_batches(forward, split, o.batch_size, o.augment, ctx, gen):
             loss = uk.cross_entropy(logits.float(), y, part)
             uk.step(opt, loss)
             losses.add(loss)
@@ -86,7 +83,31 @@ def parameter_count(modules: list[nn.Module]) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-class CFk(uk.Method):
+class LastKMethod(LotusBudgetMethod):
+    """What CF-k and EU-k share: train the last k layers on D_r, everything below frozen, at the
+    LoTUS runs' budget; they differ only in where the last k layers start (:meth:`last_k`).
+    Logged: ``<name>_loss`` per epoch, ``<name>_trained_params`` as a final value."""
+
+    paper = PAPER
+    access = uk.DataAccess.RETAIN
+    # Tiny data (the tiny CNN has 3 layers): k = 1, the head alone, at finetune's tiny-data budget
+    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "k": 1})
+    Options = LastKOptions
+    # k: one layer (the head) to the last two ResNet stages and the head; lr: 1e-3 to 0.1
+    search_space = {"k": uk.IntRange(1, 5), "lr": uk.LogUniform(1e-3, 1e-1)}
+
+    @abstractmethod
+    def last_k(self, model: nn.Module, ctx: uk.UnlearnContext) -> tuple[list[nn.Module], list[nn.Module]]:
+        """(the layers below the last k, which stay frozen, the last k, ready to train) of ``model``."""
+
+    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
+        o: LastKOptions = self.options
+        frozen, trained = self.last_k(model, ctx)
+        train_last(model, frozen, data.retain, o, ctx, self.name)
+        return uk.UnlearnOutcome(model, info={f"{self.name}_trained_params": float(parameter_count(trained))})
+
+
+class CFk(LastKMethod):
     """CF-k: freeze every layer but the last k and fine-tune those on D_r.
 
     Goel et al. use it as the cheapest "inexact" unlearner: the features below the last k layers
@@ -116,23 +137,9 @@ class CFk(uk.Method):
     algorithm_version = 1
     distributed = True  # data-parallel under torchrun: D_r batches sharded like finetune
     summary = "CF-k (Goel et al. 2022): fine-tune only the last k layers on D_r, every layer below frozen."
-    paper = PAPER
-    access = uk.DataAccess.RETAIN
-    # Tiny data (the tiny CNN has 3 layers): k = 1, the head alone, at finetune's tiny-data budget
-    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "k": 1})
-    Options = LastKOptions
-    # k: one layer (the head) to the last two ResNet stages and the head; lr: 1e-3 to 0.1
-    search_space = {"k": uk.IntRange(1, 5), "lr": uk.LogUniform(1e-3, 1e-1)}
 
-    @classmethod
-    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
-        return family_defaults(setting)
-
-    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
-        o: LastKOptions = self.options
-        frozen, trained = split_last(model, o.k)
-        train_last(model, frozen, data.retain, o, ctx, "cf_k")
-        return uk.UnlearnOutcome(model, info={"cf_k_trained_params": float(parameter_count(trained))})
+    def last_k(self, model: nn.Module, ctx: uk.UnlearnContext) -> tuple[list[nn.Module], list[nn.Module]]:
+        return split_last(model, self.options.k)  # the last k keep the original's weights
 
 
 @uk.hookimpl

@@ -3,13 +3,10 @@ them on D_r, so nothing above the frozen features has seen D_f."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit_plugins.methods.cf_k import PAPER, LastKOptions, layers, parameter_count, split_last, train_last
-from unlearnkit_plugins.methods.presets import family_defaults
+from unlearnkit_plugins.methods.cf_k import LastKMethod, layers, split_last
 
 
 def reinitialise_last(model: nn.Module, fresh: nn.Module, k: int) -> tuple[list[nn.Module], list[nn.Module]]:
@@ -22,7 +19,7 @@ def reinitialise_last(model: nn.Module, fresh: nn.Module, k: int) -> tuple[list[
     return frozen, reset
 
 
-class EUk(uk.Method):
+class EUk(LastKMethod):
     """EU-k: re-initialise the last k layers, then train only them on D_r.
 
     The exact counterpart of ``cf_k``: where CF-k fine-tunes the top layers from the original's
@@ -44,23 +41,11 @@ class EUk(uk.Method):
     algorithm_version = 1
     distributed = True  # data-parallel under torchrun; the fresh layers are drawn alike on every rank
     summary = "EU-k (Goel et al. 2022): re-initialise the last k layers and train only them on D_r."
-    paper = PAPER
-    access = uk.DataAccess.RETAIN
-    # Tiny data: the head alone, reset and trained at finetune's tiny-data budget
-    conformance = uk.Conformance(options={"epochs": 20, "batch_size": 32, "lr": 0.05, "k": 1})
-    Options = LastKOptions
-    # as cf_k: k from the head alone to the last two stages and the head; lr 1e-3 to 0.1
-    search_space = {"k": uk.IntRange(1, 5), "lr": uk.LogUniform(1e-3, 1e-1)}
+    # conformance (the head alone, reset and trained at finetune's tiny-data budget), options and search
+    # space: as cf_k's
 
-    @classmethod
-    def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
-        return family_defaults(setting)
-
-    def unlearn(self, model: nn.Module, data: uk.UnlearnData, ctx: uk.UnlearnContext) -> uk.UnlearnOutcome:
-        o: LastKOptions = self.options
-        frozen, reset = reinitialise_last(model, ctx.new_model(), o.k)
-        train_last(model, frozen, data.retain, o, ctx, "eu_k")
-        return uk.UnlearnOutcome(model, info={"eu_k_trained_params": float(parameter_count(reset))})
+    def last_k(self, model: nn.Module, ctx: uk.UnlearnContext) -> tuple[list[nn.Module], list[nn.Module]]:
+        return reinitialise_last(model, ctx.new_model(), self.options.k)  # the last k start afresh
 
 
 @uk.hookimpl

@@ -6,6 +6,7 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
+from unlearnkit_plugins.methods.batching import forward_batches
 from unlearnkit_plugins.methods.presets import Preset, data_scale
 
 
@@ -95,11 +96,7 @@ class GA(uk.Method):
         forward = ctx.parallel(model)  # the model itself in one process
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
             losses = uk.EpochLoss(ctx)
-            for x, y, _, part in forget.sharded_batches(
-                batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
-            ):
-                with ctx.autocast():
-                    logits = forward(x)
+            for logits, y, part in forward_batches(forward, forget, batch_size, o.augment, ctx, gen):
                 ce = uk.cross_entropy(logits.float(), y, part)
                 uk.step(opt, -ce)  # ascent: the optimiser descends the negated forget loss
                 losses.add(ce.detach())

@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
+from unlearnkit_plugins.methods.batching import forward_batches
 from unlearnkit_plugins.methods.presets import SGDOptions, sgd
 
 Schedule = Literal["per_step", "per_epoch"]
@@ -118,11 +119,7 @@ class L1Sparse(uk.Method):
         t = 0
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
             losses = uk.EpochLoss(ctx)
-            for x, y, _, part in retain.sharded_batches(
-                o.batch_size, ctx.world, shuffle=True, augment=o.augment, generator=gen
-            ):
-                with ctx.autocast():
-                    logits = forward(x)
+            for logits, y, part in forward_batches(forward, retain, o.batch_size, o.augment, ctx, gen):
                 ce = uk.cross_entropy(logits.float(), y, part)
                 loss = ce + weights[t] * l1_norm(params) if weights[t] else ce
                 uk.step(opt, loss)

@@ -39,16 +39,23 @@ def per_sample_jsd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
-class PaperJSD(Metric):
+class _PaperJSDMetric(Metric):
+    """A value of :func:`paper_jsd`, as the paper reports it: among the default columns, shown ×1e4
+    (its values are tiny), lower is better (0 where the distributions match)."""
+
+    shown_by_default = True
+    direction = "lower"
+    display_scale = 1e4
+
+
+class PaperJSD(_PaperJSDMetric):
     """JSD(unlearned, retrained) on D_f with the paper's formula; tables show it ×1e4. Lower is better."""
 
     name = "jsd"
     algorithm_version = 1
-    display_order, shown_by_default = 70, True
+    display_order = 70
     needs = frozenset({"retrained"})
     summary = "Paper JSD between unlearned and retrained outputs on D_f (x1e4 in tables; lower is better)."
-    direction = "lower"
-    display_scale = 1e4
 
     def compute(self, ev: Evaluation) -> float:
         return paper_jsd(ev.probs("unlearned", "forget"), ev.probs("retrained", "forget"))
@@ -75,18 +82,16 @@ def class_mean_probs(probs: torch.Tensor, labels: torch.Tensor, classes: list[in
     return mat / mat.sum(1, keepdim=True)
 
 
-class RetrainFreeJSD(Metric):
+class RetrainFreeJSD(_PaperJSDMetric):
     """RF-JSD (LoTUS paper): per class c in D_f, p_c = mean softmax of the unlearned model on D_f∩c,
     q_c = mean softmax of the *original* model on test∩c; paper JSD of the K'×K stacks. ×1e4 in
     tables; lower is better; needs no retrained model."""
 
     name = "rf_jsd"
     algorithm_version = 1
-    display_order, shown_by_default = 90, True
+    display_order = 90
     needs = frozenset({"original"})
     summary = "Retrain-free JSD: unlearned on D_f vs original on test, per class (x1e4; lower is better)."
-    direction = "lower"
-    display_scale = 1e4
 
     def compute(self, ev: Evaluation) -> float:
         y_f, y_t = ev.labels("forget"), ev.labels("test")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 import unlearnkit as uk
-from unlearnkit_plugins.scenarios.rules import fraction
 
 STRATA = ("low", "medium", "high")
 DEFAULT_SOURCE = "confidence"
@@ -42,7 +41,7 @@ class Memorised(uk.Scenario):
         if stratum not in STRATA:
             raise self.bad(params, f"a stratum ({', '.join(STRATA)}) then a fraction, e.g. memorised:high:0.05")
         share, _, source = rest.partition(":")
-        value = fraction(share.strip())
+        value = uk.parse_fraction(share.strip())
         if value > 1 / len(STRATA):
             raise self.bad(params, f"a fraction of at most 1/{len(STRATA)}: each stratum is a third of the pool")
         self.stratum = stratum

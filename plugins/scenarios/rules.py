@@ -8,21 +8,11 @@ Their keys and forget sets are exactly those 0.2 computed, so a run stored by 0.
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 import numpy as np
 
 import unlearnkit as uk
-
-
-def fraction(text: str) -> float:
-    """A forget fraction strictly between 0 and 1 (the 0.2 message, word for word)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise uk.ConfigError(f"Bad forget fraction '{text}': expected a number strictly between 0 and 1.") from None
-    if not (0.0 < value < 1.0) or np.isnan(value):
-        raise uk.ConfigError(f"Bad forget fraction '{text}': expected a number strictly between 0 and 1.")
-    return value
 
 
 def by_class(labels: np.ndarray) -> list[np.ndarray]:
@@ -42,7 +32,18 @@ def resolve_class(target: str, class_names: list[str]) -> int:
     raise uk.ConfigError(f"Unknown class '{target}' for class unlearning. Valid classes: {shown}.")
 
 
-class Instance(uk.Scenario):
+class _FractionRule(uk.Scenario):
+    """A rule whose one parameter is a fraction of the training set, keyed by its shortest
+    spelling (``0.10`` and ``0.1`` are one scenario). Bad fractions get the core's message, which
+    is 0.2's word for word."""
+
+    by_fraction = True
+
+    def parse(self, params: str) -> str:
+        return f"{uk.parse_fraction(params):g}"
+
+
+class Instance(_FractionRule):
     """The first ``fraction`` of each class's training images, in dataset order (the LoTUS paper's
     rule): the same set at every seed. A bare fraction (``--forget 0.1``) means this rule."""
 
@@ -51,12 +52,8 @@ class Instance(uk.Scenario):
     syntax = "<fraction> or instance:<fraction>"
     example = "0.1"
     default = True
-    by_fraction = True
     tuning_stand_in = True
     algorithm_version = 1
-
-    def parse(self, params: str) -> str:
-        return f"{fraction(params):g}"
 
     def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
         f = float(self.params)
@@ -64,7 +61,7 @@ class Instance(uk.Scenario):
         return uk.ForgetSet(data.pool[picked])
 
 
-class Random(uk.Scenario):
+class Random(_FractionRule):
     """A seeded random ``fraction`` of the training set: another set at every seed."""
 
     name = "random"
@@ -72,32 +69,37 @@ class Random(uk.Scenario):
     syntax = "random:<fraction>"
     example = "0.1"
     draws_per_seed = True
-    by_fraction = True
     algorithm_version = 1
-
-    def parse(self, params: str) -> str:
-        return f"{fraction(params):g}"
 
     def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
         n = max(1, int(round(len(data.pool) * float(self.params))))
         return uk.ForgetSet(np.random.default_rng(seed).choice(data.pool, size=n, replace=False))
 
 
-class WholeClass(uk.Scenario):
+class NamedClassRule(uk.Scenario):
+    """A rule forgetting every training image of one class (or sub-class) named by its parameter:
+    the original is not expected to have memorised it, as it generalises to it from the rest of
+    the data. The name is kept as given and looked up in the dataset when drawing."""
+
+    expects_memorisation = False
+    expected: ClassVar[str]  # what the one-line error asks for when no name is given
+
+    def parse(self, params: str) -> str:
+        if not params:
+            raise self.bad(params, self.expected)
+        return params
+
+
+class WholeClass(NamedClassRule):
     """Every training image of one class, named by id or name."""
 
     name = "class"
     summary = "Every training image of one class, by id or name (class unlearning)."
     syntax = "class:<id|name>"
     example = "0"
+    expected = "a class id or name, e.g. class:3 or class:cat"
     forgets_whole_classes = True
-    expects_memorisation = False
     algorithm_version = 1
-
-    def parse(self, params: str) -> str:
-        if not params:
-            raise self.bad(params, "a class id or name, e.g. class:3 or class:cat")
-        return params
 
     def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
         label = resolve_class(self.params, data.class_names)

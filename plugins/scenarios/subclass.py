@@ -10,22 +10,19 @@ from __future__ import annotations
 import re
 
 import unlearnkit as uk
+from unlearnkit_plugins.scenarios.rules import NamedClassRule
 
 
-class Subclass(uk.Scenario):
-    """Every training image of one fine class (by name or id), in datasets that give sub-classes."""
+class Subclass(NamedClassRule):
+    """Every training image of one fine class (by name or id), in datasets that give sub-classes.
+    The original is not expected to have memorised it: the rest of its superclass carries it."""
 
     name = "subclass"
     summary = "Every training image of one fine class, the model still predicting its superclass (e.g. cifar20)."
     syntax = "subclass:<fine name|id>"
     example = "0"
-    expects_memorisation = False  # the rest of its superclass carries it: the original generalises to it
+    expected = "a fine class name or id, e.g. subclass:rocket"
     algorithm_version = 1
-
-    def parse(self, params: str) -> str:
-        if not params:
-            raise self.bad(params, "a fine class name or id, e.g. subclass:rocket")
-        return params
 
     def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
         if data.subclasses is None or data.subclass_names is None:
