@@ -731,21 +731,13 @@ class AuditRunner:
         with owned(self.store, run_id):
             self.store.log_metrics(run_id, metrics)
             buf = io.BytesIO()
-            np.savez_compressed(
-                buf,
-                pool=self.design.pool,
-                labels=self.labels,
-                scaled_logit=row.scaled,
-                score=row.scores,
-                in_mask=row.in_mask,
-                out_mask=row.out_mask,
-                retained=self.design.retained,
-                retained_labels=self.retained_labels,
-                retained_scaled_logit=retained.scaled,
-                retained_score=retained.scores,
-                retained_in_mask=retained.in_mask,
-                retained_out_mask=retained.out_mask,
-            )
+            arrays: dict[str, Any] = {  # Any: numpy's stub would read a key as its allow_pickle flag
+                "pool": self.design.pool,
+                **score_arrays("", self.labels, row),
+                "retained": self.design.retained,
+                **score_arrays("retained_", self.retained_labels, retained),
+            }
+            np.savez_compressed(buf, **arrays)
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "scores.npz"
                 path.write_bytes(buf.getvalue())
@@ -754,6 +746,18 @@ class AuditRunner:
             self.store.log_text(run_id, csv, "scores.csv")
             self.store.finish(run_id)
         return AuditRow(entry.name, entry.cls.role or "", "finished", metrics, row.notes, run_id)
+
+
+def score_arrays(prefix: str, labels: np.ndarray, scores: RowScores) -> dict[str, np.ndarray]:
+    """One audited sample's arrays in ``scores.npz``, named alike for the pool (no prefix) and the
+    retained sample (``retained_``), so a reader finds either by the same names."""
+    return {
+        f"{prefix}labels": labels,
+        f"{prefix}scaled_logit": scores.scaled,
+        f"{prefix}score": scores.scores,
+        f"{prefix}in_mask": scores.in_mask,
+        f"{prefix}out_mask": scores.out_mask,
+    }
 
 
 def _mean(values: list[float]) -> float:

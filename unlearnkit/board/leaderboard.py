@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -283,6 +284,19 @@ def dedupe(records: list[RunRecord]) -> list[RunRecord]:
     return list(seen.values())
 
 
+def by_benchmark(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The records, deduplicated (:func:`dedupe`), per benchmark: what one board is made of."""
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for rec in dedupe(records):
+        groups[rec.tag("benchmark")].append(rec)
+    return groups
+
+
+def board_order(board: Board) -> tuple[str, str, str, str, str, str]:
+    """Boards are listed by dataset, model, scenario, training recipe, subset, then protocol."""
+    return (board.dataset, board.model, board.scenario, board.train_recipe, board.subset, board.protocol)
+
+
 def gap(a: dict[str, float], b: dict[str, float], metrics: list[str]) -> float:
     """Mean absolute difference over the Average-Gap metrics; NaN if one is missing."""
     diffs = [abs(a[m] - b[m]) for m in metrics if m in a and m in b]
@@ -292,11 +306,8 @@ def gap(a: dict[str, float], b: dict[str, float], metrics: list[str]) -> float:
 def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: str = "avg_gap") -> list[Board]:
     gap_metrics = sorted((m for m, i in info.items() if i.in_avg_gap), key=lambda m: (info[m].order, m))
     cost_metric = next((m for m, i in sorted(info.items()) if i.cost_axis), None)
-    groups: dict[str, list[RunRecord]] = defaultdict(list)
-    for rec in dedupe(records):
-        groups[rec.tag("benchmark")].append(rec)
     boards = []
-    for bench, recs in groups.items():
+    for bench, recs in by_benchmark(records).items():
         first = recs[0]
         per_method: dict[str, list[RunRecord]] = defaultdict(list)
         for rec in recs:
@@ -336,7 +347,7 @@ def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: st
         )
         board.mark_overlaps()
         boards.append(board)
-    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
+    boards.sort(key=board_order)
     return boards
 
 
@@ -360,6 +371,41 @@ def latest_audits(recs: list[RunRecord]) -> list[RunRecord]:
     return [r for r in recs if r.tag("audit") == newest[r.tag("seed")][1]]
 
 
+def chosen_audits(recs: list[RunRecord]) -> list[RunRecord]:
+    """One benchmark's audits under one configuration — the one with the most shadows, then the most
+    recent — so every row of its board is scored against the same shadows; per seed its latest audit."""
+    latest = {c: max(r.start_time for r in recs if audit_config(r) == c) for c in {audit_config(r) for r in recs}}
+    chosen = max(latest, key=lambda c: (c[0], latest[c]))
+    return latest_audits([r for r in recs if audit_config(r) == chosen])
+
+
+def boards_to_merge(
+    boards: list[Board], records: list[RunRecord], choose: Callable[[list[RunRecord]], list[RunRecord]]
+) -> Iterator[tuple[Board, list[RunRecord]]]:
+    """Per benchmark of ``records``, the records ``choose`` keeps and the board they go on: the benchmark's
+    board in ``boards``, else a new one headed from them and appended to ``boards`` (scored, never run)."""
+    known = {b.benchmark: b for b in boards}
+    for bench, recs in by_benchmark(records).items():
+        chosen = choose(recs)
+        board = known.get(bench)
+        if board is None:
+            board = Board.of(bench, chosen[0])
+            boards.append(board)
+        yield board, chosen
+
+
+def row_of(rec: RunRecord, seeds: list[int]) -> Row:
+    """A row for a method a board has no runs of, described by the tags of one of its audit or score runs."""
+    return Row(
+        method=rec.tag("method"),
+        access=rec.tag("access"),
+        package=rec.tag("method.package"),
+        version=rec.tag("method.version"),
+        role=rec.tag("role"),
+        seeds=seeds,
+    )
+
+
 def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_gap") -> list[Board]:
     """Put U-LiRA audit results on the boards' rows, matched by benchmark and method.
 
@@ -369,20 +415,9 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
     of one audit too, so over seeds they are a typical bound, not an interval). A benchmark audited but never
     run gets a board of its audit rows alone.
     """
-    by_bench: dict[str, list[RunRecord]] = defaultdict(list)
-    for rec in dedupe(audits):
-        by_bench[rec.tag("benchmark")].append(rec)
     boards = list(boards)
-    known = {b.benchmark: b for b in boards}
-    for bench, recs in by_bench.items():
-        latest = {c: max(r.start_time for r in recs if audit_config(r) == c) for c in {audit_config(r) for r in recs}}
-        chosen = max(latest, key=lambda c: (c[0], latest[c]))
-        recs = latest_audits([r for r in recs if audit_config(r) == chosen])
-        board = known.get(bench)
-        if board is None:
-            board = Board.of(bench, recs[0])
-            boards.append(board)
-        board.audit = describe_audit(chosen)
+    for board, recs in boards_to_merge(boards, audits, chosen_audits):
+        board.audit = describe_audit(audit_config(recs[0]))
         board.audit_underpowered = any(r.tag("ulira_power") == "underpowered" for r in recs)
         # AUC and TPRs always (a NaN TPR is not stored, and "—" says so); the later columns where recorded,
         # so an audit made before them does not grow empty columns
@@ -394,23 +429,15 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
         rows = {r.method: r for r in board.rows}
         for method, mrecs in per_method.items():
             row = rows.get(method)
-            if row is None:
-                first = mrecs[0]
-                row = Row(
-                    method=method,
-                    access=first.tag("access"),
-                    package=first.tag("method.package"),
-                    version=first.tag("method.version"),
-                    role=first.tag("role"),
-                    seeds=sorted(int(r.tag("seed", "0")) for r in mrecs),  # audited but never run: its audit seeds
-                )
+            if row is None:  # audited but never run: its seeds are its audit seeds
+                row = row_of(mrecs[0], seeds=sorted(int(r.tag("seed", "0")) for r in mrecs))
                 board.rows.append(row)
             for name in carried:
                 row.metrics[name] = Stat.of([r.metrics.get(name, math.nan) for r in mrecs])
             row.audit_seeds = sorted(int(r.tag("seed", "0")) for r in mrecs)
         board.metric_names = sorted(set(board.metric_names) | set(carried))
         board.rows.sort(key=lambda r: row_sort_key(r, sort))
-    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
+    boards.sort(key=board_order)
     return boards
 
 
@@ -430,30 +457,14 @@ def merge_ensembles(
 ) -> list[Board]:
     """Put each benchmark's ensemble scores (and their bounds) on its board's rows, matched by method.
     A benchmark scored but never run gets a board of its ensemble rows alone."""
-    by_bench: dict[str, list[RunRecord]] = defaultdict(list)
-    for rec in dedupe(records):
-        by_bench[rec.tag("benchmark")].append(rec)
     boards = list(boards)
-    known = {b.benchmark: b for b in boards}
-    for bench, recs in by_bench.items():
-        chosen = chosen_records(recs)
-        board = known.get(bench)
-        if board is None:
-            board = Board.of(bench, chosen[0])
-            boards.append(board)
+    for board, chosen in boards_to_merge(boards, records, chosen_records):
         rows = {r.method: r for r in board.rows}
         names: set[str] = set()
         for rec in chosen:
             row = rows.get(rec.tag("method"))
             if row is None:
-                row = Row(
-                    method=rec.tag("method"),
-                    access=rec.tag("access"),
-                    package=rec.tag("method.package"),
-                    version=rec.tag("method.version"),
-                    role=rec.tag("role"),
-                    seeds=[],
-                )
+                row = row_of(rec, seeds=[])
                 board.rows.append(row)
                 rows[row.method] = row
             m = rec.metrics
@@ -464,7 +475,7 @@ def merge_ensembles(
         board.metric_names = sorted(set(board.metric_names) | names)
         board.ensemble = f"{max(members_of(r) for r in chosen)} members"
         board.rows.sort(key=lambda r: row_sort_key(r, sort))
-    boards.sort(key=lambda b: (b.dataset, b.model, b.scenario, b.train_recipe, b.subset, b.protocol))
+    boards.sort(key=board_order)
     return boards
 
 

@@ -41,14 +41,18 @@ def _root(
     """Benchmark machine-unlearning methods (LoTUS and baselines) and keep every result in MLflow."""
 
 
+NOT_COMMANDS = ("console", "shared")  # this package's modules that only serve the commands
+FIRST_COMMAND = "run"  # leads `unlearnkit --help`; the other commands follow by module name
+
+
 def _load_commands() -> set[str]:
     """Import every command module of this package (each registers its command on ``app``) and
     return the built-in command names; a new command is a new module here, nothing else."""
     import pkgutil
 
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "console":
-            importlib.import_module(f"{__name__}.{info.name}")
+    names = [info.name for info in pkgutil.iter_modules(__path__) if info.name not in NOT_COMMANDS]
+    for name in sorted(names, key=lambda name: name != FIRST_COMMAND):
+        importlib.import_module(f"{__name__}.{name}")
     commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
     groups = {g.name or (g.typer_instance.info.name if g.typer_instance else None) for g in app.registered_groups}
     return commands | {name for name in groups if name}  # and the command groups (`store check`)

@@ -11,7 +11,18 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.run import torch_builds_checked
+from unlearnkit.cli.shared import (
+    Experiment,
+    PluginsDir,
+    RecipeDataDir,
+    RecipeDevice,
+    RecipeEpochs,
+    RecipeSubset,
+    TrackingUri,
+    host_and_store,
+    status_cell,
+    torch_builds_checked,
+)
 
 if TYPE_CHECKING:
     from unlearnkit.audit.ensemble import EnsembleReport
@@ -76,10 +87,10 @@ def audit(
     seed: Annotated[
         int | None, typer.Option(help="Audit seed: splits and shadow halves (default: the recipe's first).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the training epochs.")] = None,
-    subset: Annotated[str | None, typer.Option(help="Override the per-class subset.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    epochs: RecipeEpochs = None,
+    subset: RecipeSubset = None,
+    data_dir: RecipeDataDir = None,
+    device: RecipeDevice = None,
     scores: Annotated[
         str | None,
         typer.Option(
@@ -101,9 +112,9 @@ def audit(
     estimate: Annotated[
         bool, typer.Option("--estimate", help="Print what the audit would compute, then stop.")
     ] = False,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
-    plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
+    plugins_dir: PluginsDir = None,
 ) -> None:
     """Audit RECIPE's methods with U-LiRA: K shadow models trained on halves of the data, each method run on
     each, a per-example likelihood-ratio test of forgotten vs never-seen examples (docs/audit.md).
@@ -114,13 +125,8 @@ def audit(
 
     from unlearnkit.audit.job import Audit
     from unlearnkit.board.tables import AUDIT_NOTE
-    from unlearnkit.discovery.host import get_host
-    from unlearnkit.store.mlflow_store import Store
 
-    host = get_host(plugins_dir)
-    for message in host.report.failed:
-        con.warn(message)
-    store = Store(tracking_uri, experiment)
+    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     started = time.perf_counter()
     reporter = con.RichReporter()
     job = Audit(  # every name, option and setting is checked here, before a progress bar or the store
@@ -209,10 +215,7 @@ def audit(
                 else:
                     text = cell(name, row.metrics) + ("‡" if report.underpowered and name.startswith("ulira_") else "")
                 cells.append(text)
-            status = {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(
-                row.status, f"[red]{row.status}[/]"
-            )
-            table.add_row(row.method, status, *cells)
+            table.add_row(row.method, status_cell(row.status), *cells)
         con.out.print(table)
         for name, why in sorted(notes.items()):
             con.out.print(f"* {name}: {why}.", highlight=False)
@@ -268,6 +271,5 @@ def ensemble_table(report: EnsembleReport, metrics: list) -> Table:
             digits = entry.cls.display_digits
             interval = "" if math.isnan(sc.low) else f" [{sc.low:.{digits}f}, {sc.high:.{digits}f}]"
             cells.append(f"{sc.value:.{digits}f}{interval}")
-        status = {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(row.status, f"[red]{row.status}[/]")
-        table.add_row(row.method, status, *cells)
+        table.add_row(row.method, status_cell(row.status), *cells)
     return table

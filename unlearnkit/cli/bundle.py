@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.shared import Experiment, TrackingUri, host_and_store
 
 
 @app.command("export")
@@ -18,8 +19,8 @@ def export(
     recipe: Annotated[
         Path | None, typer.Option(help="Only the reference models of this recipe's datasets, models and seeds.")
     ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
 ) -> None:
     """Write trained original and retrained models, with their identities and checksums, to a bundle."""
     from unlearnkit.engine.bundles import export_bundle, reference_runs
@@ -69,14 +70,12 @@ def import_(
     plugins_dir: Annotated[
         Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder (the models to check).")
     ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
 ) -> None:
     """Add a bundle's reference models to the store, all or none, after checking every byte: later
     runs reuse them instead of training. Each checkpoint must load into the model its identity names."""
-    from unlearnkit.discovery.host import get_host
     from unlearnkit.engine.bundles import Limits, import_bundle, parse_size
-    from unlearnkit.store.mlflow_store import Store
 
     limits = Limits(
         member=parse_size(max_member_size, "--max-member-size"),
@@ -84,10 +83,7 @@ def import_(
         total=parse_size(max_bundle_size, "--max-bundle-size"),
         download_s=download_timeout,
     )
-    host = get_host(plugins_dir)
-    for message in host.report.failed:
-        con.warn(message)
-    store = Store(tracking_uri, experiment)
+    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     store.check()
     report = import_bundle(store, bundle, host.registries, limits=limits, sha256=sha256, trust_times=trust_times)
     con.out.print(

@@ -12,12 +12,11 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format
 from unlearnkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from unlearnkit.board.leaderboard import Board, MetricInfo
-
-FORMATS = ("table", "markdown", "csv", "json")
 
 
 @app.command()
@@ -44,10 +43,10 @@ def leaderboard(
         ),
     ] = False,
     tuning: Annotated[bool, typer.Option("--tuning", help="Include tuning trials (hidden by default).")] = False,
-    format: Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")] = "table",
+    format: Format = "table",
     plot: Annotated[Path | None, typer.Option(help="Write a figure (Avg Gap vs time, metric bars) to FILE.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
 ) -> None:
     """Per benchmark, one row per method: mean ± std (or 95 % interval) over seeds, Avg Gap to the retrained model."""
     from unlearnkit.board import tables
@@ -56,8 +55,7 @@ def leaderboard(
     from unlearnkit.discovery.host import get_host
     from unlearnkit.store.mlflow_store import Store
 
-    if format not in FORMATS:
-        raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
+    check_format(format)
     info = metric_info(get_host().registries)
     if sort != "avg_gap" and sort not in info:
         raise ConfigError(f"Unknown sort key '{sort}'. Valid keys: avg_gap, {', '.join(sorted(info))}.")

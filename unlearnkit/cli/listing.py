@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.shared import Experiment, TrackingUri, plugin_host
 from unlearnkit.errors import UnknownNameError
 
 
@@ -20,15 +21,6 @@ def _plugin_kinds() -> tuple[str, ...]:
     from unlearnkit.discovery.registry import KINDS
 
     return KINDS
-
-
-def _registries():
-    from unlearnkit.discovery.host import get_host
-
-    host = get_host()
-    for message in host.report.failed:
-        con.warn(message)
-    return host
 
 
 def _kind(word: str, plural: bool, extra: tuple[str, ...] = ()) -> str:
@@ -94,7 +86,7 @@ def list_(
     if kind == "recipes":
         _list_train_recipes(as_json)
         return
-    reg = _registries().registries.by_kind(kind)
+    reg = plugin_host().registries.by_kind(kind)
     if as_json:
         con.out.print_json(
             json.dumps(
@@ -180,17 +172,17 @@ def show(
     kind: Annotated[str, typer.Argument(help="method, metric, dataset, model or run")],
     name: Annotated[str, typer.Argument(help="A registered name (see `unlearnkit list`), or a run id")],
     plot: Annotated[Path | None, typer.Option(help="With `show run`: draw the run's per-epoch series to FILE.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
 ) -> None:
     """Show one plugin (description, options, provenance) or one run (metrics, per-epoch series)."""
     k = _kind(kind, plural=False, extra=("run",))
     if k == "run":
         _show_run(name, plot, tracking_uri, experiment)
         return
-    regs = _registries().registries
+    regs = plugin_host().registries
     entry = regs.model(name)[0] if k == "model" else regs.by_kind(k).get(name)
-    cls = entry.cls
+    cls: Any = entry.cls  # its attributes are its kind's: read below per kind
     con.out.print(f"[bold]{cls.kind()} {entry.name}[/] — {cls.summary}", highlight=False)
     con.out.print(f"from {entry.provenance.package} {entry.provenance.version} (plugin '{entry.provenance.plugin}')")
     if getattr(cls, "paper", ""):
@@ -218,13 +210,13 @@ def show(
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Every loaded plugin, its package and version, and what it registered."""
-    host = _registries()
+    host = plugin_host()
     regs = host.registries
     owned: dict[tuple[str, str], list[str]] = {}
     for kind in _plugin_kinds():
         for e in regs.by_kind(kind).entries():
             owned.setdefault((e.provenance.package, e.provenance.plugin), []).append(f"{kind} {e.name}")
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "plugin": p.plugin,
             "package": p.package,

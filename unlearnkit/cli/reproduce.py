@@ -10,7 +10,19 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.run import torch_builds_checked
+from unlearnkit.cli.shared import (
+    Experiment,
+    Format,
+    PluginsDir,
+    RecipeDevice,
+    RecipeSeeds,
+    TrackingUri,
+    check_executor,
+    check_format,
+    host_and_store,
+    ray_executor,
+    torch_builds_checked,
+)
 
 if TYPE_CHECKING:
     from unlearnkit.board.published import PublishedTable, Reproduction
@@ -18,7 +30,6 @@ if TYPE_CHECKING:
     from unlearnkit.scale.reproduce import TableRun
     from unlearnkit.store.mlflow_store import Store
 
-FORMATS = ("table", "markdown", "csv", "json")
 VERDICT_STYLE = {"holds": "green", "outside": "bold red", "not run": "dim"}
 
 
@@ -91,52 +102,41 @@ def reproduce(
             "(never re-run); each cell's spread over them widens its tolerance.",
         ),
     ] = 1,
-    format: Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")] = "table",
-    seeds: Annotated[str | None, typer.Option("--seeds", help="Override the recipe's seeds.")] = None,
+    format: Format = "table",
+    seeds: RecipeSeeds = None,
     data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset's files.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
+    device: RecipeDevice = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
     executor: Annotated[str, typer.Option(help="local or ray (as `unlearnkit sweep`).")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to use (with --executor ray).")] = None,
-    plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
+    plugins_dir: PluginsDir = None,
 ) -> None:
     """Run TABLE's benchmark through its recipe (resumable; nothing in the store is recomputed), then
     print per cell the published and the measured number, the tolerance and the verdict.
 
     Exit status 0 only when every cell that ran holds; 1 when one lies outside or a run failed.
     """
-    from unlearnkit.errors import ConfigError, UnknownNameError
+    from unlearnkit.errors import ConfigError
 
     if table_name == "list":
         from unlearnkit.store.mlflow_store import Store
 
         print_list(Store(tracking_uri, experiment))
         return
-    if format not in FORMATS:
-        raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
-    if executor not in ("local", "ray"):
-        raise UnknownNameError("executor", executor, ("local", "ray"))
+    check_format(format)
+    check_executor(executor)
     if dry_run and from_store:
         raise ConfigError("--dry-run and --from-store exclude each other: one plans the runs, the other judges them.")
     from unlearnkit.board import published
-    from unlearnkit.discovery.host import get_host
     from unlearnkit.scale.reproduce import TableRun, find_table, reproduce
-    from unlearnkit.store.mlflow_store import Store
 
     table = find_table(table_name)
-    host = get_host(plugins_dir)
-    for message in host.report.failed:
-        con.warn(message)
-    store = Store(tracking_uri, experiment)
+    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     if dry_run:
         print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
         return
-    runner = None
-    if executor == "ray":
-        from unlearnkit.scale.ray_executor import RayExecutor
-
-        runner = RayExecutor(ray_address, gpus_per_run=None, cpus_per_run=1.0, plugins_dir=plugins_dir)
+    runner = ray_executor(executor, ray_address, plugins_dir)
     with torch_builds_checked(), con.RichReporter() as reporter:
         rep, run_id, failed = reproduce(
             table,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -15,49 +13,8 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.shared import Experiment, PluginsDir, TrackingUri, plugin_host, status_cell, torch_builds_checked
 from unlearnkit.errors import ConfigError
-
-# What torchvision raises on import when its compiled operators were built for another torch (a CPU
-# torch with a CUDA torchvision, or another release): the first import happens deep in a plugin
-# (a dataset download, timm), so the commands translate it rather than every plugin.
-TORCHVISION_BUILD_ERRORS = re.compile(r"operator torchvision::\w+ does not exist|Couldn't load custom C\+\+ ops")
-
-
-def torch_build_error(err: BaseException) -> ConfigError | None:
-    """The one-line error naming both builds when ``err`` is torchvision refusing this torch; else None."""
-    if not isinstance(err, RuntimeError) or not TORCHVISION_BUILD_ERRORS.search(str(err)):
-        return None
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    try:
-        vision = version("torchvision")
-    except PackageNotFoundError:
-        vision = "?"
-    index = "cpu" if torch.version.cuda is None else "cu" + torch.version.cuda.replace(".", "")
-    return ConfigError(
-        f"torch {torch.__version__} and torchvision {vision} are different builds (torchvision: "
-        f"{shorten_first_line(err)}): install both from the same index, e.g. pip install --force-reinstall "
-        f"torch=={torch.__version__.split('+')[0]} torchvision --index-url https://download.pytorch.org/whl/{index}."
-    )
-
-
-def shorten_first_line(err: BaseException) -> str:
-    line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return line.rstrip(".")
-
-
-@contextlib.contextmanager
-def torch_builds_checked() -> Iterator[None]:
-    """Turn a mismatched torch/torchvision pair, met wherever torchvision is first imported, into one line."""
-    try:
-        yield
-    except RuntimeError as err:
-        mismatch = torch_build_error(err)
-        if mismatch is None:
-            raise
-        raise mismatch from None
 
 
 def _has_cuda() -> bool:
@@ -151,9 +108,9 @@ def run(
     save_models: Annotated[
         bool, typer.Option("--save-models/--no-save-models", help="Log each unlearned model as an MLflow artifact.")
     ] = True,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
-    plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
+    plugins_dir: PluginsDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     nproc: Annotated[
         int,
@@ -187,13 +144,10 @@ def run(
     from unlearnkit.board.leaderboard import metric_info
     from unlearnkit.board.publish import publish_benchmark_board
     from unlearnkit.board.tables import header
-    from unlearnkit.discovery.host import get_host
     from unlearnkit.engine.runner import Runner
     from unlearnkit.store.mlflow_store import Store
 
-    host = get_host(plugins_dir)
-    for message in host.report.failed:
-        con.warn(message)
+    host = plugin_host(plugins_dir)
     values = {  # the parameters of this command, by name: each RunRequest field is one of them
         **{name: params[name] for name in fields if name in params},
         "option": parse_option_pairs(option),
@@ -231,8 +185,7 @@ def run(
         for name in shown:
             value = res.metrics.get(name)
             cells.append("—" if value is None else f"{value * info[name].scale:.{info[name].digits}f}")
-        status = {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(res.status, f"[red]{res.status}[/]")
-        table.add_row(res.method, str(res.seed), status, *cells)
+        table.add_row(res.method, str(res.seed), status_cell(res.status), *cells)
     con.out.print(table)
     con.out.print(
         f"Store: {store.uri}" + (f"; leaderboard logged to run {board_run[:8]}" if board_run else ""), highlight=False

@@ -8,6 +8,7 @@ import typer
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
+from unlearnkit.cli.shared import Experiment, TrackingUri
 
 store_app = typer.Typer(
     name="store",
@@ -15,9 +16,6 @@ store_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(store_app)
-
-TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")]
-Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
 
 
 @store_app.command("check")

@@ -9,9 +9,23 @@ import typer
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.run import torch_builds_checked
+from unlearnkit.cli.shared import (
+    Estimate,
+    Experiment,
+    PluginsDir,
+    RecipeDataDir,
+    RecipeDevice,
+    RecipeEpochs,
+    RecipeSeeds,
+    RecipeSubset,
+    TrackingUri,
+    check_executor,
+    host_and_store,
+    print_estimate,
+    ray_executor,
+    torch_builds_checked,
+)
 
-EXECUTORS = ("local", "ray")
 MAX_CELLS = 10_000  # the recipe bound's default (unlearnkit.scale.sweep_recipes.MAX_CELLS; kept light for --help)
 SHOWN_CELLS = 20  # --dry-run lists this many cells, then how many more
 
@@ -33,19 +47,19 @@ def print_grid(recipe: Path, max_cells: int) -> None:
 @app.command()
 def sweep(
     recipe: Annotated[Path, typer.Argument(help="Recipe file, e.g. recipes/cpu-mnist.toml", metavar="RECIPE")],
-    seeds: Annotated[str | None, typer.Option("--seeds", help="Override the recipe's seeds.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the training epochs.")] = None,
-    subset: Annotated[str | None, typer.Option(help="Override the per-class subset.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    seeds: RecipeSeeds = None,
+    epochs: RecipeEpochs = None,
+    subset: RecipeSubset = None,
+    data_dir: RecipeDataDir = None,
+    device: RecipeDevice = None,
     protocol: Annotated[str | None, typer.Option(help="Override the evaluation protocol: clean or paper.")] = None,
     eval_draw: Annotated[
         int | None, typer.Option(help="Another draw of the paper protocol's random crops (models reused).")
     ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
     plot: Annotated[Path | None, typer.Option(help="Also write the leaderboard figure here (PNG).")] = None,
-    plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
+    plugins_dir: PluginsDir = None,
     executor: Annotated[
         str, typer.Option(help="Where runs happen: local (here, one after another) or ray (a Ray cluster).")
     ] = "local",
@@ -60,10 +74,7 @@ def sweep(
         typer.Option(help="GPUs per Ray task; 0.5 packs two runs on a GPU (default: 1 if the cluster has GPUs)."),
     ] = None,
     cpus_per_run: Annotated[float | None, typer.Option(help="CPUs per Ray task (default 1).")] = None,
-    estimate: Annotated[
-        bool,
-        typer.Option("--estimate", help="Print the runs to do, those in the store and the time they need; then stop."),
-    ] = False,
+    estimate: Estimate = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the grid's cell count and its cells; compute nothing.")
     ] = False,
@@ -77,34 +88,19 @@ def sweep(
     With --executor ray the reference models train first, then every method run is a Ray task.
     """
     from unlearnkit.board import tables
-    from unlearnkit.discovery.host import get_host
-    from unlearnkit.errors import ConfigError, UnknownNameError
+    from unlearnkit.errors import ConfigError
     from unlearnkit.scale.sweep import Sweep
-    from unlearnkit.store.mlflow_store import Store
 
     if dry_run:  # the grid alone: no plugins, no store, nothing validated or computed
         print_grid(recipe, max_cells)
         return
-    if executor not in EXECUTORS:
-        raise UnknownNameError("executor", executor, EXECUTORS)
+    check_executor(executor)
     ray_flags = {"--ray-address": ray_address, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run}
     given = [flag for flag, value in ray_flags.items() if value is not None]
     if executor == "local" and given:
         raise ConfigError(f"{', '.join(given)} only apply to --executor ray.")
-    runner = None
-    if executor == "ray":
-        from unlearnkit.scale.ray_executor import RayExecutor
-
-        runner = RayExecutor(
-            ray_address,
-            gpus_per_run=gpus_per_run,
-            cpus_per_run=1.0 if cpus_per_run is None else cpus_per_run,
-            plugins_dir=plugins_dir,
-        )
-    host = get_host(plugins_dir)
-    for message in host.report.failed:
-        con.warn(message)
-    store = Store(tracking_uri, experiment)
+    runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     job = Sweep(
         recipe,
         host.registries,
@@ -121,10 +117,7 @@ def sweep(
     if estimate:  # counted by the runs' own identities, priced by the store's measured times: nothing computed
         from unlearnkit.scale.estimate import estimate_sweep, report_lines
 
-        with torch_builds_checked():
-            lines = report_lines(f"Sweep '{job.name}'", estimate_sweep(job))
-        for line in lines:
-            con.out.print(line, highlight=False, soft_wrap=True)
+        print_estimate(lambda: report_lines(f"Sweep '{job.name}'", estimate_sweep(job)))
         return
     with torch_builds_checked(), con.RichReporter() as reporter:
         report = job.run(reporter, figure=plot, executor=runner)

@@ -12,7 +12,18 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.run import torch_builds_checked
+from unlearnkit.cli.shared import (
+    Estimate,
+    Experiment,
+    PluginsDir,
+    RecipeDataDir,
+    RecipeDevice,
+    RecipeSubset,
+    TrackingUri,
+    host_and_store,
+    print_estimate,
+    torch_builds_checked,
+)
 
 if TYPE_CHECKING:
     from unlearnkit.store.mlflow_store import Store
@@ -88,16 +99,13 @@ def tune(
         typer.Option(help="Optuna storage: a database URL or a journal file (default: beside the MLflow store)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the training epochs of the original.")] = None,
-    subset: Annotated[str | None, typer.Option(help="Override the per-class subset.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "unlearnkit",
-    plugins_dir: Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")] = None,
-    estimate: Annotated[
-        bool,
-        typer.Option("--estimate", help="Print the runs to do, those in the store and the time they need; then stop."),
-    ] = False,
+    subset: RecipeSubset = None,
+    data_dir: RecipeDataDir = None,
+    device: RecipeDevice = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = "unlearnkit",
+    plugins_dir: PluginsDir = None,
+    estimate: Estimate = False,
 ) -> None:
     """Tune METHODs of RECIPE under one budget, on tuning seeds and data the reported table never uses.
 
@@ -106,14 +114,9 @@ def tune(
     command resumes the studies: finished trials are never run again. --write saves the best options
     as a recipe to report with `unlearnkit sweep` on the recipe's own seeds.
     """
-    from unlearnkit.discovery.host import get_host
-    from unlearnkit.store.mlflow_store import Store
     from unlearnkit.tune import TestSplitAccessError, Tuner
 
-    host = get_host(plugins_dir)
-    for message in host.report.failed:
-        con.warn(message)
-    store = Store(tracking_uri, experiment)
+    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     tuner = Tuner(
         recipe,
         host.registries,
@@ -132,10 +135,7 @@ def tune(
         device=device,
     )
     if estimate:
-        with torch_builds_checked():
-            lines = _estimate(tuner, store)
-        for line in lines:
-            con.out.print(line, highlight=False, soft_wrap=True)
+        print_estimate(lambda: _estimate(tuner, store))
         return
     try:
         with torch_builds_checked(), con.RichReporter() as reporter:

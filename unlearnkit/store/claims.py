@@ -315,13 +315,7 @@ def contest(
             return bool(ranked) and ranked[0].run_id == run_id, taken
         if store.find_finished(run_type, key) is not None:
             return False, taken
-        for rec in choosing:
-            if rec.run_id not in told:
-                told.add(rec.run_id)
-                say(
-                    f"Waiting for rival claim {rec.run_id[:8]} on {rec.tag('host') or '?'} to draw its ticket "
-                    f"(at most {STALE_S:.0f} s without a heartbeat)"
-                )
+        say_once(told, choosing, say, ticket_wait_message)
         time.sleep(poll_s)
 
 
@@ -333,11 +327,32 @@ def wait_for_holder(store: Store, run_type: str, key: str, poll_s: float, say: C
         live = live_claims(store, run_type, key)
         if not live:
             return
-        for rec in live:
-            if rec.run_id not in told:
-                told.add(rec.run_id)
-                say(
-                    f"Waiting for run {rec.run_id[:8]} on {rec.tag('host') or '?'} (pid {rec.tag('pid') or '?'}): "
-                    f"until it finishes, fails or its heartbeat stops for {STALE_S:.0f} s"
-                )
+        say_once(told, live, say, holder_wait_message)
         time.sleep(poll_s)
+
+
+def ticket_wait_message(rec: RunRecord) -> str:
+    """The line for a rival claim that has not drawn its ticket yet."""
+    return (
+        f"Waiting for rival claim {rec.run_id[:8]} on {rec.tag('host') or '?'} to draw its ticket "
+        f"(at most {STALE_S:.0f} s without a heartbeat)"
+    )
+
+
+def holder_wait_message(rec: RunRecord) -> str:
+    """The line for a live claim that holds the work this one waits for."""
+    return (
+        f"Waiting for run {rec.run_id[:8]} on {rec.tag('host') or '?'} (pid {rec.tag('pid') or '?'}): "
+        f"until it finishes, fails or its heartbeat stops for {STALE_S:.0f} s"
+    )
+
+
+def say_once(
+    told: set[str], claims: list[RunRecord], say: Callable[[str], None], message: Callable[[RunRecord], str]
+) -> None:
+    """Say ``message`` of each claim not yet in ``told`` (and add it there): a wait names each rival once,
+    however many polls it lasts."""
+    for rec in claims:
+        if rec.run_id not in told:
+            told.add(rec.run_id)
+            say(message(rec))

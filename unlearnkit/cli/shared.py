@@ -1,0 +1,152 @@
+"""What several commands declare and do alike, written once so their flags, help and messages cannot drift.
+
+The options are typed ``Annotated`` aliases (``tracking_uri: TrackingUri = None``): each command keeps
+its own parameter name, and so its flag, and its own default. Nothing here is a command: the module is
+imported by the commands, and ``unlearnkit --help`` pays only for typer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from unlearnkit.cli import console as con
+from unlearnkit.errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:
+    from unlearnkit.discovery.host import PluginHost
+    from unlearnkit.scale.ray_executor import RayExecutor
+    from unlearnkit.store.mlflow_store import Store
+
+# ---------------------------------------------------------------------------------- options
+TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")]
+Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
+PluginsDir = Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")]
+#: The options by which a recipe command (sweep, tune, audit, reproduce) overrides its recipe.
+RecipeSeeds = Annotated[str | None, typer.Option("--seeds", help="Override the recipe's seeds.")]
+RecipeEpochs = Annotated[int | None, typer.Option(help="Override the training epochs.")]
+RecipeSubset = Annotated[str | None, typer.Option(help="Override the per-class subset.")]
+RecipeDataDir = Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.")]
+RecipeDevice = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Estimate = Annotated[
+    bool,
+    typer.Option("--estimate", help="Print the runs to do, those in the store and the time they need; then stop."),
+]
+FORMATS = ("table", "markdown", "csv", "json")
+Format = Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")]
+EXECUTORS = ("local", "ray")
+
+
+def check_format(format: str) -> None:
+    """Refuse an unknown ``--format`` before anything is loaded or computed."""
+    if format not in FORMATS:
+        raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
+
+
+def check_executor(executor: str) -> None:
+    """Refuse an unknown ``--executor`` before anything is loaded or computed."""
+    if executor not in EXECUTORS:
+        raise UnknownNameError("executor", executor, EXECUTORS)
+
+
+def ray_executor(
+    executor: str,
+    ray_address: str | None,
+    plugins_dir: Path | None,
+    *,
+    gpus_per_run: float | None = None,
+    cpus_per_run: float | None = None,
+) -> RayExecutor | None:
+    """The Ray executor ``--executor ray`` asks for (one CPU per run unless told), else None: runs stay here."""
+    if executor != "ray":
+        return None
+    from unlearnkit.scale.ray_executor import RayExecutor
+
+    return RayExecutor(
+        ray_address,
+        gpus_per_run=gpus_per_run,
+        cpus_per_run=1.0 if cpus_per_run is None else cpus_per_run,
+        plugins_dir=plugins_dir,
+    )
+
+
+# ------------------------------------------------------------------------ plugins and store
+def plugin_host(plugins_dir: Path | None = None) -> PluginHost:
+    """The loaded plugins; one that failed to load is a warning, not an error: the others still serve."""
+    from unlearnkit.discovery.host import get_host
+
+    host = get_host(plugins_dir)
+    for message in host.report.failed:
+        con.warn(message)
+    return host
+
+
+def host_and_store(plugins_dir: Path | None, tracking_uri: str | None, experiment: str) -> tuple[PluginHost, Store]:
+    """What a command that computes starts from: the plugins (failures warned), then the result store."""
+    from unlearnkit.store.mlflow_store import Store
+
+    host = plugin_host(plugins_dir)
+    return host, Store(tracking_uri, experiment)
+
+
+# ------------------------------------------------------------------------------ torch builds
+# What torchvision raises on import when its compiled operators were built for another torch (a CPU
+# torch with a CUDA torchvision, or another release): the first import happens deep in a plugin
+# (a dataset download, timm), so the commands translate it rather than every plugin.
+TORCHVISION_BUILD_ERRORS = re.compile(r"operator torchvision::\w+ does not exist|Couldn't load custom C\+\+ ops")
+
+
+def torch_build_error(err: BaseException) -> ConfigError | None:
+    """The one-line error naming both builds when ``err`` is torchvision refusing this torch; else None."""
+    if not isinstance(err, RuntimeError) or not TORCHVISION_BUILD_ERRORS.search(str(err)):
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    try:
+        vision = version("torchvision")
+    except PackageNotFoundError:
+        vision = "?"
+    index = "cpu" if torch.version.cuda is None else "cu" + torch.version.cuda.replace(".", "")
+    return ConfigError(
+        f"torch {torch.__version__} and torchvision {vision} are different builds (torchvision: "
+        f"{shorten_first_line(err)}): install both from the same index, e.g. pip install --force-reinstall "
+        f"torch=={torch.__version__.split('+')[0]} torchvision --index-url https://download.pytorch.org/whl/{index}."
+    )
+
+
+def shorten_first_line(err: BaseException) -> str:
+    line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return line.rstrip(".")
+
+
+@contextlib.contextmanager
+def torch_builds_checked() -> Iterator[None]:
+    """Turn a mismatched torch/torchvision pair, met wherever torchvision is first imported, into one line."""
+    try:
+        yield
+    except RuntimeError as err:
+        mismatch = torch_build_error(err)
+        if mismatch is None:
+            raise
+        raise mismatch from None
+
+
+# ---------------------------------------------------------------------------------- output
+def print_estimate(lines: Callable[[], list[str]]) -> None:
+    """``--estimate``: work the report out (it loads data, so torchvision may be met first), then print it."""
+    with torch_builds_checked():
+        report = lines()
+    for line in report:
+        con.out.print(line, highlight=False, soft_wrap=True)
+
+
+def status_cell(status: str) -> str:
+    """A result row's status, coloured: done, in store (reused), or the failure's own word in red."""
+    return {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(status, f"[red]{status}[/]")
