@@ -5,9 +5,10 @@ Anything that is *not* an :class:`UnlearnkitError` is a bug and keeps its traceb
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 ECHO_CHARS = 60  # how much of a user's value an error line repeats (a 20 KB key stays one short line)
 SUGGEST_UP_TO = 200  # longer names get no "did you mean" (nothing registered is that long)
@@ -121,3 +122,18 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
     valid = ", ".join(choices) if choices else "(none registered)"
     return f"Unknown {kind} '{shorten(name)}'.{did_you_mean(name, choices)} Valid {kind}s: {valid}."
+
+
+@contextlib.contextmanager
+def translated(
+    kind: type[BaseException], translate: Callable[[BaseException], UnlearnkitError | None]
+) -> Iterator[None]:
+    """Re-raise a ``kind`` error that ``translate`` recognises as its one-line error (a full disk, a
+    torch/torchvision build mismatch), without the traceback; any other error passes unchanged."""
+    try:
+        yield
+    except kind as err:
+        known = translate(err)
+        if known is None:
+            raise
+        raise known from None

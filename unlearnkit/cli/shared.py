@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from unlearnkit.cli import console as con
-from unlearnkit.errors import ConfigError, UnknownNameError
+from unlearnkit.errors import ConfigError, UnknownNameError, translated
 
 if TYPE_CHECKING:
     from unlearnkit.discovery.host import PluginHost
@@ -126,16 +126,9 @@ def shorten_first_line(err: BaseException) -> str:
     return line.rstrip(".")
 
 
-@contextlib.contextmanager
-def torch_builds_checked() -> Iterator[None]:
+def torch_builds_checked() -> contextlib.AbstractContextManager[None]:
     """Turn a mismatched torch/torchvision pair, met wherever torchvision is first imported, into one line."""
-    try:
-        yield
-    except RuntimeError as err:
-        mismatch = torch_build_error(err)
-        if mismatch is None:
-            raise
-        raise mismatch from None
+    return translated(RuntimeError, torch_build_error)
 
 
 # ---------------------------------------------------------------------------------- output

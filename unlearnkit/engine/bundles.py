@@ -38,7 +38,7 @@ import urllib.request
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -46,7 +46,7 @@ from typing import IO, Any
 from unlearnkit.api.types import ImageSpec
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.references import IMAGE_SPEC, REFERENCE_ROLES, image_spec_text, parse_image_spec
-from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full
+from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full, translated
 from unlearnkit.identity import config_hash, file_sha256, identity_json
 from unlearnkit.store.mlflow_store import RunRecord, Store, tag
 from unlearnkit.store.tags import TAGS
@@ -713,16 +713,9 @@ def import_bundle(
     return report
 
 
-@contextmanager
-def full_disk_is_one_line() -> Iterator[None]:
+def full_disk_is_one_line() -> AbstractContextManager[None]:
     """A temp folder that fills up while the bundle is copied: the CLI's one line for a full disk."""
-    try:
-        yield
-    except OSError as err:
-        full = disk_full(err)
-        if full is None:
-            raise
-        raise full from None
+    return translated(OSError, disk_full)
 
 
 def check_members(entries: list[Checked], members: dict[str, tarfile.TarInfo], label: str) -> None:
