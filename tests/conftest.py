@@ -51,16 +51,11 @@ def tiny_bench_one_thread(request):
     """A tiny bench (``unlearnkit.testing.tiny_bench``) per test module, trained and used on one
     thread so its numbers do not depend on the core count; the module may set ``TINY_FORGET``
     (default: the instance bench)."""
-    import torch
-
+    from unlearnkit.loops.threads import pinned_threads
     from unlearnkit.testing import tiny_bench
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with pinned_threads(1):
         yield tiny_bench(forget=getattr(request.module, "TINY_FORGET", "0.2"))
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -12,16 +12,15 @@ import torch.nn.functional as F
 from unlearnkit.api.contracts import Model
 from unlearnkit.api.types import ImageSpec
 from unlearnkit.errors import ConfigError
+from unlearnkit.loops.threads import pinned_threads
 from unlearnkit_plugins.models import register_models
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, and on a busy CPU spinning OpenMP threads cost 5x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with pinned_threads(1):
+        yield
 
 
 def registered() -> list[type[Model]]:

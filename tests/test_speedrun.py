@@ -19,6 +19,7 @@ from unlearnkit.api.data import Preprocess, Split
 from unlearnkit.api.types import Augment, ImageSpec, Setting
 from unlearnkit.errors import ConfigError
 from unlearnkit.loops import training
+from unlearnkit.loops.threads import pinned_threads
 from unlearnkit.loops.training import Lookahead, TrainRecipe, fit, init_from_data, load_train_recipe
 from unlearnkit_plugins.models.catalog import Speedrun
 from unlearnkit_plugins.models.speedrun import BN_EPS, BN_MOMENTUM, WHITEN_EPS, SpeedrunNet, Whitening
@@ -26,10 +27,8 @@ from unlearnkit_plugins.models.speedrun import BN_EPS, BN_MOMENTUM, WHITEN_EPS, 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with pinned_threads(1):
+        yield
 
 
 # ------------------------------------------------------------------ the shipped recipes, pinned

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from unlearnkit.errors import ConfigError
+from unlearnkit.loops.threads import pinned_threads
 from unlearnkit.scale.sweep_recipes import load_recipe
 
 HERE = Path(__file__).parent
@@ -40,12 +41,8 @@ batch_size = 32
 @pytest.fixture(autouse=True)
 def one_thread():
     """One intra-op thread: on 2 shared cores two threads are many times slower for these tiny models."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with pinned_threads(1):
+        yield
 
 
 @pytest.fixture

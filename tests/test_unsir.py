@@ -11,6 +11,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import unlearnkit_plugins.methods.unsir as unsir
+from unlearnkit.loops.threads import pinned_threads
 from unlearnkit.loops.training import accuracy
 from unlearnkit.testing import run_method, tiny_bench
 from unlearnkit_plugins.methods.unsir import Unsir
@@ -20,10 +21,8 @@ FAST = {"epochs": 2, "batch_size": 8, "lr": 0.002, "noise_steps": 3}
 
 @pytest.fixture
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with pinned_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -184,7 +184,7 @@ def audit(
             for line in report_lines(f"Audit '{job.name}'", parts):
                 reporter.console.print(line, highlight=False, soft_wrap=True)
             return
-        from unlearnkit.engine.stages import pinned_threads
+        from unlearnkit.loops.threads import pinned_threads
 
         threads = job.plans[0][1].request.threads  # a recipe's `threads`: recorded, not yet in audit identities
         with pinned_threads(threads):

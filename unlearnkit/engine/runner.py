@@ -36,9 +36,10 @@ from unlearnkit.engine.references import ModelMemo, References
 from unlearnkit.engine.seed_state import Seed
 from unlearnkit.engine.sequential import Requests
 from unlearnkit.engine.splits import SplitIndices
-from unlearnkit.engine.stages import equal_state, numerics, owned, pinned_threads, row_tags, same_outputs, unlearn_copy
+from unlearnkit.engine.stages import equal_state, numerics, owned, row_tags, same_outputs, unlearn_copy
 from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError, shorten
 from unlearnkit.identity import config_hash, identity_json, plugin_version
+from unlearnkit.loops.threads import pinned_threads
 from unlearnkit.parallel import torchrun as ddp
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag

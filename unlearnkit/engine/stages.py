@@ -64,22 +64,6 @@ def numerics_tags() -> dict[str, str]:
     return {tag(name): value for name, value in numerics().items()}
 
 
-@contextmanager
-def pinned_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op CPU threads set to ``threads`` for the block, then put back: a notebook, a
-    test or a sweep runs many runs in one process, and one run's pin must not leak into the next
-    (which would then run, and be recorded, at a count nobody asked for). None: left as it is."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def failure_reason(err: BaseException) -> str:
     """A failed run's one-line reason: a method's own failure as it says it, anything else typed."""
     return str(err) if isinstance(err, UnlearnkitError) else f"{type(err).__name__}: {err}"
@@ -163,7 +147,6 @@ __all__ = [
     "numerics",
     "numerics_tags",
     "owned",
-    "pinned_threads",
     "row_tags",
     "same_outputs",
     "unlearn_copy",

@@ -39,6 +39,7 @@ from torch import nn
 from unlearnkit.api.context import TRAIN_STREAM, UnlearnContext
 from unlearnkit.api.data import Split
 from unlearnkit.errors import ConfigError
+from unlearnkit.loops.threads import pinned_threads
 from unlearnkit.loops.training import (
     Lookahead,
     TrainRecipe,
@@ -159,9 +160,6 @@ def _threaded(
 ) -> list[Packed]:
     """``workers`` threads, each training one job at a time with ``fit``; the wall time is shared."""
     on_cpu = jobs[0].ctx.device.type == "cpu"
-    before = torch.get_num_threads()
-    if on_cpu:  # one intra-op thread per model: W workers keep W cores busy (and each model is deterministic)
-        torch.set_num_threads(1)
     errors: list[BaseException | None] = [None] * len(jobs)
 
     def train(i: int) -> None:
@@ -181,11 +179,9 @@ def _threaded(
     # the longest first (a larger training set): the workers end together rather than one waiting on the last
     order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i].split))
     start = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as pool:
-            list(pool.map(train, order))
-    finally:
-        torch.set_num_threads(before)
+    # one intra-op thread per model on a CPU: W workers keep W cores busy (and each model is deterministic)
+    with pinned_threads(1 if on_cpu else None), ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as pool:
+        list(pool.map(train, order))
     share = (time.perf_counter() - start) / len(jobs)
     return [Packed(share, err, "threads") for err in errors]
 
