@@ -258,12 +258,12 @@ class References:
             per_device = auto_models_per_device(probe, bench.train_recipe)
             if per_device == 1:
                 return 0
-        claimed: list[tuple[Wanted, dict[str, Any], str]] = []
+        claimed: dict[str, tuple[Wanted, dict[str, Any], str]] = {}  # key -> (wanted, identity, run id)
         done = self.finished_keys()  # found again by train_or_reuse: no claim, no checkpoint read here
         for want in wanted:
             ident = self.identity(want.role, want.seed, want.indices)
             key = config_hash(ident)
-            if key in self.memo or key in done or any(c[1] == ident for c in claimed):
+            if key in self.memo or key in done or key in claimed:
                 continue
             name, tags, params = self.run_fields(want.role, want.seed, want.split, key)
             tags[tag("models_per_device")] = str(per_device)
@@ -273,11 +273,11 @@ class References:
             self._loaded = None  # a finished one is found again by train_or_reuse
             if got.finished is None:
                 assert got.run_id is not None
-                claimed.append((want, ident, got.run_id))
+                claimed[key] = (want, ident, got.run_id)
         if not claimed:
             return 0
         jobs = []
-        for want, _, _ in claimed:
+        for want, _, _ in claimed.values():
             seed_everything(want.seed)  # the initial weights train_or_reuse would draw
             ctx = bench.context(want.seed, None, method=want.role)
             jobs.append(
@@ -285,7 +285,8 @@ class References:
             )
         advance = self.reporter.counter("reference models, packed", len(jobs))
         failures: list[BaseException] = []
-        open_runs = {run_id for _, _, run_id in claimed}
+        open_runs = {run_id for _, _, run_id in claimed.values()}
+        finished: list[str] = []
         with ExitStack() as beats:
             for run_id in open_runs:
                 beats.enter_context(claims.heartbeat(self.store, run_id))
@@ -294,7 +295,7 @@ class References:
                 outcomes = fit_many(
                     jobs, bench.train_recipe, per_device=per_device, strategy=strategy, on_done=lambda i: advance()
                 )
-                for (want, ident, run_id), job, out in zip(claimed, jobs, outcomes):
+                for (key, (want, ident, run_id)), job, out in zip(claimed.items(), jobs, outcomes):
                     if out.error is not None:  # this model's run fails; the pack's others are kept
                         self.store.fail(run_id, f"{type(out.error).__name__}: {out.error}")
                         open_runs.discard(run_id)
@@ -303,23 +304,21 @@ class References:
                     measured = throughput(job.model, want.split, bench.train_recipe, out.seconds)
                     state = self.record(run_id, ident, job.model, out.seconds, job.ctx.series, measured)
                     open_runs.discard(run_id)
-                    self.memo[config_hash(ident)] = (state, out.seconds, run_id)
+                    finished.append(run_id)
+                    self.memo[key] = (state, out.seconds, run_id)
             except BaseException as err:
                 for run_id in open_runs:
                     self.store.fail(run_id, f"{type(err).__name__}: {err}")
                 raise
-        finished = [run_id for (want, ident, run_id) in claimed if config_hash(ident) in self.memo]
         for run_id in finished:
             claims.release(self.store, run_id)
-        trained = len(claimed) - len(failures)
-        share = outcomes[0].seconds if outcomes else 0.0
         self.reporter.event(
-            f"Trained {trained} reference models {outcomes[0].strategy}-packed, "
-            f"{per_device} per device ({share:.1f} s each)"
+            f"Trained {len(finished)} reference models {outcomes[0].strategy}-packed, "
+            f"{per_device} per device ({outcomes[0].seconds:.1f} s each)"
         )
         if failures:
             raise failures[0]
-        return trained
+        return len(finished)
 
     def _claim(
         self, role: str, seed: int, key: str, name: str, tags: dict[str, str], params: dict[str, object]
