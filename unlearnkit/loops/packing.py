@@ -261,12 +261,7 @@ def _fit_stacked(jobs: Sequence[TrainJob], recipe: TrainRecipe) -> list[Packed]:
                         logits = list(together(params, buffers, torch.stack(xs)).unbind(0))
                     else:  # a last partial batch of another size: each model alone, one optimiser step still
                         logits = [alone(i, x) for i, x in enumerate(xs)]
-                    if smoothing:
-                        losses = torch.stack(
-                            [cross_entropy(z, y, label_smoothing=smoothing) for z, y in zip(logits, ys)]
-                        )
-                    else:
-                        losses = torch.stack([cross_entropy(z, y) for z, y in zip(logits, ys)])
+                    losses = torch.stack([cross_entropy(z, y, label_smoothing=smoothing) for z, y in zip(logits, ys)])
                 opt.zero_grad(set_to_none=True)
                 losses.sum().backward()  # model i's gradient is that of its own mean loss
                 opt.step()

@@ -170,12 +170,11 @@ def make_optimizer(
     fused = bool(params) and params[0].is_cuda
     if nesterov and name != "sgd":
         raise ConfigError(f"Nesterov momentum is an SGD option, not one of '{name}'.")
-    if name == "sgd" and nesterov:
+    if name == "sgd":  # nesterov passed only when on: with it off, the call is the one it always was
+        extra = {"nesterov": True} if nesterov else {}
         return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True, fused=fused or None
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, **extra, fused=fused or None
         )
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "adamw":
@@ -344,7 +343,6 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe, steps))
     gen = ctx.generator(offset=TRAIN_STREAM)
     lookahead = Lookahead(model, recipe, steps) if recipe.lookahead_every else None
-    smoothing = recipe.label_smoothing
     taken = 0  # optimisation steps so far
     forward = ctx.compiled(ctx.parallel(model))
     with ctx.steps(description, recipe.epochs * steps) as advance:
@@ -357,10 +355,7 @@ def fit(
             ):
                 with ctx.autocast():
                     logits = forward(x)
-                    if smoothing:
-                        loss = cross_entropy(logits, y, part, label_smoothing=smoothing)
-                    else:
-                        loss = cross_entropy(logits, y, part)
+                    loss = cross_entropy(logits, y, part, label_smoothing=recipe.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -395,7 +390,7 @@ def cross_entropy(
     """Mean cross-entropy over the batch; for one rank's ``part`` of a global batch, its sum scaled
     by ``part.scale``, so that DDP's gradient average is the gradient of the global batch mean.
     ``label_smoothing`` s: against the target (1 - s) * one-hot + s / K (torch's definition)."""
-    if label_smoothing:
+    if label_smoothing:  # passed only when on: with it off, the call is the one fit always made
         if part is None or part.whole:
             return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         return F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing) * part.scale
