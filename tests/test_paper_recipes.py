@@ -26,6 +26,19 @@ def test_paper_recipes_name_the_papers_architecture_and_protocol(path):
     assert all(cell.request.protocol == "paper" for cell in expand(recipe))
 
 
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_recipes_run_unsir_at_the_lotus_runs_budget(path):
+    """UNSIR's own default is one impair and one repair epoch; the LoTUS tables ran it at the
+    per-family budget every other baseline has (ResNet 10 epochs, ViT 3)."""
+    from unlearnkit.api.types import Setting
+    from unlearnkit_plugins.methods.presets import family_defaults
+
+    recipe = load_recipe(path)
+    (family,) = {"vit" if m == "vit" else "resnet" for m in recipe.models}
+    lotus_runs = family_defaults(Setting("cifar10", family, "instance", 10))["epochs"]
+    assert all(cell.request.options["unsir.epochs"] == lotus_runs for cell in expand(recipe))
+
+
 def fake_imagenet(root: Path, wnids: tuple[str, ...] = ("n01440764", "n01443537"), train: int = 10, val: int = 6):
     """train/<wnid>/<wnid>_<i>.JPEG and val/<wnid>/ILSVRC2012_val_<n>.JPEG, odd sizes (resize + crop run)."""
     from PIL import Image

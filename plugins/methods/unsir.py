@@ -64,6 +64,12 @@ def error_maximising_noise(
     return noise.detach(), trace
 
 
+def noise_labels(forget_labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """The labels of UNSIR's noise: each class of D_f, min(its forget count, ``per_class``) times, sorted."""
+    classes, counts = torch.unique(forget_labels, return_counts=True)
+    return torch.repeat_interleave(classes, counts.clamp(max=per_class))
+
+
 def class_noise(
     model: nn.Module, forget: uk.Split, ctx: uk.UnlearnContext, o: UnsirOptions, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +85,7 @@ def class_noise(
     read, never an image's content.
     """
     like, _ = next(forget.batches(1))
-    classes, counts = torch.unique(forget.y, return_counts=True)
-    labels = torch.repeat_interleave(classes, counts.clamp(max=o.batch_size))
+    labels = noise_labels(forget.y, o.batch_size)
     noises = []
     for y in labels.split(o.batch_size):
         noise, _ = error_maximising_noise(
@@ -100,30 +105,45 @@ def class_noise(
 def noise_batches(
     noise: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The noise in shuffled batches for ever, re-shuffled on every pass: reused across impair steps."""
+    """The noise in batches of exactly ``batch_size`` for ever: each pass over it a fresh shuffle, a
+    batch running on into the next pass, so every sample is drawn as often as any other."""
+    pending = torch.empty(0, dtype=torch.long, device=labels.device)
     while True:
-        order = torch.randperm(len(labels), generator=generator, device=labels.device)
-        for start in range(0, len(order), batch_size):
-            sel = order[start : start + batch_size]
-            yield noise[sel], labels[sel]
+        while len(pending) < batch_size:
+            pending = torch.cat([pending, torch.randperm(len(labels), generator=generator, device=labels.device)])
+        sel, pending = pending[:batch_size], pending[batch_size:]
+        yield noise[sel], labels[sel]
+
+
+def impair_batches(n_forget: int, n_retain: int, batch_size: int) -> tuple[int, int, int]:
+    """``(steps, noise per batch, retain per batch)`` of one impair pass.
+
+    UNSIR's impair set is the noise standing in for D_f at D_f's size (its notebook repeats each
+    forgotten class's 256-sample noise batch 20 times: 5,120 samples for a 5,000-image class) next to
+    the retain subset, one epoch over both: ceil((n_forget + n_retain) / batch_size) steps, each batch
+    holding the two in their overall proportion (the ceiling of each share), so a step costs one
+    batch, not a noise batch plus a retain one.
+    """
+    steps = -(-(n_forget + n_retain) // batch_size)
+    return steps, -(-n_forget // steps), -(-n_retain // steps)
 
 
 class Unsir(uk.Method):
     """UNSIR: impair the model with error-maximising noise for D_f's labels, then repair on D_r.
 
     Retain subset: at most ``retain_per_class`` samples of every class of D_r (1000, or 100 for
-    datasets with >= 100 classes), drawn once, seeded. Noise, once, before the first epoch: for
-    every class present in D_f (the forgotten class for class forgetting), one batch of
-    min(n_c, ``batch_size``) noise samples labelled with that class (n_c: its forget samples), each
-    class optimised on its own to *maximise* the classification error, CE(model(noise), c) -
-    lambda ||noise||^2 (``noise_steps`` Adam steps at ``noise_lr`` against the model as given, in
-    eval mode). Each epoch then has two phases:
+    datasets with >= 100 classes), drawn once, seeded. Each epoch has three phases:
 
-    * impair: steps pair a batch of that noise with a retain-subset batch (both shuffled and
-      cycled; as many steps as the larger of D_f and the subset needs); the model takes one SGD
-      step of cross-entropy on the noise (with its labels) together with the retain batch, which
-      damages what ties those labels to D_f-like inputs. Every step of every epoch reuses the
-      same noise, as UNSIR reuses its noise matrix (its impair set repeats each class's batch);
+    * noise, against the model as it stands: for every class present in D_f (the forgotten class
+      for class forgetting), one batch of min(n_c, ``batch_size``) noise samples labelled with that
+      class (n_c: its forget samples), optimised to *maximise* the classification error,
+      CE(model(noise), c) - lambda ||noise||^2 (``noise_steps`` Adam steps at ``noise_lr``, eval
+      mode). Re-learnt each epoch: a noise the model has been trained on no longer impairs it;
+    * impair: one pass over the noise standing in for D_f at D_f's size (|D_f| draws, every noise
+      sample as often as any other) and the retain subset together, each SGD step of cross-entropy
+      on a batch holding the two in proportion, which damages what ties those labels to D_f-like
+      inputs. UNSIR's impair set is the same: each class's noise batch repeated (20 x 256, about a
+      CIFAR-10 class) next to the retain samples;
     * repair: one cross-entropy pass over the retain subset.
 
     The forget images themselves are never fed to the model: only their labels and shapes. Logged
@@ -132,12 +152,11 @@ class Unsir(uk.Method):
 
     Defaults: the noise as UNSIR optimises it (``vikram2000b/Fast-Machine-Unlearning``,
     ``Machine Unlearning.ipynb``: Adam lr 0.1 for 5 x 8 = 40 steps, lambda = 0.1; also
-    ``vikram2000b/bad-teaching-unlearning``, ``unlearn.py``, ``UNSIR_noise_train``). The model's
-    optimiser and budget are the LoTUS runs' (``unsir_class.py``, ``reproduce_results.sh``): SGD
-    lr 1e-3, momentum 0.9, no weight decay, no schedule; ResNet 10 epochs of batch 128 (MUFAC 64),
-    ViT 3 epochs of batch 16 (ImageNet-1k 64). UNSIR itself learns the noise once and runs one
-    impair and one repair epoch (``epochs=1``); over more epochs the noise stays the one learnt
-    against the original model.
+    ``vikram2000b/bad-teaching-unlearning``, ``unlearn.py``, ``UNSIR_noise_train``), and UNSIR's
+    budget: one impair and one repair epoch. The model's optimiser and batch are the LoTUS runs'
+    (``unsir_class.py``, ``reproduce_results.sh``): SGD lr 1e-3, momentum 0.9, no weight decay, no
+    schedule; batch 128 (MUFAC 64), ViT 16 (ImageNet-1k 64). The LoTUS runs trained UNSIR for the
+    budget of every baseline (ResNet 10 epochs, ViT 3): the ``paper-*`` recipes pin it.
 
     Deliberate deviations:
 
@@ -147,29 +166,29 @@ class Unsir(uk.Method):
       impair phase stops at the shorter loader and skips partial batches; its retain subset is
       the first 1000 (100) per class in dataset order; it makes a new noise batch for every
       forget batch. Here the noise maximises the error of D_f's labels and carries them, and is
-      learnt once per class, as in UNSIR;
+      learnt once per class per epoch, as in UNSIR;
     * from UNSIR's code: a class's noise batch has min(n_c, batch size) samples, not a fixed 256,
-      so an instance-wise forget set keeps its class proportions; the noise is optimised against
-      the model in eval mode (the notebook's freshly loaded model is in train mode, so its
-      BatchNorm statistics absorb the noise); the model trains with the LoTUS runs' SGD (UNSIR:
-      Adam lr 0.02 impair, 0.01 repair, one epoch each); the retain subset is a seeded random
-      draw, not the first samples of each class;
+      and the impair set draws |D_f| of them, so an instance-wise forget set keeps its class
+      proportions and size; the noise is optimised against the model in eval mode (the notebook's
+      freshly loaded model is in train mode, so its BatchNorm statistics absorb the noise); the
+      model trains with the LoTUS runs' SGD (UNSIR: Adam lr 0.02 impair, 0.01 repair); the retain
+      subset is a seeded random draw, not the first samples of each class;
     * bf16 autocast for the forwards on CUDA.
     """
 
     name = "unsir"
-    algorithm_version = 3
+    algorithm_version = 4
     summary = "UNSIR (Tarun et al. 2023): impair with error-maximising noise + retain subset, then repair."
     paper = (
         "Tarun, Chundawat, Mandal, Kankanhalli, Fast Yet Effective Machine Unlearning, IEEE Transactions "
         "on Neural Networks and Learning Systems, 2023 (UNSIR)"
     )
     access = uk.DataAccess.BOTH
-    # Tiny data (32 forget images, a 128-image retain subset): small batches, 3 epochs, the default lr
-    # and a 10-step noise, since noise reused by every step impairs hard (tiny benches of seeds 0-4:
-    # forget accuracy -0.03 to -0.13, retain >= -0.11; with 40 noise steps at lr 0.002 retain falls
-    # by 0.19 to 0.52).
-    conformance = uk.Conformance(options={"epochs": 3, "batch_size": 16, "lr": 0.001, "noise_steps": 10})
+    # Tiny data (32 forget images, a 128-image retain subset, so a fifth of each impair batch is noise): small
+    # batches, 4 epochs at lr 0.005 (tiny benches of seeds 0-4: forget accuracy -0.03 to -0.19, retain >= -0.07,
+    # test >= -0.07; at the default lr 1e-3 forget accuracy does not move on 3 of 5 seeds, at one epoch retain
+    # falls with it, by up to 0.21).
+    conformance = uk.Conformance(options={"epochs": 4, "batch_size": 16, "lr": 0.005})
     Options = UnsirOptions
     # lr: the LoTUS runs' 1e-3 and UNSIR's 0.01-0.02, a decade either side; noise_steps: the LoTUS runs' 1 to
     # UNSIR's 5 x 8 = 40; noise_lr: the LoTUS runs' 0.01 to UNSIR's 0.1 (Fast-Machine-Unlearning notebook)
@@ -181,7 +200,13 @@ class Unsir(uk.Method):
 
     @classmethod
     def default_options(cls, setting: uk.Setting) -> dict[str, Any]:
-        defaults = {**family_defaults(setting), "retain_per_class": 100 if setting.num_classes >= 100 else 1000}
+        # UNSIR's own schedule, one impair and one repair epoch; the LoTUS runs' (ResNet 10, ViT 3) is pinned
+        # by the paper-* recipes' [options.unsir]
+        defaults = {
+            **family_defaults(setting),
+            "epochs": 1,
+            "retain_per_class": 100 if setting.num_classes >= 100 else 1000,
+        }
         # the LoTUS runs' smaller UNSIR batches (reproduce_results.sh: ViT 16, ImageNet-1k 64, MUFAC 64)
         if setting.model_family == "vit":
             defaults["batch_size"] = 64 if setting.dataset == "imagenet" else 16
@@ -195,11 +220,12 @@ class Unsir(uk.Method):
         gen = ctx.generator()
         retain_sub = uk.per_class_subset(data.retain, o.retain_per_class, gen, "retain_subset")
         opt = sgd(model, o)
-        retain_batches = uk.endless(retain_sub, o.batch_size, gen, augment=o.augment)
-        impair_steps = max(forget.num_batches(o.batch_size), retain_sub.num_batches(o.batch_size))
-        # once, against the model as given (UNSIR's original); every impair step of every epoch reuses it
-        noise_bank = noise_batches(*class_noise(model, forget, ctx, o, gen), o.batch_size, gen)
+        impair_steps, per_noise, per_retain = impair_batches(len(forget), len(retain_sub), o.batch_size)
+        retain_batches = uk.endless(retain_sub, per_retain, gen, augment=o.augment)
         for epoch in ctx.track(range(o.epochs), total=o.epochs, description="epochs"):
+            # learnt once per epoch against the model as it stands, then reused by every impair step: a
+            # noise the model has already been trained on no longer impairs it
+            noise_bank = noise_batches(*class_noise(model, forget, ctx, o, gen), per_noise, gen)
             impair = uk.EpochLoss(ctx)
             for _ in range(impair_steps):
                 noise, y_n = next(noise_bank)
