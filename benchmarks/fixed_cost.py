@@ -11,11 +11,15 @@ installed code is measured. Every command runs once per tree before timing (the 
 cache and the store's schema template are made then), and the trees take turns run by run, so a
 change in the machine's load reaches every tree alike. The run's store is new every time: it
 measures what a first run on a new store costs, not a re-run that finds its rows in the store.
+The run's fixed cost is its wall time less the seconds its methods took (their rows' ``time_s``):
+what the command costs around the unlearning itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import shutil
 import statistics
@@ -56,6 +60,7 @@ def commands(args: argparse.Namespace, work: Path, weights: tuple[Path, Path]) -
     run = f"run --method lotus --model resnet18_lotus --dataset cifar10 --subset {args.subset} --protocol paper"
     run_flags = ["--original", str(weights[0]), "--retrained", str(weights[1]), "--data-dir", str(work / "data")]
     run_cmd = [*py, "-m", "unlearnkit", *run.split(), *run_flags, "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}"]
+    run_cmd.append("--json")  # its rows' time_s: the method's own seconds, taken off to leave the fixed cost
     return {
         "unlearnkit --help": [*py, "-m", "unlearnkit", "--help"],
         "unlearnkit list methods": [*py, "-m", "unlearnkit", "list", "methods"],
@@ -64,16 +69,22 @@ def commands(args: argparse.Namespace, work: Path, weights: tuple[Path, Path]) -
     }
 
 
-def timed(cmd: list[str], env: dict[str, str], fresh: Path) -> float:
+def timed(cmd: list[str], env: dict[str, str], fresh: Path) -> tuple[float, float]:
     """Whole-process wall seconds of ``cmd``, run beside ``fresh`` (the store folder, removed first):
-    not from a checkout, whose own ``unlearnkit`` folder would come before PYTHONPATH's."""
+    not from a checkout, whose own ``unlearnkit`` folder would come before PYTHONPATH's. Second: the
+    seconds the methods themselves took (the finite ``time_s`` of the rows a ``--json`` run prints;
+    0 for other commands), so that wall minus it is the command's fixed cost."""
     shutil.rmtree(fresh, ignore_errors=True)
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=fresh.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, env=env, cwd=fresh.parent, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"{' '.join(cmd[:6])} ... failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return seconds
+    method_s = 0.0
+    if "--json" in cmd:
+        rows = json.loads(done.stdout)
+        method_s = sum(t for r in rows if math.isfinite(t := float(r["metrics"].get("time_s", "nan"))))
+    return seconds, method_s
 
 
 def main() -> None:
@@ -100,17 +111,20 @@ def main() -> None:
                 env["PYTHONPATH"] = source_path(tree, work)
             envs[str(tree or "installed")] = env
         weights = (work / "original.pt", work / "retrained.pt")
-        first = next(iter(envs.values()))
-        subprocess.run([sys.executable, "-c", MAKE_WEIGHTS, *map(str, weights)], env=first, cwd=work, check=True)
+        newest = list(envs.values())[-1]  # the yardstick may predate the module paths MAKE_WEIGHTS names
+        subprocess.run([sys.executable, "-c", MAKE_WEIGHTS, *map(str, weights)], env=newest, cwd=work, check=True)
         cmds = {k: v for k, v in commands(args, work, weights).items() if args.only in k}
         for cmd in cmds.values():  # warm-up: caches made, files in the page cache
             for env in envs.values():
                 timed(cmd, env, work / "store")
         seconds: dict[tuple[str, str], list[float]] = {(t, n): [] for t in envs for n in cmds}
+        fixed: dict[tuple[str, str], list[float]] = {(t, n): [] for t in envs for n in cmds}
         for _ in range(args.runs):
             for name, cmd in cmds.items():
                 for label, env in envs.items():
-                    seconds[label, name].append(timed(cmd, env, work / "store"))
+                    wall, method_s = timed(cmd, env, work / "store")
+                    seconds[label, name].append(wall)
+                    fixed[label, name].append(wall - method_s)
     base = next(iter(envs))
     rows = []
     for name in cmds:
@@ -124,12 +138,15 @@ def main() -> None:
                     "min s": f"{min(runs):.2f}",
                     "max s": f"{max(runs):.2f}",
                     "median / first tree's": f"{statistics.median(runs) / statistics.median(seconds[base, name]):.2f}",
+                    "fixed s (median)": f"{statistics.median(fixed[label, name]):.2f}",
+                    "fixed / first tree's": f"{statistics.median(fixed[label, name]) / statistics.median(fixed[base, name]):.2f}",
                 }
             )
     load = os.getloadavg()
     table(f"Whole-process wall seconds, {args.runs} runs each (load average {load[0]:.1f})", rows)
     raw = {f"{label} | {name}": runs for (label, name), runs in seconds.items()}
-    write_json(args.json, {"runs": args.runs, "load_average": load, "rows": rows, "seconds": raw})
+    raw_fixed = {f"{label} | {name}": runs for (label, name), runs in fixed.items()}
+    write_json(args.json, {"runs": args.runs, "load_average": load, "rows": rows, "seconds": raw, "fixed": raw_fixed})
 
 
 if __name__ == "__main__":

@@ -30,8 +30,22 @@ EXACT = 1e-6  # on the pinning machine: a move-only change changes no number
 ELSEWHERE = 0.05  # another CPU, BLAS or torch build: the same numbers up to floating-point drift
 PROTOCOLS = ("clean", "paper")
 COMMAND = ["run", "--method", "all", "--model", "cnn", "--dataset", "digits", "--seeds", "3407", "--json"]
-# measured values that are no result: wall-clock times and what they are divided by
-VOLATILE = ("time", "_s", "rte")
+# measured values that are no result: wall-clock times, what they are divided by, and the count of
+# images the evaluation forwarded (its cost: a pass shared instead of repeated lowers it, no metric moves)
+VOLATILE = ("time", "_s", "rte", "eval_images")
+
+
+def cpu_id() -> str:
+    """The processor's family, model and stepping: a virtual machine may name every CPU of a
+    vendor alike ("AMD EPYC") while two generations round a training run differently."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("cpu family", "model", "stepping") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+    return "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
 
 
 def cpu_model() -> str:
@@ -54,6 +68,7 @@ def machine() -> dict[str, object]:
     return {
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_id": cpu_id(),
         "numpy": numpy.__version__,
         "cpus": os.cpu_count(),
         "torch": torch.__version__,

@@ -84,6 +84,37 @@ def test_paper_protocol_augments_forget_and_retain_with_the_same_draws_for_every
     assert torch.equal(clean.logits("unlearned", "test"), ev.logits("unlearned", "test"))  # test stays clean
 
 
+def test_paper_membership_pass_of_an_eval_mode_model_on_a_clean_split_is_its_eval_pass(bench):
+    """The same forward either way, so it is taken once: outputs identical to a separate pass, the
+    images counted once; augmented splits keep their own draws, a train-mode model its batch-1 pass."""
+    from dataclasses import replace
+
+    from unlearnkit.api.types import Augment
+
+    aug = {k: replace(s, pre=replace(s.pre, augment=Augment(crop_padding=2))) for k, s in bench.splits.items()}
+    ctx = bench.context("probe")
+    ctx.protocol = PAPER
+    model = copy.deepcopy(bench.original).eval()
+    ev = Evaluation({"unlearned": model}, aug, ctx)
+    ev.prepare()
+    n = {s: len(aug[s]) for s in MEMBERSHIP_SPLITS}
+    assert ev.images_forwarded() == sum(n.values())  # the membership passes
+    for split in ("test", "unseen"):
+        assert ev.logits("unlearned", split) is ev.logits("unlearned", split, "membership")
+        separate = Evaluation({"unlearned": copy.deepcopy(model)}, aug, ctx)
+        assert torch.equal(separate._forward(model, aug[split], "membership"), ev.logits("unlearned", split))
+    for split in ("forget", "retain"):  # another draw of crops: a pass of its own
+        assert not torch.equal(ev.logits("unlearned", split), ev.logits("unlearned", split, "membership"))
+    assert ev.images_forwarded() == sum(n.values()) + n["forget"] + n["retain"]
+
+    returned = copy.deepcopy(bench.original).train()
+    trained = evaluation(bench, returned, PAPER)
+    trained.prepare()  # batch-1 passes, then eval mode
+    assert not returned.training
+    membership = trained.logits("unlearned", "test", "membership")
+    assert membership is not trained.logits("unlearned", "test")  # the pass taken in train mode is kept
+
+
 def test_rounding_and_protocol_names():
     assert rounded(0.6666, PAPER) == 0.67 and rounded(0.6666, CLEAN) == 0.6666
     assert get_protocol("paper") is PAPER

@@ -289,7 +289,13 @@ def test_method_tasks_reuse_what_stage_one_prepared(local_ray, store_dir, monkey
     prepared = stage_one["shared"]
     assert prepared.raw is not None and not prepared.raw.x_train.flags.writeable  # the store's copy, not ours
     assert math.isfinite(prepared.memorisation_gap)
-    assert {role for role, _, _ in prepared.outputs.logits} == {"original"}
+    # what the check forwarded: the original on forget, unseen and retain, the retrained on retain
+    assert {(role, split) for role, split, _ in prepared.outputs.logits} == {
+        ("original", "forget"),
+        ("original", "unseen"),
+        ("original", "retain"),
+        ("retrained", "retain"),
+    }
 
     def load_again(bench: Benchmark) -> None:
         raise AssertionError("a method task loaded the data again")

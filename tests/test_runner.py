@@ -148,10 +148,10 @@ def test_evaluation_forwards_each_model_once_per_split(host):
     lotus = next(r for r in runs("unlearn") if r.tag("method") == "lotus")
     n_all = sum(int(lotus.params[f"n_{s}"]) for s in ("forget", "retain", "unseen", "test"))
     forwarded = sum(r.metrics["eval_images"] for r in results)
-    # the memorisation check forwards the original over forget and unseen before any run, and
-    # every later pass reuses those outputs: unlearned (lotus) + original + retrained, each once
-    # over every split, nothing more
-    guard = int(lotus.params["n_forget"]) + int(lotus.params["n_unseen"])
+    # the memorisation check forwards the original over forget, unseen and retain and the retrained
+    # model over retain before any run, and every later pass reuses those outputs: unlearned (lotus)
+    # + original + retrained, each once over every split, nothing more
+    guard = int(lotus.params["n_forget"]) + int(lotus.params["n_unseen"]) + 2 * int(lotus.params["n_retain"])
     assert forwarded + guard == 3 * n_all
 
 

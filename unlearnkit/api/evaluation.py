@@ -119,18 +119,32 @@ class Evaluation:
         """Logits of ``role`` on ``split``. ``pass_="membership"`` reads the membership pass (the
         same as the eval pass except under the paper protocol)."""
         role = self._resolve(role)
-        if pass_ == "membership" and not self.protocol.membership_pass_first:
-            pass_ = "eval"
+        model = self.models.get(role)
         cache = self.own if role == "unlearned" else self.shared
+        # a membership pass already taken stays what was read, whatever mode the model is in since
+        if (
+            pass_ == "membership"
+            and (role, split, pass_) not in cache.logits
+            and not self.membership_differs(split, model)
+        ):
+            pass_ = "eval"
         key = (role, split, pass_)
         if key not in cache.logits:
-            model = self.models.get(role)
             if model is None:
                 raise MissingModel(f"no {role} model in this evaluation")
             data = self.splits[split]
             cache.logits[key] = self._forward(model, data, pass_)
             cache.images[role] = cache.images.get(role, 0) + len(data)
         return cache.logits[key]
+
+    def membership_differs(self, split: str, model: nn.Module | None) -> bool:
+        """Whether the membership pass over ``split`` can give other outputs than the eval pass: only
+        under a protocol that runs it first, and there only through its own augmentation draws or a
+        train-mode model (the batch-1 pass). An eval-mode model on an unaugmented split takes the very
+        same forward either way, so the eval pass's outputs serve both."""
+        if not self.protocol.membership_pass_first:
+            return False
+        return split in self.protocol.augmented_splits or model is None or model.training
 
     def _forward(self, model: nn.Module, data: Split, pass_: Pass) -> torch.Tensor:
         augment = data.name in self.protocol.augmented_splits

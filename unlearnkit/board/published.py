@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from scipy import stats
 
 from unlearnkit.board.leaderboard import Board, Row, Stat
 from unlearnkit.errors import ConfigError, shorten
@@ -247,6 +246,8 @@ def tolerance(published: Published, n_published: int, measured: Stat, draws: Sta
     df = total**2 / denominator if denominator > 0 else 1.0
     if borrowed:  # one spread stands for both sides: pooled degrees of freedom
         df = n_published + measured.n - 2
+    from scipy import stats  # here: importing it costs every run's board half a second
+
     return float(stats.t.ppf(0.5 + CONFIDENCE / 2, max(df, 1.0))) * math.sqrt(total) + published.rounding
 
 

@@ -238,21 +238,19 @@ class Runner:
             state.memorisation_gap, state.weak_original = known
             return
         ctx = self.context(state, "")
-        ev = Evaluation({"original": state.original.model}, state.splits, ctx, shared=state.shared)
-        # D_r's pass is not shared: every method's evaluation forwards it anyway, and sharing it here
-        # would move a reference row's eval_images
         references = {"original": state.original.model}
         if state.retrained is not None:
             references["retrained"] = state.retrained.model
-        retain = Evaluation(references, state.splits, ctx)
-        logits = {"forget": ev.logits("original", "forget"), "unseen": ev.logits("original", "unseen")}
-        logits["retain"] = retain.logits("original", "retain")
+        # the passes land in the seed's shared outputs: every evaluation of this seed reads them
+        # instead of forwarding the references over the same split again
+        ev = Evaluation(references, state.splits, ctx, shared=state.shared)
+        logits = {split: ev.logits("original", split) for split in ("forget", "unseen", "retain")}
         acc = {s: accuracy(out, state.splits[s]) for s, out in logits.items()}
         state.memorisation_gap = acc["forget"] - acc["unseen"]
         bar = self.plan.request.original_min_retain
         min_retain = ORIGINAL_MIN_RETAIN if bar is None else bar
         if state.retrained is not None:
-            self.check_gold_standard(state, retain, min_retain)
+            self.check_gold_standard(state, ev, min_retain)
         failed = weak_original_reasons(acc, min_retain, memorisation=self.plan.scenario.expects_memorisation)
         state.weak_original, state.weak_reason = bool(failed), ",".join(failed)
         if state.weak_original:

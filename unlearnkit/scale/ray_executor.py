@@ -128,7 +128,9 @@ class Prepared:
     model_identity: dict[str, Any]
     memorisation_gap: float
     weak_original: bool
-    outputs: OutputCache  # the original's logits on forget and unseen, on the CPU
+    outputs: (
+        OutputCache  # what the check forwarded (the original on forget, unseen, retain; the retrained on retain), CPU
+    )
     device: str  # where they were computed (:func:`device_kind`)
     weak_reason: str = ""  # the reference-quality rules the original failed (Seed.weak_reason)
 
