@@ -538,3 +538,19 @@ def test_bootstrap_validates_its_inputs():
         es.bootstrap_interval(np.ones(3), resample_models=True)
     with pytest.raises(ValueError, match="same, non-zero number"):
         es.bootstrap_interval((np.ones((2, 3)), np.ones((2, 4))), lambda a, b: 0.0)
+
+
+def test_the_public_logit_margin_by_hand():
+    """uk.logit_margin, which LiRA's scaled logit and the ensemble margins share: z_y - log sum_{j != y} e^z_j."""
+    import math
+
+    import numpy as np
+
+    import unlearnkit as uk
+
+    got = uk.logit_margin(np.array([[2.0, 1.0, 0.0], [0.0, 1000.0, -1000.0]]), np.array([0, 1]))
+    assert got[0] == pytest.approx(2.0 - math.log(math.e + 1.0), abs=1e-12)
+    assert got[1] == pytest.approx(1000.0, abs=1e-9)  # 1000 - logsumexp(0, -1000): no overflow
+    assert uk.logit_margin(np.array([[0.0, -np.inf]]), np.array([0]))[0] == np.inf  # the other class has p = 0
+    with pytest.raises(ValueError, match="labels must lie in \\[0, 2\\]"):
+        uk.logit_margin(np.zeros((1, 3)), np.array([3]))

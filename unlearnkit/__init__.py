@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "Ensemble": "unlearnkit.api.ensemble",
     "EnsembleMetric": "unlearnkit.api.ensemble",
     "Scored": "unlearnkit.api.ensemble",
+    "logit_margin": "unlearnkit.api.ensemble",
     # search spaces for `unlearnkit tune`
     "LogUniform": "unlearnkit.api.search_space",
     "Uniform": "unlearnkit.api.search_space",
@@ -146,7 +147,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     )
     from unlearnkit.api.data import Split, UnlearnData, concat
     from unlearnkit.api.data_init import InitialisesFromData
-    from unlearnkit.api.ensemble import Ensemble, EnsembleMetric, Scored
+    from unlearnkit.api.ensemble import Ensemble, EnsembleMetric, Scored, logit_margin
     from unlearnkit.api.evaluation import Evaluation, predict_logits
     from unlearnkit.api.hookspecs import hookimpl
     from unlearnkit.api.protocols import EvalProtocol

@@ -7,21 +7,26 @@ from torch import nn
 from unlearnkit import Conformance, DataAccess, Method, UnlearnContext, UnlearnData, UnlearnOutcome, hookimpl
 
 
-class Original(Method):
+class ReferenceRow(Method):
+    """What both reference rows are: a fixed model the runner provides, not a method to conform."""
+
+    algorithm_version = 1
+    conformance = Conformance(claim="none")
+
+
+class Original(ReferenceRow):
     """The trained model, unchanged: the "before" every method is compared with (time 0)."""
 
     name = "original"
-    algorithm_version = 1
     summary = "Reference row: the original model, unchanged."
     access = DataAccess.NONE
     role = "original"
-    conformance = Conformance(claim="none")
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         return UnlearnOutcome(model, time_s=0.0)
 
 
-class Retrain(Method):
+class Retrain(ReferenceRow):
     """Retraining from scratch on D_r with the original's recipe: the gold standard.
 
     The runner trains it once per benchmark and seed (cached in the store) and every method's
@@ -29,11 +34,9 @@ class Retrain(Method):
     """
 
     name = "retrain"
-    algorithm_version = 1
     summary = "Reference row: the model retrained from scratch on the retain set (gold standard)."
     access = DataAccess.RETAIN
     role = "retrained"
-    conformance = Conformance(claim="none")
 
     def unlearn(self, model: nn.Module, data: UnlearnData, ctx: UnlearnContext) -> UnlearnOutcome:
         retrained, seconds = ctx.retrained()

@@ -93,6 +93,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import rel_entr
 
+import unlearnkit as uk
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -178,23 +180,9 @@ def margins_from_logits(logits: npt.ArrayLike, labels: npt.ArrayLike) -> FloatAr
     if np.isnan(z).any():
         raise ValueError("logits contain NaN")
     y = np.asarray(labels)
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
-    if y.shape == (m,):
-        y = np.broadcast_to(y, (k, m))
-    if y.shape != (k, m):
+    if y.shape not in ((m,), (k, m)):
         raise ValueError(f"labels must be ({m},) or ({k}, {m}) for logits of shape {z.shape}; got {y.shape}")
-    if m and (y.min() < 0 or y.max() >= c):
-        raise ValueError(f"labels must lie in [0, {c}); got [{y.min()}, {y.max()}]")
-    idx = y[..., None].astype(np.int64)
-    true = np.take_along_axis(z, idx, axis=-1)[..., 0]
-    others = z.copy()
-    np.put_along_axis(others, idx, -np.inf, axis=-1)
-    top = others.max(axis=-1, keepdims=True)
-    shift = np.where(np.isfinite(top), top, 0.0)  # an infinite maximum passes through exp/log unchanged
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        lse = np.log(np.exp(others - shift).sum(axis=-1)) + shift[..., 0]
-        margin = true - lse
+    margin = uk.logit_margin(z, y)
     if np.isnan(margin).any():
         bad = tuple(int(i) for i in np.argwhere(np.isnan(margin))[0])
         raise ValueError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, overload
 
 import numpy as np
 import torch
@@ -256,6 +256,20 @@ class SplitAccessError(UnlearnkitError):
     """A method read a split it did not declare (its leaderboard access level would be a lie)."""
 
 
+class NamedSplit:
+    """An attribute of :class:`UnlearnData` reading the split of its own name through ``get``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, data: None, owner: type | None = None) -> NamedSplit: ...
+    @overload
+    def __get__(self, data: UnlearnData, owner: type | None = None) -> Split: ...
+    def __get__(self, data: UnlearnData | None, owner: type | None = None) -> Split | NamedSplit:
+        return self if data is None else data.get(self.name)
+
+
 class UnlearnData:
     """The splits a method may read; reading an undeclared one raises ``SplitAccessError``."""
 
@@ -274,18 +288,7 @@ class UnlearnData:
         self.touched.add(name)
         return self._splits[name]
 
-    @property
-    def forget(self) -> Split:
-        return self.get("forget")
-
-    @property
-    def retain(self) -> Split:
-        return self.get("retain")
-
-    @property
-    def unseen(self) -> Split:
-        return self.get("unseen")
-
-    @property
-    def test(self) -> Split:
-        return self.get("test")
+    forget = NamedSplit()  # data.forget is data.get("forget"): the same access check
+    retain = NamedSplit()
+    unseen = NamedSplit()
+    test = NamedSplit()

@@ -31,6 +31,35 @@ ENSEMBLE_ROLES = ("unlearned", "retrained", "original")
 PAIRED_SPLITS = ("forget", "retain")
 
 
+def logit_margin(logits: Any, labels: Any) -> np.ndarray:
+    """``z_y - logsumexp_{j != y} z_j`` over the last axis, in float64: the margin both LiRA's scaled
+    logit and the ensemble scores start from, computed from raw logits with a max shift so logits of
+    +-1000 neither overflow nor underflow (going through probabilities would give ``log 0``).
+
+    ``logits``: (..., C) with C >= 2; ``labels``: integer classes broadcastable to ``logits.shape[:-1]``.
+    A ``-inf`` logit is a class of zero probability: an infinite largest other logit passes through the
+    shift unchanged, so a margin is ``+-inf`` where the logits make it so and NaN only where they leave
+    it undetermined (both ``+inf``, or every other logit ``-inf`` against a ``-inf`` true one).
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim < 1 or z.shape[-1] < 2:
+        raise ValueError(f"logits must have shape (..., C) with C >= 2 classes; got {z.shape}")
+    y = np.asarray(labels)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
+    y = np.broadcast_to(y, z.shape[:-1])
+    if y.size and (y.min() < 0 or y.max() >= z.shape[-1]):
+        raise ValueError(f"labels must lie in [0, {z.shape[-1] - 1}]; got [{y.min()}, {y.max()}]")
+    idx = y[..., None].astype(np.intp)
+    true = np.take_along_axis(z, idx, axis=-1)[..., 0]
+    others = z.copy()
+    np.put_along_axis(others, idx, -np.inf, axis=-1)
+    top = others.max(axis=-1, keepdims=True)
+    shift = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.asarray(true - (np.log(np.exp(others - shift).sum(axis=-1)) + shift[..., 0]), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class Scored:
     """An ensemble score with its interval (``low``/``high``: NaN when it has none)."""

@@ -31,6 +31,8 @@ import numpy as np
 from scipy.special import log_ndtr
 from scipy.stats import rankdata
 
+from unlearnkit.api.ensemble import logit_margin
+
 #: Smallest standard deviation a fitted Gaussian may have. Scaled logits are O(1-10) and a genuine
 #: spread across shadows is O(0.1-1), so 1e-3 only bites on degenerate fits (all shadows agree
 #: exactly, e.g. a deterministic method): it keeps densities finite instead of dividing by zero.
@@ -53,22 +55,7 @@ def scaled_logit(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     ``logits``: (..., N, C) with C >= 2 classes; ``labels``: integer classes broadcastable to
     ``logits.shape[:-1]`` (e.g. (N,) for logits of K models stacked as (K, N, C)). Returns float64 (..., N).
     """
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim < 1 or z.shape[-1] < 2:
-        raise ValueError(f"logits must have shape (..., N, C) with C >= 2 classes; got {z.shape}")
-    y = np.asarray(labels)
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers; got dtype {y.dtype}")
-    y = np.broadcast_to(y, z.shape[:-1])
-    if y.size and (y.min() < 0 or y.max() >= z.shape[-1]):
-        raise ValueError(f"labels must lie in [0, {z.shape[-1] - 1}]; got [{y.min()}, {y.max()}]")
-    idx = y[..., None].astype(np.intp)
-    z_true = np.take_along_axis(z, idx, axis=-1)[..., 0]
-    others = z.copy()
-    np.put_along_axis(others, idx, -np.inf, axis=-1)
-    shift = others.max(axis=-1, keepdims=True)
-    lse = shift[..., 0] + np.log(np.exp(others - shift).sum(axis=-1))
-    return z_true - lse
+    return logit_margin(logits, labels)
 
 
 @dataclass(frozen=True)
