@@ -12,7 +12,7 @@ by its config hash in the store.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from unlearnkit.api.ensemble import ensemble_metrics
 from unlearnkit.api.progress import SILENT, Reporter
@@ -21,7 +21,7 @@ from unlearnkit.audit.runner import AuditRunner, AuditSettings, CellReport, Esti
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.config import Plan, validate
 from unlearnkit.errors import ConfigError
-from unlearnkit.scale.sweep_recipes import Cell, RecipeFile, expand, load_recipe
+from unlearnkit.scale.sweep_recipes import Cell, RecipeFile, RecipeOverrides, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store
 
 
@@ -72,13 +72,10 @@ class Audit:
         mode: str | None = None,
         fixed_variance: bool | None = None,
         seed: int | None = None,
-        epochs: int | None = None,
-        subset: str | None = None,
-        data_dir: Path | None = None,
-        device: str | None = None,
         scores: str | list[str] | None = None,
         ensemble: int | None = None,
         models_per_device: str | None = None,
+        **recipe_overrides: Unpack[RecipeOverrides],
     ) -> None:
         self.spec: RecipeFile = load_recipe(recipe)
         self.store = store
@@ -102,14 +99,7 @@ class Audit:
         spec = self.spec.model_copy(
             update={"grid": {}, "original": None, "retrained": None, "no_retrain": False, "options": options}
         )
-        overrides = {
-            "methods": audited,
-            "seeds": [self.settings.seed],
-            "epochs": epochs,
-            "subset": subset,
-            "data_dir": data_dir,
-            "device": device,
-        }
+        overrides: dict[str, Any] = {**recipe_overrides, "methods": audited, "seeds": [self.settings.seed]}
         if models_per_device is not None:  # else the recipe's (default 1)
             overrides["models_per_device"] = models_per_device
         self.ulira, chosen = resolve_scores(parse_methods(scores) or table.scores, registries)

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Unpack
 
 from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.board.leaderboard import Board, MetricInfo, leaderboard, metric_info
@@ -22,7 +22,15 @@ from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.config import Plan, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.runner import Runner, RunResult
-from unlearnkit.scale.sweep_recipes import MAX_CELLS, Cell, RecipeFile, expand, load_recipe, recipe_scope
+from unlearnkit.scale.sweep_recipes import (
+    MAX_CELLS,
+    Cell,
+    RecipeFile,
+    RecipeOverrides,
+    expand,
+    load_recipe,
+    recipe_scope,
+)
 from unlearnkit.store.mlflow_store import Store
 
 
@@ -78,33 +86,25 @@ class Sweep:
         store: Store,
         *,
         seeds: str | None = None,
-        epochs: int | None = None,
-        subset: str | None = None,
-        data_dir: Path | None = None,
-        device: str | None = None,
         protocol: str | None = None,
         eval_draw: int | None = None,
         max_cells: int | None = MAX_CELLS,
         methods: list[str] | None = None,
         where: Callable[[Cell], bool] | None = None,
+        **overrides: Unpack[RecipeOverrides],
     ) -> None:
         """``methods`` replaces the recipe's; ``where`` keeps only the cells it accepts (a table's benchmark)."""
         self.spec: RecipeFile = load_recipe(recipe)
         self.registries = registries
         self.store = store
-        overrides = {
+        given = {
+            **overrides,
             "seeds": parse_seeds(seeds) if seeds else None,
-            "epochs": epochs,
-            "subset": subset,
-            "data_dir": data_dir,
-            "device": device,
             "protocol": protocol,
             "eval_draw": eval_draw,
             "methods": methods,
         }
-        self.cells: list[Cell] = [
-            c for c in expand(self.spec, overrides, max_cells=max_cells) if where is None or where(c)
-        ]
+        self.cells: list[Cell] = [c for c in expand(self.spec, given, max_cells=max_cells) if where is None or where(c)]
         self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]
 
     @property

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -155,6 +155,16 @@ def load_recipe(path: str | Path) -> RecipeFile:
                 f"Unknown key '{key}' in recipe '{path}'. Valid keys: {valid}; and the [audit] table."
             ) from None
         raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {first['msg']}.") from None
+
+
+class RecipeOverrides(TypedDict, total=False):
+    """What every command that expands a recipe (sweep, reproduce, audit) may put over the recipe's
+    own keys; None leaves the recipe's value. One declaration, so the commands cannot drift apart."""
+
+    epochs: int | None
+    subset: str | None
+    data_dir: Path | None
+    device: str | None
 
 
 MAX_CELLS = 10_000  # a grid larger than this is refused before it is built (`--max-cells` raises it)
