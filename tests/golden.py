@@ -35,28 +35,28 @@ COMMAND = ["run", "--method", "all", "--model", "cnn", "--dataset", "digits", "-
 VOLATILE = ("time", "_s", "rte", "eval_images")
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where the system has none)."""
+    path = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_id() -> str:
     """The processor's family, model and stepping: a virtual machine may name every CPU of a
     vendor alike ("AMD EPYC") while two generations round a training run differently."""
-    cpuinfo = Path("/proc/cpuinfo")
-    fields: dict[str, str] = {}
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("cpu family", "model", "stepping") and key.strip() not in fields:
-                fields[key.strip()] = value.strip()
+    fields = cpuinfo()
     return "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
 
 
 def cpu_model() -> str:
     """The processor's model name where the system tells it (two hosts that both say ``x86_64``
     can round differently, and a training run amplifies the difference)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, object]:

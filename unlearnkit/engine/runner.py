@@ -267,11 +267,11 @@ class Runner:
                 + " (docs/protocols.md)."
             )
 
-    def check_gold_standard(self, state: Seed, retain: Evaluation, min_retain: float) -> None:
+    def check_gold_standard(self, state: Seed, ev: Evaluation, min_retain: float) -> None:
         """Warn when the retrained model has not learnt D_r, its whole training set, to the learning
         bar: every distance to it (Avg Gap, JSD) then measures a weak gold standard. A judgement
         only, as the original's: no identity or number moves."""
-        acc = accuracy(retain.logits("retrained", "retain"), state.splits["retain"])
+        acc = accuracy(ev.logits("retrained", "retain"), state.splits["retain"])
         if acc < min_retain - 1e-6:
             self.reporter.warn(
                 f"The retrained model (seed {state.seed}) has not learnt its training data (retain accuracy "

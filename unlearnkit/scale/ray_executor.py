@@ -128,9 +128,8 @@ class Prepared:
     model_identity: dict[str, Any]
     memorisation_gap: float
     weak_original: bool
-    outputs: (
-        OutputCache  # what the check forwarded (the original on forget, unseen, retain; the retrained on retain), CPU
-    )
+    # what the check forwarded (the original on forget, unseen and retain, the retrained on retain), on the CPU
+    outputs: OutputCache
     device: str  # where they were computed (:func:`device_kind`)
     weak_reason: str = ""  # the reference-quality rules the original failed (Seed.weak_reason)
 
