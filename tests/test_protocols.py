@@ -148,3 +148,43 @@ def test_a_model_unlearned_under_one_protocol_is_evaluated_under_the_other_witho
     assert paper.tag("unlearned_in") == clean.run_id and paper.tag("returned_mode") == "train"
     assert paper.metrics["time_s"] == clean.metrics["time_s"]  # the unlearning's own cost, not a reload's
     assert paper.tag("config_hash") != clean.tag("config_hash")  # two runs, two rows on two boards
+
+
+def forward_sizes(model: torch.nn.Module) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+    sizes: list[int] = []
+    return sizes, model.register_forward_hook(lambda _m, args, _out: sizes.append(args[0].shape[0]))
+
+
+def test_an_eval_mode_cpu_pass_forwards_in_chunks_with_the_whole_batch_outputs(bench):
+    from unlearnkit.api.evaluation import CPU_FORWARD_CHUNK, predict_logits
+
+    model, data = copy.deepcopy(bench.original).eval(), bench.splits["retain"]
+    assert len(data) > CPU_FORWARD_CHUNK  # else nothing would be cut up
+    with torch.no_grad():
+        whole = model(data.pre(data.x)).float()
+    sizes, hook = forward_sizes(model)
+    chunked = predict_logits(model, data)
+    hook.remove()
+    assert max(sizes) == CPU_FORWARD_CHUNK and sum(sizes) == len(data)
+    assert torch.equal(chunked, whole)
+
+
+def test_a_train_mode_pass_kept_in_its_mode_forwards_the_whole_batch(bench):
+    """BatchNorm in train mode normalises by the batch it is given: cutting it up would move the outputs."""
+    from unlearnkit.api.evaluation import predict_logits
+
+    model, data = copy.deepcopy(bench.original).train(), bench.splits["retain"]
+    by_hand = copy.deepcopy(model)
+    with torch.no_grad():
+        whole = by_hand(data.pre(data.x)).float()
+    sizes, hook = forward_sizes(model)
+    kept = predict_logits(model, data, keep_mode=True)
+    hook.remove()
+    assert sizes == [len(data)]
+    assert torch.equal(kept, whole)
+    one_layer = copy.deepcopy(bench.original).eval()
+    next(m for m in one_layer.modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d)).train()
+    sizes, hook = forward_sizes(one_layer)
+    predict_logits(one_layer, data, keep_mode=True)
+    hook.remove()
+    assert sizes == [len(data)]  # one layer in train mode is enough to keep the batch whole
