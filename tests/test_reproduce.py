@@ -249,3 +249,16 @@ def test_reproduce_with_eval_draws_shows_and_uses_their_spread(cli, tmp_path):
     assert any(c["eval_draw_std"] for c in judged)  # the crops move something
     code, _, err = cli("reproduce", "unlearnkit-digits", "--eval-draws", "2")
     assert code == 2 and "needs the paper protocol" in err
+
+
+def test_reproduce_takes_the_sweeps_ray_flags_and_refuses_them_without_ray(cli):
+    """The same four flags as ``sweep`` (one declaration, one check): a Ray flag without Ray is one line."""
+    for argv, expected in (
+        (["--cpus-per-run", "2"], "--cpus-per-run only apply to --executor ray."),
+        (["--ray-address", "auto", "--gpus-per-run", "0.5"], "--ray-address, --gpus-per-run only apply to --executor"),
+        (["--executor", "rya"], "Unknown executor 'rya'. Did you mean 'ray'?"),
+    ):
+        code, _, err = cli("reproduce", "unlearnkit-digits", *argv)
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    code, out, _ = cli("reproduce", "--help")
+    assert code == 0 and "--gpus-per-run" in out and "--cpus-per-run" in out

@@ -11,9 +11,13 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.shared import (
+    CpusPerRun,
+    Executor,
     Experiment,
     Format,
+    GpusPerRun,
     PluginsDir,
+    RayAddress,
     RecipeDevice,
     RecipeSeeds,
     TrackingUri,
@@ -108,8 +112,10 @@ def reproduce(
     device: RecipeDevice = None,
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "unlearnkit",
-    executor: Annotated[str, typer.Option(help="local or ray (as `unlearnkit sweep`).")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to use (with --executor ray).")] = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
+    gpus_per_run: GpusPerRun = None,
+    cpus_per_run: CpusPerRun = None,
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run TABLE's benchmark through its recipe (resumable; nothing in the store is recomputed), then
@@ -125,7 +131,7 @@ def reproduce(
         print_list(Store(tracking_uri, experiment))
         return
     check_format(format)
-    check_executor(executor)
+    check_executor(executor, ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     if dry_run and from_store:
         raise ConfigError("--dry-run and --from-store exclude each other: one plans the runs, the other judges them.")
     from unlearnkit.board import published
@@ -136,7 +142,7 @@ def reproduce(
     if dry_run:
         print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
         return
-    runner = ray_executor(executor, ray_address, plugins_dir)
+    runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     with torch_builds_checked(), con.RichReporter() as reporter:
         rep, run_id, failed = reproduce(
             table,

@@ -40,6 +40,19 @@ Estimate = Annotated[
 FORMATS = ("table", "markdown", "csv", "json")
 Format = Annotated[str, typer.Option("--format", "-f", help="table, markdown, csv or json.")]
 EXECUTORS = ("local", "ray")
+#: Where a recipe command's runs happen (sweep, reproduce): the same four flags, help and checks for both.
+Executor = Annotated[
+    str, typer.Option(help="Where runs happen: local (here, one after another) or ray (a Ray cluster).")
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster to use (default: RAY_ADDRESS, else a new local instance; auto: this machine's)."),
+]
+GpusPerRun = Annotated[
+    float | None,
+    typer.Option(help="GPUs per Ray task; 0.5 packs two runs on a GPU (default: 1 if the cluster has GPUs)."),
+]
+CpusPerRun = Annotated[float | None, typer.Option(help="CPUs per Ray task (default 1).")]
 
 
 def check_format(format: str) -> None:
@@ -48,10 +61,21 @@ def check_format(format: str) -> None:
         raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
 
 
-def check_executor(executor: str) -> None:
-    """Refuse an unknown ``--executor`` before anything is loaded or computed."""
+def check_executor(
+    executor: str,
+    *,
+    ray_address: str | None = None,
+    gpus_per_run: float | None = None,
+    cpus_per_run: float | None = None,
+) -> None:
+    """Refuse an unknown ``--executor``, and Ray's flags given without ``--executor ray``, before anything
+    is loaded or computed (a flag that would be ignored is a mistake worth one line)."""
     if executor not in EXECUTORS:
         raise UnknownNameError("executor", executor, EXECUTORS)
+    ray_flags = {"--ray-address": ray_address, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run}
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if executor == "local" and given:
+        raise ConfigError(f"{', '.join(given)} only apply to --executor ray.")
 
 
 def ray_executor(
@@ -63,6 +87,7 @@ def ray_executor(
     cpus_per_run: float | None = None,
 ) -> RayExecutor | None:
     """The Ray executor ``--executor ray`` asks for (one CPU per run unless told), else None: runs stay here."""
+    check_executor(executor, ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     if executor != "ray":
         return None
     from unlearnkit.scale.ray_executor import RayExecutor

@@ -10,16 +10,19 @@ import typer
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.shared import (
+    CpusPerRun,
     Estimate,
+    Executor,
     Experiment,
+    GpusPerRun,
     PluginsDir,
+    RayAddress,
     RecipeDataDir,
     RecipeDevice,
     RecipeEpochs,
     RecipeSeeds,
     RecipeSubset,
     TrackingUri,
-    check_executor,
     host_and_store,
     print_estimate,
     ray_executor,
@@ -60,20 +63,10 @@ def sweep(
     experiment: Experiment = "unlearnkit",
     plot: Annotated[Path | None, typer.Option(help="Also write the leaderboard figure here (PNG).")] = None,
     plugins_dir: PluginsDir = None,
-    executor: Annotated[
-        str, typer.Option(help="Where runs happen: local (here, one after another) or ray (a Ray cluster).")
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray cluster to use (default: RAY_ADDRESS, else a new local instance; auto: this machine's)."
-        ),
-    ] = None,
-    gpus_per_run: Annotated[
-        float | None,
-        typer.Option(help="GPUs per Ray task; 0.5 packs two runs on a GPU (default: 1 if the cluster has GPUs)."),
-    ] = None,
-    cpus_per_run: Annotated[float | None, typer.Option(help="CPUs per Ray task (default 1).")] = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
+    gpus_per_run: GpusPerRun = None,
+    cpus_per_run: CpusPerRun = None,
     estimate: Estimate = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the grid's cell count and its cells; compute nothing.")
@@ -88,17 +81,11 @@ def sweep(
     With --executor ray the reference models train first, then every method run is a Ray task.
     """
     from unlearnkit.board import tables
-    from unlearnkit.errors import ConfigError
     from unlearnkit.scale.sweep import Sweep
 
     if dry_run:  # the grid alone: no plugins, no store, nothing validated or computed
         print_grid(recipe, max_cells)
         return
-    check_executor(executor)
-    ray_flags = {"--ray-address": ray_address, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run}
-    given = [flag for flag, value in ray_flags.items() if value is not None]
-    if executor == "local" and given:
-        raise ConfigError(f"{', '.join(given)} only apply to --executor ray.")
     runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     job = Sweep(
