@@ -219,3 +219,18 @@ def test_the_judge_never_reads_a_wall_clock(monkeypatch):
     rec = RunRecord("r" * 32, "RUNNING", 0, tags={tag("host"): "elsewhere", tag("beat"): "3"})
     leases = claims.Leases()
     assert leases.judge(rec).alive and leases.judge(rec).alive
+
+
+def test_only_a_store_that_may_lag_waits_for_a_racing_claim_to_settle(tmp_path, monkeypatch):
+    """One SQLite file shows every acknowledged write to every later read, so a claim on it takes no
+    settling sleep; a server (which may answer from a cache or a replica) still waits SETTLE_S."""
+    slept: list[float] = []
+    monkeypatch.setattr(claims.time, "sleep", slept.append)
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store.check()
+    assert store.reads_see_every_write
+    assert claims.claim(store, "train", KEY, "train-a", WHAT, {}).mine
+    assert slept == []
+    monkeypatch.setattr(Store, "reads_see_every_write", property(lambda self: False))
+    assert claims.claim(store, "train", "0" * 63 + "2", "train-b", WHAT, {}).mine
+    assert slept == [claims.SETTLE_S]

@@ -44,7 +44,7 @@ from unlearnkit.store.mlflow_store import RunRecord, Store, tag
 
 HEARTBEAT_S = 15.0  # a holder writes a new beat this often
 STALE_S = 90.0  # a beat unchanged this long, on the judge's own clock, means the holder is gone
-SETTLE_S = 0.2  # a racing claim written just before our read becomes visible within this
+SETTLE_S = 0.2  # a racing claim written just before our read becomes visible within this (servers only)
 POLL_S = 1.0  # how often a waiting claimant looks again
 MAX_TAG_TEXT = 64  # a beat or ticket longer than this is not one a holder wrote
 
@@ -304,7 +304,8 @@ def contest(
     live, taken = fail_dead(store, running(store, run_type, key), own=run_id)
     ticket = 1 + max((t for r in live if (t := ticket_of(r)) is not None), default=0)
     store.set_tags(run_id, {tag("ticket"): str(ticket)})
-    time.sleep(SETTLE_S)
+    if not store.reads_see_every_write:
+        time.sleep(SETTLE_S)
     told: set[str] = set()
     while True:
         live, dead = fail_dead(store, running(store, run_type, key), own=run_id)

@@ -201,6 +201,13 @@ class Store:
     def local_db(self) -> Path | None:
         return Path(self.uri[len("sqlite:///") :]) if self.uri.startswith("sqlite:///") else None
 
+    @property
+    def reads_see_every_write(self) -> bool:
+        """Whether a write, once acknowledged, is seen at once by every later read of any process: true of
+        one SQLite file (its lock orders every transaction); a server is taken to need a moment, since it
+        may answer from a cache or a replica (claims then let a racing claim settle first)."""
+        return self.local_db is not None
+
     # ------------------------------------------------------------------------------- set-up
     def check(self) -> None:
         """Fail fast, before any compute, if the store cannot be reached or written."""
