@@ -12,6 +12,7 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.shared import (
+    Estimate,
     Experiment,
     PluginsDir,
     RecipeDataDir,
@@ -109,9 +110,7 @@ def audit(
             "the same models and identities as one at a time."
         ),
     ] = None,
-    estimate: Annotated[
-        bool, typer.Option("--estimate", help="Print what the audit would compute, then stop.")
-    ] = False,
+    estimate: Estimate = False,
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "unlearnkit",
     plugins_dir: PluginsDir = None,
