@@ -188,3 +188,19 @@ def test_a_train_mode_pass_kept_in_its_mode_forwards_the_whole_batch(bench):
     predict_logits(one_layer, data, keep_mode=True)
     hook.remove()
     assert sizes == [len(data)]  # one layer in train mode is enough to keep the batch whole
+
+
+def test_a_batchnorm_without_running_statistics_keeps_the_batch_whole_in_eval_mode(bench):
+    """Such a layer normalises by the batch even in eval mode: cut up, its outputs would move."""
+    from unlearnkit.api.evaluation import predict_logits
+
+    data = bench.splits["retain"]
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(data.x[0].numel(), 8), torch.nn.BatchNorm1d(8, track_running_stats=False)
+    ).eval()
+    with torch.no_grad():
+        whole = model(data.pre(data.x)).float()
+    sizes, hook = forward_sizes(model)
+    out = predict_logits(model, data)
+    hook.remove()
+    assert sizes == [len(data)] and torch.equal(out, whole)

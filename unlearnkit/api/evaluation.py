@@ -65,11 +65,19 @@ CPU_FORWARD_CHUNK = 64
 
 
 def forward_chunk(model: nn.Module, device: torch.device) -> int | None:
-    """How many images one forward takes: :data:`CPU_FORWARD_CHUNK` for a model wholly in eval mode on a
-    CPU, else None, the whole batch (a layer in train mode, BatchNorm say, normalises by the batch it is
-    given, and an accelerator wants large batches)."""
-    in_eval = not any(m.training for m in model.modules())
-    return CPU_FORWARD_CHUNK if device.type == "cpu" and in_eval else None
+    """How many images one forward takes: :data:`CPU_FORWARD_CHUNK` on a CPU for a model whose every
+    image's output is its own, else None, the whole batch (an accelerator wants large batches)."""
+    return CPU_FORWARD_CHUNK if device.type == "cpu" and not batch_dependent(model) else None
+
+
+def batch_dependent(model: nn.Module) -> bool:
+    """Whether an image's output can depend on the others in its batch: a layer in train mode (BatchNorm
+    then normalises by the batch), or a BatchNorm that keeps no running statistics, which does so even
+    in eval mode."""
+    return any(
+        m.training or (isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is None)
+        for m in model.modules()
+    )
 
 
 ROLES = ("unlearned", "original", "retrained")
