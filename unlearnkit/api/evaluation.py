@@ -74,10 +74,10 @@ def batch_dependent(model: nn.Module) -> bool:
     """Whether an image's output can depend on the others in its batch: a layer in train mode (BatchNorm
     then normalises by the batch), or a BatchNorm that keeps no running statistics, which does so even
     in eval mode."""
-    return any(
-        m.training or (isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is None)
-        for m in model.modules()
-    )
+    return any(m.training or (isinstance(m, BATCH_NORMS) and m.running_mean is None) for m in model.modules())
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)  # InstanceNorm is per image
 
 
 ROLES = ("unlearned", "original", "retrained")
