@@ -21,7 +21,6 @@ from unlearnkit.cli.shared import (
     RecipeDevice,
     RecipeSeeds,
     TrackingUri,
-    check_executor,
     check_format,
     host_and_store,
     ray_executor,
@@ -131,7 +130,8 @@ def reproduce(
         print_list(Store(tracking_uri, experiment))
         return
     check_format(format)
-    check_executor(executor, ray_address=ray_address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
+    # the executor's flags checked (ray_executor calls check_executor) before anything is loaded, as sweep does
+    runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     if dry_run and from_store:
         raise ConfigError("--dry-run and --from-store exclude each other: one plans the runs, the other judges them.")
     from unlearnkit.board import published
@@ -142,7 +142,6 @@ def reproduce(
     if dry_run:
         print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
         return
-    runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     with torch_builds_checked(), con.RichReporter() as reporter:
         rep, run_id, failed = reproduce(
             table,
