@@ -36,6 +36,7 @@ TAG = tag_schema.PREFIX
 DEFAULT_EXPERIMENT = "unlearnkit"
 RETRY_FOR_S = 60.0  # how long a remote server may be down before a store call gives up
 REQUEST_TIMEOUT_S = "15"  # one HTTP request; MLflow's own retries are off (ours wrap them)
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # URIs MLflow serves from SQLAlchemy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -241,6 +242,14 @@ class Store:
     def exists(self) -> bool:
         """Whether there is anything to read: a remote store, or a local database file already made."""
         return self.local_db is None or self.local_db.is_file()
+
+    def import_client(self) -> None:
+        """Import what :attr:`client` needs, without opening the store: an idle Ray worker does it while
+        the driver still validates its sweep (the imports are most of the first call's cost)."""
+        from mlflow import MlflowClient  # noqa: F401
+
+        if self.uri.split(":", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES:
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - a database's backend
 
     @property
     def client(self) -> Any:
