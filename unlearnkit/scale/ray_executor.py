@@ -16,6 +16,10 @@ times; a method's own exception is not retried. Either way the store holds one f
 config hash at most, and a dead worker's RUNNING claim is failed by the next claimant (PID on the
 same host, heartbeat elsewhere), so running the same sweep again resumes.
 
+Connecting takes seconds, and so does each worker's first import of torch, unlearnkit and MLflow:
+a command calls :meth:`RayExecutor.start` first thing, and both happen while it loads its plugins and
+validates its recipe (:class:`Connection`, and :func:`warm_worker` on every idle worker).
+
 Ray is imported only inside functions: ``unlearnkit --help`` and the local executor never load it.
 """
 
@@ -24,8 +28,10 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,7 +49,7 @@ from unlearnkit.engine.memorisation import score_source
 from unlearnkit.engine.prepared import Benchmark, resolve_device
 from unlearnkit.engine.runner import RunResult, Seed
 from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError
-from unlearnkit.store.mlflow_store import Store
+from unlearnkit.store.mlflow_store import Store, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from unlearnkit.discovery.host import PluginHost
@@ -55,6 +61,7 @@ MAX_RETRIES = 2  # Ray re-runs a task whose worker died this many times before i
 PLUGIN_ENV = ("UNLEARNKIT_LOAD_PLUGINS", "UNLEARNKIT_DISABLE_PLUGINS", "UNLEARNKIT_PLUGINS_DIR")
 WORKER_MODELS = 8  # reference models a worker keeps in memory between its tasks (state dicts, CPU)
 WORKER_PLANS = 8  # validated cells a worker keeps between its tasks
+WARM_TASKS = 64  # at most this many workers import ahead of their first task (one per task slot)
 
 
 # ------------------------------------------------------------------------- the shared store
@@ -185,25 +192,49 @@ class BoundedMemo(dict[Any, Any]):
 
 
 _hosts: dict[tuple[Any, ...], PluginHost] = {}
+_hosts_reported: set[tuple[Any, ...]] = set()  # hosts whose failed plugins a task has warned of
 _stores: dict[tuple[str, str], Store] = {}
 _memo = BoundedMemo(WORKER_MODELS)
 _plans = BoundedMemo(WORKER_PLANS)
 
 
-def worker_runner(task: Task, reporter: Reporter, prepared: Prepared | None = None) -> Runner:
-    """The task's Runner, built on the worker from plain data (plugins, store, memo and plans per
-    process); with stage one's ``prepared``, on its data rather than the data loaded again."""
+def worker_host(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
+    """The key of this worker's plugin host for the driver's plugin folder and switches, loaded once."""
     from unlearnkit.discovery.host import PluginHost
-    from unlearnkit.engine.runner import Runner
 
-    for name, value in task.plugin_env:
+    for name, value in plugin_env:
         if value:
             os.environ[name] = value
         else:
             os.environ.pop(name, None)
-    key = (task.plugins_dir, task.plugin_env)
+    key = (plugins_dir, plugin_env)
     if key not in _hosts:
-        _hosts[key] = PluginHost(Path(task.plugins_dir) if task.plugins_dir else None)
+        _hosts[key] = PluginHost(Path(plugins_dir) if plugins_dir else None)
+    return key
+
+
+def warm_worker(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...], tracking_uri: str) -> int:
+    """What a worker's first task would do before its own work, done while the driver is still validating:
+    import torch, unlearnkit (this module) and MLflow's client, load the plugins, and make one optimiser
+    (torch imports its compiler stack, a second or more, at the first). Never raises: the first task
+    meets whatever failed here again, and says it."""
+    try:
+        worker_host(plugins_dir, plugin_env)
+        Store(tracking_uri).import_client()
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    except Exception:  # noqa: BLE001, S110 - a head start only; the task reports the failure
+        pass
+    return os.getpid()
+
+
+def worker_runner(task: Task, reporter: Reporter, prepared: Prepared | None = None) -> Runner:
+    """The task's Runner, built on the worker from plain data (plugins, store, memo and plans per
+    process); with stage one's ``prepared``, on its data rather than the data loaded again."""
+    from unlearnkit.engine.runner import Runner
+
+    key = worker_host(task.plugins_dir, task.plugin_env)
+    if key not in _hosts_reported:
+        _hosts_reported.add(key)
         for message in _hosts[key].report.failed:
             reporter.warn(f"on {socket.gethostname()}: {message}")
     plan_key = (key, repr(task.request))
@@ -318,6 +349,82 @@ def gcs_unreachable(address: str, timeout: float = 5.0) -> str:
         return err.strerror or type(err).__name__
 
 
+def exit_on_sigterm() -> None:
+    """What ``ray.init`` does in the main thread, done there for the thread that calls it: SIGTERM
+    exits Python (its atexit hooks shut Ray down) instead of killing the driver outright. A handler
+    someone else set is kept."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))
+
+
+class _NotMainThreadNotice(logging.Filter):
+    """Drops Ray's notice that ``ray.init`` outside the main thread sets no SIGTERM handler: we set it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+class Connection:
+    """Ray connected, or a local instance started, by a thread of its own that lives until :meth:`close`.
+
+    ``ray.init`` takes seconds (a local instance starts its GCS and raylet), and so do each worker's
+    first imports: begun when the command starts, both happen while it loads its plugins and validates
+    its recipe. The thread lives on because Linux ends the processes a thread started when that thread
+    ends (Ray ties its head to its parent with ``PR_SET_PDEATHSIG``); it also shuts down what it started.
+    """
+
+    def __init__(self, executor: RayExecutor, tracking_uri: str | None = None) -> None:
+        self.executor = executor
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.ray: Any = import_ray(local=executor.target() == "local")  # here: a missing Ray is one line now
+        self.started_here = False
+        self.error: BaseException | None = None
+        self.warming: list[Any] = []  # the warm-up tasks (never awaited: the first tasks queue behind them)
+        self._ready = threading.Event()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.ray.is_initialized():  # the caller's Ray: used as it is, never shut down here
+            self._ready.set()
+            return
+        exit_on_sigterm()
+        notices = logging.getLogger("ray._private.worker")
+        if not any(isinstance(f, _NotMainThreadNotice) for f in notices.filters):
+            notices.addFilter(_NotMainThreadNotice())
+        self._thread = threading.Thread(target=self._own, name="unlearnkit-ray", daemon=True)
+        self._thread.start()
+
+    def _own(self) -> None:
+        try:
+            self.started_here = self.executor.connect(self.ray)
+        except BaseException as err:  # noqa: BLE001 - raised in the driver's thread by wait()
+            self.error = err
+            self._ready.set()
+            return
+        try:
+            if self.started_here:  # not a Ray someone initialised meanwhile, whose workers may be busy
+                self.warming = self.executor.warm(self.ray, self.tracking_uri)
+        except Exception:  # noqa: BLE001, S110 - a head start only: the tasks themselves say what fails
+            pass
+        finally:
+            self._ready.set()
+        self._closing.wait()
+        if self.started_here:
+            self.ray.shutdown()
+
+    def wait(self) -> Any:
+        """Ray, once connected; what stopped it from connecting is raised here."""
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+        return self.ray
+
+    def close(self) -> None:
+        """Shut down what this connection started (after it has started), and wait for that."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 @dataclass
 class Pending:
     task: Task
@@ -326,7 +433,9 @@ class Pending:
 
 class RayExecutor:
     """Runs a sweep's grid as Ray tasks; connects to ``address`` (or ``RAY_ADDRESS``), or starts a
-    local Ray instance, unless Ray is already initialised in this process (then uses that one)."""
+    local Ray instance, unless Ray is already initialised in this process (then uses that one). One
+    connection serves every sweep the executor runs (a table's several) until :meth:`close`, or the
+    end of the process."""
 
     name = "ray"
 
@@ -351,6 +460,7 @@ class RayExecutor:
         self.plugins_dir = Path(plugins_dir).resolve() if plugins_dir is not None else None
         self.max_retries = max_retries
         self.placements: list[tuple[Task, TaskOutcome]] = []  # where every returned task ran (tests, benchmarks)
+        self.connection: Connection | None = None
 
     # ---------------------------------------------------------------------------- cluster
     def target(self) -> str:
@@ -362,6 +472,12 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         address = self.target()
+        unreachable = gcs_unreachable(address)
+        if unreachable:  # ray.init would retry for minutes
+            raise ConfigError(
+                f"Cannot reach the Ray cluster at {address} ({unreachable}). Start it with `ray start --head`, or fix "
+                "--ray-address/RAY_ADDRESS (auto: the cluster started on this machine)."
+            )
         kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "logging_level": logging.WARNING}
         if address == "local":
             kwargs["include_dashboard"] = False
@@ -402,32 +518,51 @@ class RayExecutor:
                 "lower --cpus-per-run/--gpus-per-run or add a node."
             )
 
+    def warm(self, ray: Any, tracking_uri: str) -> list[Any]:
+        """One :func:`warm_worker` task per task slot (at most :data:`WARM_TASKS`), sized like a run so
+        that they land where runs will; their results are never read."""
+        slots = int(ray.cluster_resources().get("CPU", 0) // self.cpus_per_run)
+        plugin_env = tuple((name, os.environ.get(name, "")) for name in PLUGIN_ENV)
+        plugins = str(self.plugins_dir) if self.plugins_dir else None
+        warm = ray.remote(warm_worker).options(name="warm-up", num_cpus=self.cpus_per_run, max_retries=0)
+        return [warm.remote(plugins, plugin_env, tracking_uri) for _ in range(min(max(slots, 1), WARM_TASKS))]
+
+    # ---------------------------------------------------------------------------- lifetime
+    def start(self, tracking_uri: str | None = None) -> Connection:
+        """Begin connecting (or starting a local instance) in the background, if not yet begun: a command
+        calls it first thing, and :meth:`close` when it ends; :meth:`execute` calls it too. With the store's
+        ``tracking_uri`` the warm workers also import its client."""
+        if self.connection is None:
+            self.connection = Connection(self, tracking_uri)
+        return self.connection
+
+    def close(self) -> None:
+        """Shut down the Ray instance this executor started (disconnect from a cluster); Ray is left
+        running when it was initialised before. The executor can start again."""
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -------------------------------------------------------------------------------- run
     def execute(self, sweep: Sweep, reporter: Reporter, on_result: Callable[[RunResult], None]) -> None:
-        address = self.target()
-        connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-        unreachable = "" if connected else gcs_unreachable(address)
-        if unreachable:  # ray.init would retry for minutes
-            raise ConfigError(
-                f"Cannot reach the Ray cluster at {address} ({unreachable}). Start it with `ray start --head`, or fix "
-                "--ray-address/RAY_ADDRESS (auto: the cluster started on this machine)."
-            )
-        ray = import_ray(local=address == "local")
-        started_here = self.connect(ray)
-        try:
-            nodes = ray.nodes()
-            check_shared_store(sweep.store, nodes)
-            resources = ray.cluster_resources()
-            alive = sum(1 for n in nodes if n.get("Alive", n.get("alive", False)))
-            reporter.event(
-                f"Ray cluster: {alive} node{'s' if alive != 1 else ''}, {resources.get('CPU', 0):g} CPUs, "
-                f"{resources.get('GPU', 0):g} GPUs; {self.cpus_per_run:g} CPUs per run"
-            )
-            pending = self.submit(ray, sweep, reporter, nodes, float(resources.get("GPU", 0)))
-            self.collect(ray, pending, reporter, on_result)
-        finally:
-            if started_here:
-                ray.shutdown()
+        """Every run of ``sweep`` as Ray tasks; the connection stays open for the command's next sweep."""
+        ray = self.start(sweep.store.uri).wait()
+        nodes = ray.nodes()
+        check_shared_store(sweep.store, nodes)
+        resources = ray.cluster_resources()
+        alive = sum(1 for n in nodes if n.get("Alive", n.get("alive", False)))
+        reporter.event(
+            f"Ray cluster: {alive} node{'s' if alive != 1 else ''}, {resources.get('CPU', 0):g} CPUs, "
+            f"{resources.get('GPU', 0):g} GPUs; {self.cpus_per_run:g} CPUs per run"
+        )
+        pending = self.submit(ray, sweep, reporter, nodes, float(resources.get("GPU", 0)))
+        self.collect(ray, pending, reporter, on_result)
 
     def submit(
         self, ray: Any, sweep: Sweep, reporter: Reporter, nodes: list[dict[str, Any]], cluster_gpus: float
@@ -520,6 +655,7 @@ class RayExecutor:
 
 __all__ = [
     "MAX_RETRIES",
+    "Connection",
     "Prepared",
     "RayExecutor",
     "Task",
