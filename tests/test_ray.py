@@ -552,3 +552,53 @@ def test_a_killed_driver_resumes_when_run_again(cluster, server, tmp_path):
     counts = finished_per_config(server.uri)
     assert len(counts) == 12 and set(counts.values()) == {1}
     assert not [r for r in unlearn_runs(server.uri) if r.status == "RUNNING"]
+
+
+ONE_INSTANCE = """
+import os, sys
+from pathlib import Path
+import ray
+from unlearnkit.discovery.host import PluginHost
+from unlearnkit.scale.ray_executor import RayExecutor
+from unlearnkit.scale.sweep import Sweep
+from unlearnkit.store.mlflow_store import Store
+
+recipe, plugins, store_dir = map(Path, sys.argv[1:4])
+registries = PluginHost(plugins).registries
+executor = RayExecutor(plugins_dir=plugins)
+executor.start(f"sqlite:///{store_dir / 'a' / 'mlflow.db'}")
+counts, sessions = [], []
+for name in ("a", "b"):  # two sweeps, as a table's clean and paper columns are
+    report = Sweep(recipe, registries, Store(f"sqlite:///{store_dir / name / 'mlflow.db'}")).run(executor=executor)
+    counts.append(report.counts["finished"])
+    sessions.append(ray.get_runtime_context().get_job_id())
+print("counts", *counts)
+print("one job", len(set(sessions)) == 1, ray.is_initialized())
+executor.close()
+print("after close", ray.is_initialized())
+"""
+
+
+@pytest.mark.slow
+def test_one_ray_instance_serves_every_sweep_until_closed(tmp_path):
+    """A command's several sweeps share the instance it started (not one start and shutdown each), and
+    closing leaves no Ray process behind."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'unlearnkit[dev]')")
+    env = {**os.environ, **RAY_ENV, "UNLEARNKIT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ONE_INSTANCE, str(ONE_CELL), str(PLUGINS), str(tmp_path / "stores")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        left = wait_gone(in_session(proc.pid) - {proc.pid}, timeout=30)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    assert "counts 3 3" in out and "one job True True" in out and "after close False" in out, out
+    assert not left  # no raylet, GCS or worker outlives the command

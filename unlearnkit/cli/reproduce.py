@@ -24,6 +24,7 @@ from unlearnkit.cli.shared import (
     check_format,
     host_and_store,
     ray_executor,
+    started,
     torch_builds_checked,
 )
 
@@ -138,24 +139,25 @@ def reproduce(
     from unlearnkit.scale.reproduce import TableRun, find_table, reproduce
 
     table = find_table(table_name)
-    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
-    if dry_run:
-        print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
-        return
-    with torch_builds_checked(), con.RichReporter() as reporter:
-        rep, run_id, failed = reproduce(
-            table,
-            host.registries,
-            store,
-            reporter=reporter,
-            executor=runner,
-            data_dir=data_dir,
-            device=device,
-            seeds=seeds,
-            run=not from_store,
-            clean_column=clean_column,
-            eval_draws=eval_draws,
-        )
+    with started(None if dry_run or from_store else runner, tracking_uri):
+        host, store = host_and_store(plugins_dir, tracking_uri, experiment)
+        if dry_run:
+            print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
+            return
+        with torch_builds_checked(), con.RichReporter() as reporter:
+            rep, run_id, failed = reproduce(
+                table,
+                host.registries,
+                store,
+                reporter=reporter,
+                executor=runner,
+                data_dir=data_dir,
+                device=device,
+                seeds=seeds,
+                run=not from_store,
+                clean_column=clean_column,
+                eval_draws=eval_draws,
+            )
     if format == "json":
         con.out.print(published.to_json(rep), markup=False, highlight=False, soft_wrap=True, end="")
     elif format == "csv":

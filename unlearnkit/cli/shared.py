@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -98,6 +98,20 @@ def ray_executor(
         cpus_per_run=1.0 if cpus_per_run is None else cpus_per_run,
         plugins_dir=plugins_dir,
     )
+
+
+@contextlib.contextmanager
+def started(executor: RayExecutor | None, tracking_uri: str | None) -> Iterator[None]:
+    """Ray connected (or a local instance started) in the background while the command loads its plugins
+    and validates its recipe, and shut down when the command ends; nothing without ``--executor ray``."""
+    if executor is None:
+        yield
+        return
+    executor.start(tracking_uri)
+    try:
+        yield
+    finally:
+        executor.close()
 
 
 # ------------------------------------------------------------------------ plugins and store

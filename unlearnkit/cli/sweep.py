@@ -26,6 +26,7 @@ from unlearnkit.cli.shared import (
     host_and_store,
     print_estimate,
     ray_executor,
+    started,
     torch_builds_checked,
 )
 
@@ -87,34 +88,36 @@ def sweep(
         print_grid(recipe, max_cells)
         return
     runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
-    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
-    job = Sweep(
-        recipe,
-        host.registries,
-        store,
-        seeds=seeds,
-        epochs=epochs,
-        subset=subset,
-        data_dir=data_dir,
-        device=device,
-        protocol=protocol,
-        eval_draw=eval_draw,
-        max_cells=max_cells,
-    )
-    if estimate:  # counted by the runs' own identities, priced by the store's measured times: nothing computed
-        from unlearnkit.scale.estimate import estimate_sweep, report_lines
+    with started(None if estimate else runner, tracking_uri):
+        host, store = host_and_store(plugins_dir, tracking_uri, experiment)
+        job = Sweep(
+            recipe,
+            host.registries,
+            store,
+            seeds=seeds,
+            epochs=epochs,
+            subset=subset,
+            data_dir=data_dir,
+            device=device,
+            protocol=protocol,
+            eval_draw=eval_draw,
+            max_cells=max_cells,
+        )
+        if estimate:  # counted by the runs' own identities, priced by the store's measured times: nothing computed
+            from unlearnkit.scale.estimate import estimate_sweep, report_lines
 
-        print_estimate(lambda: report_lines(f"Sweep '{job.name}'", estimate_sweep(job)))
-        return
-    with torch_builds_checked(), con.RichReporter() as reporter:
-        report = job.run(reporter, figure=plot, executor=runner)
-    con.out.print(tables.to_markdown(report.boards, job.info()), markup=False, highlight=False, soft_wrap=True)
-    counts = report.counts
-    con.out.print(
-        f"Sweep '{report.name}': {report.total} runs ({counts['finished']} new, {counts['skipped']} already in the "
-        f"store, {counts['failed']} failed) in {report.wall_s:.1f} s. Leaderboard logged to MLflow run "
-        f"{report.leaderboard_run[:8]}" + (f"; figure: {plot}" if plot else "."),
-        highlight=False,
-    )
+            print_estimate(lambda: report_lines(f"Sweep '{job.name}'", estimate_sweep(job)))
+            return
+        with torch_builds_checked(), con.RichReporter() as reporter:
+            report = job.run(reporter, figure=plot, executor=runner)
+        # printed before Ray shuts down (a second or so): the board is what the user waits for
+        con.out.print(tables.to_markdown(report.boards, job.info()), markup=False, highlight=False, soft_wrap=True)
+        counts = report.counts
+        con.out.print(
+            f"Sweep '{report.name}': {report.total} runs ({counts['finished']} new, {counts['skipped']} already in "
+            f"the store, {counts['failed']} failed) in {report.wall_s:.1f} s. Leaderboard logged to MLflow run "
+            f"{report.leaderboard_run[:8]}" + (f"; figure: {plot}" if plot else "."),
+            highlight=False,
+        )
     if report.failed:
         raise typer.Exit(1)
