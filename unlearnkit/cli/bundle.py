@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, TrackingUri, host_and_store
+from unlearnkit.cli.shared import Experiment, PluginsDir, TrackingUri, host_and_store
 
 
 @app.command("export")
@@ -67,9 +67,7 @@ def import_(
     download_timeout: Annotated[
         float, typer.Option(help="Longest a URL's whole download may take, in seconds.", min=1.0, max=1e6)
     ] = 3600.0,
-    plugins_dir: Annotated[
-        Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder (the models to check).")
-    ] = None,
+    plugins_dir: PluginsDir = None,
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "unlearnkit",
 ) -> None:
