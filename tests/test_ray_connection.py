@@ -193,3 +193,20 @@ def test_a_warm_worker_loads_the_plugins_its_tasks_use_and_never_raises(tmp_path
     rx.worker_runner(task, second)
     # the warm-up loaded the broken plugin's host; the first task still says so, once per worker
     assert any("zz_broken" in w for w in first.warnings) and not second.warnings
+
+
+@pytest.mark.parametrize(
+    "recipe_text", ['name = "bad"\n', 'name = "bad"\ndatasets = ["no-such-dataset"]\nmodels = ["resnet18"]\n']
+)
+def test_a_bad_recipe_is_refused_before_ray_starts(recipe_text, fake, tmp_path, monkeypatch, capsys):
+    from tests.invoke import invoke
+
+    ray = fake(FakeRay())
+    bad = tmp_path / "bad.toml"
+    bad.write_text(recipe_text)
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    argv = ["sweep", str(bad), "--executor", "ray", "--tracking-uri", store]
+    code, out, err = invoke(argv, capsys)
+    assert code != 0
+    assert "Error:" in err and len(err.strip().splitlines()) == 1, err
+    assert ray.calls == []  # no instance started (and then shut down) for input that was never going to run

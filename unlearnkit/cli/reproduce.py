@@ -139,11 +139,11 @@ def reproduce(
     from unlearnkit.scale.reproduce import TableRun, find_table, reproduce
 
     table = find_table(table_name)
-    with started(None if dry_run or from_store else runner, tracking_uri):
-        host, store = host_and_store(plugins_dir, tracking_uri, experiment)
-        if dry_run:
-            print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
-            return
+    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
+    if dry_run:
+        print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
+        return
+    with started(None if from_store else runner, tracking_uri):  # one Ray instance for every sweep of the table
         with torch_builds_checked(), con.RichReporter() as reporter:
             rep, run_id, failed = reproduce(
                 table,
@@ -158,16 +158,17 @@ def reproduce(
                 clean_column=clean_column,
                 eval_draws=eval_draws,
             )
-    if format == "json":
-        con.out.print(published.to_json(rep), markup=False, highlight=False, soft_wrap=True, end="")
-    elif format == "csv":
-        con.out.print(published.to_csv(rep), markup=False, highlight=False, soft_wrap=True, end="")
-    elif format == "markdown":
-        con.out.print(published.to_markdown(rep), markup=False, highlight=False, soft_wrap=True, end="")
-    else:
-        print_report(rep)
-    if format == "table":
-        con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False)
+        # printed before Ray shuts down (a second or so)
+        if format == "json":
+            con.out.print(published.to_json(rep), markup=False, highlight=False, soft_wrap=True, end="")
+        elif format == "csv":
+            con.out.print(published.to_csv(rep), markup=False, highlight=False, soft_wrap=True, end="")
+        elif format == "markdown":
+            con.out.print(published.to_markdown(rep), markup=False, highlight=False, soft_wrap=True, end="")
+        else:
+            print_report(rep)
+        if format == "table":
+            con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False)
     if failed:
         con.warn(f"{failed} run(s) failed; their cells are 'not run'.")
     if failed or rep.outside():

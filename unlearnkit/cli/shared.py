@@ -102,8 +102,9 @@ def ray_executor(
 
 @contextlib.contextmanager
 def started(executor: RayExecutor | None, tracking_uri: str | None) -> Iterator[None]:
-    """Ray connected (or a local instance started) in the background while the command loads its plugins
-    and validates its recipe, and shut down when the command ends; nothing without ``--executor ray``."""
+    """Ray connected (or a local instance started) in the background while the command opens its store
+    and plans its runs, and shut down when the command ends; nothing without ``--executor ray``. Entered
+    once the input is valid, so a bad recipe is refused without waiting for Ray to start and stop."""
     if executor is None:
         yield
         return

@@ -88,26 +88,27 @@ def sweep(
         print_grid(recipe, max_cells)
         return
     runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
-    with started(None if estimate else runner, tracking_uri):
-        host, store = host_and_store(plugins_dir, tracking_uri, experiment)
-        job = Sweep(
-            recipe,
-            host.registries,
-            store,
-            seeds=seeds,
-            epochs=epochs,
-            subset=subset,
-            data_dir=data_dir,
-            device=device,
-            protocol=protocol,
-            eval_draw=eval_draw,
-            max_cells=max_cells,
-        )
-        if estimate:  # counted by the runs' own identities, priced by the store's measured times: nothing computed
-            from unlearnkit.scale.estimate import estimate_sweep, report_lines
+    host, store = host_and_store(plugins_dir, tracking_uri, experiment)
+    job = Sweep(
+        recipe,
+        host.registries,
+        store,
+        seeds=seeds,
+        epochs=epochs,
+        subset=subset,
+        data_dir=data_dir,
+        device=device,
+        protocol=protocol,
+        eval_draw=eval_draw,
+        max_cells=max_cells,
+    )
+    if estimate:  # counted by the runs' own identities, priced by the store's measured times: nothing computed
+        from unlearnkit.scale.estimate import estimate_sweep, report_lines
 
-            print_estimate(lambda: report_lines(f"Sweep '{job.name}'", estimate_sweep(job)))
-            return
+        print_estimate(lambda: report_lines(f"Sweep '{job.name}'", estimate_sweep(job)))
+        return
+    # Ray starts once the recipe is valid (bad input never waits for it), while the store opens
+    with started(runner, tracking_uri):
         with torch_builds_checked(), con.RichReporter() as reporter:
             report = job.run(reporter, figure=plot, executor=runner)
         # printed before Ray shuts down (a second or so): the board is what the user waits for

@@ -17,8 +17,8 @@ config hash at most, and a dead worker's RUNNING claim is failed by the next cla
 same host, heartbeat elsewhere), so running the same sweep again resumes.
 
 Connecting takes seconds, and so does each worker's first import of torch, unlearnkit and MLflow:
-a command calls :meth:`RayExecutor.start` first thing, and both happen while it loads its plugins and
-validates its recipe (:class:`Connection`, and :func:`warm_worker` on every idle worker).
+a command calls :meth:`RayExecutor.start` as soon as its input is valid, and both happen while it opens
+its store and plans its runs (:class:`Connection`, and :func:`warm_worker` on every idle worker).
 
 Ray is imported only inside functions: ``unlearnkit --help`` and the local executor never load it.
 """
@@ -368,8 +368,8 @@ class Connection:
     """Ray connected, or a local instance started, by a thread of its own that lives until :meth:`close`.
 
     ``ray.init`` takes seconds (a local instance starts its GCS and raylet), and so do each worker's
-    first imports: begun when the command starts, both happen while it loads its plugins and validates
-    its recipe. The thread lives on because Linux ends the processes a thread started when that thread
+    first imports: begun once the command's input is valid, both happen while it opens its store and
+    plans its runs. The thread lives on because Linux ends the processes a thread started when that thread
     ends (Ray ties its head to its parent with ``PR_SET_PDEATHSIG``); it also shuts down what it started.
     """
 
