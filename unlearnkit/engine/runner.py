@@ -105,6 +105,7 @@ class Identity:
     tags: dict[str, str]
     params: dict[str, Any]
     fields: dict[str, Any] = field(default_factory=dict)  # what `key` hashes (identity.json)
+    options: Any = None  # the method's Options as resolved for `key`: what `execute` runs, not resolved again
 
 
 class Runner:
@@ -321,7 +322,7 @@ class Runner:
         run_id = got.run_id
         assert run_id is not None
         if not self.world.main:
-            return self.follow(entry, state, ctx, run_id)
+            return self.follow(entry, state, ctx, run_id, ident.options)
         told = not self.world.active  # whether the other ranks know if they run the method with rank 0
         try:
             with owned(self.store, run_id):
@@ -336,7 +337,9 @@ class Runner:
                             f"while the other {others}"
                         )
                 steps = self.sequential.run(entry, state) if self.sequential is not None and reused is None else None
-                outcome, data = (steps.outcome, steps.data) if steps else (reused or self.execute(entry, state, ctx))
+                outcome, data = (
+                    (steps.outcome, steps.data) if steps else (reused or self.execute(entry, state, ctx, ident.options))
+                )
                 outcome_time = float(outcome.time_s if outcome.time_s is not None else float("nan"))
                 # the model as the method returned it (the paper protocol's passes move BatchNorm statistics)
                 weights = None if self.reused_from else self.weights_to_keep(entry, outcome)
@@ -364,7 +367,7 @@ class Runner:
         ddp.agree(f"together {entry.name}", together)
         return True
 
-    def follow(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, run_id: str) -> RunResult:
+    def follow(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, run_id: str, options: Any) -> RunResult:
         """A rank other than 0 on a run rank 0 claimed: run the method with rank 0 when it says so
         (the same steps on this rank's parts of the batches); else rank 0 runs it alone or reuses
         its stored model, and this rank goes on. The result is a placeholder: ``run`` returns rank 0's."""
@@ -372,7 +375,7 @@ class Runner:
         if not ddp.agree(f"together {entry.name}"):
             return placeholder
         try:
-            self.execute(entry, state, ctx)
+            self.execute(entry, state, ctx, options)
         except UnlearnkitError as err:  # raised on every rank alike (the divergence check is agreed)
             placeholder.status, placeholder.failure = "failed", str(err)
         return placeholder
@@ -434,7 +437,7 @@ class Runner:
             "n_test": len(state.idx.test),
             "torch": torch.__version__,
         }
-        return Identity(key, unlearning_key, {k: v for k, v in tags.items() if v != ""}, params, identity)
+        return Identity(key, unlearning_key, {k: v for k, v in tags.items() if v != ""}, params, identity, options)
 
     def run_name(self, entry: Entry[Method], seed: int) -> str:
         plan = self.plan
@@ -468,10 +471,12 @@ class Runner:
             return outcome, data
         return None
 
-    def execute(self, entry: Entry[Method], state: Seed, ctx: UnlearnContext) -> tuple[UnlearnOutcome, UnlearnData]:
-        """The method on a private copy of the original, timed with the device synchronised."""
+    def execute(
+        self, entry: Entry[Method], state: Seed, ctx: UnlearnContext, options: Any
+    ) -> tuple[UnlearnOutcome, UnlearnData]:
+        """The method, with the options its identity hashed, on a private copy of the original, timed
+        with the device synchronised."""
         data = UnlearnData(state.splits, entry.cls.splits(), entry.name)
-        options = self.plan.method_options(entry, ctx.setting)
         return unlearn_copy(entry, options, state.original.model, data, ctx, state.seed), data
 
     def metrics(self, state: Seed) -> list[Entry[Metric]]:

@@ -121,11 +121,11 @@ class TuningRunner(Runner):
             ident.tags[tag("tuning_trial")] = self.tuning_trial.rsplit("/", 1)[0] + "/reference"
         return ident
 
-    def execute(self, entry: Entry[Method], state: Seed, ctx: Any) -> Any:
+    def execute(self, entry: Entry[Method], state: Seed, ctx: Any, options: Any) -> Any:
         if entry.cls.role is not None or self.timeout_s is None:
-            return super().execute(entry, state, ctx)
+            return super().execute(entry, state, ctx, options)
         with self.trial_reporter.armed(self.timeout_s, f"{entry.name} (seed {state.seed})"):
-            return super().execute(entry, state, ctx)
+            return super().execute(entry, state, ctx, options)
 
 
 __all__ = ["TrialFailed", "TrialReporter", "TrialTimeout", "TuningRunner"]
