@@ -214,7 +214,7 @@ def worker_host(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...]
 
 
 def warm_worker(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...], tracking_uri: str) -> int:
-    """What a worker's first task would do before its own work, done while the driver is still validating:
+    """What a worker's first task would do before its own work, done while the driver opens its store:
     import torch, unlearnkit (this module) and MLflow's client, load the plugins, and make one optimiser
     (torch imports its compiler stack, a second or more, at the first). Never raises: the first task
     meets whatever failed here again, and says it."""
@@ -530,7 +530,7 @@ class RayExecutor:
     # ---------------------------------------------------------------------------- lifetime
     def start(self, tracking_uri: str | None = None) -> Connection:
         """Begin connecting (or starting a local instance) in the background, if not yet begun: a command
-        calls it first thing, and :meth:`close` when it ends; :meth:`execute` calls it too. With the store's
+        calls it once its input is valid, and :meth:`close` when it ends; :meth:`execute` calls it too. With the store's
         ``tracking_uri`` the warm workers also import its client."""
         if self.connection is None:
             self.connection = Connection(self, tracking_uri)
