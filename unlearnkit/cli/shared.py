@@ -109,10 +109,8 @@ def started(executor: RayExecutor | None, tracking_uri: str | None) -> Iterator[
         yield
         return
     executor.start(tracking_uri)
-    try:
+    with executor:  # closes it however the command ends
         yield
-    finally:
-        executor.close()
 
 
 # ------------------------------------------------------------------------ plugins and store

@@ -245,7 +245,7 @@ class Store:
 
     def import_client(self) -> None:
         """Import what :attr:`client` needs, without opening the store: an idle Ray worker does it while
-        the driver still validates its sweep (the imports are most of the first call's cost)."""
+        the driver opens the store and plans its runs (the imports are most of the first call's cost)."""
         from mlflow import MlflowClient  # noqa: F401
 
         if self.uri.split(":", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES:
