@@ -198,6 +198,11 @@ _memo = BoundedMemo(WORKER_MODELS)
 _plans = BoundedMemo(WORKER_PLANS)
 
 
+def plugin_switches() -> tuple[tuple[str, str], ...]:
+    """The driver's plugin switches (:data:`PLUGIN_ENV`, empty when unset), for its workers to set alike."""
+    return tuple((name, os.environ.get(name, "")) for name in PLUGIN_ENV)
+
+
 def worker_host(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
     """The key of this worker's plugin host for the driver's plugin folder and switches, loaded once."""
     from unlearnkit.discovery.host import PluginHost
@@ -522,7 +527,7 @@ class RayExecutor:
         """One :func:`warm_worker` task per task slot (at most :data:`WARM_TASKS`), sized like a run so
         that they land where runs will; their results are never read."""
         slots = int(ray.cluster_resources().get("CPU", 0) // self.cpus_per_run)
-        plugin_env = tuple((name, os.environ.get(name, "")) for name in PLUGIN_ENV)
+        plugin_env = plugin_switches()
         plugins = str(self.plugins_dir) if self.plugins_dir else None
         warm = ray.remote(warm_worker).options(name="warm-up", num_cpus=self.cpus_per_run, max_retries=0)
         return [warm.remote(plugins, plugin_env, tracking_uri) for _ in range(min(max(slots, 1), WARM_TASKS))]
@@ -570,7 +575,7 @@ class RayExecutor:
         """Every task, stage two depending on stage one through its object reference."""
         references = ray.remote(prepare_references)
         method = ray.remote(run_one_method)
-        plugin_env = tuple((name, os.environ.get(name, "")) for name in PLUGIN_ENV)
+        plugin_env = plugin_switches()
         gpus_of = [self.gpus_for(cell, cluster_gpus) for cell, _ in sweep.plans]
         for gpus in sorted(set(gpus_of)):  # all checked before any task starts
             self.check_fits(nodes, gpus)
