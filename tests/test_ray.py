@@ -554,6 +554,56 @@ def test_a_killed_driver_resumes_when_run_again(cluster, server, tmp_path):
     assert not [r for r in unlearn_runs(server.uri) if r.status == "RUNNING"]
 
 
+@pytest.mark.slow
+def test_sigterm_to_a_driver_that_started_ray_exits_cleanly(tmp_path):
+    """SIGTERM (a scheduler's preemption) while a Ray task unlearns: the CLI's handler, not Ray's
+    failure handler, takes it; the command ends with 130 and its one line, not an abort (134) after a
+    stack trace, the run is not counted, and no Ray process outlives the command."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'unlearnkit[dev]')")
+    recipe = tmp_path / "sleepy.toml"
+    recipe.write_text(
+        'name = "sleepy-term"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nscenarios = ["0.1"]\n'
+        'methods = ["sleepy"]\nseeds = [1]\nepochs = 2\ndevice = "cpu"\n'
+    )
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"},
+        **RAY_ENV,
+        "PYTHONUNBUFFERED": "1",
+        "SLEEPY_DIR": str(markers),
+        "UNLEARNKIT_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    cmd = [
+        *(sys.executable, "-m", "unlearnkit", "sweep", str(recipe), "--plugins-dir", str(SLEEPY)),
+        *("--executor", "ray", "--tracking-uri", uri),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 180
+        while not (markers / "unlearning").exists():
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail("the sleepy run never started: " + proc.communicate()[1][-3000:])
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        left = wait_gone(in_session(proc.pid) - {proc.pid}, timeout=30)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Interrupted: an unfinished run is never counted" in err
+    assert "SIGTERM received" not in err  # Ray's failure handler never saw it
+    assert not left, f"Ray processes outlived the command: {sorted(left)}"
+    sleepy = [r for r in Store(uri).search({"run_type": "unlearn"}, finished_only=False) if r.tag("method") == "sleepy"]
+    assert sleepy and all(r.status != "FINISHED" for r in sleepy)
+
+
 ONE_INSTANCE = """
 import os, sys
 from pathlib import Path

@@ -7,8 +7,10 @@ exercised by tests/test_ray.py."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -210,3 +212,26 @@ def test_a_bad_recipe_is_refused_before_ray_starts(recipe_text, fake, tmp_path, 
     assert code != 0
     assert "Error:" in err and len(err.strip().splitlines()) == 1, err
     assert ray.calls == []  # no instance started (and then shut down) for input that was never going to run
+
+
+STAND_IN = """
+import os
+SEEN = os.environ.get("RAY_DISABLE_FAILURE_SIGNAL_HANDLER")
+"""
+
+
+@pytest.mark.parametrize("given", [None, "0"])
+def test_the_driver_imports_ray_without_its_failure_handler_for_the_import_alone(given, tmp_path, monkeypatch):
+    """Ray's handler would take SIGTERM from the CLI's (see tests/test_ray.py); the variable lasts the
+    import only, so the Ray processes started later keep it; a value the user set is left alone."""
+    (tmp_path / "ray.py").write_text(STAND_IN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    if given is None:
+        monkeypatch.delenv(rx.NO_FAILURE_HANDLER, raising=False)
+    else:
+        monkeypatch.setenv(rx.NO_FAILURE_HANDLER, given)
+    ray = rx.import_ray()
+    assert ray.__file__ == str(tmp_path / "ray.py")
+    assert ray.SEEN == ("1" if given is None else given)
+    assert os.environ.get(rx.NO_FAILURE_HANDLER) == given

@@ -311,16 +311,33 @@ def run_one_method(task: Task, prepared: Prepared | None = None) -> TaskOutcome:
 
 
 # ------------------------------------------------------------------------------ the driver
+#: Read by Ray once, at import: whether a process's core worker installs Abseil's failure signal handler,
+#: which takes SIGTERM too (printing a stack trace) and makes a driver that then exits abort (exit 134).
+NO_FAILURE_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
+
+
 def import_ray(local: bool = False) -> Any:
     """Ray, or a one-line error saying how to install it. ``local``: this process will start its own
-    instance, which then keeps to the loopback interface (read by Ray at import) and sends no usage stats."""
-    if local and "ray" not in sys.modules:
+    instance, which then keeps to the loopback interface (read by Ray at import) and sends no usage stats.
+
+    The driver imports Ray without its failure signal handler, so that SIGTERM reaches the CLI's own
+    (the unfinished run is marked, exit 130); a value the user set is kept. The variable is set for
+    the import alone: the Ray processes started later inherit the environment without it and keep
+    Ray's handler (a crashing worker still prints its C++ stack)."""
+    fresh = "ray" not in sys.modules
+    if local and fresh:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    set_here = fresh and NO_FAILURE_HANDLER not in os.environ
+    if set_here:
+        os.environ[NO_FAILURE_HANDLER] = "1"
     try:
         import ray
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'unlearnkit[ray]' (on every node).") from None
+    finally:
+        if set_here:
+            os.environ.pop(NO_FAILURE_HANDLER, None)
     return ray
 
 
