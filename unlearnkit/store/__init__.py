@@ -2,7 +2,17 @@
 (:mod:`.claims`), signal deferral around writes (:mod:`.interrupts`) and the declared tag keys
 (:mod:`.tags`). The face keeps the names ``unlearnkit.store`` had before 0.3."""
 
-from unlearnkit.store.mlflow_store import (
+import os
+
+#: MLflow's usage telemetry, read when mlflow is first imported (every module of this package comes
+#: after this line). unlearnkit picks MLflow as its store, so MLflow's telemetry is off unless the
+#: user turns it on (``MLFLOW_DISABLE_TELEMETRY=false``). Ray's usage stats are off on a local
+#: instance for the same reason. Left on, every process (each Ray worker too) would try to report
+#: its use of MLflow over the network and keep an installation id under ``~/.config/mlflow``.
+TELEMETRY_SWITCH = "MLFLOW_DISABLE_TELEMETRY"
+os.environ.setdefault(TELEMETRY_SWITCH, "true")
+
+from unlearnkit.store.mlflow_store import (  # noqa: E402 - after the switch above
     DEFAULT_EXPERIMENT,
     CorruptCheckpoint,
     RunRecord,
