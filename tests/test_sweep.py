@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from unlearnkit.engine.config import validate
 from unlearnkit.errors import ConfigError
-from unlearnkit.scale.sweep_recipes import expand, load_recipe
+from unlearnkit.scale.sweep_recipes import count_cells, expand, load_recipe
 
 HERE = Path(__file__).parent
 RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
@@ -21,9 +22,9 @@ PLUGINS = HERE / "fixtures" / "plugins"
 ROOT = HERE.parent
 
 
-def test_every_shipped_recipe_parses_and_expands():
+def test_every_shipped_recipe_parses_and_expands(host):
     for path in sorted((ROOT / "recipes").glob("*.toml")):
-        cells = expand(load_recipe(path))
+        cells = expand(load_recipe(path, host.registries))
         assert cells, path
 
 
@@ -44,6 +45,68 @@ def test_grid_expands_into_points_and_flags_override(tmp_path):
     assert len(cells) == 4  # 2 scenarios x 2 alphas
     assert {c.grid_point for c in cells} == {"lotus.alpha=2", "lotus.alpha=8"}
     assert all(c.request.epochs == 7 and c.request.options["lotus.batch_size"] == 16 for c in cells)
+
+
+GRID_AND_FIXED = """
+[options.finetune]
+epochs = 1
+
+[grid.lotus]
+alpha = [2, 8]
+"""
+
+
+def test_a_grid_runs_its_points_and_the_other_methods_once_with_their_own_options(tmp_path, host):
+    path = tmp_path / "grid.toml"
+    path.write_text(RECIPE.read_text().replace('["lotus"]', '["lotus", "finetune"]') + GRID_AND_FIXED)
+    spec = load_recipe(path, host.registries)
+    cells = expand(spec)
+    assert [(c.grid_point, c.request.methods) for c in cells[:3]] == [
+        ("lotus.alpha=2", ["lotus"]),
+        ("lotus.alpha=8", ["lotus"]),
+        ("", ["finetune"]),  # once per scenario, not once per point
+    ]
+    assert len(cells) == 6 == count_cells(spec)  # 2 scenarios x (2 points + 1)
+    assert cells[0].request.options == {"lotus.batch_size": 16, "lotus.alpha": 2}
+    assert cells[2].request.options == {"finetune.epochs": 1}
+    for cell in cells:  # each cell validates: no option names a method the cell does not run
+        validate(cell.request, host.registries)
+
+
+def test_a_recipe_cut_down_to_fewer_methods_keeps_the_others_tables_out_of_its_cells(tmp_path, host):
+    path = tmp_path / "one.toml"
+    path.write_text(RECIPE.read_text() + "\n[options.unsir]\nepochs = 3\n")
+    (cell, *_) = expand(load_recipe(path, host.registries))
+    assert cell.request.options == {"lotus.batch_size": 16}
+    validate(cell.request, host.registries)
+    assert "unsir.epochs" in expand(load_recipe(path), {"methods": ["lotus", "unsir"]})[0].request.options
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("options.lotsu", r"\[options.lotsu\] table: Unknown method 'lotsu'. Did you mean 'lotus'\? Valid methods: "),
+        ("grid.lotsu", r"\[grid.lotsu\] table: Unknown method 'lotsu'."),
+        ("dataset_options.tinny", r"\[dataset_options.tinny\] table: Unknown dataset 'tinny'. Did you mean 'tiny'"),
+        ("model_options.tiny_cn", r"\[model_options.tiny_cn\] table: Unknown model 'tiny_cn'."),
+    ],
+)
+def test_a_table_naming_no_plugin_is_refused_in_one_line(tmp_path, host, table, message):
+    path = tmp_path / "typo.toml"
+    value = "[1, 2]" if table.startswith("grid") else "1"
+    path.write_text(RECIPE.read_text() + f"\n[{table}]\nx = {value}\n")
+    load_recipe(path)  # the file itself is well formed
+    with pytest.raises(ConfigError, match=r"^Recipe 'tiny-test' has a " + message):
+        load_recipe(path, host.registries)
+
+
+def test_sweep_refuses_a_misspelt_table_in_one_line_before_anything_runs(tmp_path, cli, isolated_store):
+    path = tmp_path / "typo.toml"
+    path.write_text(RECIPE.read_text().replace("[options.lotus]", "[options.lotsu]"))
+    code, out, err = cli("sweep", str(path), "--plugins-dir", str(PLUGINS))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "Error: Recipe 'tiny-test' has a [options.lotsu] table: Unknown method 'lotsu'." in err
+    assert not (isolated_store / "store" / "mlflow.db").exists() or not finished_per_config()
 
 
 def sweep_cmd(*extra: str) -> list[str]:

@@ -77,7 +77,7 @@ class Audit:
         models_per_device: str | None = None,
         **recipe_overrides: Unpack[RecipeOverrides],
     ) -> None:
-        self.spec: RecipeFile = load_recipe(recipe)
+        self.spec: RecipeFile = load_recipe(recipe, registries)
         self.store = store
         self.reporter = reporter
         table = self.spec.audit
@@ -93,12 +93,7 @@ class Audit:
         if self.spec.original or self.spec.retrained or self.spec.no_retrain:
             self.ignored.append("original/retrained/no_retrain (shadow models are always trained)")
         audited = parse_methods(methods) or table.methods or list(self.spec.methods)
-        options = self.spec.options  # fixed options of methods not audited here would be errors: drop them
-        if "all" not in audited:
-            options = {m: o for m, o in options.items() if m in audited}
-        spec = self.spec.model_copy(
-            update={"grid": {}, "original": None, "retrained": None, "no_retrain": False, "options": options}
-        )
+        spec = self.spec.model_copy(update={"grid": {}, "original": None, "retrained": None, "no_retrain": False})
         overrides: dict[str, Any] = {**recipe_overrides, "methods": audited, "seeds": [self.settings.seed]}
         if models_per_device is not None:  # else the recipe's (default 1)
             overrides["models_per_device"] = models_per_device

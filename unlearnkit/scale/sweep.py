@@ -94,7 +94,7 @@ class Sweep:
         **overrides: Unpack[RecipeOverrides],
     ) -> None:
         """``methods`` replaces the recipe's; ``where`` keeps only the cells it accepts (a table's benchmark)."""
-        self.spec: RecipeFile = load_recipe(recipe)
+        self.spec: RecipeFile = load_recipe(recipe, registries)
         self.registries = registries
         self.store = store
         given = {

@@ -14,13 +14,16 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.api.search_space import PARAM_FIELDS, Param
 from unlearnkit.engine.config import RunRequest
-from unlearnkit.errors import ConfigError, shorten
+from unlearnkit.errors import ConfigError, shorten, unknown_name_message
+
+if TYPE_CHECKING:
+    from unlearnkit.discovery.registry import Registries
 
 
 class AuditTable(BaseModel):
@@ -127,7 +130,16 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     raise ConfigError(f"Recipe file '{path}' does not exist.{more}")
 
 
-def load_recipe(path: str | Path) -> RecipeFile:
+def load_recipe(path: str | Path, registries: Registries | None = None) -> RecipeFile:
+    """The recipe parsed and type-checked; with ``registries``, its per-plugin tables checked against
+    what is registered too (``check_tables``)."""
+    recipe = parse_recipe(path)
+    if registries is not None:
+        check_tables(recipe, registries)
+    return recipe
+
+
+def parse_recipe(path: str | Path) -> RecipeFile:
     path = resolve_recipe(path)
     try:
         doc = tomllib.loads(path.read_text())
@@ -173,7 +185,8 @@ MAX_CELLS = 10_000  # a grid larger than this is refused before it is built (`--
 def count_cells(recipe: RecipeFile) -> int:
     """How many cells ``expand`` would build: the product of the list lengths, counted without building any."""
     points = math.prod(len(vals) for opts in recipe.grid.values() for vals in opts.values())
-    return len(recipe.datasets) * len(recipe.models) * len(recipe.scenarios) * points
+    once = 1 if recipe.grid and any(m not in recipe.grid for m in recipe.methods) else 0  # method_groups
+    return len(recipe.datasets) * len(recipe.models) * len(recipe.scenarios) * (points + once)
 
 
 def check_size(recipe: RecipeFile, max_cells: int | None = MAX_CELLS) -> int:
@@ -199,25 +212,37 @@ def grid_points(recipe: RecipeFile) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def method_groups(recipe: RecipeFile, methods: list[str]) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """(grid-point label, grid options, methods) for each cell of one dataset × model × scenario.
+
+    Without a grid: one cell running ``methods``. With one: a cell per point running the methods
+    the grid varies, and one more running the listed methods it does not vary, once (their identity
+    would be the same at every point)."""
+    if not recipe.grid:
+        return [("", {}, list(methods))]
+    groups = [(label, opts, sorted({k.partition(".")[0] for k in opts})) for label, opts in grid_points(recipe)]
+    rest = [m for m in methods if m not in recipe.grid]
+    return groups + ([("", {}, rest)] if rest else [])
+
+
 def expand(
     recipe: RecipeFile, overrides: dict[str, Any] | None = None, *, max_cells: int | None = MAX_CELLS
 ) -> list[Cell]:
-    """The grid as RunRequests, command-line ``overrides`` applied last; refused when it has more
+    """The grid as RunRequests, command-line ``overrides`` applied last (``methods`` replaces the
+    recipe's list; a grid's methods still run at each of its points); refused when it has more
     than ``max_cells`` cells (None: no limit), counted before any is built."""
     check_size(recipe, max_cells)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     fixed = {f"{m}.{k}": v for m, opts in recipe.options.items() for k, v in opts.items()}
+    groups = method_groups(recipe, overrides.pop("methods", None) or recipe.methods)
     cells = []
     for dataset, model, scenario in itertools.product(recipe.datasets, recipe.models, recipe.scenarios):
-        for label, grid_opts in grid_points(recipe):
-            methods = recipe.methods
-            if label:  # a grid varies some methods; the others need not run once per point
-                methods = sorted({k.split(".")[0] for k in grid_opts})
+        for label, grid_opts, methods in groups:
             base: dict[str, Any] = dict(
                 dataset=dataset,
                 model=model,
-                methods=list(methods),
-                options={**fixed, **grid_opts},
+                methods=methods,
+                options=options_for(methods, {**fixed, **grid_opts}),
                 dataset_options=recipe.dataset_options.get(dataset, {}),
                 model_options=recipe.model_options.get(model, {}),
                 metrics=recipe.metrics,
@@ -243,6 +268,34 @@ def expand(
             base.update(overrides)
             cells.append(Cell(RunRequest(**base), label))
     return cells
+
+
+def options_for(methods: list[str], options: dict[str, Any]) -> dict[str, Any]:
+    """The ``METHOD.key`` options of the methods a cell runs: a recipe's ``[options.M]`` table says
+    how M runs wherever it runs, so a cell without M (a grid point of another method, a recipe cut
+    down to fewer methods) leaves it out instead of being refused for naming a method not in the run.
+    Names that match no plugin at all are refused by ``check_tables``."""
+    if "all" in methods:
+        return options
+    return {key: value for key, value in options.items() if key.partition(".")[0] in methods}
+
+
+def check_tables(recipe: RecipeFile, registries: Registries) -> None:
+    """A one-line error for a per-plugin table (``[options.M]``, ``[grid.M]``, ``[dataset_options.D]``,
+    ``[model_options.M]``) whose name no plugin of that kind registered: a misspelt name would
+    otherwise be left out of every cell without a word."""
+    tables = [
+        ("options", "method", recipe.options),
+        ("grid", "method", recipe.grid),
+        ("dataset_options", "dataset", recipe.dataset_options),
+        ("model_options", "model", recipe.model_options),
+    ]
+    for table, kind, entries in tables:
+        registry = registries.by_kind(kind)
+        for name in entries:
+            if name not in registry.names():
+                message = unknown_name_message(kind, name, registry.names())
+                raise ConfigError(f"Recipe '{shorten(recipe.name)}' has a [{table}.{shorten(name)}] table: {message}")
 
 
 def recipe_scope(recipe: RecipeFile) -> tuple[set[tuple[str, str, str]], set[str]]:

@@ -145,7 +145,7 @@ class Tuner:
         device: str | None = None,
     ) -> None:
         self.path = Path(recipe)
-        self.spec: RecipeFile = load_recipe(recipe)
+        self.spec: RecipeFile = load_recipe(recipe, registries)
         self.registries = registries
         self.store = store
         if trials < 1:
