@@ -90,9 +90,9 @@ def leaderboard(
         from unlearnkit.board.plots import plot_boards
 
         plot_boards(boards, plot, ci=ci)
-        con.err.print(f"Figure written to {plot}")
+        con.err.print(f"Figure written to {plot}", markup=False)
     if format == "json":
-        con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True)
+        con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True, markup=False)
         return
     if format == "markdown":
         con.out.print(tables.to_markdown(boards, info, chosen, ci=ci), highlight=False, soft_wrap=True, markup=False)
@@ -101,7 +101,7 @@ def leaderboard(
         con.out.print(tables.to_csv(boards, info), highlight=False, soft_wrap=True, markup=False, end="")
         return
     if not boards:
-        con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run")
+        con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run", markup=False)
         return
     for board in boards:
         table = render(board, info, chosen, wide=wide, ci=ci)
@@ -149,5 +149,5 @@ def render(
     for col in head:
         table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
     for row_cells in rows:
-        table.add_row(*[f"[bold green]{t}[/]" if best else t for t, best in row_cells])
+        table.add_row(*[f"[bold green]{escape(t)}[/]" if best else escape(t) for t, best in row_cells])
     return table

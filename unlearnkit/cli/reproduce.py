@@ -50,15 +50,9 @@ def print_list(store: Store) -> None:
         spec = t.spec
         hours = t.cost_hours()
         cost = "–" if hours is None else f"{hours:.2g} h on {spec.measured_on}"
-        table.add_row(
-            spec.name,
-            f"{spec.dataset} / {spec.model} / {spec.scenario}",
-            spec.recipe,
-            spec.protocol,
-            str(len(spec.rows)),
-            cost,
-            measured_cost(t, paces),
-        )
+        cells = [spec.name, f"{spec.dataset} / {spec.model} / {spec.scenario}", spec.recipe, spec.protocol]
+        cells += [str(len(spec.rows)), cost, measured_cost(t, paces)]
+        table.add_row(*map(con.escape, cells))
     con.out.print(table)
     con.out.print(
         "cost: the published runtimes of every row times the published seeds, the original counted at "
@@ -168,7 +162,7 @@ def reproduce(
         else:
             print_report(rep)
         if format == "table":
-            con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False)
+            con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False, markup=False)
     if failed:
         con.warn(f"{failed} run(s) failed; their cells are 'not run'.")
     if failed or rep.outside():
@@ -216,7 +210,7 @@ def print_report(rep: Reproduction) -> None:
         verdict = f"[{VERDICT_STYLE[cell.verdict]}]{cell.verdict}[/]" + (
             f" [dim]({con.escape(cell.why)})[/]" if cell.why else ""
         )
-        values = [con.escape(cell.row), cell.metric, cell.published.text, cell.shown_measured]
+        values = [con.escape(v) for v in (cell.row, cell.metric, cell.published.text, cell.shown_measured)]
         values += [cell.shown_draws] if show_draws else []
         values += [cell.shown_tolerance, verdict]
         if rep.clean:

@@ -175,7 +175,7 @@ def print_estimate(lines: Callable[[], list[str]]) -> None:
     with torch_builds_checked():
         report = lines()
     for line in report:
-        con.out.print(line, highlight=False, soft_wrap=True)
+        con.out.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 def status_cell(status: str) -> str:

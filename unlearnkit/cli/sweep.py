@@ -119,6 +119,7 @@ def sweep(
             f"the store, {counts['failed']} failed) in {report.wall_s:.1f} s. Leaderboard logged to MLflow run "
             f"{report.leaderboard_run[:8]}" + (f"; figure: {plot}" if plot else "."),
             highlight=False,
+            markup=False,
         )
     if report.failed:
         raise typer.Exit(1)

@@ -1,0 +1,87 @@
+"""Text that comes from data (grid labels, a plugin's docstring, store tags) prints as written.
+
+rich reads ``[word...]`` as markup and drops it: a grid point's label ``lotus [lotus.alpha=2]`` lost
+its point in the leaderboard, in ``--format json`` and in ``--estimate``, so two grid points showed
+as two identical ``lotus`` rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+from unlearnkit_example.grad_ascent import GradAscentPlus, GradAscentPlusOptions
+
+from tests.invoke import invoke
+from unlearnkit.api.hookspecs import hookimpl
+
+HERE = Path(__file__).parent
+PLUGINS = HERE / "fixtures" / "plugins"
+GRID = """name = "grid-labels"
+datasets = ["tiny"]
+models = ["tiny_cnn"]
+scenarios = ["0.1"]
+methods = ["lotus"]
+seeds = [1]
+epochs = 2
+device = "cpu"
+
+[grid.lotus]
+alpha = [2, 8]
+"""
+LABELS = ("lotus [lotus.alpha=2]", "lotus [lotus.alpha=8]")
+
+
+def test_grid_points_keep_their_labels_in_every_leaderboard_format_and_in_the_estimate(tmp_path, cli):
+    recipe = tmp_path / "grid.toml"
+    recipe.write_text(GRID)
+    code, _, err = cli("sweep", str(recipe), "--plugins-dir", str(PLUGINS))
+    assert code == 0, err[-2000:]
+    code, out, err = cli("leaderboard")  # the rich table
+    assert code == 0 and all(label in out for label in LABELS), out
+    code, out, _ = cli("leaderboard", "--format", "json")
+    methods = {row["method"] for board in json.loads(out) for row in board["rows"]}
+    assert set(LABELS) <= methods, methods
+    code, out, _ = cli("sweep", str(recipe), "--plugins-dir", str(PLUGINS), "--estimate")
+    assert code == 0 and "tiny/tiny_cnn/0.1 [lotus.alpha=2]:" in out, out
+
+
+class BracketedOptions(GradAscentPlusOptions):
+    passes: int = Field(1, ge=1, description="Set it in [options.bracketed]; sweep it in [grid.bracketed].")
+
+
+class Bracketed(GradAscentPlus):
+    """A method whose texts hold brackets, as [grid.bracketed] or [bold]this[/bold] in a docstring."""
+
+    name = "bracketed"
+    summary = "Reads its [options.bracketed] table."
+    paper = "Someone, [preprint] 2026"
+    Options = BracketedOptions
+
+
+class BracketedPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(Bracketed)
+
+
+def test_a_plugins_own_texts_print_as_written(host, capsys):
+    plugin = BracketedPlugin()
+    host.register(plugin)
+    try:
+        code, out, err = invoke(["show", "method", "bracketed"], capsys)
+        assert code == 0, err
+        flat = " ".join(out.split())  # the options table folds long cells
+        for text in (
+            "Reads its [options.bracketed] table.",
+            "Someone, [preprint] 2026",
+            "as [grid.bracketed] or [bold]this[/bold] in a docstring",
+            "Set it in [options.bracketed]; sweep it in [grid.bracketed].",
+        ):
+            assert text in flat, (text, out)
+        code, out, _ = invoke(["list", "methods"], capsys)
+        assert "[options.bracketed]" in " ".join(out.split()), out
+    finally:
+        host.unregister(plugin)
+
