@@ -85,3 +85,30 @@ def test_a_plugins_own_texts_print_as_written(host, capsys):
     finally:
         host.unregister(plugin)
 
+
+HOSTILE = "lotus\x1b]0;owned\x07\x1b[2J\u202eexe.txt"  # retitle the window, clear the screen, reverse the line
+
+
+def test_control_characters_from_a_store_are_shown_not_sent(capsys):
+    """A shared store is outside input: a tag holding terminal escape sequences or a bidirectional
+    override prints as visible escapes, in plain lines and in table cells alike."""
+    from unlearnkit.store.mlflow_store import Store, tag
+
+    store = Store()
+    run_id = store.start_run("hostile", {tag("method"): HOSTILE, tag("failure"): f"boom {HOSTILE}"}, {})
+    code, out, err = invoke(["show", "run", run_id], capsys)
+    assert code == 0, err
+    assert not any(c in out for c in "\x1b\x07\u202e"), repr(out)
+    assert "lotus\\x1b]0;owned\\x07\\x1b[2J\\u202eexe.txt" in out  # still readable: nothing is dropped
+
+    from rich.table import Table
+
+    from unlearnkit.cli import console
+
+    table = Table()
+    table.add_column("method")
+    table.add_row(HOSTILE)
+    with console.out.capture() as captured:
+        console.out.print(table)
+        console.out.print(f"[bold]{console.escape(HOSTILE)}[/]")
+    assert not any(c in captured.get() for c in "\x1b\x07\u202e"), repr(captured.get())

@@ -7,6 +7,7 @@ Every command module imports this one, so it stays light: the reporter's base cl
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -14,13 +15,35 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 T = TypeVar("T")
 
+# C0 and C1 control characters but tab, newline and carriage return (which rich drops itself, and
+# which csv's line ends hold), and the bidirectional overrides and isolates
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each control character written out (``\\x1b``) instead of sent to the terminal."""
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class DataConsole(Console):
+    """A console that shows control characters instead of sending them. What the CLI prints comes
+    from stores, bundles, recipe files and third-party plugins, any of which may hold a terminal
+    escape sequence (one that retitles the window, clears the screen or overwrites a line) or a
+    bidirectional override that reorders a line. Every string a command prints passes here: plain
+    prints, markup and table cells alike."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(visible(text), **kwargs)
+
+
 # Piped output (CI logs, `| tee`) gets a wide page so leaderboards are not squeezed to 80 columns.
 # No emoji codes: a forget scenario names classes, and "class:cat: 6 methods" must not print a cat.
-out = Console(width=None if Console().is_terminal else 200, emoji=False)
-err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 200, emoji=False)
+out = DataConsole(width=None if Console().is_terminal else 200, emoji=False)
+err = DataConsole(stderr=True, width=None if Console(stderr=True).is_terminal else 200, emoji=False)
 
 
 def error(message: str) -> None:
@@ -68,7 +91,7 @@ def _rich_reporter() -> type:
             self.progress.stop()
 
         def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-            task = self.progress.add_task(description, total=total)
+            task = self.progress.add_task(escape(description), total=total)
             try:
                 for item in iterable:
                     yield item
@@ -78,14 +101,14 @@ def _rich_reporter() -> type:
 
         @contextmanager
         def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
-            task = self.progress.add_task(description, total=total)
+            task = self.progress.add_task(escape(description), total=total)
             try:
                 yield lambda: self.progress.advance(task)
             finally:
                 self.progress.remove_task(task)
 
         def counter(self, description: str, total: int) -> Callable[[], None]:
-            task = self.progress.add_task(description, total=total)
+            task = self.progress.add_task(escape(description), total=total)
             return lambda: self.progress.advance(task)
 
         def event(self, message: str) -> None:
