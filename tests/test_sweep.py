@@ -14,7 +14,7 @@ import pytest
 
 from unlearnkit.engine.config import validate
 from unlearnkit.errors import ConfigError
-from unlearnkit.scale.sweep_recipes import count_cells, expand, load_recipe
+from unlearnkit.scale.sweep_recipes import count_cells, expand, load_recipe, recipe_scope
 
 HERE = Path(__file__).parent
 RECIPE = HERE / "fixtures" / "recipes" / "tiny.toml"
@@ -71,6 +71,14 @@ def test_a_grid_runs_its_points_and_the_other_methods_once_with_their_own_option
     assert cells[2].request.options == {"finetune.epochs": 1}
     for cell in cells:  # each cell validates: no option names a method the cell does not run
         validate(cell.request, host.registries)
+
+
+def test_a_recipes_scope_holds_the_methods_its_grid_varies_listed_or_not(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(RECIPE.read_text().replace('["lotus"]', '["finetune"]') + GRID_AND_FIXED)
+    spec = load_recipe(path)
+    assert {m for c in expand(spec) for m in c.request.methods} == {"lotus", "finetune"}
+    assert recipe_scope(spec)[1] == {"lotus", "finetune"}  # the board shows every row the sweep ran
 
 
 def test_a_recipe_cut_down_to_fewer_methods_keeps_the_others_tables_out_of_its_cells(tmp_path, host):

@@ -299,10 +299,11 @@ def check_tables(recipe: RecipeFile, registries: Registries) -> None:
 
 
 def recipe_scope(recipe: RecipeFile) -> tuple[set[tuple[str, str, str]], set[str]]:
-    """The (dataset, model, scenario) cells and method names a recipe covers (a leaderboard filter)."""
+    """The (dataset, model, scenario) cells and method names a recipe covers (a leaderboard filter):
+    its listed methods and those its grid varies, which run whether listed or not."""
     from unlearnkit.engine.splits import parse_scenario
 
     cells = {
         (d, m, parse_scenario(str(s)).key) for d in recipe.datasets for m in recipe.models for s in recipe.scenarios
     }
-    return cells, set(recipe.methods)
+    return cells, set(recipe.methods) | set(recipe.grid)
