@@ -91,6 +91,39 @@ def test_a_missing_file_is_a_new_store_and_a_damaged_one_can_be_set_aside(tmp_pa
     assert Store(uri(db)).search() == []
 
 
+KILLED_WRITER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size=1")  # spill to the file: its old pages live only in the journal now
+con.execute("BEGIN IMMEDIATE")
+con.execute("UPDATE metrics SET value = -1")
+con.execute("CREATE TABLE filler(x)")
+con.executemany("INSERT INTO filler VALUES (?)", ((\"x\" * 500,) for _ in range(20000)))
+print("inside", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_writer_killed_inside_a_transaction_leaves_a_store_that_opens_as_it_was(tmp_path, cli):
+    """The hot journal a SIGKILL leaves is SQLite's own crash recovery, not damage: the store opens
+    with the last committed state (before, the read-only check called it damaged and refused it)."""
+    db = tmp_path / "s" / "mlflow.db"
+    store_with_runs(db)
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "inside"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    assert db.with_name("mlflow.db-journal").exists()  # hot: its writer is gone
+    assert sqlite_file.file_problem(db) == ""
+    assert not db.with_name("mlflow.db-journal").exists()  # rolled back
+    store = Store(uri(db))
+    assert sorted(r.metrics["m"] for r in store.search({"run_type": "train"})) == [0.0, 1.0, 2.0]
+    code, out, err = cli("store", "check", "--tracking-uri", uri(db))
+    assert code == 0, out + err
+
+
 def old_schema(db: Path, revision: str) -> None:
     """An MLflow database migrated only up to ``revision``, as an older MLflow (or an interrupted
     upgrade) leaves it."""

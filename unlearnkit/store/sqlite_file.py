@@ -132,9 +132,31 @@ def damaged(db: Path, problem: str) -> DamagedStore:
 def file_problem(db: Path, *, full: bool = False) -> str:
     """What is wrong with an existing database file ("" when nothing): its size, header and length,
     then SQLite's quick check (``full``: the complete ``PRAGMA integrity_check``). The header is read
-    while holding a read lock, so a writer's commit in progress is never mistaken for damage."""
+    while holding a read lock, so a writer's commit in progress is never mistaken for damage.
+
+    A process killed inside a write transaction leaves a hot journal, which a read-only connection
+    cannot roll back ("attempt to write a readonly database"). That is no damage: it is rolled back
+    here, as any read-write open would, and the file checked again."""
     if db.stat().st_size == 0:
         return "the file is empty: 0 bytes"
+    try:
+        return read_only_problem(db, full)
+    except sqlite3.DatabaseError as err:
+        if getattr(err, "sqlite_errorcode", None) != sqlite3.SQLITE_READONLY_ROLLBACK:
+            raise
+    roll_back_hot_journal(db)
+    return read_only_problem(db, full)
+
+
+def roll_back_hot_journal(db: Path) -> None:
+    """Let SQLite roll back the journal a killed writer left: a read-write connection does so on its
+    first read, and does nothing while the journal's writer is still alive (it holds its lock)."""
+    with closing(sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30, isolation_level=None)) as con:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+def read_only_problem(db: Path, full: bool) -> str:
+    """``file_problem`` on a read-only connection; raises only for a hot journal (SQLITE_READONLY_ROLLBACK)."""
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)) as con:
             con.execute("BEGIN")
@@ -145,6 +167,8 @@ def file_problem(db: Path, *, full: bool = False) -> str:
             rows = con.execute("PRAGMA integrity_check" if full else "PRAGMA quick_check").fetchall()
             con.execute("ROLLBACK")
     except sqlite3.DatabaseError as err:
+        if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY_ROLLBACK:
+            raise
         if "locked" in str(err):
             return ""  # busy, not damaged: MLflow waits for it as for any write
         return header_problem(db) or f"SQLite cannot read it: {err}"
