@@ -108,6 +108,14 @@ def test_a_table_naming_no_plugin_is_refused_in_one_line(tmp_path, host, table, 
         load_recipe(path, host.registries)
 
 
+def test_a_model_table_may_name_a_variant_as_the_models_list_does(tmp_path, host):
+    path = tmp_path / "variant.toml"
+    body = RECIPE.read_text().replace('models = ["tiny_cnn"]', 'models = ["timm/resnet18"]')
+    path.write_text(body + '\n[model_options."timm/resnet18"]\nx = 1\n')
+    spec = load_recipe(path, host.registries)
+    assert expand(spec)[0].request.model_options == {"x": 1}
+
+
 def test_sweep_refuses_a_misspelt_table_in_one_line_before_anything_runs(tmp_path, cli, isolated_store):
     path = tmp_path / "typo.toml"
     path.write_text(RECIPE.read_text().replace("[options.lotus]", "[options.lotsu]"))

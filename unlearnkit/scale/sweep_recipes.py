@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.api.search_space import PARAM_FIELDS, Param
 from unlearnkit.engine.config import RunRequest
-from unlearnkit.errors import ConfigError, shorten, unknown_name_message
+from unlearnkit.errors import ConfigError, UnknownNameError, shorten
 
 if TYPE_CHECKING:
     from unlearnkit.discovery.registry import Registries
@@ -291,11 +291,13 @@ def check_tables(recipe: RecipeFile, registries: Registries) -> None:
         ("model_options", "model", recipe.model_options),
     ]
     for table, kind, entries in tables:
-        registry = registries.by_kind(kind)
         for name in entries:
-            if name not in registry.names():
-                message = unknown_name_message(kind, name, registry.names())
-                raise ConfigError(f"Recipe '{shorten(recipe.name)}' has a [{table}.{shorten(name)}] table: {message}")
+            try:  # a model may be PREFIX/VARIANT (timm/convnext_tiny), as in the recipe's models list
+                registries.model(name) if kind == "model" else registries.by_kind(kind).get(name)
+            except UnknownNameError as err:
+                raise ConfigError(
+                    f"Recipe '{shorten(recipe.name)}' has a [{table}.{shorten(name)}] table: {err}"
+                ) from None
 
 
 def recipe_scope(recipe: RecipeFile) -> tuple[set[tuple[str, str, str]], set[str]]:
