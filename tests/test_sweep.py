@@ -38,6 +38,16 @@ def test_unknown_recipe_keys_are_errors(tmp_path):
         load_recipe(bad)
 
 
+@pytest.mark.parametrize(
+    ("table", "key"), [("[grid.lotus]\nalpha = []\n", "grid.lotus.alpha"), ("[grid.lotus]\n", "grid.lotus")]
+)
+def test_a_grid_with_no_point_is_refused_instead_of_running_nothing(tmp_path, table, key):
+    path = tmp_path / "empty.toml"
+    path.write_text(RECIPE.read_text() + "\n" + table)
+    with pytest.raises(ConfigError, match=rf"^Bad value for '{key}' in recipe .*: .*at least 1 item"):
+        load_recipe(path)
+
+
 def test_grid_expands_into_points_and_flags_override(tmp_path):
     path = tmp_path / "grid.toml"
     path.write_text(RECIPE.read_text() + "\n[grid.lotus]\nalpha = [2, 8]\n")

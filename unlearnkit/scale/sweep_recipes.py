@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,7 +76,10 @@ class RecipeFile(BaseModel):
     save_models: bool = True
     metrics: list[str] | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> fixed options
-    grid: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # method -> option -> values
+    # method -> option -> values; an empty table or list would leave a grid with no point to run
+    grid: dict[str, Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], Field(min_length=1)]] = Field(
+        default_factory=dict
+    )
     dataset_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # dataset -> options
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # model -> options
     audit: AuditTable = Field(default_factory=AuditTable)  # `unlearnkit audit` settings
