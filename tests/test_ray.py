@@ -486,23 +486,34 @@ def test_two_drivers_on_one_cluster_run_everything_once(cluster, server, tmp_pat
     assert len(trained) == len({r.tag("config_hash") for r in trained}) == 6  # 2 originals + 4 retrained
 
 
-@pytest.mark.slow
-def test_a_killed_worker_is_retried_never_lost_or_duplicated(cluster, server, tmp_path):
+def sleepy_recipe(tmp_path: Path, name: str) -> Path:
+    """A one-run recipe of the fixture method ``sleepy``, which pauses mid-unlearning for a signal."""
     recipe = tmp_path / "sleepy.toml"
     recipe.write_text(
-        'name = "sleepy-ray"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nscenarios = ["0.1"]\n'
+        f'name = "{name}"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nscenarios = ["0.1"]\n'
         'methods = ["sleepy"]\nseeds = [1]\nepochs = 2\ndevice = "cpu"\n'
     )
+    return recipe
+
+
+def wait_until_unlearning(proc: subprocess.Popen, markers: Path, timeout: float = 180) -> None:
+    """Until the sleepy run leaves its ``unlearning`` marker; fails if the command ends or it never comes."""
+    deadline = time.time() + timeout
+    while not (markers / "unlearning").exists():
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail("the sleepy run never started: " + proc.communicate()[1][-3000:])
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_never_lost_or_duplicated(cluster, server, tmp_path):
+    recipe = sleepy_recipe(tmp_path, "sleepy-ray")
     markers = Path(cluster.env["SLEEPY_DIR"])
     for old in markers.iterdir():
         old.unlink()
     proc = ray_sweep(cluster, server, recipe, SLEEPY, tmp_path)
     try:
-        deadline = time.time() + 180
-        while not (markers / "unlearning").exists():
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("the sleepy run never started: " + proc.communicate()[1][-3000:])
-            time.sleep(0.2)
+        wait_until_unlearning(proc, markers)
         worker = int((markers / "unlearning").read_text())
         assert worker != proc.pid  # a Ray worker, not the driver
         (markers / "resume").touch()  # the retry must not pause again
@@ -560,11 +571,7 @@ def test_sigterm_to_a_driver_that_started_ray_exits_cleanly(tmp_path):
     failure handler, takes it; the command ends with 130 and its one line, not an abort (134) after a
     stack trace, the run is not counted, and no Ray process outlives the command."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'unlearnkit[dev]')")
-    recipe = tmp_path / "sleepy.toml"
-    recipe.write_text(
-        'name = "sleepy-term"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nscenarios = ["0.1"]\n'
-        'methods = ["sleepy"]\nseeds = [1]\nepochs = 2\ndevice = "cpu"\n'
-    )
+    recipe = sleepy_recipe(tmp_path, "sleepy-term")
     markers = tmp_path / "markers"
     markers.mkdir()
     env = {
@@ -583,11 +590,7 @@ def test_sigterm_to_a_driver_that_started_ray_exits_cleanly(tmp_path):
         cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        deadline = time.time() + 180
-        while not (markers / "unlearning").exists():
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("the sleepy run never started: " + proc.communicate()[1][-3000:])
-            time.sleep(0.2)
+        wait_until_unlearning(proc, markers)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
