@@ -214,21 +214,20 @@ def audit(
                 else:
                     text = cell(name, row.metrics) + ("‡" if report.underpowered and name.startswith("ulira_") else "")
                 cells.append(text)
-            table.add_row(con.escape(row.method), status_cell(row.status), *cells)
+            table.add_row(row.method, status_cell(row.status), *cells)
         con.out.print(table)
         for name, why in sorted(notes.items()):
-            con.out.print(f"* {name}: {why}.", highlight=False, markup=False)
+            con.out.print(f"* {name}: {why}.", highlight=False)
         if report.underpowered:
             con.out.print(AUDIT_NOTE, highlight=False)
             message = report.power.message(report.settings.shadows) if report.power else AUDIT_NOTE
             con.warn(f"{report.label}: {message}")
         elif report.power is not None:
-            con.out.print(report.power.message(report.settings.shadows), highlight=False, markup=False)
+            con.out.print(report.power.message(report.settings.shadows), highlight=False)
         con.out.print(
             f"{report.models_trained} shadow models trained, {report.method_runs} method runs "
             f"in {report.wall_s:.1f} s.",
             highlight=False,
-            markup=False,
         )
     for ens_report in ensemble_reports:
         con.out.print(ensemble_table(ens_report, job.ensembles[0].metrics))
@@ -236,13 +235,11 @@ def audit(
             f"{ens_report.logits_computed} models' logits computed (the rest read from the store) "
             f"in {ens_report.wall_s:.1f} s.",
             highlight=False,
-            markup=False,
         )
     con.out.print(
         f"Audit '{job.name}' done in {wall:.1f} s. Store: {store.uri} (runs tagged run_type=audit; "
         "`unlearnkit leaderboard` shows the U-LiRA columns).",
         highlight=False,
-        markup=False,
     )
     failed = [(r.label, row.method, row.failure) for r in reports for row in r.failed]
     failed += [(r.label, row.method, row.failure) for r in ensemble_reports for row in r.rows if row.status == "failed"]
@@ -273,5 +270,5 @@ def ensemble_table(report: EnsembleReport, metrics: list) -> Table:
             digits = entry.cls.display_digits
             interval = "" if math.isnan(sc.low) else f" [{sc.low:.{digits}f}, {sc.high:.{digits}f}]"
             cells.append(f"{sc.value:.{digits}f}{interval}")
-        table.add_row(con.escape(row.method), status_cell(row.status), *cells)
+        table.add_row(row.method, status_cell(row.status), *cells)
     return table

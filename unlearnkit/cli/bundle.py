@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
@@ -35,7 +34,7 @@ def export(
         spec = load_recipe(recipe)
         scope = {"datasets": set(spec.datasets), "models": set(spec.models), "seeds": set(spec.seeds)}
     n = export_bundle(store, reference_runs(store, **scope), output)
-    con.out.print(f"Exported {n} reference models to {escape(str(output))}.", highlight=False)
+    con.out.print(f"Exported {n} reference models to {output}.", highlight=False)
 
 
 @app.command("import")
@@ -85,7 +84,7 @@ def import_(
     store.check()
     report = import_bundle(store, bundle, host.registries, limits=limits, sha256=sha256, trust_times=trust_times)
     con.out.print(
-        f"Imported {report.added} of {report.models} reference models from {escape(bundle)} "
+        f"Imported {report.added} of {report.models} reference models from {bundle} "
         f"({report.present} already in the store).",
         highlight=False,
     )

@@ -30,14 +30,24 @@ def visible(text: str) -> str:
 
 
 class DataConsole(Console):
-    """A console that shows control characters instead of sending them. What the CLI prints comes
-    from stores, bundles, recipe files and third-party plugins, any of which may hold a terminal
-    escape sequence (one that retitles the window, clears the screen or overwrites a line) or a
-    bidirectional override that reorders a line. Every string a command prints passes here: plain
-    prints, markup and table cells alike."""
+    """A console for text that comes from data. What the CLI prints comes from stores, bundles,
+    recipe files and third-party plugins: any of it may hold ``[word]``, which rich markup would
+    swallow (a grid label ``lotus [lotus.alpha=2]``), a terminal escape sequence (one that retitles
+    the window, clears the screen or overwrites a line) or a bidirectional override that reorders a
+    line. So markup is off unless a print asks for it (``markup=True``, data inside ``escape``d),
+    and every string, table cells included, has its control characters written out."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, **kwargs)
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(visible(text), **kwargs)
+
+
+def styled(text: str, style: str) -> Text:
+    """A table cell in its own style: rich markup is off in cells, and a ``Text`` skips ``render_str``,
+    so its control characters are written out here."""
+    return Text(visible(text), style=style)
 
 
 # Piped output (CI logs, `| tee`) gets a wide page so leaderboards are not squeezed to 80 columns.
@@ -47,11 +57,11 @@ err = DataConsole(stderr=True, width=None if Console(stderr=True).is_terminal el
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]Warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _rich_reporter() -> type:
@@ -113,10 +123,11 @@ def _rich_reporter() -> type:
 
         def event(self, message: str) -> None:
             # print, not log: rich's log appends a source-file link to every line
-            self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", highlight=False)
+            stamp = time.strftime("%H:%M:%S")
+            self.progress.console.print(f"[dim]{stamp}[/] {escape(message)}", markup=True, highlight=False)
 
         def warn(self, message: str) -> None:
-            self.progress.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
+            self.progress.console.print(f"[yellow]Warning:[/] {escape(message)}", markup=True, highlight=False)
 
     RichReporter.__qualname__ = "RichReporter"
     return RichReporter

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
 from unlearnkit.cli import app
@@ -90,18 +89,18 @@ def leaderboard(
         from unlearnkit.board.plots import plot_boards
 
         plot_boards(boards, plot, ci=ci)
-        con.err.print(f"Figure written to {plot}", markup=False)
+        con.err.print(f"Figure written to {plot}")
     if format == "json":
-        con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True, markup=False)
+        con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True)
         return
     if format == "markdown":
-        con.out.print(tables.to_markdown(boards, info, chosen, ci=ci), highlight=False, soft_wrap=True, markup=False)
+        con.out.print(tables.to_markdown(boards, info, chosen, ci=ci), highlight=False, soft_wrap=True)
         return
     if format == "csv":
-        con.out.print(tables.to_csv(boards, info), highlight=False, soft_wrap=True, markup=False, end="")
+        con.out.print(tables.to_csv(boards, info), highlight=False, soft_wrap=True, end="")
         return
     if not boards:
-        con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run", markup=False)
+        con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run")
         return
     for board in boards:
         table = render(board, info, chosen, wide=wide, ci=ci)
@@ -110,14 +109,14 @@ def leaderboard(
         else:
             con.out.print(table)
         for note in tables.notes(board):  # what each mark on the rows means (weak original, no-op, audit)
-            con.out.print(f"[yellow]{escape(note)}[/]", highlight=False)
+            con.out.print(note, style="yellow", highlight=False)
         for note in tables.ci_notes(board, info) if ci else []:  # what ≈ means, which rows were not compared
-            con.out.print(f"[yellow]{escape(note)}[/]", highlight=False)
+            con.out.print(note, style="yellow", highlight=False)
     spread = (
         "mean [95 % t-interval] over seeds (docs/metrics.md)" if ci else "mean ± std over seeds (--ci: 95 % intervals)"
     )
     con.out.print(
-        f"{escape(spread)}; best method per column in green (closer to retrain where that is the target); "
+        f"{spread}; best method per column in green (closer to retrain where that is the target); "
         "avg gap = mean |Δ| to retrain over the Average-Gap metrics. --wide: every column.",
         highlight=False,
     )
@@ -149,5 +148,5 @@ def render(
     for col in head:
         table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
     for row_cells in rows:
-        table.add_row(*[f"[bold green]{escape(t)}[/]" if best else escape(t) for t, best in row_cells])
+        table.add_row(*[con.styled(t, "bold green") if best else t for t, best in row_cells])
     return table

@@ -72,7 +72,7 @@ def _list_train_recipes(as_json: bool) -> None:
     for col in ("name", "model families", "description"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*map(con.escape, (row["name"], ", ".join(row["families"]), row["description"])))
+        table.add_row(row["name"], ", ".join(row["families"]), row["description"])
     con.out.print(table)
 
 
@@ -121,7 +121,7 @@ def list_(
         table.add_column(col, overflow="fold")
     for e in reg.entries():
         cells = [e.name, _extra(e), f"{e.provenance.package} {e.provenance.version}", e.cls.summary]
-        table.add_row(*map(con.escape, [*cells, *([e.cls.paper or "-"] if kind == "method" else [])]))
+        table.add_row(*cells, *([e.cls.paper or "-"] if kind == "method" else []))
     if kind == "metric":  # the audit's own columns: computed by `unlearnkit audit`, not by a plugin
         from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_SUMMARIES
 
@@ -140,32 +140,33 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
 
     store = Store(tracking_uri, experiment)
     record = store.get(run_id)
-    con.out.print(f"[bold]run {con.escape(record.run_id)}[/] ({con.escape(record.status)})", highlight=False)
+    con.out.print(
+        f"[bold]run {con.escape(record.run_id)}[/] ({con.escape(record.status)})", markup=True, highlight=False
+    )
     for key in ("run_type", "method", "role", "dataset", "model", "scenario", "protocol", "seed", "train_recipe"):
         if record.tag(key):
-            con.out.print(f"  {key}: {record.tag(key)}", highlight=False, markup=False)
+            con.out.print(f"  {key}: {record.tag(key)}", highlight=False)
     numerics = [(key, record.tag(key)) for key in NUMERICS if record.tag(key)]
     if numerics:  # what bit-identical reruns must match (docs/protocols.md); runs before 0.3 lack them
-        shown = ", ".join(f"{key}={value}" for key, value in numerics)
-        con.out.print(f"  numerics: {shown}", highlight=False, markup=False)
+        con.out.print("  numerics: " + ", ".join(f"{key}={value}" for key, value in numerics), highlight=False)
     if record.tag("failure"):
-        con.out.print(f"  failure: {record.tag('failure')}", highlight=False, markup=False)
+        con.out.print(f"  failure: {record.tag('failure')}", highlight=False)
     table = Table(title="metrics (final values)", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(record.metrics.items()):
-        table.add_row(con.escape(name), f"{value:.6g}")
+        table.add_row(name, f"{value:.6g}")
     con.out.print(table)
     series = {name: pts for name in record.metrics if len(pts := store.series(record.run_id, name)) > 1}
     for name, points in sorted(series.items()):
         shown = ", ".join(f"{v:.4g}" for _, v in points)
-        con.out.print(f"{name} per epoch: {shown}", highlight=False, soft_wrap=True, markup=False)
+        con.out.print(f"{name} per epoch: {shown}", highlight=False, soft_wrap=True)
     if plot is not None:
         from unlearnkit.board.plots import plot_series
 
         title = f"{record.tag('method') or record.tag('role')} — {record.tag('dataset')} / {record.tag('model')}"
         plot_series(series, title, plot)
-        con.err.print(f"Figure written to {plot}", markup=False)
+        con.err.print(f"Figure written to {plot}")
 
 
 @app.command()
@@ -184,20 +185,19 @@ def show(
     regs = plugin_host().registries
     entry = regs.model(name)[0] if k == "model" else regs.by_kind(k).get(name)
     cls: Any = entry.cls  # its attributes are its kind's: read below per kind
-    # a plugin's texts are its author's, not markup: "[grid.M]" in a docstring prints as written
-    con.out.print(f"[bold]{cls.kind()} {con.escape(entry.name)}[/] — {con.escape(cls.summary)}", highlight=False)
-    prov = entry.provenance
-    con.out.print(f"from {prov.package} {prov.version} (plugin '{prov.plugin}')", markup=False)
+    con.out.print(
+        f"[bold]{cls.kind()} {con.escape(entry.name)}[/] — {con.escape(cls.summary)}", markup=True, highlight=False
+    )
+    con.out.print(f"from {entry.provenance.package} {entry.provenance.version} (plugin '{entry.provenance.plugin}')")
     if getattr(cls, "paper", ""):
-        con.out.print(f"paper: {cls.paper}", highlight=False, markup=False)
+        con.out.print(f"paper: {cls.paper}", highlight=False)
     if k == "method":
-        splits = ", ".join(sorted(cls.extra_splits)) or "none"
-        con.out.print(f"data access: {cls.access.value}; extra splits: {splits}", markup=False)
+        con.out.print(f"data access: {cls.access.value}; extra splits: {', '.join(sorted(cls.extra_splits)) or 'none'}")
     if k == "metric":
-        con.out.print(f"direction: {cls.direction}; display scale: {cls.display_scale:g}", markup=False)
+        con.out.print(f"direction: {cls.direction}; display scale: {cls.display_scale:g}")
     doc = (cls.__doc__ or "").strip()
     if doc:
-        con.out.print(doc, highlight=False, markup=False)
+        con.out.print(doc, highlight=False)
     fields = cls.Options.model_fields
     if fields:
         table = Table(title="options (-o KEY=VALUE)", title_justify="left")
@@ -205,7 +205,7 @@ def show(
             table.add_column(col, overflow="fold")
         for fname, field in fields.items():
             type_name = getattr(field.annotation, "__name__", str(field.annotation))
-            table.add_row(*map(con.escape, (fname, type_name, repr(field.default), field.description or "")))
+            table.add_row(fname, type_name, repr(field.default), field.description or "")
         con.out.print(table)
         if k == "method":
             con.out.print("Per-setting defaults (the paper's) override these; see the docstring above.")
@@ -236,8 +236,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     for col in ("plugin", "package", "registers"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        cells = (row["plugin"], f"{row['package']} {row['version']}", ", ".join(row["registers"]))
-        table.add_row(*map(con.escape, cells))
+        table.add_row(row["plugin"], f"{row['package']} {row['version']}", ", ".join(row["registers"]))
     con.out.print(table)
     for name in host.report.skipped:
-        con.out.print(f"skipped (disabled): {name}", markup=False)
+        con.out.print(f"skipped (disabled): {name}")

@@ -29,6 +29,8 @@ from unlearnkit.cli.shared import (
 )
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from unlearnkit.board.published import PublishedTable, Reproduction
     from unlearnkit.scale.estimate import Paces
     from unlearnkit.scale.reproduce import TableRun
@@ -50,9 +52,15 @@ def print_list(store: Store) -> None:
         spec = t.spec
         hours = t.cost_hours()
         cost = "–" if hours is None else f"{hours:.2g} h on {spec.measured_on}"
-        cells = [spec.name, f"{spec.dataset} / {spec.model} / {spec.scenario}", spec.recipe, spec.protocol]
-        cells += [str(len(spec.rows)), cost, measured_cost(t, paces)]
-        table.add_row(*map(con.escape, cells))
+        table.add_row(
+            spec.name,
+            f"{spec.dataset} / {spec.model} / {spec.scenario}",
+            spec.recipe,
+            spec.protocol,
+            str(len(spec.rows)),
+            cost,
+            measured_cost(t, paces),
+        )
     con.out.print(table)
     con.out.print(
         "cost: the published runtimes of every row times the published seeds, the original counted at "
@@ -154,15 +162,15 @@ def reproduce(
             )
         # printed before Ray shuts down (a second or so)
         if format == "json":
-            con.out.print(published.to_json(rep), markup=False, highlight=False, soft_wrap=True, end="")
+            con.out.print(published.to_json(rep), highlight=False, soft_wrap=True, end="")
         elif format == "csv":
-            con.out.print(published.to_csv(rep), markup=False, highlight=False, soft_wrap=True, end="")
+            con.out.print(published.to_csv(rep), highlight=False, soft_wrap=True, end="")
         elif format == "markdown":
-            con.out.print(published.to_markdown(rep), markup=False, highlight=False, soft_wrap=True, end="")
+            con.out.print(published.to_markdown(rep), highlight=False, soft_wrap=True, end="")
         else:
             print_report(rep)
         if format == "table":
-            con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False, markup=False)
+            con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False)
     if failed:
         con.warn(f"{failed} run(s) failed; their cells are 'not run'.")
     if failed or rep.outside():
@@ -179,22 +187,20 @@ def print_plan(job: TableRun) -> None:
         f"{sum(len(r.values) for r in spec.rows.values())} published cells.",
         highlight=False,
         soft_wrap=True,
-        markup=False,
     )
     for cell, plan in job.sweep.plans:
         con.out.print(
             f"  cell {cell.label}: {', '.join(e.name for e in plan.methods)} × seeds {', '.join(map(str, plan.seeds))}",
             highlight=False,
             soft_wrap=True,
-            markup=False,
         )
     with torch_builds_checked():
         lines = report_lines(f"Table '{spec.name}'", job.estimate())
     for line in lines:
-        con.out.print(line, highlight=False, soft_wrap=True, markup=False)
+        con.out.print(line, highlight=False, soft_wrap=True)
     for label, row in spec.rows.items():
         if row.not_run:
-            con.out.print(f"  not run: {label} ({row.not_run})", highlight=False, soft_wrap=True, markup=False)
+            con.out.print(f"  not run: {label} ({row.not_run})", highlight=False, soft_wrap=True)
 
 
 def print_report(rep: Reproduction) -> None:
@@ -207,10 +213,10 @@ def print_report(rep: Reproduction) -> None:
     if rep.clean:
         table.add_column("clean", justify="right")
     for cell in rep.cells:
-        verdict = f"[{VERDICT_STYLE[cell.verdict]}]{cell.verdict}[/]" + (
-            f" [dim]({con.escape(cell.why)})[/]" if cell.why else ""
-        )
-        values = [con.escape(v) for v in (cell.row, cell.metric, cell.published.text, cell.shown_measured)]
+        verdict = con.styled(cell.verdict, VERDICT_STYLE[cell.verdict])
+        if cell.why:
+            verdict.append_text(con.styled(f" ({cell.why})", "dim"))
+        values: list[str | Text] = [cell.row, cell.metric, cell.published.text, cell.shown_measured]
         values += [cell.shown_draws] if show_draws else []
         values += [cell.shown_tolerance, verdict]
         if rep.clean:
@@ -218,10 +224,10 @@ def print_report(rep: Reproduction) -> None:
         table.add_row(*values)
     con.out.print(table)
     style = "green" if rep.holds else "bold red"
-    con.out.print(f"[{style}]{con.escape(rep.summary)}[/]")
+    con.out.print(rep.summary, style=style)
     for cell in rep.outside():
         con.out.print(
-            f"  outside: {con.escape(cell.row)} / {cell.metric}: measured {cell.shown_measured}, "
+            f"  outside: {cell.row} / {cell.metric}: measured {cell.shown_measured}, "
             f"published {cell.published.text}, allowed {cell.shown_tolerance}",
             highlight=False,
             soft_wrap=True,

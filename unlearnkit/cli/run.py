@@ -185,12 +185,10 @@ def run(
         for name in shown:
             value = res.metrics.get(name)
             cells.append("—" if value is None else f"{value * info[name].scale:.{info[name].digits}f}")
-        table.add_row(con.escape(res.method), str(res.seed), status_cell(res.status), *cells)
+        table.add_row(res.method, str(res.seed), status_cell(res.status), *cells)
     con.out.print(table)
     con.out.print(
-        f"Store: {store.uri}" + (f"; leaderboard logged to run {board_run[:8]}" if board_run else ""),
-        highlight=False,
-        markup=False,
+        f"Store: {store.uri}" + (f"; leaderboard logged to run {board_run[:8]}" if board_run else ""), highlight=False
     )
     failed = [r for r in results if r.status == "failed"]
     for res in failed:

@@ -19,6 +19,8 @@ from unlearnkit.cli import console as con
 from unlearnkit.errors import ConfigError, UnknownNameError, translated
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from unlearnkit.discovery.host import PluginHost
     from unlearnkit.scale.ray_executor import RayExecutor
     from unlearnkit.store.mlflow_store import Store
@@ -175,9 +177,10 @@ def print_estimate(lines: Callable[[], list[str]]) -> None:
     with torch_builds_checked():
         report = lines()
     for line in report:
-        con.out.print(line, highlight=False, soft_wrap=True, markup=False)
+        con.out.print(line, highlight=False, soft_wrap=True)
 
 
-def status_cell(status: str) -> str:
+def status_cell(status: str) -> Text:
     """A result row's status, coloured: done, in store (reused), or the failure's own word in red."""
-    return {"finished": "[green]done[/]", "skipped": "[cyan]in store[/]"}.get(status, f"[red]{status}[/]")
+    label, style = {"finished": ("done", "green"), "skipped": ("in store", "cyan")}.get(status, (status, "red"))
+    return con.styled(label, style)

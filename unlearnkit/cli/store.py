@@ -29,31 +29,24 @@ def check(tracking_uri: TrackingUri = None, experiment: Experiment = "unlearnkit
 
     store = Store(tracking_uri, experiment)
     if not store.exists():
-        con.out.print(f"No store at {store.uri} yet: the first command creates it.", highlight=False, markup=False)
+        con.out.print(f"No store at {store.uri} yet: the first command creates it.", highlight=False)
         return
     report = health.check_store(store)
     if report.file:
         con.error(report.file)
         raise typer.Exit(1)
-    con.out.print(f"Database: sound ({store.uri}).", highlight=False, markup=False)
-    con.out.print(
-        f"Checkpoints: {report.checked - len(report.bad)} of {report.checked} match their sha256.", markup=False
-    )
+    con.out.print(f"Database: sound ({store.uri}).", highlight=False)
+    con.out.print(f"Checkpoints: {report.checked - len(report.bad)} of {report.checked} match their sha256.")
     for bad in report.bad:
-        con.out.print(
-            f"  damaged: run {bad.run.run_id} ({health.describe(bad.run)}): {bad.reason}", highlight=False, markup=False
-        )
+        con.out.print(f"  damaged: run {bad.run.run_id} ({health.describe(bad.run)}): {bad.reason}", highlight=False)
     for orphan in report.orphans:
         state = "dead claim" if orphan.dead else "held (cannot tell yet)"
         con.out.print(
             f"  RUNNING, {state}: run {orphan.run.run_id} ({health.describe(orphan.run)}): {orphan.reason}",
             highlight=False,
-            markup=False,
         )
     if not report.healthy:
-        con.out.print(
-            f"Run `unlearnkit store repair --tracking-uri {store.uri}` to fix these.", highlight=False, markup=False
-        )
+        con.out.print(f"Run `unlearnkit store repair --tracking-uri {store.uri}` to fix these.", highlight=False)
         raise typer.Exit(1)
     con.out.print("Nothing to repair.")
 
@@ -88,24 +81,22 @@ def repair(
     db = store.local_db
     if set_aside:
         if db is None or not db.exists():
-            con.out.print(f"No local database at {store.uri} to set aside.", highlight=False, markup=False)
+            con.out.print(f"No local database at {store.uri} to set aside.", highlight=False)
             return
         problem = sqlite_file.file_problem(db, full=True)
         if not problem:
             con.error(f"The store {db} is sound; --set-aside only moves a damaged database.")
             raise typer.Exit(2)
         target = sqlite_file.set_aside(db)
-        con.out.print(
-            f"Moved the damaged {db} ({problem}) to {target}; the next command starts an empty store.", markup=False
-        )
+        con.out.print(f"Moved the damaged {db} ({problem}) to {target}; the next command starts an empty store.")
         return
     if not store.exists():
-        con.out.print(f"No store at {store.uri} yet: nothing to repair.", highlight=False, markup=False)
+        con.out.print(f"No store at {store.uri} yet: nothing to repair.", highlight=False)
         return
     reporter = con.RichReporter()
     with reporter:
         actions = health.repair_store(store, watch_s=wait, say=reporter.event)
     for line in actions:
-        con.out.print(line, highlight=False, markup=False)
+        con.out.print(line, highlight=False)
     if not actions:
-        con.out.print(f"Nothing to repair in {store.uri}.", highlight=False, markup=False)
+        con.out.print(f"Nothing to repair in {store.uri}.", highlight=False)

@@ -41,11 +41,11 @@ def print_grid(recipe: Path, max_cells: int) -> None:
     spec = load_recipe(recipe)
     count = check_size(spec, max_cells)
     cells = expand(spec, max_cells=max_cells)
-    con.out.print(f"Sweep '{spec.name}': {count} cells.", highlight=False, soft_wrap=True, markup=False)
+    con.out.print(f"Sweep '{spec.name}': {count} cells.", highlight=False, soft_wrap=True)
     for cell in cells[:SHOWN_CELLS]:
-        con.out.print(f"  {cell.label}", highlight=False, soft_wrap=True, markup=False)
+        con.out.print(f"  {cell.label}", highlight=False, soft_wrap=True)
     if count > SHOWN_CELLS:
-        con.out.print(f"  ... {count - SHOWN_CELLS} more", highlight=False, soft_wrap=True, markup=False)
+        con.out.print(f"  ... {count - SHOWN_CELLS} more", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -112,14 +112,13 @@ def sweep(
         with torch_builds_checked(), con.RichReporter() as reporter:
             report = job.run(reporter, figure=plot, executor=runner)
         # printed before Ray shuts down (a second or so): the board is what the user waits for
-        con.out.print(tables.to_markdown(report.boards, job.info()), markup=False, highlight=False, soft_wrap=True)
+        con.out.print(tables.to_markdown(report.boards, job.info()), highlight=False, soft_wrap=True)
         counts = report.counts
         con.out.print(
             f"Sweep '{report.name}': {report.total} runs ({counts['finished']} new, {counts['skipped']} already in "
             f"the store, {counts['failed']} failed) in {report.wall_s:.1f} s. Leaderboard logged to MLflow run "
             f"{report.leaderboard_run[:8]}" + (f"; figure: {plot}" if plot else "."),
             highlight=False,
-            markup=False,
         )
     if report.failed:
         raise typer.Exit(1)

@@ -149,12 +149,12 @@ def tune(
         table.add_column(column, justify="left" if column in ("method", "best options") else "right")
     for m in report.methods:
         table.add_row(
-            con.escape(m.method),
+            m.method,
             f"{m.complete}/{m.trials}" + (f" ({m.failed} failed)" if m.failed else ""),
             f"{m.default_value:.4f}" if math.isfinite(m.default_value) else "—",
             f"{m.best_value:.4f}" if math.isfinite(m.best_value) else "—",
             str(m.best_trial) if m.best_trial is not None else "—",
-            con.escape(json.dumps(m.best_params, default=str)) if m.best_trial is not None else "—",
+            json.dumps(m.best_params, default=str) if m.best_trial is not None else "—",
             f"{m.wall_s:.1f}",
             f"{m.method_s:.1f}",
         )
@@ -163,8 +163,7 @@ def tune(
         f"Epoch cap {tuner.epoch_cap:g} = {tuner.cap_epochs} epochs per run; references at the tuning seeds "
         f"{report.references_s:.1f} s; total {report.wall_s:.1f} s. Studies in {report.storage}.",
         highlight=False,
-        markup=False,
     )
     if write is not None:
         path = tuner.write_recipe(write, report)
-        con.out.print(f"Wrote {path}: report with `unlearnkit sweep {path}`.", highlight=False, markup=False)
+        con.out.print(f"Wrote {path}: report with `unlearnkit sweep {path}`.", highlight=False)
