@@ -104,11 +104,8 @@ time.sleep(120)
 """
 
 
-def test_a_writer_killed_inside_a_transaction_leaves_a_store_that_opens_as_it_was(tmp_path, cli):
-    """The hot journal a SIGKILL leaves is SQLite's own crash recovery, not damage: the store opens
-    with the last committed state (before, the read-only check called it damaged and refused it)."""
-    db = tmp_path / "s" / "mlflow.db"
-    store_with_runs(db)
+def kill_inside_a_transaction(db: Path) -> None:
+    """SIGKILL a writer that has spilled its changes into ``db``: a hot journal is left."""
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "inside"
@@ -116,12 +113,34 @@ def test_a_writer_killed_inside_a_transaction_leaves_a_store_that_opens_as_it_wa
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)
     assert db.with_name("mlflow.db-journal").exists()  # hot: its writer is gone
+
+
+def test_a_writer_killed_inside_a_transaction_leaves_a_store_that_opens_as_it_was(tmp_path, cli):
+    """The hot journal a SIGKILL leaves is SQLite's own crash recovery, not damage: the store opens
+    with the last committed state (before, the read-only check called it damaged and refused it)."""
+    db = tmp_path / "s" / "mlflow.db"
+    store_with_runs(db)
+    kill_inside_a_transaction(db)
     assert sqlite_file.file_problem(db) == ""
     assert not db.with_name("mlflow.db-journal").exists()  # rolled back
     store = Store(uri(db))
     assert sorted(r.metrics["m"] for r in store.search({"run_type": "train"})) == [0.0, 1.0, 2.0]
     code, out, err = cli("store", "check", "--tracking-uri", uri(db))
     assert code == 0, out + err
+
+
+def test_a_hot_journal_that_cannot_be_rolled_back_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    db = tmp_path / "s" / "mlflow.db"
+    store_with_runs(db)
+    kill_inside_a_transaction(db)
+
+    def read_only_media(path: Path) -> None:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(sqlite_file, "roll_back_hot_journal", read_only_media)
+    problem = sqlite_file.file_problem(db)
+    assert problem.startswith("SQLite cannot read it: a killed writer's journal is left and cannot be rolled back")
+    assert db.with_name("mlflow.db-journal").exists()  # left as it was
 
 
 def old_schema(db: Path, revision: str) -> None:

@@ -141,11 +141,17 @@ def file_problem(db: Path, *, full: bool = False) -> str:
         return "the file is empty: 0 bytes"
     try:
         return read_only_problem(db, full)
-    except sqlite3.DatabaseError as err:
-        if getattr(err, "sqlite_errorcode", None) != sqlite3.SQLITE_READONLY_ROLLBACK:
-            raise
-    roll_back_hot_journal(db)
-    return read_only_problem(db, full)
+    except HotJournal:
+        pass
+    try:
+        roll_back_hot_journal(db)
+        return read_only_problem(db, full)
+    except (HotJournal, sqlite3.DatabaseError) as err:  # read-only media, say: then it cannot be opened at all
+        return f"SQLite cannot read it: a killed writer's journal is left and cannot be rolled back ({err.__cause__ or err})"
+
+
+class HotJournal(Exception):
+    """The read-only check met a journal that a killed writer left (SQLITE_READONLY_ROLLBACK)."""
 
 
 def roll_back_hot_journal(db: Path) -> None:
@@ -156,7 +162,7 @@ def roll_back_hot_journal(db: Path) -> None:
 
 
 def read_only_problem(db: Path, full: bool) -> str:
-    """``file_problem`` on a read-only connection; raises only for a hot journal (SQLITE_READONLY_ROLLBACK)."""
+    """``file_problem`` on a read-only connection; raises HotJournal when it cannot read past one."""
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)) as con:
             con.execute("BEGIN")
@@ -168,7 +174,7 @@ def read_only_problem(db: Path, full: bool) -> str:
             con.execute("ROLLBACK")
     except sqlite3.DatabaseError as err:
         if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_READONLY_ROLLBACK:
-            raise
+            raise HotJournal from err
         if "locked" in str(err):
             return ""  # busy, not damaged: MLflow waits for it as for any write
         return header_problem(db) or f"SQLite cannot read it: {err}"
