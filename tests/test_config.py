@@ -17,7 +17,7 @@ from unlearnkit.api.hookspecs import hookimpl
 from unlearnkit.cli.run import run as run_command
 from unlearnkit.engine.config import RunRequest, cli_names, recipe_keys, validate
 from unlearnkit.engine.runner import Runner
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, UnknownNameError
 from unlearnkit.identity import config_hash
 from unlearnkit.scale.sweep_recipes import RecipeFile
 from unlearnkit.store.mlflow_store import Store
@@ -112,3 +112,25 @@ def test_every_run_records_its_identity_and_its_request(host, tmp_path):
         assert config_hash(identity) == record.tag("config_hash")
         request = json.loads(store.download(result.run_id, "request.json", tmp_path / f"{result.method}-r").read_text())
         assert request["seeds"] == [1] and request["methods"] == ["original", "retrain", "lotus"]
+
+
+def test_a_method_list_can_leave_methods_out_of_all(host):
+    from unlearnkit.engine.config import expand_methods
+
+    regs = host.registries
+    every = expand_methods(["all"], regs)
+    assert expand_methods(["all,-finetune", "-neggrad_plus"], regs) == [
+        m for m in every if m not in ("finetune", "neggrad_plus")
+    ]
+    with pytest.raises(UnknownNameError, match=r"^Unknown method .fintune'. Did you mean 'finetune'\?"):
+        expand_methods(["all,-fintune"], regs)
+    with pytest.raises(ConfigError, match=r"^Method '-original' leaves out a reference row"):
+        expand_methods(["all,-original"], regs)
+    with pytest.raises(ConfigError, match=r"^Method list 'lotus,-finetune' leaves methods out of 'all' but has no"):
+        expand_methods(["lotus,-finetune"], regs)
+
+
+def test_run_leaves_out_what_the_method_list_drops(host):
+    request = RunRequest(dataset="tiny", model="tiny_cnn", methods=["all,-lotus"], device="cpu")
+    names = [m.name for m in validate(request, host.registries).methods]
+    assert "lotus" not in names and "finetune" in names

@@ -195,3 +195,31 @@ def test_two_concurrent_sweeps_share_models_and_never_duplicate(isolated_store, 
         # one model per seed (the original is shared by both scenarios; the retrain differs per scenario)
         assert all(r.status == "FINISHED" for r in trained)
         assert len(trained) == len({r.tag("config_hash") for r in trained})
+
+
+def test_all_with_a_grid_runs_the_grids_method_at_its_points_only(tmp_path, host):
+    path = tmp_path / "all.toml"
+    path.write_text(RECIPE.read_text().replace('["lotus"]', '["all"]') + GRID_AND_FIXED)
+    spec = load_recipe(path, host.registries)
+    once = expand(spec)[2]
+    assert once.grid_point == "" and once.request.methods == ["all", "-lotus"]
+    assert once.request.options == {"finetune.epochs": 1}  # lotus's table stays with its points
+    plan = validate(once.request, host.registries)
+    names = [m.name for m in plan.methods]
+    assert "lotus" not in names and "finetune" in names
+    assert len(names) > 3  # every other registered method still runs
+    assert recipe_scope(spec)[1] == {"all", "lotus"}
+
+
+def test_a_recipes_scope_splits_comma_lists_and_keeps_what_all_leaves_in(tmp_path):
+    from unlearnkit.board.leaderboard import Board, Row, in_recipe
+
+    path = tmp_path / "commas.toml"
+    path.write_text(RECIPE.read_text().replace('["lotus"]', '["lotus,finetune"]'))
+    assert recipe_scope(load_recipe(path))[1] == {"lotus", "finetune"}
+    path.write_text(RECIPE.read_text().replace('["lotus"]', '["all,-finetune"]'))
+    cells, methods = recipe_scope(load_recipe(path))
+    dataset, model, scenario = sorted(cells)[0]
+    rows = [Row(m, "", "", "", "original" if m == "original" else "", [0]) for m in ("original", "lotus", "finetune")]
+    board = Board("", dataset, model, scenario, "", "", "clean", rows, [])
+    assert [r.method for r in in_recipe(board, cells, methods).rows] == ["original", "lotus"]

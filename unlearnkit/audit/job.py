@@ -19,7 +19,7 @@ from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.audit.ensemble import EnsembleEstimate, EnsembleReport, EnsembleRunner, EnsembleSettings
 from unlearnkit.audit.runner import AuditRunner, AuditSettings, CellReport, Estimate
 from unlearnkit.discovery.registry import Registries
-from unlearnkit.engine.config import Plan, validate
+from unlearnkit.engine.config import Plan, method_parts, validate
 from unlearnkit.errors import ConfigError
 from unlearnkit.scale.sweep_recipes import Cell, RecipeFile, RecipeOverrides, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store
@@ -29,9 +29,7 @@ def parse_methods(text: str | list[str] | None) -> list[str] | None:
     """``"lotus,finetune"`` (or a list of such) -> names; None or empty -> None (the recipe decides)."""
     if text is None:
         return None
-    items = [text] if isinstance(text, str) else list(text)
-    names = [p.strip() for item in items for p in item.split(",") if p.strip()]
-    return names or None
+    return method_parts([text] if isinstance(text, str) else list(text)) or None
 
 
 #: The shadow-model audit's name in ``--scores`` (the other names are ensemble metrics' and families').

@@ -495,11 +495,17 @@ def newest_code(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] | None) -> Board | None:
-    """Keep a board only if it is a cell of the recipe; keep only the recipe's methods (and references)."""
+    """Keep a board only if it is a cell of the recipe; keep only the recipe's methods (and references):
+    the names in ``methods``, or with ``all`` among them every method but those written ``-NAME``."""
     if (board.dataset, board.model, board.scenario) not in cells:
         return None
-    if methods is not None and "all" not in methods:
-        board.rows = [r for r in board.rows if r.reference or r.method.split(" [")[0] in methods]
+    if methods is not None:
+        dropped = {m[1:] for m in methods if m.startswith("-")}
+
+        def kept(name: str) -> bool:
+            return name not in dropped if "all" in methods else name in methods
+
+        board.rows = [r for r in board.rows if r.reference or kept(r.method.split(" [")[0])]
     return board
 
 

@@ -27,7 +27,11 @@ def _has_cuda() -> bool:
 def run(
     method: Annotated[
         list[str],
-        typer.Option("--method", "-m", help="Method(s): a name, a comma list, or 'all' (`unlearnkit list methods`)."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="Method(s): a name, a comma list, 'all', or 'all,-NAME' to leave some out (`unlearnkit list methods`).",
+        ),
     ] = [],
     model: Annotated[str | None, typer.Option(help="Model name or timm/<name> (`unlearnkit list models`).")] = None,
     dataset: Annotated[

@@ -210,22 +210,45 @@ def is_reference(entry: Entry[Method]) -> bool:
     return entry.cls.role is not None
 
 
+def method_parts(names: list[str]) -> list[str]:
+    """The names of a method list, comma lists split: ``["all,-salun", "lotus"]`` -> ``["all", "-salun", "lotus"]``."""
+    return [p.strip() for name in names for p in name.split(",") if p.strip()]
+
+
+def left_out(names: list[str]) -> set[str]:
+    """The methods a list leaves out of ``all`` (its ``-NAME`` parts)."""
+    return {p[1:].strip() for p in method_parts(names) if p.startswith("-")}
+
+
 def expand_methods(names: list[str], registries: Registries, rule: str | None = None) -> list[str]:
     """``all`` means every registered method defined for forget rule ``rule`` (every one when
-    None); reference rows (methods with a ``role``) are always included and lead the list, the
-    original's before the retrained one's. A method named explicitly that is not defined for
-    ``rule`` is refused in one line (``Method.scenario_rules``)."""
+    None), less those named ``-NAME`` (``all,-salun``); reference rows (methods with a ``role``) are
+    always included and lead the list, the original's before the retrained one's. A method named
+    explicitly that is not defined for ``rule`` is refused in one line (``Method.scenario_rules``)."""
+    parts = method_parts(names)
+    dropped = left_out(names)
+    for name in dropped:
+        cls = registries.methods.get(name).cls  # a misspelt -NAME fails here, with suggestions
+        if cls.role is not None:
+            raise ConfigError(
+                f"Method '-{name}' leaves out a reference row, which every run has; drop it from the list."
+            )
+    if dropped and "all" not in parts:
+        listed = ",".join(parts)
+        raise ConfigError(
+            f"Method list '{shorten(listed)}' leaves methods out of 'all' but has no 'all': write 'all,{listed}'."
+        )
     out: list[str] = []
-    for name in names:
-        for part in [p.strip() for p in name.split(",") if p.strip()]:
-            if part == "all":
-                out.extend(
-                    n
-                    for n in registries.methods.names()
-                    if rule is None or registries.methods.get(n).cls.accepts_scenario(rule)
-                )
-            else:
-                out.append(part)
+    for part in parts:
+        if part == "all":
+            out.extend(
+                n
+                for n in registries.methods.names()
+                if rule is None or registries.methods.get(n).cls.accepts_scenario(rule)
+            )
+        elif not part.startswith("-"):
+            out.append(part)
+    out = [name for name in out if name not in dropped]
     for part in out:
         cls = registries.methods.get(part).cls  # unknown names fail here, with suggestions
         if rule is not None and not cls.accepts_scenario(rule):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.api.search_space import PARAM_FIELDS, Param
-from unlearnkit.engine.config import RunRequest
+from unlearnkit.engine.config import RunRequest, left_out, method_parts
 from unlearnkit.errors import ConfigError, UnknownNameError, shorten
 
 if TYPE_CHECKING:
@@ -224,7 +224,10 @@ def method_groups(recipe: RecipeFile, methods: list[str]) -> list[tuple[str, dic
     if not recipe.grid:
         return [("", {}, list(methods))]
     groups = [(label, opts, sorted({k.partition(".")[0] for k in opts})) for label, opts in grid_points(recipe)]
-    rest = [m for m in methods if m not in recipe.grid]
+    if "all" in method_parts(methods):  # every method but the grid's, which run at its points only
+        rest = [*methods, *(f"-{m}" for m in sorted(recipe.grid) if m not in left_out(methods))]
+    else:
+        rest = [m for m in method_parts(methods) if m not in recipe.grid]
     return groups + ([("", {}, rest)] if rest else [])
 
 
@@ -278,9 +281,11 @@ def options_for(methods: list[str], options: dict[str, Any]) -> dict[str, Any]:
     how M runs wherever it runs, so a cell without M (a grid point of another method, a recipe cut
     down to fewer methods) leaves it out instead of being refused for naming a method not in the run.
     Names that match no plugin at all are refused by ``check_tables``."""
-    if "all" in methods:
-        return options
-    return {key: value for key, value in options.items() if key.partition(".")[0] in methods}
+    parts = method_parts(methods)
+    if "all" in parts:
+        dropped = left_out(methods)
+        return {key: value for key, value in options.items() if key.partition(".")[0] not in dropped}
+    return {key: value for key, value in options.items() if key.partition(".")[0] in parts}
 
 
 def check_tables(recipe: RecipeFile, registries: Registries) -> None:
@@ -305,10 +310,12 @@ def check_tables(recipe: RecipeFile, registries: Registries) -> None:
 
 def recipe_scope(recipe: RecipeFile) -> tuple[set[tuple[str, str, str]], set[str]]:
     """The (dataset, model, scenario) cells and method names a recipe covers (a leaderboard filter):
-    its listed methods and those its grid varies, which run whether listed or not."""
+    its listed methods (comma lists split; ``all`` and ``-NAME`` kept as written, for ``in_recipe``)
+    and those its grid varies, which run whether listed or not."""
     from unlearnkit.engine.splits import parse_scenario
 
     cells = {
         (d, m, parse_scenario(str(s)).key) for d in recipe.datasets for m in recipe.models for s in recipe.scenarios
     }
-    return cells, set(recipe.methods) | set(recipe.grid)
+    names = set(method_parts(recipe.methods)) | set(recipe.grid)
+    return cells, names - {f"-{m}" for m in recipe.grid}

@@ -42,7 +42,7 @@ from unlearnkit.api.evaluation import Evaluation
 from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.api.search_space import Categorical, IntRange, Param, parse_space, space_table
 from unlearnkit.discovery.registry import Entry, Registries
-from unlearnkit.engine.config import Plan, RunRequest, parse_seeds, validate
+from unlearnkit.engine.config import Plan, RunRequest, method_parts, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.splits import parse_scenario
 from unlearnkit.errors import ConfigError
@@ -188,7 +188,7 @@ class Tuner:
     # ------------------------------------------------------------------------------ checks
     def _methods(self, names: list[str]) -> list[str]:
         out: list[str] = []
-        for part in [p.strip() for n in names for p in n.split(",") if p.strip()]:
+        for part in method_parts(names):
             entry = self.registries.methods.get(part)
             if entry.cls.role is not None:
                 raise ConfigError(f"'{part}' is a reference row ({entry.cls.role}), not a method to tune.")
