@@ -128,6 +128,8 @@ def test_a_method_list_can_leave_methods_out_of_all(host):
         expand_methods(["all,-original"], regs)
     with pytest.raises(ConfigError, match=r"^Method list 'lotus,-finetune' leaves methods out of 'all' but has no"):
         expand_methods(["lotus,-finetune"], regs)
+    with pytest.raises(ConfigError, match=r"^Method list ',' names no method. Valid methods: all, amnesiac, "):
+        expand_methods([","], regs)
 
 
 def test_run_leaves_out_what_the_method_list_drops(host):

@@ -226,6 +226,9 @@ def expand_methods(names: list[str], registries: Registries, rule: str | None = 
     always included and lead the list, the original's before the retrained one's. A method named
     explicitly that is not defined for ``rule`` is refused in one line (``Method.scenario_rules``)."""
     parts = method_parts(names)
+    if not parts:  # e.g. --method "$EMPTY": a run of the reference rows alone is asked for by name
+        valid = ", ".join(registries.methods.names())
+        raise ConfigError(f"Method list '{shorten(','.join(names))}' names no method. Valid methods: all, {valid}.")
     dropped = left_out(names)
     for name in dropped:
         cls = registries.methods.get(name).cls  # a misspelt -NAME fails here, with suggestions
