@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import pickle
+import shutil
 import socket
 import struct
 import subprocess
@@ -682,9 +683,41 @@ def test_cache_is_keyed_by_the_source_files_and_never_writes_to_the_data_dir(tmp
     second = fake_mnist()
     write_mnist_idx(data, second, gz=True)  # same names, new content and mtimes
     assert_mnist_equal(Mnist().load(data, tmp_path / "cache"), second)
-    assert len(cache_files(tmp_path / "cache")) == 2
+    assert len(cache_files(tmp_path / "cache")) == 1  # the first entry's sources changed: it can never be read
     assert sorted(p.name for p in data.iterdir()) == listing
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_links_to_one_source_share_a_cache_entry(tmp_path):
+    write_mnist_idx(tmp_path / "real", fake_mnist(), gz=True)
+    for name in ("a", "b"):
+        (tmp_path / name).symlink_to(tmp_path / "real", target_is_directory=True)
+        Mnist().load(tmp_path / name, tmp_path / "cache")
+    assert len(cache_files(tmp_path / "cache")) == 1
+
+
+def test_a_new_entry_removes_the_entries_that_can_never_be_read_again(tmp_path):
+    cache = tmp_path / "cache"
+    kept, moved = tmp_path / "kept", tmp_path / "scratch-job-1"
+    write_mnist_idx(kept, fake_mnist(), gz=True)
+    write_mnist_idx(moved, fake_mnist(), gz=True)
+    Mnist().load(kept, cache)
+    Mnist().load(moved, cache)
+    (live_entry, _) = sorted(cache_files(cache), key=lambda p: p.stat().st_mtime_ns)
+    abandoned = cache / ".mnist-0123456789abcdef0123.npz.x1y2.tmp"  # a writer killed mid-write, long ago
+    abandoned.write_bytes(b"half a file")
+    os.utime(abandoned, (time.time() - 7200,) * 2)
+    fresh = cache / ".mnist-0123456789abcdef0123.npz.z3w4.tmp"  # another process writing now
+    fresh.write_bytes(b"being written")
+    other = cache / "mnist-big-0123456789abcdef0123.npz"  # a dataset "mnist-big": its name starts with ours
+    other.write_bytes(b"not ours")
+    shutil.rmtree(moved)  # the job's scratch copy is gone
+    third = tmp_path / "scratch-job-2"
+    write_mnist_idx(third, fake_mnist(), gz=True)
+    Mnist().load(third, cache)
+    left = cache_files(cache)
+    assert live_entry in left and len(left) == 3  # the kept source's, the new one's, and the other dataset's
+    assert not abandoned.exists() and fresh.exists() and other.exists()
 
 
 def test_an_unwritable_cache_dir_still_loads(tmp_path):

@@ -1,11 +1,14 @@
 """Decoded datasets cached as one ``.npz`` per source, so only the first load pays for decoding.
 
-A cache file is named by a key over the source files' paths, sizes and modification times (plus
-any decoding options), written to a temporary file and renamed into place, and checked when read:
-a truncated or corrupt file (zip CRC, shapes, dtypes) is ignored and rebuilt. The optional
-RawDataset fields (``groups``, ``x_unseen``/``y_unseen``) are stored only when set, so files
-written before they existed still read back as they were (no version bump needed). Datasets whose
-images are decoded on demand (ImageArray) are not cached here: there is nothing decoded to keep.
+A cache file is named by a key over the source files' real paths (symlinks resolved), sizes and
+modification times (plus any decoding options), written to a temporary file and renamed into
+place, and checked when read: a truncated or corrupt file (zip CRC, shapes, dtypes) is ignored and
+rebuilt. Each file records the stamps it was keyed by, so writing a new one removes the entries of
+the same dataset that can never be read again (a source file moved, replaced or deleted, as a
+per-job scratch copy is) and temporary files a killed writer left; without that, every new copy of
+CIFAR-10's archive kept another 185 MB. The optional RawDataset fields (``groups``,
+``x_unseen``/``y_unseen``) are stored only when set. Datasets whose images are decoded on demand
+(ImageArray) are not cached here: there is nothing decoded to keep.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import json
 import os
 import struct
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,29 +30,53 @@ import numpy as np
 
 from unlearnkit import RawDataset
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: real paths in the key, the stamps recorded in the file
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 _OPTIONAL = ("groups", "x_unseen", "y_unseen")  # stored only when set
 # What reading a damaged .npz can raise; anything else is a bug and keeps its traceback.
 _BAD_CACHE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, struct.error)
+ABANDONED_TMP_S = 3600  # a temporary file untouched this long was left by a writer that died
 T = TypeVar("T")
 
 
-def cache_key(label: str, files: Iterable[Path], extra: Mapping[str, Any] | None = None) -> str:
-    """Identity of a decoded dataset: its source files' absolute paths, sizes and mtimes, and ``extra``.
+@dataclass(frozen=True)
+class CacheKey:
+    """Which decoded dataset a cache file holds: ``digest`` names the file, ``stamps`` (real path,
+    size, mtime of each source file) say whether its sources are still as they were."""
+
+    digest: str
+    stamps: tuple[tuple[str, int, int], ...]
+
+    def current(self) -> bool:
+        """Whether every source file is still there with the size and mtime it was keyed by."""
+        for path, size, mtime_ns in self.stamps:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                return False
+        return True
+
+
+def cache_key(label: str, files: Iterable[Path], extra: Mapping[str, Any] | None = None) -> CacheKey:
+    """Identity of a decoded dataset: its source files' real paths, sizes and mtimes, and ``extra``.
 
     Content is not hashed (CIFAR-10 would cost a second read); a replaced or edited file changes
-    its size or mtime, which is enough to invalidate.
+    its size or mtime, which is enough to invalidate. Links to one file share its entry.
     """
     h = hashlib.sha256(f"v{CACHE_VERSION}|{label}|{json.dumps(extra or {}, sort_keys=True, default=str)}\n".encode())
+    stamps = []
     for path in files:
-        st = path.stat()
-        h.update(f"{path.absolute()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
+        real = Path(path).resolve()
+        st = real.stat()
+        stamps.append((str(real), st.st_size, st.st_mtime_ns))
+        h.update(f"{real}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return CacheKey(h.hexdigest()[:20], tuple(stamps))
 
 
-def cache_path(cache_dir: Path, label: str, key: str) -> Path:
-    return Path(cache_dir) / f"{label}-{key}.npz"
+def cache_path(cache_dir: Path, label: str, digest: str) -> Path:
+    return Path(cache_dir) / f"{label}-{digest}.npz"
 
 
 def read_npz(
@@ -86,7 +115,7 @@ def _raw_dataset(z: np.lib.npyio.NpzFile) -> RawDataset:
     )
 
 
-def write_cache(path: Path, key: str, raw: RawDataset) -> bool:
+def write_cache(path: Path, key: CacheKey, raw: RawDataset) -> bool:
     """Write atomically (temporary file, then rename); False if the cache dir is not writable or the
     images are decoded on demand (an ImageArray is never materialised just to be cached)."""
     if not all(isinstance(x, np.ndarray) for x in (raw.x_train, raw.x_test, raw.x_unseen) if x is not None):
@@ -96,7 +125,8 @@ def write_cache(path: Path, key: str, raw: RawDataset) -> bool:
         optional["groups"] = optional["groups"].astype(str)  # object arrays would need pickle
     return save_npz_atomically(
         path,
-        key=np.array(key),
+        key=np.array(key.digest),
+        stamps=np.array(json.dumps(key.stamps)),
         **{name: np.ascontiguousarray(getattr(raw, name)) for name in _ARRAYS},
         class_names=np.array(raw.class_names, dtype=str),
         mean=np.array(raw.mean, dtype=np.float64),
@@ -124,11 +154,47 @@ def save_npz_atomically(path: Path, **arrays: np.ndarray) -> bool:
         return False
 
 
-def cached(cache_dir: Path, label: str, key: str, build: Callable[[], RawDataset]) -> RawDataset:
-    """Return the cached dataset for ``key``, building and caching it first if needed."""
-    path = cache_path(cache_dir, label, key)
-    raw = read_cache(path, key)
+def cached(cache_dir: Path, label: str, key: CacheKey, build: Callable[[], RawDataset]) -> RawDataset:
+    """Return the cached dataset for ``key``, building and caching it first if needed; a new entry
+    removes the ones of ``label`` that can no longer be read (``remove_dead_entries``)."""
+    path = cache_path(cache_dir, label, key.digest)
+    raw = read_cache(path, key.digest)
     if raw is None:
         raw = build()
-        write_cache(path, key, raw)
+        if write_cache(path, key, raw):
+            remove_dead_entries(Path(cache_dir), label, keep=path)
     return raw
+
+
+def remove_dead_entries(cache_dir: Path, label: str, keep: Path) -> list[Path]:
+    """Remove ``label``'s cache files whose sources are gone or changed (their key can never match
+    again), files of an older cache version (no stamps), and temporary files a killed writer left;
+    return what was removed. A file another process is reading stays readable to it (POSIX unlink);
+    one it opens afterwards is a cache miss, rebuilt."""
+    removed = []
+    for path in cache_dir.glob(f"{label}-*.npz"):
+        digest = path.stem[len(label) + 1 :]
+        if path == keep or len(digest) != 20 or entry_is_current(path, digest):
+            continue  # another dataset whose label starts with ours has a longer stem
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    for tmp in cache_dir.glob(f".{label}-*.npz.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > ABANDONED_TMP_S:
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def entry_is_current(path: Path, digest: str) -> bool:
+    """Whether the cache file at ``path`` could still be read: its recorded sources are as they were.
+    An unreadable file, or one without stamps (an older cache version), is not."""
+    stamps = read_npz(path, digest, lambda z: str(z["stamps"]), _BAD_CACHE)
+    if stamps is None:
+        return False
+    try:
+        key = CacheKey("", tuple((str(p), int(n), int(t)) for p, n, t in json.loads(stamps)))
+    except (ValueError, TypeError):
+        return False
+    return key.current()
