@@ -311,3 +311,17 @@ def test_sigkill_of_the_first_command_at_any_instant_never_breaks_a_fresh_store(
             broken.append(f"{i}: {type(err).__name__}: {err}")
     print(f"{kills} kills of 20 first commands ({left} after the store file appeared) -> {len(broken)} broken stores")
     assert kills >= 15 and broken == []
+
+
+def test_a_hot_journal_behind_another_processs_lock_is_busy_not_damage(tmp_path, monkeypatch):
+    """A writer that holds the file past the roll-back's timeout makes the store busy, as the
+    read-only check says of a lock: refusing it as damaged would offer to set every run aside."""
+    db = tmp_path / "s" / "mlflow.db"
+    store_with_runs(db)
+    kill_inside_a_transaction(db)
+
+    def held(path: Path) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(sqlite_file, "roll_back_hot_journal", held)
+    assert sqlite_file.file_problem(db) == ""

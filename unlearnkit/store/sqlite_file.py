@@ -145,9 +145,14 @@ def file_problem(db: Path, *, full: bool = False) -> str:
         pass
     try:
         roll_back_hot_journal(db)
+    except sqlite3.DatabaseError as err:
+        if "locked" in str(err):
+            return ""  # another process holds the file past the timeout: busy, not damaged
+        return f"SQLite cannot read it: a killed writer's journal is left and cannot be rolled back ({err})"
+    try:
         return read_only_problem(db, full)
-    except (HotJournal, sqlite3.DatabaseError) as err:  # read-only media, say: then it cannot be opened at all
-        return f"SQLite cannot read it: a killed writer's journal is left and cannot be rolled back ({err.__cause__ or err})"
+    except HotJournal as err:  # read-only media, say: then it cannot be opened at all
+        return f"SQLite cannot read it: a killed writer's journal is left and cannot be rolled back ({err.__cause__})"
 
 
 class HotJournal(Exception):
