@@ -112,3 +112,25 @@ def test_control_characters_from_a_store_are_shown_not_sent(capsys):
         console.out.print(table)
         console.out.print(f"[bold]{console.escape(HOSTILE)}[/]")
     assert not any(c in captured.get() for c in "\x1b\x07\u202e"), repr(captured.get())
+
+
+def test_progress_descriptions_show_control_characters_instead_of_sending_them():
+    """The progress bar renders a task's description from markup, past the console's own escaping: a
+    recipe's name or a plugin's step description with an escape sequence must not reach the terminal."""
+    import io
+
+    from unlearnkit.cli.console import DataConsole, RichReporter
+
+    buffer = io.StringIO()
+    screen = DataConsole(file=buffer, force_terminal=True, width=200, color_system=None)
+    with RichReporter(console=screen) as reporter:
+        for _ in reporter.track([1], total=1, description=f"sweep {HOSTILE}"):
+            reporter.progress.refresh()
+        with reporter.steps(f"steps {HOSTILE}", 1) as step:
+            step()
+            reporter.progress.refresh()
+        reporter.counter(f"counter {HOSTILE}", 1)()
+        reporter.progress.refresh()
+    shown = buffer.getvalue()
+    assert "\x1b]0;owned" not in shown and "\u202e" not in shown, repr(shown)
+    assert shown.count("\\x1b]0;owned\\x07") >= 3  # each description still readable

@@ -29,6 +29,12 @@ def visible(text: str) -> str:
     return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def task_text(description: str) -> str:
+    """A progress task's description as markup that shows it as written: the progress bar renders
+    descriptions from markup itself, past the console's ``render_str``, so both are done here."""
+    return escape(visible(description))
+
+
 class DataConsole(Console):
     """A console for text that comes from data. What the CLI prints comes from stores, bundles,
     recipe files and third-party plugins: any of it may hold ``[word]``, which rich markup would
@@ -101,7 +107,7 @@ def _rich_reporter() -> type:
             self.progress.stop()
 
         def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-            task = self.progress.add_task(escape(description), total=total)
+            task = self.progress.add_task(task_text(description), total=total)
             try:
                 for item in iterable:
                     yield item
@@ -111,14 +117,14 @@ def _rich_reporter() -> type:
 
         @contextmanager
         def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
-            task = self.progress.add_task(escape(description), total=total)
+            task = self.progress.add_task(task_text(description), total=total)
             try:
                 yield lambda: self.progress.advance(task)
             finally:
                 self.progress.remove_task(task)
 
         def counter(self, description: str, total: int) -> Callable[[], None]:
-            task = self.progress.add_task(escape(description), total=total)
+            task = self.progress.add_task(task_text(description), total=total)
             return lambda: self.progress.advance(task)
 
         def event(self, message: str) -> None:
