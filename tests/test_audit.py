@@ -178,6 +178,8 @@ def test_audit_table_defaults_unknown_keys_and_flag_precedence(tmp_path, host):
         Audit(path, host.registries, Store(), shadows=3)
     with pytest.raises(ConfigError, match="Valid modes: online, offline"):
         Audit(path, host.registries, Store(), mode="both")
+    with pytest.raises(ConfigError, match=r"^Bad --methods ',': it names nothing"):
+        Audit(path, host.registries, Store(), methods=",")  # an empty shell variable: not the recipe's list
 
 
 def test_shipped_audit_recipe_parses():

@@ -20,16 +20,21 @@ from unlearnkit.audit.ensemble import EnsembleEstimate, EnsembleReport, Ensemble
 from unlearnkit.audit.runner import AuditRunner, AuditSettings, CellReport, Estimate
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.config import Plan, method_parts, validate
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, shorten
 from unlearnkit.scale.sweep_recipes import Cell, RecipeFile, RecipeOverrides, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store
 
 
-def parse_methods(text: str | list[str] | None) -> list[str] | None:
-    """``"lotus,finetune"`` (or a list of such) -> names; None or empty -> None (the recipe decides)."""
+def parse_methods(text: str | list[str] | None, flag: str = "--methods") -> list[str] | None:
+    """``"lotus,finetune"`` (or a list of such) -> names; None or an empty list -> None (the recipe
+    decides); a list that is given but names nothing (``--methods ","``) is refused."""
     if text is None:
         return None
-    return method_parts([text] if isinstance(text, str) else list(text)) or None
+    items = [text] if isinstance(text, str) else list(text)
+    names = method_parts(items)
+    if items and not names:
+        raise ConfigError(f"Bad {flag} '{shorten(','.join(items))}': it names nothing; give names, comma-separated.")
+    return names or None
 
 
 #: The shadow-model audit's name in ``--scores`` (the other names are ensemble metrics' and families').
@@ -95,8 +100,8 @@ class Audit:
         overrides: dict[str, Any] = {**recipe_overrides, "methods": audited, "seeds": [self.settings.seed]}
         if models_per_device is not None:  # else the recipe's (default 1)
             overrides["models_per_device"] = models_per_device
-        self.ulira, chosen = resolve_scores(parse_methods(scores) or table.scores, registries)
-        self.cells: list[Cell] = expand(spec, overrides)
+        self.ulira, chosen = resolve_scores(parse_methods(scores, "--scores") or table.scores, registries)
+        self.cells: list[Cell] = expand(spec, overrides, registries=registries)
         self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]
         self.runners = (
             [AuditRunner(plan, store, self.settings, reporter, label=cell.label) for cell, plan in self.plans]
@@ -109,7 +114,7 @@ class Audit:
             if members < 2:
                 raise ConfigError(f"Bad --ensemble {members}: an ensemble score needs at least 2 members.")
             ens = EnsembleSettings(members, self.settings.seed, tuple(e.name for e in chosen))
-            for cell in expand(spec, {**overrides, "seeds": ens.seeds}):
+            for cell in expand(spec, {**overrides, "seeds": ens.seeds}, registries=registries):
                 plan = validate(cell.request, registries)
                 self.ensembles.append(EnsembleRunner(plan, store, ens, chosen, reporter, label=cell.label))
 
