@@ -126,6 +126,15 @@ def test_a_model_table_may_name_a_variant_as_the_models_list_does(tmp_path, host
     assert expand(spec)[0].request.model_options == {"x": 1}
 
 
+@pytest.mark.parametrize("table", ['"timm/resnt18"', "timm"])
+def test_a_model_table_naming_no_model_of_the_recipe_by_its_exact_name_is_refused(tmp_path, host, table):
+    path = tmp_path / "variant.toml"
+    body = RECIPE.read_text().replace('models = ["tiny_cnn"]', 'models = ["timm/resnet18"]')
+    path.write_text(body + f"\n[model_options.{table}]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"table, but runs no model of that name: .* \(timm/resnet18\)\.$"):
+        load_recipe(path, host.registries)
+
+
 def test_sweep_refuses_a_misspelt_table_in_one_line_before_anything_runs(tmp_path, cli, isolated_store):
     path = tmp_path / "typo.toml"
     path.write_text(RECIPE.read_text().replace("[options.lotus]", "[options.lotsu]"))
@@ -217,9 +226,34 @@ def test_a_recipes_scope_splits_comma_lists_and_keeps_what_all_leaves_in(tmp_pat
     path = tmp_path / "commas.toml"
     path.write_text(RECIPE.read_text().replace('["lotus"]', '["lotus,finetune"]'))
     assert recipe_scope(load_recipe(path))[1] == {"lotus", "finetune"}
-    path.write_text(RECIPE.read_text().replace('["lotus"]', '["all,-finetune"]'))
+    path.write_text(RECIPE.read_text().replace('["lotus"]', '["all, - finetune"]'))
     cells, methods = recipe_scope(load_recipe(path))
     dataset, model, scenario = sorted(cells)[0]
     rows = [Row(m, "", "", "", "original" if m == "original" else "", [0]) for m in ("original", "lotus", "finetune")]
     board = Board("", dataset, model, scenario, "", "", "clean", rows, [])
     assert [r.method for r in in_recipe(board, cells, methods).rows] == ["original", "lotus"]
+
+
+@pytest.mark.parametrize(
+    ("methods", "override"), [('["lotus,finetune"]', None), ('[" lotus"]', None), ('["lotus"]', ["finetune"])]
+)
+def test_the_cell_count_is_the_cells_expand_builds(tmp_path, methods, override):
+    path = tmp_path / "count.toml"
+    body = RECIPE.read_text().replace('["lotus"]', methods)
+    path.write_text(body + "\n[grid.lotus]\nalpha = [2, 8]\n[grid.finetune]\nepochs = [1]\n")
+    spec = load_recipe(path)
+    cells = expand(spec, {"methods": override})
+    assert count_cells(spec, override) == len(cells)
+    expand(spec, {"methods": override}, max_cells=len(cells))  # a grid that fits its limit is not refused
+
+
+def test_all_leaves_a_class_only_methods_table_out_of_an_instance_scenarios_cells(tmp_path, host):
+    path = tmp_path / "rules.toml"
+    body = RECIPE.read_text().replace('["lotus"]', '["all"]').replace('["0.1", "random:0.2"]', '["0.1", "class:0"]')
+    path.write_text(body + "\n[options.boundary_shrink]\nepochs = 2\n")  # defined for class forgetting only
+    spec = load_recipe(path, host.registries)
+    cells = expand(spec, registries=host.registries)
+    assert [c.request.forget for c in cells] == ["0.1", "class:0"]
+    for cell in cells:
+        assert ("boundary_shrink.epochs" in cell.request.options) == (cell.request.forget == "class:0")
+        validate(cell.request, host.registries)

@@ -211,13 +211,15 @@ def is_reference(entry: Entry[Method]) -> bool:
 
 
 def method_parts(names: list[str]) -> list[str]:
-    """The names of a method list, comma lists split: ``["all,-salun", "lotus"]`` -> ``["all", "-salun", "lotus"]``."""
-    return [p.strip() for name in names for p in name.split(",") if p.strip()]
+    """The names of a method list, comma lists split and spaces dropped: ``["all, - salun", "lotus"]``
+    -> ``["all", "-salun", "lotus"]``."""
+    parts = [p.strip() for name in names for p in name.split(",") if p.strip()]
+    return [f"-{p[1:].strip()}" if p.startswith("-") else p for p in parts]
 
 
 def left_out(names: list[str]) -> set[str]:
     """The methods a list leaves out of ``all`` (its ``-NAME`` parts)."""
-    return {p[1:].strip() for p in method_parts(names) if p.startswith("-")}
+    return {p[1:] for p in method_parts(names) if p.startswith("-")}
 
 
 def expand_methods(names: list[str], registries: Registries, rule: str | None = None) -> list[str]:

@@ -104,7 +104,9 @@ class Sweep:
             "eval_draw": eval_draw,
             "methods": methods,
         }
-        self.cells: list[Cell] = [c for c in expand(self.spec, given, max_cells=max_cells) if where is None or where(c)]
+        self.cells: list[Cell] = [
+            c for c in expand(self.spec, given, max_cells=max_cells, registries=registries) if where is None or where(c)
+        ]
         self.plans: list[tuple[Cell, Plan]] = [(cell, validate(cell.request, registries)) for cell in self.cells]
 
     @property

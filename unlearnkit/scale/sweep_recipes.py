@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unlearnkit.api.search_space import PARAM_FIELDS, Param
-from unlearnkit.engine.config import RunRequest, left_out, method_parts
+from unlearnkit.engine.config import RunRequest, expand_methods, left_out, method_parts
+from unlearnkit.engine.splits import parse_scenario
 from unlearnkit.errors import ConfigError, UnknownNameError, shorten
 
 if TYPE_CHECKING:
@@ -185,16 +186,17 @@ class RecipeOverrides(TypedDict, total=False):
 MAX_CELLS = 10_000  # a grid larger than this is refused before it is built (`--max-cells` raises it)
 
 
-def count_cells(recipe: RecipeFile) -> int:
-    """How many cells ``expand`` would build: the product of the list lengths, counted without building any."""
+def count_cells(recipe: RecipeFile, methods: list[str] | None = None) -> int:
+    """How many cells ``expand`` would build with ``methods`` (None: the recipe's): the product of
+    the list lengths, counted without building any."""
     points = math.prod(len(vals) for opts in recipe.grid.values() for vals in opts.values())
-    once = 1 if recipe.grid and any(m not in recipe.grid for m in recipe.methods) else 0  # method_groups
+    once = 1 if recipe.grid and run_once(recipe, methods or recipe.methods) else 0  # method_groups' extra cell
     return len(recipe.datasets) * len(recipe.models) * len(recipe.scenarios) * (points + once)
 
 
-def check_size(recipe: RecipeFile, max_cells: int | None = MAX_CELLS) -> int:
+def check_size(recipe: RecipeFile, max_cells: int | None = MAX_CELLS, methods: list[str] | None = None) -> int:
     """The recipe's cell count; a one-line ConfigError, before anything is built, when it exceeds ``max_cells``."""
-    cells = count_cells(recipe)
+    cells = count_cells(recipe, methods)
     if max_cells is not None and cells > max_cells:
         raise ConfigError(
             f"Recipe '{shorten(recipe.name)}' has {cells:,} cells (datasets × models × scenarios × grid points), "
@@ -224,31 +226,46 @@ def method_groups(recipe: RecipeFile, methods: list[str]) -> list[tuple[str, dic
     if not recipe.grid:
         return [("", {}, list(methods))]
     groups = [(label, opts, sorted({k.partition(".")[0] for k in opts})) for label, opts in grid_points(recipe)]
-    if "all" in method_parts(methods):  # every method but the grid's, which run at its points only
-        rest = [*methods, *(f"-{m}" for m in sorted(recipe.grid) if m not in left_out(methods))]
-    else:
-        rest = [m for m in method_parts(methods) if m not in recipe.grid]
+    rest = run_once(recipe, methods)
     return groups + ([("", {}, rest)] if rest else [])
 
 
+def run_once(recipe: RecipeFile, methods: list[str]) -> list[str]:
+    """The method list of a grid recipe's run-once cell (empty: none): the listed methods the grid
+    does not vary, or with ``all`` every method but the grid's, which run at its points only."""
+    if "all" in method_parts(methods):
+        return [*method_parts(methods), *(f"-{m}" for m in sorted(recipe.grid) if m not in left_out(methods))]
+    return [m for m in method_parts(methods) if m not in recipe.grid]
+
+
 def expand(
-    recipe: RecipeFile, overrides: dict[str, Any] | None = None, *, max_cells: int | None = MAX_CELLS
+    recipe: RecipeFile,
+    overrides: dict[str, Any] | None = None,
+    *,
+    max_cells: int | None = MAX_CELLS,
+    registries: Registries | None = None,
 ) -> list[Cell]:
     """The grid as RunRequests, command-line ``overrides`` applied last (``methods`` replaces the
     recipe's list; a grid's methods still run at each of its points); refused when it has more
-    than ``max_cells`` cells (None: no limit), counted before any is built."""
-    check_size(recipe, max_cells)
+    than ``max_cells`` cells (None: no limit), counted before any is built. With ``registries``, a
+    cell running ``all`` carries the options of the methods ``all`` means for its scenario only (a
+    class-only method's table stays out of an instance scenario's cells)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    listed = overrides.pop("methods", None) or recipe.methods
+    check_size(recipe, max_cells, listed)
     fixed = {f"{m}.{k}": v for m, opts in recipe.options.items() for k, v in opts.items()}
-    groups = method_groups(recipe, overrides.pop("methods", None) or recipe.methods)
+    groups = method_groups(recipe, listed)
     cells = []
     for dataset, model, scenario in itertools.product(recipe.datasets, recipe.models, recipe.scenarios):
         for label, grid_opts, methods in groups:
+            runs = methods
+            if registries is not None and "all" in method_parts(methods):
+                runs = expand_methods(methods, registries, parse_scenario(str(scenario)).rule)
             base: dict[str, Any] = dict(
                 dataset=dataset,
                 model=model,
                 methods=methods,
-                options=options_for(methods, {**fixed, **grid_opts}),
+                options=options_for(runs, {**fixed, **grid_opts}),
                 dataset_options=recipe.dataset_options.get(dataset, {}),
                 model_options=recipe.model_options.get(model, {}),
                 metrics=recipe.metrics,
@@ -306,14 +323,19 @@ def check_tables(recipe: RecipeFile, registries: Registries) -> None:
                 raise ConfigError(
                     f"Recipe '{shorten(recipe.name)}' has a [{table}.{shorten(name)}] table: {err}"
                 ) from None
+    for name in recipe.model_options:
+        if name not in recipe.models and ("/" in name or any(m.startswith(f"{name}/") for m in recipe.models)):
+            # a variant's name is free text: only the models list can tell a misspelt one
+            raise ConfigError(
+                f"Recipe '{shorten(recipe.name)}' has a [model_options.\"{shorten(name)}\"] table, but runs no model "
+                f"of that name: its tables apply to the models list by exact name ({', '.join(recipe.models)})."
+            )
 
 
 def recipe_scope(recipe: RecipeFile) -> tuple[set[tuple[str, str, str]], set[str]]:
     """The (dataset, model, scenario) cells and method names a recipe covers (a leaderboard filter):
     its listed methods (comma lists split; ``all`` and ``-NAME`` kept as written, for ``in_recipe``)
     and those its grid varies, which run whether listed or not."""
-    from unlearnkit.engine.splits import parse_scenario
-
     cells = {
         (d, m, parse_scenario(str(s)).key) for d in recipe.datasets for m in recipe.models for s in recipe.scenarios
     }

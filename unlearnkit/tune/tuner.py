@@ -223,7 +223,7 @@ class Tuner:
     def _cells(self, overrides: dict[str, Any]) -> list[TuningCell]:
         spec = self.spec.model_copy(update={"grid": {}})
         cells = []
-        for cell in expand(spec, overrides):
+        for cell in expand(spec, overrides, registries=self.registries):
             request = cell.request
             protocol = validate(replace(request, methods=[self.methods[0]], options={}), self.registries).protocol
             if protocol.membership_pass_first:
