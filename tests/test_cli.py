@@ -32,6 +32,12 @@ def store_is_empty(base: Path) -> bool:
         (["-o", "alpha=abc"], "Bad value 'abc' for option 'alpha' of method 'lotus': Input should be a valid number"),
         (["-o", "alpha"], "Bad option 'alpha': expected KEY=VALUE"),
         (["--seeds", "1,x"], "Bad seed 'x': expected non-negative integers"),
+        (["--seeds", "²"], "Bad seed '²': expected non-negative integers"),  # str.isdigit() says yes, int() no
+        (["--forget", "first:²"], "Bad forget scenario 'first:²'"),
+        (["--forget", "sequential:²:random:0.1"], "Bad forget scenario 'sequential:²:random:0.1'"),
+        (["--forget", "memorised:low:0.1:shadows:²"], "Bad memorisation score source 'shadows:²'"),
+        (["--models-per-device", "²"], "Bad --models-per-device '²'"),
+        (["--forget", "tail:²:3"], "Bad forget scenario 'tail:²:3'"),  # the example package's scenario
         (["--device", "tpu"], "Bad device 'tpu'. Valid devices: auto, cpu, cuda, cuda:N."),
         (
             ["--train-recipe", "slow"],

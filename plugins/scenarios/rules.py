@@ -152,7 +152,7 @@ class First(uk.Scenario):
     algorithm_version = 1
 
     def parse(self, params: str) -> str:
-        if not params.isdigit() or int(params) < 1:
+        if not (params.isascii() and params.isdigit()) or int(params) < 1:  # int('²') fails
             raise uk.ConfigError(f"Bad forget scenario 'first:{params}': first:<N> takes a positive number of images.")
         return str(int(params))
 

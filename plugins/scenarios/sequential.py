@@ -30,7 +30,7 @@ class Sequential(uk.Scenario):
     def parse(self, params: str) -> str:
         count, _, inner = params.partition(":")
         count = count.strip()
-        if not count.isdigit() or not 2 <= int(count) <= MAX_REQUESTS:
+        if not (count.isascii() and count.isdigit()) or not 2 <= int(count) <= MAX_REQUESTS:
             raise self.bad(
                 params, f"a number of requests from 2 to {MAX_REQUESTS}, then a scenario, e.g. 3:random:0.02"
             )

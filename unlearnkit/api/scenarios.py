@@ -146,7 +146,7 @@ def parse_score_source(text: str) -> str:
     if text in SCORE_PROXIES:
         return text
     name, sep, count = text.partition(":")
-    if name == "shadows" and sep and count.strip().isdigit() and int(count) >= 2:
+    if name == "shadows" and sep and count.strip().isascii() and count.strip().isdigit() and int(count) >= 2:
         return f"shadows:{int(count)}"
     raise ConfigError(f"Bad memorisation score source '{text}'. Valid sources: {SCORE_SOURCES_HELP}.")
 

@@ -22,7 +22,7 @@ def _parse_rule(rule: str, fraction: float | None) -> tuple[str, float | None, i
     text = rule.strip()
     if text.startswith("class:"):
         target = text.split(":", 1)[1].strip()
-        if not target.isdigit():
+        if not (target.isascii() and target.isdigit()):
             raise ValueError(f"class rule needs an integer class id (resolve names first); got {rule!r}")
         return "class", None, int(target)
     if text in ("instance", "random"):

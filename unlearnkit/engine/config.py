@@ -45,7 +45,7 @@ def parse_seeds(text: str | list[int] | tuple[int, ...]) -> list[int]:
         items = [s.strip() for s in str(text).split(",") if s.strip()]
     seeds = []
     for item in items:
-        if not item.lstrip("-").isdigit() or int(item) < 0 or int(item) >= 2**32:
+        if not (item.isascii() and item.lstrip("-").isdigit()) or int(item) < 0 or int(item) >= 2**32:
             raise ConfigError(f"Bad seed '{item}': expected non-negative integers, e.g. --seeds 3407,13,12.")
         seeds.append(int(item))
     if not seeds:
@@ -58,7 +58,7 @@ def parse_models_per_device(value: str | int | None) -> int | None:
     if value is None or value == "auto":
         return None
     text = str(value).strip()
-    if type(value) is bool or not text.isdigit() or int(text) < 1:
+    if type(value) is bool or not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"Bad --models-per-device {value!r}: expected a whole number of 1 or more, or auto.")
     return int(text)
 

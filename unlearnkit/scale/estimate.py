@@ -64,7 +64,7 @@ def run_seconds(record: RunRecord) -> float:
 def packing(record: RunRecord) -> int:
     """How many models a reference training was packed with (1: trained alone)."""
     text = record.tag("models_per_device")
-    return int(text) if text.isdigit() else 1
+    return int(text) if text.isascii() and text.isdigit() else 1  # a store's tag: outside input
 
 
 class Paces:

@@ -21,7 +21,12 @@ class ClassTail(uk.Scenario):
 
     def parse(self, params: str) -> str:
         label, _, count = params.partition(":")
-        if not (label.strip().isdigit() and count.strip().isdigit() and int(count) >= 1):
+        if not (
+            f"{label}{count}".strip().isascii()
+            and label.strip().isdigit()
+            and count.strip().isdigit()
+            and int(count) >= 1
+        ):
             raise self.bad(params, "a class id and a positive count, e.g. tail:3:50")
         self.label, self.count = int(label), int(count)
         return f"{self.label}:{self.count}"
