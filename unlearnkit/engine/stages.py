@@ -27,7 +27,7 @@ from unlearnkit.api.data import UnlearnData
 from unlearnkit.api.evaluation import Evaluation
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
-from unlearnkit.errors import DivergenceError, UnlearnkitError
+from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import Store, tag
 
@@ -82,6 +82,11 @@ def owned(store: Store, run_id: str) -> Iterator[None]:
         raise
 
 
+#: torch's words when a train-mode BatchNorm meets a single value per channel (a batch of one image
+#: at 1x1 resolution): the method was handed a forget set or batch size it cannot run on, not a bug.
+SINGLE_IMAGE_BATCHNORM = "Expected more than 1 value per channel when training"
+
+
 def unlearn_copy(
     entry: Entry[Method],
     options: Any,
@@ -100,7 +105,15 @@ def unlearn_copy(
     seed_everything(seed)
     synchronize(ctx.device)
     start = time.perf_counter()
-    out = method.unlearn(model, data, ctx)
+    try:
+        out = method.unlearn(model, data, ctx)
+    except ValueError as err:
+        if SINGLE_IMAGE_BATCHNORM not in str(err):
+            raise  # the method's own bug, with its traceback
+        raise ConfigError(
+            f"Method '{entry.name}' passed a batch of one image through a BatchNorm layer in train mode, which "
+            f"cannot normalise it{where}: use a forget set, or a batch size, that leaves no batch of one image."
+        ) from err
     ctx.release()  # several ranks: BatchNorm layers back, rank 0's buffers everywhere (one process: nothing)
     synchronize(ctx.device)
     elapsed = time.perf_counter() - start
