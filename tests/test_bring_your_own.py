@@ -60,6 +60,29 @@ def test_a_file_that_does_not_fit_is_one_line_naming_the_key_and_both_shapes(hos
     assert runs("unlearn") == [] and runs("train") == []  # checked before anything ran
 
 
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda v: torch.full_like(v, float("nan")), "has non-finite values (NaN or infinity) in '"),
+        (lambda v: torch.full_like(v, float("inf")), "has non-finite values (NaN or infinity) in '"),
+        (lambda v: torch.empty_like(v, device="meta"), "as a meta tensor, without data"),
+        (lambda v: v.to(torch.complex64), "as a complex tensor (torch.complex64)"),
+    ],
+)
+def test_a_file_of_unusable_weights_is_one_line_and_runs_nothing(host, capsys, tmp_path, damage, says):
+    """A diverged or hollow checkpoint (NaN, infinity, meta tensors, complex values cast to real) would
+    poison every number computed from it: refused before anything runs."""
+    state = torch.load(saved_model(tmp_path / "good.pt"), weights_only=True)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = damage(state[first])
+    torch.save(state, tmp_path / "bad.pt")
+    code, _, err = invoke([*TINY, "--original", str(tmp_path / "bad.pt")], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("Error")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert says in lines[0] and lines[0].endswith("it holds no usable weights.")
+    assert runs("unlearn") == [] and runs("train") == []
+
+
 def test_replacing_a_weights_file_changes_the_identity(host, capsys, tmp_path):
     weights = saved_model(tmp_path / "w.pt", seed=1)
     code, first, err = invoke([*TINY, "--weights", str(weights)], capsys)

@@ -187,3 +187,40 @@ def test_a_retrained_model_under_the_bar_is_warned_about_and_moves_no_number(hos
     assert lower["retrain"].metrics == results["retrain"].metrics | {
         k: v for k, v in lower["retrain"].metrics.items() if k.endswith("time_s")
     }
+
+
+def poisoned(damage):
+    """``fit`` as it is, then ``damage`` to the trained model: a training that diverged."""
+    from unlearnkit.engine import references
+
+    real = references.fit
+
+    def fit(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        damage(model)
+        return out
+
+    return fit
+
+
+def nan_weights(model) -> None:
+    next(model.parameters()).data.fill_(float("nan"))
+
+
+def overflowing_head(model) -> None:
+    """Finite weights whose outputs overflow: 3e38 is float32's largest order."""
+    list(model.parameters())[-2].data.fill_(3e38)
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"), [(nan_weights, "has non-finite values"), (overflowing_head, "gives non-finite outputs")]
+)
+def test_a_diverged_reference_training_is_never_finished_so_never_reused(host, store_dir, monkeypatch, damage, says):
+    from unlearnkit.engine import references
+    from unlearnkit.errors import DivergenceError
+
+    monkeypatch.setattr(references, "fit", poisoned(damage))
+    with pytest.raises(DivergenceError, match=rf"^The trained original model \(seed 1\) {says}.*diverged"):
+        execute(host, methods=["original"], no_retrain=True, epochs=1)
+    trainings = Store().search({"run_type": "train"}, finished_only=False)
+    assert [r.status for r in trainings] == ["FAILED"]  # nothing finished, so the next run trains again

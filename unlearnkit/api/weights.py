@@ -46,10 +46,29 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"Weights file '{path}' does not hold a state dict of tensors; save torch.save(model.state_dict(), FILE)."
         )
     state = {str(k): v for k, v in obj.items()}
+    problem = unusable_tensor(state)
+    if problem:
+        raise ConfigError(f"Weights file '{path}' {problem}: it holds no usable weights.")
     for prefix in _PREFIXES * 2:  # "module._orig_mod." as well
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
+
+
+def unusable_tensor(state: dict[str, torch.Tensor]) -> str:
+    """What makes a state dict unusable as a model's weights ("" when nothing): a tensor without
+    data (meta), a sparse or complex one (loading would drop its structure or imaginary part), or
+    a NaN or infinite value (a diverged training), which every later number would inherit."""
+    for key, value in state.items():
+        if value.is_meta:
+            return f"has '{key}' as a meta tensor, without data"
+        if value.layout != torch.strided:
+            return f"has '{key}' as a {value.layout} tensor, not a dense one"
+        if value.is_complex():
+            return f"has '{key}' as a complex tensor ({value.dtype})"
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"has non-finite values (NaN or infinity) in '{key}'"
+    return ""
 
 
 def shape_of(t: torch.Tensor) -> tuple[int, ...]:

@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from unlearnkit.api.data import Split
+from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.api.types import ImageSpec
-from unlearnkit.api.weights import cpu_state_dict, load_strict
+from unlearnkit.api.weights import cpu_state_dict, load_strict, unusable_tensor
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
 from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import numerics_tags
-from unlearnkit.errors import StoreError
+from unlearnkit.errors import DivergenceError, StoreError
 from unlearnkit.identity import array_fingerprint, config_hash, file_sha256, identity_json
 from unlearnkit.loops.accounting import throughput
 from unlearnkit.loops.packing import Strategy, TrainJob, auto_models_per_device, fit_many, resolve_strategy
@@ -44,6 +45,10 @@ REFERENCE_ROLES = tuple(TRAINED_ON)
 # A training run's param: the input its model was built for, so a bundle's checkpoint can be
 # strict-loaded into the same architecture on import without loading the data.
 IMAGE_SPEC = "image_spec"
+
+
+#: Training images a new reference model forwards before it is kept: enough to see an overflow.
+OUTPUT_CHECK_IMAGES = 64
 
 
 def image_spec_text(spec: ImageSpec) -> str:
@@ -188,7 +193,13 @@ class References:
             with claims.heartbeat(self.store, run_id):
                 model, seconds, series = self._train(role, seed, split)
                 state = self.record(
-                    run_id, ident, model, seconds, series, throughput(model, split, self.bench.train_recipe, seconds)
+                    run_id,
+                    ident,
+                    model,
+                    seconds,
+                    series,
+                    throughput(model, split, self.bench.train_recipe, seconds),
+                    split,
                 )
             claims.release(self.store, run_id)
         except BaseException as err:
@@ -225,9 +236,22 @@ class References:
         seconds: float,
         series: list[tuple[str, float, int]],
         measured: dict[str, float],
+        split: Split,
     ) -> dict[str, torch.Tensor]:
-        """A trained reference's run completed: checkpoint, identity, series, times; its CPU state."""
+        """A trained reference's run completed: checkpoint, identity, series, times; its CPU state.
+        A model with non-finite weights or statistics, or whose outputs on the first images of its
+        training split are not finite (finite weights can overflow), is refused (DivergenceError) and
+        never finished: a finished reference is reused by every later run."""
         state = cpu_state_dict(model)
+        problem = unusable_tensor(state)
+        sample = split.subset(torch.arange(min(len(split), OUTPUT_CHECK_IMAGES), device=split.device))
+        if not problem and not bool(torch.isfinite(predict_logits(model, sample)).all()):
+            problem = "gives non-finite outputs (NaN or infinity) on its training images"
+        if problem:
+            raise DivergenceError(
+                f"The trained {ident['role']} model (seed {ident['seed']}) {problem}: its training diverged "
+                "(lower the training recipe's lr), so it is not kept."
+            )
         self.store.save_checkpoint(run_id, state)
         # what the config hash is a hash of: lets a bundle be checked on import (unlearnkit import)
         self.store.log_text(run_id, identity_json(ident), "identity.json")
@@ -302,7 +326,13 @@ class References:
                         failures.append(out.error)
                         continue
                     measured = throughput(job.model, want.split, bench.train_recipe, out.seconds)
-                    state = self.record(run_id, ident, job.model, out.seconds, job.ctx.series, measured)
+                    try:
+                        state = self.record(run_id, ident, job.model, out.seconds, job.ctx.series, measured, want.split)
+                    except DivergenceError as err:  # this model's run fails; the pack's others are kept
+                        self.store.fail(run_id, f"{type(err).__name__}: {err}")
+                        open_runs.discard(run_id)
+                        failures.append(err)
+                        continue
                     open_runs.discard(run_id)
                     finished.append(run_id)
                     self.memo[key] = (state, out.seconds, run_id)
