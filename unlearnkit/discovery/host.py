@@ -88,6 +88,10 @@ class PluginHost:
 
     def load_directory(self, directory: Path) -> None:
         """Load each ``*.py`` in ``directory`` as a plugin module (quick research, no packaging)."""
+        if directory.exists() and not directory.is_dir():
+            raise PluginError(
+                f"Plugins directory '{directory}' is a file: --plugins-dir takes the folder holding *.py plugins."
+            )
         if not directory.is_dir():
             raise PluginError(f"Plugins directory '{directory}' does not exist.")
         for path in sorted(directory.glob("*.py")):

@@ -185,10 +185,40 @@ def filter_clause(key: str, value: str) -> str | None:
     return None
 
 
+TRACKING_URI_FORMS = "sqlite:///PATH, http(s)://HOST:PORT, or a database URL (postgresql://, mysql://, mssql://)"
+
+
+def uri_problem(uri: str) -> str:
+    """Why ``uri`` names no store this toolkit can use ("" when it may): decided from its scheme,
+    before MLflow is asked (it answers an unknown scheme with a bare KeyError)."""
+    if uri.startswith("sqlite:") and not uri.startswith("sqlite:///"):
+        return f"Bad tracking URI '{shorten(uri)}': a SQLite store is sqlite:///PATH (three slashes, then the path)."
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if uri.startswith("databricks") or scheme in (*DATABASE_SCHEMES, "http", "https"):
+        return ""
+    if scheme == "file":
+        return (
+            f"Unsupported tracking URI '{shorten(uri)}': MLflow keeps file stores in maintenance mode, unopened by "
+            f"default; use {TRACKING_URI_FORMS}."
+        )
+    return f"Unsupported tracking URI '{shorten(uri)}': use {TRACKING_URI_FORMS}."
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without the password a database URL may carry, for messages."""
+    head, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        creds, _, host = rest.partition("@")
+        return f"{head}://{creds.split(':', 1)[0]}:***@{host}"
+    return shorten(uri)
+
+
 class Store:
     """Thin, typed access to one MLflow experiment."""
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        if not experiment.strip():
+            raise StoreError(f"Bad --experiment {experiment!r}: an experiment needs a name (default: unlearnkit).")
         self.uri = resolve_tracking_uri(tracking_uri)
         self.experiment_name = experiment
         self._client: Any = None
@@ -233,15 +263,18 @@ class Store:
                 raise StoreError(f"Cannot create the local store folder {folder}: {err.strerror}.") from None
             if not os.access(folder, os.W_OK):
                 raise StoreError(f"The local store folder {folder} is not writable; set UNLEARNKIT_STORE.")
-        elif "://" not in self.uri and not self.uri.startswith("databricks"):
-            raise StoreError(
-                f"Unsupported tracking URI '{self.uri}': use sqlite:///PATH, http(s)://HOST:PORT or file:///PATH."
-            )
         self.experiment_id  # noqa: B018 - creates the experiment (and the SQLite schema) now
 
     def exists(self) -> bool:
-        """Whether there is anything to read: a remote store, or a local database file already made."""
-        return self.local_db is None or self.local_db.is_file()
+        """Whether there is anything to read: a remote store, or a local database file already made.
+        A local path that is there but is no file (a folder) is refused, not taken for no store yet."""
+        if self.local_db is None:
+            return True
+        if self.local_db.exists() and not self.local_db.is_file():
+            raise StoreError(
+                f"The store path {self.local_db} is not a file (a folder?): point --tracking-uri at a .db file."
+            )
+        return self.local_db.is_file()
 
     def import_client(self) -> None:
         """Import what :attr:`client` needs, without opening the store: an idle Ray worker does it while
@@ -254,6 +287,9 @@ class Store:
     @property
     def client(self) -> Any:
         if self._client is None:
+            problem = uri_problem(self.uri)
+            if problem:
+                raise StoreError(problem)
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S)
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -265,15 +301,27 @@ class Store:
             # itself reaches the caller (and the CLI's one line), so the log record only repeats it
             logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
             with self._schema_lock():
-                if self.local_db is not None and not self.local_db.exists():
+                if self.local_db is not None and not self.exists():
                     place_empty_schema(self.local_db)  # a copy of the migrated template, not migrations
                 elif self.local_db is not None:
                     done = preflight(self.local_db)  # damaged or half-migrated: one line, not a traceback
                     if done:
                         logging.getLogger(__name__).warning(done)
-                client = MlflowClient(tracking_uri=self.uri)
-                if self.local_db is not None:
-                    client.search_experiments(max_results=1)  # create/migrate the schema under the lock
+                try:
+                    client = MlflowClient(tracking_uri=self.uri)
+                    if not self.remote:
+                        client.search_experiments(max_results=1)  # opens a database now (under the lock)
+                except ImportError as err:  # a database scheme without its driver installed
+                    raise StoreError(
+                        f"The tracking URI {redacted(self.uri)} needs the Python package '{err.name}', which is not "
+                        "installed (pip install it, or use sqlite:///PATH)."
+                    ) from None
+                except Exception as err:
+                    if is_transient(err):
+                        raise
+                    raise StoreError(
+                        f"Cannot open the store {redacted(self.uri)}: {type(err).__name__}: {shorten(err, 200)}"
+                    ) from None
                 self._client = client
         return self._client
 
@@ -447,8 +495,12 @@ class Store:
     @store_call
     def get(self, run_id: str) -> RunRecord:
         """One run by id (a unique prefix of at least 8 characters works too)."""
+        if not self.exists():  # asked of no store: nothing is made to answer it
+            raise StoreError(f"No run '{shorten(run_id)}': there is no store at {self.uri} yet.")
         try:
             run = self.client.get_run(run_id)
+        except StoreError:
+            raise  # the store itself cannot be opened (damaged, half-migrated): not a missing run
         except Exception as err:
             if is_transient(err):
                 raise
@@ -458,7 +510,7 @@ class Store:
             if len(matches) == 1:
                 return matches[0]
             raise StoreError(
-                f"No run '{run_id}' in {self.uri} (run ids are shown by `unlearnkit run` and the MLflow UI)."
+                f"No run '{shorten(run_id)}' in {self.uri} (run ids are shown by `unlearnkit run` and the MLflow UI)."
             ) from None
         return RunRecord.from_mlflow(run)
 

@@ -206,6 +206,10 @@ def header_problem(db: Path) -> str:
     return ""
 
 
+#: Tables only an MLflow schema has: a database with none of them is someone else's.
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
+
+
 @dataclass(frozen=True)
 class Schema:
     """What a database file says about its MLflow schema."""
@@ -287,8 +291,14 @@ def preflight(db: Path) -> str:
     if problem:
         raise damaged(db, problem)
     schema = read_schema(db)
-    if not (schema.leftovers or (schema.revision and "experiments" in schema.tables)):
-        return ""  # nothing MLflow could trip on (a new file MLflow itself is making, or a sound one)
+    if not schema.tables:
+        return ""  # an SQLite file with nothing in it yet: MLflow makes its schema there
+    if not schema.tables & MLFLOW_TABLES:  # MLflow would migrate someone else's database in place
+        shown = ", ".join(sorted(schema.tables)[:5]) + (", ..." if len(schema.tables) > 5 else "")
+        raise StoreError(
+            f"The file {db} is an SQLite database but not an MLflow store (its tables: {shown}); it is left as it "
+            "is: point --tracking-uri at a store, or at a new file."
+        )
     problem = schema_problem(schema, head_revision())
     if not problem:
         return ""
@@ -296,6 +306,10 @@ def preflight(db: Path) -> str:
         if place_empty_schema(db):  # replaces the file in one step
             forget_connections(db)
             return f"Rebuilt the empty store {db}: {problem}."
+    if schema.revision is None and not schema.leftovers:  # no upgrade to finish: the revision itself is lost
+        raise StoreError(
+            f"The store {db} cannot be opened: {problem} (its alembic_version row is gone). Restore a backup."
+        )
     raise StoreError(
         f"The store {db} cannot be opened: {problem}. Back it up, then run "
         f"`unlearnkit store repair --tracking-uri {uri_of(db)}`."
