@@ -284,10 +284,24 @@ def dedupe(records: list[RunRecord]) -> list[RunRecord]:
     return list(seen.values())
 
 
+def readable(rec: RunRecord) -> bool:
+    """Whether the board can read the run's integer tags (its seed; an eval draw, shadow or member
+    count where it has one). A shared store is outside input: a run whose seed says "abc" was not
+    written by unlearnkit, and is left off the board rather than crash it."""
+    texts = [rec.tag("seed", "0"), *(rec.tag(name) or "0" for name in ("eval_draw", "shadows", "members"))]
+    try:
+        for text in texts:
+            int(text)
+    except ValueError:  # not a whole number, or one of thousands of digits
+        return False
+    return True
+
+
 def by_benchmark(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
-    """The records, deduplicated (:func:`dedupe`), per benchmark: what one board is made of."""
+    """The records the board can read (:func:`readable`), deduplicated (:func:`dedupe`), per benchmark:
+    what one board is made of."""
     groups: dict[str, list[RunRecord]] = defaultdict(list)
-    for rec in dedupe(records):
+    for rec in dedupe([r for r in records if readable(r)]):
         groups[rec.tag("benchmark")].append(rec)
     return groups
 

@@ -196,6 +196,8 @@ def load_table(path: Path) -> PublishedTable:
     raw = path.read_bytes()
     try:
         spec = TableFile(**tomllib.loads(raw.decode()))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"Table '{path}' is not UTF-8 text (byte {err.start}): save it as UTF-8 TOML.") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"Table '{path}' is not valid TOML: {err}.") from None
     except ValidationError as err:

@@ -12,7 +12,7 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, did_you_mean, shorten
 
 if TYPE_CHECKING:
     from unlearnkit.board.leaderboard import Board, MetricInfo
@@ -25,7 +25,7 @@ def leaderboard(
     scenario: Annotated[str | None, typer.Option(help="Only this forget scenario, e.g. instance:0.1.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Only this evaluation protocol: clean or paper.")] = None,
     access: Annotated[
-        str | None, typer.Option(help="Only methods with this data access: forget, retain, forget+retain.")
+        str | None, typer.Option(help="Only methods with this data access: none, forget, retain, forget+retain.")
     ] = None,
     sort: Annotated[str, typer.Option(help="Sort rows by avg_gap or a metric name.")] = "avg_gap",
     recipe: Annotated[Path | None, typer.Option(help="Only the cells and methods of this recipe.")] = None,
@@ -64,6 +64,11 @@ def leaderboard(
         for name in chosen:
             if name not in info:
                 raise ConfigError(f"Unknown column '{name}'. Valid columns: {', '.join(sorted(info))}.")
+        if not chosen:  # "," would print boards with no metric column at all
+            raise ConfigError(
+                f"--columns '{shorten(columns)}' names no column. Valid columns: {', '.join(sorted(info))}."
+            )
+    check_filters(protocol, access)
     store = Store(tracking_uri, experiment)
     if store.exists():
         store.check()
@@ -120,6 +125,25 @@ def leaderboard(
         "avg gap = mean |Δ| to retrain over the Average-Gap metrics. --wide: every column.",
         highlight=False,
     )
+
+
+def check_filters(protocol: str | None, access: str | None) -> None:
+    """A misspelt filter matches no run: refused, so it is never read as "no finished runs" (or, for
+    --access, as a board of its reference rows alone). Empty means no filter, as it does to the board."""
+    from unlearnkit.api.protocols import PROTOCOLS
+    from unlearnkit.api.types import DataAccess
+
+    if protocol and protocol not in PROTOCOLS:
+        raise ConfigError(
+            f"Unknown protocol '{shorten(protocol)}'.{did_you_mean(protocol, PROTOCOLS)} "
+            f"Valid protocols: {', '.join(PROTOCOLS)}."
+        )
+    values = [a.value for a in DataAccess]
+    if access and access not in values:
+        raise ConfigError(
+            f"Unknown data access '{shorten(access)}'.{did_you_mean(access, values)} "
+            f"Valid --access values: {', '.join(values)}."
+        )
 
 
 def print_whole(table: Table) -> None:

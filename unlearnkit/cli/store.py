@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.shared import Experiment, TrackingUri
+from unlearnkit.errors import ConfigError
 
 store_app = typer.Typer(
     name="store",
@@ -77,6 +79,8 @@ def repair(
     from unlearnkit.store import health, sqlite_file
     from unlearnkit.store.mlflow_store import Store
 
+    if wait is not None and not (math.isfinite(wait) and wait >= 0):  # nan, -1: no watch, silently; inf: no end
+        raise ConfigError(f"Bad --wait {wait}: expected a finite number of seconds, 0 or more.")
     store = Store(tracking_uri, experiment)
     db = store.local_db
     if set_aside:

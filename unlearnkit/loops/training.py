@@ -34,9 +34,10 @@ SCHEDULE_ALIASES = {"onecycle": "warmup_cosine"}  # the old name of warmup + cos
 
 
 class TrainRecipe(BaseModel):
-    """How the original and retrained models are trained (one model family's table of a file)."""
+    """How the original and retrained models are trained (one model family's table of a file).
+    Every float must be finite: ``lr = inf`` would pass ``gt=0`` and train a model of NaNs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     optimizer: Optimizer = "sgd"
@@ -126,7 +127,12 @@ def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
         text = builtin_recipe_text(name_or_path)
         label = name_or_path
     elif path.suffix == ".toml" and path.is_file():
-        text, label = path.read_text(), path.stem
+        try:
+            text, label = path.read_text(encoding="utf-8"), path.stem
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"Training recipe '{name_or_path}' is not UTF-8 text (byte {err.start}): save it as UTF-8 TOML."
+            ) from None
     else:
         raise ConfigError(
             f"Unknown training recipe '{name_or_path}'. Valid recipes: {', '.join(builtin_recipes())}, or a .toml file."
@@ -138,7 +144,13 @@ def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
     table = doc.get(family) or doc.get("default")
     if not isinstance(table, dict):
         raise ConfigError(f"Training recipe '{name_or_path}' has no [{family}] or [default] table.")
-    table = {**table, "schedule": SCHEDULE_ALIASES.get(table.get("schedule", ""), table.get("schedule", "constant"))}
+    schedule = table.get("schedule", "constant")
+    if isinstance(schedule, str):  # a list or table is left to the check below, which names the valid schedules
+        schedule = SCHEDULE_ALIASES.get(schedule, schedule)
+    table = {**table, "schedule": schedule}
+    valid = ", ".join(sorted(set(TrainRecipe.model_fields) - {"name"}))
+    if "name" in table:  # the recipe's name is its file's: a key would collide with it (a TypeError)
+        raise ConfigError(f"Unknown key 'name' in training recipe '{name_or_path}'. Valid keys: {valid}.")
     try:
         return TrainRecipe(name=label, **table)
     except ValidationError as err:
@@ -148,7 +160,6 @@ def load_train_recipe(name_or_path: str, family: str) -> TrainRecipe:
             message = str(first["msg"]).removeprefix("Value error, ")
             raise ConfigError(f"Bad training recipe '{name_or_path}': {message}.") from None
         if first["type"] == "extra_forbidden":
-            valid = ", ".join(sorted(set(TrainRecipe.model_fields) - {"name"}))
             raise ConfigError(
                 f"Unknown key '{key}' in training recipe '{name_or_path}'. Valid keys: {valid}."
             ) from None

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from unlearnkit.api.search_space import PARAM_FIELDS, Param
 from unlearnkit.engine.config import RunRequest, expand_methods, left_out, method_parts
@@ -47,6 +47,22 @@ class AuditTable(BaseModel):
     ensemble: int = Field(default=8, ge=2)  # members N of the ensemble scores (seeds seed .. seed+N-1)
 
 
+def no_boolean(expected: str) -> BeforeValidator:
+    """Refuse ``true``/``false`` where a number is meant: pydantic would read ``subset = true`` as 1,
+    which is the full data, and ``models_per_device = true`` as 1, so the run would silently differ."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected {expected}, not {str(value).lower()}")
+        return value
+
+    return BeforeValidator(check)
+
+
+Subset = Annotated[str | int | float | None, no_boolean("a per-class count (e.g. 500) or a fraction in (0, 1]")]
+ModelsPerDevice = Annotated[str | int, no_boolean("a whole number of 1 or more, or auto")]
+
+
 class RecipeFile(BaseModel):
     """The schema of ``recipes/*.toml``."""
 
@@ -61,7 +77,7 @@ class RecipeFile(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [3407, 13, 12], min_length=1)
     train_recipe: str | None = None
     epochs: int | None = Field(None, ge=0)
-    subset: str | int | float | None = None
+    subset: Subset = None
     data_dir: str | None = None
     pretrained: bool = False
     weights: str | None = None
@@ -73,7 +89,7 @@ class RecipeFile(BaseModel):
     eval_draw: int = Field(0, ge=0)  # another draw of the paper protocol's random crops (docs/reproducing.md)
     device: str = "auto"
     threads: int | None = Field(None, ge=1)  # pins torch's CPU threads; then in the identity (docs/protocols.md)
-    models_per_device: str | int = 1  # reference models trained together (N or auto); same identities
+    models_per_device: ModelsPerDevice = 1  # reference models trained together (N or auto); same identities
     save_models: bool = True
     metrics: list[str] | None = None
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> fixed options
@@ -146,7 +162,9 @@ def load_recipe(path: str | Path, registries: Registries | None = None) -> Recip
 def parse_recipe(path: str | Path) -> RecipeFile:
     path = resolve_recipe(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"Recipe '{path}' is not UTF-8 text (byte {err.start}): save it as UTF-8 TOML.") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"Recipe '{path}' is not valid TOML: {err}.") from None
     try:
@@ -170,7 +188,8 @@ def parse_recipe(path: str | Path) -> RecipeFile:
             raise ConfigError(
                 f"Unknown key '{key}' in recipe '{path}'. Valid keys: {valid}; and the [audit] table."
             ) from None
-        raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {first['msg']}.") from None
+        message = str(first["msg"]).removeprefix("Value error, ")  # a validator's own words (no_boolean)
+        raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {message}.") from None
 
 
 class RecipeOverrides(TypedDict, total=False):

@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from unlearnkit.errors import ConfigError, shorten
 from unlearnkit.store.claims import process_alive
 from unlearnkit.store.mlflow_store import Store
 
@@ -25,7 +26,14 @@ def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
     import optuna
 
     if explicit and "://" in explicit:
-        return optuna.storages.RDBStorage(explicit), explicit
+        check_database_url(explicit)
+        try:
+            return optuna.storages.RDBStorage(explicit), explicit
+        except ImportError:  # a known dialect whose driver is not installed (mysql:// without mysqlclient)
+            raise ConfigError(
+                f"--study-storage '{shown_url(explicit)}' needs a database driver that is not installed: install "
+                "the one for that database, or pass a journal file path instead."
+            ) from None
     if explicit:
         return journal_storage(Path(explicit)), str(explicit)
     if store.local_db is not None:
@@ -37,6 +45,33 @@ def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
 
     slug = re.sub(r"[^A-Za-z0-9.-]+", "_", store.uri).strip("_")
     return journal_storage(cache_dir() / "tuning" / f"{slug}-{store.experiment_name}.journal"), "journal"
+
+
+def check_database_url(url: str) -> None:
+    """A one-line ConfigError for a ``--study-storage`` URL SQLAlchemy cannot parse or has no dialect
+    for (``foo://x``), checked without connecting; otherwise its NoSuchModuleError is a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise ConfigError(
+            f"Bad --study-storage '{shown_url(url)}': not a database URL SQLAlchemy knows. Expected a database "
+            "URL (e.g. sqlite:///optuna.db, postgresql://user@host/db, mysql://user@host/db) or a journal file path."
+        ) from None
+
+
+def shown_url(url: str) -> str:
+    """``url`` as an error line may echo it: shortened, its password (if it parses to one) as ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        pass
+    return shorten(url)
 
 
 def journal_storage(path: Path) -> Any:
@@ -64,4 +99,4 @@ def owner_alive(text: str) -> bool:
     return process_alive(host, pid)
 
 
-__all__ = ["journal_storage", "owner", "owner_alive", "study_storage"]
+__all__ = ["check_database_url", "journal_storage", "owner", "owner_alive", "study_storage"]

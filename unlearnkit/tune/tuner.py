@@ -52,7 +52,7 @@ from unlearnkit.store.mlflow_store import Store, tag
 from unlearnkit.tune.objective import Objective, objective_names, resolve_objective
 from unlearnkit.tune.recipe_toml import dump_toml
 from unlearnkit.tune.sealed_split import MetricSets, SealedSplit, probe_metrics, stand_in
-from unlearnkit.tune.studies import owner, owner_alive, study_storage
+from unlearnkit.tune.studies import check_database_url, owner, owner_alive, study_storage
 from unlearnkit.tune.trials import TrialFailed, TrialReporter, TuningRunner
 
 DEFAULT_TUNE_SEEDS = (1, 2)
@@ -154,8 +154,8 @@ class Tuner:
         if not 0 < epoch_cap <= 1 or math.isnan(epoch_cap):
             raise ConfigError(f"Bad --epoch-cap {epoch_cap}: a fraction of the original's epochs in (0, 1].")
         self.epoch_cap = epoch_cap
-        if trial_timeout is not None and trial_timeout <= 0:
-            raise ConfigError(f"Bad --trial-timeout {trial_timeout}: expected seconds > 0.")
+        if trial_timeout is not None and not (math.isfinite(trial_timeout) and trial_timeout > 0):  # nan is not <= 0
+            raise ConfigError(f"Bad --trial-timeout {trial_timeout}: expected a finite number of seconds > 0.")
         self.trial_timeout = trial_timeout
         objective_names(objective, registries)  # syntax and names now; test-split readers after the probe
         self.objective = Objective(objective, ())
@@ -164,6 +164,8 @@ class Tuner:
         self.cost_metric = next((e.name for e in registries.metrics.entries() if e.cls.cost_axis), "")
         self.sampler_seed = sampler_seed
         self.storage_arg = study_storage
+        if study_storage and "://" in study_storage:
+            check_database_url(study_storage)  # now, not after the references are prepared
         self.overrides = {"epochs": epochs, "subset": subset, "data_dir": data_dir}
         self.report_seeds = list(self.spec.seeds)
         self.tune_seeds = parse_seeds(tune_seeds if tune_seeds is not None else list(DEFAULT_TUNE_SEEDS))
