@@ -310,3 +310,14 @@ def test_cli_tune_estimate_refuses_an_unknown_study_storage_in_one_line(tune_rec
         "--estimate", "--plugins-dir", str(PLUGINS),
     )  # fmt: skip
     assert one_line_error(code, err).startswith("Error: Bad --study-storage 'foo://x': not a database URL")
+
+
+def test_tune_refuses_a_study_storage_it_cannot_open_in_one_line(tmp_path):
+    from unlearnkit.store.mlflow_store import Store
+    from unlearnkit.tune.studies import study_storage
+
+    url = f"sqlite:///{tmp_path}/no/such/folder/optuna.db"
+    with pytest.raises(
+        ConfigError, match=r"^Cannot open --study-storage '.*optuna.db': unable to open database file\.$"
+    ):
+        study_storage(Store("http://127.0.0.1:9"), url)

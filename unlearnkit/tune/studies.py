@@ -24,6 +24,7 @@ def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
     """The Optuna storage beside ``store`` and where it is: ``explicit`` (a database URL, or a journal
     file path), else ``optuna.db`` next to a local store's ``mlflow.db``, else a journal file next to the cache."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     if explicit and "://" in explicit:
         check_database_url(explicit)
@@ -34,6 +35,9 @@ def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
                 f"--study-storage '{shown_url(explicit)}' needs a database driver that is not installed: install "
                 "the one for that database, or pass a journal file path instead."
             ) from None
+        except SQLAlchemyError as err:  # unreachable: a missing folder, a server that is down, bad credentials
+            detail = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0]
+            raise ConfigError(f"Cannot open --study-storage '{shown_url(explicit)}': {shorten(detail, 200)}.") from None
     if explicit:
         return journal_storage(Path(explicit)), str(explicit)
     if store.local_db is not None:
