@@ -318,6 +318,6 @@ def test_tune_refuses_a_study_storage_it_cannot_open_in_one_line(tmp_path):
 
     url = f"sqlite:///{tmp_path}/no/such/folder/optuna.db"
     with pytest.raises(
-        ConfigError, match=r"^Cannot open --study-storage '.*optuna.db': unable to open database file\.$"
+        ConfigError, match=r"^Cannot open --study-storage 'sqlite:///.*': unable to open database file\.$"
     ):
         study_storage(Store("http://127.0.0.1:9"), url)

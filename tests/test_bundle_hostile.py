@@ -7,6 +7,7 @@ run against an older import (they name what the old code let through)."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -335,6 +336,59 @@ def cut(mode: str) -> Callable[[Path], bytes]:
     return make
 
 
+def filled(value: complex | float, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tiny model's weights with its first floating tensor filled with ``value`` (and cast)."""
+    state = tiny_state()
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = torch.full(state[key].shape, value, dtype=dtype or state[key].dtype)
+    return state
+
+
+def recipe_with(**extra: object) -> dict:
+    """The original's identity, its training recipe extended with ``extra``."""
+    ident = identity("original")
+    return {**ident, "train_recipe": {**ident["train_recipe"], **extra}}
+
+
+def raw_header(name: str, kind: bytes, size: int) -> bytes:
+    """One tar header of type ``kind`` declaring ``size`` bytes; its body, if any, is the caller's."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    return info.tobuf(tarfile.GNU_FORMAT)  # GNU: a negative size is written too (base-256)
+
+
+def pax_body(**records: str) -> bytes:
+    """A pax header's records ("LEN key=value\n", LEN counting itself), padded to whole blocks."""
+    out = b""
+    for key, value in records.items():
+        rest = f" {key}={value}\n".encode()
+        size = len(rest)
+        while len(str(size)) + len(rest) != size:
+            size = len(str(size)) + len(rest)
+        out += str(size).encode() + rest
+    return out + b"\0" * (-len(out) % 512)
+
+
+def pax_member(**records: str) -> bytes:
+    """A pax extended header with these records, for the member after it."""
+    body = pax_body(**records)
+    return raw_header("././@PaxHeader", tarfile.XHDTYPE, len(body)) + body
+
+
+def sparse_header(name: str) -> bytes:
+    """An old GNU sparse header that says more sparse blocks follow (and none do)."""
+    buf = bytearray(raw_header(name, tarfile.GNUTYPE_SPARSE, 0))
+    buf[482] = 1  # isextended
+    buf[148:156] = b" " * 8
+    buf[148:155] = b"%06o\0" % sum(buf)
+    return bytes(buf)
+
+
+def before_pair(raw: bytes) -> Callable[[Path], bytes]:
+    """The control bundle's bytes with ``raw`` (headers of the caller's making) in front."""
+    return lambda tmp: raw + pair().write(tmp / "control.tar").read_bytes()
+
+
 def zip_file(_: Path) -> bytes:
     import zipfile
 
@@ -392,6 +446,45 @@ CASES: dict[str, tuple[Callable[[Path], Bundle | bytes], str]] = {
     "tags-a-string": (edit_first(lambda e: e.update(tags="x")), "its tags are not an object"),
     "entry-without-file": (edit_first(lambda e: e.pop("file")), "its file must be"),
     "no-image-spec": (edit_first(lambda e: e.pop("image_spec", None)), "image_spec"),
+    # params: the identity's training recipe is the run's train.* params, so it may hold nothing else
+    "train-recipe-sets-role-and-seed": (
+        renamed_first(reidentified(recipe_with(role="unlearn", seed=42))),
+        "its training recipe has the unknown key 'role' (valid: train.name,",
+    ),
+    "train-recipe-mlflow-param": (
+        renamed_first(reidentified(recipe_with(**{"mlflow.runName": "pwn"}))),
+        "has the unknown key 'mlflow.runName'",
+    ),
+    "train-recipe-unknown-field": (
+        renamed_first(reidentified(recipe_with(**{"train.zzz": "x"}))),
+        "has the unknown key 'train.zzz'",
+    ),
+    "train-recipe-wrong-type": (
+        renamed_first(reidentified(recipe_with(**{"train.epochs": "3"}))),
+        "its training recipe's 'train.epochs' is not valid",
+    ),
+    # weights that would be reused as a finished reference model, with the right sha256
+    "nan-weights": (one_model(checkpoint(filled(float("nan")))), "holds NaN or infinite values"),
+    "inf-weights": (one_model(checkpoint(filled(float("-inf")))), "holds NaN or infinite values"),
+    "complex-weights": (
+        one_model(checkpoint(filled(1 + 2j, torch.complex64))),
+        "is complex64, but the model's is float32",
+    ),
+    "integer-weights": (one_model(checkpoint(filled(3, torch.int64))), "is int64, but the model's is float32"),
+    # tar headers that tarfile itself would follow before any size is checked
+    "pax-chain": (
+        before_pair(raw_header("././@PaxHeader", tarfile.XHDTYPE, 0) * 500),  # recursion, once per header
+        "is a pax extended header after 8 others in a row",
+    ),
+    "gnu-sparse-extended": (before_pair(sparse_header("models/x.pt")), "'models/x.pt' is a sparse file"),
+    "pax-sparse-map": (  # GNU sparse 1.0: its map is read from the next member's data, for as long as it goes
+        before_pair(pax_member(**{"GNU.sparse.major": "1", "GNU.sparse.minor": "0"})),
+        "'manifest.json' is a sparse file",
+    ),
+    "negative-size-pax": (  # tarfile would read(-N): the whole rest of the file, into memory
+        before_pair(raw_header("././@PaxHeader", tarfile.XHDTYPE, -(1 << 20))),
+        "'././@PaxHeader' has a negative size (-1048576)",
+    ),
 }
 
 
@@ -595,3 +688,49 @@ def test_a_compressed_bomb_is_refused_from_its_header(host, capsys, tmp_path, te
     code, _, err = invoke(["import", str(path), "--max-member-size", "1MiB"], capsys)
     assert code == 2 and "'models/zeros.pt' is 8388608 bytes, over the 1048576-byte limit" in err, err
     assert store_runs() == 0 and list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "kind", [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK], ids=bytes.decode
+)
+@pytest.mark.parametrize("first", [True, False], ids=["first-member", "after-the-manifest"])
+def test_an_extended_header_is_refused_from_its_declared_size(host, capsys, tmp_path, temp_dir, kind, first):
+    """tarfile reads a pax or GNU long-name header's body into memory, whole, before the next
+    header (2 MB of .tar.gz declaring 2000 MiB cost 2.8 GB): its declared size is held to
+    --max-manifest-size before that. Here 64 KiB of zeros over a 4 KiB limit."""
+    header = raw_header("././@LongLink", kind, 64 << 10) + b"\0" * (64 << 10)
+    control = pair().write(tmp_path / "control.tar").read_bytes()
+    cut = 0 if first else 512 + -(-len(pair().manifest()) // 512) * 512  # the manifest comes first
+    path = tmp_path / "bomb.tar.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(control[:cut] + header + control[cut:])
+    code, _, err = invoke(["import", str(path), "--max-manifest-size", "4KiB"], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "member '././@LongLink' is a " in lines[0] and "of 65536 bytes, over the 4096-byte limit" in lines[0], err
+    assert store_runs() == 0 and list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://user:secret@[::1/refs.tar", "https://example.org:99999/refs.tar"]
+)
+def test_a_malformed_url_is_one_line(host, capsys, temp_dir, url):
+    code, _, err = invoke(["import", url], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "is not a valid URL" in lines[0], err
+    assert "secret" not in err  # no credentials in the error line
+    assert store_runs() == 0 and list(temp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["nan-weights", "train-recipe-sets-role-and-seed", "pax-chain", "missing"])
+def test_a_refused_import_leaves_no_new_store(host, capsys, tmp_path, temp_dir, case):
+    """The bundle is checked before the store is opened: a refusal creates no store file or folder."""
+    bundle = write(CASES[case][0](tmp_path), tmp_path / "hostile.tar") if case in CASES else tmp_path / "none.tar"
+    new = tmp_path / "new" / "mlflow.db"
+    code, _, err = invoke(["import", str(bundle), "--tracking-uri", f"sqlite:///{new}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert not new.parent.exists()
+    code, out, err = invoke(
+        ["import", str(write(pair(), tmp_path / "good.tar")), "--tracking-uri", f"sqlite:///{new}"], capsys
+    )
+    assert code == 0 and "Imported 2 of 2" in out and new.is_file(), err  # an accepted one makes the store

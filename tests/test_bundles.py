@@ -191,3 +191,73 @@ def test_a_tampered_bundle_is_refused_and_nothing_imported(
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("Error")]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert train_runs(tmp_path / "b") == []
+
+
+def reference_run(store, tmp: Path, role: str, seed_tag: str) -> str:
+    """A finished reference run as training leaves one (tags, image_spec, identity, checkpoint),
+    written directly: the export tests need no training. ``seed_tag`` is stored as it is."""
+    import torch
+
+    from tests.test_bundle_hostile import SPEC, identity, tiny_state
+    from unlearnkit.engine.references import image_spec_text
+    from unlearnkit.identity import config_hash, file_sha256, identity_json
+    from unlearnkit.store.mlflow_store import tag
+
+    ident = identity(role)
+    key = config_hash(ident)
+    path = tmp / key / "model.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(tiny_state(), path)
+    tags = {"run_type": "train", "role": role, "config_hash": key, "dataset": "tiny", "model": "tiny_cnn"}
+    tags |= {"seed": seed_tag, "checkpoint_sha256": file_sha256(path)}
+    run_id = store.start_run(
+        f"{role}-model", {tag(k): v for k, v in tags.items()}, {"image_spec": image_spec_text(SPEC)}
+    )
+    store.log_file(run_id, path, "checkpoint")
+    store.log_text(run_id, identity_json(ident), "identity.json")
+    store.finish(run_id)
+    return run_id
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["all", "recipe"])
+def test_a_run_with_a_hostile_seed_tag_is_skipped_with_one_warning(host, capsys, tmp_path, scoped):
+    """A seed tag no training writes ('x1', left by a bug or a hand): that run is not exported
+    (import would refuse it) and says why in one line; the others still are."""
+    from unlearnkit.store.mlflow_store import Store
+
+    store = Store()
+    reference_run(store, tmp_path / "runs", "original", "1")
+    bad = reference_run(store, tmp_path / "runs", "retrained", "x1")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nseeds = [1]\n')
+    bundle = tmp_path / "refs.tar"
+    code, out, err = invoke(["export", "-o", str(bundle), *(["--recipe", str(recipe)] if scoped else [])], capsys)
+    assert code == 0 and "Exported 1 reference models" in out, err
+    assert err.strip() == f"Warning: Run {bad} is not exported: its seed tag 'x1' is not a valid int.", err
+    assert [e["tags"]["unlearnkit.seed"] for e in manifest_of(bundle)["models"]] == ["1"]
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "a-folder"])
+def test_an_export_to_an_unwritable_output_is_one_line_before_any_work(host, capsys, tmp_path, where):
+    from unlearnkit.store.mlflow_store import Store
+
+    reference_run(Store(), tmp_path / "runs", "original", "1")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / "nodir" / "refs.tar" if where == "missing-folder" else out_dir
+    fragment = "does not exist" if where == "missing-folder" else "it is a folder"
+    code, _, err = invoke(["export", "-o", str(target)], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and f"Cannot write the bundle to '{target}'" in lines[0], err
+    assert fragment in lines[0] and list(out_dir.iterdir()) == []  # no temp bundle was written either
+
+
+@pytest.mark.parametrize("extra", [[], ["--recipe", "/nonexistent/r.toml"]], ids=["no-store", "no-recipe"])
+def test_a_refused_export_creates_no_store(capsys, tmp_path, extra):
+    new = tmp_path / "new" / "mlflow.db"
+    code, _, err = invoke(
+        ["export", "-o", str(tmp_path / "refs.tar"), "--tracking-uri", f"sqlite:///{new}", *extra], capsys
+    )
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and ("nothing to export" in lines[0] or "does not exist" in lines[0]), err
+    assert not new.parent.exists() and not (tmp_path / "refs.tar").exists()

@@ -6,7 +6,6 @@ name is one line with nothing created. Asking a question of no store (``show run
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
