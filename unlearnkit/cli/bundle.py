@@ -22,18 +22,22 @@ def export(
     experiment: Experiment = "unlearnkit",
 ) -> None:
     """Write trained original and retrained models, with their identities and checksums, to a bundle."""
-    from unlearnkit.engine.bundles import export_bundle, reference_runs
+    from unlearnkit.engine.bundles import check_output, export_bundle, reference_runs
     from unlearnkit.store.mlflow_store import Store
 
-    store = Store(tracking_uri, experiment)
-    store.check()
+    check_output(output)  # before any work, and before the store is opened
     scope: dict = {}
     if recipe is not None:
         from unlearnkit.scale.sweep_recipes import load_recipe
 
         spec = load_recipe(recipe)
         scope = {"datasets": set(spec.datasets), "models": set(spec.models), "seeds": set(spec.seeds)}
-    n = export_bundle(store, reference_runs(store, **scope), output)
+    store = Store(tracking_uri, experiment)
+    records: list = []
+    if store.exists():  # a store that is not there has nothing to export, and is not made by trying
+        store.check()
+        records = reference_runs(store, **scope, warn=con.warn)
+    n = export_bundle(store, records, output)
     con.out.print(f"Exported {n} reference models to {output}.", highlight=False)
 
 
@@ -59,7 +63,9 @@ def import_(
     max_member_size: Annotated[
         str, typer.Option(help="Largest checkpoint accepted (binary units: 500MB = 500MiB).")
     ] = "1GiB",
-    max_manifest_size: Annotated[str, typer.Option(help="Largest manifest.json accepted.")] = "1MiB",
+    max_manifest_size: Annotated[
+        str, typer.Option(help="Largest manifest.json accepted, and largest tar extended (pax, long-name) header.")
+    ] = "1MiB",
     max_bundle_size: Annotated[
         str, typer.Option(help="Largest bundle accepted: the file (or download) and all its members together.")
     ] = "2GiB",
@@ -80,8 +86,9 @@ def import_(
         total=parse_size(max_bundle_size, "--max-bundle-size"),
         download_s=download_timeout,
     )
+    # no store.check() here: import_bundle opens the store once the bundle is checked, so a refused
+    # bundle leaves no new store behind
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
-    store.check()
     report = import_bundle(store, bundle, host.registries, limits=limits, sha256=sha256, trust_times=trust_times)
     con.out.print(
         f"Imported {report.added} of {report.models} reference models from {bundle} "

@@ -11,14 +11,18 @@ only what import can check or re-derive itself.
   is one of a few descriptive tags, checked against its declared kind; anything else in the
   manifest refuses the bundle. Claims, results and MLflow's own tags never come from a bundle.
 - Every checkpoint is read weights-only and strict-loaded into the model its identity names,
-  built by this machine's plugins, before anything is written.
+  built by this machine's plugins, before anything is written; its tensors must be finite and of
+  the model's kind of number (a diverged model is no reference). The identity's training recipe
+  must be one :class:`~unlearnkit.loops.training.TrainRecipe` accepts: it becomes the run's params.
 - A measured ``train_time_s`` is kept, but the run is marked: another machine's clock is no RTE
   denominator unless the importer vouches for it (``--trust-times``).
 - Sizes are bounded from the tar headers before any byte is copied, and again while copying;
   links, devices, unlisted or duplicate members and odd paths are refused; nothing is extracted
-  by ``tarfile`` itself.
-- The import is one transaction: everything is checked first, each run appears complete (typed
-  only once finished), and a failure while writing deletes the runs it made.
+  by ``tarfile`` itself. Extended (pax, GNU long-name) headers, which ``tarfile`` reads into
+  memory on its own, are bounded before it reads them (:func:`guarded_headers`).
+- The import is one transaction: everything is checked first (the store is opened only then, so
+  a refused bundle leaves no new store), each run appears complete (typed only once finished),
+  and a failure while writing deletes the runs it made.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ FORMAT = "unlearnkit-reference-models"
 FORMAT_VERSION = 2  # 2: only re-derivable fields, the input each model is built for
 MANIFEST = "manifest.json"
 MAX_MEMBERS = 10_000  # tar headers read before giving up: a bundle of empty members is no bundle
+MAX_CHAIN = 8  # extended headers in a row before one member: tarfile reads each chain by recursion
 CHUNK = 1 << 20
 
 # Tags an imported run gets that are re-derived from the identity: a bundle may state them, and
@@ -74,6 +79,7 @@ DERIVED_TAGS = (
 DESCRIPTIVE_TAGS = ("scenario", "protocol", "version", "device")
 ENTRY_KEYS = {"config_hash", "identity", "file", "sha256", IMAGE_SPEC, "tags", "params", "metrics"}
 PARAMS = ("images",)  # besides the re-derived role, seed, image_spec and train.* params
+RESERVED_PARAMS = ("role", "seed", IMAGE_SPEC, *PARAMS)  # params no training recipe may set
 METRICS = ("train_time_s",)
 MAX_TEXT = 200  # longest descriptive tag value accepted
 IDENTITY_TYPES: dict[str, tuple[type, ...]] = {
@@ -135,12 +141,18 @@ def reference_runs(
     datasets: set[str] | None = None,
     models: set[str] | None = None,
     seeds: set[int] | None = None,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> list[RunRecord]:
     """Finished original and retrained models, optionally only those of a recipe's datasets,
-    models and seeds (an audit's shadow models stay in their store)."""
+    models and seeds (an audit's shadow models stay in their store). A run whose tags no training
+    run writes (a seed ``x1``) is skipped, said through ``warn``: no bundle could carry it."""
     found = []
     for rec in store.search({"run_type": "train"}):
         if rec.tag("role") not in REFERENCE_ROLES:
+            continue
+        problem = unusable(rec)
+        if problem is not None:
+            warn(f"Run {rec.run_id} is not exported: {problem}.")
             continue
         if datasets and rec.tag("dataset") not in datasets:
             continue
@@ -152,15 +164,46 @@ def reference_runs(
     return found
 
 
+def unusable(rec: RunRecord) -> str | None:
+    """Why a reference run cannot travel (a tag of the wrong kind), or None: its derived tags go
+    into the bundle as they are, and import refuses any the identity does not give."""
+    if not rec.tag("config_hash"):
+        return "it has no config_hash tag"
+    for name in DERIVED_TAGS:
+        value = rec.tag(name)
+        if value and not valid_tag(name, value):
+            return f"its {name} tag {short(value)} is not a valid {TAGS[name].kind}"
+    return None
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output the bundle cannot be written to, before any work: a folder, or a file in a
+    folder that does not exist or is not writable."""
+    path = Path(path)
+    shown, folder = short(str(path), 300), short(str(path.parent), 300)  # the user's own path: in full
+    if path.is_dir():
+        raise ConfigError(f"Cannot write the bundle to {shown}: it is a folder; name a file in it (refs.tar).")
+    if not path.parent.is_dir():
+        raise ConfigError(f"Cannot write the bundle to {shown}: the folder {folder} does not exist.")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"Cannot write the bundle to {shown}: the folder {folder} is not writable.")
+
+
 def export_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
     """Write ``records`` (finished training runs) with their checkpoints to the tar file ``path``:
     only what import re-derives or checks, so no host, path, process or nonce of this machine."""
+    check_output(path)
     if not records:
         raise ConfigError(f"No trained reference models in {store.uri} match: nothing to export.")
     partial = Path(path).with_name(f".{Path(path).name}.partial")  # a failed export leaves no half bundle
     try:
         count = _write_bundle(store, records, partial)
         os.replace(partial, path)
+    except OSError as err:  # the output's disk, not a bug: one line
+        full = disk_full(err)
+        if full is not None:
+            raise full from None
+        raise ConfigError(f"Cannot write the bundle to {short(str(path), 300)}: {err.strerror or err}.") from None
     finally:
         partial.unlink(missing_ok=True)
     return count
@@ -243,9 +286,13 @@ def source_label(source: str) -> str:
     """What a run records as its bundle: the file name, or the URL without credentials or query."""
     if "://" not in source:
         return Path(source).name[:MAX_TEXT]
-    parts = urllib.parse.urlsplit(source)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urllib.parse.urlsplit(source)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError as err:  # "http://[::1", a port that is no number or over 65535
+        shown = short(re.sub(r"(?<=://)[^/?#]*@", "", source))  # no credentials in an error line
+        raise ConfigError(f"Bundle {shown} is not a valid URL ({err}).") from None
     return f"{parts.scheme}://{host}{port}{parts.path}"[:MAX_TEXT]
 
 
@@ -318,13 +365,56 @@ def download(url: str, dest: Path, limit: int, deadline_s: float = Limits.downlo
 
 
 # --------------------------------------------------------------------------- reading the tar
-def open_tar(path: Path, label: str) -> tarfile.TarFile:
+def open_tar(path: Path, label: str, limits: Limits) -> tarfile.TarFile:
     try:
-        return tarfile.open(path, "r:*")
+        return tarfile.open(path, "r:*", tarinfo=guarded_headers(label, limits.manifest))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise ConfigError(
             f"{label} is not a tar file ({type(err).__name__}); make one with unlearnkit export."
         ) from None
+
+
+# the headers whose body tarfile reads into memory, whole, before the next header is even seen
+SPECIAL_HEADERS = {
+    tarfile.XHDTYPE: "a pax extended header",
+    tarfile.SOLARIS_XHDTYPE: "a pax extended header",
+    tarfile.XGLTYPE: "a pax global header",
+    tarfile.GNUTYPE_LONGNAME: "a GNU long name",
+    tarfile.GNUTYPE_LONGLINK: "a GNU long link name",
+}
+
+
+def guarded_headers(label: str, limit: int) -> type[tarfile.TarInfo]:
+    """The header class a bundle is read with. tarfile reads a pax or GNU long-name header's body
+    into memory and follows chains of them by recursion, all before :func:`scan` sees a size, and
+    parses sparse maps as long as the stream goes on: so each such header's declared size is held
+    to ``limit`` (``--max-manifest-size``) before its body is read, the global headers together
+    too, chains to :data:`MAX_CHAIN`, and sparse files (refused by :func:`scan` anyway) at once."""
+    seen = {"chain": 0, "global": 0}
+
+    def refuse(info: tarfile.TarInfo, why: str) -> ConfigError:
+        return ConfigError(f"{label}: member {short(info.name)} {why}; refused.")
+
+    class GuardedInfo(tarfile.TarInfo):
+        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:  # tarfile's hook for subclasses
+            if self.size < 0:
+                raise refuse(self, f"has a negative size ({self.size})")
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                raise refuse(self, "is a sparse file; a bundle holds regular files only")
+            what = SPECIAL_HEADERS.get(self.type)
+            seen["chain"] = 0 if what is None else seen["chain"] + 1
+            if seen["chain"] > MAX_CHAIN:
+                raise refuse(self, f"is {what} after {MAX_CHAIN} others in a row")
+            seen["global"] += self.size if self.type == tarfile.XGLTYPE else 0
+            if what is not None and (self.size > limit or seen["global"] > limit):
+                over = f"of {self.size} bytes, over the {limit}-byte limit (--max-manifest-size)"
+                raise refuse(self, f"is {what} {over}")
+            return super()._proc_member(tar)  # type: ignore[misc]  # a hook typeshed leaves out
+
+        def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict, tar: tarfile.TarFile) -> None:
+            raise refuse(next, "is a sparse file; a bundle holds regular files only")  # its map is unbounded
+
+    return GuardedInfo
 
 
 def normal_name(name: str, label: str) -> str:
@@ -498,8 +588,39 @@ def check_identity(identity: dict[str, Any], where: str) -> None:
         )
     if not isinstance(identity["train_recipe"].get("train.name"), str):
         raise ConfigError(f"{where}: its identity names no training recipe; refused.")
+    check_train_recipe(identity["train_recipe"], where)
     if PLUGIN_VERSION.match(identity["dataset"]) is None:
         raise ConfigError(f"{where}: its identity names no dataset plugin; refused.")
+
+
+def check_train_recipe(recipe: dict[str, Any], where: str) -> None:
+    """The identity's training recipe is what :meth:`TrainRecipe.as_params` gives: ``train.FIELD``
+    keys of its fields only, each of the field's type, so no other param (``role``, ``seed``,
+    ``mlflow.*``) reaches the run through it."""
+    from pydantic import ValidationError
+
+    from unlearnkit.loops.training import TrainRecipe
+
+    fields = {}
+    for key, value in recipe.items():
+        name = key.removeprefix("train.")
+        if not key.startswith("train.") or name not in TrainRecipe.model_fields:
+            valid = ", ".join(f"train.{f}" for f in TrainRecipe.model_fields)
+            raise ConfigError(
+                f"{where}: its training recipe has the unknown key {short(key)} (valid: {valid}); refused."
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: its training recipe's {short(key)} is {value}; refused.")
+        fields[name] = value
+    try:
+        TrainRecipe.model_validate(fields, strict=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = f"train.{first['loc'][0]}" if first["loc"] else "fields"
+        detail = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(
+            f"{where}: its training recipe's {short(key)} is not valid ({short(detail, 100)}); refused."
+        ) from None
 
 
 def check_spec(raw: Any, where: str) -> ImageSpec:
@@ -585,10 +706,10 @@ def check_params(raw: Any, identity: dict[str, Any], spec: ImageSpec, where: str
     """The run's params: role, seed, the training recipe and the input re-derived; ``images`` checked."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: its params are not an object; refused.")
-    params: dict[str, Any] = {
+    params: dict[str, Any] = {  # the recipe first: nothing of it may stand for a reserved param
+        **{k: v for k, v in identity["train_recipe"].items() if k not in RESERVED_PARAMS},
         "role": identity["role"],
         "seed": identity["seed"],
-        **identity["train_recipe"],
         IMAGE_SPEC: image_spec_text(spec),
     }
     for name, value in raw.items():
@@ -637,9 +758,14 @@ def check_weights(entry: Checked, registries: Registries, label: str) -> None:
     ):
         raise ConfigError(f"{where} does not hold a state dict of tensors; refused.")
     net = build_named_model(entry, registries, where)
-    problems = state_dict_mismatches(net.state_dict(), state, set())
+    own = net.state_dict()
+    problems = state_dict_mismatches(own, state, set())
     if problems:
         raise ConfigError(f"{where} does not fit model {short(entry.identity['model'])}: {problems[0]}; refused.")
+    for key, value in state.items():
+        problem = tensor_problem(value, own[key])
+        if problem is not None:
+            raise ConfigError(f"{where}: its tensor {short(key)} {problem}; refused.")
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as err:
@@ -647,6 +773,33 @@ def check_weights(entry: Checked, registries: Registries, label: str) -> None:
         raise ConfigError(
             f"{where} does not load into model {short(entry.identity['model'])} ({short(detail, 100)}); refused."
         ) from None
+
+
+def tensor_problem(value: Any, own: Any) -> str | None:
+    """What makes a checkpoint's tensor unfit to stand for a trained model's (None if nothing):
+    not a dense CPU tensor, of another kind of number than the model's (complex for float), or,
+    floating, holding NaN or inf: a diverged model would be reused as a FINISHED reference."""
+    import torch
+
+    if value.layout is not torch.strided or value.is_quantized or value.device.type != "cpu":
+        return "is not a dense tensor"
+    if number_kind(value) != number_kind(own):
+        return (
+            f"is {str(value.dtype).removeprefix('torch.')}, but the model's is {str(own.dtype).removeprefix('torch.')}"
+        )
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        return "holds NaN or infinite values"
+    return None
+
+
+def number_kind(value: Any) -> str:
+    import torch
+
+    if value.is_complex():
+        return "complex"
+    if value.is_floating_point():
+        return "float"
+    return "bool" if value.dtype == torch.bool else "integer"
 
 
 def build_named_model(entry: Checked, registries: Registries, where: str) -> Any:
@@ -689,7 +842,11 @@ def import_bundle(
     source = str(source)
     label = f"Bundle {short(source_label(source))}"
     with tempfile.TemporaryDirectory(prefix="unlearnkit-import-") as tmp:
-        with full_disk_is_one_line(), fetched(source, limits, sha256, Path(tmp)) as path, open_tar(path, label) as tar:
+        with (
+            full_disk_is_one_line(),
+            fetched(source, limits, sha256, Path(tmp)) as path,
+            open_tar(path, label, limits) as tar,
+        ):
             members = scan(tar, label, limits)
             entries = [check_entry(raw, i, label) for i, raw in enumerate(read_manifest(tar, members, label, limits))]
             check_members(entries, members, label)
@@ -701,6 +858,7 @@ def import_bundle(
                 if digest != entry.sha256:
                     raise ConfigError(f"{label}: the checkpoint of model {entry.key} fails its sha256 check; refused.")
                 check_weights(entry, registries, label)
+        store.check()  # only now: a refused bundle leaves no new store behind
         report = BundleReport(len(entries))
         todo = []
         for entry in entries:
