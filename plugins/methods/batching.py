@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from torch import nn
 
 import unlearnkit as uk
 
@@ -22,23 +21,13 @@ def forward_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, uk.Part]]:
     """One shuffled pass over ``split``: per batch (this rank's part of every global batch), the
     logits of ``forward`` under ``ctx.autocast()``, the labels and the part. The loss is left to the
-    caller, because that is where the methods differ (descent, ascent, a penalty, other targets).
-
-    A last batch of a single image is dropped when ``forward`` holds a train-mode BatchNorm layer,
-    as ``fit`` drops it: such a layer cannot normalise one image, so the pass would stop there."""
-    single = len(split) > 1 and len(split) % batch_size == 1 and train_mode_batchnorm(forward)
+    caller, because that is where the methods differ (descent, ascent, a penalty, other targets)."""
     for x, y, _, part in split.sharded_batches(
-        batch_size, ctx.world, shuffle=True, augment=augment, generator=generator, drop_last=single
+        batch_size, ctx.world, shuffle=True, augment=augment, generator=generator
     ):
         with ctx.autocast():
             logits = forward(x)
         yield logits, y, part
-
-
-def train_mode_batchnorm(forward: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-    """Whether ``forward`` (a model, or its data-parallel wrapper) has a BatchNorm layer in train mode."""
-    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-    return isinstance(forward, nn.Module) and any(isinstance(m, norms) and m.training for m in forward.modules())
 
 
 class GlobalShare:
