@@ -63,16 +63,31 @@ def test_a_folder_at_the_store_path_is_refused_not_taken_for_no_store(tmp_path, 
     ("given", "says"),
     [
         ("foo://bar", "Unsupported tracking URI 'foo://bar': use sqlite:///PATH, http(s)://HOST:PORT"),
-        ("file:///tmp/mlruns", "MLflow keeps file stores in maintenance mode"),
+        ("file:///tmp/mlruns", "MLflow keeps file stores in maintenance mode, unopened unless MLFLOW_ALLOW_FILE_STORE"),
         ("sqlite://relative.db", "a SQLite store is sqlite:///PATH (three slashes"),
     ],
 )
 def test_a_tracking_uri_no_store_can_have_is_one_line_naming_the_forms(given, says, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     assert says in uri_problem(given)
     code, _, err = cli("leaderboard", "--tracking-uri", given)
     assert code == 2 and says in one_error_line(err)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["databricks", "databricks://profile", "HTTPS://host:5000/mlflow", "sqlite:///relative/path.db",
+     "SQLITE:///x.db", "postgresql+psycopg2://me@host/db", "mysql://me@host/db"],
+)  # fmt: skip
+def test_every_form_a_store_takes_is_left_to_mlflow(given):
+    assert uri_problem(given) == ""
+
+
+def test_a_file_store_is_left_to_mlflow_where_it_is_told_to_open_one(monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert uri_problem("file:///tmp/mlruns") == ""
 
 
 def test_a_database_url_without_its_driver_is_one_line_without_its_password(cli):

@@ -190,18 +190,30 @@ TRACKING_URI_FORMS = "sqlite:///PATH, http(s)://HOST:PORT, or a database URL (po
 
 def uri_problem(uri: str) -> str:
     """Why ``uri`` names no store this toolkit can use ("" when it may): decided from its scheme,
-    before MLflow is asked (it answers an unknown scheme with a bare KeyError)."""
-    if uri.startswith("sqlite:") and not uri.startswith("sqlite:///"):
+    before MLflow is asked (it answers an unknown scheme with a bare KeyError). Known: a database
+    URL, http(s), databricks, a scheme a tracking-store plugin registers, and ``file:`` where MLflow
+    is told to open file stores (``MLFLOW_ALLOW_FILE_STORE``)."""
+    if uri.lower().startswith("sqlite:") and not uri.lower().startswith("sqlite:///"):
         return f"Bad tracking URI '{shorten(uri)}': a SQLite store is sqlite:///PATH (three slashes, then the path)."
-    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
-    if uri.startswith("databricks") or scheme in (*DATABASE_SCHEMES, "http", "https"):
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" alone is a URI too
+    if scheme in (*DATABASE_SCHEMES, "http", "https") or scheme.startswith("databricks") or scheme in plugin_schemes():
         return ""
     if scheme == "file":
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+            return ""
         return (
-            f"Unsupported tracking URI '{shorten(uri)}': MLflow keeps file stores in maintenance mode, unopened by "
-            f"default; use {TRACKING_URI_FORMS}."
+            f"Unsupported tracking URI '{shorten(uri)}': MLflow keeps file stores in maintenance mode, unopened unless "
+            f"MLFLOW_ALLOW_FILE_STORE=true; use {TRACKING_URI_FORMS}."
         )
     return f"Unsupported tracking URI '{shorten(uri)}': use {TRACKING_URI_FORMS}."
+
+
+@functools.cache
+def plugin_schemes() -> frozenset[str]:
+    """The URI schemes tracking-store plugins register (MLflow's ``mlflow.tracking_store`` entry points)."""
+    from importlib.metadata import entry_points
+
+    return frozenset(ep.name.lower() for ep in entry_points(group="mlflow.tracking_store"))
 
 
 def redacted(uri: str) -> str:
