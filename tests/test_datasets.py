@@ -688,6 +688,23 @@ def test_cache_is_keyed_by_the_source_files_and_never_writes_to_the_data_dir(tmp
     assert not list((tmp_path / "cache").glob("*.tmp"))
 
 
+def test_an_entry_another_host_wrote_is_left_to_that_host(tmp_path, monkeypatch):
+    """A cache folder shared by hosts whose data sits on their own disks: each host's entry looks dead
+    to the others (other mtimes), so only the host that wrote an entry judges it."""
+    from unlearnkit_plugins.datasets import cache as cache_module
+
+    cache, theirs, ours = tmp_path / "cache", tmp_path / "node-a", tmp_path / "node-b"
+    write_mnist_idx(theirs, fake_mnist(), gz=True)
+    write_mnist_idx(ours, fake_mnist(), gz=True)
+    monkeypatch.setattr(cache_module.socket, "gethostname", lambda: "node-a")
+    Mnist().load(theirs, cache)
+    (their_entry,) = cache_files(cache)
+    monkeypatch.undo()
+    shutil.rmtree(theirs)  # not on this host's disk
+    Mnist().load(ours, cache)
+    assert their_entry in cache_files(cache) and len(cache_files(cache)) == 2
+
+
 def test_links_to_one_source_share_a_cache_entry(tmp_path):
     write_mnist_idx(tmp_path / "real", fake_mnist(), gz=True)
     for name in ("a", "b"):

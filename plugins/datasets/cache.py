@@ -3,12 +3,12 @@
 A cache file is named by a key over the source files' real paths (symlinks resolved), sizes and
 modification times (plus any decoding options), written to a temporary file and renamed into
 place, and checked when read: a truncated or corrupt file (zip CRC, shapes, dtypes) is ignored and
-rebuilt. Each file records the stamps it was keyed by, so writing a new one removes the entries of
-the same dataset that can never be read again (a source file moved, replaced or deleted, as a
-per-job scratch copy is) and temporary files a killed writer left; without that, every new copy of
-CIFAR-10's archive kept another 185 MB. The optional RawDataset fields (``groups``,
-``x_unseen``/``y_unseen``) are stored only when set. Datasets whose images are decoded on demand
-(ImageArray) are not cached here: there is nothing decoded to keep.
+rebuilt. Each file records the stamps it was keyed by (and the host that read them), so writing a
+new one removes this host's entries of the same dataset that can never be read again (a source
+file moved, replaced or deleted, as a per-job scratch copy is) and temporary files a killed writer
+left; without that, every new copy of CIFAR-10's archive kept another 185 MB. The optional
+RawDataset fields (``groups``, ``x_unseen``/``y_unseen``) are stored only when set. Datasets whose
+images are decoded on demand (ImageArray) are not cached here: there is nothing decoded to keep.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
+import stat
 import struct
 import tempfile
 import time
@@ -67,10 +69,19 @@ def cache_key(label: str, files: Iterable[Path], extra: Mapping[str, Any] | None
     """
     h = hashlib.sha256(f"v{CACHE_VERSION}|{label}|{json.dumps(extra or {}, sort_keys=True, default=str)}\n".encode())
     stamps = []
-    for path in files:
-        real = Path(path).resolve()
-        st = real.stat()
-        stamps.append((str(real), st.st_size, st.st_mtime_ns))
+    folders: dict[str, str] = {}  # each folder resolved once: an image folder lists thousands of files
+    for path in files:  # strings, not Paths: 100k images' Path objects alone cost seconds
+        text = os.fspath(path)
+        st = os.lstat(text)  # a regular file's lstat is its stat: one call per file, as before
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(text)
+            st = os.stat(real)
+        else:
+            folder, name = os.path.split(text)
+            if folder not in folders:
+                folders[folder] = os.path.realpath(folder or ".")
+            real = os.path.join(folders[folder], name)
+        stamps.append((real, st.st_size, st.st_mtime_ns))
         h.update(f"{real}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return CacheKey(h.hexdigest()[:20], tuple(stamps))
 
@@ -126,7 +137,7 @@ def write_cache(path: Path, key: CacheKey, raw: RawDataset) -> bool:
     return save_npz_atomically(
         path,
         key=np.array(key.digest),
-        stamps=np.array(json.dumps(key.stamps)),
+        stamps=np.frombuffer(stamps_record(key).encode(), dtype=np.uint8),  # bytes: a str array is UTF-32
         **{name: np.ascontiguousarray(getattr(raw, name)) for name in _ARRAYS},
         class_names=np.array(raw.class_names, dtype=str),
         mean=np.array(raw.mean, dtype=np.float64),
@@ -187,14 +198,24 @@ def remove_dead_entries(cache_dir: Path, label: str, keep: Path) -> list[Path]:
     return removed
 
 
+def stamps_record(key: CacheKey) -> str:
+    """What a cache file records of its sources: their stamps, and the host that read them."""
+    return json.dumps({"host": socket.gethostname(), "stamps": key.stamps})
+
+
 def entry_is_current(path: Path, digest: str) -> bool:
     """Whether the cache file at ``path`` could still be read: its recorded sources are as they were.
-    An unreadable file, or one without stamps (an older cache version), is not."""
-    stamps = read_npz(path, digest, lambda z: str(z["stamps"]), _BAD_CACHE)
-    if stamps is None:
+    An unreadable file, or one without stamps (an older cache version), is not. One another host
+    wrote is taken as current: a cache folder shared by hosts whose data sits on their own disks
+    holds one entry per host, each judged (and removed) by the host that wrote it."""
+    record = read_npz(path, digest, lambda z: bytes(z["stamps"]).decode(), _BAD_CACHE + (UnicodeDecodeError,))
+    if record is None:
         return False
     try:
-        key = CacheKey("", tuple((str(p), int(n), int(t)) for p, n, t in json.loads(stamps)))
-    except (ValueError, TypeError):
+        found = json.loads(record)
+        if found["host"] != socket.gethostname():
+            return True
+        key = CacheKey("", tuple((str(p), int(n), int(t)) for p, n, t in found["stamps"]))
+    except (ValueError, TypeError, KeyError):
         return False
     return key.current()
