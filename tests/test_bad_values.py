@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,44 @@ def test_tune_refuses_a_study_storage_it_cannot_open_in_one_line(tmp_path):
         ConfigError, match=r"^Cannot open --study-storage 'sqlite:///.*': unable to open database file\.$"
     ):
         study_storage(Store("http://127.0.0.1:9"), url)
+
+
+PUBLISHED = """name = "hostile"
+title = "a table from outside"
+source = "nowhere"
+recipe = "reproduce-digits"
+protocol = "clean"
+dataset = "digits"
+model = "cnn"
+scenario = "0.1"
+seeds = 2
+measured_on = "x"
+{extra}
+[rows."LoTUS"]
+method = "lotus"
+acc_forget = "0.10"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ("[scale]\nacc_forget = 0", "scale.acc_forget: Input should be greater than 0"),  # divided by
+        ("[scale]\nacc_forget = -1", "scale.acc_forget: Input should be greater than 0"),  # flips the verdict
+        ("[scale]\nacc_forget = nan", "scale.acc_forget: Input should be a finite number"),
+        ("[min_tolerance]\nmia = inf", "min_tolerance.mia: Input should be a finite number"),
+        ("[min_tolerance]\nmia = -0.1", "min_tolerance.mia: Input should be greater than or equal to 0"),
+        ("runtime_factor = inf", "runtime_factor: Input should be a finite number"),
+    ],
+)
+def test_a_published_tables_numbers_are_checked_before_anything_runs(tmp_path, extra, says):
+    """A table file is outside input: a scale of 0 raised ZeroDivisionError even under --dry-run, and a
+    nan one let every run be computed before the report crashed on it."""
+    from unlearnkit.board.published import load_table
+
+    head, _, rows = PUBLISHED.partition("{extra}")
+    top, table = ("", extra) if extra.startswith("[") else (extra, "")  # a table goes after the rows
+    path = tmp_path / "hostile.toml"
+    path.write_text(f"{head}{top}\n{rows}\n{table}\n")
+    with pytest.raises(ConfigError, match=rf"^Bad table '.*hostile.toml': {re.escape(says)}"):
+        load_table(path)

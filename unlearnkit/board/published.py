@@ -19,7 +19,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -85,7 +85,9 @@ class TableRow(BaseModel):
 class TableFile(BaseModel):
     """The schema of ``recipes/tables/*.toml``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # a table file is outside input: every number finite (nan/inf would pass ge= and gt=, then break
+    # the verdict after every run is computed), scales positive (0 divides, a negative flips the sign)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     title: str
@@ -95,16 +97,16 @@ class TableFile(BaseModel):
     dataset: str
     model: str
     scenario: str
-    seeds: int = Field(ge=1)  # how many seeds each published mean averages
+    seeds: int = Field(ge=1, le=10_000)  # how many seeds each published mean averages
     measured_on: str  # where the published runtimes were measured
     time_unit: Literal["s", "min", "h"] = "min"
     runtime_factor: float = Field(RUNTIME_FACTOR, ge=1)
-    scale: dict[str, float] = Field(default_factory=dict)  # published = ours x scale
+    scale: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # published = ours x scale
     retrained_row: str | None = None  # the label of the row that is the retrained model (the gold standard)
     original_row: str | None = None  # the label of the original model's row
     # the least tolerance per metric (ours): for cells whose spread is zero on both sides, where an
     # interval collapses to the rounding although another machine's floats move the numbers as a seed does
-    min_tolerance: dict[str, float] = Field(default_factory=dict)
+    min_tolerance: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     rows: dict[str, TableRow]
 
     @field_validator("rows", mode="before")
