@@ -363,3 +363,13 @@ def test_a_published_tables_numbers_are_checked_before_anything_runs(tmp_path, e
     path.write_text(f"{head}{top}\n{rows}\n{table}\n")
     with pytest.raises(ConfigError, match=rf"^Bad table '.*hostile.toml': {re.escape(says)}"):
         load_table(path)
+
+
+def test_cli_tune_refuses_a_write_target_that_is_a_folder_before_any_trial(tune_recipe, cli, tmp_path):
+    """Before, the whole tuning ran and only then IsADirectoryError's traceback came."""
+    code, out, err = cli(
+        "tune", str(tune_recipe), "--method", "finetune", "--tune-seeds", "1", "--trials", "1",
+        "--write", str(tmp_path), "--plugins-dir", str(PLUGINS),
+    )  # fmt: skip
+    assert one_line_error(code, err).startswith(f"Error: Bad --write {tmp_path}: it is a folder")
+    assert "trials" not in out  # refused before the studies ran

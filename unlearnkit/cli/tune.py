@@ -135,6 +135,10 @@ def tune(
         data_dir=data_dir,
         device=device,
     )
+    if write is not None:  # before any trial: a folder given as the file used to fail after the whole tuning
+        from unlearnkit.tune.recipe_toml import check_recipe_output
+
+        check_recipe_output(write)
     if estimate:
         print_estimate(lambda: _estimate(tuner, store))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,3 +60,23 @@ def dump_toml(doc: Mapping[str, Any], header: list[str], notes: Mapping[str, lis
 
 
 __all__ = ["dump_toml", "toml_key", "toml_value"]
+
+
+def check_recipe_output(path: Path) -> None:
+    """Refuse a ``--write`` target the tuned recipe cannot be written to, before any trial runs: a
+    folder, or a file under a path whose nearest existing folder is not writable (missing folders
+    are made when it is written)."""
+    from unlearnkit.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"Bad --write {path}: it is a folder; name the recipe file to write (e.g. {path}/tuned.toml)."
+        )
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"Bad --write {path}: it exists and is not a regular file.")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"Bad --write {path}: {folder} is not a writable folder.")
