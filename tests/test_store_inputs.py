@@ -6,12 +6,15 @@ name is one line with nothing created. Asking a question of no store (``show run
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from tests.test_store_health import store_with_runs, uri
 from unlearnkit.errors import StoreError
 from unlearnkit.store.mlflow_store import Store, uri_problem
+
+PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
 
 def one_error_line(err: str) -> str:
@@ -122,3 +125,22 @@ def test_a_plugins_dir_that_is_a_file_is_named_so(tmp_path, cli):
     (tmp_path / "plugin.py").write_text("")
     code, _, err = cli("run", "--plugins-dir", str(tmp_path / "plugin.py"), "--dataset", "digits")
     assert code == 2 and "is a file: --plugins-dir takes the folder" in one_error_line(err)
+
+
+def test_commands_refused_or_computing_nothing_make_no_store(tmp_path, cli, monkeypatch):
+    """A 0-epoch recipe (refused when the request is validated, before the store is opened), an
+    audit's estimate, and a reproduction judged from a store that is not there."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "s" / "mlflow.db"
+    recipe = tmp_path / "zero.toml"
+    recipe.write_text(
+        'name = "zero"\ndatasets = ["tiny"]\nmodels = ["tiny_cnn"]\nmethods = ["lotus"]\nseeds = [1]\n'
+        'epochs = 0\ndevice = "cpu"\n'
+    )
+    code, _, err = cli("sweep", str(recipe), "--tracking-uri", uri(db), "--plugins-dir", str(PLUGINS))
+    assert code == 2 and "A 0-epoch training recipe leaves the original untrained" in one_error_line(err)
+    code, _, err = cli("reproduce", "unlearnkit-digits", "--from-store", "--tracking-uri", uri(db))
+    assert code == 2 and "there is no store there yet" in one_error_line(err)
+    code, out, err = cli("audit", "audit-digits", "--estimate", "--tracking-uri", uri(db))
+    assert code == 0, err
+    assert not db.parent.exists()

@@ -141,10 +141,10 @@ class EnsembleRunner:
         self._forget_fingerprint = ""
 
     # ------------------------------------------------------------------------------------ set-up
-    def check(self) -> None:
+    def check(self, *, writes: bool = True) -> None:
         """The data, the scenario and the store, before anything trains: members must share D_f."""
         one_request(self.plan.scenario.key, self.plan.scenario.requests, "an ensemble score")
-        self.runner.check()
+        self.runner.check(writes=writes)
         prints = {self._paired_fingerprint(s) for s in (*self.settings.seeds, *self.settings.reference_seeds)}
         if len(prints) > 1:
             raise ConfigError(
@@ -167,6 +167,7 @@ class EnsembleRunner:
     def estimate(self) -> EnsembleEstimate:
         """What is left to compute, from the store (reference keys as References computes them)."""
         refs = self.runner.references
+        stored = self.store.exists()  # no store: everything is to do, and none is made by asking
         todo_models = total_models = 0
         for seed in self.settings.seeds + self.settings.reference_seeds:
             idx = self.bench.indices(seed)
@@ -175,12 +176,12 @@ class EnsembleRunner:
                 trained_on = np.sort(np.concatenate([idx.forget, idx.retain])) if role == "original" else idx.retain
                 total_models += 1
                 key = config_hash(refs.identity(role, seed, trained_on))
-                todo_models += self.store.find_finished("train", key) is None
+                todo_models += not stored or self.store.find_finished("train", key) is None
         total_runs = todo_runs = 0
         for entry in self.methods:
             for seed in self.settings.seeds:
                 total_runs += 1
-                found = self.store.search(
+                found = stored and self.store.search(
                     {"run_type": "unlearn", "benchmark": self.bench.key, "method": entry.name, "seed": str(seed)}
                 )
                 todo_runs += not found

@@ -122,13 +122,15 @@ class Audit:
     def name(self) -> str:
         return self.spec.name
 
-    def check(self) -> None:
-        """Load every cell's data and check the store: the last checks before anything is computed."""
-        self.store.check()
+    def check(self, *, writes: bool = True) -> None:
+        """Load every cell's data and check the store: the last checks before anything is computed.
+        ``writes`` False (an estimate): a store that is not there is left unmade, as nothing is written."""
+        if writes or self.store.exists():
+            self.store.check()
         for runner in self.runners:
-            runner.check()
+            runner.check(writes=writes)
         for ens in self.ensembles:
-            ens.check()
+            ens.check(writes=writes)
 
     def estimate(self) -> list[Estimate]:
         return [runner.estimate() for runner in self.runners]

@@ -204,11 +204,13 @@ class AuditRunner:
         self._pack_splits: dict[int, dict[str, Split]] = {}  # ... and the splits they were trained on
 
     # ------------------------------------------------------------------------------------ set-up
-    def check(self) -> None:
-        """Everything that needs the data and the store, before anything trains."""
+    def check(self, *, writes: bool = True) -> None:
+        """Everything that needs the data and the store, before anything trains (``writes`` False: an
+        estimate, which leaves a store that is not there unmade)."""
         one_request(self.plan.scenario.key, self.plan.scenario.requests, "a U-LiRA audit")
         self.bench.check()
-        self.store.check()
+        if writes or self.store.exists():
+            self.store.check()
         design = self.design
         if len(design.pool) < 2:
             raise ConfigError(f"Audit {self.label}: the audit pool (the forget set) has {len(design.pool)} example.")

@@ -149,7 +149,7 @@ def audit(
     with torch_builds_checked(), reporter:
         for what in job.ignored:
             reporter.warn(f"The audit ignores the recipe's {what}.")
-        job.check()
+        job.check(writes=not estimate)
         estimates = job.estimate()
         for est in estimates:
             reporter.console.print(est.text(), highlight=False)

@@ -142,6 +142,8 @@ def reproduce(
 
     table = find_table(table_name)
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
+    if from_store and not store.exists():  # nothing to judge: a report of "not run" cells, and a store made
+        raise ConfigError(f"--from-store judges the runs in {store.uri}, and there is no store there yet.")
     if dry_run:
         print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
         return

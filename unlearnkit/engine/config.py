@@ -338,6 +338,8 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
 
     recipe = load_train_recipe(request.train_recipe or dataset.cls.default_train_recipe, model_obj.model_family())
     train_recipe = recipe.with_epochs(request.epochs)
+    if train_recipe.epochs == 0 and not (request.pretrained or request.weights):  # before the store is opened
+        raise ConfigError("A 0-epoch training recipe leaves the original untrained: give --pretrained or --weights.")
     if request.device not in ("auto", "cpu", "cuda") and not request.device.startswith("cuda:"):
         raise ConfigError(f"Bad device '{request.device}'. Valid devices: auto, cpu, cuda, cuda:N.")
     threads = request.threads

@@ -173,10 +173,6 @@ class Benchmark:
         """Load the data and resolve the scenario against it (e.g. the class of ``class:cat``):
         the last checks that need the data, before the store is touched or anything trains."""
         self.indices(self.plan.seeds[0])
-        if self.train_recipe.epochs == 0 and not (self.plan.request.pretrained or self.plan.request.weights):
-            raise ConfigError(
-                "A 0-epoch training recipe leaves the original untrained: give --pretrained or --weights."
-            )
 
     def preprocess(self) -> Preprocess:
         raw = self.raw

@@ -150,10 +150,12 @@ class Runner:
         self._seed_splits: dict[int, tuple[SplitIndices, dict[str, Split]]] = {}  # built by pack_references
 
     # ------------------------------------------------------------------------------- driver
-    def check(self) -> None:
+    def check(self, *, writes: bool = True) -> None:
         """Every check that needs the data (and the model files a user brings), then the store:
         still nothing trained or written. Under torchrun rank 0 checks first (and downloads the
-        data), then the other ranks. Once per runner: :meth:`run` checks only if no one did."""
+        data), then the other ranks. Once per runner: :meth:`run` checks only if no one did.
+        ``writes`` False (an estimate): a store that is not there is left unmade, and :meth:`run`
+        checks again."""
         if self.checked:
             return
 
@@ -168,11 +170,11 @@ class Runner:
             for role, path in (("original", request.original), ("retrained", request.retrained)):
                 if path is not None:
                     self.references.from_file(role, Path(path))
-            if self.world.main:
+            if self.world.main and (writes or self.store.exists()):
                 self.store.check()
 
         ddp.main_first("check", check)
-        self.checked = True
+        self.checked = writes
 
     def run(self) -> list[RunResult]:
         """Every seed, every method; returns one result per (method, seed)."""
