@@ -34,3 +34,20 @@ def test_requested_metrics_are_the_only_ones_computed(bench):
         bench.original, method="lotus", options=OPTIONS, metrics=["acc_test"], retrained=bench.retrained, **given
     )
     assert set(result.metrics) == {"acc_test"}
+
+
+def test_what_a_run_refuses_uk_unlearn_refuses_in_one_line(bench):
+    """A class-only method on an instance forget set, labels outside the classes, an empty split and a
+    mean per channel of the wrong length: a run refuses each; uk.unlearn ran the first two silently."""
+    given = splits_of(bench, "forget", "retain")
+    with pytest.raises(uk.ConfigError, match=r"^Method 'boundary_shrink' is defined only for forget scenarios class"):
+        uk.unlearn(bench.original, method="boundary_shrink", **given)
+    x_f, y_f = given["forget"]
+    with pytest.raises(uk.ConfigError, match=r"^The forget split has the label -1: labels must be class ids 0\.\.3"):
+        uk.unlearn(bench.original, forget=(x_f, y_f - 1), retain=given["retain"], num_classes=4)
+    with pytest.raises(uk.ConfigError, match=r"^The forget split has the label 3: labels must be class ids 0\.\.2"):
+        uk.unlearn(bench.original, forget=(x_f, y_f), retain=given["retain"], num_classes=3)
+    with pytest.raises(uk.ConfigError, match=r"^The forget split is empty"):
+        uk.unlearn(bench.original, forget=(x_f[:0], y_f[:0]), retain=given["retain"])
+    with pytest.raises(uk.ConfigError, match=r"^Bad mean \(0\.5, 0\.5, 0\.5\): one value per image channel \(1\)"):
+        uk.unlearn(bench.original, mean=(0.5, 0.5, 0.5), **given)

@@ -115,8 +115,19 @@ def unlearn(
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     raw = {"forget": forget, "retain": retain, "unseen": unseen, "test": test}
     tensors = {name: as_tensors(d, name) for name, d in raw.items() if d is not None}
+    for name, (x, _) in tensors.items():
+        if len(x) == 0:
+            raise ConfigError(f"The {name} split is empty.")
     channels = tensors["forget"][0].shape[1]
+    for given, what in ((mean, "mean"), (std, "std")):
+        if given is not None and len(given) != channels:
+            raise ConfigError(f"Bad {what} {tuple(given)}: one value per image channel ({channels}) expected.")
     k = num_classes or int(max(int(y.max()) for _, y in tensors.values()) + 1)
+    for name, (_, y) in tensors.items():  # a label outside the classes would index past the logits
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= k:
+            bad = low if low < 0 else high
+            raise ConfigError(f"The {name} split has the label {bad}: labels must be class ids 0..{k - 1}.")
     pre = Preprocess.create(
         mean or (0.0,) * channels, std or (1.0,) * channels, tuple(tensors["forget"][0].shape[-2:]), augment, dev
     )
@@ -125,6 +136,13 @@ def unlearn(
     if missing:
         raise ConfigError(f"Method '{entry.name}' reads the {', '.join(sorted(missing))} split(s): pass them too.")
     setting = setting or Setting("custom", "resnet", regs.scenarios.default().name, k)
+    if not entry.cls.accepts_scenario(setting.scenario_rule):  # as a run refuses it
+        rules = ", ".join(sorted(entry.cls.scenario_rules or ()))
+        raise ConfigError(
+            f"Method '{entry.name}' is defined only for forget scenarios {rules}, not '{setting.scenario_rule}': "
+            f"pass setting=uk.Setting(..., scenario_rule='{sorted(entry.cls.scenario_rules or ())[0]}', ...) "
+            "when the forget set is one."
+        )
     ctx = UnlearnContext(
         device=dev,
         seed=seed,
