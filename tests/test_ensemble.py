@@ -127,8 +127,9 @@ def test_bad_ensemble_requests_are_one_line(host, recipe, capsys):
     from unlearnkit.audit.job import Audit
     from unlearnkit.store.mlflow_store import Store
 
-    with pytest.raises(ConfigError, match=r"Unknown score 'klomm'. Valid scores: ulira, challenge, .*klom"):
+    with pytest.raises(ConfigError, match=r"Unknown score 'klomm'. Valid scores: ulira, challenge, .*klom") as err:
         Audit(recipe, host.registries, Store(), scores="klomm")
+    assert str(err.value).split("Valid scores: ")[1].count("klom") == 1  # a family named as its one metric: once
     with pytest.raises(ConfigError, match="at least 2 members"):
         Audit(recipe, host.registries, Store(), ensemble=1)
     random = recipe.parent / "random.toml"

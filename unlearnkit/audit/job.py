@@ -54,7 +54,7 @@ def resolve_scores(names: list[str], registries: Registries) -> tuple[bool, list
             continue
         hits = [e for e in entries if name in (e.name, e.cls.family)]
         if not hits:
-            valid = ", ".join([ULIRA, *sorted(families), *sorted(e.name for e in entries)])
+            valid = ", ".join(dict.fromkeys([ULIRA, *sorted(families), *sorted(e.name for e in entries)]))  # klom: both
             raise ConfigError(f"Unknown score '{name}'. Valid scores: {valid}.")
         chosen += [e for e in hits if e not in chosen]
     return ULIRA in names, [e for e in entries if e in chosen]
