@@ -373,3 +373,19 @@ def test_cli_tune_refuses_a_write_target_that_is_a_folder_before_any_trial(tune_
     )  # fmt: skip
     assert one_line_error(code, err).startswith(f"Error: Bad --write {tmp_path}: it is a folder")
     assert "trials" not in out  # refused before the studies ran
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://me:s3cret@host:5432/db", "postgresql://me:***@host:5432/db"),
+        ("https://me:p@ss@example.org/refs.tar", "https://me:***@example.org/refs.tar"),  # an @ in the password
+        ("mysql://me@host/db", "mysql://me@host/db"),  # a user without a password: nothing to hide
+        ("sqlite:///tmp/a@b.db", "sqlite:///tmp/a@b.db"),  # an @ in the path is no credential
+        ("://x", "://x"),
+    ],
+)
+def test_one_redaction_hides_a_urls_password_in_every_message(url, shown):
+    from unlearnkit.errors import redacted
+
+    assert redacted(url) == shown

@@ -69,6 +69,19 @@ class AgreementError(UnlearnkitError):
     exit_code = 1
 
 
+def redacted(url: str) -> str:
+    """``url`` as an error line may echo it: shortened (:func:`shorten`), the password a URL may carry
+    (``user:password@host``) written as ``***``, so a database or bundle URL's credentials stay out of
+    logs and terminals."""
+    head, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if sep and "@" in netloc:
+        creds, _, host = netloc.rpartition("@")
+        user, colon, _ = creds.partition(":")
+        url = f"{head}://{user}{':***' if colon else ''}@{host}{slash}{path}"
+    return shorten(url)
+
+
 def shorten(value: object, limit: int = ECHO_CHARS) -> str:
     """``value`` as an error line may echo it: at most ``limit`` characters, then how long it was,
     so a pasted file or a 20 KB key does not turn one line into a page; line breaks and other

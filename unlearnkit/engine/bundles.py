@@ -50,7 +50,7 @@ from typing import IO, Any
 from unlearnkit.api.types import ImageSpec
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.references import IMAGE_SPEC, REFERENCE_ROLES, image_spec_text, parse_image_spec
-from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full, translated
+from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full, redacted, translated
 from unlearnkit.identity import config_hash, file_sha256, identity_json
 from unlearnkit.store.mlflow_store import RunRecord, Store, tag
 from unlearnkit.store.tags import TAGS
@@ -291,8 +291,7 @@ def source_label(source: str) -> str:
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError as err:  # "http://[::1", a port that is no number or over 65535
-        shown = short(re.sub(r"(?<=://)[^/?#]*@", "", source))  # no credentials in an error line
-        raise ConfigError(f"Bundle {shown} is not a valid URL ({err}).") from None
+        raise ConfigError(f"Bundle {short(redacted(source))} is not a valid URL ({err}).") from None
     return f"{parts.scheme}://{host}{port}{parts.path}"[:MAX_TEXT]
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from unlearnkit.errors import StoreError, StoreUnavailableError, shorten
+from unlearnkit.errors import StoreError, StoreUnavailableError, redacted, shorten
 from unlearnkit.store import tags as tag_schema
 from unlearnkit.store.interrupts import deferred
 from unlearnkit.store.sqlite_file import init_lock, place_empty_schema, preflight
@@ -214,15 +214,6 @@ def plugin_schemes() -> frozenset[str]:
     from importlib.metadata import entry_points
 
     return frozenset(ep.name.lower() for ep in entry_points(group="mlflow.tracking_store"))
-
-
-def redacted(uri: str) -> str:
-    """``uri`` without the password a database URL may carry, for messages."""
-    head, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        creds, _, host = rest.partition("@")
-        return f"{head}://{creds.split(':', 1)[0]}:***@{host}"
-    return shorten(uri)
 
 
 class Store:

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.errors import ConfigError, shorten
+from unlearnkit.errors import ConfigError, redacted, shorten
 from unlearnkit.store.claims import process_alive
 from unlearnkit.store.mlflow_store import Store
 
@@ -32,12 +32,12 @@ def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
             return optuna.storages.RDBStorage(explicit), explicit
         except ImportError:  # a known dialect whose driver is not installed (mysql:// without mysqlclient)
             raise ConfigError(
-                f"--study-storage '{shown_url(explicit)}' needs a database driver that is not installed: install "
+                f"--study-storage '{redacted(explicit)}' needs a database driver that is not installed: install "
                 "the one for that database, or pass a journal file path instead."
             ) from None
         except SQLAlchemyError as err:  # unreachable: a missing folder, a server that is down, bad credentials
             detail = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0]
-            raise ConfigError(f"Cannot open --study-storage '{shown_url(explicit)}': {shorten(detail, 200)}.") from None
+            raise ConfigError(f"Cannot open --study-storage '{redacted(explicit)}': {shorten(detail, 200)}.") from None
     if explicit:
         return journal_storage(Path(explicit)), str(explicit)
     if store.local_db is not None:
@@ -61,21 +61,9 @@ def check_database_url(url: str) -> None:
         make_url(url).get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError):
         raise ConfigError(
-            f"Bad --study-storage '{shown_url(url)}': not a database URL SQLAlchemy knows. Expected a database "
+            f"Bad --study-storage '{redacted(url)}': not a database URL SQLAlchemy knows. Expected a database "
             "URL (e.g. sqlite:///optuna.db, postgresql://user@host/db, mysql://user@host/db) or a journal file path."
         ) from None
-
-
-def shown_url(url: str) -> str:
-    """``url`` as an error line may echo it: shortened, its password (if it parses to one) as ***."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        pass
-    return shorten(url)
 
 
 def journal_storage(path: Path) -> Any:
