@@ -608,9 +608,7 @@ def check_train_recipe(recipe: dict[str, Any], where: str) -> None:
             raise ConfigError(
                 f"{where}: its training recipe has the unknown key {short(key)} (valid: {valid}); refused."
             )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{where}: its training recipe's {short(key)} is {value}; refused.")
-        fields[name] = value
+        fields[name] = value  # NaN and infinity too: TrainRecipe refuses them (allow_inf_nan=False)
     try:
         TrainRecipe.model_validate(fields, strict=True)
     except ValidationError as err:
