@@ -389,3 +389,20 @@ def test_one_redaction_hides_a_urls_password_in_every_message(url, shown):
     from unlearnkit.errors import redacted
 
     assert redacted(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("count", "noun", "plural", "said"),
+    [
+        (1, "cell", None, "1 cell"),
+        (0, "cell", None, "0 cells"),
+        (2, "reference model", None, "2 reference models"),
+        (1200, "run", None, "1,200 runs"),
+        (1, "model's", "models'", "1 model's"),
+        (5, "model's", "models'", "5 models'"),
+    ],
+)
+def test_a_count_is_said_in_the_singular_only_for_one(count, noun, plural, said):
+    from unlearnkit.errors import counted
+
+    assert counted(count, noun, plural) == said

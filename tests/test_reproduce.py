@@ -200,7 +200,7 @@ def test_the_wheel_ships_the_recipes_and_tables(tmp_path):
 
 def test_sweep_finds_a_shipped_recipe_by_name_anywhere(cli, tmp_path):
     code, out, _ = cli("sweep", "reproduce-digits", "--dry-run")  # run from tmp_path: no recipes/ folder here
-    assert code == 0 and "Sweep 'reproduce-digits': 1 cells." in out
+    assert code == 0 and "Sweep 'reproduce-digits': 1 cell." in out
     code, _, err = cli("sweep", "no-such-recipe")
     assert code == 2 and "Shipped recipes (run by name):" in err and "paper-resnet18-cifar10" in err
 

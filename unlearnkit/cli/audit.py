@@ -24,6 +24,7 @@ from unlearnkit.cli.shared import (
     status_cell,
     torch_builds_checked,
 )
+from unlearnkit.errors import counted
 
 if TYPE_CHECKING:
     from unlearnkit.audit.ensemble import EnsembleReport
@@ -231,9 +232,9 @@ def audit(
         )
     for ens_report in ensemble_reports:
         con.out.print(ensemble_table(ens_report, job.ensembles[0].metrics))
+        computed = counted(ens_report.logits_computed, "model's", "models'")
         con.out.print(
-            f"{ens_report.logits_computed} models' logits computed (the rest read from the store) "
-            f"in {ens_report.wall_s:.1f} s.",
+            f"{computed} logits computed (the rest read from the store) in {ens_report.wall_s:.1f} s.",
             highlight=False,
         )
     con.out.print(

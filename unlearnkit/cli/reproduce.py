@@ -27,6 +27,7 @@ from unlearnkit.cli.shared import (
     started,
     torch_builds_checked,
 )
+from unlearnkit.errors import counted
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -82,7 +83,7 @@ def measured_cost(t: PublishedTable, paces: Paces) -> str:
     if any(p.guessed for p in trainings + runs):
         return "–"
     seconds = spec.seeds * (sum(p.seconds for p in trainings) + sum(p.seconds for p in runs))
-    return f"{seconds / 3600:.2g} h ({sum(p.measured for p in trainings + runs)} runs measured)"
+    return f"{seconds / 3600:.2g} h ({counted(sum(p.measured for p in trainings + runs), 'run')} measured)"
 
 
 @app.command()
@@ -185,8 +186,8 @@ def print_plan(job: TableRun) -> None:
     spec = job.table.spec
     con.out.print(
         f"Table '{spec.name}': {spec.title}\n  recipe {spec.recipe}, protocol {spec.protocol}; "
-        f"{len(job.table.methods)} methods (reference rows included), "
-        f"{sum(len(r.values) for r in spec.rows.values())} published cells.",
+        f"{counted(len(job.table.methods), 'method')} (reference rows included), "
+        f"{counted(sum(len(r.values) for r in spec.rows.values()), 'published cell')}.",
         highlight=False,
         soft_wrap=True,
     )

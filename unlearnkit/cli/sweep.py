@@ -29,6 +29,7 @@ from unlearnkit.cli.shared import (
     started,
     torch_builds_checked,
 )
+from unlearnkit.errors import counted
 
 MAX_CELLS = 10_000  # the recipe bound's default (unlearnkit.scale.sweep_recipes.MAX_CELLS; kept light for --help)
 SHOWN_CELLS = 20  # --dry-run lists this many cells, then how many more
@@ -41,7 +42,7 @@ def print_grid(recipe: Path, max_cells: int) -> None:
     spec = load_recipe(recipe)
     count = check_size(spec, max_cells)
     cells = expand(spec, max_cells=max_cells)
-    con.out.print(f"Sweep '{spec.name}': {count} cells.", highlight=False, soft_wrap=True)
+    con.out.print(f"Sweep '{spec.name}': {counted(count, 'cell')}.", highlight=False, soft_wrap=True)
     for cell in cells[:SHOWN_CELLS]:
         con.out.print(f"  {cell.label}", highlight=False, soft_wrap=True)
     if count > SHOWN_CELLS:
@@ -115,7 +116,7 @@ def sweep(
         con.out.print(tables.to_markdown(report.boards, job.info()), highlight=False, soft_wrap=True)
         counts = report.counts
         con.out.print(
-            f"Sweep '{report.name}': {report.total} runs ({counts['finished']} new, {counts['skipped']} already in "
+            f"Sweep '{report.name}': {counted(report.total, 'run')} ({counts['finished']} new, {counts['skipped']} already in "
             f"the store, {counts['failed']} failed) in {report.wall_s:.1f} s. Leaderboard logged to MLflow run "
             f"{report.leaderboard_run[:8]}" + (f"; figure: {plot}" if plot else "."),
             highlight=False,

@@ -25,6 +25,7 @@ from unlearnkit.cli.shared import (
     print_estimate,
     torch_builds_checked,
 )
+from unlearnkit.errors import counted
 
 if TYPE_CHECKING:
     from unlearnkit.store.mlflow_store import Store
@@ -64,7 +65,7 @@ def _estimate(tuner: Tuner, store: Store) -> list[str]:
         done = _completed_trials(tuner, store, method)
         for cell in tuner.cells:
             plan = tuner.plan(cell, method, tuner.fixed[method])
-            label = f"{cell.label} {method} ({tuner.trials} trials)"
+            label = f"{cell.label} {method} ({counted(tuner.trials, 'trial')})"
             parts.append(estimate_trials(estimator, plan, label, trials=tuner.trials, done=done))
     return report_lines(f"Tuning '{tuner.spec.name}'", parts)
 

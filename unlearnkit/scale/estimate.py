@@ -22,6 +22,7 @@ from unlearnkit.api.contracts import UnlearnOutcome
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.references import Reference
 from unlearnkit.engine.runner import Runner, Seed
+from unlearnkit.errors import counted
 from unlearnkit.identity import config_hash, file_sha256
 from unlearnkit.scale.sweep import Sweep
 from unlearnkit.store.mlflow_store import RunRecord, Store
@@ -153,8 +154,8 @@ class Estimate:
                 else f" (partly a guess: {unmeasured} of {len(self.paces)} paces unmeasured)"
             )
         return (
-            f"{self.label}: {self.runs_to_do} runs to do, {self.runs_in_store} in the store; "
-            f"{self.models_to_train} reference models to train, {self.models_in_store} reused; {time}."
+            f"{self.label}: {counted(self.runs_to_do, 'run')} to do, {self.runs_in_store} in the store; "
+            f"{counted(self.models_to_train, 'reference model')} to train, {self.models_in_store} reused; {time}."
         )
 
     def add(self, other: Estimate) -> None:

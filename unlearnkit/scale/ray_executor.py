@@ -48,7 +48,7 @@ from unlearnkit.engine.config import Plan, RunRequest, validate
 from unlearnkit.engine.memorisation import score_source
 from unlearnkit.engine.prepared import Benchmark, resolve_device
 from unlearnkit.engine.runner import RunResult, Seed
-from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError
+from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, counted
 from unlearnkit.store.mlflow_store import Store, resolve_tracking_uri
 
 if TYPE_CHECKING:
@@ -600,7 +600,7 @@ class RayExecutor:
         for (cell, plan), gpus in zip(sweep.plans, gpus_of):
             options = self.task_options(gpus)
             reporter.event(
-                f"Cell {cell.label}: {len(plan.methods)} methods × {len(plan.seeds)} seeds ({gpus:g} GPUs per run)"
+                f"Cell {cell.label}: {counted(len(plan.methods), 'method')} × {counted(len(plan.seeds), 'seed')} ({gpus:g} GPUs per run)"
             )
             request = portable(plan.request)
             for seed in plan.seeds:

@@ -22,6 +22,7 @@ from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.config import Plan, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.runner import Runner, RunResult
+from unlearnkit.errors import counted
 from unlearnkit.scale.sweep_recipes import (
     MAX_CELLS,
     Cell,
@@ -64,7 +65,9 @@ class LocalExecutor:
     def execute(self, sweep: Sweep, reporter: Reporter, on_result: Callable[[RunResult], None]) -> None:
         memo: ModelMemo = {}
         for cell, plan in sweep.plans:
-            reporter.event(f"Cell {cell.label}: {len(plan.methods)} methods × {len(plan.seeds)} seeds")
+            reporter.event(
+                f"Cell {cell.label}: {counted(len(plan.methods), 'method')} × {counted(len(plan.seeds), 'seed')}"
+            )
             Runner(
                 plan,
                 sweep.store,

@@ -45,7 +45,7 @@ from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.config import Plan, RunRequest, method_parts, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.splits import parse_scenario
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, counted
 from unlearnkit.identity import CORE_VERSION, config_hash, plugin_version
 from unlearnkit.scale.sweep_recipes import RecipeFile, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store, tag
@@ -469,7 +469,7 @@ class Tuner:
         if not study.trials and self.defaults[method]:
             study.enqueue_trial(self.defaults[method], user_attrs={"defaults": True})
         distributions = {k: spec.distribution() for k, spec in self.spaces[method].items()}
-        reporter.event(f"Tuning {method}: study {name}, {self.trials} trials")
+        reporter.event(f"Tuning {method}: study {name}, {counted(self.trials, 'trial')}")
         # a trial whose process died (killed tune): run again with its parameters; its finished seeds are in the store
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if not owner_alive(str(frozen.user_attrs.get("owner", ""))):
@@ -647,7 +647,7 @@ class Tuner:
         ]
         notes = {
             m.method: [
-                f"{m.method}: study {m.study}; {m.trials} trials ({m.complete} complete, {m.failed} failed);",
+                f"{m.method}: study {m.study}; {counted(m.trials, 'trial')} ({m.complete} complete, {m.failed} failed);",
                 f"best {self.objective.name} {m.best_value:.4f} at trial {m.best_trial}"
                 + (f" (the method's defaults: {m.default_value:.4f})" if math.isfinite(m.default_value) else "")
                 + f"; tuning time {m.wall_s:.1f} s ({m.method_s:.1f} s unlearning).",
