@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,25 @@ def test_help_does_not_import_torch_or_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False False")
+
+
+@pytest.mark.parametrize("command", ["audit", "import", "reproduce"])
+def test_the_list_of_commands_gives_each_summary_unbroken_where_the_line_has_room(command):
+    """Their docstrings' first paragraphs span two source lines: typer's rich help kept that
+    break, so ``unlearnkit --help`` broke the summary mid-sentence however wide the terminal."""
+    import inspect
+    import subprocess
+    import sys
+
+    from unlearnkit.cli import app
+
+    callback = next(c.callback for c in app.registered_commands if (c.name or c.callback.__name__) == command)
+    summary = " ".join(inspect.getdoc(callback).split("\n\n")[0].split())
+    out = subprocess.run(
+        [sys.executable, "-m", "unlearnkit", "--help"],
+        capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "400", "NO_COLOR": "1"},
+    ).stdout  # fmt: skip
+    assert any(summary in line for line in out.splitlines()), out
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ when a command needs them, which keeps ``unlearnkit --help`` instant.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from typing import Annotated, Any
 
@@ -53,9 +54,22 @@ def _load_commands() -> set[str]:
     names = [info.name for info in pkgutil.iter_modules(__path__) if info.name not in NOT_COMMANDS]
     for name in sorted(names, key=lambda name: name != FIRST_COMMAND):
         importlib.import_module(f"{__name__}.{name}")
+    one_line_summaries()
     commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
     groups = {g.name or (g.typer_instance.info.name if g.typer_instance else None) for g in app.registered_groups}
     return commands | {name for name in groups if name}  # and the command groups (`store check`)
+
+
+def one_line_summaries() -> None:
+    """Each command's summary in `unlearnkit --help` as the one line it is: typer's rich help keeps
+    the line breaks of a docstring's first paragraph there, so a summary wrapped at 100 columns in
+    the source broke mid-sentence in the list of commands."""
+    groups = [g.typer_instance for g in app.registered_groups if g.typer_instance]
+    for info in [*app.registered_commands, *(c for group in groups for c in group.registered_commands)]:
+        doc = info.short_help or info.help or inspect.getdoc(info.callback) or ""
+        first = doc.split("\n\n", 1)[0]
+        if "\n" in first:
+            info.short_help = " ".join(first.split())
 
 
 BUILTIN = _load_commands()
@@ -135,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             from unlearnkit.discovery.host import get_host
 
             get_host().pm.hook.register_commands(app=app)
+            one_line_summaries()
         code = app(args=argv, prog_name="unlearnkit", standalone_mode=False)
     except UnlearnkitError as err:
         con.error(one_line(str(err)))
