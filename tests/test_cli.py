@@ -113,6 +113,8 @@ def test_the_list_of_commands_gives_each_summary_unbroken_where_the_line_has_roo
     "argv, expected",
     [
         (["run", "--metod", "lotus"], "No such option: --metod"),
+        (["plugins", "--zz"], "No such option: --zz. Valid options: --json."),
+        (["show"], "Missing argument 'kind'. Expected: method, metric, dataset, model, scenario or run."),
         (["run", "--epochs", "abc"], "Bad value 'abc' for --epochs:"),
         (["run", "--seeds", "3407", "13"], "unexpected extra argument"),
         (["list"], "Expected: methods, metrics, datasets, models, scenarios or recipes."),

@@ -121,6 +121,7 @@ def usage_message(exc: Any, argv: list[str] | None = None) -> str:
     elif type(exc).__name__ == "NoSuchOption" and command is not None and not getattr(exc, "possibilities", None):
         options = sorted(o for p in command.params for o in getattr(p, "opts", []) if o.startswith("--"))
         if options:
+            text = text if text.endswith((".", "?", "!")) else text + "."
             text += f" Valid options: {', '.join(options)}."
     elif type(exc).__name__ == "MissingParameter" and param is not None and getattr(param, "help", None):
         text += f" Expected: {param.help}."

@@ -171,7 +171,7 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
 
 @app.command()
 def show(
-    kind: Annotated[str, typer.Argument(help="method, metric, dataset, model or run")],
+    kind: Annotated[str, typer.Argument(help="method, metric, dataset, model, scenario or run")],
     name: Annotated[str, typer.Argument(help="A registered name (see `unlearnkit list`), or a run id")],
     plot: Annotated[Path | None, typer.Option(help="With `show run`: draw the run's per-epoch series to FILE.")] = None,
     tracking_uri: TrackingUri = None,
