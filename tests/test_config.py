@@ -103,6 +103,20 @@ def test_options_for_a_metric_without_options_or_outside_the_run_are_refused(hos
         validate(tiny(options={"mia.x": "1"}, metrics=["acc_forget"]), host.registries)
 
 
+def test_a_metric_list_splits_commas_as_a_method_list_does(host):
+    """``--metric acc_forget,mia`` was one unknown metric 'acc_forget,mia'; it is now the two, the same
+    plan (and identity) as two --metric flags, each metric once."""
+    regs = host.registries
+    flags = validate(tiny(metrics=["acc_forget", "mia"]), regs)
+    commas = validate(tiny(metrics=["acc_forget, mia", "acc_forget"]), regs)
+    assert [m.name for m in commas.metrics] == ["acc_forget", "mia"]
+    assert commas.resolved() == flags.resolved()
+    with pytest.raises(ConfigError, match=r"^Metric list ',' names no metric\. Valid metrics: acc_forget, "):
+        validate(tiny(metrics=[","]), regs)
+    with pytest.raises(UnknownNameError, match=r"^Unknown metric 'mai'\. Did you mean 'mia'\?"):
+        validate(tiny(metrics=["acc_forget,mai"]), regs)
+
+
 def test_every_run_records_its_identity_and_its_request(host, tmp_path):
     store = Store()
     results = Runner(validate(tiny(), host.registries), store).run()

@@ -51,7 +51,12 @@ def run(
         list[str], typer.Option("--dataset-option", help="Dataset option KEY=VALUE (e.g. download=false).")
     ] = [],
     model_option: Annotated[list[str], typer.Option("--model-option", help="Model option KEY=VALUE.")] = [],
-    metric: Annotated[list[str], typer.Option(help="Only these metrics (default: all registered).")] = [],
+    metric: Annotated[
+        list[str],
+        typer.Option(
+            help="Only these metrics: a name or a comma list (default: all registered; `unlearnkit list metrics`)."
+        ),
+    ] = [],
     subset: Annotated[
         str | None, typer.Option(help="Per-class count (500) or fraction (0.1) of train and test.")
     ] = None,

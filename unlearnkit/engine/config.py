@@ -217,6 +217,18 @@ def method_parts(names: list[str]) -> list[str]:
     return [f"-{p[1:].strip()}" if p.startswith("-") else p for p in parts]
 
 
+def metric_names(names: list[str] | None, registries: Registries) -> list[str]:
+    """The metrics a run computes: every registered one when None, else the names given, comma
+    lists split as a method list's are (``--metric acc_forget,mia``), each once, in order."""
+    if names is None:
+        return registries.metrics.names()
+    parts = list(dict.fromkeys(p.strip() for name in names for p in name.split(",") if p.strip()))
+    if not parts:
+        valid = ", ".join(registries.metrics.names())
+        raise ConfigError(f"Metric list '{shorten(','.join(names))}' names no metric. Valid metrics: {valid}.")
+    return parts
+
+
 def left_out(names: list[str]) -> set[str]:
     """The methods a list leaves out of ``all`` (its ``-NAME`` parts)."""
     return {p[1:] for p in method_parts(names) if p.startswith("-")}
@@ -325,7 +337,7 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
     if request.no_retrain:  # no gold standard: its row cannot exist
         methods = [m for m in methods if m.cls.role != "retrained"]
         method_names = [m.name for m in methods]
-    metrics = [registries.metrics.get(n) for n in (request.metrics or registries.metrics.names())]
+    metrics = [registries.metrics.get(n) for n in metric_names(request.metrics, registries)]
     user_options, metric_values = split_options(request.options, method_names, [m.name for m in metrics], registries)
     metric_options = {m.name: m.cls.parse_options(metric_values[m.name]) for m in metrics if m.name in metric_values}
     subset = parse_subset(request.subset)
