@@ -134,3 +134,22 @@ def test_progress_descriptions_show_control_characters_instead_of_sending_them()
     shown = buffer.getvalue()
     assert "\x1b]0;owned" not in shown and "\u202e" not in shown, repr(shown)
     assert shown.count("\\x1b]0;owned\\x07") >= 3  # each description still readable
+
+
+def test_progress_into_a_log_or_a_pipe_writes_its_lines_and_nothing_else():
+    """No bar is drawn where the output is no terminal, and stopping the bars wrote an empty line
+    there: the line between "Loading dataset" and a refusal's "Error:" in every CI log."""
+    import io
+
+    from unlearnkit.cli.console import DataConsole, RichReporter
+
+    buffer = io.StringIO()
+    log = DataConsole(file=buffer, force_terminal=False, width=200, color_system=None)
+    with RichReporter(console=log) as reporter:
+        reporter.event("Loading dataset digits")
+        for _ in reporter.track([1, 2], total=2, description="epochs"):
+            pass
+        reporter.warn("weak original")
+    lines = buffer.getvalue().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines[:1]] == ["Loading dataset digits"]
+    assert lines[1:] == ["Warning: weak original"], lines

@@ -96,6 +96,7 @@ def _rich_reporter() -> type:
                 console=console,
                 transient=True,
                 speed_estimate_period=3600,  # long epochs: estimate from the whole run, not the last 30 s
+                disable=not console.is_terminal,  # a log or a pipe: no bar to draw, and stopping one wrote a blank line
             )
             self.console = console
 
