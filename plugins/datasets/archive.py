@@ -31,7 +31,7 @@ from .cache import read_npz, save_npz_atomically
 from .folder import is_image_name, parallel
 
 INDEX_VERSION = 1
-_BAD_INDEX = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+_BAD_INDEX = (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, zipfile.BadZipFile)
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError)
 
 
@@ -135,7 +135,10 @@ def _index_key(path: Path, nested: bool) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _read_index(path: Path, key: str) -> TarIndex | None:
+def _read_index(path: Path, key: str, archive_size: int) -> TarIndex | None:
+    """The cached index, or None when it is absent, damaged, or not one of an archive of ``archive_size``
+    bytes (a byte range past its end, a negative size, a name that is not bytes): a swapped file must
+    not make a worker read 2**62 bytes."""
     index = read_npz(
         path,
         key,
@@ -144,17 +147,30 @@ def _read_index(path: Path, key: str) -> TarIndex | None:
     )
     if index is None:
         return None
+    return index if _fits(index, archive_size) else None
+
+
+def _fits(index: TarIndex, archive_size: int) -> bool:
+    """Whether every entry of ``index`` is a byte range of an archive of ``archive_size`` bytes, in one of its folders."""
     n = len(index.names)
-    if len(index.folder) != n or len(index.offsets) != n or len(index.sizes) != n:
-        return None
-    return index
+    arrays = (index.folder, index.offsets, index.sizes)
+    if index.names.dtype.kind != "S" or any(len(a) != n or a.dtype.kind not in "iu" for a in arrays):
+        return False
+    if n == 0:
+        return True
+    if index.folder.min() < 0 or index.folder.max() >= len(index.folders):
+        return False
+    if min(index.offsets.min(), index.sizes.min()) < 0 or max(index.offsets.max(), index.sizes.max()) > archive_size:
+        return False
+    ends = index.offsets.astype(np.int64) + index.sizes.astype(np.int64)  # both <= archive_size: no overflow
+    return bool(ends.max() <= archive_size)
 
 
 def tar_index(path: Path, cache_dir: Path, *, nested: bool) -> TarIndex:
     """The index of ``path``, from the cache dir when the archive's path, size and mtime match."""
     key = _index_key(path, nested)
     cache_file = Path(cache_dir) / f"tar-index-{path.name}-{key}.npz"
-    index = _read_index(cache_file, key)
+    index = _read_index(cache_file, key, path.stat().st_size)
     if index is None:
         try:
             index = index_tar(path, nested=nested)
@@ -228,11 +244,26 @@ class DiskFiles:
         self.where = Path(root)
 
     def names(self) -> list[str]:
-        out = []
-        for folder, dirs, files in os.walk(self.where):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            rel = Path(folder).relative_to(self.where).as_posix()
-            out += [f if rel == "." else f"{rel}/{f}" for f in files if not f.startswith(".")]
+        """The visible regular files (symlinks to them included): a FIFO or device named like an image
+        would block the load forever or never end, so it is no file of the tree. Sub-folders are not
+        followed through symlinks (a loop), and an unreadable one is skipped."""
+        out: list[str] = []
+        todo = [""]
+        while todo:
+            rel = todo.pop()
+            try:
+                with os.scandir(self.where / rel) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_file()) for e in it]
+            except OSError:
+                continue
+            for name, is_dir, is_file in entries:
+                if name.startswith("."):
+                    continue
+                sub = f"{rel}/{name}" if rel else name
+                if is_dir:
+                    todo.append(sub)
+                elif is_file:
+                    out.append(sub)
         return out
 
     def read(self, rel: str) -> bytes:

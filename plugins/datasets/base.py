@@ -8,6 +8,7 @@ A subclass only says how to recognise its files in a folder (``find``) and how t
 from __future__ import annotations
 
 import abc
+import io
 import os
 import pickle
 import struct
@@ -17,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -80,6 +81,38 @@ def shared_data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def integers(value: object, what: str) -> np.ndarray:
+    """``value`` as an array of integers (whole floats, as MATLAB stores them, included); anything a cast
+    would change (1.7, NaN, None, text) is refused rather than silently truncated."""
+    arr = np.asarray(value)
+    if arr.size and arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)):
+        return arr.astype(np.int64)
+    if arr.size and arr.dtype.kind not in "iu":
+        kind = "fractional or non-finite " if arr.dtype.kind == "f" else ""
+        raise ValueError(f"{what} holds {kind}{arr.dtype.name} values, expected integers")
+    return arr
+
+
+def pixels(value: object, what: str) -> np.ndarray:
+    """``value`` as uint8; values outside 0..255 are refused rather than wrapped (300 would become 44)."""
+    arr = integers(value, what)
+    if arr.dtype != np.uint8 and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+        raise ValueError(f"{what} runs {int(arr.min())}..{int(arr.max())}, expected pixels 0..255")
+    return arr.astype(np.uint8, copy=False)
+
+
+def load_mat(source: Path | io.BytesIO, **kwargs: Any) -> dict[str, Any]:
+    """scipy's ``loadmat``, with its MatReadError (an empty or truncated file) as a ValueError, which
+    READ_ERRORS turns into one line (scipy is imported here, on load, not with the plugin)."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        return loadmat(source, **kwargs)
+    except MatReadError as err:
+        raise ValueError(f"not a readable MATLAB file ({err})") from None
+
+
 def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 NCHW images scaled to [0, 1], chunked so memory stays flat."""
     total = np.zeros(x.shape[1])
@@ -103,6 +136,8 @@ def make_raw(
     for name, y in (("train", splits.y_train), ("test", splits.y_test)):
         if len(y) and (int(np.min(y)) < 0 or int(np.max(y)) >= k):
             raise DataError(f"{what}: {name} labels run {int(np.min(y))}..{int(np.max(y))}, expected 0..{k - 1}.")
+    if 0 in splits.x_train.shape[1:]:
+        raise DataError(f"{what}: images are {splits.x_train.shape[1:]} (channels, height, width): no pixels.")
     if splits.x_train.shape[1:] != splits.x_test.shape[1:]:
         raise DataError(
             f"{what}: train images are {splits.x_train.shape[1:]} but test images {splits.x_test.shape[1:]}."

@@ -36,7 +36,8 @@ CACHE_VERSION = 2  # 2: real paths in the key, the stamps recorded in the file
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 _OPTIONAL = ("groups", "x_unseen", "y_unseen")  # stored only when set
 # What reading a damaged .npz can raise; anything else is a bug and keeps its traceback.
-_BAD_CACHE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, struct.error)
+# MemoryError: a crafted .npy header can declare terabytes, which numpy tries to allocate.
+_BAD_CACHE = (OSError, ValueError, KeyError, TypeError, EOFError, MemoryError, zipfile.BadZipFile, struct.error)
 ABANDONED_TMP_S = 3600  # a temporary file untouched this long was left by a writer that died
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ def cache_key(label: str, files: Iterable[Path], extra: Mapping[str, Any] | None
                 folders[folder] = os.path.realpath(folder or ".")
             real = os.path.join(folders[folder], name)
         stamps.append((real, st.st_size, st.st_mtime_ns))
-        h.update(f"{real}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{real}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))  # any file name
     return CacheKey(h.hexdigest()[:20], tuple(stamps))
 
 
@@ -107,9 +108,20 @@ def read_npz(
 def read_cache(path: Path, key: str) -> RawDataset | None:
     """The cached dataset, or None when the file is absent, stale or does not load cleanly."""
     raw = read_npz(path, key, _raw_dataset, _BAD_CACHE)
-    if raw is None or len(raw.mean) != raw.image_shape[0] or len(raw.std) != raw.image_shape[0]:
-        return None
-    return raw
+    return raw if raw is not None and plausible(raw) else None
+
+
+def plausible(raw: RawDataset) -> bool:
+    """Whether a cached dataset is one a loader could have built: labels in 0..K-1, one finite mean and
+    one positive std per channel. A file swapped into the cache dir (its name, hence its key, is
+    public) must not feed training what no source file could."""
+    k, channels = len(raw.class_names), raw.image_shape[0]
+    for y in (raw.y_train, raw.y_test, raw.y_unseen):
+        if y is not None and len(y) and (int(np.min(y)) < 0 or int(np.max(y)) >= k):
+            return False
+    if len(raw.mean) != channels or len(raw.std) != channels:
+        return False
+    return bool(np.all(np.isfinite(raw.mean)) and np.all(np.isfinite(raw.std)) and np.all(np.asarray(raw.std) > 0))
 
 
 def _raw_dataset(z: np.lib.npyio.NpzFile) -> RawDataset:

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from unlearnkit import Augment, RawDataset
 
-from .base import DownloadOptions, FileDataset, Source, Splits
+from .base import DownloadOptions, FileDataset, Source, Splits, integers, pixels
 from .folder import decode_listing, decode_tar, find_tree, list_tree
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -60,21 +60,36 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# What the allowed numpy calls raise on crafted arguments (a 1 TiB shape, a dtype of 1).
+_CRAFTED = (TypeError, AttributeError, OverflowError, MemoryError, RecursionError)
+
+
 def read_pickle(path: Path) -> dict[str, Any]:
     """One CIFAR python-version batch as a dict with str keys (the files have bytes keys)."""
     with open(path, "rb") as f:
-        d = _ArrayUnpickler(f, encoding="bytes").load()
+        try:
+            d = _ArrayUnpickler(f, encoding="bytes").load()
+        except _CRAFTED as err:
+            raise pickle.UnpicklingError(f"{path.name} is not a CIFAR pickle ({type(err).__name__}: {err})") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path.name} is not a CIFAR batch (holds a {type(d).__name__})")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def label_names(meta: dict[str, Any], key: str) -> list[str]:
+    """The names a ``meta`` pickle lists under ``key`` ([] when absent); anything but a list of strings is refused."""
+    raw = meta.get(key, [])
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in raw):
+        raise ValueError(f"meta's {key} is not a list of names")
+    return [n.decode() if isinstance(n, bytes) else n for n in raw]
 
 
 def _batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     d = read_pickle(path)
     if "data" not in d or label_key not in d:
         raise ValueError(f"{path.name} lacks '{label_key}' or 'data'")
-    x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, *SIZE)  # rows are R, G, B planes
-    y = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+    x = pixels(d["data"], f"{path.name}'s data").reshape(-1, 3, *SIZE)  # rows are R, G, B planes
+    y = integers(d[label_key], f"{path.name}'s {label_key}").astype(np.int64).reshape(-1)
     if len(x) != len(y):
         raise ValueError(f"{path.name} has {len(y)} labels for {len(x)} images")
     return x, y
@@ -189,7 +204,7 @@ class Cifar100(_Cifar):
         meta = batches / "meta"
         if not meta.is_file():
             return splits
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in read_pickle(meta).get("fine_label_names", [])]
+        names = label_names(read_pickle(meta), "fine_label_names")
         if len(names) != len(CIFAR100_CLASSES):
             return splits
         return Splits(splits.x_train, splits.y_train, splits.x_test, splits.y_test, names)

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 import unlearnkit as uk
-from unlearnkit import RawDataset
+from unlearnkit import DataError, RawDataset
 
-from .base import Source, Splits
-from .cifar import CIFAR100_CLASSES, Cifar10, _Cifar, read_pickle
+from .base import READ_ERRORS, Source, Splits, integers
+from .cifar import CIFAR100_CLASSES, Cifar10, _Cifar, label_names, read_pickle
+from .download import one_line
 
 CIFAR20_CLASSES = (
     "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
@@ -29,10 +30,21 @@ CIFAR20_CLASSES = (
 
 
 def _names(meta: dict, key: str, expected: tuple[str, ...]) -> list[str]:
-    """The archive's own names (its ``meta`` keys are bytes or str, by how it was pickled), else ours."""
-    raw = meta.get(key, meta.get(key.encode(), []))
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
-    return names or list(expected)
+    """The archive's own names (read_pickle gives str keys, whatever the file held), else ours."""
+    return label_names(meta, key) or list(expected)
+
+
+def _fine_labels(path: Path, n: int, k: int) -> np.ndarray:
+    """The fine labels of the batch at ``path``: one per image, each in 0..k-1, as a scenario indexes names by them."""
+    d = read_pickle(path)
+    if "fine_labels" not in d:
+        raise ValueError(f"{path.name} lacks 'fine_labels'")
+    y = integers(d["fine_labels"], f"{path.name}'s fine_labels").astype(np.int64).reshape(-1)
+    if len(y) != n:
+        raise ValueError(f"{path.name} has {len(y)} fine labels for {n} images")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+        raise ValueError(f"{path.name}'s fine labels run {int(y.min())}..{int(y.max())}, expected 0..{k - 1}")
+    return y
 
 
 class Cifar20(_Cifar):
@@ -82,12 +94,13 @@ class Cifar20(_Cifar):
         raw = super().load(data_dir, cache_dir)
         source = self.locate(data_dir)
         assert source is not None  # super().load found it (no download)
-        fine = [read_pickle(p).get("fine_labels") for p in source.files()]
-        meta = read_pickle(source.where / "meta") if (source.where / "meta").is_file() else {}
-        train_fine, test_fine = (np.asarray(f, dtype=np.int64) for f in fine)
-        return dataclasses.replace(
-            raw,
-            subclasses=train_fine,
-            subclasses_test=test_fine,
-            subclass_names=_names(meta, "fine_label_names", CIFAR100_CLASSES),
-        )
+        try:
+            meta = read_pickle(source.where / "meta") if (source.where / "meta").is_file() else {}
+            names = _names(meta, "fine_label_names", CIFAR100_CLASSES)
+            train, test = source.files()
+            train_fine = _fine_labels(train, len(raw.y_train), len(names))
+            test_fine = _fine_labels(test, len(raw.y_test), len(names))
+        except READ_ERRORS as err:
+            what = f"{self.title} in {source.where}"
+            raise DataError(f"Cannot read {what}: {one_line(err)}. Check or replace the file(s).") from None
+        return dataclasses.replace(raw, subclasses=train_fine, subclasses_test=test_fine, subclass_names=names)

@@ -56,7 +56,8 @@ class ImageFolder(Dataset):
             raise DataError(f"The imagefolder dataset needs --data-dir DIR laid out as {LAYOUT}.")
         root = Path(data_dir).expanduser()
         if not root.is_dir():
-            raise DataError(f"--data-dir {root} does not exist. Fix: pass --data-dir DIR laid out as {LAYOUT}.")
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise DataError(f"--data-dir {root} {what}. Fix: pass --data-dir DIR laid out as {LAYOUT}.")
         tree = find_tree(root)
         if tree is None:
             raise DataError(

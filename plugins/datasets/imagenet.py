@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 from unlearnkit import Augment, DataError, Options, RawDataset
 
 from .archive import EncodedImages, tar_index
-from .base import READ_ERRORS, FileDataset, Source
+from .base import READ_ERRORS, FileDataset, Source, load_mat
 from .cache import cache_key, cached
 from .download import one_line
 from .folder import is_image_name, subdirs
@@ -165,8 +165,6 @@ def read_devkit(devkit: Path) -> tuple[dict[int, str], list[int]]:
     ``data/ILSVRC2012_validation_ground_truth.txt`` (line i labels ILSVRC2012_val_<i>), read
     straight from the tar.gz or an extracted devkit folder.
     """
-    from scipy.io import loadmat
-
     if devkit.is_dir():
         meta_bytes, truth_bytes = (devkit / META).read_bytes(), (devkit / GROUND_TRUTH).read_bytes()
     else:
@@ -182,7 +180,7 @@ def read_devkit(devkit: Path) -> tuple[dict[int, str], list[int]]:
         if missing:
             raise ValueError(f"{devkit.name} lacks {', '.join(missing)}")
         meta_bytes, truth_bytes = found[META], found[GROUND_TRUTH]
-    synsets = np.atleast_1d(loadmat(io.BytesIO(meta_bytes), squeeze_me=True)["synsets"])
+    synsets = np.atleast_1d(load_mat(io.BytesIO(meta_bytes), squeeze_me=True)["synsets"])
     id_to_wnid = {
         int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(np.asarray(s["num_children"]).sum()) == 0
     }

@@ -17,10 +17,13 @@ std 1; of its augmentation (flip, affine, colour jitter) only the flip has a cor
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
+import stat
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 import numpy as np
@@ -74,23 +77,41 @@ def read_table(files: Files, split: str) -> tuple[list[str], np.ndarray, np.ndar
     """(image paths in the tree, labels 0..7, person ids) of one split's CSV, in row order."""
     name = CSVS[split]
     reader = csv.DictReader(io.StringIO(files.read(name).decode("utf-8-sig")))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataError(
-            f"MUFAC: {files.where}/{name} lacks the column(s) {', '.join(missing)} (has {reader.fieldnames})."
-        )
     rels, labels, people = [], [], []
-    for line, row in enumerate(reader, start=2):
-        family, person, age, image = ((row.get(c) or "").strip() for c in COLUMNS)
-        if len(age) != 1 or age not in AGE_CLASSES or not image:
+    try:
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
             raise DataError(
-                f"MUFAC: {files.where}/{name} line {line} has age_class {age!r} and image_path {image!r}; "
-                "expected a..h and a file name."
+                f"MUFAC: {files.where}/{name} lacks the column(s) {', '.join(missing)} (has {reader.fieldnames})."
             )
-        rels.append(f"{IMAGE_DIRS[split]}/{image}")
-        labels.append(AGE_CLASSES.index(age))
-        people.append(f"{family}_{person}")
+        for line, row in enumerate(reader, start=2):
+            family, person, age, image = ((row.get(c) or "").strip() for c in COLUMNS)
+            if len(age) != 1 or age not in AGE_CLASSES or not image:
+                raise DataError(
+                    f"MUFAC: {files.where}/{name} line {line} has age_class {age[:60]!r} and image_path "
+                    f"{image[:60]!r}; expected a..h and a file name."
+                )
+            if PurePosixPath(image).is_absolute() or ".." in PurePosixPath(image).parts:
+                raise DataError(
+                    f"MUFAC: {files.where}/{name} line {line} has image_path {image[:60]!r}, which points "
+                    f"outside {IMAGE_DIRS[split]}/; expected a file name in it."
+                )
+            rels.append(f"{IMAGE_DIRS[split]}/{image}")
+            labels.append(AGE_CLASSES.index(age))
+            people.append(f"{family}_{person}")
+    except csv.Error as err:  # a field over the csv module's limit (131,072 characters), a stray quote
+        raise DataError(f"MUFAC: {files.where}/{name} line {reader.reader.line_num} is not CSV: {err}.") from None
     return rels, np.array(labels, dtype=np.int64), np.array(people, dtype=str)
+
+
+def regular_files(paths: list[Path]) -> list[Path]:
+    """``paths``, refused where one exists but is no regular file: a FIFO named by a CSV row would block
+    the load forever (a missing one is the cache key's "no such file" error)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise DataError(f"MUFAC: {path} is not a regular file (a folder, FIFO or device). Fix: replace it.")
+    return paths
 
 
 def perceptual_hashes(x: np.ndarray) -> list[bytes]:
@@ -182,7 +203,7 @@ class Mufac(FileDataset):
     def folder_files(disk: DiskFiles) -> list[Path]:
         """The CSVs and every image they name: what keys the cache of an extracted folder."""
         rels = [CSVS[s] for s in SPLITS] + [r for s in SPLITS for r in read_table(disk, s)[0]]
-        return disk.key_files(rels)
+        return regular_files(disk.key_files(rels))
 
     def load(self, data_dir: Path | None, cache_dir: Path) -> RawDataset:
         o = self.options

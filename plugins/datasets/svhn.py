@@ -12,23 +12,21 @@ import numpy as np
 
 from unlearnkit import Augment
 
-from .base import FileDataset, Source, Splits
+from .base import FileDataset, Source, Splits, integers, load_mat, pixels
 
 MAT_FILES = ("train_32x32.mat", "test_32x32.mat")
 
 
 def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One SVHN .mat file: X (32, 32, 3, N) -> uint8 (N, 3, 32, 32); y (N, 1) with 10 -> 0."""
-    from scipy.io import loadmat
-
-    mat = loadmat(path, variable_names=("X", "y"))
+    mat = load_mat(path, variable_names=("X", "y"))
     if "X" not in mat or "y" not in mat:
         raise ValueError(f"{path.name} lacks the variables X and y")
     x = np.asarray(mat["X"])
     if x.ndim != 4 or x.shape[2] != 3:
         raise ValueError(f"{path.name}: X has shape {x.shape}, expected (H, W, 3, N)")
-    x = np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8, copy=False)
-    y = np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    x = np.ascontiguousarray(pixels(x, f"{path.name}: X").transpose(3, 2, 0, 1))
+    y = integers(mat["y"], f"{path.name}: y").reshape(-1).astype(np.int64)
     if len(y) != len(x):
         raise ValueError(f"{path.name} has {len(y)} labels for {len(x)} images")
     return x, np.where(y == 10, 0, y)

@@ -38,18 +38,30 @@ def _by_name(rel: str) -> tuple[object, ...]:
     return natural_key(PurePosixPath(rel).name)
 
 
+def _text(files: Files, name: str, where: str) -> str:
+    """A text file of the tree (a byte-order mark, as some editors write, is dropped)."""
+    try:
+        return files.read(name).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{where}: {name} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}). "
+            f"Fix: replace it with the published file."
+        ) from None
+
+
 def listing(files: Files) -> Listing:
     """(wnids, [(train image, label)], [(val image, label)]) in label order then natural file order."""
     where = f"Tiny-ImageNet in {files.where}"
-    wnids = [w for w in files.read(WNIDS).decode().split() if w]
+    wnids = [w for w in _text(files, WNIDS, where).split() if w]
     if not wnids or len(set(wnids)) != len(wnids):
         raise DataError(f"{where}: {WNIDS} lists {'no' if not wnids else 'repeated'} wnids.")
     label_of = {w: i for i, w in enumerate(wnids)}
     annotations: dict[str, int] = {}
-    for line in files.read(ANNOTATIONS).decode().splitlines():
+    for line in _text(files, ANNOTATIONS, where).splitlines():
         fields = line.split("\t")
         if len(fields) >= 2 and fields[1] in label_of:
-            annotations[fields[0]] = label_of[fields[1]]
+            if annotations.setdefault(fields[0], label_of[fields[1]]) != label_of[fields[1]]:
+                raise DataError(f"{where}: {ANNOTATIONS} labels {fields[0][:60]!r} twice, with different wnids.")
         elif line.strip():
             raise DataError(
                 f"{where}: bad line {line[:60]!r} in {ANNOTATIONS} (expected <image> TAB <wnid of {WNIDS}>)."
