@@ -111,10 +111,12 @@ class Stat:
 
     @classmethod
     def of(cls, values: list[float]) -> Stat:
-        vals = [v for v in values if not math.isnan(v)]
+        """Over the finite values: a NaN is a missing value, and so is ±inf, which a shared store may hold
+        (another writer, a bug) and which would make the mean infinite and mark its row best."""
+        vals = [v for v in values if math.isfinite(v)]
         if not vals:
             return cls(float("nan"), float("nan"), 0)
-        return cls(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else float("nan"), len(vals))
+        return cls(mean_of(vals), std_of(vals), len(vals))
 
     @property
     def half_width(self) -> float:
@@ -143,6 +145,26 @@ class Stat:
         if any(math.isnan(b) for b in bounds):
             return None
         return self.ci_low <= other.ci_high and other.ci_low <= self.ci_high
+
+
+def mean_of(values: list[float]) -> float:
+    """The mean of finite values. Two runs at 1e308 overflow the sum (fmean raises): then it is summed
+    as fractions of the mean, which cannot overflow."""
+    try:
+        return statistics.fmean(values)
+    except OverflowError:
+        return math.fsum(v / len(values) for v in values)
+
+
+def std_of(values: list[float]) -> float:
+    """The sample std of finite values; NaN for one; inf where it is past the largest float (1e308 and
+    -1e308), which statistics.stdev raises on."""
+    if len(values) < 2:
+        return float("nan")
+    try:
+        return statistics.stdev(values)
+    except OverflowError:
+        return math.inf
 
 
 @dataclass
@@ -314,7 +336,7 @@ def board_order(board: Board) -> tuple[str, str, str, str, str, str]:
 def gap(a: dict[str, float], b: dict[str, float], metrics: list[str]) -> float:
     """Mean absolute difference over the Average-Gap metrics; NaN if one is missing."""
     diffs = [abs(a[m] - b[m]) for m in metrics if m in a and m in b]
-    return statistics.fmean(diffs) if metrics and len(diffs) == len(metrics) else float("nan")
+    return mean_of(diffs) if metrics and len(diffs) == len(metrics) else float("nan")
 
 
 def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: str = "avg_gap") -> list[Board]:

@@ -9,11 +9,15 @@ original, ∅: a no-op) in labels and legends, and each marked board says why un
 from __future__ import annotations
 
 import math
+import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.board.leaderboard import Board, Stat
-from unlearnkit.board.tables import NO_OP_MARK, WEAK_MARK, WEAK_SHORT, row_label
+from unlearnkit.board.tables import NO_OP_MARK, WEAK_MARK, WEAK_SHORT, row_label, written_out
+from unlearnkit.errors import ConfigError, UnlearnkitError, disk_full, shorten, translated
 
 
 def _pyplot() -> Any:
@@ -23,6 +27,13 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def shown(text: str) -> str:
+    """Store text (a method, dataset or metric name) as a figure label shows it as written: ``$`` would
+    start matplotlib's math mode (``$\\foo$`` failed the whole figure on an unknown symbol) and a control
+    character reach the terminal in matplotlib's missing-glyph warning."""
+    return written_out(text).replace("$", r"\$")
 
 
 def method_colours(boards: list[Board]) -> dict[str, Any]:
@@ -52,18 +63,19 @@ def error_bar(stat: Stat, at: float, *, ci: bool, floor: float = -math.inf) -> l
 
 def figure_title(board: Board) -> str:
     """The board's title, with one short line per mark its rows carry."""
-    lines = [board.title]
+    lines = [shown(board.title)]
     if board.weak_original:
-        why = ", ".join(WEAK_SHORT.get(r, r) for r in board.weak_reasons)
+        why = shown(", ".join(WEAK_SHORT.get(r, r) for r in board.weak_reasons))
         lines.append(f"{WEAK_MARK} weak original ({why}): numbers are noise (docs/protocols.md)")
     if board.no_op_rows:
-        names = ", ".join(r.method for r in board.no_op_rows)
+        names = shown(", ".join(r.method for r in board.no_op_rows))
         lines.append(f"{NO_OP_MARK} no-op (model = original; never best): {names}")
     return "\n".join(lines)
 
 
 def plot_boards(boards: list[Board], path: Path, *, ci: bool = False) -> Path:
-    return _save(board_figure(boards, ci=ci), path)
+    """The boards' figure, written to ``path`` (checked first: nothing is drawn for a path refused)."""
+    return _save(board_figure(boards, ci=ci), figure_path(path))
 
 
 def board_figure(boards: list[Board], *, ci: bool = False) -> Any:
@@ -89,7 +101,7 @@ def board_figure(boards: list[Board], *, ci: bool = False) -> Any:
                 capsize=3,
                 color=colours[r.method],
             )
-            label = row_label(r, ci=ci)
+            label = shown(row_label(r, ci=ci))
             ax_gap.annotate(label, (x, r.avg_gap), textcoords="offset points", xytext=(4, 4), fontsize=8)
         gold = board.retrained
         if gold is not None and cost in gold.metrics and not math.isnan(gold.metrics[cost].mean):
@@ -106,7 +118,9 @@ def board_figure(boards: list[Board], *, ci: bool = False) -> Any:
             xs = [j + i * width for j in range(len(metrics))]
             means = [r.metrics[m].mean if m in r.metrics else float("nan") for m in metrics]
             errs = [_bar_half(r.metrics[m], ci=ci) if m in r.metrics else 0.0 for m in metrics]
-            ax_bar.bar(xs, means, width, yerr=errs, capsize=2, label=row_label(r, ci=ci), color=colours[r.method])
+            ax_bar.bar(
+                xs, means, width, yerr=errs, capsize=2, label=shown(row_label(r, ci=ci)), color=colours[r.method]
+            )
         ax_bar.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
         ax_bar.set_ylim(0, 1.05)
         ax_bar.set_title("mean, 95 % t-interval over seeds" if ci else "mean ± std over seeds", fontsize=9)
@@ -121,24 +135,72 @@ def _bar_half(stat: Stat, *, ci: bool) -> float:
 
 def plot_series(series: dict[str, list[tuple[int, float]]], title: str, path: Path) -> Path:
     """One panel per series (e.g. train_loss, lotus_tau): value against epoch."""
+    path = figure_path(path)  # before anything is drawn
     plt = _pyplot()
     names = sorted(series)
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
         steps, values = zip(*series[name]) if series[name] else ((), ())
         ax.plot(steps, values, marker="o", markersize=3)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(shown(name), fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(shown(title), fontsize=10)
     return _save(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
-    fig.tight_layout()
+PATH_CHARS = 200  # how much of a figure path an error line repeats (a path is often past ECHO_CHARS)
+
+
+def figure_formats() -> list[str]:
+    """The file extensions matplotlib writes a figure as (png, pdf, svg, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def figure_path(path: Path) -> Path:
+    """``path`` checked as where a figure goes, before anything is read or drawn: a file, not a folder,
+    whose extension is a format matplotlib writes. Given none, matplotlib adds ``.png`` (``--plot board``
+    wrote board.png, ``--plot ''`` a hidden ``.png``), so the figure was not where the message said."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    formats = figure_formats()
+    if path.is_dir() or not path.name:
+        raise ConfigError(f"Figure path '{shorten(path, PATH_CHARS)}' is a folder: name a file in it, e.g. board.png.")
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        what = f"the extension '.{shorten(suffix)}'" if suffix else "no extension"
+        raise ConfigError(
+            f"Figure path '{shorten(path, PATH_CHARS)}' has {what}. Valid extensions: {', '.join(formats)}."
+        )
+    return path
+
+
+def not_written(path: Path) -> Callable[[BaseException], UnlearnkitError]:
+    """The one line for a figure that could not be written there: a full disk as such, else why."""
+
+    def translate(err: BaseException) -> UnlearnkitError:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return disk_full(err) or ConfigError(f"Cannot write the figure to '{shorten(path, PATH_CHARS)}': {why}.")
+
+    return translate
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (checked by :func:`figure_path`) under a temporary name beside it, then
+    moved into place: a figure interrupted midway never leaves half an image where an earlier one was."""
+    plt = _pyplot()
+    try:
+        path = figure_path(path)
+        fig.tight_layout()
+        with translated(OSError, not_written(path)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+            try:
+                fig.savefig(partial, dpi=110, format=path.suffix.lower().lstrip("."))
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+    finally:
+        plt.close(fig)
     return path

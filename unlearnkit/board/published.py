@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from unlearnkit.board.leaderboard import Board, Row, Stat
+from unlearnkit.board.tables import csv_text, md_text
 from unlearnkit.errors import ConfigError, shorten
 
 TIME = "time"  # a row's published runtime: compared as its ratio to the retrain row's
@@ -33,6 +34,7 @@ CONFIDENCE = 0.95
 RUNTIME_FACTOR = 2.0  # a runtime ratio holds within this factor: GPUs, loaders and data paths differ
 VALUE = re.compile(r"^\s*(-?\d*\.?\d+)\s*(?:±\s*(\d*\.?\d+))?\s*$")
 Verdict = Literal["holds", "outside", "not run"]
+TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class TableFile(BaseModel):
     # the verdict after every run is computed), scales positive (0 divides, a negative flips the sign)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str
+    name: str  # a plain name (TABLE_NAME): the store keeps the table as the artifact NAME.toml
     title: str
     source: str
     recipe: str  # a shipped recipe's name or a path
@@ -108,6 +110,15 @@ class TableFile(BaseModel):
     # interval collapses to the rounding although another machine's floats move the numbers as a seed does
     min_tolerance: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     rows: dict[str, TableRow]
+
+    @field_validator("name")
+    @classmethod
+    def plain_name(cls, name: str) -> str:
+        """A name with ``/`` or ``..`` would be a path in the store: MLflow refuses it, but only when the
+        reproduction is logged, with its own traceback, after every cell has run."""
+        if not TABLE_NAME.fullmatch(name):
+            raise ValueError(f"'{shorten(name)}' is not a plain name (letters, digits, '.', '_' and '-')")
+        return name
 
     @field_validator("rows", mode="before")
     @classmethod
@@ -522,7 +533,8 @@ def to_markdown(rep: Reproduction) -> str:
         clean = f" {c.shown_clean(rep)} |" if with_clean else ""
         draws = f" {c.shown_draws} |" if show_draws else ""
         lines.append(
-            f"| {c.row} | {c.metric} | {c.published.text} | {c.shown_measured} |{draws} {c.shown_tolerance} | {verdict} |{clean}"
+            f"| {md_text(c.row)} | {c.metric} | {md_text(c.published.text)} | {c.shown_measured} |{draws} "
+            f"{c.shown_tolerance} | {md_text(verdict)} |{clean}"
         )
     lines += ["", rep.summary]
     return "\n".join(lines) + "\n"
@@ -533,7 +545,7 @@ def to_csv(rep: Reproduction) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["row"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_text(v) for k, v in row.items()} for row in rows)  # a table file is outside input
     return buf.getvalue()
 
 

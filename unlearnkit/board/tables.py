@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import re
 
 from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_MARK, Board, MetricInfo, Row, Stat
 
@@ -53,12 +54,22 @@ def header(name: str, info: MetricInfo) -> str:
     return f"{name} x1e4" if info.scale == 1e4 else (name if info.scale == 1 else f"{name} x{info.scale:g}")
 
 
+# No metric a board shows comes near this; a store's value past it (MLflow keeps inf as 1.8e308) is shown
+# in exponent form, so one such run does not widen a column to 309 digits and cut every method name off.
+HUGE = 1e15
+
+
 def shown_digits(value: float, digits: int, compact: bool) -> int:
     """Decimals for ``value``: ``compact`` (the terminal) keeps four significant digits at most."""
-    if not compact:
+    if not compact or not math.isfinite(value):
         return digits
     magnitude = math.floor(math.log10(abs(value))) if value else 0
     return max(0, min(digits - 1, 3 - magnitude))
+
+
+def number(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals; in exponent form past :data:`HUGE` (or inf)."""
+    return f"{value:.{digits}f}" if abs(value) < HUGE else f"{value:.3g}"
 
 
 def fmt(mean: float, std: float | None, scale: float, digits: int = 3, *, compact: bool = False) -> str:
@@ -68,11 +79,11 @@ def fmt(mean: float, std: float | None, scale: float, digits: int = 3, *, compac
         return "—"
     value = mean * scale
     digits = shown_digits(value, digits, compact)
-    text = f"{value:.{digits}f}"
+    text = number(value, digits)
     if std is None or math.isnan(std):
         return text
     sep = "±" if compact else " ± "
-    return f"{text}{sep}{std * scale:.{digits}f}"
+    return f"{text}{sep}{number(std * scale, digits)}"
 
 
 def fmt_ci(stat: Stat, scale: float, digits: int = 3, *, compact: bool = False) -> str:
@@ -82,10 +93,10 @@ def fmt_ci(stat: Stat, scale: float, digits: int = 3, *, compact: bool = False) 
         return "—"
     value = stat.mean * scale
     digits = shown_digits(value, digits, compact)
-    text = f"{value:.{digits}f}"
+    text = number(value, digits)
     if not stat.has_interval:
         return text
-    low, high = f"{stat.ci_low * scale:.{digits}f}", f"{stat.ci_high * scale:.{digits}f}"
+    low, high = number(stat.ci_low * scale, digits), number(stat.ci_high * scale, digits)
     return f"{text}[{low},{high}]" if compact else f"{text} [{low}, {high}]"
 
 
@@ -223,19 +234,53 @@ def board_cells(
     return head, rows
 
 
+# C0 and C1 controls but tab and line breaks, and the bidirectional overrides and isolates: as the CLI's
+# console writes them out (unlearnkit.cli.console, which the board may not import)
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def written_out(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\x1b``): a published file is
+    printed too (``cat``), and an escape sequence in a run's name would clear that terminal or
+    reorder a line there."""
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def md_text(text: str) -> str:
+    """Store text (a method, dataset or grid label) as markdown that shows it as written: a ``|`` would
+    split a table cell (``\\|`` too: the backslash escapes, the pipe splits), a line break end the row,
+    ``<`` open raw HTML (``<script>``, which a docs site renders as it is) and ``](`` make a link. No name
+    unlearnkit writes holds any of them."""
+    flat = written_out(" ".join(text.splitlines())).replace("\\", "\\\\")
+    return flat.replace("|", "\\|").replace("<", "&lt;").replace("](", "]\\(")
+
+
 def to_markdown(
     boards: list[Board], info: dict[str, MetricInfo], chosen: list[str] | None = None, *, ci: bool = False
 ) -> str:
     parts = []
     for board in boards:
         head, rows = board_cells(board, info, chosen, ci=ci)
-        lines = [f"### {board.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines = [f"### {md_text(board.title)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for cells in rows:
-            lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
+            lines.append("| " + " | ".join(f"**{md_text(t)}**" if b else md_text(t) for t, b in cells) + " |")
         for note in notes(board) + (ci_notes(board, info) if ci else []):
-            lines += ["", note]
+            lines += ["", md_text(note)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads a cell as a formula by
+
+
+def csv_text(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as written: store text starting like a formula
+    (``=HYPERLINK(...)``, ``+cmd``, ``@SUM``) gets a leading ``'``, so opening the file runs nothing.
+    Numbers pass unchanged; no name unlearnkit writes starts so."""
+    if not isinstance(value, str):
+        return value
+    text = written_out(value)
+    return f"'{text}" if text.startswith(FORMULA_START) else text
 
 
 def flag(value: bool | None) -> str:
@@ -274,18 +319,9 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
     )
     for board in boards:
         for row in board.rows:
-            base = [
-                board.dataset,
-                board.model,
-                board.scenario,
-                board.train_recipe,
-                board.subset,
-                board.protocol,
-                row.method,
-                row.access,
-                len(row.seeds),
-            ]
-            marks = [row.weak_original, "+".join(row.weak_reasons), row.no_op]
+            text = [board.dataset, board.model, board.scenario, board.train_recipe, board.subset, board.protocol]
+            base = [*(csv_text(t) for t in (*text, row.method, row.access)), len(row.seeds)]
+            marks = [row.weak_original, csv_text("+".join(row.weak_reasons)), row.no_op]
             rank = [board.sort, flag(row.overlaps_best)]
             for name in columns(board, info):
                 s = row.metrics.get(name)
@@ -303,8 +339,8 @@ def bounds(stat: Stat) -> list[float | str]:
 
 
 def clean(x: float) -> float | None:
-    """JSON has no NaN: null."""
-    return None if math.isnan(x) else x
+    """JSON has no NaN and no infinity (json.dumps would write ``Infinity``, which readers refuse): null."""
+    return x if math.isfinite(x) else None
 
 
 def stat_json(stat: Stat) -> dict:

@@ -51,24 +51,32 @@ def leaderboard(
     from unlearnkit.board import tables
     from unlearnkit.board.leaderboard import leaderboard as build
     from unlearnkit.board.leaderboard import metric_info
+    from unlearnkit.board.plots import figure_path
     from unlearnkit.discovery.host import get_host
     from unlearnkit.store.mlflow_store import Store
 
     check_format(format)
     info = metric_info(get_host().registries)
     if sort != "avg_gap" and sort not in info:
-        raise ConfigError(f"Unknown sort key '{sort}'. Valid keys: avg_gap, {', '.join(sorted(info))}.")
+        raise ConfigError(
+            f"Unknown sort key '{shorten(sort)}'.{did_you_mean(sort, ['avg_gap', *info])} "
+            f"Valid keys: avg_gap, {', '.join(sorted(info))}."
+        )
     chosen = None if wide else ["default"]
     if columns:
         chosen = [c.strip() for c in columns.split(",") if c.strip()]
         for name in chosen:
             if name not in info:
-                raise ConfigError(f"Unknown column '{name}'. Valid columns: {', '.join(sorted(info))}.")
+                raise ConfigError(
+                    f"Unknown column '{shorten(name)}'.{did_you_mean(name, info)} "
+                    f"Valid columns: {', '.join(sorted(info))}."
+                )
         if not chosen:  # "," would print boards with no metric column at all
             raise ConfigError(
                 f"--columns '{shorten(columns)}' names no column. Valid columns: {', '.join(sorted(info))}."
             )
     check_filters(protocol, access)
+    replaced = plot is not None and figure_path(plot).exists()  # a bad --plot costs no store read
     store = Store(tracking_uri, experiment)
     if store.exists():
         store.check()
@@ -94,7 +102,7 @@ def leaderboard(
         from unlearnkit.board.plots import plot_boards
 
         plot_boards(boards, plot, ci=ci)
-        con.err.print(f"Figure written to {plot}")
+        con.err.print(f"Figure written to {plot}" + (" (it replaced the file there)" if replaced else ""))
     if format == "json":
         con.out.print(tables.to_json(boards), highlight=False, soft_wrap=True)
         return
@@ -114,9 +122,9 @@ def leaderboard(
         else:
             con.out.print(table)
         for note in tables.notes(board):  # what each mark on the rows means (weak original, no-op, audit)
-            con.out.print(note, style="yellow", highlight=False)
+            con.out.print(one_row(note), style="yellow", highlight=False)
         for note in tables.ci_notes(board, info) if ci else []:  # what ≈ means, which rows were not compared
-            con.out.print(note, style="yellow", highlight=False)
+            con.out.print(one_row(note), style="yellow", highlight=False)
     spread = (
         "mean [95 % t-interval] over seeds (docs/metrics.md)" if ci else "mean ± std over seeds (--ci: 95 % intervals)"
     )
@@ -161,6 +169,12 @@ def print_whole(table: Table) -> None:
     con.out.print(Segments([seg for line in lines for seg in line]), crop=False, soft_wrap=True, end="")
 
 
+def one_row(text: str) -> str:
+    """Store text as one line of the terminal's table: a line break in a run's name (or its dataset's)
+    would print a second line there, a made-up row of numbers under the real ones."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def render(
     board: Board, info: dict[str, MetricInfo], chosen: list[str] | None, *, wide: bool, ci: bool = False
 ) -> Table:
@@ -168,9 +182,9 @@ def render(
     from unlearnkit.board import tables
 
     head, rows = tables.board_cells(board, info, chosen, wide=wide, ci=ci)
-    table = Table(title=board.title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    table = Table(title=one_row(board.title), title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for col in head:
         table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
     for row_cells in rows:
-        table.add_row(*[con.styled(t, "bold green") if best else t for t, best in row_cells])
+        table.add_row(*[con.styled(one_row(t), "bold green") if best else one_row(t) for t, best in row_cells])
     return table
