@@ -13,6 +13,7 @@ tensors already prepared for the model (used as they are).
 from __future__ import annotations
 
 import copy
+import operator
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.evaluation import Evaluation, MissingModel
 from unlearnkit.api.protocols import get_protocol
 from unlearnkit.api.types import Augment, Setting
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, shorten
 
 SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
 SPLITS = ("forget", "retain", "unseen", "test")  # the splits uk.unlearn takes
@@ -43,21 +44,72 @@ class UnlearnResult:
 
 def as_tensors(data: SplitLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` from a pair of tensors/arrays or a map-style Dataset."""
-    if isinstance(data, tuple | list) and len(data) == 2:
-        x, y = (torch.as_tensor(v) for v in data)
-    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        pairs = [data[i] for i in range(len(data))]
-        if not pairs:
-            raise ConfigError(f"The {what} split is empty.")
-        x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
-        y = torch.as_tensor([int(p[1]) for p in pairs])
-    else:
-        raise ConfigError(f"The {what} split must be (images, labels) or a Dataset of (image, label) pairs.")
+    expected = f"The {what} split must be (images, labels) or a Dataset of (image, label) pairs"
+    if isinstance(data, str | bytes | Mapping):  # indexable and sized, but no Dataset: "abc"[0] is "a"
+        raise ConfigError(f"{expected}, not a {type(data).__name__}.")
+    try:
+        x, y = read_pairs(data, what)
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as err:  # what torch says of other data
+        raise ConfigError(f"{expected}: {shorten(err)}.") from None
     if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
         raise ConfigError(
             f"The {what} split must be images (N, C, H, W) and labels (N,); got {tuple(x.shape)} and {tuple(y.shape)}."
         )
+    check_values(x, y, what)
     return x, y.long()
+
+
+def read_pairs(data: SplitLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's images and labels as tensors, as given (a pair, or a Dataset read item by item)."""
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = (torch.as_tensor(v) for v in data)
+        return x, y
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        pairs = [data[i] for i in range(len(data))]
+        if not pairs:
+            raise ConfigError(f"The {what} split is empty.")
+        labels = [torch.as_tensor(p[1]).reshape(()) for p in pairs]  # an int, or a one-element tensor
+        return torch.stack([torch.as_tensor(p[0]) for p in pairs]), torch.stack(labels)
+    raise TypeError(f"got a {type(data).__name__}")
+
+
+def check_values(x: torch.Tensor, y: torch.Tensor, what: str) -> None:
+    """Labels that are class ids and images that are numbers: ``long()`` would read the label 0.7 as
+    class 0, and NaN pixels give NaN outputs whose metrics mean nothing (a run fails on them)."""
+    if y.is_floating_point() and not bool((y == y.round()).all()):
+        bad = y[y != y.round()][0].item()
+        raise ConfigError(f"The {what} split has the label {bad:g}: labels must be whole class ids.")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ConfigError(f"The {what} split has NaN or infinite image values.")
+
+
+def device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device to unlearn on: ``device``, else the model's. One line for a name torch does not know
+    ("gpu") or a GPU this machine lacks, where torch raises its own RuntimeError."""
+    if device is None:
+        first = next(model.parameters(), None)
+        if first is None:
+            raise ConfigError("The model has no parameters: there is nothing to unlearn.")
+        return first.device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"Unknown device '{shorten(device)}'. Valid devices: cpu, cuda, cuda:N, mps.") from None
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"Device '{shorten(device)}' requested but this machine has {torch.cuda.device_count()} CUDA GPU(s)."
+        )
+    return dev
+
+
+def whole(value: object, what: str, expected: str) -> int:
+    """``value`` as a Python int (a numpy integer is one; 1.5, True and "abc" are not), else one line."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(f"Bad {what} '{shorten(value)}': expected {expected}.") from None
 
 
 def compute(metric: type[Metric], ev: Evaluation) -> tuple[float | None, str]:
@@ -111,8 +163,15 @@ def unlearn(
 
     regs = get_host().registries
     entry = regs.methods.get(method) if method else regs.methods.default()
+    if isinstance(metrics, str):  # metrics="acc_forget" was read letter by letter: "Unknown metric 'a'"
+        metrics = [metrics]
     wanted = [regs.metrics.get(name) for name in metrics] if metrics is not None else None  # names checked first
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    seed = whole(seed, "seed", "a whole number, e.g. 3407")
+    if num_classes is not None and whole(num_classes, "num_classes", "a whole number of classes, 1 or more") < 1:
+        raise ConfigError(f"Bad num_classes '{num_classes}': expected a whole number of classes, 1 or more.")
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"options must be a mapping of option names to values, not a {type(options).__name__}.")
+    dev = device_of(model, device)
     raw = {"forget": forget, "retain": retain, "unseen": unseen, "test": test}
     tensors = {name: as_tensors(d, name) for name, d in raw.items() if d is not None}
     for name, (x, _) in tensors.items():
