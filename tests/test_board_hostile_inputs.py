@@ -414,3 +414,37 @@ def test_uk_unlearn_takes_one_metric_name_as_a_string_and_a_dataset_with_tensor_
         options={"epochs": 1},
     )
     assert set(result.metrics) == {"acc_forget"}
+
+
+# ------------------------------------------------------------------- the other commands that print store text
+def test_sweep_refuses_a_plot_path_before_anything_runs(cli, tmp_path):
+    """`sweep --plot board` was checked when the board was published: after every cell had run."""
+    from pathlib import Path
+
+    recipe = Path(__file__).parent / "fixtures" / "recipes" / "tiny.toml"
+    plugins = Path(__file__).parent / "fixtures" / "plugins"
+    code, out, err = cli("sweep", str(recipe), "--plot", "board", "--plugins-dir", str(plugins))
+    assert one_line_error(code, err).startswith("Error: Figure path 'board' has no extension.")
+    assert not (tmp_path / "mlruns").exists() and not list(tmp_path.glob("*.db")), list(tmp_path.iterdir())
+
+
+def test_show_run_prints_store_text_on_its_own_lines_and_checks_the_plot_first(cli):
+    """A tag with a line break printed a second line (a made-up ``seed:``); a bad --plot was refused
+    only after the run had been printed."""
+    store = Store()
+    store.check()
+    run = store.start_run("ga", run_tags("ga", 1, failure="boom\n  seed: 3407"), {})
+    store.log_metrics(run, metrics_of(0.5, 1))
+    store.finish(run)
+    code, out, _ = cli("show", "run", run)
+    assert code == 0 and "  failure: boom\\n  seed: 3407" in out
+    assert [line for line in out.splitlines() if line.strip().startswith("seed:")] == ["  seed: 1"], out
+    code, out, err = cli("show", "run", run, "--plot", "series")
+    assert one_line_error(code, err).startswith("Error: Figure path 'series' has no extension.") and not out
+
+
+def test_an_unknown_format_is_shortened_and_the_one_meant_suggested(cli):
+    code, _, err = cli("leaderboard", "--format", "mardown")
+    assert "Unknown format 'mardown'. Did you mean 'markdown'?" in one_line_error(code, err)
+    code, _, err = cli("leaderboard", "--format", "m" * 3000)
+    assert "…(3000 chars)" in one_line_error(code, err)

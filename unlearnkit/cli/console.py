@@ -29,6 +29,12 @@ def visible(text: str) -> str:
     return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def one_row(text: str) -> str:
+    """Store text as one line of output: a line break in a run's name or tag would print a second
+    line, a made-up row of numbers (or a made-up ``seed:`` line) under the real ones."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def task_text(description: str) -> str:
     """A progress task's description as markup that shows it as written: the progress bar renders
     descriptions from markup itself, past the console's ``render_str``, so both are done here."""

@@ -122,9 +122,9 @@ def leaderboard(
         else:
             con.out.print(table)
         for note in tables.notes(board):  # what each mark on the rows means (weak original, no-op, audit)
-            con.out.print(one_row(note), style="yellow", highlight=False)
+            con.out.print(con.one_row(note), style="yellow", highlight=False)
         for note in tables.ci_notes(board, info) if ci else []:  # what ≈ means, which rows were not compared
-            con.out.print(one_row(note), style="yellow", highlight=False)
+            con.out.print(con.one_row(note), style="yellow", highlight=False)
     spread = (
         "mean [95 % t-interval] over seeds (docs/metrics.md)" if ci else "mean ± std over seeds (--ci: 95 % intervals)"
     )
@@ -169,12 +169,6 @@ def print_whole(table: Table) -> None:
     con.out.print(Segments([seg for line in lines for seg in line]), crop=False, soft_wrap=True, end="")
 
 
-def one_row(text: str) -> str:
-    """Store text as one line of the terminal's table: a line break in a run's name (or its dataset's)
-    would print a second line there, a made-up row of numbers under the real ones."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def render(
     board: Board, info: dict[str, MetricInfo], chosen: list[str] | None, *, wide: bool, ci: bool = False
 ) -> Table:
@@ -182,9 +176,9 @@ def render(
     from unlearnkit.board import tables
 
     head, rows = tables.board_cells(board, info, chosen, wide=wide, ci=ci)
-    table = Table(title=one_row(board.title), title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    table = Table(title=con.one_row(board.title), title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for col in head:
         table.add_column(col, justify="left" if col in ("method", "access", "package") else "right", no_wrap=True)
     for row_cells in rows:
-        table.add_row(*[con.styled(one_row(t), "bold green") if best else one_row(t) for t, best in row_cells])
+        table.add_row(*[con.styled(con.one_row(t), "bold green") if best else con.one_row(t) for t, best in row_cells])
     return table

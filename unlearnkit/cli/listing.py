@@ -138,6 +138,10 @@ NUMERICS = ("device", "threads", "deterministic", "default_dtype", "torch_versio
 def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experiment: str) -> None:
     from unlearnkit.store.mlflow_store import Store
 
+    if plot is not None:  # checked before the store is read or anything printed
+        from unlearnkit.board.plots import figure_path
+
+        replaced = figure_path(plot).exists()
     store = Store(tracking_uri, experiment)
     record = store.get(run_id)
     con.out.print(
@@ -145,28 +149,29 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
     )
     for key in ("run_type", "method", "role", "dataset", "model", "scenario", "protocol", "seed", "train_recipe"):
         if record.tag(key):
-            con.out.print(f"  {key}: {record.tag(key)}", highlight=False)
+            con.out.print(f"  {key}: {con.one_row(record.tag(key))}", highlight=False)
     numerics = [(key, record.tag(key)) for key in NUMERICS if record.tag(key)]
     if numerics:  # what bit-identical reruns must match (docs/protocols.md); runs before 0.3 lack them
-        con.out.print("  numerics: " + ", ".join(f"{key}={value}" for key, value in numerics), highlight=False)
+        shown_numerics = ", ".join(f"{key}={con.one_row(value)}" for key, value in numerics)
+        con.out.print(f"  numerics: {shown_numerics}", highlight=False)
     if record.tag("failure"):
-        con.out.print(f"  failure: {record.tag('failure')}", highlight=False)
+        con.out.print(f"  failure: {con.one_row(record.tag('failure'))}", highlight=False)
     table = Table(title="metrics (final values)", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(record.metrics.items()):
-        table.add_row(name, f"{value:.6g}")
+        table.add_row(con.one_row(name), f"{value:.6g}")
     con.out.print(table)
     series = {name: pts for name in record.metrics if len(pts := store.series(record.run_id, name)) > 1}
     for name, points in sorted(series.items()):
         shown = ", ".join(f"{v:.4g}" for _, v in points)
-        con.out.print(f"{name} per epoch: {shown}", highlight=False, soft_wrap=True)
+        con.out.print(f"{con.one_row(name)} per epoch: {shown}", highlight=False, soft_wrap=True)
     if plot is not None:
         from unlearnkit.board.plots import plot_series
 
         title = f"{record.tag('method') or record.tag('role')} — {record.tag('dataset')} / {record.tag('model')}"
         plot_series(series, title, plot)
-        con.err.print(f"Figure written to {plot}")
+        con.err.print(f"Figure written to {plot}" + (" (it replaced the file there)" if replaced else ""))
 
 
 @app.command()

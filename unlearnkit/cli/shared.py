@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from unlearnkit.cli import console as con
-from unlearnkit.errors import ConfigError, UnknownNameError, translated
+from unlearnkit.errors import ConfigError, UnknownNameError, did_you_mean, shorten, translated
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -60,7 +60,9 @@ CpusPerRun = Annotated[float | None, typer.Option(help="CPUs per Ray task (defau
 def check_format(format: str) -> None:
     """Refuse an unknown ``--format`` before anything is loaded or computed."""
     if format not in FORMATS:
-        raise ConfigError(f"Unknown format '{format}'. Valid formats: {', '.join(FORMATS)}.")
+        raise ConfigError(
+            f"Unknown format '{shorten(format)}'.{did_you_mean(format, FORMATS)} Valid formats: {', '.join(FORMATS)}."
+        )
 
 
 def check_executor(

@@ -63,7 +63,9 @@ def sweep(
     ] = None,
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "unlearnkit",
-    plot: Annotated[Path | None, typer.Option(help="Also write the leaderboard figure here (PNG).")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write the leaderboard figure to FILE (.png, .pdf, .svg, ...).")
+    ] = None,
     plugins_dir: PluginsDir = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,
@@ -88,6 +90,10 @@ def sweep(
     if dry_run:  # the grid alone: no plugins, no store, nothing validated or computed
         print_grid(recipe, max_cells)
         return
+    if plot is not None:  # a bad path is one line now, not after the whole sweep has run
+        from unlearnkit.board.plots import figure_path
+
+        figure_path(plot)
     runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     job = Sweep(
