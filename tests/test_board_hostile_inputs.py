@@ -448,3 +448,14 @@ def test_an_unknown_format_is_shortened_and_the_one_meant_suggested(cli):
     assert "Unknown format 'mardown'. Did you mean 'markdown'?" in one_line_error(code, err)
     code, _, err = cli("leaderboard", "--format", "m" * 3000)
     assert "…(3000 chars)" in one_line_error(code, err)
+
+
+def test_leaderboard_seeds_keeps_only_those_seeds_and_says_when_nothing_matches(cli):
+    fill_store([])
+    code, out, err = cli("leaderboard", "--seeds", "2", "--format", "json")
+    (board,) = json.loads(out)
+    assert code == 0 and {tuple(r["seeds"]) for r in board["rows"]} == {(2,)}, out + err
+    code, out, _ = cli("leaderboard", "--seeds", "7", "--dataset", "tiny")
+    assert code == 0 and "No finished runs in " in out and out.rstrip().endswith("match --dataset tiny, --seeds 7.")
+    code, _, err = cli("leaderboard", "--seeds", "x")
+    assert one_line_error(code, err).startswith("Error: Bad seed 'x'")

@@ -148,6 +148,11 @@ def test_the_digits_table_holds_and_a_wrong_expectation_fails_naming_its_cell(cl
     doc = json.loads(out[out.index("{") :])
     assert doc["holds"] and doc["counts"]["outside"] == 0 and doc["counts"]["holds"] >= 30
     assert {c["method"] for c in doc["cells"]} == {"original", "retrain", "lotus", "finetune", "neggrad_plus"}
+    assert {c["n"] for c in doc["cells"] if c["verdict"] != "not run"} == {2}
+    # judged on the seeds asked for, not every seed the store holds (it pooled both before)
+    code, out, err = cli("reproduce", "unlearnkit-digits", "--from-store", "--seeds", "1", "--format", "json")
+    one = json.loads(out[out.index("{") :])
+    assert {c["n"] for c in one["cells"] if c["verdict"] != "not run"} == {1}, out + err
     # the same table with one impossible number: judged from the store (nothing reruns), exit 1, the cell named
     wrong = tmp_path / "wrong.toml"
     text = (TABLES / "unlearnkit-digits.toml").read_text()
@@ -159,7 +164,7 @@ def test_the_digits_table_holds_and_a_wrong_expectation_fails_naming_its_cell(cl
     from unlearnkit.store.mlflow_store import Store
 
     runs = Store(None, "unlearnkit").search({"run_type": "reproduction"})
-    assert len(runs) == 2 and {r.tag("reproduction_table") for r in runs} == {"unlearnkit-digits"}
+    assert len(runs) == 3 and {r.tag("reproduction_table") for r in runs} == {"unlearnkit-digits"}  # one from-store
     assert {r.tag("table_hash") for r in runs} == {find_table("unlearnkit-digits").sha256, load_table(wrong).sha256}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -319,6 +319,14 @@ def readable(rec: RunRecord) -> bool:
     return True
 
 
+def of_seeds(records: list[RunRecord], seeds: Collection[int] | None) -> list[RunRecord]:
+    """The records of ``seeds`` (all when None); one whose seed tag is unreadable is of none."""
+    if seeds is None:
+        return records
+    wanted = set(seeds)
+    return [r for r in records if readable(r) and int(r.tag("seed", "0")) in wanted]
+
+
 def by_benchmark(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
     """The records the board can read (:func:`readable`), deduplicated (:func:`dedupe`), per benchmark:
     what one board is made of."""
@@ -568,12 +576,14 @@ def leaderboard(
     recipe_cells: set[tuple[str, str, str]] | None = None,
     recipe_methods: set[str] | None = None,
     include_tuning: bool = False,
+    seeds: Collection[int] | None = None,
 ) -> list[Board]:
     """Finished unlearning runs in the store, filtered by tag (or a recipe's grid), aggregated into boards,
     with the U-LiRA audits of the same benchmarks merged in (:func:`merge_audits`) and each row's 95 %
     interval on ``sort`` compared with the leader's (:meth:`Board.mark_overlaps`).
 
-    Tuning trials (``unlearnkit tune``) are left out unless ``include_tuning``."""
+    Tuning trials (``unlearnkit tune``) are left out unless ``include_tuning``; ``seeds``: only the
+    runs of these seeds (a store may hold more seeds than a reproduction was asked to judge)."""
     if not store.exists():
         return []
     filters = {"run_type": "unlearn"}
@@ -585,6 +595,7 @@ def leaderboard(
         records = [r for r in records if not r.tag("tuning_trial")]
     if access:
         records = [r for r in records if r.tag("access") == access or r.tag("role")]
+    records = of_seeds(records, seeds)
     boards = build_boards(records, info, sort=sort)
     audits = store.search({**filters, "run_type": "audit"})
     if audits:

@@ -42,6 +42,9 @@ def leaderboard(
         ),
     ] = False,
     tuning: Annotated[bool, typer.Option("--tuning", help="Include tuning trials (hidden by default).")] = False,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Only runs of these seeds, comma-separated (default: every seed).")
+    ] = None,
     format: Format = "table",
     plot: Annotated[Path | None, typer.Option(help="Write a figure (Avg Gap vs time, metric bars) to FILE.")] = None,
     tracking_uri: TrackingUri = None,
@@ -53,6 +56,7 @@ def leaderboard(
     from unlearnkit.board.leaderboard import metric_info
     from unlearnkit.board.plots import figure_path
     from unlearnkit.discovery.host import get_host
+    from unlearnkit.engine.config import parse_seeds
     from unlearnkit.store.mlflow_store import Store
 
     check_format(format)
@@ -76,6 +80,7 @@ def leaderboard(
                 f"--columns '{shorten(columns)}' names no column. Valid columns: {', '.join(sorted(info))}."
             )
     check_filters(protocol, access)
+    wanted = parse_seeds(seeds) if seeds is not None else None
     replaced = plot is not None and figure_path(plot).exists()  # a bad --plot costs no store read
     store = Store(tracking_uri, experiment)
     if store.exists():
@@ -96,6 +101,7 @@ def leaderboard(
         access=access,
         sort=sort,
         include_tuning=tuning,
+        seeds=wanted,
         **scope,
     )
     if plot is not None:
@@ -113,6 +119,12 @@ def leaderboard(
         con.out.print(tables.to_csv(boards, info), highlight=False, soft_wrap=True, end="")
         return
     if not boards:
+        asked = {"--dataset": dataset, "--model": model, "--scenario": scenario, "--protocol": protocol}
+        asked |= {"--access": access, "--recipe": recipe, "--seeds": seeds}
+        given = [f"{flag} {shorten(value)}" for flag, value in asked.items() if value]
+        if given:  # the store may hold runs, just none of these
+            con.out.print(f"No finished runs in {store.uri} match {', '.join(given)}.", highlight=False)
+            return
         con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run")
         return
     for board in boards:

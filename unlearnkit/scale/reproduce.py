@@ -109,6 +109,7 @@ class TableRun:
             model=plan.model_name,
             scenario=plan.scenario.key,
             protocol=plan.protocol.name,
+            seeds=plan.seeds,  # the seeds asked for (--seeds, else the recipe's), not every one stored
         )
         return next((b for b in boards if b.benchmark == key), None)
 
