@@ -20,16 +20,32 @@ def by_class(labels: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(labels == c) for c in np.unique(labels)]
 
 
+MAX_DIGITS = 18  # no dataset has 10**18 images or classes; int() refuses more than 4300 digits
+
+
+def as_number(text: str) -> int | None:
+    """ASCII digits as a number; None for anything else (a sign, a space, '²' or '٣', whose
+    ``isdigit``/``\\d`` Python accepts, or more digits than any count or id can have)."""
+    if text.isascii() and text.isdigit() and len(text.lstrip("0")) <= MAX_DIGITS:
+        return int(text)
+    return None
+
+
+def is_digits(text: str) -> bool:
+    """Whether ``text`` is written as an id (digits), however long: then it is never a name."""
+    return bool(re.fullmatch(r"[0-9]+", text))
+
+
 def resolve_class(target: str, class_names: list[str]) -> int:
     """A class id or name -> its label; a clear error naming the valid classes otherwise."""
-    if re.fullmatch(r"\d+", target):
-        idx = int(target)
-        if idx < len(class_names):
+    if is_digits(target):
+        idx = as_number(target)
+        if idx is not None and idx < len(class_names):
             return idx
     elif target in class_names:
         return class_names.index(target)
     shown = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
-    raise uk.ConfigError(f"Unknown class '{target}' for class unlearning. Valid classes: {shown}.")
+    raise uk.ConfigError(f"Unknown class '{uk.Scenario.shown(target)}' for class unlearning. Valid classes: {shown}.")
 
 
 class _FractionRule(uk.Scenario):
@@ -101,6 +117,12 @@ class WholeClass(NamedClassRule):
     forgets_whole_classes = True
     algorithm_version = 1
 
+    def parse(self, params: str) -> str:
+        """An id is keyed as its number, so ``class:03`` and ``class:3`` are one scenario; a name as given."""
+        params = super().parse(params)
+        number = as_number(params)
+        return str(number) if number is not None else params
+
     def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
         label = resolve_class(self.params, data.class_names)
         return uk.ForgetSet(data.pool[data.pool_labels == label], forget_class=label)
@@ -134,7 +156,7 @@ class Identity(uk.Scenario):
         if missing:
             sample = ", ".join(sorted(known)[:8])
             raise uk.ConfigError(
-                f"Unknown identity '{missing[0]}' for identity unlearning. This dataset has {len(known)} "
+                f"Unknown identity '{self.shown(missing[0])}' for identity unlearning. This dataset has {len(known)} "
                 f"identities, e.g. {sample}."
             )
         mask = np.isin(names, wanted)
@@ -152,9 +174,11 @@ class First(uk.Scenario):
     algorithm_version = 1
 
     def parse(self, params: str) -> str:
-        if not (params.isascii() and params.isdigit()) or int(params) < 1:  # int('²') fails
-            raise uk.ConfigError(f"Bad forget scenario 'first:{params}': first:<N> takes a positive number of images.")
-        return str(int(params))
+        count = as_number(params)
+        if count is None or count < 1:
+            shown = self.shown(f"first:{params}")
+            raise uk.ConfigError(f"Bad forget scenario '{shown}': first:<N> takes a positive number of images.")
+        return str(count)
 
     def draw(self, data: uk.ScenarioData, seed: int) -> uk.ForgetSet:
         return uk.ForgetSet(data.pool[: int(self.params)])

@@ -13,8 +13,10 @@ from dataclasses import replace
 import numpy as np
 
 import unlearnkit as uk
+from unlearnkit_plugins.scenarios.rules import NamedClassRule, as_number
 
 MAX_REQUESTS = 100
+SEQUENCES = "random:F, instance:F, first:N or memorised:..."  # rules whose next request is not empty
 
 
 class Sequential(uk.Scenario):
@@ -29,8 +31,8 @@ class Sequential(uk.Scenario):
 
     def parse(self, params: str) -> str:
         count, _, inner = params.partition(":")
-        count = count.strip()
-        if not (count.isascii() and count.isdigit()) or not 2 <= int(count) <= MAX_REQUESTS:
+        requests = as_number(count.strip())
+        if requests is None or not 2 <= requests <= MAX_REQUESTS:
             raise self.bad(
                 params, f"a number of requests from 2 to {MAX_REQUESTS}, then a scenario, e.g. 3:random:0.02"
             )
@@ -39,7 +41,11 @@ class Sequential(uk.Scenario):
         self.inner = uk.parse_scenario(inner)
         if self.inner.requests > 1:
             raise self.bad(params, "a single-request scenario inside (sequential requests do not nest)")
-        self.requests = int(count)
+        if isinstance(self.inner, NamedClassRule):  # its one set is all gone after the first request
+            raise self.bad(
+                params, f"a rule that draws again from what is left, not {self.shown(self.inner.key)}: {SEQUENCES}"
+            )
+        self.requests = requests
         # what the requests are made of decides what the runner expects of the original
         self.forgets_whole_classes = self.inner.forgets_whole_classes
         self.expects_memorisation = self.inner.expects_memorisation
@@ -59,7 +65,9 @@ class Sequential(uk.Scenario):
         for step in range(self.requests):
             # the first request is the inner scenario's own set; later ones draw on seeds of their own
             step_seed = seed if step == 0 else int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
-            drawn = self.inner.draw(replace(data, pool=left), step_seed)
+            # an emptied pool is a request with nothing left to draw (the core refuses it in one
+            # line), never asked of the inner rule: a random draw from nothing raises
+            drawn = self.inner.draw(replace(data, pool=left), step_seed) if len(left) else uk.ForgetSet(left)
             requests.append(drawn)
             left = np.setdiff1d(left, drawn.indices, assume_unique=True)
         return requests

@@ -7,10 +7,8 @@ model must lose the sub-class without losing the class it belongs to.
 
 from __future__ import annotations
 
-import re
-
 import unlearnkit as uk
-from unlearnkit_plugins.scenarios.rules import NamedClassRule
+from unlearnkit_plugins.scenarios.rules import NamedClassRule, as_number
 
 
 class Subclass(NamedClassRule):
@@ -32,14 +30,16 @@ class Subclass(NamedClassRule):
             )
         names = data.subclass_names
         target = self.params
-        if re.fullmatch(r"\d+", target) and int(target) < len(names):
-            fine = int(target)
+        number = as_number(target)
+        if number is not None and number < len(names):
+            fine = number
         elif target in names:
             fine = names.index(target)
         else:
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
             raise uk.ConfigError(
-                f"Unknown sub-class '{target}' for sub-class unlearning. Valid sub-classes ({len(names)}): {shown}."
+                f"Unknown sub-class '{self.shown(target)}' for sub-class unlearning. "
+                f"Valid sub-classes ({len(names)}): {shown}."
             )
         picked = data.pool[data.subclasses[data.pool] == fine]
         return uk.ForgetSet(picked, forget_subclass=fine)

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from unlearnkit.api.contracts import Plugin
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, shorten
 
 ScoreSource = Callable[[str], np.ndarray]  # a memorisation score source's name -> one score per training image
 
@@ -99,8 +99,14 @@ class Scenario(Plugin):
         return self.name
 
     def bad(self, params: str, expected: str) -> ConfigError:
-        """The one-line error for bad parameters, naming the text and what was expected."""
-        return ConfigError(f"Bad forget scenario '{self.name}:{params}': expected {expected}.")
+        """The one-line error for bad parameters, naming the text (shortened) and what was expected."""
+        return ConfigError(f"Bad forget scenario '{self.shown(f'{self.name}:{params}')}': expected {expected}.")
+
+    @staticmethod
+    def shown(text: str) -> str:
+        """``text`` as an error line may repeat it: a pasted 20 KB value stays one short line, and a
+        line break or U+202E in it is escaped (``unlearnkit.errors.shorten``)."""
+        return shorten(text)
 
     @abc.abstractmethod
     def parse(self, params: str) -> str:
@@ -125,9 +131,9 @@ def parse_fraction(text: str, what: str = "forget fraction") -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"Bad {what} '{text}': expected a number strictly between 0 and 1.") from None
-    if not (0.0 < value < 1.0) or math.isnan(value):
-        raise ConfigError(f"Bad {what} '{text}': expected a number strictly between 0 and 1.")
+        value = math.nan
+    if not (0.0 < value < 1.0):  # NaN too
+        raise ConfigError(f"Bad {what} '{shorten(text)}': expected a number strictly between 0 and 1.")
     return value
 
 
@@ -146,9 +152,12 @@ def parse_score_source(text: str) -> str:
     if text in SCORE_PROXIES:
         return text
     name, sep, count = text.partition(":")
-    if name == "shadows" and sep and count.strip().isascii() and count.strip().isdigit() and int(count) >= 2:
-        return f"shadows:{int(count)}"
-    raise ConfigError(f"Bad memorisation score source '{text}'. Valid sources: {SCORE_SOURCES_HELP}.")
+    count = count.strip()
+    # a count of more than 9 digits is refused before int(), which refuses more than 4300
+    if name == "shadows" and sep and count.isascii() and count.isdigit() and len(count.lstrip("0")) <= 9:
+        if int(count) >= 2:
+            return f"shadows:{int(count)}"
+    raise ConfigError(f"Bad memorisation score source '{shorten(text)}'. Valid sources: {SCORE_SOURCES_HELP}.")
 
 
 __all__ = [
