@@ -418,3 +418,26 @@ def test_values_that_are_not_json_are_refused_on_rank_zero():
         encode_message("t", torch.zeros(1))
     with pytest.raises(TypeError, match="register it with torchrun.agreeable"):
         encode_message("t", Part(0, 1, 1))
+
+
+@pytest.mark.slow
+def test_ranks_started_with_different_requests_are_refused_before_anything_is_written(tmp_path):
+    """Rank 1 asks for seed 2, rank 0 for seed 1: before, rank 0 trained and stored reference models
+    until the ranks' claims went out of step (tracebacks, a FAILED run). Now both stop at the check,
+    before the store is opened, and rank 0 says why in one line."""
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import os, sys\nfrom unlearnkit.cli import main\n"
+        "main(sys.argv[1:] + (['--seeds', '2'] if os.environ['RANK'] == '1' else []))\n"
+    )
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    command += ["--redirects", "3", "--log-dir", str(logs), str(script), "run", *TINY]
+    command += ["-m", "finetune", "--epochs", "1", "--seeds", "1", "--device", "cpu"]
+    proc = subprocess.run(command, env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S)
+    rank_logs = ["".join(f.read_text() for f in sorted(logs.glob(f"*/attempt_0/{r}/*.log"))) for r in range(2)]
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    log0, log1 = rank_logs
+    assert "Error: The ranks were started with different requests: rank 1's is not rank 0's." in log0, proc.stderr
+    assert "Traceback" not in log0 + log1 and log1.strip() == "", log0 + log1  # the other ranks print nothing
+    assert Store().search(finished_only=False) == []

@@ -13,6 +13,7 @@ evaluates, the others follow its decisions (:mod:`unlearnkit.ddp`); methods that
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,16 @@ def weak_original_reasons(acc: dict[str, float], min_retain: float, *, memorisat
     if acc["retain"] < min_retain:
         failed.append("learning")
     return failed
+
+
+#: what may differ between the ranks of one run: where each node keeps a brought model file
+PER_NODE = ("weights", "original", "retrained")
+
+
+def same_request_text(plan: Plan) -> str:
+    """The resolved request, as every rank of one torchrun job must hold it (its files' paths aside)."""
+    resolved = {k: v for k, v in plan.resolved().items() if k not in PER_NODE}
+    return json.dumps(resolved, sort_keys=True, default=str)
 
 
 @dataclass
@@ -158,6 +169,8 @@ class Runner:
         checks again."""
         if self.checked:
             return
+        # ranks started with other requests would part at their first claim, after rank 0 had written
+        self.world.same_everywhere("requests", same_request_text(self.plan))
 
         def check() -> None:
             request = self.plan.request

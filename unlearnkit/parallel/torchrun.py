@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -37,12 +39,13 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from unlearnkit.errors import AgreementError, ConfigError, UnlearnkitError
+from unlearnkit.errors import AgreementError, ConfigError, UnlearnkitError, shorten
 
 T = TypeVar("T")
 
 TIMEOUT_ENV = "UNLEARNKIT_DDP_TIMEOUT_S"  # seconds a collective (and the rendezvous) may wait
 DEFAULT_TIMEOUT_S = 1800.0
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: longer than any run, and far inside timedelta's range
 POLL_S = (0.02, 0.5)  # first and longest pause between two polls of the key-value store
 
 
@@ -158,6 +161,23 @@ class World:
             for buf in model.buffers():
                 torch.distributed.broadcast(buf, src=0)
 
+    def same_everywhere(self, what: str, text: str) -> None:
+        """Refuse, in one line and on every rank alike, ranks started with different ``text`` (the
+        request each resolved): they would otherwise part at their first claim or collective, after
+        rank 0 has written runs. A collective of one SHA-256 digest per rank (never the text itself)."""
+        if not self.active:
+            return
+        digest = hashlib.sha256(text.encode()).digest()
+        mine = torch.frombuffer(bytearray(digest), dtype=torch.uint8).to(self._device())
+        gathered = [torch.empty_like(mine) for _ in range(self.size)]
+        torch.distributed.all_gather(gathered, mine)
+        differ = [rank for rank, got in enumerate(gathered) if not torch.equal(got, gathered[0])]
+        if differ:
+            raise ConfigError(
+                f"The ranks were started with different {what}: rank {differ[0]}'s is not rank 0's. "
+                "Start every rank with the same command and files."
+            )
+
     def check_same(self, model: nn.Module, what: str) -> None:
         """Fail loudly if the ranks' copies of ``model`` differ (a sum and a sum of squares per
         tensor, gathered from every rank): a loop that let the ranks drift apart is a bug."""
@@ -179,11 +199,29 @@ _world = SINGLE
 
 
 def from_env() -> World:
-    """The world torchrun describes in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
-    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    """The world torchrun describes in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+    Checked here, before anything loads: a value torchrun never writes (``WORLD_SIZE=abc``, a rank
+    past the world) is one line, not a traceback or a rendezvous that waits for the timeout."""
+    size = _env_int("WORLD_SIZE", "1", "a number of processes, 1 or more", low=1)
     if size <= 1:
         return SINGLE
-    return World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+    rank = _env_int("RANK", None, f"a rank from 0 to {size - 1} (WORLD_SIZE is {size})", low=0, high=size)
+    local_size = _env_int("LOCAL_WORLD_SIZE", str(size), f"from 1 to {size} (WORLD_SIZE)", low=1, high=size + 1)
+    local = _env_int("LOCAL_RANK", "0", f"a rank on this machine from 0 to {local_size - 1}", low=0, high=local_size)
+    timeout_s()  # checked with the rest, before the dataset loads
+    return World(rank, size, local)
+
+
+def _env_int(name: str, default: str | None, expected: str, low: int, high: int | None = None) -> int:
+    """The integer environment variable ``name`` within ``[low, high)``; a one-line ConfigError naming
+    its value and what is expected otherwise (``default`` None: it must be set)."""
+    text = os.environ.get(name, "").strip() or default
+    if text is None:
+        raise ConfigError(f"{name} is not set in the environment: expected {expected}. Start the ranks with torchrun.")
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+    if value is None or value < low or (high is not None and value >= high):
+        raise ConfigError(f"Bad {name} '{shorten(text)}' in the environment: expected {expected}.")
+    return value
 
 
 def world() -> World:
@@ -192,7 +230,21 @@ def world() -> World:
 
 
 def timeout_s() -> float:
-    return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    """``UNLEARNKIT_DDP_TIMEOUT_S``: a positive, finite number of seconds (timedelta refuses NaN, a
+    negative timeout fails every collective at once, and an infinite one waits forever)."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise ConfigError(
+            f"Bad {TIMEOUT_ENV} '{shorten(text)}': expected seconds, more than 0 and at most {MAX_TIMEOUT_S:g} "
+            f"(default {DEFAULT_TIMEOUT_S:g})."
+        )
+    return value
 
 
 def init(device: torch.device) -> World:
