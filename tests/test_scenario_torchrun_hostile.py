@@ -3,6 +3,8 @@ and what is valid, before anything is trained or written, and valid ones keep th
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -148,6 +150,25 @@ def test_cli_refuses_a_sequential_scenario_that_empties_the_pool_before_any_run(
     line = one_line_error(code, err)
     assert "Scenario 'sequential:100:random:0.1': deletion request" in line and "is empty" in line
     assert Store().search(finished_only=False) == []
+
+
+def test_an_unknown_scenario_name_is_echoed_shortened(regs):
+    """The unknown-name line repeated the whole text twice: 6 KB for a 3 KB name."""
+    with pytest.raises(ConfigError) as refused:
+        parse_scenario("z" * 3000 + ":1", regs.scenarios)
+    assert len(str(refused.value)) < 1000 and "…(3002 chars)" in str(refused.value)
+
+
+def test_a_scenario_that_forgets_every_training_image_names_itself_and_the_counts(cli):
+    """It said "The forget or retain set is empty", naming neither the scenario nor what it drew."""
+    args = ["--dataset", "synthetic", "--model", "cnn", "--epochs", "1", "--method", "finetune"]
+    code, _, err = cli("run", *args, "--forget", "first:100000")
+    line = one_line_error(code, err)
+    assert re.fullmatch(
+        r"Error: Scenario 'first:100000' leaves the retain set empty \((\d+) of the \1 training images "
+        r"forgotten\): use a larger subset or a different scenario\.",
+        line,
+    ), line
 
 
 # ------------------------------------------------------------------------------------ torchrun

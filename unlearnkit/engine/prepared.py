@@ -166,7 +166,12 @@ class Benchmark:
             scores=self.scores(seed) if self.plan.scenario.needs_scores() else None,
         )
         if len(idx.forget) == 0 or len(idx.retain) == 0:
-            raise ConfigError("The forget or retain set is empty: use a larger subset or a different scenario.")
+            empty = "forget" if len(idx.forget) == 0 else "retain"
+            raise ConfigError(
+                f"Scenario '{self.plan.scenario.key}' leaves the {empty} set empty ({len(idx.forget)} of the "
+                f"{len(idx.forget) + len(idx.retain)} training images forgotten): use a larger subset or a "
+                "different scenario."
+            )
         return idx
 
     def check(self) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from unlearnkit.api.scenarios import ForgetSet, Scenario, ScenarioData, ScoreSource, parse_fraction
-from unlearnkit.errors import ConfigError, did_you_mean
+from unlearnkit.errors import ConfigError, did_you_mean, shorten
 
 if TYPE_CHECKING:
     from unlearnkit.discovery.registry import Registry
@@ -49,7 +49,7 @@ def parse_scenario(text: str, registry: Registry[Scenario] | None = None) -> Sce
     if name.strip() not in registry:
         hint = did_you_mean(name.strip(), registry.names())
         raise ConfigError(
-            f"Bad forget scenario '{text}': no scenario is named '{name.strip()}'.{hint} "
+            f"Bad forget scenario '{shorten(text)}': no scenario is named '{shorten(name.strip())}'.{hint} "
             f"Valid scenarios: {scenario_help(registry)}."
         )
     return registry.get(name.strip()).cls(params)
