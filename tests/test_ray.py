@@ -97,7 +97,17 @@ def test_executor_flags_are_one_line_errors(capsys):
         (["--gpus-per-run", "0.5"], "Error: --gpus-per-run only apply to --executor ray."),
         (["--executor", "rya"], "Error: Unknown executor 'rya'. Did you mean 'ray'? Valid executors: local, ray."),
         (["--executor", "ray", "--gpus-per-run", "-1"], "Error: Bad --gpus-per-run -1.0: expected 0, a fraction"),
-        (["--executor", "ray", "--cpus-per-run", "0"], "Error: Bad --cpus-per-run 0.0: expected more than 0"),
+        (["--executor", "ray", "--cpus-per-run", "0"], "Error: Bad --cpus-per-run 0.0: expected a finite number more"),
+        # NaN passed every comparison, so Ray started before the request was refused
+        (
+            ["--executor", "ray", "--cpus-per-run", "nan"],
+            "Error: Bad --cpus-per-run nan: expected a finite number more",
+        ),
+        (
+            ["--executor", "ray", "--cpus-per-run", "inf"],
+            "Error: Bad --cpus-per-run inf: expected a finite number more",
+        ),
+        (["--executor", "ray", "--gpus-per-run", "nan"], "Error: Bad --gpus-per-run nan: expected 0, a fraction"),
     ):
         with pytest.raises(SystemExit) as exc:
             main(["sweep", str(RECIPE), "--plugins-dir", str(PLUGINS), *argv])

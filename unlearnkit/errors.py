@@ -92,9 +92,10 @@ def shorten(value: object, limit: int = ECHO_CHARS) -> str:
     return shown if len(text) <= limit else f"{shown}…({len(text)} chars)"
 
 
-def counted(count: int, noun: str, plural: str | None = None) -> str:
-    """``count`` and ``noun`` as a sentence says them: "1 cell", "3 cells", "1,200 runs"."""
-    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+def counted(count: float, noun: str, plural: str | None = None) -> str:
+    """``count`` and ``noun`` as a sentence says them: "1 cell", "3 cells", "1,200 runs", "0.5 GPUs"."""
+    number = f"{int(count):,}" if float(count).is_integer() else f"{count:g}"
+    return f"{number} {noun if count == 1 else plural or noun + 's'}"
 
 
 def one_line(message: str) -> str:

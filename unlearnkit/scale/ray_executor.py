@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import signal
 import socket
@@ -470,12 +471,14 @@ class RayExecutor:
         plugins_dir: Path | None = None,
         max_retries: int = MAX_RETRIES,
     ) -> None:
-        if gpus_per_run is not None and (gpus_per_run < 0 or (gpus_per_run > 1 and not gpus_per_run.is_integer())):
+        if gpus_per_run is not None and not (
+            math.isfinite(gpus_per_run) and gpus_per_run >= 0 and (gpus_per_run <= 1 or gpus_per_run.is_integer())
+        ):  # NaN passed every comparison: Ray was started before the run's request was refused
             raise ConfigError(
                 f"Bad --gpus-per-run {gpus_per_run}: expected 0, a fraction of one GPU (e.g. 0.5) or whole GPUs."
             )
-        if cpus_per_run <= 0:
-            raise ConfigError(f"Bad --cpus-per-run {cpus_per_run}: expected more than 0, e.g. 1 or 4.")
+        if not (math.isfinite(cpus_per_run) and cpus_per_run > 0):
+            raise ConfigError(f"Bad --cpus-per-run {cpus_per_run}: expected a finite number more than 0, e.g. 1 or 4.")
         self.address = address
         self.gpus_per_run = gpus_per_run
         self.cpus_per_run = cpus_per_run
@@ -536,7 +539,7 @@ class RayExecutor:
         if not any(r.get("CPU", 0) >= self.cpus_per_run and r.get("GPU", 0) >= gpus for r in alive):
             have = "; ".join(f"{r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs" for r in alive) or "none"
             raise ConfigError(
-                f"No Ray node has {self.cpus_per_run:g} CPUs and {gpus:g} GPUs for one run (the nodes have: {have}): "
+                f"No Ray node has {counted(self.cpus_per_run, 'CPU')} and {counted(gpus, 'GPU')} for one run (the nodes have: {have}): "
                 "lower --cpus-per-run/--gpus-per-run or add a node."
             )
 
@@ -581,7 +584,7 @@ class RayExecutor:
         alive = sum(1 for n in nodes if n.get("Alive", n.get("alive", False)))
         reporter.event(
             f"Ray cluster: {alive} node{'s' if alive != 1 else ''}, {resources.get('CPU', 0):g} CPUs, "
-            f"{resources.get('GPU', 0):g} GPUs; {self.cpus_per_run:g} CPUs per run"
+            f"{resources.get('GPU', 0):g} GPUs; {counted(self.cpus_per_run, 'CPU')} per run"
         )
         pending = self.submit(ray, sweep, reporter, nodes, float(resources.get("GPU", 0)))
         self.collect(ray, pending, reporter, on_result)
