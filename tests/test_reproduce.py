@@ -172,6 +172,9 @@ def test_dry_run_lists_the_cell_and_what_the_store_holds(cli):
     code, out, _ = cli("reproduce", "unlearnkit-digits", "--dry-run")
     assert code == 0
     assert "cell digits/cnn/0.1: original, retrain, lotus, neggrad_plus, finetune × seeds 1, 2" in out
+    # the count the report's verdicts are out of ("34 of 35 run cells hold"): the retrain row's runtime is
+    # the ratios' denominator, never judged itself
+    assert "36 published cells, 35 of them judged (a runtime is judged as its ratio to the retrain row's)." in out
     assert "10 runs to do, 0 in the store" in out
 
 

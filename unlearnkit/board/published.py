@@ -173,6 +173,21 @@ class PublishedTable:
     def retrain_label(self) -> str | None:
         return self.spec.retrained_row
 
+    def judged(self, label: str, metric: str) -> bool:
+        """Whether a published cell gets a verdict: a runtime is judged as its ratio to the retrain
+        row's, so the reference rows' runtimes (the ratio's denominator, the original's training)
+        and every runtime of a table without a retrain runtime are shown, never judged."""
+        if metric != TIME:
+            return True
+        gold = self.retrain_label()
+        return label not in self.reference_labels and gold is not None and self.published(gold, TIME) is not None
+
+    @property
+    def cell_counts(self) -> tuple[int, int]:
+        """(published cells, cells judged)."""
+        cells = [(label, metric) for label, row in self.spec.rows.items() for metric in row.values]
+        return len(cells), sum(self.judged(label, metric) for label, metric in cells)
+
     def floor(self, metric: str) -> float:
         """The least tolerance of ``metric``'s cells, in our units (``min_tolerance``; 0 when unset)."""
         return self.spec.min_tolerance.get(metric, 0.0) / self.spec.scale.get(metric, 1.0)
@@ -375,9 +390,10 @@ def compare(
             published = table.published(label, metric)
             assert published is not None
             row = rows.get(spec_row.method) if spec_row.method else None
+            if not table.judged(label, metric):
+                continue  # the retrain row is the ratio's denominator; the original's time is its training
             if metric == TIME:
-                if label in table.reference_labels or gold_time is None:
-                    continue  # the retrain row is the ratio's denominator; the original's time is its training
+                assert gold_time is not None  # judged() says so
                 cell = time_cell(label, spec_row.method, published, gold_time, row, board, table)
             else:
                 measured = measured_stat(row, metric) if row else Stat(float("nan"), float("nan"), 0)

@@ -187,7 +187,8 @@ def print_plan(job: TableRun) -> None:
     con.out.print(
         f"Table '{spec.name}': {spec.title}\n  recipe {spec.recipe}, protocol {spec.protocol}; "
         f"{counted(len(job.table.methods), 'method')} (reference rows included), "
-        f"{counted(sum(len(r.values) for r in spec.rows.values()), 'published cell')}.",
+        f"{counted(job.table.cell_counts[0], 'published cell')}, {job.table.cell_counts[1]} of them judged "
+        "(a runtime is judged as its ratio to the retrain row's).",
         highlight=False,
         soft_wrap=True,
     )
