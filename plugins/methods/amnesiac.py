@@ -11,7 +11,7 @@ from torch import nn
 
 import unlearnkit as uk
 from unlearnkit import ce_epoch, random_wrong_labels  # module attributes the tests patch
-from unlearnkit_plugins.methods.presets import TrainOptions
+from unlearnkit_plugins.methods.presets import ADAM_LR_MAX, WEIGHT_DECAY_MAX, TrainOptions
 
 
 class AmnesiacOptions(TrainOptions):
@@ -20,8 +20,10 @@ class AmnesiacOptions(TrainOptions):
     augment: bool = Field(
         False, description="Apply the dataset's training augmentation (SSD's unlearning transform has none)."
     )
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate (no schedule).")
-    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (L2 added to the gradient).")
+    lr: float = Field(1e-4, gt=0, le=ADAM_LR_MAX, description="Adam learning rate (no schedule).")
+    weight_decay: float = Field(
+        0.0, ge=0, le=WEIGHT_DECAY_MAX, description="Adam weight decay (L2 added to the gradient)."
+    )
 
 
 def amnesiac_set(

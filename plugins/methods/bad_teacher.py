@@ -9,14 +9,14 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit_plugins.methods.presets import LotusBudgetMethod, TrainOptions
+from unlearnkit_plugins.methods.presets import ADAM_LR_MAX, WEIGHT_DECAY_MAX, LotusBudgetMethod, TrainOptions
 
 INCOMPETENT_SEED_OFFSET = 7_919  # the incompetent teacher's init depends on the run seed only
 
 
 class BadTeacherOptions(TrainOptions):
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate (no schedule).")
-    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+    lr: float = Field(1e-4, gt=0, le=ADAM_LR_MAX, description="Adam learning rate (no schedule).")
+    weight_decay: float = Field(0.0, ge=0, le=WEIGHT_DECAY_MAX, description="Adam weight decay.")
     temperature: float = Field(1.0, gt=0, description="KL temperature T for both teachers and the student.")
     retain_fraction: float = Field(0.3, gt=0, le=1, description="Share of D_r drawn once (seeded) for training.")
 

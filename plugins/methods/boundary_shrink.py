@@ -13,7 +13,7 @@ from torch import nn
 import unlearnkit as uk
 from unlearnkit import cross_entropy  # module attributes the tests patch
 from unlearnkit_plugins.methods.batching import GlobalShare
-from unlearnkit_plugins.methods.presets import SGDOptions, sgd
+from unlearnkit_plugins.methods.presets import SGD_LR_MAX, WEIGHT_DECAY_MAX, SGDOptions, sgd
 
 PAPER = (
     "Chen, Gao, Liu, Peng, Zhou, Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting the "
@@ -32,9 +32,9 @@ class BoundaryOptions(SGDOptions):
     augment: bool = Field(
         False, description="Apply the dataset's training augmentation to D_f (the authors' transform has none)."
     )
-    lr: float = Field(1e-5, gt=0, description="SGD learning rate (no schedule).")
+    lr: float = Field(1e-5, gt=0, le=SGD_LR_MAX, description="SGD learning rate (no schedule).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
-    weight_decay: float = Field(0.0, ge=0, description="SGD weight decay.")
+    weight_decay: float = Field(0.0, ge=0, le=WEIGHT_DECAY_MAX, description="SGD weight decay.")
 
 
 class BoundaryShrinkOptions(BoundaryOptions):

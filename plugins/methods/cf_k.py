@@ -10,7 +10,7 @@ from torch import nn
 
 import unlearnkit as uk
 from unlearnkit_plugins.methods.batching import forward_batches
-from unlearnkit_plugins.methods.presets import LotusBudgetMethod, SGDOptions
+from unlearnkit_plugins.methods.presets import SGD_LR_MAX, LotusBudgetMethod, SGDOptions
 
 PAPER = (
     "Goel, Prabhu, Sanyal, Lim, Torr, Kumaraguru, Towards Adversarial Evaluation of Machine Unlearning "
@@ -21,7 +21,7 @@ CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 class LastKOptions(SGDOptions):
     k: int = Field(3, ge=1, description="How many layers, counted from the output, are trained (see layers()).")
-    lr: float = Field(0.01, gt=0, description="SGD learning rate (no schedule).")
+    lr: float = Field(0.01, gt=0, le=SGD_LR_MAX, description="SGD learning rate (no schedule).")
 
 
 def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -7,7 +7,7 @@ from torch import nn
 
 import unlearnkit as uk
 from unlearnkit_plugins.methods.batching import forward_batches
-from unlearnkit_plugins.methods.presets import Preset, data_scale
+from unlearnkit_plugins.methods.presets import SGD_LR_MAX, WEIGHT_DECAY_MAX, Preset, data_scale
 
 
 class GAOptions(uk.Options):
@@ -17,10 +17,10 @@ class GAOptions(uk.Options):
     )
     augment: bool = Field(True, description="Apply the dataset's training augmentation to the forget batches.")
     lr: float | None = Field(
-        None, gt=0, description="SGD learning rate (no schedule). Unset: 1e-4 (large), 3e-3 (small)."
+        None, gt=0, le=SGD_LR_MAX, description="SGD learning rate (no schedule). Unset: 1e-4 (large), 3e-3 (small)."
     )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
-    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay.")
+    weight_decay: float = Field(5e-4, ge=0, le=WEIGHT_DECAY_MAX, description="SGD weight decay.")
     preset: Preset = Field(
         "auto",
         description="Which setting gives an unset lr and batch size: 'large' (OPTML's CIFAR-10 values), 'small', "

@@ -11,13 +11,13 @@ from torch import nn
 
 import unlearnkit as uk
 from unlearnkit_plugins.methods.batching import forward_batches
-from unlearnkit_plugins.methods.presets import SGDOptions, sgd
+from unlearnkit_plugins.methods.presets import SGD_LR_MAX, SGDOptions, sgd
 
 Schedule = Literal["per_step", "per_epoch"]
 
 
 class L1SparseOptions(SGDOptions):
-    lr: float = Field(0.01, gt=0, description="SGD learning rate (no schedule).")
+    lr: float = Field(0.01, gt=0, le=SGD_LR_MAX, description="SGD learning rate (no schedule).")
     alpha: float = Field(5e-4, ge=0, description="gamma: the l1 penalty's weight at the first step (0 = finetune).")
     schedule: Schedule = Field(
         "per_step",

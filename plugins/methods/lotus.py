@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
+from unlearnkit_plugins.methods.presets import ADAM_LR_MAX
 
 # The random crops of the per-epoch forget-accuracy check under the paper protocol come from their
 # own stream: checking never shifts the training draws (batch order, crops, Gumbel noise).
@@ -23,7 +24,7 @@ class LotusOptions(uk.Options):
     alpha: float = Field(2.0, gt=0, description="Temperature scale: tau = exp(alpha * (acc_f - acc_u)).")
     epochs: int = Field(10, ge=1, description="Maximum epochs; LoTUS stops earlier once acc_f < acc_u.")
     batch_size: int = Field(128, ge=1, description="Mini-batch size over D_f ∪ subset(D_r).")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (no schedule).")
+    lr: float = Field(1e-4, gt=0, le=ADAM_LR_MAX, description="AdamW learning rate (no schedule).")
     weight_decay: float = Field(5e-4, ge=0, description="AdamW weight decay.")
     retain_fraction: float = Field(0.3, gt=0, le=1, description="Share of D_r drawn once (seeded) for training.")
     target: Literal["gumbel", "softmax"] = Field(
@@ -75,9 +76,15 @@ def gap(acc_forget: float, acc_unseen: float) -> int:
 def temperature(acc_forget: float, acc_unseen: float, alpha: float) -> float | None:
     """LoTUS's temperature for the next epoch, tau = exp(alpha * gap), or None once gap <= -0.01:
     the bound is reached and training stops. The test is exact on integer hundredths, so tau >= 1
-    whenever LoTUS trains."""
+    whenever LoTUS trains. A tau past the largest float is infinite (uniform soft targets), as
+    ``math.exp`` already returns for an infinite exponent; it raises OverflowError for a finite one."""
     g = gap(acc_forget, acc_unseen)
-    return None if g <= -1 else math.exp(alpha * g / 100)
+    if g <= -1:
+        return None
+    try:
+        return math.exp(alpha * g / 100)
+    except OverflowError:
+        return math.inf
 
 
 class Lotus(uk.Method):

@@ -13,8 +13,17 @@ from torch import nn
 
 from unlearnkit import LogUniform, Method, Options, Setting, make_optimizer
 
-
 # ------------------------------------------------------------------------------------ options
+# The largest rates an optimiser step on float32 weights takes: torch converts SGD's lr, SGD's and
+# Adam's weight decay, and Adam's (AdamW's) first step lr / (1 - beta1) = 10 lr to float32, and stops
+# with a traceback beyond (measured: SGD lr 3.5e38, Adam lr 3.5e37), which stopped `--method all`. A
+# rate near these diverges at once anyway: the bound refuses a larger one in one line before anything
+# trains. (AdamW's decoupled weight decay is not converted: a huge one diverges, a failed row.)
+SGD_LR_MAX = 3.4e38
+ADAM_LR_MAX = 3.4e37
+WEIGHT_DECAY_MAX = 3.4e38
+
+
 class TrainOptions(Options):
     """What every training-based baseline exposes (LoTUS paper: ResNet18 10 epochs of batch 128,
     ViT-B/16 3 epochs of batch 32; no LR schedule)."""
@@ -25,9 +34,9 @@ class TrainOptions(Options):
 
 
 class SGDOptions(TrainOptions):
-    lr: float = Field(1e-3, gt=0, description="SGD learning rate (no schedule).")
+    lr: float = Field(1e-3, gt=0, le=SGD_LR_MAX, description="SGD learning rate (no schedule).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
-    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay.")
+    weight_decay: float = Field(5e-4, ge=0, le=WEIGHT_DECAY_MAX, description="SGD weight decay.")
 
 
 def family_defaults(setting: Setting) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit_plugins.methods.presets import SGD_LR, SGDOptions, family_defaults
+from unlearnkit_plugins.methods.presets import SGD_LR, SGD_LR_MAX, SGDOptions, family_defaults
 from unlearnkit_plugins.methods.random_label import random_label_epochs
 
 
 class SalUnOptions(SGDOptions):
-    lr: float = Field(0.013, gt=0, description="SGD learning rate (no schedule).")
+    lr: float = Field(0.013, gt=0, le=SGD_LR_MAX, description="SGD learning rate (no schedule).")
     mask_ratio: float = Field(
         0.5, gt=0, le=1, description="Share of all weights updated: the top fraction by |grad CE on D_f| (global)."
     )

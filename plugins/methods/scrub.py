@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit_plugins.methods.presets import Preset, data_scale, family_defaults
+from unlearnkit_plugins.methods.presets import ADAM_LR_MAX, WEIGHT_DECAY_MAX, Preset, data_scale, family_defaults
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ PRESETS = {
 }
 
 
+# The largest T whose T^2 (the KL's scale) is a float: Python raises OverflowError on a larger one.
+T_MAX = 1e154
+
+
 class ScrubOptions(uk.Options):
     preset: Preset = Field(
         "auto",
@@ -50,11 +54,13 @@ class ScrubOptions(uk.Options):
     batch_size: int = Field(128, ge=2, description="Mini-batch size of both kinds of step.")
     augment: bool = Field(True, description="Apply the dataset's training augmentation to training batches.")
     optimizer: Literal["adam", "sgd"] | None = Field(None, description="Optimizer (unset: Adam small, SGD large).")
-    lr: float | None = Field(None, gt=0, description="Learning rate (unset: 5e-4).")
+    lr: float | None = Field(None, gt=0, le=ADAM_LR_MAX, description="Learning rate (unset: 5e-4).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
-    weight_decay: float | None = Field(None, ge=0, description="Weight decay (unset: 0.1 small, 5e-4 large).")
+    weight_decay: float | None = Field(
+        None, ge=0, le=WEIGHT_DECAY_MAX, description="Weight decay (unset: 0.1 small, 5e-4 large)."
+    )
     temperature: float | None = Field(
-        None, gt=0, description="Distillation temperature T, KL scaled by T^2 (unset: 2 small, 4 large)."
+        None, gt=0, le=T_MAX, description="Distillation temperature T, KL scaled by T^2 (unset: 2 small, 4 large)."
     )
     msteps: int | None = Field(
         None, ge=0, description="Max-steps (ascent of the KL on D_f) in the first `msteps` epochs (unset: 3 / 2)."

@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
+from unlearnkit_plugins.methods.presets import ADAM_LR_MAX, WEIGHT_DECAY_MAX
 
 AlphaSchedule = Literal["cosine", "linear", "expdecay"]
 
@@ -42,9 +43,13 @@ class SfronOptions(uk.Options):
     batch_size: int = Field(128, ge=2, description="Mini-batch size of both the D_f and the D_r steps.")
     augment: bool = Field(True, description="Apply the dataset's training augmentation to training batches.")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="One optimiser for the D_f and D_r steps.")
-    lr: float = Field(0.01, gt=0, description="Learning rate, cosine-annealed to 0 over `steps` (both steps).")
+    lr: float = Field(
+        0.01, gt=0, le=ADAM_LR_MAX, description="Learning rate, cosine-annealed to 0 over `steps` (both steps)."
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by AdamW).")
-    weight_decay: float = Field(5e-4, ge=0, description="Weight decay of the optimiser (both steps).")
+    weight_decay: float = Field(
+        5e-4, ge=0, le=WEIGHT_DECAY_MAX, description="Weight decay of the optimiser (both steps)."
+    )
     forget_every: int = Field(
         5, ge=1, description="T_f: a D_f ascent step at iterations 0, T_f, 2 T_f, ... (forget_freq)."
     )

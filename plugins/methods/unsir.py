@@ -11,15 +11,24 @@ from pydantic import Field
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit_plugins.methods.presets import SGD_LR, SGDOptions, family_defaults, sgd
+from unlearnkit_plugins.methods.presets import (
+    ADAM_LR_MAX,
+    SGD_LR,
+    WEIGHT_DECAY_MAX,
+    SGDOptions,
+    family_defaults,
+    sgd,
+)
 
 
 class UnsirOptions(SGDOptions):
-    weight_decay: float = Field(0.0, ge=0, description="SGD weight decay.")
+    weight_decay: float = Field(0.0, ge=0, le=WEIGHT_DECAY_MAX, description="SGD weight decay.")
     noise_steps: int = Field(
         40, ge=1, description="Adam steps that maximise the error of each noise batch (UNSIR: 5 x 8; LoTUS runs: 1)."
     )
-    noise_lr: float = Field(0.1, gt=0, description="Adam learning rate of the noise (UNSIR: 0.1; LoTUS runs: 0.01).")
+    noise_lr: float = Field(
+        0.1, gt=0, le=ADAM_LR_MAX, description="Adam learning rate of the noise (UNSIR: 0.1; LoTUS runs: 0.01)."
+    )
     noise_l2: float = Field(
         0.1, ge=0, description="lambda of the noise regulariser: maximise CE - lambda * mean ||noise||^2."
     )
