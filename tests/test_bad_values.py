@@ -406,3 +406,26 @@ def test_a_count_is_said_in_the_singular_only_for_one(count, noun, plural, said)
     from unlearnkit.errors import counted
 
     assert counted(count, noun, plural) == said
+
+
+def test_a_rate_no_step_on_the_weights_can_take_fails_its_row_in_one_line(cli):
+    """uk.make_optimizer is what third-party methods (the example's grad_ascent_plus) build on: an lr
+    past float32's largest value stopped the whole command with torch's "cannot be converted to type
+    float without overflow", so the methods after it never ran."""
+    args = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--plugins-dir", str(PLUGINS), "--seeds", "1"]
+    code, out, err = cli(*args, "--epochs", "2", "-m", "grad_ascent_plus,finetune", "-o", "grad_ascent_plus.lr=1e39")
+    assert code == 1 and "Traceback" not in err, err
+    assert (
+        "grad_ascent_plus (seed 1) failed: Optimizer sgd with lr 1e+39: a step on float32 weights cannot take it "
+        "(past 3.4e+38); lower lr." in err
+    ), err
+    assert "finetune (seed 1): done" in err
+
+
+def test_a_training_recipe_whose_rate_no_step_can_take_is_one_line(cli, tmp_path):
+    recipe = tmp_path / "huge.toml"
+    recipe.write_text('description = "huge"\n[default]\noptimizer = "adam"\nlr = 1e38\nepochs = 1\nbatch_size = 16\n')
+    args = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "--plugins-dir", str(PLUGINS), "--seeds", "1"]
+    code, _, err = cli(*args, "--train-recipe", str(recipe), "-m", "finetune")
+    assert "Traceback" not in err and code != 0, err
+    assert "Optimizer adam with lr 1e+38: a step on float32 weights cannot take it (past 3.4e+38 for 10 lr" in err

@@ -181,6 +181,7 @@ def make_optimizer(
     fused = bool(params) and params[0].is_cuda
     if nesterov and name != "sgd":
         raise ConfigError(f"Nesterov momentum is an SGD option, not one of '{name}'.")
+    check_rates(params, name, lr, weight_decay)
     if name == "sgd":  # nesterov passed only when on: with it off, the call is the one it always was
         extra = {"nesterov": True} if nesterov else {}
         return torch.optim.SGD(
@@ -191,6 +192,31 @@ def make_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     raise ConfigError(f"Unknown optimizer '{name}'. Valid optimizers: sgd, adam, adamw.")
+
+
+#: Adam's (and AdamW's) first step is lr / (1 - beta1) with torch's default beta1 of 0.9
+ADAM_FIRST_STEP = 10.0
+
+
+def check_rates(params: list[nn.Parameter], name: str, lr: float, weight_decay: float) -> None:
+    """One line for a rate no step on these weights can take: torch converts SGD's lr, Adam's first
+    step (10 lr) and the weight decay of SGD and Adam to the weights' dtype, and past its largest
+    value it stops the whole command with "value cannot be converted to type float without overflow"
+    (AdamW's decoupled decay is not converted: a huge one diverges, which a run reports)."""
+    if not params or not params[0].is_floating_point():
+        return
+    top = torch.finfo(params[0].dtype).max
+    rates = {"lr": lr * (ADAM_FIRST_STEP if name in ("adam", "adamw") else 1.0)}
+    if name != "adamw":
+        rates["weight_decay"] = weight_decay
+    for what, rate in rates.items():
+        if abs(rate) > top:
+            given = lr if what == "lr" else weight_decay
+            raise ConfigError(
+                f"Optimizer {name} with {what} {given:g}: a step on {str(params[0].dtype).removeprefix('torch.')} "
+                f"weights cannot take it (past {top:.3g}{' for 10 lr, its first step' if rate != given else ''}); "
+                f"lower {what}."
+            )
 
 
 def recipe_optimizer(
