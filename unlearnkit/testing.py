@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from unlearnkit.api.context import UnlearnContext
-from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Options, RawDataset, UnlearnOutcome
+from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Options, RawDataset
 from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.ensemble import Ensemble, EnsembleMetric
 from unlearnkit.api.evaluation import Evaluation, OutputCache, predict_logits
@@ -30,6 +30,16 @@ from unlearnkit.api.hookspecs import hookimpl
 from unlearnkit.api.scenarios import Scenario
 from unlearnkit.api.types import Augment, ImageSpec, Setting
 from unlearnkit.engine.splits import make_splits, parse_scenario
+from unlearnkit.engine.stages import (
+    check_left_alone,
+    restore_labels,
+    restore_torch_settings,
+    returned_outcome,
+    split_labels,
+    torch_settings,
+    written_images,
+)
+from unlearnkit.errors import PluginError
 from unlearnkit.loops.training import TrainRecipe, accuracy, fit
 
 
@@ -205,9 +215,17 @@ def run_method(
     )
     data = bench.data(cls)
     torch.manual_seed(bench.seed)
-    out = cls(opts).unlearn(copy.deepcopy(bench.original).train(), data, ctx)
-    model = out.model if isinstance(out, UnlearnOutcome) else out
-    return model.eval(), data
+    settings, labels = torch_settings(), split_labels(data)
+    try:
+        out = cls(opts).unlearn(copy.deepcopy(bench.original).train(), data, ctx)
+    finally:  # the test session goes on under the settings and data it had
+        changed, written = restore_torch_settings(settings), restore_labels(labels)
+    try:  # the runner's own checks, so a test shows the line a run would fail with
+        check_left_alone(cls.name, changed, written, written_images(data, labels))
+        outcome = returned_outcome(cls, out, bench.original, ctx)
+    except PluginError as err:
+        raise AssertionError(str(err)) from None
+    return outcome.model.eval(), data
 
 
 def _whole_class_rule() -> str:
@@ -319,10 +337,13 @@ def check_metric(cls: type[Metric], bench: TinyBench | None = None) -> float:
             s: bench.splits[s].y.cpu() * 2 + torch.arange(len(bench.splits[s])) % 2 for s in ("test", "unseen")
         }
     models = {"unlearned": copy.deepcopy(bench.original), "original": bench.original, "retrained": bench.retrained}
-    values = [
-        cls(cls.Options()).compute(Evaluation(models, bench.splits, ctx, time_s=0.5, retrain_time_s=2.0))
-        for _ in range(2)
-    ]
+    try:  # a value the runner would refuse is the line a run would fail with
+        values = [
+            cls(cls.Options()).compute(Evaluation(models, bench.splits, ctx, time_s=0.5, retrain_time_s=2.0))
+            for _ in range(2)
+        ]
+    except PluginError as err:
+        raise AssertionError(str(err)) from None
     assert isinstance(values[0], float), f"{cls.name} returned {type(values[0]).__name__}, not float"
     assert math.isfinite(values[0]), f"{cls.name} returned {values[0]}"
     assert values[0] == values[1], f"{cls.name} is not deterministic: {values}"

@@ -8,7 +8,10 @@ classes, so a built-in and a third-party plugin are indistinguishable.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import functools
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, get_origin, runtime_checkable
@@ -20,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from unlearnkit.api.search_space import Param
 from unlearnkit.api.types import Augment, DataAccess, Direction, ImageSpec, Role, Setting
-from unlearnkit.errors import ConfigError, shorten
+from unlearnkit.errors import ConfigError, PluginError, shorten
 
 if TYPE_CHECKING:  # heavy imports stay out of `unlearnkit --help`
     from torch import nn
@@ -230,6 +233,58 @@ class Metric(Plugin):
     @abc.abstractmethod
     def compute(self, ev: Evaluation) -> float:
         """Subclasses implement this."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's own ``compute`` returns through :func:`metric_value`: a value the store cannot
+        keep as a number fails the row with one line naming the metric, wherever it is computed."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("compute")
+        if callable(own) and not getattr(own, "__isabstractmethod__", False) and not hasattr(own, "_checked"):
+            setattr(cls, "compute", checked_compute(own))  # noqa: B010 - the class attribute, replaced
+
+
+def checked_compute(compute: Callable[[Any, Any], Any]) -> Callable[[Any, Any], float]:
+    """``compute`` returning its value as :func:`metric_value` checked it."""
+
+    @functools.wraps(compute)
+    def checked(self: Metric, ev: Any) -> float:
+        return metric_value(self.name, compute(self, ev))
+
+    checked._checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+def described(value: object) -> str:
+    """A value a plugin returned, in a few words: None, or its type (a tuple's item types), with a short value."""
+    if value is None:
+        return "None"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of ({', '.join(type(v).__name__ for v in value[:4])})"
+    text = repr(value)
+    return f"a {type(value).__name__}" + (f" ({text})" if len(text) <= 40 and "\n" not in text else "")
+
+
+def metric_value(name: str, value: Any) -> float:
+    """``value`` as the float the store keeps (a 0-d tensor or numpy scalar as its Python float, the same
+    number), when it is one real number, finite or NaN (the metric is undefined here; nothing is
+    recorded). Else PluginError naming the metric: None, text or a vector would fail deep in the store,
+    MLflow would keep inf as 1.8e308, and ``--json`` would print a tensor as text."""
+    scalar = isinstance(value, numbers.Real) or getattr(value, "ndim", None) == 0  # a 0-d tensor or array
+    if not scalar or isinstance(value, (str, bytes)):
+        what = described(value)
+        if getattr(value, "ndim", 0):
+            what = f"a {type(value).__name__} of shape {tuple(value.shape)}"
+        raise PluginError(f"Metric '{name}' returned {what}: compute returns one float (NaN where undefined).")
+    try:
+        number = float(value)
+    except (OverflowError, TypeError, ValueError) as err:
+        raise PluginError(
+            f"Metric '{name}' returned {shorten(repr(value), 40)}, which is no float ({type(err).__name__}): "
+            "compute returns one float (NaN where undefined)."
+        ) from None
+    if math.isinf(number):
+        raise PluginError(f"Metric '{name}' returned {number}: compute returns a finite float (NaN where undefined).")
+    return number
 
 
 # -------------------------------------------------------------------------------------- datasets

@@ -15,6 +15,7 @@ import importlib.metadata as md
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from unlearnkit.api import hookspecs
 from unlearnkit.api.contracts import Method
 from unlearnkit.api.types import Setting
 from unlearnkit.discovery.registry import Provenance, Registries
-from unlearnkit.errors import PluginError
+from unlearnkit.errors import PluginError, shorten
 
 ENTRY_POINT_GROUP = "unlearnkit"
 
@@ -36,6 +37,20 @@ class LoadReport:
     loaded: list[Provenance] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # one-line messages
     skipped: list[str] = field(default_factory=list)
+
+
+def first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else ""
+
+
+def hook_problem(err: pluggy.PluginValidationError) -> str:
+    """pluggy's reason a hook implementation is invalid, on one line: its first line only names the plugin
+    and the hook; the definition and what is wrong with it follow on the next lines."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    hook = lines[0].split(" for hook ", 1)[-1]
+    return "; ".join([f"hook {hook}", *lines[1:]])
 
 
 def _split_env(var: str) -> set[str]:
@@ -80,7 +95,7 @@ class PluginHost:
                 module = ep.load()
                 self.register(module, Provenance(plugin=ep.name, package=dist, version=version))
             except Exception as err:  # noqa: BLE001 - any import or validation failure is reported, not fatal
-                reason = str(err).splitlines()[0] if str(err) else ""
+                reason = hook_problem(err) if isinstance(err, pluggy.PluginValidationError) else first_line(err)
                 self.report.failed.append(
                     f"Plugin '{ep.name}' from {dist} {version} failed to load "
                     f"({type(err).__name__}: {reason}); disable it with UNLEARNKIT_DISABLE_PLUGINS={ep.name}."
@@ -104,7 +119,7 @@ class PluginHost:
                 spec.loader.exec_module(module)
                 self.register(module, Provenance(plugin=path.stem, package=f"local:{directory}", version="0"))
             except pluggy.PluginValidationError as err:
-                raise PluginError(f"Plugin file '{path}' has an invalid hook: {str(err).splitlines()[0]}") from None
+                raise PluginError(f"Plugin file '{path}' has an invalid hook: {hook_problem(err)}") from None
             except Exception as err:  # noqa: BLE001
                 self.report.failed.append(
                     f"Plugin file '{path}' failed to load ({type(err).__name__}: {err}); fix or remove it."
@@ -152,8 +167,27 @@ class PluginHost:
 
                 if self.trace:
                     sys.stderr.write(f"[unlearnkit hook] calling {hook_name} of {prov.plugin}\n")
-                impl.function(register=register)
+                call_hook(impl.function, register, prov, hook_name)
         return regs
+
+
+def call_hook(function: Callable[..., object], register: Callable[[type], None], prov: Provenance, hook: str) -> None:
+    """A plugin's registration hook: an exception it raises (its own bug, not a registration unlearnkit
+    refused) is one line naming the plugin and how to take it out, not a traceback through the host."""
+    try:
+        function(register=register)
+    except PluginError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the plugin's own hook is named, as one failing to import
+        remedy = (
+            "fix or remove it"
+            if prov.package.startswith("local:")
+            else f"disable it with UNLEARNKIT_DISABLE_PLUGINS={prov.plugin}"
+        )
+        raise PluginError(
+            f"Plugin '{prov.plugin}' from {prov.package} failed in {hook} ({type(err).__name__}: "
+            f"{shorten(first_line(err), 120)}); {remedy}."
+        ) from err
 
 
 _HOST: PluginHost | None = None

@@ -7,7 +7,7 @@ from typing import Generic, TypeVar
 
 from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Plugin
 from unlearnkit.api.scenarios import Scenario
-from unlearnkit.errors import PluginError, UnknownNameError
+from unlearnkit.errors import PluginError, UnknownNameError, shorten
 
 P = TypeVar("P", bound=Plugin)
 KINDS = ("method", "metric", "dataset", "model", "scenario")  # the plugin kinds, in the order they are listed
@@ -23,6 +23,26 @@ class Provenance:
 
     def as_tags(self, prefix: str) -> dict[str, str]:
         return {f"{prefix}.plugin": self.plugin, f"{prefix}.package": self.package, f"{prefix}.version": self.version}
+
+
+#: what a metric's ``needs`` may name: the reference models a benchmark may lack, the sub-class labels of
+#: sub-class scenarios, an audit's ensemble (``unlearnkit.api.ensemble``)
+METRIC_NEEDS = frozenset({"original", "retrained", "subclasses", "ensemble"})
+DIRECTIONS = ("higher", "lower", "closer_to_retrain")
+
+
+def metric_problem(cls: type[Metric]) -> str:
+    """What in a metric class's declarations no benchmark can honour ("" when nothing): a ``needs`` naming
+    anything else than :data:`METRIC_NEEDS` leaves the metric out of every run without a word."""
+    needs = cls.needs
+    if not isinstance(needs, (set, frozenset)) or not all(isinstance(n, str) for n in needs):
+        return f"with needs={shorten(repr(needs), 40)}: `needs` is a frozenset of {', '.join(sorted(METRIC_NEEDS))}"
+    unknown = sorted(needs - METRIC_NEEDS)
+    if unknown:
+        return f"with needs {', '.join(map(repr, unknown))}, which no benchmark has: valid {', '.join(sorted(METRIC_NEEDS))}"
+    if cls.direction not in DIRECTIONS:
+        return f"with direction {shorten(repr(cls.direction), 40)}: valid {', '.join(DIRECTIONS)}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -48,7 +68,11 @@ class Registry(Generic[P]):
             )
         name = getattr(cls, "name", "")
         if not name or not isinstance(name, str):
-            raise PluginError(f"Plugin '{provenance.plugin}' registered {cls.__name__} without a `name`.")
+            given = f" (its `name` is {shorten(repr(name), 40)}, not a string)" if name else ""
+            raise PluginError(f"Plugin '{provenance.plugin}' registered {cls.__name__} without a `name`{given}.")
+        problem = metric_problem(cls) if issubclass(cls, Metric) else ""
+        if problem:
+            raise PluginError(f"Plugin '{provenance.plugin}' registered metric '{name}' {problem}.")
         if name in self._entries:
             first = self._entries[name].provenance
             raise PluginError(

@@ -13,8 +13,11 @@ and tuning trials share, so that a new kind of run reuses them instead of re-wri
 from __future__ import annotations
 
 import copy
+import math
+import numbers
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,12 +25,12 @@ import torch
 from torch import nn
 
 from unlearnkit.api.context import UnlearnContext
-from unlearnkit.api.contracts import Method, UnlearnOutcome
+from unlearnkit.api.contracts import Method, UnlearnOutcome, described
 from unlearnkit.api.data import UnlearnData
 from unlearnkit.api.evaluation import Evaluation
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
-from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
+from unlearnkit.errors import ConfigError, DivergenceError, PluginError, UnlearnkitError, shorten
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import Store, tag
 
@@ -99,11 +102,14 @@ def unlearn_copy(
 ) -> UnlearnOutcome:
     """``entry``'s method on a private copy of ``original`` (the method may train it in place),
     seeded, timed with the device synchronised; the outcome's time is the method's own when it
-    reports one. Raises DivergenceError on non-finite weights (``where`` says on what)."""
+    reports one. Raises DivergenceError on non-finite weights (``where`` says on what), and
+    PluginError, one line naming the method, when it breaks the method contract (what it returns,
+    torch's global settings or the shared splits it leaves changed, a ``sys.exit``)."""
     method = entry.cls(options)
     model = copy.deepcopy(original).train()
     seed_everything(seed)
     synchronize(ctx.device)
+    settings, labels = torch_settings(), split_labels(data)
     start = time.perf_counter()
     try:
         out = method.unlearn(model, data, ctx)
@@ -114,16 +120,211 @@ def unlearn_copy(
             f"Method '{entry.name}' passed a batch of one image through a BatchNorm layer in train mode, which "
             f"cannot normalise it{where}: use a forget set, or a batch size, that leaves no batch of one image."
         ) from err
+    except SystemExit as err:
+        if from_signal_handler(err):
+            raise  # a SIGTERM handler's exit (Ray's): the process is asked to stop
+        raise PluginError(
+            f"Method '{entry.name}' called sys.exit({shorten(repr(err.code))}) in unlearn{where}: raise an "
+            "exception instead, which fails its own row and lets the other methods run."
+        ) from None
+    finally:  # later methods run under the settings every method starts from, however this one ended
+        changed = restore_torch_settings(settings)
+        written = restore_labels(labels)
     ctx.release()  # several ranks: BatchNorm layers back, rank 0's buffers everywhere (one process: nothing)
     synchronize(ctx.device)
     elapsed = time.perf_counter() - start
-    outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+    check_left_alone(entry.name, changed, written, written_images(data, labels), where)
+    outcome = returned_outcome(entry.cls, out, original, ctx, where)
     if outcome.time_s is None:
         outcome.time_s = elapsed
     ctx.world.check_same(outcome.model, f"Method '{entry.name}'")
     if not all(torch.isfinite(p).all() for p in outcome.model.parameters()):
         raise DivergenceError(f"Method '{entry.name}' produced non-finite weights{where}.")
     return outcome
+
+
+# ------------------------------------------------------------------------ the method contract
+def returned_outcome(
+    cls: type[Method], out: object, original: nn.Module, ctx: UnlearnContext, where: str = ""
+) -> UnlearnOutcome:
+    """What ``unlearn`` returned as an outcome, or PluginError saying how it breaks the contract:
+    the store keeps the model's weights to load into the original's architecture later (another
+    protocol reuses them), and every evaluation reads it on the run's device."""
+    what = f"Method '{cls.name}'"
+    if not isinstance(out, (nn.Module, UnlearnOutcome)):
+        raise PluginError(
+            f"{what} returned {described(out)} from unlearn{where}: return the model (an nn.Module) or "
+            "an UnlearnOutcome(model, time_s=..., info={...})."
+        )
+    outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+    if not isinstance(outcome.model, nn.Module):
+        raise PluginError(f"{what} returned an UnlearnOutcome whose model is {described(outcome.model)}{where}.")
+    problem = other_architecture(outcome.model, original) or off_device(outcome.model, ctx.device)
+    problem = problem or bad_time(outcome.time_s, reference=cls.role is not None) or bad_info(outcome.info)
+    if problem:
+        raise PluginError(f"{what} returned {problem}{where}.")
+    return outcome
+
+
+def other_architecture(model: nn.Module, original: nn.Module) -> str:
+    """How ``model``'s weights differ in names or shapes from ``original``'s ("" when they do not)."""
+    mine, theirs = model.state_dict(), original.state_dict()
+    missing, extra = sorted(theirs.keys() - mine.keys()), sorted(mine.keys() - theirs.keys())
+    if missing or extra:
+        first = f"lacks '{missing[0]}'" if missing else f"has '{extra[0]}', which the original has not"
+        return (
+            f"a model of another architecture (its state dict {first}, {len(missing)} missing, {len(extra)} extra): "
+            "train the model it is given in place"
+        )
+    for key, value in mine.items():
+        if value.shape != theirs[key].shape:
+            return (
+                f"a model of another architecture ('{key}' is {tuple(value.shape)}, the original's "
+                f"{tuple(theirs[key].shape)}): train the model it is given in place"
+            )
+    return ""
+
+
+def on_device(tensor: torch.Tensor, device: torch.device) -> bool:
+    """Whether ``tensor`` lives on ``device`` (``cuda`` matches any CUDA device, ``cuda:1`` only itself)."""
+    return tensor.device.type == device.type and (device.index is None or tensor.device.index == device.index)
+
+
+def off_device(model: nn.Module, device: torch.device) -> str:
+    """Where a weight of ``model`` lives when it is not on the run's ``device`` ("" when all are)."""
+    for name, value in [*model.named_parameters(), *model.named_buffers()]:
+        if not on_device(value, device):
+            return f"a model with '{name}' on {value.device}, not on the run's device {device}"
+    return ""
+
+
+def bad_time(seconds: object, *, reference: bool) -> str:
+    """What is wrong with an outcome's ``time_s`` ("" when nothing): a number of seconds, finite and
+    >= 0; NaN (unknown) only for a reference row (a model file brought by the user has no training time)."""
+    if seconds is None:
+        return ""
+    if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
+        return f"time_s={described(seconds)}: time_s is seconds, a float (or None: the runner's clock)"
+    value = float(seconds)
+    if (math.isnan(value) and reference) or (math.isfinite(value) and value >= 0):
+        return ""
+    return f"time_s={value!r}: time_s is seconds, finite and >= 0 (or None: the runner's clock)"
+
+
+def bad_info(info: object) -> str:
+    """What is wrong with an outcome's ``info`` ("" when nothing): names to numbers, logged as metrics."""
+    if not isinstance(info, dict):
+        return f"info={described(info)}: info is a dict of names to numbers"
+    for key, value in info.items():
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not isinstance(key, str) or not key or not number:
+            return f"info[{shorten(repr(key), 40)}]={described(value)}: info maps names to numbers"
+    return ""
+
+
+#: torch's process-wide settings a method could leave changed for every later method: name -> (get, set)
+TORCH_SETTINGS: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
+    "grad mode": (torch.is_grad_enabled, torch.set_grad_enabled),
+    "default dtype": (torch.get_default_dtype, torch.set_default_dtype),
+    "deterministic algorithms": (
+        lambda: (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()),
+        lambda v: torch.use_deterministic_algorithms(v[0], warn_only=v[1]),
+    ),
+    "thread count": (torch.get_num_threads, torch.set_num_threads),
+    "float32 matmul precision": (torch.get_float32_matmul_precision, torch.set_float32_matmul_precision),
+    "anomaly detection": (torch.is_anomaly_enabled, torch.set_anomaly_enabled),
+    "cudnn benchmark": (
+        lambda: torch.backends.cudnn.benchmark,
+        lambda v: setattr(torch.backends.cudnn, "benchmark", v),
+    ),
+    "cudnn deterministic": (
+        lambda: torch.backends.cudnn.deterministic,
+        lambda v: setattr(torch.backends.cudnn, "deterministic", v),
+    ),
+}
+
+
+def torch_settings() -> dict[str, Any]:
+    """torch's process-wide settings now, to restore after a method (see :data:`TORCH_SETTINGS`)."""
+    return {name: get() for name, (get, _) in TORCH_SETTINGS.items()}
+
+
+def restore_torch_settings(before: dict[str, Any]) -> list[str]:
+    """Put back every setting that differs from ``before``; returns what had changed, as ``name (was -> now)``."""
+    changed = []
+    for name, (get, put) in TORCH_SETTINGS.items():
+        now = get()
+        if now != before[name]:
+            changed.append(f"{name} ({before[name]} -> {now})")
+            put(before[name])
+    return changed
+
+
+#: per split a method may reach: its labels, a copy of them, and the in-place write counters of its labels
+#: and images (torch bumps a tensor's ``_version`` on every in-place write, through views too)
+SplitSnapshot = dict[str, tuple[torch.Tensor, torch.Tensor, int, int | None]]
+
+
+def split_labels(data: UnlearnData) -> SplitSnapshot:
+    """The splits ``data`` hands out (the very Split objects every later method and metric reads), with
+    their labels copied: labels are small, images are not (those are only watched)."""
+    splits = data._splits  # the shared splits themselves, not a method's view of them
+    return {name: (s.y, s.y.clone(), s.y._version, None if s.x is None else s.x._version) for name, s in splits.items()}
+
+
+def restore_labels(before: SplitSnapshot) -> list[str]:
+    """Copy back the labels of every split the method wrote into; returns those splits' names."""
+    written = []
+    for name, (labels, saved, version, _) in before.items():
+        if labels._version != version:
+            written.append(name)
+            labels.copy_(saved)
+    return written
+
+
+def written_images(data: UnlearnData, before: SplitSnapshot) -> list[str]:
+    """The splits whose images the method wrote into in place (they cannot be put back)."""
+    splits = data._splits  # see split_labels
+    images = {name: s.x for name, s in splits.items() if s.x is not None}
+    return [name for name, (_, _, _, seen) in before.items() if name in images and images[name]._version != seen]
+
+
+class ImagesWritten(PluginError):
+    """A method wrote into a shared split's images, which (unlike labels) are not kept to put back: every
+    later row of this seed would read the changed images, so a runner stops instead of going on."""
+
+
+def check_left_alone(method: str, changed: list[str], labels: list[str], images: list[str], where: str = "") -> None:
+    """PluginError when the method left torch's settings changed (now restored) or wrote in place into
+    the labels (now restored) or images of a split: later methods would run on other settings or data."""
+    if changed:
+        raise PluginError(
+            f"Method '{method}' left torch's global {', '.join(changed)}{where}: set back what it changes "
+            "(with torch.no_grad(): ..., not torch.set_grad_enabled(False)); restored for the methods after it."
+        )
+    if labels or images:
+        what = "labels" if not images else "images" if not labels else "labels and images"
+        fixed = "restored for the methods after it" if not images else "the methods after it read the changed images"
+        raise (ImagesWritten if images else PluginError)(
+            f"Method '{method}' wrote in place into the {what} of the {', '.join(sorted({*labels, *images}))} "
+            f"split{where}: clone a tensor before changing it, every later method and metric reads them; {fixed}."
+        )
+
+
+def from_signal_handler(err: SystemExit) -> bool:
+    """Whether ``err`` was raised by an installed Python signal handler (a SIGTERM turned into an exit)
+    rather than by a plugin's own ``sys.exit``."""
+    handlers = set()
+    for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)):
+        code = getattr(signal.getsignal(signum), "__code__", None)
+        if code is not None:
+            handlers.add(code)
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in handlers:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 # A method whose model answers like the original is a no-op, whatever it did to the weights: on every
@@ -154,6 +355,7 @@ def same_outputs(ev: Evaluation, tolerance: float = NO_OP_TOLERANCE) -> bool:
 
 
 __all__ = [
+    "ImagesWritten",
     "NO_OP_TOLERANCE",
     "equal_state",
     "failure_reason",
@@ -162,5 +364,6 @@ __all__ = [
     "owned",
     "row_tags",
     "same_outputs",
+    "returned_outcome",
     "unlearn_copy",
 ]
