@@ -44,6 +44,8 @@ def failed_line(err: str, method: str) -> str:
         ("string_time", "Method 'string_time' returned time_s=a str ('fast')"),
         ("bad_info", "Method 'bad_info' returned info['epochs']=a str ('three'): info maps names to numbers"),
         ("exits", "Method 'exits' called sys.exit(3) in unlearn"),
+        # its info replaced the measured acc_forget, and the row was stored FINISHED
+        ("forges_metric", "Method 'forges_metric' returned info 'acc_forget', which the run measures itself"),
     ],
 )
 def test_a_method_breaking_its_return_contract_fails_its_row_and_the_next_runs(cli, method, expected):
@@ -161,3 +163,49 @@ def test_check_metric_reports_the_value_it_refuses(tiny_bench_one_thread):
     with pytest.raises(AssertionError, match="Metric 'gives_none' returned None"):
         check_metric(GivesNone, bench=tiny_bench_one_thread)
     assert check_metric(GivesNumpy, bench=tiny_bench_one_thread) == 0.25
+
+
+def test_json_output_is_the_json_alone_and_a_failed_row_is_exit_1(cli):
+    """A plugin's print went into ``--json``'s stdout, so the JSON no longer parsed; and ``--json``
+    exited 0 although a row had failed."""
+    code, out, err = run(cli, "methods", "--method", "prints,returns_none,lotus", "--json")
+    rows = json_rows(out)  # parses: the print went to stderr
+    assert "debug: unlearning now" in err and "debug" not in out
+    assert code == 1 and rows["returns_none"]["status"] == "failed" and rows["lotus"]["status"] == "finished"
+    assert "returns_none (seed 1) failed: Method 'returns_none' returned None" in err
+
+
+def test_a_method_writing_into_the_shared_images_stops_the_command(cli):
+    """Images (unlike labels) are not kept to put back: the rows after such a method read the
+    changed images and were stored FINISHED. Now the command stops there, in one line."""
+    code, _, err = run(cli, "methods", "--method", "writes_images,lotus")
+    assert code == 2 and "Traceback" not in err, err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("Error: Method 'writes_images' wrote in place into the images of the forget split")
+    ), err
+    assert stored().get("writes_images") == "FAILED" and "lotus" not in stored()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model", "wrong_classes"], "The original model gives outputs of shape (16, 7) on forget, not (N, 4)"),
+        (["--model", "not_a_module"], "Model 'not_a_module' built a function from build(spec), not an nn.Module."),
+        (["--model", "gives_tuple"], "The model's forward returned a tuple, not a tensor of logits"),
+        (["--dataset", "labels_out_of_range"], "Dataset 'labels_out_of_range' loaded train labels from 0 to 9, but 4"),
+        (["--dataset", "negative_labels"], "Dataset 'negative_labels' loaded test labels from -1 to 3, but 4 class"),
+        (["--dataset", "no_classes"], "Dataset 'no_classes' loaded a RawDataset with no class_names"),
+        (["--dataset", "float_images"], "Dataset 'float_images' built a RawDataset that is not one: x_train must be"),
+        (["--dataset", "short_labels"], "Dataset 'short_labels' built a RawDataset that is not one: images and"),
+        (["--dataset", "not_raw"], "Dataset 'not_raw' loaded a tuple, not a RawDataset."),
+        (["--dataset", "wrong_mean_std"], "Dataset 'wrong_mean_std' loaded a mean of (0.5, 0.5, 0.5) for 1-channel"),
+        (["--dataset", "float_labels"], "Dataset 'float_labels' loaded train labels of dtype float64: labels are"),
+    ],
+)
+def test_a_model_or_dataset_plugin_giving_what_no_benchmark_can_use_is_one_line(cli, args, expected):
+    """Before: tracebacks deep in training or splitting, or (7 logits for 4 classes) silent numbers."""
+    code, _, err = cli(*RUN, "--plugins-dir", str(FIXTURES / "models"), "--method", "lotus", *args)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"Error: {expected}"), err

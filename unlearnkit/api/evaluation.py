@@ -25,6 +25,7 @@ from torch import nn
 from unlearnkit.api.context import EVAL_AUGMENT_STREAM, EVAL_DRAW_STRIDE, UnlearnContext
 from unlearnkit.api.data import Split
 from unlearnkit.api.protocols import MEMBERSHIP_SPLITS, EvalProtocol, rounded
+from unlearnkit.errors import PluginError
 
 
 @torch.inference_mode()
@@ -157,7 +158,13 @@ class Evaluation:
             if model is None:
                 raise MissingModel(f"no {role} model in this evaluation")
             data = self.splits[split]
-            cache.logits[key] = self._forward(model, data, pass_)
+            out = self._forward(model, data, pass_)
+            if out.ndim != 2 or out.shape[1] != self.num_classes:  # every metric indexes the classes' columns
+                raise PluginError(
+                    f"The {role} model gives outputs of shape {tuple(out.shape)} on {split}, not (N, "
+                    f"{self.num_classes}): its model plugin must end in one logit per class of the dataset."
+                )
+            cache.logits[key] = out
             cache.images[role] = cache.images.get(role, 0) + len(data)
         return cache.logits[key]
 

@@ -169,15 +169,26 @@ def run(
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
         con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
     store = Store(tracking_uri, experiment)
-    with torch_builds_checked(), con.RichReporter() if world.main else contextlib.nullcontext(SILENT) as reporter:
+    # with --json, stdout is the JSON alone: what a plugin prints while it runs goes to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with (
+        quiet,
+        torch_builds_checked(),
+        con.RichReporter() if world.main else contextlib.nullcontext(SILENT) as reporter,
+    ):
         runner = Runner(plan, store, reporter)
         runner.check()
         results = runner.run()
         board_run = ""
         if sum(1 for m in plan.methods if m.cls.role is None) > 1 and world.main:
             board_run = publish_benchmark_board(store, host.registries, runner.bench.key)
+    failed = [r for r in results if r.status == "failed"]
     if as_json:
         con.out.print_json(json.dumps([r.__dict__ for r in results], default=str))
+        for res in failed:
+            con.warn(f"{res.method} (seed {res.seed}) failed: {res.failure}")
+        if failed:  # a script reading the JSON learns from the exit code too that a row failed
+            raise typer.Exit(1)
         return
     info = metric_info(host.registries)
     registered = set(host.registries.metrics.names())  # a run's own metrics (audits add columns only to boards)
@@ -199,7 +210,6 @@ def run(
     con.out.print(
         f"Store: {store.uri}" + (f"; leaderboard logged to run {board_run[:8]}" if board_run else ""), highlight=False
     )
-    failed = [r for r in results if r.status == "failed"]
     for res in failed:
         con.warn(f"{res.method} (seed {res.seed}) failed: {res.failure}")
     if failed:

@@ -25,7 +25,7 @@ from unlearnkit.api.types import ImageSpec, Setting
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.score_version import score_identity
 from unlearnkit.engine.splits import SplitIndices, make_splits
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, PluginError
 from unlearnkit.identity import (
     CORE_VERSION,
     array_fingerprint,
@@ -52,6 +52,35 @@ def resolve_device(name: str) -> torch.device:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("UNLEARNKIT_CACHE_DIR", Path.home() / ".cache" / "unlearnkit"))
+
+
+def from_raw_dataset(err: ValueError) -> bool:
+    """Whether ``err`` is RawDataset's own refusal of what a loader gave it (its ``__post_init__``)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code is RawDataset.__post_init__.__code__
+
+
+def raw_problem(raw: object) -> str:
+    """What a dataset plugin's ``load`` returned that no benchmark can use ("" when nothing): not a
+    RawDataset, no classes, or labels outside 0..K-1 (training would index past its logits)."""
+    if not isinstance(raw, RawDataset):
+        return f"a {type(raw).__name__}, not a RawDataset"
+    k = raw.num_classes
+    if k < 1:
+        return "a RawDataset with no class_names: a classifier needs at least one class"
+    channels = raw.image_shape[0]
+    for name, values in (("mean", raw.mean), ("std", raw.std)):
+        numbers = np.asarray(values, dtype=float) if np.ndim(values) == 1 else np.array([np.nan])
+        if len(numbers) != channels or not np.isfinite(numbers).all() or (name == "std" and (numbers <= 0).any()):
+            return f"a {name} of {values!r} for {channels}-channel images: one finite value per channel (std above 0)"
+    for name, labels in (("train", raw.y_train), ("test", raw.y_test), ("unseen", raw.y_unseen)):
+        if labels is not None and np.asarray(labels).dtype.kind not in "iu":
+            return f"{name} labels of dtype {np.asarray(labels).dtype}: labels are integer class ids"
+        if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            return f"{name} labels from {int(labels.min())} to {int(labels.max())}, but {k} class names (labels are 0..{k - 1})"
+    return ""
 
 
 def seed_everything(seed: int) -> None:
@@ -127,7 +156,16 @@ class Benchmark:
         self.reporter.event(f"Loading dataset {plan.dataset.name}")
         target = cache_dir() / "datasets" / plan.dataset.name
         target.mkdir(parents=True, exist_ok=True)
-        return plan.dataset_obj.load(plan.request.data_dir, target)
+        try:
+            raw = plan.dataset_obj.load(plan.request.data_dir, target)
+        except ValueError as err:
+            if not from_raw_dataset(err):
+                raise  # the loader's own bug keeps its traceback
+            raise PluginError(f"Dataset '{plan.dataset.name}' built a RawDataset that is not one: {err}.") from None
+        problem = raw_problem(raw)
+        if problem:
+            raise PluginError(f"Dataset '{plan.dataset.name}' loaded {problem}.")
+        return raw
 
     @property
     def spec(self) -> ImageSpec:
@@ -142,9 +180,19 @@ class Benchmark:
     def channels_last(self) -> bool:
         return self.device.type == "cuda" and self.plan.model_obj.channels_last
 
+    def built(self) -> nn.Module:
+        """The model plugin's network for this data, checked to be one (a third party's ``build`` may
+        return anything; every later step calls the module's methods)."""
+        model = self.plan.model_obj.build(self.spec)
+        if not isinstance(model, nn.Module):
+            raise PluginError(
+                f"Model '{self.plan.model_name}' built a {type(model).__name__} from build(spec), not an nn.Module."
+            )
+        return model
+
     def build_model(self) -> nn.Module:
         """A freshly built network (``--pretrained``/``--weights`` applied) on the device."""
-        model = self.plan.model_obj.build(self.spec).to(self.device)
+        model = self.built().to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
@@ -250,7 +298,7 @@ class Benchmark:
             seed=seed,
             setting=self.setting(),
             num_classes=self.raw.num_classes,
-            model_factory=lambda: self.plan.model_obj.build(self.spec),
+            model_factory=self.built,
             forget_class=forget_class,
             reporter=self.reporter,
             channels_last=self.channels_last,

@@ -37,8 +37,16 @@ from unlearnkit.engine.references import ModelMemo, References
 from unlearnkit.engine.seed_state import Seed
 from unlearnkit.engine.sequential import Requests
 from unlearnkit.engine.splits import SplitIndices
-from unlearnkit.engine.stages import equal_state, numerics, owned, row_tags, same_outputs, unlearn_copy
-from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError, shorten
+from unlearnkit.engine.stages import (
+    ImagesWritten,
+    equal_state,
+    numerics,
+    owned,
+    row_tags,
+    same_outputs,
+    unlearn_copy,
+)
+from unlearnkit.errors import ConfigError, DivergenceError, PluginError, UnlearnkitError, shorten
 from unlearnkit.identity import config_hash, identity_json, plugin_version
 from unlearnkit.loops.threads import pinned_threads
 from unlearnkit.parallel import torchrun as ddp
@@ -369,6 +377,10 @@ class Runner:
                 else:
                     metrics = {**last_points(ctx.series), **self.evaluate(entry, state, ctx, outcome)}
                 self.record(run_id, state, ctx, data, metrics, weights, returned, ident)
+        except ImagesWritten:  # every later row of this seed would read the changed images: the command stops
+            if not told:
+                self.tell(entry, False)
+            raise
         except UnlearnkitError as err:  # a method's own failure (divergence, bad data access): a failed row
             if not told:
                 self.tell(entry, False)
@@ -538,6 +550,12 @@ class Runner:
         values["memorisation_gap"] = state.memorisation_gap
         if entry.cls.role is None:  # a reference row is its model by definition
             self.no_op = "weights" if same_weights else ("outputs" if same_outputs(ev) else "")
+        clash = sorted(outcome.info.keys() & values.keys())
+        if clash:  # the method's own numbers would replace what the run measured of it
+            raise PluginError(
+                f"Method '{entry.name}' returned info {', '.join(map(repr, clash))}, which the run measures itself: "
+                f"name its own numbers after it (e.g. '{entry.name}_{clash[0]}')."
+            )
         return {**values, **outcome.info}
 
     def compute(self, metric: Entry[Metric], ev: Evaluation) -> float:

@@ -25,7 +25,7 @@ from unlearnkit.api.context import TRAIN_STREAM, UnlearnContext
 from unlearnkit.api.data import Augmentation, Split
 from unlearnkit.api.data_init import INIT_SAMPLE, InitialisesFromData
 from unlearnkit.api.evaluation import predict_logits
-from unlearnkit.errors import ConfigError, DivergenceError
+from unlearnkit.errors import ConfigError, DivergenceError, PluginError
 from unlearnkit.parallel.torchrun import Part
 
 Schedule = Literal["constant", "warmup_linear", "warmup_cosine", "cosine"]
@@ -427,6 +427,11 @@ def cross_entropy(
     """Mean cross-entropy over the batch; for one rank's ``part`` of a global batch, its sum scaled
     by ``part.scale``, so that DDP's gradient average is the gradient of the global batch mean.
     ``label_smoothing`` s: against the target (1 - s) * one-hot + s / K (torch's definition)."""
+    if not isinstance(logits, torch.Tensor):  # a model plugin's forward returning (logits, features) or a dict
+        raise PluginError(
+            f"The model's forward returned a {type(logits).__name__}, not a tensor of logits: a model plugin's "
+            "network returns its logits alone."
+        )
     if label_smoothing:  # passed only when on: with it off, the call is the one fit always made
         if part is None or part.whole:
             return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
