@@ -26,7 +26,7 @@ from torch import nn
 
 from unlearnkit.api.context import UnlearnContext
 from unlearnkit.api.contracts import Method, UnlearnOutcome, described
-from unlearnkit.api.data import UnlearnData
+from unlearnkit.api.data import Split, UnlearnData
 from unlearnkit.api.evaluation import Evaluation
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
@@ -268,8 +268,14 @@ SplitSnapshot = dict[str, tuple[torch.Tensor, torch.Tensor, int, int | None]]
 def split_labels(data: UnlearnData) -> SplitSnapshot:
     """The splits ``data`` hands out (the very Split objects every later method and metric reads), with
     their labels copied: labels are small, images are not (those are only watched)."""
-    splits = data._splits  # the shared splits themselves, not a method's view of them
+    splits = real_splits(data)
     return {name: (s.y, s.y.clone(), s.y._version, None if s.x is None else s.x._version) for name, s in splits.items()}
+
+
+def real_splits(data: UnlearnData) -> dict[str, Split]:
+    """The splits ``data`` holds (the very objects every later method and metric reads), less stand-ins
+    such as tuning's sealed test split, which nothing may read."""
+    return {name: s for name, s in data._splits.items() if isinstance(s, Split)}
 
 
 def restore_labels(before: SplitSnapshot) -> list[str]:
@@ -284,8 +290,7 @@ def restore_labels(before: SplitSnapshot) -> list[str]:
 
 def written_images(data: UnlearnData, before: SplitSnapshot) -> list[str]:
     """The splits whose images the method wrote into in place (they cannot be put back)."""
-    splits = data._splits  # see split_labels
-    images = {name: s.x for name, s in splits.items() if s.x is not None}
+    images = {name: s.x for name, s in real_splits(data).items() if s.x is not None}
     return [name for name, (_, _, _, seen) in before.items() if name in images and images[name]._version != seen]
 
 
