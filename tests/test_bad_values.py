@@ -429,3 +429,16 @@ def test_a_training_recipe_whose_rate_no_step_can_take_is_one_line(cli, tmp_path
     code, _, err = cli(*args, "--train-recipe", str(recipe), "-m", "finetune")
     assert "Traceback" not in err and code != 0, err
     assert "Optimizer adam with lr 1e+38: a step on float32 weights cannot take it (past 3.4e+38 for 10 lr" in err
+
+
+def test_a_recipe_giving_true_or_false_for_a_number_is_refused(cli, tmp_path):
+    """TOML's booleans reached pydantic, which read ``alpha = false`` as 0.0 and ``epochs = true`` as
+    1: sfron ran as plain fine-tuning. A flag option still takes them."""
+    recipe = tmp_path / "flags.toml"
+    recipe.write_text(RECIPE + "\n[options.finetune]\nepochs = true\naugment = false\n")
+    code, _, err = cli("sweep", str(recipe), "--plugins-dir", str(PLUGINS))
+    line = one_line_error(code, err)
+    assert "option 'epochs' of method 'finetune': Input should not be true or false: this option is no flag" in line
+    recipe.write_text(RECIPE + "\n[options.finetune]\naugment = false\n")
+    code, out, err = cli("sweep", str(recipe), "--plugins-dir", str(PLUGINS), "--estimate")
+    assert code == 0 and "runs to do" in out + err, out + err

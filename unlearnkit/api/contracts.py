@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, get_origin, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -45,6 +45,17 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true``/``false`` only where the option takes a flag: pydantic reads a recipe's ``alpha = false``
+        as 0.0 and ``epochs = true`` as 1, which ran (sfron with alpha 0 is plain fine-tuning)."""
+        field = cls.model_fields.get(info.field_name or "")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if field is not None and any(isinstance(v, bool) for v in items) and not takes_bool(field.annotation):
+            raise PydanticCustomError("bool_for_number", "Input should not be true or false: this option is no flag")
+        return value
+
     @field_validator("*", mode="after")
     @classmethod
     def _fits_64_bits(cls, value: Any) -> Any:
@@ -53,6 +64,17 @@ class Options(BaseModel):
             if isinstance(item, int) and not isinstance(item, bool) and not -INT_LIMIT <= item < INT_LIMIT:
                 raise PydanticCustomError("int_64_bit", "Input should be a 64-bit integer")
         return value
+
+
+def takes_bool(annotation: Any) -> bool:
+    """Whether an option annotated so takes ``true``/``false`` (a bool, a union or list with one, a
+    Literal of bools, Any)."""
+    if annotation is bool or annotation is Any:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(arg, bool) for arg in get_args(annotation))
+    return any(takes_bool(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 OptionsBase = Options  # the base class, for annotations inside plugins (where `Options` is the plugin's own)
