@@ -118,7 +118,7 @@ def test_a_corrupt_logits_artifact_is_recomputed_not_trusted(host, recipe, capsy
         store.delete_run(rec.run_id)  # force a re-score, which reads every member's logits again
     code, out, err = invoke(["audit", str(recipe), "--scores", "klom", "--ensemble", "2"], capsys)
     assert code == 0, err
-    assert "1 models' logits computed" in out and "sha256" in err
+    assert "1 model's logits computed" in out and "sha256" in err
     again = {r.tag("method"): r.metrics["klom"] for r in runs("ensemble") if r.status == "FINISHED"}
     assert again == first  # recomputed from the model: the same numbers
 

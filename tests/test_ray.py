@@ -81,7 +81,7 @@ def test_resources_per_run(tmp_path, monkeypatch):
     }
     nodes = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 64.0}}]
     RayExecutor(cpus_per_run=8).check_fits(nodes, 2)
-    with pytest.raises(ConfigError, match=r"^No Ray node has 16 CPUs and 1 GPUs for one run \(the nodes have: 8 CPUs"):
+    with pytest.raises(ConfigError, match=r"^No Ray node has 16 CPUs and 1 GPU for one run \(the nodes have: 8 CPUs"):
         RayExecutor(cpus_per_run=16).check_fits(nodes, 1)
     with pytest.raises(ConfigError, match="whole GPUs"):
         RayExecutor(gpus_per_run=1.5)
