@@ -46,7 +46,7 @@ def _completed_trials(tuner: Tuner, store: Store, method: str) -> int:
         study = optuna.load_study(study_name=tuner.study_name(method), storage=storage)
     except KeyError:
         return 0
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return len(tuner.budget(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
 
 
 def _estimate(tuner: Tuner, store: Store) -> list[str]:
@@ -139,7 +139,7 @@ def tune(
     if write is not None:  # before any trial: a folder given as the file used to fail after the whole tuning
         from unlearnkit.tune.recipe_toml import check_recipe_output
 
-        check_recipe_output(write)
+        check_recipe_output(write, recipe)
     if estimate:
         print_estimate(lambda: _estimate(tuner, store))
         return

@@ -62,13 +62,18 @@ def dump_toml(doc: Mapping[str, Any], header: list[str], notes: Mapping[str, lis
 __all__ = ["dump_toml", "toml_key", "toml_value"]
 
 
-def check_recipe_output(path: Path) -> None:
+def check_recipe_output(path: Path, recipe: Path | None = None) -> None:
     """Refuse a ``--write`` target the tuned recipe cannot be written to, before any trial runs: a
-    folder, or a file under a path whose nearest existing folder is not writable (missing folders
-    are made when it is written)."""
+    folder, a file under a path whose nearest existing folder is not writable (missing folders
+    are made when it is written), or the tuned recipe itself (overwritten, its other methods, search
+    spaces and comments would be lost, and its next ``tune`` would name, so resume, no study)."""
     from unlearnkit.errors import ConfigError
 
     path = Path(path)
+    if recipe is not None and path.exists() and Path(recipe).exists() and path.samefile(recipe):
+        raise ConfigError(
+            f"Bad --write {path}: it is the recipe being tuned; name another file (e.g. {path.with_name('tuned-' + path.name)})."
+        )
     if path.is_dir():
         raise ConfigError(
             f"Bad --write {path}: it is a folder; name the recipe file to write (e.g. {path}/tuned.toml)."

@@ -45,7 +45,7 @@ from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.config import Plan, RunRequest, method_parts, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.splits import parse_scenario
-from unlearnkit.errors import ConfigError, counted
+from unlearnkit.errors import ConfigError, UnknownNameError, counted, shorten
 from unlearnkit.identity import CORE_VERSION, config_hash, plugin_version
 from unlearnkit.scale.sweep_recipes import RecipeFile, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store, tag
@@ -177,6 +177,7 @@ class Tuner:
                 f"({', '.join(map(str, self.report_seeds))}): tune on disjoint seeds, "
                 f"e.g. --tune-seeds {','.join(map(str, free))}."
             )
+        self._check_tune_tables()
         self.methods = self._methods(methods)
         self.cells = self._cells({**self.overrides, "device": device})
         self.spaces = {m: self._space(m) for m in self.methods}
@@ -188,6 +189,17 @@ class Tuner:
         self.defaults: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------------------ checks
+    def _check_tune_tables(self) -> None:
+        """A ``[tune.M]`` table whose M no plugin registered is a misspelt name: left alone, the method
+        would be tuned on its own space without a word about the table the recipe gives."""
+        for name in self.spec.tune:
+            try:
+                self.registries.methods.get(name)
+            except UnknownNameError as err:
+                raise ConfigError(
+                    f"Recipe '{shorten(self.spec.name)}' has a [tune.{shorten(name)}] table: {err}"
+                ) from None
+
     def _methods(self, names: list[str]) -> list[str]:
         out: list[str] = []
         for part in method_parts(names):
@@ -472,7 +484,7 @@ class Tuner:
         reporter.event(f"Tuning {method}: study {name}, {counted(self.trials, 'trial')}")
         # a trial whose process died (killed tune): run again with its parameters; its finished seeds are in the store
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not owner_alive(str(frozen.user_attrs.get("owner", ""))):
+            if frozen.number < self.trials and not owner_alive(str(frozen.user_attrs.get("owner", ""))):
                 trial = optuna.trial.Trial(study, frozen._trial_id)
                 trial.set_user_attr("owner", owner())
                 reporter.event(f"{method} trial {frozen.number}: resumed (its process is gone)")
@@ -488,6 +500,12 @@ class Tuner:
             trial.set_user_attr("owner", owner())
             self.run_trial(study, trial, trial.number, dict(trial.params), method, reporter)
             result.new_trials += 1
+        beyond = len(study.get_trials(deepcopy=False)) - self.trials
+        if beyond > 0:
+            reporter.event(
+                f"{method}: study {name} holds {counted(beyond, 'trial')} past --trials {self.trials}: left out, "
+                "so every method is judged on the same budget"
+            )
         self.summarise(study, result)
         result.mlflow_run = self.log_study(result)
         return result
@@ -556,7 +574,7 @@ class Tuner:
     def summarise(self, study: Any, result: MethodResult) -> None:
         from optuna.trial import TrialState
 
-        trials = study.get_trials(deepcopy=False)
+        trials = self.budget(study.get_trials(deepcopy=False))
         result.trials = len(trials)
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         result.complete = len(done)
@@ -569,6 +587,12 @@ class Tuner:
         if done:
             best = min(done, key=lambda t: (t.value, t.number))  # the first of equal values: deterministic
             result.best_value, result.best_trial, result.best_params = float(best.value), best.number, dict(best.params)
+
+    def budget(self, trials: list[Any]) -> list[Any]:
+        """The trials this session's ``--trials`` covers: numbers 0 .. trials-1. A study run before with more
+        trials holds later ones; counted, they would give that method a larger budget than the others.
+        Trial n is drawn from trials 0 .. n-1 alone, so these are exactly what a study of this size holds."""
+        return [t for t in trials if t.number < self.trials]
 
     def log_study(self, result: MethodResult) -> str:
         """One MLflow run per study (``run_type=tuning``): its budget, best trial and total tuning time."""
