@@ -23,6 +23,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,11 +35,12 @@ from unlearnkit.api.ensemble import Ensemble, EnsembleMetric, Scored
 from unlearnkit.api.evaluation import predict_logits
 from unlearnkit.api.progress import SILENT, Reporter
 from unlearnkit.audit.design import one_request
+from unlearnkit.audit.runner import finite_outputs, logits_problem
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
 from unlearnkit.engine.runner import Runner, Seed
 from unlearnkit.engine.stages import owned, row_tags
-from unlearnkit.errors import ConfigError, UnlearnkitError
+from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
 from unlearnkit.identity import config_hash, plugin_version
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
@@ -221,7 +223,12 @@ class EnsembleRunner:
                     failed[entry.name] = got
                     continue
                 model_key, model = got
-                per_method[entry.name].append(self.cached_logits(model_key, model, state, f"{entry.name} s{seed}"))
+                try:
+                    logits = self.cached_logits(model_key, model, state, f"{entry.name} s{seed}")
+                except DivergenceError as err:  # this method's model at this member: its row fails, the rest go on
+                    failed[entry.name] = str(err)
+                    continue
+                per_method[entry.name].append(logits)
                 method_keys[entry.name].append(self.logits_key(model_key, state))
             advance()
         for member, seed in zip(s.seeds, s.reference_seeds, strict=True):  # the retrain row's own retrains
@@ -258,7 +265,11 @@ class EnsembleRunner:
         except (CorruptCheckpoint, UnlearnkitError) as err:
             return f"its stored model (run {record.run_id[:8]}) cannot be read: {err}"
         model = copy.deepcopy(state.original.model)
-        model.load_state_dict(weights)
+        try:
+            model.load_state_dict(weights)
+        except (RuntimeError, TypeError, AttributeError) as err:  # a store's file: not this model's weights
+            detail = (str(err).strip().splitlines() or [""])[0][:160]
+            return f"its stored model (run {record.run_id[:8]}) is not this model's weights: {detail}"
         return record.tag("unlearning_hash") or record.tag("config_hash"), model.eval()
 
     @staticmethod
@@ -284,18 +295,36 @@ class EnsembleRunner:
                 break
             try:
                 stored = self.store.load_checkpoint(got.finished, name="logits")
-                return {split: stored[split].numpy() for split in ENSEMBLE_SPLITS}
             except CorruptCheckpoint as err:
                 self.reporter.warn(f"{err} Recomputing it.")
                 self.store.fail(got.finished.run_id, f"logits corrupt: {err}")
+                continue
+            problem = self.stored_problem(stored, state)
+            if not problem:
+                return {split: stored[split].numpy() for split in ENSEMBLE_SPLITS}
+            self.reporter.warn(f"Logits of run {got.finished.run_id} are unusable ({problem}): recomputing them.")
+            self.store.fail(got.finished.run_id, f"logits unusable: {problem}")
         run_id = got.run_id
         assert run_id is not None
         with owned(self.store, run_id):
             arrays = {split: _logits(model, state.splits[split]) for split in ENSEMBLE_SPLITS}
+            for split, arr in arrays.items():
+                finite_outputs(arr, f"The model behind {what}", f"{split} examples")
             self.store.save_checkpoint(run_id, {k: torch.from_numpy(v) for k, v in arrays.items()}, name="logits")
             self.store.finish(run_id)
         self.logits_computed += 1
         return arrays
+
+    def stored_problem(self, stored: Any, state: Seed) -> str:
+        """Why a stored logits artifact is not this member's (empty: it is): its sha256 proves only that
+        the file is the one recorded, so every split's logits are checked before a score reads them."""
+        if not isinstance(stored, dict):
+            return "no logits tensors"
+        for split in ENSEMBLE_SPLITS:
+            problem = logits_problem(stored.get(split), len(state.splits[split]), self.bench.raw.num_classes)
+            if problem:
+                return f"{split}: {problem}"
+        return ""
 
     # ---------------------------------------------------------------------------------- scoring
     def score_row(

@@ -62,7 +62,7 @@ from unlearnkit.engine.prepared import Benchmark
 from unlearnkit.engine.references import ModelMemo, Reference, References, Wanted
 from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import owned, row_tags, unlearn_copy
-from unlearnkit.errors import ConfigError, UnlearnkitError
+from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
 from unlearnkit.identity import array_fingerprint, config_hash, plugin_version
 from unlearnkit.loops.packing import AUTO_CAP
 from unlearnkit.store import claims
@@ -520,6 +520,8 @@ class AuditRunner:
         return trained
 
     def load_logits(self, record: RunRecord) -> np.ndarray | None:
+        """A stored row's logits on one shadow, or None (warned, the run failed, recomputed by the caller):
+        its sha256 only proves the file is the one recorded, so its content is checked before it is scored."""
         try:
             state = self.store.load_checkpoint(record, name="logits")
         except CorruptCheckpoint as err:
@@ -527,13 +529,14 @@ class AuditRunner:
             self.store.fail(record.run_id, f"logits corrupt: {err}")
             self._done.pop(("audit-shadow", record.tag("config_hash")), None)
             return None
-        arr = state["logits"].numpy()
-        if arr.shape[0] != self.forwarded:  # never under the same key; a guard, not a path
-            self.reporter.warn(f"Logits of run {record.run_id} have {arr.shape[0]} rows, not {self.forwarded}.")
-            self.store.fail(record.run_id, f"logits have {arr.shape[0]} rows, expected {self.forwarded}")
+        arr = state.get("logits") if isinstance(state, dict) else None
+        problem = logits_problem(arr, self.forwarded, self.bench.raw.num_classes)
+        if problem:
+            self.reporter.warn(f"Logits of run {record.run_id} are unusable ({problem}): recomputing them.")
+            self.store.fail(record.run_id, f"logits unusable: {problem}")
             self._done.pop(("audit-shadow", record.tag("config_hash")), None)
             return None
-        return arr
+        return arr.numpy()
 
     def shadow_pass(
         self,
@@ -630,6 +633,7 @@ class AuditRunner:
         try:
             with owned(self.store, run_id):
                 arr, seconds = self.compute(entry, k, splits, model)
+                finite_outputs(arr, "its model")
                 self.store.save_checkpoint(run_id, {"logits": torch.from_numpy(arr)}, name="logits")
                 predicted = arr[: len(self.design.pool)].argmax(1) == self.labels
                 member = self.design.pool_halves[k]
@@ -748,6 +752,27 @@ class AuditRunner:
             self.store.log_text(run_id, csv, "scores.csv")
             self.store.finish(run_id)
         return AuditRow(entry.name, entry.cls.role or "", "finished", metrics, row.notes, run_id)
+
+
+def finite_outputs(logits: np.ndarray, what: str, examples: str = "audited examples") -> None:
+    """Refuse a model whose outputs are not finite (weights that overflow, NaN BatchNorm statistics): as a
+    run with non-finite weights, it diverged. Scored, its NaN rows would silently be no observations."""
+    bad = int((~np.isfinite(logits)).any(axis=-1).sum())
+    if bad:
+        raise DivergenceError(f"{what} gave non-finite outputs on {bad} of {len(logits)} {examples}")
+
+
+def logits_problem(arr: Any, rows: int, classes: int) -> str:
+    """Why a loaded logits artifact is not ``rows`` examples' logits over ``classes`` (empty: it is): a
+    float tensor of finite values, (rows, classes), or (0, 0) for an empty split. Anything else would crash
+    the scoring, or be scored as if a model had given it (a NaN row would silently be no observation)."""
+    if not isinstance(arr, torch.Tensor):
+        return "no logits tensor"
+    shapes = [(rows, classes)] + ([(0, 0)] if rows == 0 else [])
+    if not arr.is_floating_point() or tuple(arr.shape) not in shapes:
+        return f"a {str(arr.dtype).removeprefix('torch.')} {tuple(arr.shape)} tensor, not float {(rows, classes)}"
+    bad = int((~torch.isfinite(arr)).any(dim=1).sum())
+    return f"non-finite values in {bad} of {rows} rows" if bad else ""
 
 
 def score_arrays(prefix: str, labels: np.ndarray, scores: RowScores) -> dict[str, np.ndarray]:
