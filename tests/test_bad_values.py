@@ -442,3 +442,13 @@ def test_a_recipe_giving_true_or_false_for_a_number_is_refused(cli, tmp_path):
     recipe.write_text(RECIPE + "\n[options.finetune]\naugment = false\n")
     code, out, err = cli("sweep", str(recipe), "--plugins-dir", str(PLUGINS), "--estimate")
     assert code == 0 and "runs to do" in out + err, out + err
+
+
+def test_sweep_refuses_a_tune_table_naming_no_method(cli, tmp_path):
+    """`[tune.sdd]` is read by `unlearnkit tune` alone, but the recipe is the same file: `sweep` said nothing."""
+    recipe = tmp_path / "typo.toml"
+    recipe.write_text(RECIPE + '\n[tune.sdd]\nalpha = { kind = "log_uniform", low = 1, high = 10 }\n')
+    code, _, err = cli("sweep", str(recipe), "--plugins-dir", str(PLUGINS))
+    assert one_line_error(code, err).startswith(
+        "Error: Recipe 'tiny-tune' has a [tune.sdd] table: Unknown method 'sdd'. Did you mean 'ssd'?"
+    )

@@ -326,13 +326,14 @@ def options_for(methods: list[str], options: dict[str, Any]) -> dict[str, Any]:
 
 def check_tables(recipe: RecipeFile, registries: Registries) -> None:
     """A one-line error for a per-plugin table (``[options.M]``, ``[grid.M]``, ``[dataset_options.D]``,
-    ``[model_options.M]``) whose name no plugin of that kind registered: a misspelt name would
+    ``[model_options.M]``, ``[tune.M]``) whose name no plugin of that kind registered: a misspelt name would
     otherwise be left out of every cell without a word."""
     tables = [
         ("options", "method", recipe.options),
         ("grid", "method", recipe.grid),
         ("dataset_options", "dataset", recipe.dataset_options),
         ("model_options", "model", recipe.model_options),
+        ("tune", "method", recipe.tune),  # read by `unlearnkit tune` alone, but a typo there is as silent
     ]
     for table, kind, entries in tables:
         for name in entries:

@@ -45,9 +45,9 @@ from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.config import Plan, RunRequest, method_parts, parse_seeds, validate
 from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.splits import parse_scenario
-from unlearnkit.errors import ConfigError, UnknownNameError, counted, shorten
+from unlearnkit.errors import ConfigError, counted
 from unlearnkit.identity import CORE_VERSION, config_hash, plugin_version
-from unlearnkit.scale.sweep_recipes import RecipeFile, expand, load_recipe
+from unlearnkit.scale.sweep_recipes import RecipeFile, check_tables, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store, tag
 from unlearnkit.tune.objective import Objective, objective_names, resolve_objective
 from unlearnkit.tune.recipe_toml import dump_toml
@@ -190,15 +190,9 @@ class Tuner:
 
     # ------------------------------------------------------------------------------ checks
     def _check_tune_tables(self) -> None:
-        """A ``[tune.M]`` table whose M no plugin registered is a misspelt name: left alone, the method
-        would be tuned on its own space without a word about the table the recipe gives."""
-        for name in self.spec.tune:
-            try:
-                self.registries.methods.get(name)
-            except UnknownNameError as err:
-                raise ConfigError(
-                    f"Recipe '{shorten(self.spec.name)}' has a [tune.{shorten(name)}] table: {err}"
-                ) from None
+        """Every per-plugin table names a registered plugin: a misspelt ``[tune.sdd]`` left alone would
+        see ssd tuned on its own space without a word about the table the recipe gives."""
+        check_tables(self.spec, self.registries)
 
     def _methods(self, names: list[str]) -> list[str]:
         out: list[str] = []
