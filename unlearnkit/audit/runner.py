@@ -536,6 +536,7 @@ class AuditRunner:
             self.store.fail(record.run_id, f"logits unusable: {problem}")
             self._done.pop(("audit-shadow", record.tag("config_hash")), None)
             return None
+        assert isinstance(arr, torch.Tensor)  # logits_problem says so
         return arr.numpy()
 
     def shadow_pass(

@@ -119,7 +119,8 @@ def leaderboard(
         con.out.print(tables.to_csv(boards, info), highlight=False, soft_wrap=True, end="")
         return
     if not boards:
-        asked = {"--dataset": dataset, "--model": model, "--scenario": scenario, "--protocol": protocol}
+        asked: dict[str, object] = {"--dataset": dataset, "--model": model, "--scenario": scenario}
+        asked |= {"--protocol": protocol}
         asked |= {"--access": access, "--recipe": recipe, "--seeds": seeds}
         given = [f"{flag} {shorten(value)}" for flag, value in asked.items() if value]
         if given:  # the store may hold runs, just none of these
