@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
+import re
 from collections.abc import Callable, Iterable, Iterator
 
 ECHO_CHARS = 60  # how much of a user's value an error line repeats (a 20 KB key stays one short line)
@@ -96,6 +97,18 @@ def counted(count: float, noun: str, plural: str | None = None) -> str:
     """``count`` and ``noun`` as a sentence says them: "1 cell", "3 cells", "1,200 runs", "0.5 GPUs"."""
     number = f"{int(count):,}" if float(count).is_integer() else f"{count:g}"
     return f"{number} {noun if count == 1 else plural or noun + 's'}"
+
+
+# C0 and C1 control characters but tab, newline and carriage return (which rich drops itself, and
+# which csv's line ends hold), and the bidirectional overrides and isolates
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def written_out(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\x1b``) instead of sent: what the
+    CLI prints and what the board writes (a published file is printed too, ``cat``) comes from stores,
+    bundles and plugins, and an escape sequence there would clear a terminal or reorder a line."""
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def one_line(message: str) -> str:

@@ -14,9 +14,9 @@ import csv
 import io
 import json
 import math
-import re
 
 from unlearnkit.board.leaderboard import AUDIT_INFO, AUDIT_MARK, Board, MetricInfo, Row, Stat
+from unlearnkit.errors import written_out
 
 WEAK_MARK = "†"
 WEAK_WHY = {
@@ -232,18 +232,6 @@ def board_cells(
             cells.append((f"{row.package} {row.version}".strip(), False))
         rows.append(cells)
     return head, rows
-
-
-# C0 and C1 controls but tab and line breaks, and the bidirectional overrides and isolates: as the CLI's
-# console writes them out (unlearnkit.cli.console, which the board may not import)
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def written_out(text: str) -> str:
-    """``text`` with each control character written as an escape (``\\x1b``): a published file is
-    printed too (``cat``), and an escape sequence in a run's name would clear that terminal or
-    reorder a line there."""
-    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def md_text(text: str) -> str:

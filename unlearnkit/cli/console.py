@@ -7,7 +7,6 @@ Every command module imports this one, so it stays light: the reporter's base cl
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -17,16 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from unlearnkit.errors import written_out
+
 T = TypeVar("T")
-
-# C0 and C1 control characters but tab, newline and carriage return (which rich drops itself, and
-# which csv's line ends hold), and the bidirectional overrides and isolates
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def visible(text: str) -> str:
-    """``text`` with each control character written out (``\\x1b``) instead of sent to the terminal."""
-    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def one_row(text: str) -> str:
@@ -38,7 +30,7 @@ def one_row(text: str) -> str:
 def task_text(description: str) -> str:
     """A progress task's description as markup that shows it as written: the progress bar renders
     descriptions from markup itself, past the console's ``render_str``, so both are done here."""
-    return escape(visible(description))
+    return escape(written_out(description))
 
 
 class DataConsole(Console):
@@ -53,13 +45,13 @@ class DataConsole(Console):
         super().__init__(markup=False, **kwargs)
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
-        return super().render_str(visible(text), **kwargs)
+        return super().render_str(written_out(text), **kwargs)
 
 
 def styled(text: str, style: str) -> Text:
     """A table cell in its own style: rich markup is off in cells, and a ``Text`` skips ``render_str``,
     so its control characters are written out here."""
-    return Text(visible(text), style=style)
+    return Text(written_out(text), style=style)
 
 
 # Piped output (CI logs, `| tee`) gets a wide page so leaderboards are not squeezed to 80 columns.
