@@ -191,7 +191,6 @@ def _save(fig: Any, path: Path) -> Path:
     moved into place: a figure interrupted midway never leaves half an image where an earlier one was."""
     plt = _pyplot()
     try:
-        path = figure_path(path)
         fig.tight_layout()
         with translated(OSError, not_written(path)):
             path.parent.mkdir(parents=True, exist_ok=True)
