@@ -47,7 +47,7 @@ from unlearnkit.engine.references import ModelMemo
 from unlearnkit.engine.splits import parse_scenario
 from unlearnkit.errors import ConfigError, counted
 from unlearnkit.identity import CORE_VERSION, config_hash, plugin_version
-from unlearnkit.scale.sweep_recipes import RecipeFile, check_tables, expand, load_recipe
+from unlearnkit.scale.sweep_recipes import RecipeFile, expand, load_recipe
 from unlearnkit.store.mlflow_store import Store, tag
 from unlearnkit.tune.objective import Objective, objective_names, resolve_objective
 from unlearnkit.tune.recipe_toml import dump_toml
@@ -177,7 +177,6 @@ class Tuner:
                 f"({', '.join(map(str, self.report_seeds))}): tune on disjoint seeds, "
                 f"e.g. --tune-seeds {','.join(map(str, free))}."
             )
-        self._check_tune_tables()
         self.methods = self._methods(methods)
         self.cells = self._cells({**self.overrides, "device": device})
         self.spaces = {m: self._space(m) for m in self.methods}
@@ -189,11 +188,6 @@ class Tuner:
         self.defaults: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------------------ checks
-    def _check_tune_tables(self) -> None:
-        """Every per-plugin table names a registered plugin: a misspelt ``[tune.sdd]`` left alone would
-        see ssd tuned on its own space without a word about the table the recipe gives."""
-        check_tables(self.spec, self.registries)
-
     def _methods(self, names: list[str]) -> list[str]:
         out: list[str] = []
         for part in method_parts(names):
