@@ -30,15 +30,7 @@ from unlearnkit.api.hookspecs import hookimpl
 from unlearnkit.api.scenarios import Scenario
 from unlearnkit.api.types import Augment, ImageSpec, Setting
 from unlearnkit.engine.splits import make_splits, parse_scenario
-from unlearnkit.engine.stages import (
-    check_left_alone,
-    restore_labels,
-    restore_torch_settings,
-    returned_outcome,
-    split_labels,
-    torch_settings,
-    written_images,
-)
+from unlearnkit.engine.stages import LeftAlone, returned_outcome
 from unlearnkit.errors import PluginError
 from unlearnkit.loops.training import TrainRecipe, accuracy, fit
 
@@ -215,13 +207,13 @@ def run_method(
     )
     data = bench.data(cls)
     torch.manual_seed(bench.seed)
-    settings, labels = torch_settings(), split_labels(data)
+    watch = LeftAlone(data)
     try:
         out = cls(opts).unlearn(copy.deepcopy(bench.original).train(), data, ctx)
     finally:  # the test session goes on under the settings and data it had
-        changed, written = restore_torch_settings(settings), restore_labels(labels)
+        watch.restore()
     try:  # the runner's own checks, so a test shows the line a run would fail with
-        check_left_alone(cls.name, changed, written, written_images(data, labels))
+        watch.check(cls.name)
         outcome = returned_outcome(cls, out, bench.original, ctx)
     except PluginError as err:
         raise AssertionError(str(err)) from None

@@ -109,7 +109,7 @@ def unlearn_copy(
     model = copy.deepcopy(original).train()
     seed_everything(seed)
     synchronize(ctx.device)
-    settings, labels = torch_settings(), split_labels(data)
+    watch = LeftAlone(data)
     start = time.perf_counter()
     try:
         out = method.unlearn(model, data, ctx)
@@ -128,12 +128,11 @@ def unlearn_copy(
             "exception instead, which fails its own row and lets the other methods run."
         ) from None
     finally:  # later methods run under the settings every method starts from, however this one ended
-        changed = restore_torch_settings(settings)
-        written = restore_labels(labels)
+        watch.restore()
     ctx.release()  # several ranks: BatchNorm layers back, rank 0's buffers everywhere (one process: nothing)
     synchronize(ctx.device)
     elapsed = time.perf_counter() - start
-    check_left_alone(entry.name, changed, written, written_images(data, labels), where)
+    watch.check(entry.name, where)
     outcome = returned_outcome(entry.cls, out, original, ctx, where)
     if outcome.time_s is None:
         outcome.time_s = elapsed
@@ -299,6 +298,23 @@ class ImagesWritten(PluginError):
     later row of this seed would read the changed images, so a runner stops instead of going on."""
 
 
+class LeftAlone:
+    """What a method may not leave changed, taken before it runs: torch's settings and the shared splits'
+    labels (:func:`restore` puts both back, however the method ended) and images (watched only); then
+    :meth:`check` fails the method that changed any of them."""
+
+    def __init__(self, data: UnlearnData) -> None:
+        self.data, self.settings, self.labels = data, torch_settings(), split_labels(data)
+        self.changed: list[str] = []
+        self.written: list[str] = []
+
+    def restore(self) -> None:
+        self.changed, self.written = restore_torch_settings(self.settings), restore_labels(self.labels)
+
+    def check(self, method: str, where: str = "") -> None:
+        check_left_alone(method, self.changed, self.written, written_images(self.data, self.labels), where)
+
+
 def check_left_alone(method: str, changed: list[str], labels: list[str], images: list[str], where: str = "") -> None:
     """PluginError when the method left torch's settings changed (now restored) or wrote in place into
     the labels (now restored) or images of a split: later methods would run on other settings or data."""
@@ -361,6 +377,7 @@ def same_outputs(ev: Evaluation, tolerance: float = NO_OP_TOLERANCE) -> bool:
 
 __all__ = [
     "ImagesWritten",
+    "LeftAlone",
     "NO_OP_TOLERANCE",
     "equal_state",
     "failure_reason",
