@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_store_health import store_with_runs, uri
 from unlearnkit.errors import StoreError
-from unlearnkit.store.mlflow_store import Store, uri_problem
+from unlearnkit.store.mlflow_store import Store, resolve_tracking_uri, uri_problem
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
@@ -86,6 +86,44 @@ def test_a_tracking_uri_no_store_can_have_is_one_line_naming_the_forms(given, sa
 )  # fmt: skip
 def test_every_form_a_store_takes_is_left_to_mlflow(given):
     assert uri_problem(given) == ""
+
+
+def test_mlflows_own_relative_sqlite_uri_opens_the_file_in_the_working_directory(tmp_path, monkeypatch, cli):
+    # `sqlite:///mlflow.db` is the form MLflow's documentation shows; it had failed every command that
+    # writes ("relative path can't be expressed as a file URI", from the artifact folder's URI)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(
+        "run", "--method", "lotus", "--dataset", "tiny", "--model", "tiny_cnn", "--epochs", "1",
+        "--plugins-dir", str(PLUGINS), "--tracking-uri", "sqlite:///mlflow.db",
+    )  # fmt: skip
+    assert code == 0, out + err
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "artifacts").is_dir()
+    monkeypatch.chdir(tmp_path.parent)  # read from elsewhere by its absolute form: the same store
+    code, out, err = cli("leaderboard", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 0 and "lotus" in out, out + err
+
+
+@pytest.mark.parametrize(
+    ("given", "resolved"),
+    [
+        ("sqlite:///runs/mlflow.db", "sqlite:///{cwd}/runs/mlflow.db"),
+        ("SQLITE:///x.db?timeout=20", "sqlite:///{cwd}/x.db?timeout=20"),  # the driver's options kept
+        ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("http://host:5000", "http://host:5000"),
+        ("postgresql://me@host/db", "postgresql://me@host/db"),
+    ],
+)
+def test_a_relative_sqlite_path_is_made_absolute_once_and_nothing_else_is_touched(
+    given, resolved, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    expected = resolved.format(cwd=tmp_path.resolve())
+    assert resolve_tracking_uri(given) == expected
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", given)
+    assert Store().uri == expected
+    if expected.startswith("sqlite:///") and "memory" not in given:  # the file, less the driver's options
+        assert Store(given).local_db == Path(expected[len("sqlite:///") :].split("?")[0])
 
 
 def test_a_file_store_is_left_to_mlflow_where_it_is_told_to_open_one(monkeypatch):

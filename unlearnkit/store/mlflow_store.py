@@ -167,11 +167,25 @@ def default_store_dir() -> Path:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """Flag > ``MLFLOW_TRACKING_URI`` > the embedded SQLite store."""
+    """Flag > ``MLFLOW_TRACKING_URI`` > the embedded SQLite store; a SQLite path made absolute."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        return uri
+        return absolute_sqlite(uri)
     return f"sqlite:///{default_store_dir() / 'mlflow.db'}"
+
+
+def absolute_sqlite(uri: str) -> str:
+    """``sqlite:///PATH`` with a relative PATH (MLflow's own example, ``sqlite:///mlflow.db``) made
+    absolute against the working directory, as MLflow reads it: the store's artifact folder needs an
+    absolute path, and a Ray worker or subprocess started elsewhere must open the same file. Every
+    other URI, and an in-memory database, is returned as it is."""
+    prefix = "sqlite:///"
+    if not uri.lower().startswith(prefix):
+        return uri
+    path, mark, query = uri[len(prefix) :].partition("?")
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return uri
+    return f"{prefix}{Path(path).resolve()}{mark}{query}"
 
 
 def filter_clause(key: str, value: str) -> str | None:
@@ -233,7 +247,9 @@ class Store:
 
     @property
     def local_db(self) -> Path | None:
-        return Path(self.uri[len("sqlite:///") :]) if self.uri.startswith("sqlite:///") else None
+        if not self.uri.lower().startswith("sqlite:///"):
+            return None
+        return Path(self.uri[len("sqlite:///") :].partition("?")[0])  # less the driver's ?options
 
     @property
     def reads_see_every_write(self) -> bool:
