@@ -119,3 +119,14 @@ def test_audit_estimate_adds_a_time_and_says_it_is_a_guess(cli, tmp_path):
         in text
     )
     assert "guess" in text and everything() == []
+
+
+def test_a_pace_that_prices_nothing_is_not_listed(cli, tmp_path):
+    # an audit of the retrain row alone has no method run to do: it had listed "method run ( on tiny/tiny_cnn)"
+    recipe = tmp_path / "tiny-audit.toml"
+    recipe.write_text(AUDIT)
+    code, out, err = cli("audit", str(recipe), "--methods", "retrain", "--plugins-dir", str(PLUGINS), "--estimate")
+    assert code == 0, err
+    paces = [line for line in (out + err).splitlines() if "pace:" in line]
+    assert paces and all("method run" not in line and "( on" not in line for line in paces), out + err
+    assert any("shadow model" in line for line in paces)

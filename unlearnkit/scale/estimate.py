@@ -138,6 +138,9 @@ class Estimate:
         return [p for p in self.paces.values() if p.guessed]
 
     def charge(self, pace: Pace, count: int = 1) -> None:
+        """Add ``count`` runs at ``pace``; a pace that prices nothing here is not listed."""
+        if count <= 0:
+            return
         self.seconds += count * pace.seconds
         self.paces[pace.what] = pace
 
