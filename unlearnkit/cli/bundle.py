@@ -10,6 +10,7 @@ import typer
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.shared import Experiment, PluginsDir, TrackingUri, host_and_store
+from unlearnkit.errors import ConfigError
 
 
 @app.command("export")
@@ -23,6 +24,7 @@ def export(
 ) -> None:
     """Write trained original and retrained models, with their identities and checksums, to a bundle."""
     from unlearnkit.engine.bundles import check_output, export_bundle, reference_runs
+    from unlearnkit.store.health import experiment_problem
     from unlearnkit.store.mlflow_store import Store
 
     check_output(output)  # before any work, and before the store is opened
@@ -35,7 +37,11 @@ def export(
     store = Store(tracking_uri, experiment)
     records: list = []
     if store.exists():  # a store that is not there has nothing to export, and is not made by trying
-        store.check()
+        if store.remote:
+            store.check()  # a server that does not answer: one line, before any search
+        missing = experiment_problem(store)  # export only reads: it makes no experiment
+        if missing:
+            raise ConfigError(missing)
         records = reference_runs(store, **scope, warn=con.warn)
     n = export_bundle(store, records, output)
     con.out.print(f"Exported {n} reference models to {output}.", highlight=False)
@@ -89,7 +95,9 @@ def import_(
     # no store.check() here: import_bundle opens the store once the bundle is checked, so a refused
     # bundle leaves no new store behind
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
-    report = import_bundle(store, bundle, host.registries, limits=limits, sha256=sha256, trust_times=trust_times)
+    report = import_bundle(
+        store, bundle, host.registries, limits=limits, sha256=sha256, trust_times=trust_times, warn=con.warn
+    )
     con.out.print(
         f"Imported {report.added} of {report.models} reference models from {bundle} "
         f"({report.present} already in the store).",

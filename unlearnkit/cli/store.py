@@ -38,6 +38,9 @@ def check(tracking_uri: TrackingUri = None, experiment: Experiment = "unlearnkit
         con.error(report.file)
         raise typer.Exit(1)
     con.out.print(f"Database: sound ({store.uri}).", highlight=False)
+    if report.missing:  # no run was read and no experiment made: a misspelt name is bad input
+        con.error(report.missing)
+        raise typer.Exit(2)
     con.out.print(f"Checkpoints: {report.checked - len(report.bad)} of {report.checked} match their sha256.")
     for bad in report.bad:
         con.out.print(f"  damaged: run {bad.run.run_id} ({health.describe(bad.run)}): {bad.reason}", highlight=False)

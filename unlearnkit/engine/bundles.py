@@ -51,7 +51,7 @@ from unlearnkit.api.types import ImageSpec
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.references import IMAGE_SPEC, REFERENCE_ROLES, image_spec_text, parse_image_spec
 from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full, redacted, translated
-from unlearnkit.identity import config_hash, file_sha256, identity_json
+from unlearnkit.identity import CORE_VERSION, config_hash, file_sha256, identity_json, plugin_version
 from unlearnkit.store.mlflow_store import RunRecord, Store, tag
 from unlearnkit.store.tags import TAGS
 
@@ -145,9 +145,11 @@ def reference_runs(
 ) -> list[RunRecord]:
     """Finished original and retrained models, optionally only those of a recipe's datasets,
     models and seeds (an audit's shadow models stay in their store). A run whose tags no training
-    run writes (a seed ``x1``) is skipped, said through ``warn``: no bundle could carry it."""
-    found = []
-    for rec in store.search({"run_type": "train"}):
+    run writes (a seed ``x1``) is skipped, said through ``warn``: no bundle could carry it. Of two
+    finished runs of one model (a store written before claims, or an import beside a training) only
+    the first travels, the one the store itself reuses: a bundle holds each model once."""
+    found: dict[str, RunRecord] = {}
+    for rec in store.search({"run_type": "train"}):  # oldest first, as Store.find_finished reads them
         if rec.tag("role") not in REFERENCE_ROLES:
             continue
         problem = unusable(rec)
@@ -160,8 +162,8 @@ def reference_runs(
             continue
         if seeds and int(rec.tag("seed", "-1")) not in seeds:
             continue
-        found.append(rec)
-    return found
+        found.setdefault(rec.tag("config_hash"), rec)
+    return list(found.values())
 
 
 def unusable(rec: RunRecord) -> str | None:
@@ -833,9 +835,12 @@ def import_bundle(
     limits: Limits = Limits(),
     sha256: str | None = None,
     trust_times: bool = False,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> BundleReport:
     """Check every model of the bundle (headers, sizes, manifest, tags, identities, checksums,
-    weights), then add the ones the store does not have yet, all or none."""
+    weights), then add the ones the store does not have yet, all or none. Models whose identity
+    names another core or plugin than this machine's runs do are said through ``warn``: imported,
+    but never reused here."""
     source = str(source)
     label = f"Bundle {short(source_label(source))}"
     with tempfile.TemporaryDirectory(prefix="unlearnkit-import-") as tmp:
@@ -865,7 +870,43 @@ def import_bundle(
                 todo.append(entry)
         publish(store, todo, source_label(source), trust_times)
         report.added = len(todo)
+    for line in reuse_problems(entries, registries, label):  # once the import is done: a refused one says one line
+        warn(line)
     return report
+
+
+def reuse_problems(entries: list[Checked], registries: Registries, label: str) -> list[str]:
+    """Why runs on this machine would never reuse some of the bundle's models, one line per cause: their
+    identity names a core version or a plugin (package, ``--plugins-dir`` folder as typed, version) that
+    this machine's runs do not, so a run here hashes to another config and trains its own model. The
+    import is still valid (the weights load), but said beforehand, not found out after a retraining."""
+    counts: dict[tuple[tuple[str, str, str], ...], int] = {}
+    for entry in entries:
+        differ = tuple(part for part in identity_sources(entry.identity, registries) if part[1] != part[2])
+        if differ:
+            counts[differ] = counts.get(differ, 0) + 1
+    return [
+        f"{label}: {n} of its {len(entries)} models name "
+        + "; ".join(f"the {what} {short(theirs, 120)} (here: {short(ours, 120)})" for what, theirs, ours in differ)
+        + ": a run here trains its own instead of reusing them (runs reuse them with the same unlearnkit and "
+        "plugin versions, and --plugins-dir given exactly as the exporter gave it)."
+        for differ, n in counts.items()
+    ]
+
+
+def identity_sources(identity: dict[str, Any], registries: Registries) -> list[tuple[str, str, str]]:
+    """``(what, the identity's value, this machine's value)`` for the parts of a model's identity that
+    depend on the machine rather than on the benchmark asked for: the core's version and the plugins."""
+    found = PLUGIN_VERSION.match(identity["dataset"])
+    assert found is not None  # checked by check_identity
+    name = found.group("name")
+    dataset = plugin_version(registries.datasets.get(name)) if name in registries.datasets else "(not installed)"
+    model = plugin_version(registries.model(identity["model"])[0])  # built by check_weights: it resolves
+    return [
+        ("core version", str(identity["core"]), str(CORE_VERSION)),
+        ("dataset plugin", identity["dataset"], dataset),
+        ("model plugin", identity["model_plugin"], model),
+    ]
 
 
 def full_disk_is_one_line() -> AbstractContextManager[None]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearnkit.errors import StoreError
+from unlearnkit.errors import ConfigError, StoreError, shorten
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import RunRecord, Store
 from unlearnkit.store.sqlite_file import (
@@ -58,13 +58,14 @@ class Report:
 
     where: str
     file: str = ""  # a damaged or half-migrated database: nothing else was read
+    missing: str = ""  # the experiment named is not in the store: no run was read, none was made
     checked: int = 0  # checkpoints re-hashed
     bad: list[BadCheckpoint] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
-        return not self.file and not self.bad and not any(o.dead for o in self.orphans)
+        return not self.file and not self.missing and not self.bad and not any(o.dead for o in self.orphans)
 
 
 def file_report(store: Store) -> str:
@@ -77,6 +78,28 @@ def file_report(store: Store) -> str:
         return str(damaged(db, problem))
     problem = schema_problem(read_schema(db), head_revision())
     return f"The store {db} cannot be opened: {problem}." if problem else ""
+
+
+def experiment_problem(store: Store) -> str:
+    """Nothing ("") when the store holds the experiment a command names, else a line naming it and those
+    the store holds. Asked without creating it, as a run search would: a read-only command adds no empty
+    experiment to a store, and a misspelt ``--experiment`` is not read as an experiment without runs."""
+    try:
+        client = store.client
+        if client.get_experiment_by_name(store.experiment_name) is not None:
+            return ""
+        names = sorted(exp.name for exp in client.search_experiments())
+    except StoreError:
+        raise
+    except Exception:  # noqa: BLE001 - a server that does not answer: the next store call says so in its own line
+        return ""
+    shown = ", ".join(shorten(name) for name in names[:20]) + (
+        f" and {len(names) - 20} more" if len(names) > 20 else ""
+    )
+    return (
+        f"No experiment '{shorten(store.experiment_name)}' in {store.uri}; its experiments: "
+        f"{shown or '(none)'} (--experiment)."
+    )
 
 
 def artifact_file(store: Store, rec: RunRecord, name: str, tmp: Path) -> Path:
@@ -107,6 +130,9 @@ def check_store(store: Store) -> Report:
     """The file, then every finished run's checkpoints and every RUNNING run's claim (read only)."""
     report = Report(store.uri, file=file_report(store))
     if report.file or not store.exists():
+        return report
+    report.missing = experiment_problem(store)
+    if report.missing:
         return report
     for rec in store.search(finished_only=False):
         if rec.status == "RUNNING":
@@ -145,6 +171,10 @@ def repair_store(
         if schema_problem(read_schema(db), head_revision()):
             actions += [f"{a} in {db}" for a in finish_migration(db)]
     report = check_store(store)
+    if report.missing:  # a misspelt --experiment: refused, unless a migration was needed (then said beside it)
+        if not actions:
+            raise ConfigError(report.missing)
+        return [*actions, report.missing]
     for orphan in report.orphans:
         if orphan.dead:
             store.fail(orphan.run.run_id, f"abandoned: {orphan.reason} (found by store repair)")
