@@ -11,7 +11,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format
+from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format, figure_target, home
 from unlearnkit.errors import ConfigError, did_you_mean, shorten
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ def leaderboard(
         str | None, typer.Option(help="Only methods with this data access: none, forget, retain, forget+retain.")
     ] = None,
     sort: Annotated[str, typer.Option(help="Sort rows by avg_gap or a metric name.")] = "avg_gap",
-    recipe: Annotated[Path | None, typer.Option(help="Only the cells and methods of this recipe.")] = None,
+    recipe: Annotated[
+        Path | None, typer.Option(help="Only the cells and methods of this recipe.", callback=home)
+    ] = None,
     columns: Annotated[
         str | None, typer.Option(help="Metric columns to show, comma-separated (default: a set that fits 120 columns).")
     ] = None,
@@ -46,7 +48,9 @@ def leaderboard(
         str | None, typer.Option("--seeds", help="Only runs of these seeds, comma-separated (default: every seed).")
     ] = None,
     format: Format = "table",
-    plot: Annotated[Path | None, typer.Option(help="Write a figure (Avg Gap vs time, metric bars) to FILE.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a figure (Avg Gap vs time, metric bars) to FILE.", callback=home)
+    ] = None,
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "unlearnkit",
 ) -> None:
@@ -54,7 +58,6 @@ def leaderboard(
     from unlearnkit.board import tables
     from unlearnkit.board.leaderboard import leaderboard as build
     from unlearnkit.board.leaderboard import metric_info
-    from unlearnkit.board.plots import figure_path
     from unlearnkit.discovery.host import get_host
     from unlearnkit.engine.config import parse_seeds
     from unlearnkit.store.mlflow_store import Store
@@ -81,7 +84,7 @@ def leaderboard(
             )
     check_filters(protocol, access)
     wanted = parse_seeds(seeds) if seeds is not None else None
-    replaced = plot is not None and figure_path(plot).exists()  # a bad --plot costs no store read
+    replaced = plot is not None and figure_target(plot)  # a bad --plot costs no store read
     store = Store(tracking_uri, experiment)
     if store.exists():
         store.check()

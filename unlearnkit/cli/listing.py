@@ -11,7 +11,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, TrackingUri, plugin_host
+from unlearnkit.cli.shared import Experiment, TrackingUri, figure_target, home, plugin_host
 from unlearnkit.errors import UnknownNameError
 
 
@@ -139,9 +139,7 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
     from unlearnkit.store.mlflow_store import Store
 
     if plot is not None:  # checked before the store is read or anything printed
-        from unlearnkit.board.plots import figure_path
-
-        replaced = figure_path(plot).exists()
+        replaced = figure_target(plot)
     store = Store(tracking_uri, experiment)
     record = store.get(run_id)
     con.out.print(
@@ -178,7 +176,9 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
 def show(
     kind: Annotated[str, typer.Argument(help="method, metric, dataset, model, scenario or run")],
     name: Annotated[str, typer.Argument(help="A registered name (see `unlearnkit list`), or a run id")],
-    plot: Annotated[Path | None, typer.Option(help="With `show run`: draw the run's per-epoch series to FILE.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="With `show run`: draw the run's per-epoch series to FILE.", callback=home)
+    ] = None,
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "unlearnkit",
 ) -> None:

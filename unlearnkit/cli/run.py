@@ -13,7 +13,16 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, PluginsDir, TrackingUri, plugin_host, status_cell, torch_builds_checked
+from unlearnkit.cli.shared import (
+    Experiment,
+    PluginsDir,
+    TrackingUri,
+    home,
+    home_text,
+    plugin_host,
+    status_cell,
+    torch_builds_checked,
+)
 from unlearnkit.errors import ConfigError
 
 
@@ -62,23 +71,32 @@ def run(
     ] = None,
     train_recipe: Annotated[
         str | None,
-        typer.Option(help="paper, fast, quick or a .toml file (default: the dataset's; `unlearnkit list recipes`)."),
+        typer.Option(
+            help="paper, fast, quick or a .toml file (default: the dataset's; `unlearnkit list recipes`).",
+            callback=home_text,
+        ),
     ] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Override the training recipe's epochs (0: use --pretrained/--weights as is).")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the dataset's files (offline use).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding the dataset's files (offline use).", callback=home)
+    ] = None,
     pretrained: Annotated[bool, typer.Option(help="Start from pretrained weights (ViT-B/16 for 'vit').")] = False,
     weights: Annotated[
         Path | None,
-        typer.Option(help="Initial weights for every network trained here (not an original: see --original)."),
+        typer.Option(
+            help="Initial weights for every network trained here (not an original: see --original).", callback=home
+        ),
     ] = None,
     original: Annotated[
         Path | None,
-        typer.Option(help="A trained model file (state dict or .safetensors) to unlearn, used as the original."),
+        typer.Option(
+            help="A trained model file (state dict or .safetensors) to unlearn, used as the original.", callback=home
+        ),
     ] = None,
     retrained: Annotated[
-        Path | None, typer.Option(help="A model file retrained without D_f, used as the gold standard.")
+        Path | None, typer.Option(help="A model file retrained without D_f, used as the gold standard.", callback=home)
     ] = None,
     no_retrain: Annotated[
         bool, typer.Option("--no-retrain", help="No gold standard: skip the retrained model (RF-JSD still compares).")

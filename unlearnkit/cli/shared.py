@@ -8,6 +8,7 @@ imported by the commands, and ``unlearnkit --help`` pays only for typer.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,15 +26,30 @@ if TYPE_CHECKING:
     from unlearnkit.scale.ray_executor import RayExecutor
     from unlearnkit.store.mlflow_store import Store
 
+
 # ---------------------------------------------------------------------------------- options
+def home(value: Path | None) -> Path | None:
+    """A path option with a leading ``~`` made the home folder, as the shell does for a bare word: ``--plot=~/a.png``
+    reaches the command as typed, and was a folder named ``~`` in the working one (``--data-dir=~/d`` too, on a Ray
+    worker; the datasets expand it only where they read it)."""
+    return None if value is None else value.expanduser()
+
+
+def home_text(value: str | None) -> str | None:
+    """:func:`home` for an option that takes a name or a path (``--train-recipe fast|FILE.toml``)."""
+    return None if value is None else os.path.expanduser(value)
+
+
 TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: ./unlearnkit-store).")]
 Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
-PluginsDir = Annotated[Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.")]
+PluginsDir = Annotated[
+    Path | None, typer.Option(help="Also load plugin modules (*.py) from this folder.", callback=home)
+]
 #: The options by which a recipe command (sweep, tune, audit, reproduce) overrides its recipe.
 RecipeSeeds = Annotated[str | None, typer.Option("--seeds", help="Override the recipe's seeds.")]
 RecipeEpochs = Annotated[int | None, typer.Option(help="Override the training epochs.")]
 RecipeSubset = Annotated[str | None, typer.Option(help="Override the per-class subset.")]
-RecipeDataDir = Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.")]
+RecipeDataDir = Annotated[Path | None, typer.Option(help="Folder holding the datasets' files.", callback=home)]
 RecipeDevice = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Estimate = Annotated[
     bool,
@@ -174,6 +190,29 @@ def torch_builds_checked() -> contextlib.AbstractContextManager[None]:
 
 
 # ---------------------------------------------------------------------------------- output
+def figure_target(path: Path) -> bool:
+    """``--plot FILE`` checked before any work, as ``tune --write`` is: a figure's name (``figure_path``) in a
+    folder that is there or can be made. A path under a file (``notes.txt/board.png``) was found out only when
+    the figure was drawn, after a whole sweep, as "File exists". True when a figure is there (it is replaced)."""
+    from unlearnkit.board.plots import PATH_CHARS, figure_path
+
+    path = figure_path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # missing folders are made when the figure is written
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"Cannot write the figure to '{shorten(path, PATH_CHARS)}': '{shorten(folder, PATH_CHARS)}' is a file, "
+            "not a folder."
+        )
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(
+            f"Cannot write the figure to '{shorten(path, PATH_CHARS)}': the folder '{shorten(folder, PATH_CHARS)}' "
+            "is not writable."
+        )
+    return path.exists()
+
+
 def print_estimate(lines: Callable[[], list[str]]) -> None:
     """``--estimate``: work the report out (it loads data, so torchvision may be met first), then print it."""
     with torch_builds_checked():

@@ -23,6 +23,8 @@ from unlearnkit.cli.shared import (
     RecipeSeeds,
     RecipeSubset,
     TrackingUri,
+    figure_target,
+    home,
     host_and_store,
     print_estimate,
     ray_executor,
@@ -64,7 +66,8 @@ def sweep(
     tracking_uri: TrackingUri = None,
     experiment: Experiment = "unlearnkit",
     plot: Annotated[
-        Path | None, typer.Option(help="Also write the leaderboard figure to FILE (.png, .pdf, .svg, ...).")
+        Path | None,
+        typer.Option(help="Also write the leaderboard figure to FILE (.png, .pdf, .svg, ...).", callback=home),
     ] = None,
     plugins_dir: PluginsDir = None,
     executor: Executor = "local",
@@ -91,9 +94,7 @@ def sweep(
         print_grid(recipe, max_cells)
         return
     if plot is not None:  # a bad path is one line now, not after the whole sweep has run
-        from unlearnkit.board.plots import figure_path
-
-        figure_path(plot)
+        figure_target(plot)
     runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     job = Sweep(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,8 @@ from unlearnkit.cli.shared import (
     RecipeEpochs,
     RecipeSubset,
     TrackingUri,
+    home,
+    home_text,
     host_and_store,
     print_estimate,
     torch_builds_checked,
@@ -94,11 +97,15 @@ def tune(
     ] = None,
     sampler_seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
     write: Annotated[
-        Path | None, typer.Option(help="Write the best options as a recipe, e.g. recipes/tuned-mnist.toml.")
+        Path | None,
+        typer.Option(help="Write the best options as a recipe, e.g. recipes/tuned-mnist.toml.", callback=home),
     ] = None,
     study_storage: Annotated[
         str | None,
-        typer.Option(help="Optuna storage: a database URL or a journal file (default: beside the MLflow store)."),
+        typer.Option(
+            help="Optuna storage: a database URL or a journal file (default: beside the MLflow store).",
+            callback=home_text,
+        ),
     ] = None,
     epochs: RecipeEpochs = None,
     subset: RecipeSubset = None,
@@ -171,4 +178,5 @@ def tune(
     )
     if write is not None:
         path = tuner.write_recipe(write, report)
-        con.out.print(f"Wrote {path}: report with `unlearnkit sweep {path}`.", highlight=False)
+        # quoted as a shell needs it: the line is copied, and a path with a space split into two words
+        con.out.print(f"Wrote {path}: report with `unlearnkit sweep {shlex.quote(str(path))}`.", highlight=False)

@@ -319,7 +319,8 @@ def validate(request: RunRequest, registries: Registries) -> Plan:
         ("Retrained model", request.retrained),
     ):
         if path is not None and not Path(path).is_file():
-            raise ConfigError(f"{what} file '{path}' does not exist.")
+            wrong = "is a folder: name the model file in it" if Path(path).is_dir() else "does not exist"
+            raise ConfigError(f"{what} file '{shorten(path, 300)}' {wrong}.")
     if request.no_retrain and request.retrained is not None:
         raise ConfigError("--no-retrain and --retrained FILE contradict each other: give one of them.")
     bar = request.original_min_retain

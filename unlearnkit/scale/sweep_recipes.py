@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -139,12 +140,14 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     """A recipe file: the path as given when it exists, else the shipped recipe of that name
     (``paper-resnet18-cifar10`` or ``paper-resnet18-cifar10.toml``), so a pip install without a
     clone runs them too; otherwise a one-line error naming the shipped recipes."""
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
     folder = shipped_folder()
     if folder is not None and path.parent == Path(".") and (folder / f"{path.stem}.toml").is_file():
         return folder / f"{path.stem}.toml"
+    if path.is_dir():  # `recipes/` for `recipes/cpu-mnist.toml`: it does exist
+        raise ConfigError(f"Recipe file '{shorten(path, 300)}' is a folder: name a recipe (.toml) file in it.")
     hint = shipped_recipes()
     more = f" Shipped recipes (run by name): {', '.join(hint)}." if hint else ""
     raise ConfigError(f"Recipe file '{path}' does not exist.{more}")
@@ -291,13 +294,13 @@ def expand(
                 seeds=list(recipe.seeds),
                 forget=str(scenario),
                 subset=None if recipe.subset is None else str(recipe.subset),
-                train_recipe=recipe.train_recipe,
+                train_recipe=os.path.expanduser(recipe.train_recipe) if recipe.train_recipe else None,
                 epochs=recipe.epochs,
-                data_dir=Path(recipe.data_dir) if recipe.data_dir else None,
+                data_dir=user_path(recipe.data_dir),
                 pretrained=recipe.pretrained,
-                weights=Path(recipe.weights) if recipe.weights else None,
-                original=Path(recipe.original) if recipe.original else None,
-                retrained=Path(recipe.retrained) if recipe.retrained else None,
+                weights=user_path(recipe.weights),
+                original=user_path(recipe.original),
+                retrained=user_path(recipe.retrained),
                 no_retrain=recipe.no_retrain,
                 original_min_retain=recipe.original_min_retain,
                 protocol=recipe.protocol,
@@ -307,9 +310,15 @@ def expand(
                 models_per_device=recipe.models_per_device,
                 save_models=recipe.save_models,
             )
-            base.update(overrides)
+            base.update({k: user_path(v) if isinstance(v, Path) else v for k, v in overrides.items()})
             cells.append(Cell(RunRequest(**base), label))
     return cells
+
+
+def user_path(path: str | Path | None) -> Path | None:
+    """A recipe's file or folder with ``~`` made the home folder, since no shell reads a TOML file: ``~/w.pt`` was
+    a file that does not exist, and ``~/data`` (expanded by the datasets here) a folder ``~`` on a Ray worker."""
+    return Path(path).expanduser() if path else None
 
 
 def options_for(methods: list[str], options: dict[str, Any]) -> dict[str, Any]:
