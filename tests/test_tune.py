@@ -98,6 +98,33 @@ def test_a_recipe_tune_table_is_parsed_and_its_mistakes_are_one_line_errors(tmp_
         load_recipe(path)
 
 
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        (
+            "lr = { low = 1e-5, high = 1e-3 }",
+            "'tune.lotus.lr' in recipe '.*': it has no kind\\. A parameter is a table",
+        ),
+        (
+            'lr = { kind = "loguniform", low = 1e-5, high = 1e-3 }',
+            "unknown kind 'loguniform' \\(valid kinds: log_uniform,",
+        ),
+    ],
+)
+def test_a_tune_parameter_without_a_known_kind_is_said_in_the_recipes_terms(tmp_path, entry, says):
+    # pydantic's words had been "Unable to extract tag using discriminator 'kind'"
+    from unlearnkit.api.search_space import parse_space
+
+    path = tmp_path / "r.toml"
+    path.write_text(RECIPE + f"\n[tune.lotus]\n{entry}\n")
+    with pytest.raises(ConfigError, match=says) as err:
+        load_recipe(path)
+    assert "discriminator" not in str(err.value) and "tag" not in str(err.value)
+    with pytest.raises(ConfigError, match="kind") as err:
+        parse_space({"lr": {"low": 1e-5, "high": 1e-3}}, "the lotus plugin's search_space")
+    assert "discriminator" not in str(err.value)
+
+
 def test_objectives_never_read_the_test_split(recipe, host):
     tuner = make_tuner(recipe, host)
     tuner.prepare()  # the data and the metric probe on sealed splits; nothing trained

@@ -144,17 +144,32 @@ PARAM_FIELDS = ("kind", "low", "high", "step", "log", "choices")
 _SPACE: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Param])
 
 
+KINDS = ("log_uniform", "uniform", "int", "categorical")
+PARAM_FORMS = (
+    "A parameter is a table with kind = log_uniform|uniform (low, high), int (low, high[, step, log]) or "
+    "categorical (choices)."
+)
+
+
+def param_problem(error: Mapping[str, Any]) -> str:
+    """What is wrong with one parameter, from pydantic's first error, in the recipe's own terms: its
+    ``kind`` missing or unknown is said so, not as a "discriminator" tag."""
+    if error["type"] == "union_tag_not_found":
+        return "it has no kind"
+    if error["type"] == "union_tag_invalid":
+        given = error.get("ctx", {}).get("tag", "")
+        return f"unknown kind '{given}' (valid kinds: {', '.join(KINDS)})"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def parse_space(table: Mapping[str, Any], where: str) -> dict[str, Any]:
     """A ``[tune.METHOD]`` table (already-built specs pass through) -> a search space; a one-line error."""
     try:
         return _SPACE.validate_python(dict(table))
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"] if p not in ("log_uniform", "uniform", "int", "categorical"))
-        raise ConfigError(
-            f"Bad search-space entry '{key}' in {where}: {first['msg']}. A parameter is a table with kind = "
-            "log_uniform|uniform (low, high), int (low, high[, step, log]) or categorical (choices)."
-        ) from None
+        key = ".".join(str(p) for p in first["loc"] if p not in KINDS)
+        raise ConfigError(f"Bad search-space entry '{key}' in {where}: {param_problem(first)}. {PARAM_FORMS}") from None
 
 
 def space_table(space: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -167,13 +182,16 @@ def space_table(space: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 __all__ = [
+    "KINDS",
     "PARAM_FIELDS",
+    "PARAM_FORMS",
     "Categorical",
     "IntRange",
     "LogUniform",
     "Param",
     "SearchSpace",
     "Uniform",
+    "param_problem",
     "parse_space",
     "space_table",
 ]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from unlearnkit.api.search_space import PARAM_FIELDS, Param
+from unlearnkit.api.search_space import PARAM_FIELDS, PARAM_FORMS, Param, param_problem
 from unlearnkit.engine.config import RunRequest, expand_methods, left_out, method_parts
 from unlearnkit.engine.splits import parse_scenario
 from unlearnkit.errors import ConfigError, UnknownNameError, shorten
@@ -190,6 +190,10 @@ def parse_recipe(path: str | Path) -> RecipeFile:
             valid = ", ".join(sorted(set(RecipeFile.model_fields) - {"audit"}))
             raise ConfigError(
                 f"Unknown key '{key}' in recipe '{path}'. Valid keys: {valid}; and the [audit] table."
+            ) from None
+        if first["loc"][0] == "tune":  # a search-space parameter: its kind said as the recipe writes it
+            raise ConfigError(
+                f"Bad value for '{key}' in recipe '{path}': {param_problem(first)}. {PARAM_FORMS}"
             ) from None
         message = str(first["msg"]).removeprefix("Value error, ")  # a validator's own words (no_boolean)
         raise ConfigError(f"Bad value for '{key}' in recipe '{path}': {message}.") from None
