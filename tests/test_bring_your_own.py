@@ -3,6 +3,7 @@ API, and input files identified by their content (a replaced file is never serve
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,14 @@ def test_the_notebook_api_unlearns_a_copy_and_evaluates_it(bench):
     assert result.info["lotus_epochs"] >= 1 and result.time_s > 0
     with pytest.raises(uk.ConfigError, match="reads the unseen split"):
         uk.unlearn(model, forget=splits["forget"], retain=splits["retain"], method="lotus")
+
+
+def test_a_brought_retrained_model_is_done_without_a_made_up_time(host, capsys, tmp_path):
+    # its training time is not known: the row said "retrain (seed 0): done in nan s"
+    code, out, err = invoke([*TINY, "--retrained", str(saved_model(tmp_path / "r.pt"))], capsys)
+    assert code == 0, err
+    assert "nan s" not in err and "retrain (seed" in err and "done (no time: a brought or imported model)" in err
+    # and --json is JSON a strict reader takes: the unknown time is null, not Python's NaN
+    rows = json.loads(out, parse_constant=lambda word: pytest.fail(f"{word} in --json output"))
+    retrain = next(r for r in rows if r["method"] == "retrain")
+    assert retrain["metrics"]["time_s"] is None

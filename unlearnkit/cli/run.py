@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -24,6 +25,18 @@ from unlearnkit.cli.shared import (
     torch_builds_checked,
 )
 from unlearnkit.errors import ConfigError
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN and infinity made null: JSON has neither, and Python's ``NaN`` (a brought
+    model's unknown ``time_s``, an ``rte`` without one) stops every strict reader (jq, JavaScript)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def _has_cuda() -> bool:
@@ -202,7 +215,7 @@ def run(
             board_run = publish_benchmark_board(store, host.registries, runner.bench.key)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
-        con.out.print_json(json.dumps([r.__dict__ for r in results], default=str))
+        con.out.print_json(json.dumps(strict_json([r.__dict__ for r in results]), default=str, allow_nan=False))
         for res in failed:
             con.warn(f"{res.method} (seed {res.seed}) failed: {res.failure}")
         if failed:  # a script reading the JSON learns from the exit code too that a row failed

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -386,7 +387,8 @@ class Runner:
                 self.tell(entry, False)
             self.reporter.warn(f"{entry.name} (seed {seed}) failed: {err}")
             return RunResult(entry.name, seed, "failed", run_id=run_id, failure=str(err), benchmark=self.bench.key)
-        self.reporter.event(f"{entry.name} (seed {seed}): done in {outcome_time:.2f} s")
+        took = f"in {outcome_time:.2f} s" if math.isfinite(outcome_time) else "(no time: a brought or imported model)"
+        self.reporter.event(f"{entry.name} (seed {seed}): done {took}")
         return RunResult(entry.name, seed, "finished", metrics, run_id, benchmark=self.bench.key)
 
     def tell(self, entry: Entry[Method], together: bool) -> bool:
