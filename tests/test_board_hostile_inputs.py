@@ -261,7 +261,7 @@ def test_cli_leaderboard_says_when_a_figure_cannot_be_written(cli, tmp_path):
     code, _, err = cli("leaderboard", "--plot", str(tmp_path / "file.txt" / "board.png"))
     line = one_line_error(code, err)
     assert line.startswith(f"Error: Cannot write the figure to '{tmp_path}") and line.endswith(
-        "board.png': File exists."
+        "file.txt' is a file, not a folder."
     )
 
 

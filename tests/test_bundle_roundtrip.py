@@ -240,7 +240,9 @@ def test_check_and_repair_leave_a_sound_store_byte_for_byte(trained, cli, tmp_pa
     assert digest(a / "mlflow.db") == before
 
 
-@pytest.mark.parametrize("command", [["store", "check"], ["store", "repair"], ["export", "-o", "x.tar"]])
+@pytest.mark.parametrize(
+    "command", [["store", "check"], ["store", "repair"], ["export", "-o", "x.tar"], ["leaderboard"]]
+)
 def test_an_unknown_experiment_is_one_line_and_adds_nothing(trained, cli, tmp_path, monkeypatch, command):
     """A read-only command asked about an experiment the store does not hold names it and those the
     store holds. Before, check and repair made the empty experiment and said "Nothing to repair", and
@@ -254,6 +256,15 @@ def test_an_unknown_experiment_is_one_line_and_adds_nothing(trained, cli, tmp_pa
     assert "'unlearnkti'" in lines[0] and "unlearnkit" in lines[0].replace("'unlearnkti'", "")
     assert "Nothing to repair" not in out
     assert digest(a / "mlflow.db") == before and not (tmp_path / "x.tar").exists()
+
+
+def test_the_default_experiment_not_made_yet_is_a_board_with_no_runs(cli, tmp_path):
+    # a store that holds only another experiment: the first run here makes the default one
+    from unlearnkit.store.mlflow_store import Store
+
+    Store(uri(tmp_path), "other").check()
+    code, out, err = cli("leaderboard", "--tracking-uri", uri(tmp_path))
+    assert code == 0 and "No finished runs" in out, out + err
 
 
 def test_repair_fails_a_stale_claim_and_the_store_is_then_sound(trained, cli, tmp_path):

@@ -9,8 +9,7 @@ import typer
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, PluginsDir, TrackingUri, host_and_store
-from unlearnkit.errors import ConfigError
+from unlearnkit.cli.shared import Experiment, PluginsDir, TrackingUri, host_and_store, open_to_read
 
 
 @app.command("export")
@@ -24,7 +23,6 @@ def export(
 ) -> None:
     """Write trained original and retrained models, with their identities and checksums, to a bundle."""
     from unlearnkit.engine.bundles import check_output, export_bundle, reference_runs
-    from unlearnkit.store.health import experiment_problem
     from unlearnkit.store.mlflow_store import Store
 
     check_output(output)  # before any work, and before the store is opened
@@ -37,11 +35,7 @@ def export(
     store = Store(tracking_uri, experiment)
     records: list = []
     if store.exists():  # a store that is not there has nothing to export, and is not made by trying
-        if store.remote:
-            store.check()  # a server that does not answer: one line, before any search
-        missing = experiment_problem(store)  # export only reads: it makes no experiment
-        if missing:
-            raise ConfigError(missing)
+        open_to_read(store)  # export only reads: it makes no experiment
         records = reference_runs(store, **scope, warn=con.warn)
     n = export_bundle(store, records, output)
     con.out.print(f"Exported {n} reference models to {output}.", highlight=False)

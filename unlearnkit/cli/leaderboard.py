@@ -11,7 +11,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format, figure_target, home
+from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format, figure_target, home, open_to_read
 from unlearnkit.errors import ConfigError, did_you_mean, shorten
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def leaderboard(
     replaced = plot is not None and figure_target(plot)  # a bad --plot costs no store read
     store = Store(tracking_uri, experiment)
     if store.exists():
-        store.check()
+        open_to_read(store, default_may_be_new=True)
     scope: dict[str, Any] = {}
     if recipe is not None:
         from unlearnkit.scale.sweep_recipes import load_recipe, recipe_scope

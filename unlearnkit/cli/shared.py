@@ -152,6 +152,21 @@ def host_and_store(plugins_dir: Path | None, tracking_uri: str | None, experimen
     return host, Store(tracking_uri, experiment)
 
 
+def open_to_read(store: Store, *, default_may_be_new: bool = False) -> None:
+    """A read-only command's store opened without writing to it: a server asked if it answers, and the
+    experiment looked up, not created, so a misspelt ``--experiment`` is one line naming the store's
+    experiments instead of a new empty experiment read as "no runs". ``default_may_be_new``: the default
+    experiment, not made yet, is a store with no runs (the first run makes it)."""
+    from unlearnkit.store.health import experiment_problem
+    from unlearnkit.store.mlflow_store import DEFAULT_EXPERIMENT
+
+    if store.remote:
+        store.check()
+    missing = experiment_problem(store)
+    if missing and not (default_may_be_new and store.experiment_name == DEFAULT_EXPERIMENT):
+        raise ConfigError(missing)
+
+
 # ------------------------------------------------------------------------------ torch builds
 # What torchvision raises on import when its compiled operators were built for another torch (a CPU
 # torch with a CUDA torchvision, or another release): the first import happens deep in a plugin
