@@ -15,7 +15,7 @@ import importlib.metadata as md
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +60,16 @@ def _split_env(var: str) -> set[str]:
 class PluginHost:
     """A pluggy manager plus the registries its hooks fill, built lazily on first use."""
 
-    def __init__(self, plugins_dir: Path | None = None, *, load_entry_points: bool = True) -> None:
+    def __init__(
+        self,
+        plugins_dir: Path | None = None,
+        *,
+        load_entry_points: bool = True,
+        folder_names: Mapping[str, str] | None = None,
+    ) -> None:
+        """``folder_names``: the name a folder's plugins are recorded under (``local:NAME``, which enters
+        their runs' identities), by the folder as loaded; default, the folder as given. A Ray worker loads
+        the driver's folder by its absolute path and records it as the driver spelt it."""
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.report = LoadReport()
@@ -71,7 +80,7 @@ class PluginHost:
             self._load_entry_points()
         env_dir = os.environ.get("UNLEARNKIT_PLUGINS_DIR")
         for directory in filter(None, [plugins_dir, Path(env_dir) if env_dir else None]):
-            self.load_directory(directory)
+            self.load_directory(directory, (folder_names or {}).get(str(directory)))
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as err:
@@ -101,8 +110,9 @@ class PluginHost:
                     f"({type(err).__name__}: {reason}); disable it with UNLEARNKIT_DISABLE_PLUGINS={ep.name}."
                 )
 
-    def load_directory(self, directory: Path) -> None:
-        """Load each ``*.py`` in ``directory`` as a plugin module (quick research, no packaging)."""
+    def load_directory(self, directory: Path, recorded_as: str | None = None) -> None:
+        """Load each ``*.py`` in ``directory`` as a plugin module (quick research, no packaging), recorded
+        as the package ``local:DIRECTORY`` (or ``local:RECORDED_AS``)."""
         if directory.exists() and not directory.is_dir():
             raise PluginError(
                 f"Plugins directory '{directory}' is a file: --plugins-dir takes the folder holding *.py plugins."
@@ -117,7 +127,9 @@ class PluginHost:
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[mod_name] = module
                 spec.loader.exec_module(module)
-                self.register(module, Provenance(plugin=path.stem, package=f"local:{directory}", version="0"))
+                self.register(
+                    module, Provenance(plugin=path.stem, package=f"local:{recorded_as or directory}", version="0")
+                )
             except pluggy.PluginValidationError as err:
                 raise PluginError(f"Plugin file '{path}' has an invalid hook: {hook_problem(err)}") from None
             except Exception as err:  # noqa: BLE001

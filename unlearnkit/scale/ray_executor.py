@@ -63,6 +63,8 @@ PLUGIN_ENV = ("UNLEARNKIT_LOAD_PLUGINS", "UNLEARNKIT_DISABLE_PLUGINS", "UNLEARNK
 WORKER_MODELS = 8  # reference models a worker keeps in memory between its tasks (state dicts, CPU)
 WORKER_PLANS = 8  # validated cells a worker keeps between its tasks
 WARM_TASKS = 64  # at most this many workers import ahead of their first task (one per task slot)
+RESOURCE_STEPS = 10_000  # Ray's units per CPU or GPU (ray._raylet.RESOURCE_UNIT_SCALING)
+NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"  # set: Ray leaves a task's CUDA_VISIBLE_DEVICES alone
 
 
 # ------------------------------------------------------------------------- the shared store
@@ -95,6 +97,7 @@ class Task:
     plugins_dir: str | None = None
     plugin_env: tuple[tuple[str, str], ...] = ()  # the driver's UNLEARNKIT_*PLUGINS* switches
     method: str | None = None  # None: the reference models of (cell, seed)
+    plugin_names: tuple[tuple[str, str], ...] = ()  # (absolute folder, the driver's name for it): see plugin_names
 
     @property
     def title(self) -> str:
@@ -172,9 +175,15 @@ class Prepared:
 
 
 def portable(request: RunRequest) -> RunRequest:
-    """A copy with its file paths absolute: a worker's working directory is not the driver's."""
+    """A copy with its file paths absolute: a worker's working directory is not the driver's. A training
+    recipe file too (a built-in's name stays): its identity is its contents and its file's stem, not its path."""
+    from unlearnkit.loops.training import builtin_recipes
+
     paths = ("data_dir", "weights", "original", "retrained")
     absolute: dict[str, Any] = {n: Path(v).resolve() for n in paths if (v := getattr(request, n)) is not None}
+    recipe = request.train_recipe
+    if recipe and recipe not in builtin_recipes() and Path(recipe).suffix == ".toml":
+        absolute["train_recipe"] = str(Path(recipe).resolve())
     return replace(copy.deepcopy(request), **absolute)  # a RunRequest is frozen
 
 
@@ -200,12 +209,29 @@ _plans = BoundedMemo(WORKER_PLANS)
 
 
 def plugin_switches() -> tuple[tuple[str, str], ...]:
-    """The driver's plugin switches (:data:`PLUGIN_ENV`, empty when unset), for its workers to set alike."""
-    return tuple((name, os.environ.get(name, "")) for name in PLUGIN_ENV)
+    """The driver's plugin switches (:data:`PLUGIN_ENV`, empty when unset), for its workers to set alike;
+    a relative plugin folder made absolute, as a worker's working directory is not the driver's."""
+    switches = {name: os.environ.get(name, "") for name in PLUGIN_ENV}
+    if switches["UNLEARNKIT_PLUGINS_DIR"]:
+        switches["UNLEARNKIT_PLUGINS_DIR"] = str(Path(switches["UNLEARNKIT_PLUGINS_DIR"]).resolve())
+    return tuple(switches.items())
 
 
-def worker_host(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
-    """The key of this worker's plugin host for the driver's plugin folder and switches, loaded once."""
+def plugin_names(plugins_dir: Path | None) -> tuple[tuple[str, str], ...]:
+    """(absolute folder, the driver's name for it) of ``--plugins-dir`` and ``UNLEARNKIT_PLUGINS_DIR``, where
+    the two differ. A folder's plugins are registered as the package ``local:FOLDER``, which every run
+    identity holds, with FOLDER as the driver spelt it: a worker loads the absolute folder and records it
+    under the driver's name, so a run has one identity under either executor."""
+    env = os.environ.get("UNLEARNKIT_PLUGINS_DIR")
+    folders = [f for f in (plugins_dir, Path(env) if env else None) if f is not None]
+    return tuple((str(f.resolve()), str(f)) for f in folders if str(f.resolve()) != str(f))
+
+
+def worker_host(
+    plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...], names: tuple[tuple[str, str], ...] = ()
+) -> tuple[Any, ...]:
+    """The key of this worker's plugin host for the driver's plugin folder, switches and folder names
+    (:func:`plugin_names`), loaded once."""
     from unlearnkit.discovery.host import PluginHost
 
     for name, value in plugin_env:
@@ -213,19 +239,24 @@ def worker_host(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...]
             os.environ[name] = value
         else:
             os.environ.pop(name, None)
-    key = (plugins_dir, plugin_env)
+    key = (plugins_dir, plugin_env, names) if names else (plugins_dir, plugin_env)
     if key not in _hosts:
-        _hosts[key] = PluginHost(Path(plugins_dir) if plugins_dir else None)
+        _hosts[key] = PluginHost(Path(plugins_dir) if plugins_dir else None, folder_names=dict(names))
     return key
 
 
-def warm_worker(plugins_dir: str | None, plugin_env: tuple[tuple[str, str], ...], tracking_uri: str) -> int:
+def warm_worker(
+    plugins_dir: str | None,
+    plugin_env: tuple[tuple[str, str], ...],
+    tracking_uri: str,
+    names: tuple[tuple[str, str], ...] = (),
+) -> int:
     """What a worker's first task would do before its own work, done while the driver opens its store:
     import torch, unlearnkit (this module) and MLflow's client, load the plugins, and make one optimiser
     (torch imports its compiler stack, a second or more, at the first). Never raises: the first task
     meets whatever failed here again, and says it."""
     try:
-        worker_host(plugins_dir, plugin_env)
+        worker_host(plugins_dir, plugin_env, names)
         Store(tracking_uri).import_client()
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     except Exception:  # noqa: BLE001, S110 - a head start only; the task reports the failure
@@ -238,7 +269,7 @@ def worker_runner(task: Task, reporter: Reporter, prepared: Prepared | None = No
     process); with stage one's ``prepared``, on its data rather than the data loaded again."""
     from unlearnkit.engine.runner import Runner
 
-    key = worker_host(task.plugins_dir, task.plugin_env)
+    key = worker_host(task.plugins_dir, task.plugin_env, task.plugin_names)
     if key not in _hosts_reported:
         _hosts_reported.add(key)
         for message in _hosts[key].report.failed:
@@ -448,6 +479,16 @@ class Connection:
             self._thread.join()
 
 
+def check_share(flag: str, share: float, unit: str, otherwise: str) -> None:
+    """Refuse a share of a CPU or GPU finer than Ray counts (Ray's own test: nonzero, yet under one of its
+    units), before Ray starts: Ray itself refuses it only in the tasks' options, with a traceback."""
+    if share and int(share * RESOURCE_STEPS) == 0:
+        step = f"{1 / RESOURCE_STEPS:g}"
+        raise ConfigError(
+            f"Bad {flag} {share}: Ray counts {unit} in steps of {step}; expected at least {step}, {otherwise}."
+        )
+
+
 @dataclass
 class Pending:
     task: Task
@@ -479,10 +520,13 @@ class RayExecutor:
             )
         if not (math.isfinite(cpus_per_run) and cpus_per_run > 0):
             raise ConfigError(f"Bad --cpus-per-run {cpus_per_run}: expected a finite number more than 0, e.g. 1 or 4.")
+        check_share("--cpus-per-run", cpus_per_run, "CPUs", "e.g. 1 or 4")
+        check_share("--gpus-per-run", gpus_per_run or 0.0, "GPUs", "or 0")
         self.address = address
         self.gpus_per_run = gpus_per_run
         self.cpus_per_run = cpus_per_run
-        self.plugins_dir = Path(plugins_dir).resolve() if plugins_dir is not None else None
+        self.plugins_given = Path(plugins_dir) if plugins_dir is not None else None  # as named: see plugin_names
+        self.plugins_dir = self.plugins_given.resolve() if self.plugins_given is not None else None
         self.max_retries = max_retries
         self.placements: list[tuple[Task, TaskOutcome]] = []  # where every returned task ran (tests, benchmarks)
         self.connection: Connection | None = None
@@ -543,14 +587,36 @@ class RayExecutor:
                 "lower --cpus-per-run/--gpus-per-run or add a node."
             )
 
+    def check_device(self, cell: Cell, gpus: float) -> None:
+        """A cell on a CUDA device its tasks cannot see would fail every run: say so now. Ray shows a task
+        only the GPUs it was given, numbered from cuda:0, and none to a task given 0 (unless told not to)."""
+        try:
+            device = torch.device(cell.request.device)
+        except (RuntimeError, ValueError):
+            return  # auto, or a name the task's own check refuses in its own words
+        visible = max(1, int(gpus)) if gpus > 0 else 0
+        if device.type != "cuda" or (device.index or 0) < visible or os.environ.get(NOSET_CUDA):
+            return
+        if visible == 0:
+            raise ConfigError(
+                f"Cell {cell.label} runs on device '{cell.request.device}', but its Ray tasks get no GPU (the "
+                "cluster has none, or --gpus-per-run 0), so Ray hides every GPU from them: use --device cpu or "
+                "auto, or --gpus-per-run 1 on a cluster with GPUs."
+            )
+        raise ConfigError(
+            f"Cell {cell.label} runs on device '{cell.request.device}', but a Ray task sees only the "
+            f"{counted(visible, 'GPU')} it is given, from cuda:0: use --device cuda (or auto)."
+        )
+
     def warm(self, ray: Any, tracking_uri: str) -> list[Any]:
         """One :func:`warm_worker` task per task slot (at most :data:`WARM_TASKS`), sized like a run so
         that they land where runs will; their results are never read."""
         slots = int(ray.cluster_resources().get("CPU", 0) // self.cpus_per_run)
-        plugin_env = plugin_switches()
+        plugin_env, names = plugin_switches(), plugin_names(self.plugins_given)
         plugins = str(self.plugins_dir) if self.plugins_dir else None
         warm = ray.remote(warm_worker).options(name="warm-up", num_cpus=self.cpus_per_run, max_retries=0)
-        return [warm.remote(plugins, plugin_env, tracking_uri) for _ in range(min(max(slots, 1), WARM_TASKS))]
+        args = (plugins, plugin_env, tracking_uri, *([names] if names else []))
+        return [warm.remote(*args) for _ in range(min(max(slots, 1), WARM_TASKS))]
 
     # ---------------------------------------------------------------------------- lifetime
     def start(self, tracking_uri: str | None = None) -> Connection:
@@ -595,10 +661,12 @@ class RayExecutor:
         """Every task, stage two depending on stage one through its object reference."""
         references = ray.remote(prepare_references)
         method = ray.remote(run_one_method)
-        plugin_env = plugin_switches()
+        plugin_env, names = plugin_switches(), plugin_names(self.plugins_given)
         gpus_of = [self.gpus_for(cell, cluster_gpus) for cell, _ in sweep.plans]
         for gpus in sorted(set(gpus_of)):  # all checked before any task starts
             self.check_fits(nodes, gpus)
+        for (cell, _), gpus in zip(sweep.plans, gpus_of):
+            self.check_device(cell, gpus)
         pending: dict[Any, Pending] = {}
         for (cell, plan), gpus in zip(sweep.plans, gpus_of):
             options = self.task_options(gpus)
@@ -617,6 +685,7 @@ class RayExecutor:
                     sweep.store.experiment_name,
                     str(self.plugins_dir) if self.plugins_dir else None,
                     plugin_env,
+                    plugin_names=names,
                 )
                 stage_one = references.options(name=f"references {cell.label} s{seed}", num_returns=2, **options)
                 ref, prepared = stage_one.remote(base)
@@ -662,7 +731,7 @@ class RayExecutor:
                     message = failure_message(err)
                     if item.after is None:
                         failed_references.add(ref)
-                        reporter.warn(f"{task.title} failed: {message}; its runs count as failed.")
+                        reporter.warn(f"{task.title} failed: {message.removesuffix('.')}; its runs count as failed.")
                         advance_references()
                     else:
                         if item.after not in failed_references:
