@@ -153,3 +153,20 @@ def test_progress_into_a_log_or_a_pipe_writes_its_lines_and_nothing_else():
     lines = buffer.getvalue().splitlines()
     assert [line.split(" ", 1)[1] for line in lines[:1]] == ["Loading dataset digits"]
     assert lines[1:] == ["Warning: weak original"], lines
+
+
+def test_a_long_event_or_warning_is_one_line_in_a_log():
+    """rich cut a line at the console's 200 columns where no terminal is: a long warning (a failed Ray
+    task's reason, a path) became two lines, and a grep for it found half."""
+    import io
+
+    from unlearnkit.cli.console import DataConsole, RichReporter
+
+    buffer = io.StringIO()
+    log = DataConsole(file=buffer, force_terminal=False, width=200, color_system=None)
+    long = "x " * 180 + "end"
+    with RichReporter(console=log) as reporter:
+        reporter.event(long)
+        reporter.warn(long)
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 2 and all(line.endswith(long) for line in lines), lines

@@ -129,10 +129,15 @@ def _rich_reporter() -> type:
         def event(self, message: str) -> None:
             # print, not log: rich's log appends a source-file link to every line
             stamp = time.strftime("%H:%M:%S")
-            self.progress.console.print(f"[dim]{stamp}[/] {escape(message)}", markup=True, highlight=False)
+            # soft wrap: a log line stays one line in a file (rich cut it at 200 columns where no terminal)
+            self.progress.console.print(
+                f"[dim]{stamp}[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+            )
 
         def warn(self, message: str) -> None:
-            self.progress.console.print(f"[yellow]Warning:[/] {escape(message)}", markup=True, highlight=False)
+            self.progress.console.print(
+                f"[yellow]Warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+            )
 
     RichReporter.__qualname__ = "RichReporter"
     return RichReporter

@@ -30,7 +30,7 @@ from unlearnkit.api.weights import cpu_state_dict, load_strict, unusable_tensor
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
 from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import numerics_tags
-from unlearnkit.errors import DivergenceError, StoreError
+from unlearnkit.errors import DivergenceError, StoreError, counted
 from unlearnkit.identity import array_fingerprint, config_hash, file_sha256, identity_json
 from unlearnkit.loops.accounting import throughput
 from unlearnkit.loops.packing import Strategy, TrainJob, auto_models_per_device, fit_many, resolve_strategy
@@ -343,7 +343,7 @@ class References:
         for run_id in finished:
             claims.release(self.store, run_id)
         self.reporter.event(
-            f"Trained {len(finished)} reference models {outcomes[0].strategy}-packed, "
+            f"Trained {counted(len(finished), 'reference model')} {outcomes[0].strategy}-packed, "
             f"{per_device} per device ({outcomes[0].seconds:.1f} s each)"
         )
         if failures:
