@@ -23,7 +23,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from unlearnkit.audit.design import one_request
 from unlearnkit.audit.runner import finite_outputs, logits_problem
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.config import Plan
+from unlearnkit.engine.references import Reference
 from unlearnkit.engine.runner import Runner, Seed
 from unlearnkit.engine.stages import owned, row_tags
 from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
@@ -168,26 +169,41 @@ class EnsembleRunner:
 
     def estimate(self) -> EnsembleEstimate:
         """What is left to compute, from the store (reference keys as References computes them)."""
-        refs = self.runner.references
         stored = self.store.exists()  # no store: everything is to do, and none is made by asking
         todo_models = total_models = 0
         for seed in self.settings.seeds + self.settings.reference_seeds:
             idx = self.bench.indices(seed)
             roles = ("original", "retrained") if seed in self.settings.seeds else ("retrained",)
             for role in roles:
-                trained_on = np.sort(np.concatenate([idx.forget, idx.retain])) if role == "original" else idx.retain
                 total_models += 1
-                key = config_hash(refs.identity(role, seed, trained_on))
+                key = self.reference_key(role, seed, idx)
                 todo_models += not stored or self.store.find_finished("train", key) is None
-        total_runs = todo_runs = 0
-        for entry in self.methods:
-            for seed in self.settings.seeds:
-                total_runs += 1
-                found = stored and self.store.search(
-                    {"run_type": "unlearn", "benchmark": self.bench.key, "method": entry.name, "seed": str(seed)}
-                )
-                todo_runs += not found
+        total_runs, todo_runs = self.method_runs(stored)
         return EnsembleEstimate(self.label, self.settings.members, total_models, todo_models, total_runs, todo_runs)
+
+    def reference_key(self, role: str, seed: int, idx: Any) -> str:
+        """A member's reference model's store key, as :class:`References` computes it."""
+        trained_on = np.sort(np.concatenate([idx.forget, idx.retain])) if role == "original" else idx.retain
+        return config_hash(self.runner.references.identity(role, seed, trained_on))
+
+    def method_runs(self, stored: bool) -> tuple[int, int]:
+        """The members' method runs and how many of them the store lacks, by the identity the runner
+        gives each (so a run of the method with other options, at the same seed, is not one of them)."""
+        filters = {"run_type": "unlearn", "benchmark": self.bench.key}
+        done = {r.tag("config_hash") for r in self.store.search(filters)} if stored else set()
+        total = todo = 0
+        for seed in self.settings.seeds:
+            idx = self.bench.indices(seed)
+            original, retrained = (
+                Reference(role, cast(Any, None), math.nan, self.reference_key(role, seed, idx))
+                for role in ("original", "retrained")
+            )
+            state = Seed(seed, idx, {}, original, retrained)
+            for entry in self.methods:
+                ident = self.runner.identify(entry, state, self.runner.context(state, entry.name))
+                total += 1
+                todo += ident.key not in done
+        return total, todo
 
     # ---------------------------------------------------------------------------------- running
     def run(self) -> EnsembleReport:

@@ -84,7 +84,11 @@ def owner() -> str:
 def owner_alive(text: str) -> bool:
     """Whether the process that started a trial still runs it: the claims' check (one on another host
     is taken to), with one difference: this process runs no trial while it resumes, so a trial under
-    its own PID was left by an earlier one (a reused PID, or a tune in this process that stopped)."""
+    its own PID was left by an earlier one (a reused PID, or a tune in this process that stopped). A trial
+    with no owner was stopped between Optuna's ``ask`` and the owner's record (one tune runs a study at a
+    time, docs/tuning.md): taken to be alive, it would hold a place in the budget for good, never run."""
+    if not text:
+        return False
     host, _, pid = text.rpartition(":")
     if host == socket.gethostname() and pid.isdigit() and int(pid) == os.getpid():
         return False

@@ -48,6 +48,7 @@ from unlearnkit.engine.splits import parse_scenario
 from unlearnkit.errors import ConfigError, counted
 from unlearnkit.identity import CORE_VERSION, config_hash, plugin_version
 from unlearnkit.scale.sweep_recipes import RecipeFile, expand, load_recipe
+from unlearnkit.store.interrupts import deferred
 from unlearnkit.store.mlflow_store import Store, tag
 from unlearnkit.tune.objective import Objective, objective_names, resolve_objective
 from unlearnkit.tune.recipe_toml import dump_toml
@@ -469,7 +470,9 @@ class Tuner:
         if not study.trials and self.defaults[method]:
             study.enqueue_trial(self.defaults[method], user_attrs={"defaults": True})
         distributions = {k: spec.distribution() for k, spec in self.spaces[method].items()}
-        reporter.event(f"Tuning {method}: study {name}, {counted(self.trials, 'trial')}")
+        before = len(self.finished(study.get_trials(deepcopy=False)))
+        again = f"; {before} of them finished before, not run again" if before else ""
+        reporter.event(f"Tuning {method}: study {name}, {counted(self.trials, 'trial')}{again}")
         # a trial whose process died (killed tune): run again with its parameters; its finished seeds are in the store
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number < self.trials and not owner_alive(str(frozen.user_attrs.get("owner", ""))):
@@ -484,8 +487,9 @@ class Tuner:
             if not waiting and len(trials) >= self.trials:
                 break
             study.sampler = self.sampler(waiting[0].number if waiting else len(trials))
-            trial = study.ask(distributions)
-            trial.set_user_attr("owner", owner())
+            with deferred():  # Ctrl-C or SIGTERM after the ask, not between it and the owner's record
+                trial = study.ask(distributions)
+                trial.set_user_attr("owner", owner())
             self.run_trial(study, trial, trial.number, dict(trial.params), method, reporter)
             result.new_trials += 1
         beyond = len(study.get_trials(deepcopy=False)) - self.trials
@@ -575,6 +579,13 @@ class Tuner:
         if done:
             best = min(done, key=lambda t: (t.value, t.number))  # the first of equal values: deterministic
             result.best_value, result.best_trial, result.best_params = float(best.value), best.number, dict(best.params)
+
+    def finished(self, trials: list[Any]) -> list[Any]:
+        """The trials of this budget that are done for good: complete, or failed (a failed trial counts
+        as one of the method's trials and is not run again)."""
+        from optuna.trial import TrialState
+
+        return [t for t in self.budget(trials) if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
 
     def budget(self, trials: list[Any]) -> list[Any]:
         """The trials this session's ``--trials`` covers: numbers 0 .. trials-1. A study run before with more
