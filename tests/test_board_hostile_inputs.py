@@ -443,6 +443,21 @@ def test_show_run_prints_store_text_on_its_own_lines_and_checks_the_plot_first(c
     assert one_line_error(code, err).startswith("Error: Figure path 'series' has no extension.") and not out
 
 
+def test_leaderboard_seeds_keeps_only_those_seeds_audits(cli):
+    # the audit columns had been the mean over every audit seed whatever --seeds said
+    fill_store([])
+    store = Store()
+    for seed, auc in ((1, 0.5), (2, 0.9)):
+        audit = {"run_type": "audit", "audit": f"a{seed}", "shadows": "4", "mode": "online", "fixed_variance": "false"}
+        run = store.start_run("lotus-audit", run_tags("lotus", seed, **audit, config_hash=f"audit-{seed}"), {})
+        store.log_metrics(run, {"ulira_auc": auc})
+        store.finish(run)
+    code, out, err = cli("leaderboard", "--seeds", "1", "--format", "json")
+    (board,) = json.loads(out)
+    (lotus,) = [r for r in board["rows"] if r["method"] == "lotus"]
+    assert code == 0 and lotus["metrics"]["ulira_auc"]["mean"] == 0.5 and lotus["metrics"]["ulira_auc"]["n"] == 1
+
+
 def test_an_unknown_format_is_shortened_and_the_one_meant_suggested(cli):
     code, _, err = cli("leaderboard", "--format", "mardown")
     assert "Unknown format 'mardown'. Did you mean 'markdown'?" in one_line_error(code, err)

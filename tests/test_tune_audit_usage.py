@@ -167,3 +167,14 @@ def test_the_ensemble_estimate_counts_a_method_run_with_other_options_as_to_do(t
     # the same options: the sweep's runs and models; only the retrain row's own retrains (seeds 3, 4) are new
     assert "2 of 6 reference models to train, 0 of 2 method runs to do (2 in the store)" in estimate(same)
     assert "2 of 6 reference models to train, 2 of 2 method runs to do (0 in the store)" in estimate(other)
+
+
+def test_tune_estimate_prices_no_failed_trial_since_none_is_run_again(tune_recipe, cli):
+    """A trial that failed (here: past its wall-time guard) counts as one of the method's trials and is
+    never run again; the estimate had priced its runs as still to do."""
+    common = ["tune", str(tune_recipe), "--method", "ssd", "--trials", "1", "--plugins-dir", str(PLUGINS)]
+    code, out, err = cli(*common, "--trial-timeout", "0.001")
+    assert code == 0 and "1 failed" in out, out + err
+    code, out, err = cli(*common, "--estimate")
+    assert code == 0, out + err
+    assert "ssd (1 trial): 0 runs to do" in out and "Tuning 'tiny-tune': 0 runs to do" in out, out

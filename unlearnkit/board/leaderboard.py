@@ -597,13 +597,13 @@ def leaderboard(
         records = [r for r in records if r.tag("access") == access or r.tag("role")]
     records = of_seeds(records, seeds)
     boards = build_boards(records, info, sort=sort)
-    audits = store.search({**filters, "run_type": "audit"})
+    audits = of_seeds(store.search({**filters, "run_type": "audit"}), seeds)  # --seeds keeps its audits too
     if audits:
         boards = merge_audits(boards, audits, sort=sort)
         if access:
             for board in boards:
                 board.rows = [r for r in board.rows if r.access == access or r.reference]
-    ensembles = store.search({**filters, "run_type": "ensemble"})
+    ensembles = of_seeds(store.search({**filters, "run_type": "ensemble"}), seeds)
     if ensembles:
         boards = merge_ensembles(boards, ensembles, info, sort=sort)
     if recipe_cells is not None:

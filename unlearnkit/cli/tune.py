@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 
 
 def _completed_trials(tuner: Tuner, store: Store, method: str) -> int:
-    """Finished trials of ``method``'s study (they are never run again); 0 when it has none yet."""
+    """Trials of ``method``'s study done for good, complete or failed (neither is run again); 0 when it
+    has none yet."""
     if not store.exists() and tuner.storage_arg is None:
         return 0  # no store, no studies beside it: nothing to open (or create)
     import optuna
-    from optuna.trial import TrialState
 
     from unlearnkit.tune.studies import study_storage
 
@@ -49,7 +49,7 @@ def _completed_trials(tuner: Tuner, store: Store, method: str) -> int:
         study = optuna.load_study(study_name=tuner.study_name(method), storage=storage)
     except KeyError:
         return 0
-    return len(tuner.budget(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+    return len(tuner.finished(study.get_trials(deepcopy=False)))  # a failed trial is not run again either
 
 
 def _estimate(tuner: Tuner, store: Store) -> list[str]:
@@ -172,7 +172,7 @@ def tune(
         )
     con.out.print(table)
     con.out.print(
-        f"Epoch cap {tuner.epoch_cap:g} = {tuner.cap_epochs} epochs per run; references at the tuning seeds "
+        f"Epoch cap {tuner.epoch_cap:g} = {counted(tuner.cap_epochs, 'epoch')} per run; references at the tuning seeds "
         f"{report.references_s:.1f} s; total {report.wall_s:.1f} s. Studies in {report.storage}.",
         highlight=False,
     )
