@@ -258,13 +258,26 @@ def test_an_unknown_experiment_is_one_line_and_adds_nothing(trained, cli, tmp_pa
     assert digest(a / "mlflow.db") == before and not (tmp_path / "x.tar").exists()
 
 
-def test_the_default_experiment_not_made_yet_is_a_board_with_no_runs(cli, tmp_path):
-    # a store that holds only another experiment: the first run here makes the default one
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["leaderboard"], "No finished runs"),
+        (["store", "check"], "Checkpoints: 0 of 0"),
+        (["export", "-o", "x.tar"], "nothing to export"),
+    ],
+)
+def test_the_default_experiment_not_made_yet_is_a_store_with_no_runs(cli, tmp_path, monkeypatch, command, says):
+    # a store that holds only another experiment: the first run here makes the default one, and a
+    # command that only reads neither refuses it nor makes it
     from unlearnkit.store.mlflow_store import Store
 
-    Store(uri(tmp_path), "other").check()
-    code, out, err = cli("leaderboard", "--tracking-uri", uri(tmp_path))
-    assert code == 0 and "No finished runs" in out, out + err
+    store = tmp_path / "s"
+    Store(uri(store), "other").check()
+    monkeypatch.chdir(tmp_path)
+    before = digest(store / "mlflow.db")
+    code, out, err = cli(*command, "--tracking-uri", uri(store))
+    assert code == (2 if command[0] == "export" else 0) and says in out + err, out + err  # export: as for no store
+    assert digest(store / "mlflow.db") == before
 
 
 def test_repair_fails_a_stale_claim_and_the_store_is_then_sound(trained, cli, tmp_path):

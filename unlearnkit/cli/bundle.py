@@ -34,8 +34,9 @@ def export(
         scope = {"datasets": set(spec.datasets), "models": set(spec.models), "seeds": set(spec.seeds)}
     store = Store(tracking_uri, experiment)
     records: list = []
-    if store.exists():  # a store that is not there has nothing to export, and is not made by trying
-        open_to_read(store)  # export only reads: it makes no experiment
+    # a store that is not there, or not yet holding the experiment, has nothing to export and is not
+    # changed by trying: export only reads
+    if store.exists() and open_to_read(store):
         records = reference_runs(store, **scope, warn=con.warn)
     n = export_bundle(store, records, output)
     con.out.print(f"Exported {n} reference models to {output}.", highlight=False)

@@ -86,27 +86,28 @@ def leaderboard(
     wanted = parse_seeds(seeds) if seeds is not None else None
     replaced = plot is not None and figure_target(plot)  # a bad --plot costs no store read
     store = Store(tracking_uri, experiment)
-    if store.exists():
-        open_to_read(store, default_may_be_new=True)
+    readable = store.exists() and open_to_read(store)
     scope: dict[str, Any] = {}
     if recipe is not None:
         from unlearnkit.scale.sweep_recipes import load_recipe, recipe_scope
 
         cells, methods = recipe_scope(load_recipe(recipe))
         scope = {"recipe_cells": cells, "recipe_methods": methods}
-    boards = build(
-        store,
-        info,
-        dataset=dataset,
-        model=model,
-        scenario=scenario,
-        protocol=protocol,
-        access=access,
-        sort=sort,
-        include_tuning=tuning,
-        seeds=wanted,
-        **scope,
-    )
+    boards: list[Board] = []
+    if readable:  # else no store, or no run in it yet: nothing to read, and nothing made by asking
+        boards = build(
+            store,
+            info,
+            dataset=dataset,
+            model=model,
+            scenario=scenario,
+            protocol=protocol,
+            access=access,
+            sort=sort,
+            include_tuning=tuning,
+            seeds=wanted,
+            **scope,
+        )
     if plot is not None:
         from unlearnkit.board.plots import plot_boards
 

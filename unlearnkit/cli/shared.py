@@ -152,19 +152,20 @@ def host_and_store(plugins_dir: Path | None, tracking_uri: str | None, experimen
     return host, Store(tracking_uri, experiment)
 
 
-def open_to_read(store: Store, *, default_may_be_new: bool = False) -> None:
+def open_to_read(store: Store) -> bool:
     """A read-only command's store opened without writing to it: a server asked if it answers, and the
     experiment looked up, not created, so a misspelt ``--experiment`` is one line naming the store's
-    experiments instead of a new empty experiment read as "no runs". ``default_may_be_new``: the default
-    experiment, not made yet, is a store with no runs (the first run makes it)."""
+    experiments instead of a new empty experiment read as "no runs". False: the default experiment is
+    not made yet (the first run makes it), a store with no runs to read."""
     from unlearnkit.store.health import experiment_problem
     from unlearnkit.store.mlflow_store import DEFAULT_EXPERIMENT
 
     if store.remote:
         store.check()
     missing = experiment_problem(store)
-    if missing and not (default_may_be_new and store.experiment_name == DEFAULT_EXPERIMENT):
+    if missing and store.experiment_name != DEFAULT_EXPERIMENT:
         raise ConfigError(missing)
+    return not missing
 
 
 # ------------------------------------------------------------------------------ torch builds

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from unlearnkit.errors import ConfigError, StoreError, shorten
 from unlearnkit.store import claims
-from unlearnkit.store.mlflow_store import RunRecord, Store
+from unlearnkit.store.mlflow_store import DEFAULT_EXPERIMENT, RunRecord, Store
 from unlearnkit.store.sqlite_file import (
     damaged,
     file_problem,
@@ -131,8 +131,9 @@ def check_store(store: Store) -> Report:
     report = Report(store.uri, file=file_report(store))
     if report.file or not store.exists():
         return report
-    report.missing = experiment_problem(store)
-    if report.missing:
+    missing = experiment_problem(store)
+    if missing:  # nothing to read; the default experiment is only not made yet (its first run makes it)
+        report.missing = "" if store.experiment_name == DEFAULT_EXPERIMENT else missing
         return report
     for rec in store.search(finished_only=False):
         if rec.status == "RUNNING":
