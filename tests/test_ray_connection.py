@@ -226,7 +226,10 @@ def test_the_driver_imports_ray_without_its_failure_handler_for_the_import_alone
     import only, so the Ray processes started later keep it; a value the user set is left alone."""
     (tmp_path / "ray.py").write_text(STAND_IN)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    # setitem, then del: after the test the real Ray is put back, or the stand-in removed when no Ray
+    # was imported before (delitem left the stand-in behind, and a later `import ray.exceptions` failed)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    del sys.modules["ray"]
     if given is None:
         monkeypatch.delenv(rx.NO_FAILURE_HANDLER, raising=False)
     else:
