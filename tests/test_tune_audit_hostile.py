@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.test_tune import RECIPE as TUNE_RECIPE  # the tune tests' own small recipe
 from unlearnkit.api.contracts import Method
 from unlearnkit.api.hookspecs import hookimpl
 from unlearnkit.api.progress import RecordingReporter
@@ -19,21 +20,6 @@ from unlearnkit.loops.threads import pinned_threads
 
 HERE = Path(__file__).parent
 PLUGINS = HERE / "fixtures" / "plugins"
-
-TUNE_RECIPE = """\
-name = "tiny-tune"
-datasets = ["tiny"]
-models = ["tiny_cnn"]
-scenarios = ["0.2"]
-methods = ["finetune", "ssd"]
-seeds = [3407, 13]
-epochs = 10
-device = "cpu"
-save_models = false
-
-[options.finetune]
-batch_size = 32
-"""
 
 AUDIT_RECIPE = """\
 name = "tiny-audit"

@@ -8,26 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_tune import RECIPE as TUNE_RECIPE  # the tune tests' own small recipe
 from unlearnkit.api.progress import RecordingReporter
 from unlearnkit.loops.threads import pinned_threads
 
 HERE = Path(__file__).parent
 PLUGINS = HERE / "fixtures" / "plugins"
-
-TUNE_RECIPE = """\
-name = "tiny-tune"
-datasets = ["tiny"]
-models = ["tiny_cnn"]
-scenarios = ["0.2"]
-methods = ["finetune", "ssd"]
-seeds = [3407, 13]
-epochs = 10
-device = "cpu"
-save_models = false
-
-[options.finetune]
-batch_size = 32
-"""
 
 ENSEMBLE_RECIPE = """\
 name = "tiny-ensemble"
