@@ -161,8 +161,10 @@ def figure_formats() -> list[str]:
 
 def figure_path(path: Path) -> Path:
     """``path`` checked as where a figure goes, before anything is read or drawn: a file, not a folder,
-    whose extension is a format matplotlib writes. Given none, matplotlib adds ``.png`` (``--plot board``
-    wrote board.png, ``--plot ''`` a hidden ``.png``), so the figure was not where the message said."""
+    whose extension is a format matplotlib writes, in a folder that is there or can be made. Given no
+    extension, matplotlib adds ``.png`` (``--plot board`` wrote board.png, ``--plot ''`` a hidden
+    ``.png``), so the figure was not where the message said; a path under a file
+    (``notes.txt/board.png``) was found out only when the figure was drawn, after a whole sweep."""
     path = Path(path)
     formats = figure_formats()
     if path.is_dir() or not path.name:
@@ -172,6 +174,19 @@ def figure_path(path: Path) -> Path:
         what = f"the extension '.{shorten(suffix)}'" if suffix else "no extension"
         raise ConfigError(
             f"Figure path '{shorten(path, PATH_CHARS)}' has {what}. Valid extensions: {', '.join(formats)}."
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # missing folders are made when the figure is written
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"Cannot write the figure to '{shorten(path, PATH_CHARS)}': '{shorten(folder, PATH_CHARS)}' is a file, "
+            "not a folder."
+        )
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(
+            f"Cannot write the figure to '{shorten(path, PATH_CHARS)}': the folder '{shorten(folder, PATH_CHARS)}' "
+            "is not writable."
         )
     return path
 

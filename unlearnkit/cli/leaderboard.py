@@ -11,7 +11,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format, figure_target, home, open_to_read
+from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format, home, open_to_read
 from unlearnkit.errors import ConfigError, did_you_mean, shorten
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def leaderboard(
     from unlearnkit.board import tables
     from unlearnkit.board.leaderboard import leaderboard as build
     from unlearnkit.board.leaderboard import metric_info
+    from unlearnkit.board.plots import figure_path
     from unlearnkit.discovery.host import get_host
     from unlearnkit.engine.config import parse_seeds
     from unlearnkit.store.mlflow_store import Store
@@ -84,7 +85,7 @@ def leaderboard(
             )
     check_filters(protocol, access)
     wanted = parse_seeds(seeds) if seeds is not None else None
-    replaced = plot is not None and figure_target(plot)  # a bad --plot costs no store read
+    replaced = plot is not None and figure_path(plot).exists()  # a bad --plot costs no store read
     store = Store(tracking_uri, experiment)
     readable = store.exists() and open_to_read(store)
     scope: dict[str, Any] = {}

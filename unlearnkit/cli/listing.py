@@ -11,7 +11,7 @@ from rich.table import Table
 
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
-from unlearnkit.cli.shared import Experiment, TrackingUri, figure_target, home, plugin_host
+from unlearnkit.cli.shared import Experiment, TrackingUri, home, plugin_host
 from unlearnkit.errors import UnknownNameError
 
 
@@ -139,7 +139,9 @@ def _show_run(run_id: str, plot: Path | None, tracking_uri: str | None, experime
     from unlearnkit.store.mlflow_store import Store
 
     if plot is not None:  # checked before the store is read or anything printed
-        replaced = figure_target(plot)
+        from unlearnkit.board.plots import figure_path
+
+        replaced = figure_path(plot).exists()
     store = Store(tracking_uri, experiment)
     record = store.get(run_id)
     con.out.print(

@@ -206,29 +206,6 @@ def torch_builds_checked() -> contextlib.AbstractContextManager[None]:
 
 
 # ---------------------------------------------------------------------------------- output
-def figure_target(path: Path) -> bool:
-    """``--plot FILE`` checked before any work, as ``tune --write`` is: a figure's name (``figure_path``) in a
-    folder that is there or can be made. A path under a file (``notes.txt/board.png``) was found out only when
-    the figure was drawn, after a whole sweep, as "File exists". True when a figure is there (it is replaced)."""
-    from unlearnkit.board.plots import PATH_CHARS, figure_path
-
-    path = figure_path(path)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:  # missing folders are made when the figure is written
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(
-            f"Cannot write the figure to '{shorten(path, PATH_CHARS)}': '{shorten(folder, PATH_CHARS)}' is a file, "
-            "not a folder."
-        )
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(
-            f"Cannot write the figure to '{shorten(path, PATH_CHARS)}': the folder '{shorten(folder, PATH_CHARS)}' "
-            "is not writable."
-        )
-    return path.exists()
-
-
 def print_estimate(lines: Callable[[], list[str]]) -> None:
     """``--estimate``: work the report out (it loads data, so torchvision may be met first), then print it."""
     with torch_builds_checked():

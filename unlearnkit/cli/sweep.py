@@ -23,7 +23,6 @@ from unlearnkit.cli.shared import (
     RecipeSeeds,
     RecipeSubset,
     TrackingUri,
-    figure_target,
     home,
     host_and_store,
     print_estimate,
@@ -94,7 +93,9 @@ def sweep(
         print_grid(recipe, max_cells)
         return
     if plot is not None:  # a bad path is one line now, not after the whole sweep has run
-        figure_target(plot)
+        from unlearnkit.board.plots import figure_path
+
+        figure_path(plot)
     runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     job = Sweep(
