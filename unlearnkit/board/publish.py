@@ -83,7 +83,7 @@ def publish_reproduction(store: Store, rep: published.Reproduction) -> str:
         store.log_text(run_id, published.to_markdown(rep), "reproduction.md")
         store.log_text(run_id, published.to_csv(rep), "reproduction.csv")
         store.log_text(run_id, published.to_json(rep), "reproduction.json")
-        store.log_text(run_id, table.path.read_text(), f"{table.name}.toml")
+        store.log_text(run_id, table.path.read_text(encoding="utf-8"), f"{table.name}.toml")
         store.log_metrics(
             run_id,
             {

@@ -224,7 +224,9 @@ def _write_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
                     "records it), then export again."
                 )
             try:
-                identity = json.loads((store.download(rec.run_id, "identity.json", Path(tmp) / key)).read_text())
+                identity = json.loads(
+                    (store.download(rec.run_id, "identity.json", Path(tmp) / key)).read_text(encoding="utf-8")
+                )
                 checkpoint = store.download(rec.run_id, "checkpoint/model.pt", Path(tmp) / key)
             except StoreError:
                 raise

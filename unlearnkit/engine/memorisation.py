@@ -159,7 +159,7 @@ def cached(
 
 def load_verified(path: Path, meta: Path, n: int) -> np.ndarray | None:
     try:
-        expected = json.loads(meta.read_text())["sha256"]
+        expected = json.loads(meta.read_text(encoding="utf-8"))["sha256"]
         blob = path.read_bytes()
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -183,7 +183,7 @@ def write_atomic(path: Path, meta: Path, values: np.ndarray) -> None:
 
     write_atomically(path, fill)
     record = json.dumps({"sha256": file_sha256(path), "n": int(values.shape[0])})
-    write_atomically(meta, lambda temp: temp.write_text(record))
+    write_atomically(meta, lambda temp: temp.write_text(record, encoding="utf-8"))
 
 
 # ------------------------------------------------------------------------------------ the source

@@ -112,7 +112,7 @@ OPTIONAL_FIELDS = frozenset(
 
 def builtin_recipe_text(name: str) -> str:
     """The TOML of a training recipe shipped with unlearnkit (``loops/training_recipes/NAME.toml``)."""
-    return resources.files("unlearnkit.loops").joinpath("training_recipes", f"{name}.toml").read_text()
+    return resources.files("unlearnkit.loops").joinpath("training_recipes", f"{name}.toml").read_text(encoding="utf-8")
 
 
 def builtin_recipes() -> list[str]:

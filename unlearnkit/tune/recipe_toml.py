@@ -41,7 +41,7 @@ def toml_value(value: Any) -> str:
 def dump_toml(doc: Mapping[str, Any], header: list[str], notes: Mapping[str, list[str]]) -> str:
     """A recipe as TOML: ``header`` comment lines, top-level keys, then tables (``[options.M]`` with
     ``notes[M]`` as comments above it)."""
-    lines = [f"# {h}" for h in header] + [""]
+    lines = [f"# {line}" for h in header for line in h.splitlines() or [""]] + [""]
     tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
     for key, value in doc.items():
         if key not in tables and value is not None:
@@ -50,7 +50,9 @@ def dump_toml(doc: Mapping[str, Any], header: list[str], notes: Mapping[str, lis
         if table and all(isinstance(v, dict) for v in table.values()):
             for sub, body in table.items():
                 lines.append("")
-                lines += [f"# {n}" for n in (notes.get(sub, []) if key == "options" else [])]
+                lines += [
+                    f"# {line}" for n in (notes.get(sub, []) if key == "options" else []) for line in n.splitlines()
+                ]
                 lines.append(f"[{toml_key(key)}.{toml_key(sub)}]")
                 lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in body.items() if v is not None]
         elif table:

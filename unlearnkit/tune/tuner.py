@@ -679,7 +679,7 @@ class Tuner:
             for m in tuned
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dump_toml(doc, header, notes))
+        path.write_text(dump_toml(doc, header, notes), encoding="utf-8")
         check = load_recipe(path)
         for m in tuned:  # the file reproduces the best options exactly
             assert check.options[m.method] == m.best_options, (check.options[m.method], m.best_options)
