@@ -169,3 +169,17 @@ def test_class_names_are_printed_as_text_not_emoji():
         with stream.capture() as captured:
             stream.print("cifar10/resnet18_lotus/class:cat: 6 methods × 3 seeds", highlight=False)
         assert "class:cat: 6 methods" in captured.get(), captured.get()
+
+
+def test_run_with_metric_shows_the_metrics_asked_for(host, capsys, isolated_store):
+    """Before: ``--metric acc_unseen,acc_forget`` printed the default columns, every one but
+    acc_forget blank, and left acc_unseen (computed and stored) out of the table."""
+    code, out, err = invoke(
+        [*TINY, "--method", "finetune", "--seeds", "1", "--metric", "acc_unseen,acc_forget"], capsys
+    )
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if "method" in line and "seed" in line)
+    assert "acc_forget" in header and "acc_unseen" in header
+    assert "acc_retain" not in header and "mia" not in header
+    rows = [line for line in out.splitlines() if "finetune" in line or "original" in line]
+    assert rows and not any("—" in line for line in rows), out

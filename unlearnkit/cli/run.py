@@ -222,8 +222,11 @@ def run(
             raise typer.Exit(1)
         return
     info = metric_info(host.registries)
-    registered = set(host.registries.metrics.names())  # a run's own metrics (audits add columns only to boards)
-    shown = sorted((n for n, i in info.items() if i.default and n in registered), key=lambda n: (info[n].order, n))
+    if plan.request.metrics is not None:  # --metric: the metrics asked for, none of the defaults left blank
+        chosen = {m.name for m in plan.metrics}
+    else:  # a run's own metrics (audits add columns only to boards)
+        chosen = {n for n in host.registries.metrics.names() if n in info and info[n].default}
+    shown = sorted((n for n in chosen if n in info), key=lambda n: (info[n].order, n))
     table = Table(
         title=f"{plan.dataset.name} / {plan.model_name} / {plan.scenario.key} ({plan.protocol.name})",
         title_justify="left",
