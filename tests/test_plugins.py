@@ -180,3 +180,81 @@ def test_a_non_plugin_class_is_refused():
     host.register(P(), Provenance("p", "pkg", "1"))
     with pytest.raises(PluginError, match="is not a subclass of unlearnkit.api.Method"):
         host.registries  # noqa: B018
+
+
+def test_a_misspelt_hook_registered_by_hand_fails_loudly_and_is_not_kept():
+    """Before: ``host.register(module)`` (CONTRIBUTING's way to try a plugin) took a misspelt hook
+    without a word, so the plugin registered nothing."""
+    host = PluginHost(load_entry_points=False)
+
+    class Typo:
+        from unlearnkit.api.hookspecs import hookimpl
+
+        @hookimpl
+        def register_method(self, register):  # no such hook: register_methods
+            pass
+
+    with pytest.raises(PluginError, match="implements a hook that does not exist"):
+        host.register(Typo(), Provenance("typo", "pkg", "1"))
+    assert host.registries.methods.names() == [] and not host.report.loaded
+    host.register(DupPlugin(), Provenance("dup", "other-pkg", "9.9"))  # the host still takes a good one
+    assert "lotus" in host.registries.methods
+
+
+def registering(cls: type, kind: str = "methods") -> PluginError:
+    """The error registering ``cls`` as one of ``kind`` raises."""
+    host = PluginHost(load_entry_points=False)
+
+    class P:
+        from unlearnkit.api.hookspecs import hookimpl
+
+        @hookimpl
+        def register_methods(self, register):
+            if kind == "methods":
+                register(cls)
+
+        @hookimpl
+        def register_metrics(self, register):
+            if kind == "metrics":
+                register(cls)
+
+    host.register(P(), Provenance("p", "pkg", "1"))
+    with pytest.raises(PluginError) as err:
+        host.registries  # noqa: B018
+    return err.value
+
+
+@pytest.mark.parametrize("name", ["fine,tune", "fine.tune", "a=b", "tail:3", "two words", "-salun"])
+def test_a_name_the_command_line_cannot_select_is_refused_at_registration(name):
+    """Before: ``--method fine,tune`` split it in two, ``-o fine.tune.lr=1`` read a method 'fine', and
+    ``all,-salun`` left out 'salun': the plugin loaded and no command could run it."""
+    from unlearnkit_plugins.methods.finetune import Finetune
+
+    cls = type("Renamed", (Finetune,), {"name": name})
+    message = str(registering(cls))
+    assert message.startswith(f"Plugin 'p' registered method {name!r}, whose name "), message
+    assert "delimiter" in message or "leaving NAME out" in message
+
+
+def test_options_that_are_no_uk_options_are_refused_at_registration():
+    """Before: a dataclass as ``Options`` loaded, then ``unlearnkit show method`` was a traceback."""
+    from dataclasses import dataclass
+
+    from unlearnkit_plugins.methods.finetune import Finetune
+
+    @dataclass
+    class Plain:
+        lr: float = 0.1
+
+    message = str(registering(type("Plainly", (Finetune,), {"name": "plainly", "Options": Plain})))
+    assert "registered method 'plainly' whose Options is a type" in message, message
+    assert "not a subclass of unlearnkit.Options" in message
+
+
+def test_a_name_that_is_no_text_is_one_line():
+    """Before: ``registries.methods.get(["lotus"])`` (a notebook's slip) was a TypeError from "did you mean"."""
+    from unlearnkit.errors import ConfigError
+
+    methods = PluginHost().registries.methods
+    with pytest.raises(ConfigError, match=r"A method is named by text, not a list of \(str\)\. Valid methods: "):
+        methods.get(["lotus"])  # type: ignore[arg-type]

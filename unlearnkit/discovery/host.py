@@ -75,12 +75,18 @@ class PluginHost:
         self.report = LoadReport()
         self._provenance: dict[int, Provenance] = {}
         self._registries: Registries | None = None
+        self._checked = False  # start-up's loads are checked together once they are all in
         self.trace = bool(os.environ.get("UNLEARNKIT_TRACE_HOOKS"))
         if load_entry_points:
             self._load_entry_points()
         env_dir = os.environ.get("UNLEARNKIT_PLUGINS_DIR")
         for directory in filter(None, [plugins_dir, Path(env_dir) if env_dir else None]):
             self.load_directory(directory, (folder_names or {}).get(str(directory)))
+        self.check_hooks()
+        self._checked = True
+
+    def check_hooks(self) -> None:
+        """A misspelt hook (``register_method``) fails loudly instead of registering nothing."""
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as err:
@@ -146,6 +152,13 @@ class PluginHost:
         self._provenance[id(plugin)] = provenance or Provenance(plugin=name, package="local", version="0")
         self.report.loaded.append(self._provenance[id(plugin)])
         self._registries = None
+        if self._checked:  # after start-up: one registered by hand (a notebook, a test) is checked at once
+            try:
+                self.check_hooks()
+            except PluginError:
+                self.report.loaded.remove(self._provenance[id(plugin)])
+                self.unregister(plugin)  # refused whole, so the host stays usable
+                raise
 
     def unregister(self, plugin: object) -> None:
         self.pm.unregister(plugin)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Plugin
+from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Options, Plugin, described
 from unlearnkit.api.scenarios import Scenario
-from unlearnkit.errors import PluginError, UnknownNameError, shorten
+from unlearnkit.errors import ConfigError, PluginError, UnknownNameError, shorten
 
 P = TypeVar("P", bound=Plugin)
 KINDS = ("method", "metric", "dataset", "model", "scenario")  # the plugin kinds, in the order they are listed
@@ -29,6 +29,21 @@ class Provenance:
 #: sub-class scenarios, an audit's ensemble (``unlearnkit.api.ensemble``)
 METRIC_NEEDS = frozenset({"original", "retrained", "subclasses", "ensemble"})
 DIRECTIONS = ("higher", "lower", "closer_to_retrain")
+#: characters the command line gives a meaning to (``--method a,b``, ``-o METHOD.KEY=VALUE``,
+#: ``--forget NAME:PARAMS``): a plugin named with one cannot be selected, configured or excluded
+NAME_DELIMITERS = ",.=:"
+
+
+def name_problem(name: str) -> str:
+    """What makes ``name`` one the command line cannot select ("" when nothing): whitespace, one of
+    :data:`NAME_DELIMITERS`, or a leading ``-`` (``--method all,-NAME`` leaves NAME out)."""
+    bad = sorted({c for c in name if c.isspace() or c in NAME_DELIMITERS})
+    if bad:
+        shown = ", ".join("a space" if c.isspace() else repr(c) for c in bad)
+        return f"holds {shown}, which the command line reads as a delimiter: use letters, digits and underscores"
+    if name.startswith("-"):
+        return "starts with '-', which `--method all,-NAME` reads as leaving NAME out"
+    return ""
 
 
 def metric_problem(cls: type[Metric]) -> str:
@@ -70,6 +85,15 @@ class Registry(Generic[P]):
         if not name or not isinstance(name, str):
             given = f" (its `name` is {shorten(repr(name), 40)}, not a string)" if name else ""
             raise PluginError(f"Plugin '{provenance.plugin}' registered {cls.__name__} without a `name`{given}.")
+        problem = name_problem(name)
+        if problem:
+            raise PluginError(f"Plugin '{provenance.plugin}' registered {self.kind} {name!r}, whose name {problem}.")
+        options = getattr(cls, "Options", None)
+        if not (isinstance(options, type) and issubclass(options, Options)):  # `show` and `-o` read it as one
+            raise PluginError(
+                f"Plugin '{provenance.plugin}' registered {self.kind} '{name}' whose Options is {described(options)}, "
+                "not a subclass of unlearnkit.Options (class Options(uk.Options): ...)."
+            )
         problem = metric_problem(cls) if issubclass(cls, Metric) else ""
         if problem:
             raise PluginError(f"Plugin '{provenance.plugin}' registered metric '{name}' {problem}.")
@@ -83,6 +107,10 @@ class Registry(Generic[P]):
         self._entries[name] = Entry(name, cls, provenance)
 
     def get(self, name: str) -> Entry[P]:
+        if not isinstance(name, str):  # a notebook's typo (a list, a class): not a traceback from "did you mean"
+            raise ConfigError(
+                f"A {self.kind} is named by text, not {described(name)}. Valid {self.kind}s: {', '.join(self.names())}."
+            )
         try:
             return self._entries[name]
         except KeyError:
