@@ -5,17 +5,22 @@
     result.model      # the unlearned copy (your model is left untouched)
     result.metrics    # every metric the splits allow (test= adds the MIA, retrained= the gold-standard ones)
 
-Splits are ``(images, labels)`` tensor pairs or any ``torch.utils.data.Dataset`` of such pairs.
-Images are uint8 NCHW (normalised with ``mean``/``std``, augmented with ``augment``) or float
-tensors already prepared for the model (used as they are).
+Splits are ``(images, labels)`` tensor pairs or any ``torch.utils.data.Dataset`` of such pairs,
+every split with the same image shape. Images are uint8 NCHW (scaled to [0, 1], then normalised
+with ``mean``/``std`` and augmented with ``augment``) or float tensors already prepared for the
+model (used as they are when ``mean``/``std`` are left out).
+
+``method`` is a registered method's name or a ``uk.Method`` subclass of your own, checked as
+registering it would check it: a method written in the notebook runs without a package.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import operator
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +28,13 @@ import torch
 from torch import nn
 
 from unlearnkit.api.context import UnlearnContext
-from unlearnkit.api.contracts import Metric, UnlearnOutcome
+from unlearnkit.api.contracts import Method, Metric, UnlearnOutcome, described
 from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.evaluation import Evaluation, MissingModel
 from unlearnkit.api.protocols import get_protocol
 from unlearnkit.api.types import Augment, Setting
-from unlearnkit.errors import ConfigError, shorten
+from unlearnkit.discovery.registry import Entry, Provenance, Registry
+from unlearnkit.errors import ConfigError, DivergenceError, PluginError, shorten
 
 SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
 SPLITS = ("forget", "retain", "unseen", "test")  # the splits uk.unlearn takes
@@ -36,6 +42,9 @@ SPLITS = ("forget", "retain", "unseen", "test")  # the splits uk.unlearn takes
 
 @dataclass
 class UnlearnResult:
+    """What :func:`unlearn` returns: the unlearned copy of the model (in eval mode), the seconds the
+    method took, the numbers the method reported (``UnlearnOutcome.info``) and every metric computed."""
+
     model: nn.Module
     time_s: float
     info: dict[str, float] = field(default_factory=dict)
@@ -112,16 +121,124 @@ def whole(value: object, what: str, expected: str) -> int:
         raise ConfigError(f"Bad {what} '{shorten(value)}': expected {expected}.") from None
 
 
-def compute(metric: type[Metric], ev: Evaluation) -> tuple[float | None, str]:
+NOTEBOOK_PLUGIN = Provenance("notebook", "__main__", "0")  # where a method class handed to uk.unlearn comes from
+
+
+def method_entry(method: object, methods: Registry[Method]) -> Entry[Method]:
+    """The method to run: a registered name (None: the default method), or a ``uk.Method`` subclass
+    checked as registering it checks it (base class, a ``name``), so a notebook's own method runs."""
+    if method is None:
+        return methods.default()
+    if isinstance(method, str):
+        return methods.get(method)
+    if isinstance(method, type) and issubclass(method, Method):
+        own: Registry[Method] = Registry("method", Method)  # type: ignore[type-abstract]
+        own.add(method, NOTEBOOK_PLUGIN)  # a missing `name` is the registry's one line
+        return own.get(method.name)
+    raise ConfigError(
+        f"method must be a method's name (e.g. 'lotus') or a uk.Method subclass, not {described(method)}. "
+        f"Valid methods: {', '.join(methods.names())}."
+    )
+
+
+def module(value: object, what: str) -> nn.Module:
+    """``value`` when it is a torch module, else one line naming what it is."""
+    if not isinstance(value, nn.Module):
+        raise ConfigError(f"{what} must be a torch.nn.Module, not {described(value)}.")
+    return value
+
+
+def per_channel(given: object, what: str, channels: int) -> tuple[float, ...] | None:
+    """``mean``/``std`` as one finite number per image channel (std > 0: the images are divided by it)."""
+    if given is None:
+        return None
+    if isinstance(given, str | bytes) or not isinstance(given, Sequence | torch.Tensor):
+        raise ConfigError(f"Bad {what} {shorten(repr(given))}: expected a tuple of one number per image channel.")
+    try:
+        values = tuple(float(v) for v in given)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Bad {what} {shorten(repr(given))}: expected a tuple of numbers.") from None
+    if len(values) != channels:
+        raise ConfigError(f"Bad {what} {values}: one value per image channel ({channels}) expected.")
+    if not all(math.isfinite(v) for v in values) or (what == "std" and min(values) <= 0):
+        expected = "numbers > 0" if what == "std" else "finite numbers"
+        raise ConfigError(f"Bad {what} {values}: expected {expected}.")
+    return values
+
+
+def same_images(tensors: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[int, int, int]:
+    """The (C, H, W) every split shares: methods concatenate splits and the model takes one shape."""
+    shapes = {name: tuple(x.shape[1:]) for name, (x, _) in tensors.items()}
+    first = shapes["forget"]
+    for name, shape in shapes.items():
+        if shape != first:
+            raise ConfigError(
+                f"The {name} split has images of shape {shape} (C, H, W), the forget split {first}: "
+                "every split must hold images of one shape."
+            )
+    return first
+
+
+@torch.no_grad()
+def logit_count(model: nn.Module, image: torch.Tensor) -> int:
+    """How many logits ``model`` (in eval mode) gives one prepared image: the run's class count."""
+    try:
+        out = model(image)
+    except RuntimeError as err:  # torch's shape errors: a model for other images
+        raise ConfigError(
+            f"The model cannot take the forget split's images {tuple(image.shape[1:])}: {shorten(err, 120)}."
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        shape = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else described(out)
+        raise ConfigError(f"The model must map images (N, C, H, W) to logits (N, K); one image gave {shape}.")
+    return int(out.shape[1])
+
+
+def fresh_copy(model: nn.Module) -> nn.Module:
+    """A randomly initialised network of ``model``'s architecture (what ``ctx.new_model()`` builds,
+    EU-k's fresh layers): a copy whose modules are re-initialised by their own ``reset_parameters()``
+    (BatchNorm statistics too), parameters no module resets (a ViT's position embedding) drawn from a
+    truncated normal of std 0.02, as timm draws them. The draws come from torch's generator, seeded
+    with the run seed before the method starts."""
+    fresh = copy.deepcopy(model)
+    covered: set[int] = set()
+    for part in fresh.modules():
+        reset = getattr(part, "reset_parameters", None)
+        if callable(reset):
+            reset()
+            covered.update(id(p) for p in part.parameters(recurse=False))
+    with torch.no_grad():
+        for p in fresh.parameters():
+            if id(p) not in covered:
+                nn.init.trunc_normal_(p, std=0.02)
+    return fresh
+
+
+def returned(name: str, out: object) -> UnlearnOutcome:
+    """What ``unlearn`` returned as an outcome, or one line saying what it should return."""
+    outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
+    if not isinstance(outcome.model, nn.Module):
+        raise PluginError(
+            f"Method '{name}' returned {described(outcome.model)} from unlearn: return the model (an nn.Module) "
+            "or an UnlearnOutcome(model, time_s=..., info={...})."
+        )
+    if not all(bool(torch.isfinite(p).all()) for p in outcome.model.parameters()):
+        raise DivergenceError(f"Method '{name}' produced non-finite weights.")
+    return outcome
+
+
+def compute(metric: Metric, ev: Evaluation) -> tuple[float | None, str]:
     """``metric`` on ``ev``, or None and what it lacks ("the test split (test=)"): metrics do not
     declare the splits they read, so a split left out shows as the KeyError of reading it."""
     lacking = metric.needs - {role for role, model in ev.models.items() if model is not None}
     if "retrained" in lacking:
         return None, "the retrained model (retrained=)"
+    if "subclasses" in lacking:
+        return None, "the sub-class labels of a subclass: forget scenario (unlearnkit run --forget subclass:NAME)"
     if lacking:  # an ensemble of runs: no single evaluation has one
         return None, f"{', '.join(sorted(lacking))} (unlearnkit audit --scores)"
     try:
-        return metric(metric.Options()).compute(ev), ""
+        return metric.compute(ev), ""
     except MissingModel:
         return None, "the retrained model (retrained=)"
     except KeyError as err:
@@ -131,15 +248,39 @@ def compute(metric: type[Metric], ev: Evaluation) -> tuple[float | None, str]:
         raise
 
 
+def metric_objects(
+    entries: list[Entry[Metric]], options: Mapping[str, Any] | None, registry: Registry[Metric]
+) -> list[Metric]:
+    """Each metric built with its options (``{"relearn_time": {"max_steps": 20}}``), every key checked."""
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(
+            f"metric_options must map metric names to their options, not {described(options)}: "
+            'e.g. metric_options={"relearn_time": {"max_steps": 20}}.'
+        )
+    given = dict(options or {})
+    for name, values in given.items():
+        registry.get(name)  # an unknown name: "did you mean" and the valid ones
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"metric_options['{shorten(name)}'] must map option names to values, not {described(values)}."
+            )
+    named = {e.name for e in entries}
+    left_out = sorted(set(given) - named)
+    if left_out:
+        raise ConfigError(f"metric_options names {', '.join(left_out)}, which metrics= leaves out: add it there too.")
+    return [e.cls(e.cls.parse_options(dict(given.get(e.name, {})))) for e in entries]
+
+
 def unlearn(
     model: nn.Module,
     forget: SplitLike,
     retain: SplitLike,
-    method: str | None = None,
+    method: str | type[Method] | None = None,
     *,
     unseen: SplitLike | None = None,
     test: SplitLike | None = None,
     retrained: nn.Module | None = None,
+    retrain_time_s: float | None = None,
     options: Mapping[str, Any] | None = None,
     setting: Setting | None = None,
     num_classes: int | None = None,
@@ -150,50 +291,80 @@ def unlearn(
     augment: Augment = Augment(),
     protocol: str = "clean",
     metrics: list[str] | None = None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    new_model: Callable[[], nn.Module] | None = None,
 ) -> UnlearnResult:
     """Run ``method`` (default: the default method, LoTUS as shipped) on a copy of ``model`` and,
     when the splits allow, evaluate it.
 
-    ``setting`` picks the method's per-setting defaults (default: a ResNet-style instance-wise
-    setting); ``options`` override them. ``retrained`` (a model trained without D_f) enables the
-    metrics that compare against the gold standard. ``metrics``: only these, each one required (a
-    missing split or model is a one-line error); None: every metric the splits and models allow.
+    ``method``: a registered name or a ``uk.Method`` subclass. ``setting`` picks the method's
+    per-setting defaults (default: a ResNet-style instance-wise setting); ``options`` override
+    them. ``num_classes`` defaults to the number of logits the model gives. ``retrained`` (a model
+    trained without D_f) enables the metrics that compare against the gold standard, and
+    ``retrain_time_s`` (the seconds its training took) ``rte``. ``metrics``: only these, each one
+    required (a missing split or model is a one-line error); None: every metric the splits and
+    models allow (a metric undefined here, NaN, is left out, as a run leaves it out of the store).
+    ``metric_options`` maps a metric's name to its options. ``new_model`` builds a freshly
+    initialised network of the model's architecture (``ctx.new_model()``; EU-k's fresh layers);
+    default: a copy of ``model`` re-initialised layer by layer.
     """
     from unlearnkit.discovery.host import get_host
 
     regs = get_host().registries
-    entry = regs.methods.get(method) if method else regs.methods.default()
+    entry = method_entry(method, regs.methods)
     if isinstance(metrics, str):  # metrics="acc_forget" was read letter by letter: "Unknown metric 'a'"
         metrics = [metrics]
     wanted = [regs.metrics.get(name) for name in metrics] if metrics is not None else None  # names checked first
+    measures = metric_objects(wanted if wanted is not None else regs.metrics.entries(), metric_options, regs.metrics)
     seed = whole(seed, "seed", "a whole number, e.g. 3407")
     if num_classes is not None and whole(num_classes, "num_classes", "a whole number of classes, 1 or more") < 1:
         raise ConfigError(f"Bad num_classes '{num_classes}': expected a whole number of classes, 1 or more.")
     if options is not None and not isinstance(options, Mapping):
         raise ConfigError(f"options must be a mapping of option names to values, not a {type(options).__name__}.")
+    module(model, "model")
+    if retrained is not None:
+        module(retrained, "retrained")
+    if setting is not None and not isinstance(setting, Setting):
+        raise ConfigError(
+            f"setting must be a uk.Setting(dataset, model_family, scenario_rule, num_classes), not {described(setting)}."
+        )
+    if not isinstance(augment, Augment):
+        raise ConfigError(f"augment must be a uk.Augment(crop_padding=..., flip=...), not {described(augment)}.")
+    if retrain_time_s is not None and not (
+        isinstance(retrain_time_s, int | float) and math.isfinite(retrain_time_s) and retrain_time_s > 0
+    ):
+        raise ConfigError(f"Bad retrain_time_s {shorten(repr(retrain_time_s))}: expected seconds, a number > 0.")
+    if new_model is not None and not callable(new_model):
+        raise ConfigError(f"new_model must be a function returning a fresh network, not {described(new_model)}.")
     dev = device_of(model, device)
     raw = {"forget": forget, "retain": retain, "unseen": unseen, "test": test}
     tensors = {name: as_tensors(d, name) for name, d in raw.items() if d is not None}
     for name, (x, _) in tensors.items():
         if len(x) == 0:
             raise ConfigError(f"The {name} split is empty.")
-    channels = tensors["forget"][0].shape[1]
-    for given, what in ((mean, "mean"), (std, "std")):
-        if given is not None and len(given) != channels:
-            raise ConfigError(f"Bad {what} {tuple(given)}: one value per image channel ({channels}) expected.")
-    k = num_classes or int(max(int(y.max()) for _, y in tensors.values()) + 1)
+    channels, height, width = same_images(tensors)
+    mean, std = per_channel(mean, "mean", channels), per_channel(std, "std", channels)
+    labels_k = int(max(int(y.max()) for _, y in tensors.values()) + 1)
+    k = num_classes or labels_k
     for name, (_, y) in tensors.items():  # a label outside the classes would index past the logits
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= k:
             bad = low if low < 0 else high
             raise ConfigError(f"The {name} split has the label {bad}: labels must be class ids 0..{k - 1}.")
-    pre = Preprocess.create(
-        mean or (0.0,) * channels, std or (1.0,) * channels, tuple(tensors["forget"][0].shape[-2:]), augment, dev
-    )
+    pre = Preprocess.create(mean or (0.0,) * channels, std or (1.0,) * channels, (height, width), augment, dev)
+    original = copy.deepcopy(model).to(dev).eval()
+    logits = logit_count(original, pre(tensors["forget"][0][:1].to(dev)))
+    if num_classes is None:
+        k = max(logits, labels_k)  # the model's classes, some perhaps absent from the splits
+    if logits != k:  # every metric indexes the classes' columns
+        why = f"num_classes is {k}" if num_classes is not None else f"the labels run to {k - 1}"
+        raise ConfigError(f"The model gives {logits} logits per image but {why}: it must give one per class.")
     splits = {name: Split(name, x.to(dev), y.to(dev), pre) for name, (x, y) in tensors.items()}
     missing = entry.cls.splits() - set(splits)
     if missing:
         raise ConfigError(f"Method '{entry.name}' reads the {', '.join(sorted(missing))} split(s): pass them too.")
+    if entry.cls.role == "retrained" and retrained is None:
+        raise ConfigError(f"Method '{entry.name}' is the retrained reference row: pass the model as retrained=.")
     setting = setting or Setting("custom", "resnet", regs.scenarios.default().name, k)
     if not entry.cls.accepts_scenario(setting.scenario_rule):  # as a run refuses it
         rules = ", ".join(sorted(entry.cls.scenario_rules or ()))
@@ -207,26 +378,38 @@ def unlearn(
         seed=seed,
         setting=setting,
         num_classes=k,
-        model_factory=lambda: copy.deepcopy(model),
+        model_factory=new_model or (lambda: fresh_copy(model)),
         protocol=get_protocol(protocol),
     )
-    original = copy.deepcopy(model).to(dev).eval()
+    if retrained is not None:  # the reference row `retrain` reports it, as a run's does
+        gold = retrained
+        ctx.gold_standard = lambda: (copy.deepcopy(gold), float("nan") if retrain_time_s is None else retrain_time_s)
     method_obj = entry.cls(entry.cls.parse_options(dict(options or {}), defaults=entry.cls.default_options(setting)))
     torch.manual_seed(seed)
     start = time.perf_counter()
     out = method_obj.unlearn(copy.deepcopy(original).train(), UnlearnData(splits, entry.cls.splits(), entry.name), ctx)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
-    elapsed = time.perf_counter() - start if outcome.time_s is None else outcome.time_s
+    measured = time.perf_counter() - start
+    outcome = returned(entry.name, out)
+    elapsed = measured if outcome.time_s is None else outcome.time_s
     result = UnlearnResult(outcome.model.eval(), elapsed, dict(outcome.info))
     models = {"unlearned": result.model, "original": original, "retrained": retrained}
-    ev = Evaluation(models, splits, ctx, time_s=elapsed)
+    ev = Evaluation(
+        models,
+        splits,
+        ctx,
+        time_s=elapsed,
+        retrain_time_s=float("nan") if retrain_time_s is None else float(retrain_time_s),
+    )
     ev.prepare()
-    for m in wanted if wanted is not None else regs.metrics.entries():
-        value, lacks = compute(m.cls, ev)
-        if value is not None:
+    for m in measures:
+        value, lacks = compute(m, ev)
+        if value is not None and (wanted is not None or not math.isnan(value)):
             result.metrics[m.name] = value
         elif wanted is not None:  # asked for by name: say what it lacks rather than leave it out
-            raise ConfigError(f"Metric '{m.name}' needs {lacks}: pass it to uk.unlearn too.")
+            advice = (
+                ": pass it to uk.unlearn too" if "=)" in lacks else "; uk.unlearn has none, so leave it out of metrics="
+            )
+            raise ConfigError(f"Metric '{m.name}' needs {lacks}{advice}.")
     return result

@@ -22,13 +22,14 @@ from pydantic import Field
 from torch import nn
 
 from unlearnkit.api.context import UnlearnContext
-from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Options, RawDataset
+from unlearnkit.api.contracts import Dataset, Method, Metric, Model, Options, Plugin, RawDataset
 from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.ensemble import Ensemble, EnsembleMetric
 from unlearnkit.api.evaluation import Evaluation, OutputCache, predict_logits
 from unlearnkit.api.hookspecs import hookimpl
 from unlearnkit.api.scenarios import Scenario
 from unlearnkit.api.types import Augment, ImageSpec, Setting
+from unlearnkit.discovery.registry import name_problem
 from unlearnkit.engine.splits import make_splits, parse_scenario
 from unlearnkit.engine.stages import LeftAlone, returned_outcome
 from unlearnkit.errors import PluginError
@@ -173,6 +174,26 @@ def tiny_bench(seed: int = 0, forget: str = "0.2", recipe: TrainRecipe = TINY_RE
 
 
 # ---------------------------------------------------------------------------- conformance
+def check_declarations(cls: type[Plugin]) -> None:
+    """What every plugin class declares, checked as ``unlearnkit show`` and ``-o`` will read it: a
+    ``name`` the command line can select (no whitespace, none of ``, . = :``, no leading ``-``), a
+    one-line ``summary``, and ``Options`` a ``uk.Options`` subclass whose every field has a default
+    and a description (``unlearnkit show`` prints them; a bare pydantic model or a dataclass would
+    skip the checks every option gets)."""
+    name = cls.name
+    assert isinstance(name, str) and name, f"{cls.__name__} needs a `name`"
+    problem = name_problem(name)  # what registering it refuses too
+    assert not problem, f"{cls.__name__}: name {name!r} {problem}"
+    assert isinstance(cls.summary, str) and cls.summary, f"{name} needs a one-line `summary`"
+    options = cls.Options
+    assert isinstance(options, type) and issubclass(options, Options), (
+        f"{name}: Options is {options!r}, not a subclass of uk.Options (class Options(uk.Options): ...)"
+    )
+    for key, info in options.model_fields.items():
+        assert info.description, f"{name}: option {key!r} has no description (Field(..., description=...))"
+        assert not info.is_required(), f"{name}: option {key!r} has no default (every option needs one)"
+
+
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -238,8 +259,8 @@ def check_method(
     ``cls.conformance.claim`` says while ``original`` (the control) does not; keeps retain accuracy
     within ``cls.conformance.retain_tolerance``.
     """
-    assert issubclass(cls, Method), f"{cls!r} is not a unlearnkit.api.Method"
-    assert cls.name and cls.summary, f"{cls.__name__} needs a `name` and a one-line `summary`"
+    assert isinstance(cls, type) and issubclass(cls, Method), f"{cls!r} is not a unlearnkit.api.Method"
+    check_declarations(cls)
     rules = cls.conformance
     assert rules.claim in ("acc_forget_down", "entropy_forget_up", "none"), f"{cls.name}: unknown claim {rules.claim!r}"
     whole_class = _whole_class_rule()
@@ -317,7 +338,8 @@ def check_ensemble_metric(cls: type[EnsembleMetric]) -> float:
 def check_metric(cls: type[Metric], bench: TinyBench | None = None) -> float:
     """A metric returns a finite float, deterministically, and declares a valid direction (an
     ensemble score: from a synthetic ensemble, see :func:`check_ensemble_metric`)."""
-    assert issubclass(cls, Metric), f"{cls!r} is not a unlearnkit.api.Metric"
+    assert isinstance(cls, type) and issubclass(cls, Metric), f"{cls!r} is not a unlearnkit.api.Metric"
+    check_declarations(cls)
     assert cls.direction in ("higher", "lower", "closer_to_retrain"), f"{cls.name}: bad direction {cls.direction!r}"
     if issubclass(cls, EnsembleMetric):
         return check_ensemble_metric(cls)
@@ -346,7 +368,8 @@ def check_dataset(cls: type[Dataset], data_dir: Path | None = None, cache_dir: P
     """A dataset loads into a valid RawDataset whose splits can be built for every scenario kind."""
     import tempfile
 
-    assert issubclass(cls, Dataset), f"{cls!r} is not a unlearnkit.api.Dataset"
+    assert isinstance(cls, type) and issubclass(cls, Dataset), f"{cls!r} is not a unlearnkit.api.Dataset"
+    check_declarations(cls)
     ds = cls()
     ds.check_available(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -364,7 +387,8 @@ def check_model(
     cls: type[Model], specs: tuple[ImageSpec, ...] = (ImageSpec(1, 8, 8, 3), ImageSpec(3, 32, 32, 10))
 ) -> None:
     """A model builds for small grey and colour images and maps them to finite (N, K) logits."""
-    assert issubclass(cls, Model), f"{cls!r} is not a unlearnkit.api.Model"
+    assert isinstance(cls, type) and issubclass(cls, Model), f"{cls!r} is not a unlearnkit.api.Model"
+    check_declarations(cls)
     for spec in specs:
         model = cls().build(spec).eval()
         h, w = cls().input_size(spec)
@@ -386,10 +410,10 @@ def check_scenario(cls: type[Scenario], params: str | None = None, raw: RawDatas
     same set twice for a seed, and (when it says it draws per seed) another set for another seed.
     The tiny data names a person per image (``groups``: 5 people), a fine label (``subclasses``:
     two per class) and memorisation scores (:func:`tiny_scores`). Returns the forget set."""
-    assert issubclass(cls, Scenario), f"{cls!r} is not a unlearnkit.Scenario"
+    assert isinstance(cls, type) and issubclass(cls, Scenario), f"{cls!r} is not a unlearnkit.Scenario"
     params = cls.example if params is None else params
-    assert cls.name and cls.summary and cls.syntax, f"{cls.__name__} needs a `name`, a `summary` and a `syntax`"
-    assert ":" not in cls.name, f"{cls.name}: a scenario name cannot hold a colon"
+    check_declarations(cls)
+    assert cls.syntax, f"{cls.__name__} needs a `syntax` (how the text is written, e.g. 'every:<K>')"
     scenario = cls(params)
     assert scenario.key.startswith(f"{cls.name}:"), f"{cls.name}: key {scenario.key!r} does not start with its name"
     assert cls(scenario.params).key == scenario.key, f"{cls.name}: its key's parameters parse to another key"
