@@ -267,15 +267,17 @@ def tolerance(published: Published, n_published: int, measured: Stat, draws: Sta
     s_pub = s_our if s_pub is None else s_pub
     s_our = s_pub if s_our is None else s_our
     parts = [(v_draw, (draws.n if draws else 1) - 1)]  # (variance, its degrees of freedom)
-    if s_pub is not None and s_our is not None:
+    if s_pub is not None and s_our is not None and borrowed:
+        # one spread stands for both sides: one component with pooled degrees of freedom (the draws,
+        # when there are any, still join it as a Welch–Satterthwaite component of their own)
+        parts.append((s_pub**2 / n_published + s_our**2 / max(measured.n, 1), n_published + measured.n - 2))
+    elif s_pub is not None and s_our is not None:
         parts += [(s_pub**2 / n_published, n_published - 1), (s_our**2 / max(measured.n, 1), measured.n - 1)]
     total = sum(v for v, _ in parts)
     if total == 0:
         return published.rounding
     denominator = sum(v**2 / df for v, df in parts if v and df > 0)
     df = total**2 / denominator if denominator > 0 else 1.0
-    if borrowed:  # one spread stands for both sides: pooled degrees of freedom
-        df = n_published + measured.n - 2
     from scipy import stats  # here: importing it costs every run's board half a second
 
     return float(stats.t.ppf(0.5 + CONFIDENCE / 2, max(df, 1.0))) * math.sqrt(total) + published.rounding
@@ -402,7 +404,7 @@ def compare(
                 if not spec_row.method:
                     verdict, why = "not run", spec_row.not_run or ""
                 elif measured.n == 0:
-                    verdict, why = "not run", "no finished run in the store" if board else "the table has not run"
+                    verdict, why = "not run", missing(board)
                 else:
                     verdict = "holds" if abs(measured.mean - published.mean) <= tol else "outside"
                     why = ""
@@ -439,6 +441,12 @@ def with_draws(rep: Reproduction, draws: list[Board]) -> None:
             continue
         cell.tolerance = max(tolerance(cell.published, n_pub, cell.measured, cell.draws), rep.table.floor(cell.metric))
         cell.verdict = "holds" if abs(cell.difference) <= cell.tolerance else "outside"
+
+
+def missing(board: Board | None) -> str:
+    """Why a cell of ours has no number: the same words for every metric of a row. Without a board
+    nothing of the benchmark is in the store (``--from-store`` on another store, or every run failed)."""
+    return "no finished run in the store" if board else "no finished run of the table's benchmark in the store"
 
 
 def methods_of(board: Board | None, table: PublishedTable) -> dict[str | None, Row]:
@@ -489,9 +497,7 @@ def time_cell(
             label, method, RATIO, pub_ratio, measured, float("nan"), "not run", table.spec.rows[label].not_run or ""
         )
     if measured.n == 0:
-        return CellVerdict(
-            label, method, RATIO, pub_ratio, measured, float("nan"), "not run", "no finished run in the store"
-        )
+        return CellVerdict(label, method, RATIO, pub_ratio, measured, float("nan"), "not run", missing(board))
     tol = tolerance(pub_ratio, table.spec.seeds, measured)
     factor = table.spec.runtime_factor
     within_factor = (

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from unlearnkit.board.published import PublishedTable, Reproduction
     from unlearnkit.scale.estimate import Paces
-    from unlearnkit.scale.reproduce import TableRun
+    from unlearnkit.scale.reproduce import TableJobs
     from unlearnkit.store.mlflow_store import Store
 
 VERDICT_STYLE = {"holds": "green", "outside": "bold red", "not run": "dim"}
@@ -140,14 +140,29 @@ def reproduce(
     if dry_run and from_store:
         raise ConfigError("--dry-run and --from-store exclude each other: one plans the runs, the other judges them.")
     from unlearnkit.board import published
-    from unlearnkit.scale.reproduce import TableRun, find_table, reproduce
+    from unlearnkit.scale.reproduce import TableJobs, find_table, reproduce
 
     table = find_table(table_name)
+    if clean_column and table.spec.protocol == "clean":  # asked for, and nothing to show: say so, not nothing
+        con.warn(
+            f"--clean-column: table '{table.name}' is under the clean protocol already; "
+            "its measured column is the clean one, so no second column is run."
+        )
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     if from_store and not store.exists():  # nothing to judge: a report of "not run" cells, and a store made
         raise ConfigError(f"--from-store judges the runs in {store.uri}, and there is no store there yet.")
-    if dry_run:
-        print_plan(TableRun(table, host.registries, store, data_dir=data_dir, device=device, seeds=seeds))
+    if dry_run:  # the same sweeps the run makes: the clean column's and every draw's counted too
+        jobs = TableJobs(
+            table,
+            host.registries,
+            store,
+            clean_column=clean_column,
+            eval_draws=eval_draws,
+            data_dir=data_dir,
+            device=device,
+            seeds=seeds,
+        )
+        print_plan(jobs)
         return
     with started(None if from_store else runner, tracking_uri):  # one Ray instance for every sweep of the table
         with torch_builds_checked(), con.RichReporter() as reporter:
@@ -177,30 +192,38 @@ def reproduce(
             con.out.print(f"Report logged to MLflow run {run_id[:8]}.", highlight=False)
     if failed:
         con.warn(f"{failed} run(s) failed; their cells are 'not run'.")
-    if failed or rep.outside():
+    elif not rep.holds and not rep.outside():  # every cell "not run": nothing was reproduced, so no success
+        con.warn(
+            "no cell ran: the store holds no finished run of the table's benchmark"
+            + (f" ({store.uri}, experiment '{experiment}')." if from_store else ".")
+        )
+    if failed or not rep.holds:
         raise typer.Exit(1)
 
 
-def print_plan(job: TableRun) -> None:
+def print_plan(jobs: TableJobs) -> None:
     from unlearnkit.scale.estimate import report_lines
 
-    spec = job.table.spec
+    table = jobs.table
+    spec = table.spec
     con.out.print(
         f"Table '{spec.name}': {spec.title}\n  recipe {spec.recipe}, protocol {spec.protocol}; "
-        f"{counted(len(job.table.methods), 'method')} (reference rows included), "
-        f"{counted(job.table.cell_counts[0], 'published cell')}, {job.table.cell_counts[1]} of them judged "
+        f"{counted(len(table.methods), 'method')} (reference rows included), "
+        f"{counted(table.cell_counts[0], 'published cell')}, {table.cell_counts[1]} of them judged "
         "(a runtime is judged as its ratio to the retrain row's).",
         highlight=False,
         soft_wrap=True,
     )
-    for cell, plan in job.sweep.plans:
-        con.out.print(
-            f"  cell {cell.label}: {', '.join(e.name for e in plan.methods)} × seeds {', '.join(map(str, plan.seeds))}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    for what, job in jobs.labelled():
+        for cell, plan in job.sweep.plans:
+            con.out.print(
+                f"  cell {cell.label}{f' ({what})' if what else ''}: {', '.join(e.name for e in plan.methods)} "
+                f"× seeds {', '.join(map(str, plan.seeds))}",
+                highlight=False,
+                soft_wrap=True,
+            )
     with torch_builds_checked():
-        lines = report_lines(f"Table '{spec.name}'", job.estimate())
+        lines = report_lines(f"Table '{spec.name}'", jobs.estimate())
     for line in lines:
         con.out.print(line, highlight=False, soft_wrap=True)
     for label, row in spec.rows.items():
