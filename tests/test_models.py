@@ -292,9 +292,13 @@ def test_missing_or_unreadable_weights_file(tmp_path):
 # ---------------------------------------------------------------------------------- offline timm
 @pytest.fixture
 def offline(monkeypatch):
-    """timm.create_model as it behaves without internet when asked for pretrained weights."""
+    """timm.create_model as it behaves when a download fails (the Hub answers the reachability probe:
+    tests/test_loader_usage.py covers an unreachable one)."""
     import timm
 
+    from unlearnkit_plugins.models import timm_models
+
+    monkeypatch.setattr(timm_models, "hub_reachable", lambda timeout=0.0: True)
     calls = []
     real = timm.create_model
 

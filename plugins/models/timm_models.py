@@ -5,7 +5,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+from unittest import mock
+from urllib.parse import urlsplit
 
 from unlearnkit import ConfigError, did_you_mean
 
@@ -60,22 +67,70 @@ def fixed_input_size(name: str) -> tuple[int, int] | None:
     return (int(cfg.input_size[-2]), int(cfg.input_size[-1]))
 
 
-def offline_message(what: str, name: str, err: BaseException) -> str:
+def offline_message(what: str, name: str, err: BaseException, *, offline: bool = False) -> str:
     detail = (str(err).strip().splitlines() or [""])[0][:160]
+    why = (
+        "the Hugging Face Hub cannot be reached and its local cache does not hold them"
+        if offline
+        else f"{type(err).__name__}: {detail}; no internet?"
+    )
     return (
-        f"{what} could not be loaded ({type(err).__name__}: {detail}; no internet?); download them on a connected "
+        f"{what} could not be loaded ({why}); download them on a connected "
         f"machine (timm {name}), e.g. torch.save(timm.create_model('{name}', pretrained=True).state_dict(), "
         f"'{name}.pt'), and pass --weights FILE."
     )
+
+
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub ($HF_ENDPOINT) opens within ``timeout``. Behind
+    a proxy no direct connection is made, so the Hub is taken to be reachable (the download decides)."""
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return True
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def hub_quietly(offline: list[bool]) -> Iterator[None]:
+    """Offline, the Hub's downloads read only its local cache: without this, huggingface_hub retries
+    each file five times with back-off (about a minute) and logs every retry on the terminal.
+    ``offline`` gets True appended when the Hub was found unreachable."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not hub_reachable():
+                from huggingface_hub import constants
+
+                offline.append(True)
+                stack.enter_context(mock.patch.object(constants, "HF_HUB_OFFLINE", True))
+            yield
+    finally:
+        hub_log.setLevel(level)
 
 
 def create(name: str, spec: ImageSpec, *, pretrained: bool, what: str | None = None) -> nn.Module:
     """``timm.create_model`` for the dataset's channels and classes; download failures become ConfigError."""
     import timm
 
+    offline: list[bool] = []
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=spec.num_classes, in_chans=spec.channels)
+        with hub_quietly(offline) if pretrained else contextlib.nullcontext():
+            return timm.create_model(name, pretrained=pretrained, num_classes=spec.num_classes, in_chans=spec.channels)
     except OSError as err:  # huggingface_hub and urllib errors are OSErrors
         if not pretrained:
             raise
-        raise ConfigError(offline_message(what or f"Pretrained weights for timm model '{name}'", name, err)) from err
+        what = what or f"Pretrained weights for timm model '{name}'"
+        raise ConfigError(offline_message(what, name, err, offline=bool(offline))) from err
