@@ -31,7 +31,9 @@ def store_is_empty(base: Path) -> bool:
         (["--forget", "class:zebra"], None),  # resolved against the dataset's classes once loaded
         (["-o", "alhpa=3"], "Unknown option 'alhpa' for method 'lotus'. Valid options: alpha, augment, batch_size"),
         (["-o", "alpha=abc"], "Bad value 'abc' for option 'alpha' of method 'lotus': Input should be a valid number"),
-        (["-o", "alpha"], "Bad option 'alpha': expected KEY=VALUE"),
+        (["-o", "alpha"], "Bad method option 'alpha': expected -o KEY=VALUE"),
+        (["--dataset-option", "download"], "Bad dataset option 'download': expected --dataset-option KEY=VALUE"),
+        (["--model-option", "width"], "Bad model option 'width': expected --model-option KEY=VALUE"),
         (["--seeds", "1,x"], "Bad seed 'x': expected non-negative integers"),
         (["--seeds", "²"], "Bad seed '²': expected non-negative integers"),  # str.isdigit() says yes, int() no
         (["--forget", "first:²"], "Bad forget scenario 'first:²'"),
@@ -65,6 +67,14 @@ def test_bad_input_is_one_line_and_leaves_no_run(host, capsys, isolated_store, e
 def test_unknown_list_kind_suggests(host, capsys):
     code, _, err = invoke(["list", "methodz"], capsys)
     assert code == 2 and "Unknown kind 'methodz'. Did you mean 'methods'?" in err
+
+
+def test_show_names_the_flag_each_kind_takes_its_options_from(host, capsys):
+    """Before: ``show dataset`` and ``show model`` headed their options "-o KEY=VALUE", which sets a method's."""
+    for kind, flag in (("dataset", "--dataset-option"), ("model", "--model-option"), ("method", "-o")):
+        name = {"dataset": "cifar10", "model": "vit", "method": "lotus"}[kind]
+        code, out, _ = invoke(["show", kind, name], capsys)
+        assert code == 0 and f"options ({flag} KEY=VALUE)" in out, out
 
 
 def test_list_and_show_report_provenance(host, capsys):

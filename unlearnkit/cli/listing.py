@@ -207,7 +207,8 @@ def show(
         con.out.print(doc, highlight=False)
     fields = cls.Options.model_fields
     if fields:
-        table = Table(title="options (-o KEY=VALUE)", title_justify="left")
+        given = {"dataset": "--dataset-option", "model": "--model-option"}.get(k, "-o")  # what `run` reads them from
+        table = Table(title=f"options ({given} KEY=VALUE)", title_justify="left")
         for col in ("option", "type", "default", "description"):
             table.add_column(col, overflow="fold")
         for fname, field in fields.items():

@@ -191,8 +191,8 @@ def run(
     values = {  # the parameters of this command, by name: each RunRequest field is one of them
         **{name: params[name] for name in fields if name in params},
         "option": parse_option_pairs(option),
-        "dataset_option": parse_option_pairs(dataset_option),
-        "model_option": parse_option_pairs(model_option),
+        "dataset_option": parse_option_pairs(dataset_option, "dataset"),
+        "model_option": parse_option_pairs(model_option, "model"),
         "metric": metric or None,
     }
     request = RunRequest(**{field_name: values[cli] for cli, field_name in fields.items()})

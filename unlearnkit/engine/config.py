@@ -25,15 +25,22 @@ if TYPE_CHECKING:
 DEFAULT_SEEDS = (3407,)
 
 
-def parse_option_pairs(pairs: list[str]) -> dict[str, str]:
-    """``["alpha=8", "lotus.lr=1e-4"]`` -> dict; a pair without ``=`` is a one-line error."""
+#: how each kind's options are given on the command line, for the line a malformed pair gets
+OPTION_EXAMPLES = {
+    "method": "-o KEY=VALUE (e.g. -o alpha=8, or -o METHOD.alpha=8 with several methods)",
+    "dataset": "--dataset-option KEY=VALUE (e.g. --dataset-option download=false)",
+    "model": "--model-option KEY=VALUE (`unlearnkit show model NAME` lists them)",
+}
+
+
+def parse_option_pairs(pairs: list[str], kind: str = "method") -> dict[str, str]:
+    """``["alpha=8", "lotus.lr=1e-4"]`` -> dict; a pair without ``=`` is a one-line error showing how
+    ``kind``'s options are written."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(
-                f"Bad option '{shorten(pair)}': expected KEY=VALUE (e.g. -o alpha=8, or -o METHOD.alpha=8 with several methods)."
-            )
+            raise ConfigError(f"Bad {kind} option '{shorten(pair)}': expected {OPTION_EXAMPLES[kind]}.")
         out[key.strip()] = value.strip()
     return out
 
