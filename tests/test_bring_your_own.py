@@ -133,3 +133,27 @@ def test_a_brought_retrained_model_is_done_without_a_made_up_time(host, capsys, 
     rows = json.loads(out, parse_constant=lambda word: pytest.fail(f"{word} in --json output"))
     retrain = next(r for r in rows if r["method"] == "retrain")
     assert retrain["metrics"]["time_s"] is None
+
+
+class RunsCode:
+    """What a hostile checkpoint pickles: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"echo pwned > {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line_and_runs_nothing(host, capsys, tmp_path):
+    """Before: torch's warning about the pickle leaked onto the terminal, and the error was torch's
+    text cut mid-sentence ("Re-running `torch.")."""
+    marker = tmp_path / "pwned"
+    torch.save({"weight": torch.zeros(2), "payload": RunsCode(marker)}, tmp_path / "evil.pt")
+    code, _, err = invoke([*TINY, "--original", str(tmp_path / "evil.pt")], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("Error")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err and "Warning" not in err, err
+    assert "holds objects other than tensors (refused: loading them could run code)" in lines[0]
+    assert not marker.exists() and runs("unlearn") == [] and runs("train") == []

@@ -7,6 +7,8 @@ beyond tensors (``weights_only``), and safetensors files are read with safetenso
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,7 +32,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(path), device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about the pickle it refuses: the line below says it
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object: torch's text is pages long
+        raise ConfigError(
+            f"Weights file '{path}' holds objects other than tensors (refused: loading them could run code) "
+            "or is not a torch checkpoint; save the state dict alone with torch.save(model.state_dict(), FILE) "
+            "or as .safetensors."
+        ) from err
     except Exception as err:  # any failure to parse is the file's fault: report it, the traceback helps nobody
         detail = (str(err).strip().splitlines() or [""])[0][:160]
         raise ConfigError(
