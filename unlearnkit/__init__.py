@@ -105,6 +105,7 @@ _EXPORTS: dict[str, str] = {
     "list_methods": "unlearnkit.discovery.host",
     # unlearning a model in a notebook
     "unlearn": "unlearnkit.notebook",
+    "UnlearnResult": "unlearnkit.notebook",
     # errors
     "UnlearnkitError": "unlearnkit.errors",
     "ConfigError": "unlearnkit.errors",
@@ -182,5 +183,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         raise_if_diverged,
         soft_cross_entropy,
     )
-    from unlearnkit.notebook import unlearn
+    from unlearnkit.notebook import UnlearnResult, unlearn
     from unlearnkit.parallel.torchrun import Part, World, whole
