@@ -14,12 +14,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, shorten
 
 # Where training scripts nest the weights in a checkpoint dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 # Prefixes added by DataParallel/DistributedDataParallel and torch.compile.
 _PREFIXES = ("module.", "_orig_mod.")
+
+
+def unreadable(path: Path, err: BaseException) -> str:
+    """The line for a weights file no reader could parse."""
+    detail = (str(err).strip().splitlines() or [""])[0][:160]
+    return (
+        f"Weights file '{path}' could not be read as a state dict ({type(err).__name__}: {detail}); "
+        "save one with torch.save(model.state_dict(), FILE) or as .safetensors."
+    )
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -35,18 +44,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             with warnings.catch_warnings():  # torch warns about the pickle it refuses: the line below says it
                 warnings.simplefilter("ignore")
                 obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # weights_only refused an object: torch's text is pages long
-        raise ConfigError(
-            f"Weights file '{path}' holds objects other than tensors (refused: loading them could run code) "
-            "or is not a torch checkpoint; save the state dict alone with torch.save(model.state_dict(), FILE) "
+    except pickle.UnpicklingError as err:
+        refused = [line.strip() for line in str(err).splitlines() if "global" in line.lower()]
+        if not refused:  # bytes that are no pickle at all ("Unsupported operand"), not a refused object
+            raise ConfigError(unreadable(path, err)) from err
+        raise ConfigError(  # weights_only refused an object; torch's own text is a page of advice around this line
+            f"Weights file '{path}' holds objects other than tensors (refused: loading them could run code: "
+            f"{shorten(refused[-1], 120)}); save the state dict alone with torch.save(model.state_dict(), FILE) "
             "or as .safetensors."
         ) from err
     except Exception as err:  # any failure to parse is the file's fault: report it, the traceback helps nobody
-        detail = (str(err).strip().splitlines() or [""])[0][:160]
-        raise ConfigError(
-            f"Weights file '{path}' could not be read as a state dict ({type(err).__name__}: {detail}); "
-            "save one with torch.save(model.state_dict(), FILE) or as .safetensors."
-        ) from err
+        raise ConfigError(unreadable(path, err)) from err
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -216,17 +216,20 @@ def running(store: Store, run_type: str, key: str) -> list[RunRecord]:
     ]
 
 
-def fail_dead(store: Store, runs: list[RunRecord], own: str | None = None) -> tuple[list[RunRecord], list[str]]:
-    """The live ones of ``runs`` (``own`` always counts as live) and the ids of the dead ones, which
-    are failed with the judge's reason."""
-    live, dead = [], []
+def fail_dead(
+    store: Store, runs: list[RunRecord], own: str | None = None
+) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    """The live ones of ``runs`` (``own`` always counts as live) and ``(run id, reason)`` of the dead
+    ones, which are failed with the judge's reason."""
+    live: list[RunRecord] = []
+    dead: list[tuple[str, str]] = []
     for rec in runs:
         verdict = Verdict(True, "") if rec.run_id == own else LEASES.judge(rec)
         if verdict.alive:
             live.append(rec)
         else:
             store.fail(rec.run_id, f"abandoned: {verdict.reason} (judged by {judged_by()})")
-            dead.append(rec.run_id)
+            dead.append((rec.run_id, verdict.reason))
     return live, dead
 
 
@@ -282,9 +285,9 @@ def claim(
             store.fail(run_id, "interrupted while claiming")
             raise
         if first and done is None:
-            if taken:
-                store.set_tags(run_id, {tag("taken_over_from"): ",".join(taken)})
-                say(f"Took over {run_type} {key[:12]} from abandoned run(s) {', '.join(t[:8] for t in taken)}")
+            if taken:  # each abandoned claim named with why it was judged dead (its heartbeat, its process)
+                store.set_tags(run_id, {tag("taken_over_from"): ",".join(t for t, _ in taken)})
+                say(f"Took over {run_type} {key[:12]} from abandoned {'; '.join(reason for _, reason in taken)}")
             return Claim(run_id=run_id)
         store.delete_run(run_id)  # yield: the other process does the work (or has done it)
         if done is not None:
@@ -297,7 +300,7 @@ def claim(
 
 def contest(
     store: Store, run_type: str, key: str, run_id: str, poll_s: float, say: Callable[[str], None]
-) -> tuple[bool, list[str]]:
+) -> tuple[bool, list[tuple[str, str]]]:
     """Draw a ticket for claim ``run_id`` and wait until no live rival is still choosing (each such
     wait ends when the rival draws, finishes or stops beating); returns whether this claim is first,
     and the dead claims failed on the way."""
