@@ -219,6 +219,7 @@ class Board:
     sort: str = "avg_gap"  # the column its rows are ranked by
     ensemble: str = ""  # the ensemble behind its ensemble-score columns, e.g. "8 members"
     leader: str = ""  # the top-ranked competing row on ``sort``, the one the overlap flags compare with
+    direction: str = "lower"  # the sort column's (:func:`direction_of`): how its rows are ranked
 
     @classmethod
     def of(cls, benchmark: str, run: RunRecord, **fields: Any) -> Board:
@@ -270,22 +271,70 @@ class Board:
         transitive (A ≈ B ≈ C with A clear of C), and the question a reader asks is "could this one be
         the best?". The leader is the first ranked row that is neither a reference nor a no-op (those
         are never best); references are never compared, and rows are read in their current order. An
-        under-powered audit's columns rank nothing (tables.AUDIT_NOTE), so sorted by one, none is flagged."""
+        under-powered audit's columns rank nothing (tables.AUDIT_NOTE), so sorted by one, none is flagged.
+        On a closer-to-retrain column the intervals compared are those of the distance to the retrained
+        row's mean (:func:`distance_bounds`): two rows either side of the target, equally close, are tied."""
         unranked = self.sort in AUDIT_INFO and self.audit_underpowered
         ranked = [r for r in self.rows if not r.reference and not r.no_op and not math.isnan(self.rank_value(r))]
         leader = ranked[0] if ranked and not unranked else None
         self.leader = leader.method if leader else ""
-        best = leader.sort_stat(self.sort) if leader else None
+        best = self.sort_bounds(leader) if leader else None
         for row in self.rows:
-            stat = row.sort_stat(self.sort)
-            if best is None or stat is None or row.reference or row is leader:
+            bounds = self.sort_bounds(row)
+            if best is None or bounds is None or row.reference or row is leader:
+                row.overlaps_best = None
+            elif any(math.isnan(b) for b in (*bounds, *best)):
                 row.overlaps_best = None
             else:
-                row.overlaps_best = stat.overlaps(best)
+                row.overlaps_best = bounds[0] <= best[1] and best[0] <= bounds[1]
+
+    def sort_bounds(self, row: Row) -> tuple[float, float] | None:
+        """The 95 % interval of what ``row`` is ranked by: the sort column's (the per-seed Average Gap's
+        on ``avg_gap``), or on a closer-to-retrain column that of its distance to the retrained mean."""
+        stat = row.sort_stat(self.sort)
+        if stat is None:
+            return None
+        if self.direction == "closer_to_retrain":
+            return distance_bounds(stat, self.target)
+        return (stat.ci_low, stat.ci_high)
+
+    @property
+    def target(self) -> float:
+        """The retrained row's mean on the sort column (NaN without one): what closer-to-retrain ranks by."""
+        gold = self.retrained
+        stat = gold.metrics.get(self.sort) if gold is not None else None
+        return stat.mean if stat is not None else math.nan
+
+    def rank(self, info: dict[str, MetricInfo] | None = None) -> None:
+        """Order the rows on the sort column under its direction (``info``'s, else the audit's), best
+        first, and mark the overlaps with the leader."""
+        self.direction = direction_of(self.sort, info or {})
+        target = self.target
+        self.rows.sort(key=lambda r: row_sort_key(r, self.sort, self.direction, target))
+        self.mark_overlaps()
 
     def rank_value(self, row: Row) -> float:
-        """The number a row is ranked by on this board's sort column."""
-        return row_sort_key(row, self.sort)[2]
+        """The number a row is ranked by on this board's sort column (lower ranks higher)."""
+        return row_sort_key(row, self.sort, self.direction, self.target)[2]
+
+
+def direction_of(sort: str, info: dict[str, MetricInfo]) -> str:
+    """The direction of the sort column: the Average Gap's is lower; a metric's is its declaration."""
+    if sort == "avg_gap":
+        return "lower"
+    found = info.get(sort) or AUDIT_INFO.get(sort)
+    return found.direction if found is not None else "lower"
+
+
+def distance_bounds(stat: Stat, target: float) -> tuple[float, float]:
+    """The interval of |value − target| for ``stat``'s interval of the value: from 0 where it spans
+    the target. NaN bounds where there is no interval or no target."""
+    low, high = stat.ci_low - target, stat.ci_high - target
+    if any(math.isnan(b) for b in (low, high)):
+        return (math.nan, math.nan)
+    if low <= 0 <= high:
+        return (0.0, max(-low, high))
+    return (min(abs(low), abs(high)), max(abs(low), abs(high)))
 
 
 def weak_reasons(records: list[RunRecord]) -> list[str]:
@@ -385,11 +434,10 @@ def build_boards(records: list[RunRecord], info: dict[str, MetricInfo], sort: st
                     no_op_seeds=sum(1 for r in mrecs if r.tag("no_op")),
                 )
             )
-        rows.sort(key=lambda r: row_sort_key(r, sort))
         board = Board.of(
             bench, first, rows=rows, metric_names=names, gap_metrics=gap_metrics, cost_metric=cost_metric, sort=sort
         )
-        board.mark_overlaps()
+        board.rank(info)
         boards.append(board)
     boards.sort(key=board_order)
     return boards
@@ -450,7 +498,9 @@ def row_of(rec: RunRecord, seeds: list[int]) -> Row:
     )
 
 
-def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_gap") -> list[Board]:
+def merge_audits(
+    boards: list[Board], audits: list[RunRecord], sort: str = "avg_gap", info: dict[str, MetricInfo] | None = None
+) -> list[Board]:
     """Put U-LiRA audit results on the boards' rows, matched by benchmark and method.
 
     Per benchmark one audit configuration is shown — the one with the most shadows (then the most recent) —
@@ -480,7 +530,8 @@ def merge_audits(boards: list[Board], audits: list[RunRecord], sort: str = "avg_
                 row.metrics[name] = Stat.of([r.metrics.get(name, math.nan) for r in mrecs])
             row.audit_seeds = sorted(int(r.tag("seed", "0")) for r in mrecs)
         board.metric_names = sorted(set(board.metric_names) | set(carried))
-        board.rows.sort(key=lambda r: row_sort_key(r, sort))
+        board.sort = sort
+        board.rank(info)
     boards.sort(key=board_order)
     return boards
 
@@ -518,7 +569,8 @@ def merge_ensembles(
                 names.add(name)
         board.metric_names = sorted(set(board.metric_names) | names)
         board.ensemble = f"{max(members_of(r) for r in chosen)} members"
-        board.rows.sort(key=lambda r: row_sort_key(r, sort))
+        board.sort = sort
+        board.rank(info)
     boards.sort(key=board_order)
     return boards
 
@@ -553,13 +605,22 @@ def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] 
     return board
 
 
-def row_sort_key(row: Row, sort: str) -> tuple[int, bool, float, str]:
+def row_sort_key(
+    row: Row, sort: str, direction: str = "lower", target: float = math.nan
+) -> tuple[int, bool, float, str]:
+    """References first (original, retrained), then the rows ranked best first on ``sort`` under its
+    ``direction``: lowest first, highest first, or closest first to ``target`` (the retrained row's
+    mean; without one nothing is ranked); a row with no value last, ties by name."""
     if sort == "avg_gap":
         value = row.avg_gap
     elif sort in row.metrics:
         value = row.metrics[sort].mean
     else:
         value = math.nan
+    if direction == "higher":
+        value = -value
+    elif direction == "closer_to_retrain":
+        value = abs(value - target)
     return (ROLE_ORDER.get(row.role, 2), math.isnan(value), value, row.method)
 
 
@@ -599,7 +660,7 @@ def leaderboard(
     boards = build_boards(records, info, sort=sort)
     audits = of_seeds(store.search({**filters, "run_type": "audit"}), seeds)  # --seeds keeps its audits too
     if audits:
-        boards = merge_audits(boards, audits, sort=sort)
+        boards = merge_audits(boards, audits, sort=sort, info=info)
         if access:
             for board in boards:
                 board.rows = [r for r in board.rows if r.access == access or r.reference]
@@ -610,5 +671,5 @@ def leaderboard(
         boards = [b for b in (in_recipe(b, recipe_cells, recipe_methods) for b in boards) if b is not None]
     for board in boards:  # last: audits, filters and the recipe may have changed the rows and their order
         board.sort = sort
-        board.mark_overlaps()
+        board.rank(info)
     return boards

@@ -34,6 +34,10 @@ AUDIT_NOTE = (
     "too short training), so its numbers say nothing about privacy and are not ranked (docs/audit.md)."
 )
 OVERLAP_MARK = "≈"
+PARTIAL_NOTE = (
+    "(k/n): over k of the row's n seeds; the value is missing on the others (not stored there, e.g. NaN), so that "
+    "mean and std are of fewer seeds than the row's."
+)
 GAP_INFO = MetricInfo("lower")  # how the per-seed Average Gap is shown: unscaled, three decimals
 FIXED_HEAD = ("method", "access", "seeds")
 
@@ -116,9 +120,39 @@ def weak_note(board: Board) -> str:
     )
 
 
-def notes(board: Board) -> list[str]:
+def seeds_of(row: Row, name: str) -> int | None:
+    """How many of ``row``'s seeds a metric's cell is over, where that is fewer than the row's (a value
+    missing on some seed); None where it is over all of them. Audit and ensemble columns have their own
+    seeds (audit seeds, one ensemble), so they are never counted against the row's."""
+    stat = row.metrics.get(name)
+    if stat is None or name in AUDIT_INFO or stat.interval is not None:
+        return None
+    return stat.n if 0 < stat.n < len(row.seeds) else None
+
+
+def gap_seeds(row: Row, board: Board) -> int | None:
+    """How many seeds the row's per-seed Average Gap is over, where fewer than the row's; None otherwise."""
+    n = row.avg_gap_per_seed.n
+    return n if 0 < n < len(row.seeds) and board.retrained is not None else None
+
+
+def partial(text: str, n: int | None, row: Row) -> str:
+    """A cell over fewer seeds than its row's says over how many: ``0.52±0.01 (2/3)``."""
+    return text if n is None or text == "—" else f"{text} ({n}/{len(row.seeds)})"
+
+
+def partial_rows(board: Board, info: dict[str, MetricInfo]) -> bool:
+    """Whether some cell of the board is over fewer seeds than its row (the note then says what that means)."""
+    return any(seeds_of(r, m) is not None for r in board.rows for m in r.metrics if m in info) or any(
+        gap_seeds(r, board) is not None for r in board.rows
+    )
+
+
+def notes(board: Board, info: dict[str, MetricInfo] | None = None) -> list[str]:
     """The footnotes a board's marks need, in the order the marks can appear."""
     out = []
+    if info is not None and partial_rows(board, info):
+        out.append(PARTIAL_NOTE)
     if board.weak_original:
         out.append(weak_note(board))
     if board.no_op_rows:
@@ -224,10 +258,11 @@ def board_cells(
             text = stat_text(stat, info[c], compact=not wide, ci=ci) if stat else "—"
             if c in marked and text != "—":
                 text += AUDIT_MARK
-            cells.append((text, row.method in bests[c]))
+            cells.append((partial(text, seeds_of(row, c), row), row.method in bests[c]))
         cells.append((fmt(row.avg_gap, None, 1.0, compact=not wide), row.method in gap_best))
         if per_seed:
-            cells.append((stat_text(row.avg_gap_per_seed, GAP_INFO, compact=not wide, ci=ci), False))
+            gap_text = stat_text(row.avg_gap_per_seed, GAP_INFO, compact=not wide, ci=ci)
+            cells.append((partial(gap_text, gap_seeds(row, board), row), False))
         if wide:
             cells.append((f"{row.package} {row.version}".strip(), False))
         rows.append(cells)
@@ -252,7 +287,7 @@ def to_markdown(
         lines = [f"### {md_text(board.title)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for cells in rows:
             lines.append("| " + " | ".join(f"**{md_text(t)}**" if b else md_text(t) for t, b in cells) + " |")
-        for note in notes(board) + (ci_notes(board, info) if ci else []):
+        for note in notes(board, info) + (ci_notes(board, info) if ci else []):
             lines += ["", md_text(note)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

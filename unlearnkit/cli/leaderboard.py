@@ -139,7 +139,7 @@ def leaderboard(
             print_whole(table)
         else:
             con.out.print(table)
-        for note in tables.notes(board):  # what each mark on the rows means (weak original, no-op, audit)
+        for note in tables.notes(board, info):  # what each mark means (fewer seeds, weak original, no-op, audit)
             con.out.print(con.one_row(note), style="yellow", highlight=False)
         for note in tables.ci_notes(board, info) if ci else []:  # what ≈ means, which rows were not compared
             con.out.print(con.one_row(note), style="yellow", highlight=False)
