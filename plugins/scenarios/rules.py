@@ -36,16 +36,39 @@ def is_digits(text: str) -> bool:
     return bool(re.fullmatch(r"[0-9]+", text))
 
 
+LISTED_UP_TO = 30  # an error line names at most this many classes (ImageNet has 1,000)
+
+
+def suggestion(target: str, names: list[str]) -> str:
+    """``" Did you mean 'cat'?"`` for a name that differs only in case (``Cat``), or a close one."""
+    folded = [n for n in names if n.casefold() == target.casefold()]
+    if folded:
+        return f" Did you mean '{uk.Scenario.shown(folded[0])}'?"
+    return uk.did_you_mean(target, names)
+
+
+def listed(names: list[str], numbered: bool) -> str:
+    """The valid names for an error line: all of them, or the first ``LISTED_UP_TO`` and how many."""
+    shown = [f"{i}={n}" if numbered else n for i, n in enumerate(names[:LISTED_UP_TO])]
+    more = f", ... ({len(names)} in all, ids 0 to {len(names) - 1})" if len(names) > LISTED_UP_TO else ""
+    return ", ".join(shown) + more
+
+
 def resolve_class(target: str, class_names: list[str]) -> int:
     """A class id or name -> its label; a clear error naming the valid classes otherwise."""
     if is_digits(target):
         idx = as_number(target)
         if idx is not None and idx < len(class_names):
             return idx
+        hint = f" Class ids run from 0 to {len(class_names) - 1}."
     elif target in class_names:
         return class_names.index(target)
-    shown = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
-    raise uk.ConfigError(f"Unknown class '{uk.Scenario.shown(target)}' for class unlearning. Valid classes: {shown}.")
+    else:
+        hint = suggestion(target, class_names)
+    raise uk.ConfigError(
+        f"Unknown class '{uk.Scenario.shown(target)}' for class unlearning.{hint} "
+        f"Valid classes: {listed(class_names, numbered=True)}."
+    )
 
 
 class _FractionRule(uk.Scenario):
@@ -138,7 +161,10 @@ class Identity(uk.Scenario):
     algorithm_version = 1
 
     def parse(self, params: str) -> str:
-        joined = ",".join(p.strip() for p in params.split(",") if p.strip())
+        """Keyed by the distinct identities in the order given (``identity:a, b, a`` is ``identity:a,b``;
+        a list of one id repeated is one id, not a key of any length). The order stays: ``identity:b,a``
+        was its own key in 0.2, and sorting it would recompute the runs stored under it."""
+        joined = ",".join(dict.fromkeys(p.strip() for p in params.split(",") if p.strip()))
         if not joined:
             raise self.bad(params, "one or more identities, e.g. identity:12 or identity:12,40")
         return joined

@@ -13,10 +13,10 @@ from dataclasses import replace
 import numpy as np
 
 import unlearnkit as uk
-from unlearnkit_plugins.scenarios.rules import NamedClassRule, as_number
+from unlearnkit_plugins.scenarios.rules import Identity, NamedClassRule, as_number
 
 MAX_REQUESTS = 100
-SEQUENCES = "random:F, instance:F, first:N or memorised:..."  # rules whose next request is not empty
+SEQUENCES = "random:F, instance:F, first:N or memorised:S:F"  # rules whose next request is not empty
 
 
 class Sequential(uk.Scenario):
@@ -41,7 +41,8 @@ class Sequential(uk.Scenario):
         self.inner = uk.parse_scenario(inner)
         if self.inner.requests > 1:
             raise self.bad(params, "a single-request scenario inside (sequential requests do not nest)")
-        if isinstance(self.inner, NamedClassRule):  # its one set is all gone after the first request
+        # a class, a sub-class or named people: its one set is all gone after the first request
+        if isinstance(self.inner, (NamedClassRule, Identity)):
             raise self.bad(
                 params, f"a rule that draws again from what is left, not {self.shown(self.inner.key)}: {SEQUENCES}"
             )

@@ -8,7 +8,7 @@ model must lose the sub-class without losing the class it belongs to.
 from __future__ import annotations
 
 import unlearnkit as uk
-from unlearnkit_plugins.scenarios.rules import NamedClassRule, as_number
+from unlearnkit_plugins.scenarios.rules import NamedClassRule, as_number, is_digits, suggestion
 
 
 class Subclass(NamedClassRule):
@@ -36,9 +36,10 @@ class Subclass(NamedClassRule):
         elif target in names:
             fine = names.index(target)
         else:
+            hint = f" Sub-class ids run from 0 to {len(names) - 1}." if is_digits(target) else suggestion(target, names)
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
             raise uk.ConfigError(
-                f"Unknown sub-class '{self.shown(target)}' for sub-class unlearning. "
+                f"Unknown sub-class '{self.shown(target)}' for sub-class unlearning.{hint} "
                 f"Valid sub-classes ({len(names)}): {shown}."
             )
         picked = data.pool[data.subclasses[data.pool] == fine]

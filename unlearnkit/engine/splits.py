@@ -44,15 +44,44 @@ def parse_scenario(text: str, registry: Registry[Scenario] | None = None) -> Sce
     text = text.strip()
     name, sep, params = text.partition(":")
     if not sep:
-        cls = registry.default().cls
-        return cls(text)
+        if text in registry:  # a scenario's name without its parameters ("class", "random")
+            cls = registry.get(text).cls
+            example = f", e.g. {text}:{cls.example}" if cls.example else ""
+            raise ConfigError(
+                f"Bad forget scenario '{shorten(text)}': it takes parameters, written {cls.syntax or text + ':...'}"
+                f"{example}."
+            )
+        try:
+            return registry.default().cls(text)
+        except ConfigError as err:
+            if _is_number(text):
+                raise
+            # a word: perhaps a misspelt scenario name rather than a bad fraction
+            raise ConfigError(
+                f"{err}{_suggestion(text, registry.names())} Or name a scenario, NAME:PARAMETERS "
+                "(`unlearnkit list scenarios`)."
+            ) from None
     if name.strip() not in registry:
-        hint = did_you_mean(name.strip(), registry.names())
+        hint = _suggestion(name.strip(), registry.names())
         raise ConfigError(
             f"Bad forget scenario '{shorten(text)}': no scenario is named '{shorten(name.strip())}'.{hint} "
             f"Valid scenarios: {scenario_help(registry)}."
         )
     return registry.get(name.strip()).cls(params)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _suggestion(name: str, names: list[str]) -> str:
+    """``" Did you mean 'random'?"`` for ``RANDOM`` (a name that differs only in case) or a close name."""
+    folded = [n for n in names if n.casefold() == name.casefold()]
+    return f" Did you mean '{folded[0]}'?" if folded else did_you_mean(name, names)
 
 
 @dataclass(frozen=True)
