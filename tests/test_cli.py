@@ -32,6 +32,10 @@ def store_is_empty(base: Path) -> bool:
         (["-o", "alhpa=3"], "Unknown option 'alhpa' for method 'lotus'. Valid options: alpha, augment, batch_size"),
         (["-o", "alpha=abc"], "Bad value 'abc' for option 'alpha' of method 'lotus': Input should be a valid number"),
         (["-o", "alpha"], "Bad method option 'alpha': expected -o KEY=VALUE"),
+        (
+            ["-o", "relearnn_time.max_steps=3"],
+            "Option 'relearnn_time.max_steps' names 'relearnn_time', which is no method",
+        ),
         (["--dataset-option", "download"], "Bad dataset option 'download': expected --dataset-option KEY=VALUE"),
         (["--model-option", "width"], "Bad model option 'width': expected --model-option KEY=VALUE"),
         (["--seeds", "1,x"], "Bad seed 'x': expected non-negative integers"),
@@ -67,6 +71,17 @@ def test_bad_input_is_one_line_and_leaves_no_run(host, capsys, isolated_store, e
 def test_unknown_list_kind_suggests(host, capsys):
     code, _, err = invoke(["list", "methodz"], capsys)
     assert code == 2 and "Unknown kind 'methodz'. Did you mean 'methods'?" in err
+
+
+def test_show_scenario_says_how_it_is_written(host, capsys):
+    """Before: ``show scenario`` gave the summary and docstring, never the text ``--forget`` takes."""
+    code, out, _ = invoke(["show", "scenario", "sequential"], capsys)
+    assert code == 0 and "syntax: sequential:<k>:<scenario>" in out and "e.g. --forget sequential:" in out, out
+
+
+def test_a_misspelt_metric_in_an_option_is_suggested(host, capsys, isolated_store):
+    code, _, err = invoke([*TINY, "-o", "relearnn_time.max_steps=3"], capsys)
+    assert code == 2 and "Did you mean 'relearn_time'?" in err, err
 
 
 def test_show_names_the_flag_each_kind_takes_its_options_from(host, capsys):

@@ -200,6 +200,8 @@ def show(
         con.out.print(f"paper: {cls.paper}", highlight=False)
     if k == "method":
         con.out.print(f"data access: {cls.access.value}; extra splits: {', '.join(sorted(cls.extra_splits)) or 'none'}")
+    if k == "scenario":  # how it is written: the text --forget takes
+        con.out.print(f"syntax: {cls.syntax}; e.g. --forget {cls.name}:{cls.example}", highlight=False)
     if k == "metric":
         con.out.print(f"direction: {cls.direction}; display scale: {cls.display_scale:g}")
     doc = (cls.__doc__ or "").strip()

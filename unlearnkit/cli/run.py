@@ -61,7 +61,11 @@ def run(
         typer.Option(help="Dataset (`unlearnkit list datasets`; the default is embedded and needs no files)."),
     ] = None,
     forget: Annotated[
-        str, typer.Option(help="0.1 (first 10% per class), random:0.1, class:<id|name> or identity:<id>[,<id>].")
+        str,
+        typer.Option(
+            help="A forget scenario: 0.1 (first 10% per class), random:0.1, class:<id|name>, identity:<id>[,<id>], "
+            "subclass:<name>, memorised:<stratum>:<fraction>, sequential:<k>:<scenario>, ... (`unlearnkit list scenarios`)."
+        ),
     ] = "0.1",
     seeds: Annotated[
         str, typer.Option("--seeds", "--seed", help="Comma-separated seeds (paper: 3407,13,12).")

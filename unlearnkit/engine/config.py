@@ -17,7 +17,7 @@ from unlearnkit.api.scenarios import Scenario
 from unlearnkit.api.types import ROLE_ORDER, Setting
 from unlearnkit.discovery.registry import Entry, Registries
 from unlearnkit.engine.splits import parse_scenario, parse_subset
-from unlearnkit.errors import ConfigError, UnknownNameError, shorten
+from unlearnkit.errors import ConfigError, UnknownNameError, did_you_mean, shorten
 
 if TYPE_CHECKING:
     from unlearnkit.loops.training import TrainRecipe
@@ -302,9 +302,10 @@ def split_options(
             raise ConfigError(
                 f"Option '{key}' names metric '{target}', which is not in this run ({', '.join(metrics)})."
             )
-        elif dot:
+        elif dot:  # a misspelt method or metric: the closest of either that this run has
             raise ConfigError(
-                f"Option '{key}' names method '{target}', which is not in this run ({', '.join(methods)})."
+                f"Option '{key}' names '{shorten(target)}', which is no method or metric of this run (methods: "
+                f"{', '.join(methods)}; metrics: {', '.join(metrics)}).{did_you_mean(target, [*methods, *metrics])}"
             )
         elif len(learners) == 1:
             routed[learners[0]][key] = value

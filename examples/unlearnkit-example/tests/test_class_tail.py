@@ -22,3 +22,10 @@ def test_class_tail_takes_the_last_images_of_the_class():
 def test_bad_text_is_one_line():
     with pytest.raises(uk.ConfigError, match="a class id and a positive count"):
         ClassTail("cat:2")
+
+
+@pytest.mark.parametrize("text", ["0:" + "9" * 5000, "9" * 5000 + ":2"])
+def test_a_number_of_thousands_of_digits_is_one_line(text):
+    """Before: int() refused it (more than 4,300 digits) with a ValueError traceback."""
+    with pytest.raises(uk.ConfigError, match="a class id and a positive count"):
+        ClassTail(text)

@@ -25,6 +25,7 @@ class ClassTail(uk.Scenario):
             f"{label}{count}".strip().isascii()
             and label.strip().isdigit()
             and count.strip().isdigit()
+            and max(len(label.strip().lstrip("0")), len(count.strip().lstrip("0"))) <= 18  # int() refuses 4,300 digits
             and int(count) >= 1
         ):
             raise self.bad(params, "a class id and a positive count, e.g. tail:3:50")
