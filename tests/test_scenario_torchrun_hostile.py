@@ -172,7 +172,15 @@ def test_a_scenario_that_forgets_every_training_image_names_itself_and_the_count
 
 
 # ------------------------------------------------------------------------------------ torchrun
-WORLD_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", torchrun.TIMEOUT_ENV)
+WORLD_VARS = (
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    torchrun.TIMEOUT_ENV,
+)
 
 
 @pytest.fixture
@@ -229,6 +237,7 @@ def test_valid_torchrun_environments_keep_their_world(env):
     assert torchrun.from_env() == torchrun.SINGLE
     env(WORLD_SIZE="", RANK="")
     assert torchrun.from_env() == torchrun.SINGLE
+    env(MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")  # torchrun writes where the ranks meet
     env(WORLD_SIZE=" 4 ", RANK="3", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2", **{torchrun.TIMEOUT_ENV: "2.5"})
     assert torchrun.from_env() == torchrun.World(3, 4, 1) and torchrun.timeout_s() == 2.5
 

@@ -166,11 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:  # a full disk, however deep a library wrapped it, is one line too; the rest are bugs
-        full = disk_full(exc)
-        if full is None:
+        ddp = sys.modules.get("unlearnkit.parallel.torchrun")  # loaded only when torch is: --help stays light
+        known = (ddp.peer_lost(exc) if ddp is not None else None) or disk_full(exc)  # a rank whose peer went away
+        if known is None:
             raise
-        con.error(str(full))
-        sys.exit(full.exit_code)
+        con.error(str(known))
+        sys.exit(known.exit_code)
     # typer turns KeyboardInterrupt into exit code 130 and returns exit codes in this mode
     if code == 130:
         con.error("Interrupted: an unfinished run is never counted; run the same command again to resume.")

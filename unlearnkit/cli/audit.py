@@ -21,6 +21,7 @@ from unlearnkit.cli.shared import (
     RecipeSubset,
     TrackingUri,
     host_and_store,
+    one_process_only,
     status_cell,
     torch_builds_checked,
 )
@@ -121,6 +122,7 @@ def audit(
 
     Re-running resumes: shadow models, method runs and scores already in the store are reused.
     """
+    one_process_only("audit")
     import time
 
     from unlearnkit.audit.job import Audit

@@ -144,6 +144,19 @@ def plugin_host(plugins_dir: Path | None = None) -> PluginHost:
     return host
 
 
+def one_process_only(command: str) -> None:
+    """Refuse a command that is not data-parallel when torchrun started it, in one line said once (by
+    rank 0): a sweep ran its whole grid on every rank, each printing the board and logging its own
+    leaderboard run, and a tuning study failed on both ranks. A single process pays no torch import."""
+    if os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
+        return
+    from unlearnkit.parallel import torchrun as ddp
+
+    if not ddp.from_env().main:
+        con.out.quiet = con.err.quiet = True
+    ddp.refuse_under_torchrun(command)
+
+
 def host_and_store(plugins_dir: Path | None, tracking_uri: str | None, experiment: str) -> tuple[PluginHost, Store]:
     """What a command that computes starts from: the plugins (failures warned), then the result store."""
     from unlearnkit.store.mlflow_store import Store

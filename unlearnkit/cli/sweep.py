@@ -25,6 +25,7 @@ from unlearnkit.cli.shared import (
     TrackingUri,
     home,
     host_and_store,
+    one_process_only,
     print_estimate,
     ray_executor,
     started,
@@ -86,6 +87,7 @@ def sweep(
     Re-running the same command resumes: finished runs are skipped, unfinished ones are redone.
     With --executor ray the reference models train first, then every method run is a Ray task.
     """
+    one_process_only("sweep")
     from unlearnkit.board import tables
     from unlearnkit.scale.sweep import Sweep
 

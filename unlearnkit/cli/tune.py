@@ -25,6 +25,7 @@ from unlearnkit.cli.shared import (
     home,
     home_text,
     host_and_store,
+    one_process_only,
     print_estimate,
     torch_builds_checked,
 )
@@ -123,6 +124,7 @@ def tune(
     command resumes the studies: finished trials are never run again. --write saves the best options
     as a recipe to report with `unlearnkit sweep` on the recipe's own seeds.
     """
+    one_process_only("tune")
     from unlearnkit.tune import TestSplitAccessError, Tuner
 
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)

@@ -209,7 +209,22 @@ def from_env() -> World:
     local_size = _env_int("LOCAL_WORLD_SIZE", str(size), f"from 1 to {size} (WORLD_SIZE)", low=1, high=size + 1)
     local = _env_int("LOCAL_RANK", "0", f"a rank on this machine from 0 to {local_size - 1}", low=0, high=local_size)
     timeout_s()  # checked with the rest, before the dataset loads
+    rendezvous()  # where the ranks meet: torchrun always writes it
     return World(rank, size, local)
+
+
+def rendezvous() -> tuple[str, int]:
+    """``MASTER_ADDR`` and ``MASTER_PORT``, where the ranks meet (torchrun writes both). Without them
+    (``WORLD_SIZE`` left set in a shell, the ranks started by hand) joining the process group was
+    torch's traceback from deep inside its rendezvous; here it is one line."""
+    addr = os.environ.get("MASTER_ADDR", "").strip()
+    if not addr:
+        raise ConfigError(
+            f"MASTER_ADDR is not set in the environment, but WORLD_SIZE is {os.environ.get('WORLD_SIZE', '').strip()}: "
+            "start the ranks with torchrun (or unset WORLD_SIZE to run one process)."
+        )
+    port = _env_int("MASTER_PORT", None, "a TCP port from 1 to 65535", low=1, high=65536)
+    return addr, port
 
 
 def _env_int(name: str, default: str | None, expected: str, low: int, high: int | None = None) -> int:
@@ -265,10 +280,64 @@ def init(device: torch.device) -> World:
         torch.cuda.set_device(env.local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+        except dist.DistError as err:  # the other ranks never came, or the address cannot be reached
+            raise RendezvousError(rendezvous_failure(env, err)) from None
         atexit.register(teardown)
     _world = env
     return env
+
+
+class RendezvousError(UnlearnkitError):
+    """The ranks did not meet: joining the process group failed or timed out (not bad input: exit 1)."""
+
+    exit_code = 1
+
+
+def rendezvous_failure(env: World, err: BaseException) -> str:
+    """One line for a failed rendezvous: where rank ``env.rank`` waited, for how long, and torch's
+    reason (its first line: the C++ error carries a stack of frames after it)."""
+    addr, port = rendezvous()
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (
+        f"Rank {env.rank} of {env.size} could not join the other ranks at {addr}:{port} within "
+        f"{timeout_s():g} s ({shorten(reason, 200)}): start every rank (torchrun --nproc-per-node {env.size}), "
+        f"or raise {TIMEOUT_ENV} if they start slowly."
+    )
+
+
+def refuse_under_torchrun(command: str) -> None:
+    """Refuse ``unlearnkit <command>`` started by torchrun, in one line: only ``run`` is adapted. A
+    sweep or a tuning study ran once per rank (each printing its board, rank 1 logging its own
+    leaderboard run, the tuners' trials parting at their first claim)."""
+    env = from_env()
+    if env.active:
+        raise ConfigError(
+            f"'unlearnkit {command}' does not run under torchrun (WORLD_SIZE is {env.size}): only 'unlearnkit run' "
+            "trains data-parallel (docs/distributed.md). Start it as one process."
+        )
+
+
+#: what gloo and nccl say on a rank whose peer exited or was killed in the middle of a collective
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+class PeerLostError(UnlearnkitError):
+    """Another rank went away in the middle of a collective (not this rank's bug: exit 1)."""
+
+    exit_code = 1
+
+
+def peer_lost(err: BaseException) -> PeerLostError | None:
+    """One line for a rank whose collective failed because another rank exited or was killed (the
+    other rank's own error, or torchrun's, says why); None for anything else, which keeps its traceback."""
+    if not _world.active or not isinstance(err, RuntimeError) or not any(s in str(err) for s in PEER_LOST):
+        return None
+    return PeerLostError(
+        f"Rank {_world.rank} lost its connection to the other ranks: one of them exited or was killed (its own "
+        "error says why). Run the same command again to resume."
+    )
 
 
 def teardown() -> None:
@@ -494,7 +563,7 @@ class Wrapped:
 
 def relaunch(nproc: int, argv: list[str], device: str) -> None:
     """Re-execute ``unlearnkit <argv>`` under ``torchrun --standalone --nproc-per-node nproc``
-    (replaces this process: torchrun's exit status is the command's)."""
+    (replaces this process; the exit status is that of the rank that failed first, as in one process)."""
     import sys
 
     if from_env().active:
@@ -507,7 +576,8 @@ def relaunch(nproc: int, argv: list[str], device: str) -> None:
     env = dict(os.environ)
     if not cuda and "OMP_NUM_THREADS" not in env:  # share the cores instead of torchrun's 1 thread each
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    # torchrun's own launcher, ending with the failed rank's exit status (parallel/launch.py)
+    command = [sys.executable, "-m", "unlearnkit.parallel.launch", "--standalone", f"--nproc-per-node={nproc}"]
     command += ["-m", "unlearnkit", *argv]
     sys.stdout.flush()
     sys.stderr.flush()
