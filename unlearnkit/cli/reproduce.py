@@ -24,6 +24,7 @@ from unlearnkit.cli.shared import (
     check_format,
     home,
     host_and_store,
+    one_process_only,
     ray_executor,
     started,
     torch_builds_checked,
@@ -127,6 +128,7 @@ def reproduce(
 
     Exit status 0 only when every cell that ran holds; 1 when one lies outside or a run failed.
     """
+    one_process_only("reproduce")
     from unlearnkit.errors import ConfigError
 
     if table_name == "list":
@@ -151,34 +153,22 @@ def reproduce(
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     if from_store and not store.exists():  # nothing to judge: a report of "not run" cells, and a store made
         raise ConfigError(f"--from-store judges the runs in {store.uri}, and there is no store there yet.")
-    if dry_run:  # the same sweeps the run makes: the clean column's and every draw's counted too
-        jobs = TableJobs(
-            table,
-            host.registries,
-            store,
-            clean_column=clean_column,
-            eval_draws=eval_draws,
-            data_dir=data_dir,
-            device=device,
-            seeds=seeds,
-        )
+    jobs = TableJobs(  # what a dry run plans is what the run runs: the clean column's and every draw's sweeps
+        table,
+        host.registries,
+        store,
+        clean_column=clean_column,
+        eval_draws=eval_draws,
+        data_dir=data_dir,
+        device=device,
+        seeds=seeds,
+    )
+    if dry_run:
         print_plan(jobs)
         return
     with started(None if from_store else runner, tracking_uri):  # one Ray instance for every sweep of the table
         with torch_builds_checked(), con.RichReporter() as reporter:
-            rep, run_id, failed = reproduce(
-                table,
-                host.registries,
-                store,
-                reporter=reporter,
-                executor=runner,
-                data_dir=data_dir,
-                device=device,
-                seeds=seeds,
-                run=not from_store,
-                clean_column=clean_column,
-                eval_draws=eval_draws,
-            )
+            rep, run_id, failed = reproduce(jobs, reporter=reporter, executor=runner, run=not from_store)
         # printed before Ray shuts down (a second or so)
         if format == "json":
             con.out.print(published.to_json(rep), highlight=False, soft_wrap=True, end="")

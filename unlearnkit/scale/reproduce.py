@@ -197,35 +197,19 @@ class TableJobs:
 
 
 def reproduce(
-    table: PublishedTable,
-    registries: Registries,
-    store: Store,
+    jobs: TableJobs,
     *,
     reporter: Reporter = SILENT,
     executor: Executor | None = None,
-    data_dir: Path | None = None,
-    device: str | None = None,
-    seeds: str | None = None,
     run: bool = True,
-    clean_column: bool = False,
-    eval_draws: int = 1,
 ) -> tuple[Reproduction, str, int]:
-    """Run the table (unless ``run`` is False: judge what the store holds), judge every cell, and log
-    the report as a ``reproduction`` run. Returns the report, that run's id and the failed runs.
+    """Run the table's jobs (unless ``run`` is False: judge what the store holds), judge every cell,
+    and log the report as a ``reproduction`` run. Returns the report, that run's id and the failed runs.
 
-    ``eval_draws`` N > 1: the same models re-evaluated under N - 1 further draws of the paper
-    protocol's random crops (never re-run: their weights are reused), each cell's spread over the
-    draws shown and added to its tolerance."""
-    jobs = TableJobs(
-        table,
-        registries,
-        store,
-        clean_column=clean_column,
-        eval_draws=eval_draws,
-        data_dir=data_dir,
-        device=device,
-        seeds=seeds,
-    )
+    With ``eval_draws`` N > 1 the jobs hold N - 1 further draws of the paper protocol's random crops:
+    the same models re-evaluated (never re-run: their weights are reused), each cell's spread over
+    the draws shown and added to its tolerance. ``--dry-run`` plans the very same ``jobs``."""
+    table, store = jobs.table, jobs.store
     failed = 0
     if run:
         for _, each in jobs.labelled():
