@@ -213,3 +213,20 @@ def test_from_scratch_timm_never_probes_the_hub(monkeypatch):
     monkeypatch.setattr(timm_models, "hub_reachable", probe)
     net = Timm(variant="resnet18").build(ImageSpec(1, 16, 16, 3))
     assert net.get_classifier().out_features == 3
+
+
+def test_a_cifar_batches_folder_cut_short_is_named_with_the_batches_it_lacks(tmp_path):
+    """Before: a copy of cifar-10-batches-py/ that stopped after data_batch_1 was "CIFAR-10 files not
+    found", as if the folder were not there."""
+    from tests.test_datasets import fake_cifar, write_cifar_pickles
+    from unlearnkit_plugins.datasets.cifar import Cifar10
+
+    write_cifar_pickles(tmp_path / "cifar-10-batches-py", *fake_cifar())
+    for name in ("data_batch_3", "data_batch_4", "test_batch"):
+        (tmp_path / "cifar-10-batches-py" / name).unlink()
+    with pytest.raises(DataError) as err:
+        Cifar10().check_available(tmp_path)
+    message = str(err.value)
+    assert message.startswith("CIFAR-10 files not found: looked in "), message
+    assert "cifar-10-batches-py lacks data_batch_3, data_batch_4, test_batch (it holds 3 of the 6 batches)." in message
+    assert message.endswith(".") and "Fix: pass --data-dir DIR" in message

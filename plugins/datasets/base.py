@@ -211,7 +211,17 @@ class FileDataset(Dataset):
                 places.append(str(root))
             else:
                 places.append(f"{root} ({'a file, not a folder' if root.exists() else 'no such folder'})")
-        return f"{self.title} files not found: looked in {', '.join(places)} for {self.looks_for}. {self.fix_hint(data_dir)}"
+        found = " ".join(filter(None, (self.incomplete(root) for root in self.roots(data_dir) if root.is_dir())))
+        return (
+            f"{self.title} files not found: looked in {', '.join(places)} for {self.looks_for}."
+            + (f" {found}" if found else "")
+            + f" {self.fix_hint(data_dir)}"
+        )
+
+    def incomplete(self, root: Path) -> str:
+        """What of this dataset's files ``root`` holds in part ("" when none): said beside "not found", so
+        a half-copied folder is named with what it lacks rather than reported as nothing at all."""
+        return ""
 
     # ------------------------------------------------------------------------------ contract
     def check_available(self, data_dir: Path | None) -> None:

@@ -144,6 +144,19 @@ class _Cifar(FileDataset):
     def read_batches(self, batches: Path, train: list[Path], test: list[Path]) -> Splits:
         return read_pickled_splits(train, test, self.label_key)
 
+    def incomplete(self, root: Path) -> str:
+        """A batches folder missing some batches (a copy cut short): which ones."""
+        folder = root / self.pickle_dir
+        names = (*self.train_batches, *self.test_batches)
+        if not folder.is_dir():
+            return ""
+        missing = [n for n in names if not (folder / n).is_file()]
+        if not missing or len(missing) == len(names):
+            return ""
+        return (
+            f"{folder} lacks {', '.join(missing)} (it holds {len(names) - len(missing)} of the {len(names)} batches)."
+        )
+
     def fetch(self, root: Path) -> None:
         import torchvision.datasets
 
