@@ -35,6 +35,7 @@ from unlearnkit.api.protocols import get_protocol
 from unlearnkit.api.types import Augment, Setting
 from unlearnkit.discovery.registry import Entry, Provenance, Registry
 from unlearnkit.errors import ConfigError, DivergenceError, PluginError, shorten
+from unlearnkit.loops.helpers import reinitialise_
 
 SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
 SPLITS = ("forget", "retain", "unseen", "test")  # the splits uk.unlearn takes
@@ -196,22 +197,9 @@ def logit_count(model: nn.Module, image: torch.Tensor) -> int:
 
 def fresh_copy(model: nn.Module) -> nn.Module:
     """A randomly initialised network of ``model``'s architecture (what ``ctx.new_model()`` builds,
-    EU-k's fresh layers): a copy whose modules are re-initialised by their own ``reset_parameters()``
-    (BatchNorm statistics too), parameters no module resets (a ViT's position embedding) drawn from a
-    truncated normal of std 0.02, as timm draws them. The draws come from torch's generator, seeded
-    with the run seed before the method starts."""
-    fresh = copy.deepcopy(model)
-    covered: set[int] = set()
-    for part in fresh.modules():
-        reset = getattr(part, "reset_parameters", None)
-        if callable(reset):
-            reset()
-            covered.update(id(p) for p in part.parameters(recurse=False))
-    with torch.no_grad():
-        for p in fresh.parameters():
-            if id(p) not in covered:
-                nn.init.trunc_normal_(p, std=0.02)
-    return fresh
+    EU-k's fresh layers): a copy re-initialised by :func:`~unlearnkit.loops.helpers.reinitialise_`.
+    The draws come from torch's generator, seeded with the run seed before the method starts."""
+    return reinitialise_(copy.deepcopy(model))
 
 
 def returned(name: str, out: object) -> UnlearnOutcome:

@@ -21,24 +21,6 @@ class BadTeacherOptions(TrainOptions):
     retain_fraction: float = Field(0.3, gt=0, le=1, description="Share of D_r drawn once (seeded) for training.")
 
 
-@torch.no_grad()
-def reinitialise_(model: nn.Module) -> nn.Module:
-    """Give every parameter a fresh random value, in place: ``reset_parameters()`` of each module
-    that has one (convolutions, linear layers, norms; BatchNorm statistics too), and a truncated
-    normal (std 0.02, as timm initialises them) for parameters no module resets (ViT class token
-    and position embedding)."""
-    covered: set[int] = set()
-    for module in model.modules():
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
-            covered.update(id(p) for p in module.parameters(recurse=False))
-    for p in model.parameters():
-        if id(p) not in covered:
-            nn.init.trunc_normal_(p, std=0.02)
-    return model
-
-
 def incompetent_teacher(ctx: uk.UnlearnContext) -> nn.Module:
     """A randomly initialised network of the original's architecture, frozen, in eval mode.
 
@@ -51,7 +33,7 @@ def incompetent_teacher(ctx: uk.UnlearnContext) -> nn.Module:
     """
     with torch.random.fork_rng(devices=[]):  # built and initialised on the CPU, then moved
         torch.manual_seed(ctx.seed * 1_000_003 + INCOMPETENT_SEED_OFFSET)
-        bad = reinitialise_(ctx.model_factory().cpu())
+        bad = uk.reinitialise_(ctx.model_factory().cpu())
     return ctx.prepare(bad).eval().requires_grad_(False)
 
 

@@ -24,6 +24,26 @@ from unlearnkit.loops.training import cross_entropy
 from unlearnkit.parallel.torchrun import Part
 
 
+# ------------------------------------------------------------------------------- fresh weights
+@torch.no_grad()
+def reinitialise_(model: nn.Module) -> nn.Module:
+    """Give every parameter a fresh random value, in place: ``reset_parameters()`` of each module
+    that has one (convolutions, linear layers, norms; BatchNorm statistics too), and a truncated
+    normal (std 0.02, as timm initialises them) for parameters no module resets (ViT class token
+    and position embedding). Bad Teacher's incompetent teacher and a notebook's ``ctx.new_model()``
+    are networks made this way."""
+    covered: set[int] = set()
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+            covered.update(id(p) for p in module.parameters(recurse=False))
+    for p in model.parameters():
+        if id(p) not in covered:
+            nn.init.trunc_normal_(p, std=0.02)
+    return model
+
+
 # -------------------------------------------------------------------------------------- steps
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     """The parameters an optimizer updates, in ``model.parameters()`` order (masks align with it)."""
