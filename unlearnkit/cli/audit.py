@@ -240,7 +240,7 @@ def audit(
             highlight=False,
         )
     con.out.print(
-        f"Audit '{job.name}' done in {wall:.1f} s. Store: {store.uri} (runs tagged run_type=audit; "
+        f"Audit '{job.name}' done in {wall:.1f} s. Store: {store.shown_uri} (runs tagged run_type=audit; "
         "`unlearnkit leaderboard` shows the U-LiRA columns).",
         highlight=False,
     )

@@ -129,9 +129,9 @@ def leaderboard(
         asked |= {"--access": access, "--recipe": recipe, "--seeds": seeds}
         given = [f"{flag} {shorten(value)}" for flag, value in asked.items() if value]
         if given:  # the store may hold runs, just none of these
-            con.out.print(f"No finished runs in {store.uri} match {', '.join(given)}.", highlight=False)
+            con.out.print(f"No finished runs in {store.shown_uri} match {', '.join(given)}.", highlight=False)
             return
-        con.out.print(f"No finished runs in {store.uri}. Start with: unlearnkit run")
+        con.out.print(f"No finished runs in {store.shown_uri}. Start with: unlearnkit run")
         return
     for board in boards:
         table = render(board, info, chosen, wide=wide, ci=ci)

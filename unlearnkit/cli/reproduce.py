@@ -152,7 +152,7 @@ def reproduce(
         )
     host, store = host_and_store(plugins_dir, tracking_uri, experiment)
     if from_store and not store.exists():  # nothing to judge: a report of "not run" cells, and a store made
-        raise ConfigError(f"--from-store judges the runs in {store.uri}, and there is no store there yet.")
+        raise ConfigError(f"--from-store judges the runs in {store.shown_uri}, and there is no store there yet.")
     jobs = TableJobs(  # what a dry run plans is what the run runs: the clean column's and every draw's sweeps
         table,
         host.registries,
@@ -185,7 +185,7 @@ def reproduce(
     elif not rep.holds and not rep.outside():  # every cell "not run": nothing was reproduced, so no success
         con.warn(
             "no cell ran: the store holds no finished run of the table's benchmark"
-            + (f" ({store.uri}, experiment '{experiment}')." if from_store else ".")
+            + (f" ({store.shown_uri}, experiment '{experiment}')." if from_store else ".")
         )
     if failed or not rep.holds:
         raise typer.Exit(1)

@@ -246,7 +246,8 @@ def run(
         table.add_row(res.method, str(res.seed), status_cell(res.status), *cells)
     con.out.print(table)
     con.out.print(
-        f"Store: {store.uri}" + (f"; leaderboard logged to run {board_run[:8]}" if board_run else ""), highlight=False
+        f"Store: {store.shown_uri}" + (f"; leaderboard logged to run {board_run[:8]}" if board_run else ""),
+        highlight=False,
     )
     for res in failed:
         con.warn(f"{res.method} (seed {res.seed}) failed: {res.failure}")

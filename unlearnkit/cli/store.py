@@ -31,13 +31,13 @@ def check(tracking_uri: TrackingUri = None, experiment: Experiment = "unlearnkit
 
     store = Store(tracking_uri, experiment)
     if not store.exists():
-        con.out.print(f"No store at {store.uri} yet: the first command creates it.", highlight=False)
+        con.out.print(f"No store at {store.shown_uri} yet: the first command creates it.", highlight=False)
         return
     report = health.check_store(store)
     if report.file:
         con.error(report.file)
         raise typer.Exit(1)
-    con.out.print(f"Database: sound ({store.uri}).", highlight=False)
+    con.out.print(f"Database: sound ({store.shown_uri}).", highlight=False)
     if report.missing:  # no run was read and no experiment made: a misspelt name is bad input
         con.error(report.missing)
         raise typer.Exit(2)
@@ -51,7 +51,7 @@ def check(tracking_uri: TrackingUri = None, experiment: Experiment = "unlearnkit
             highlight=False,
         )
     if not report.healthy:
-        con.out.print(f"Run `unlearnkit store repair --tracking-uri {store.uri}` to fix these.", highlight=False)
+        con.out.print(f"Run `unlearnkit store repair --tracking-uri {store.shown_uri}` to fix these.", highlight=False)
         raise typer.Exit(1)
     con.out.print("Nothing to repair.")
 
@@ -88,7 +88,7 @@ def repair(
     db = store.local_db
     if set_aside:
         if db is None or not db.exists():
-            con.out.print(f"No local database at {store.uri} to set aside.", highlight=False)
+            con.out.print(f"No local database at {store.shown_uri} to set aside.", highlight=False)
             return
         problem = sqlite_file.file_problem(db, full=True)
         if not problem:
@@ -98,7 +98,7 @@ def repair(
         con.out.print(f"Moved the damaged {db} ({problem}) to {target}; the next command starts an empty store.")
         return
     if not store.exists():
-        con.out.print(f"No store at {store.uri} yet: nothing to repair.", highlight=False)
+        con.out.print(f"No store at {store.shown_uri} yet: nothing to repair.", highlight=False)
         return
     reporter = con.RichReporter()
     with reporter:
@@ -106,4 +106,4 @@ def repair(
     for line in actions:
         con.out.print(line, highlight=False)
     if not actions:
-        con.out.print(f"Nothing to repair in {store.uri}.", highlight=False)
+        con.out.print(f"Nothing to repair in {store.shown_uri}.", highlight=False)

@@ -196,7 +196,7 @@ def export_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
     only what import re-derives or checks, so no host, path, process or nonce of this machine."""
     check_output(path)
     if not records:
-        raise ConfigError(f"No trained reference models in {store.uri} match: nothing to export.")
+        raise ConfigError(f"No trained reference models in {store.shown_uri} match: nothing to export.")
     partial = Path(path).with_name(f".{Path(path).name}.partial")  # a failed export leaves no half bundle
     try:
         count = _write_bundle(store, records, partial)
@@ -958,7 +958,7 @@ def publish(store: Store, entries: list[Checked], label: str, trust_times: bool)
                 raise full from None
             detail = (str(err).strip().splitlines() or [""])[0]
             raise StoreError(
-                f"Import failed while writing to {store.uri} ({type(err).__name__}: {short(detail, 120)}); "
+                f"Import failed while writing to {store.shown_uri} ({type(err).__name__}: {short(detail, 120)}); "
                 "nothing was imported."
             ) from None
         raise

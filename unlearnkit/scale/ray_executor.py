@@ -75,7 +75,7 @@ def check_shared_store(store: Store, nodes: list[dict[str, Any]]) -> None:
         return
     kind = "sqlite:" if store.local_db is not None else "file:"
     raise StoreError(
-        f"The {kind} store {store.uri} lives on this machine's disk, but the Ray cluster has {len(alive)} nodes: "
+        f"The {kind} store {store.shown_uri} lives on this machine's disk, but the Ray cluster has {len(alive)} nodes: "
         "start an MLflow server every node can reach (mlflow server --backend-store-uri "
         "postgresql://USER:PASSWORD@DBHOST/mlflow --artifacts-destination s3://BUCKET/unlearnkit --host 0.0.0.0 "
         "--port 5000) and pass --tracking-uri http://SERVER:5000 (see docs/cluster.md)."

@@ -97,7 +97,7 @@ def experiment_problem(store: Store) -> str:
         f" and {len(names) - 20} more" if len(names) > 20 else ""
     )
     return (
-        f"No experiment '{shorten(store.experiment_name)}' in {store.uri}; its experiments: "
+        f"No experiment '{shorten(store.experiment_name)}' in {store.shown_uri}; its experiments: "
         f"{shown or '(none)'} (--experiment)."
     )
 
@@ -128,7 +128,7 @@ def checkpoint_problem(store: Store, rec: RunRecord, name: str) -> str:
 
 def check_store(store: Store) -> Report:
     """The file, then every finished run's checkpoints and every RUNNING run's claim (read only)."""
-    report = Report(store.uri, file=file_report(store))
+    report = Report(store.shown_uri, file=file_report(store))
     if report.file or not store.exists():
         return report
     missing = experiment_problem(store)

@@ -114,10 +114,27 @@ def is_transient(err: BaseException) -> bool:
 def unavailable(store: Store, err: BaseException) -> StoreUnavailableError:
     """The one line for a server that stayed down past the retry window (what the last attempt met)."""
     return StoreUnavailableError(
-        f"The MLflow tracking server at {store.uri} did not answer for {RETRY_FOR_S:.0f} s "
-        f"({type(err).__name__}: {shorten(err, 120)}). The unfinished run is not counted: start the server "
+        f"The MLflow tracking server at {store.shown_uri} did not answer for {RETRY_FOR_S:.0f} s "
+        f"({shorten(store.hide(reason_of(err)), 120)}). The unfinished run is not counted: start the server "
         "and run the same command again to resume."
     )
+
+
+def reason_of(err: BaseException) -> str:
+    """What a failed request met, as a person reads it: the socket's own words (``[Errno 111] Connection
+    refused``) where the cause chain holds them, not MLflow's wrapper around urllib3's repr of a pool."""
+    import re
+
+    text = str(err)
+    current: BaseException | None = err
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = re.search(r"\[Errno -?\d+\][^'\")\]]*", str(current))
+        if found:
+            return found.group(0).strip()
+        current = current.__cause__ or current.__context__
+    return f"{type(err).__name__}: {text}"
 
 
 _inside_call: contextvars.ContextVar[bool] = contextvars.ContextVar("unlearnkit_store_call", default=False)
@@ -188,6 +205,15 @@ def absolute_sqlite(uri: str) -> str:
     return f"{prefix}{Path(path).resolve()}{mark}{query}"
 
 
+def url_password(uri: str) -> str:
+    """The password a URI carries (``scheme://user:password@host``), as typed; "" when none."""
+    head, sep, rest = uri.partition("://")
+    netloc = rest.partition("/")[0]
+    if not sep or "@" not in netloc:
+        return ""
+    return netloc.rpartition("@")[0].partition(":")[2]
+
+
 def filter_clause(key: str, value: str) -> str | None:
     """``tags.`unlearnkit.key` = 'value'`` quoted the way MLflow's search grammar allows (it has
     no escapes): single quotes, or double quotes when the value holds a single quote; None when
@@ -208,7 +234,7 @@ def uri_problem(uri: str) -> str:
     URL, http(s), databricks, a scheme a tracking-store plugin registers, and ``file:`` where MLflow
     is told to open file stores (``MLFLOW_ALLOW_FILE_STORE``)."""
     if uri.lower().startswith("sqlite:") and not uri.lower().startswith("sqlite:///"):
-        return f"Bad tracking URI '{shorten(uri)}': a SQLite store is sqlite:///PATH (three slashes, then the path)."
+        return f"Bad tracking URI '{redacted(uri)}': a SQLite store is sqlite:///PATH (three slashes, then the path)."
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()  # "databricks" alone is a URI too
     if scheme in (*DATABASE_SCHEMES, "http", "https") or scheme.startswith("databricks") or scheme in plugin_schemes():
         return ""
@@ -216,10 +242,10 @@ def uri_problem(uri: str) -> str:
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
             return ""
         return (
-            f"Unsupported tracking URI '{shorten(uri)}': MLflow keeps file stores in maintenance mode, unopened unless "
+            f"Unsupported tracking URI '{redacted(uri)}': MLflow keeps file stores in maintenance mode, unopened unless "
             f"MLFLOW_ALLOW_FILE_STORE=true; use {TRACKING_URI_FORMS}."
         )
-    return f"Unsupported tracking URI '{shorten(uri)}': use {TRACKING_URI_FORMS}."
+    return f"Unsupported tracking URI '{redacted(uri)}': use {TRACKING_URI_FORMS}."
 
 
 @functools.cache
@@ -246,6 +272,35 @@ class Store:
         return self.uri.startswith(("http://", "https://"))
 
     @property
+    def shown_uri(self) -> str:
+        """The tracking URI as a line may print it: a password it carries (``user:password@host``) as ``***``."""
+        return redacted(self.uri)
+
+    def hide(self, text: str) -> str:
+        """``text`` (an error MLflow or a library raised, which may quote the URL it called) with the
+        URI's password written as ``***``."""
+        secret = url_password(self.uri)
+        return text.replace(secret, "***") if secret else text
+
+    def health_request(self) -> Any:
+        """The request for the server's ``/health``, credentials in the URI sent as HTTP basic auth:
+        urllib reads ``user:password@`` as part of the host name (a DNS error for a sound server)."""
+        import base64
+        import urllib.parse
+        import urllib.request
+
+        parts = urllib.parse.urlsplit(self.uri)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port is not None else ""
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+        request = urllib.request.Request(url)
+        if parts.username is not None:
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
+        return request
+
+    @property
     def local_db(self) -> Path | None:
         if not self.uri.lower().startswith("sqlite:///"):
             return None
@@ -260,21 +315,26 @@ class Store:
 
     # ------------------------------------------------------------------------------- set-up
     def check(self) -> None:
-        """Fail fast, before any compute, if the store cannot be reached or written."""
+        """Fail fast, before any compute, if the store cannot be reached or written. A server's
+        experiment is looked up, not made: a read-only command (``leaderboard``, an estimate) must
+        not add a misspelt ``--experiment`` to a shared server; the first run written makes it."""
         if self.remote:
             import urllib.error
             import urllib.request
 
             try:
-                with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=5) as resp:
+                with urllib.request.urlopen(self.health_request(), timeout=5) as resp:
                     resp.read()
             except (urllib.error.URLError, OSError, ValueError) as err:
-                reason = getattr(err, "reason", err)
+                reason = self.hide(str(getattr(err, "reason", err)))
                 raise StoreError(
-                    f"Cannot reach the MLflow tracking server at {self.uri} ({reason}). Start the server, fix "
-                    "--tracking-uri/MLFLOW_TRACKING_URI, or unset it to use the local store ./unlearnkit-store."
+                    f"Cannot reach the MLflow tracking server at {self.shown_uri} ({shorten(reason, 160)}). Start the "
+                    "server, fix --tracking-uri/MLFLOW_TRACKING_URI, or unset it to use the local store "
+                    "./unlearnkit-store."
                 ) from None
-        elif self.local_db is not None:
+            self._find_experiment()
+            return
+        if self.local_db is not None:
             folder = self.local_db.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -283,6 +343,24 @@ class Store:
             if not os.access(folder, os.W_OK):
                 raise StoreError(f"The local store folder {folder} is not writable; set UNLEARNKIT_STORE.")
         self.experiment_id  # noqa: B018 - creates the experiment (and the SQLite schema) now
+
+    @store_call
+    def _find_experiment(self) -> None:
+        """Ask a server for the experiment without making it (its id kept when it is there), so a
+        server that refuses this client (credentials, permissions) is one line before any compute."""
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+        except StoreError:
+            raise
+        except Exception as err:
+            if is_transient(err):
+                raise  # retried by store_call
+            raise StoreError(
+                f"Cannot open MLflow experiment '{shorten(self.experiment_name)}' at {self.shown_uri}: "
+                f"{shorten(self.hide(str(err)), 200)}"
+            ) from None
+        if exp is not None and self._experiment_id is None:
+            self._experiment_id = exp.experiment_id
 
     def exists(self) -> bool:
         """Whether there is anything to read: a remote store, or a local database file already made.
@@ -312,6 +390,9 @@ class Store:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REQUEST_TIMEOUT_S)
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            # MLflow writes "View run ... at: URL" to stdout on every run a server finishes: noise in the
+            # CLI's output, and a URL with user:password@ in it would print the password
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             from mlflow import MlflowClient
 
             for name in ("mlflow", "alembic"):  # mlflow resets its level on import
@@ -339,7 +420,8 @@ class Store:
                     if is_transient(err):
                         raise
                     raise StoreError(
-                        f"Cannot open the store {redacted(self.uri)}: {type(err).__name__}: {shorten(err, 200)}"
+                        f"Cannot open the store {self.shown_uri}: {type(err).__name__}: "
+                        f"{shorten(self.hide(str(err)), 200)}"
                     ) from None
                 self._client = client
         return self._client
@@ -380,7 +462,10 @@ class Store:
         except Exception as err:
             if self.remote and is_transient(err):
                 raise  # retried by store_call
-            raise StoreError(f"Cannot open MLflow experiment '{self.experiment_name}' at {self.uri}: {err}") from None
+            raise StoreError(
+                f"Cannot open MLflow experiment '{shorten(self.experiment_name)}' at {self.shown_uri}: "
+                f"{shorten(self.hide(str(err)), 200)}"
+            ) from None
 
     # --------------------------------------------------------------------------------- runs
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
@@ -457,8 +542,11 @@ class Store:
         token = _no_retry.set(True)  # one attempt: an interrupted process must not wait out an outage
         try:
             self._fail(run_id, reason)
-        except Exception:  # noqa: BLE001 - nothing more can be done; the failure that led here is what matters
-            logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
+        except Exception as err:  # noqa: BLE001 - nothing more can be done; the failure that led here is what matters
+            # a server that is down is said by the caller's own line (the run is not counted); a second
+            # line before it would only repeat it. Another failure is worth a warning.
+            level = logging.DEBUG if is_transient(err) else logging.WARNING
+            logging.getLogger(__name__).log(level, "could not mark run %s failed", run_id)
         finally:
             _no_retry.reset(token)
 
@@ -515,7 +603,7 @@ class Store:
     def get(self, run_id: str) -> RunRecord:
         """One run by id (a unique prefix of at least 8 characters works too)."""
         if not self.exists():  # asked of no store: nothing is made to answer it
-            raise StoreError(f"No run '{shorten(run_id)}': there is no store at {self.uri} yet.")
+            raise StoreError(f"No run '{shorten(run_id)}': there is no store at {self.shown_uri} yet.")
         try:
             run = self.client.get_run(run_id)
         except StoreError:
@@ -529,7 +617,7 @@ class Store:
             if len(matches) == 1:
                 return matches[0]
             raise StoreError(
-                f"No run '{shorten(run_id)}' in {self.uri} (run ids are shown by `unlearnkit run` and the MLflow UI)."
+                f"No run '{shorten(run_id)}' in {self.shown_uri} (run ids are shown by `unlearnkit run` and the MLflow UI)."
             ) from None
         return RunRecord.from_mlflow(run)
 
