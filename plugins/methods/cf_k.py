@@ -119,7 +119,8 @@ class CFk(LastKMethod):
     as a final value. Returned in train mode, like the other fine-tuning baselines.
 
     Defaults: k = 3 (for ResNet-18: ``layer4`` and ``fc``), SGD lr 0.01, momentum 0.9, weight decay
-    5e-4, the LoTUS runs' budget (ResNet 10 epochs of batch 128, ViT 3 of batch 32).
+    5e-4, the LoTUS runs' budget (ResNet 10 epochs of batch 128, ViT 3 of batch 32, 256 on
+    ImageNet-1k).
 
     Deliberate deviations:
 

@@ -30,7 +30,7 @@ class EUk(LastKMethod):
     Logged per epoch: ``eu_k_loss``; ``eu_k_trained_params`` as a final value. Returned in train mode.
 
     Defaults as ``cf_k``'s: k = 3, SGD lr 0.01, momentum 0.9, weight decay 5e-4, the LoTUS runs'
-    budget (ResNet 10 epochs of batch 128, ViT 3 of batch 32).
+    budget (ResNet 10 epochs of batch 128, ViT 3 of batch 32, 256 on ImageNet-1k).
 
     Deliberate deviations: as ``cf_k``'s — our layer rule and k, and a fine-tuning budget rather
     than Goel et al.'s retraining schedule for the reset layers (at 10 epochs a reset ResNet stage

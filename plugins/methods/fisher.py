@@ -137,7 +137,12 @@ class FisherOptions(uk.Options):
         ge=0,
         description="Noise scale: each weight gets N(0, alpha / F_ii) noise (std capped); 0 = no noise.",
     )
-    std_cap: float = Field(STD_CAP, gt=0, le=10, description="'fisher': upper bound on each weight's noise std.")
+    std_cap: float = Field(
+        STD_CAP,
+        gt=0,
+        le=10,
+        description="'fisher': upper bound on each weight's noise std (times head_scale on the head).",
+    )
     head_scale: float = Field(
         HEAD_SCALE,
         ge=0,

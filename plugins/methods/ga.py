@@ -47,7 +47,8 @@ class GA(uk.Method):
     there would be this update, on D_r's epoch structure) and from the example package's
     ``grad_ascent_plus`` (ascent plus a retain term). Nothing stops the ascent but the budget: it
     is the field's lower bound on "forgetting by damage". Logged per epoch: ``ga_forget_loss``,
-    the mean CE on the forget batches *before* each step (it rises). Returned in train mode, as
+    the mean CE on the forget batches *before* each step (it rises); ``ga_lr`` and
+    ``ga_batch_size`` (the preset's or the given ones) as final values. Returned in train mode, as
     the reference code leaves it.
 
     Hyperparameters, OPTML-Group's GA for CIFAR-10 / ResNet-18 (``Unlearn-Sparse`` and

@@ -25,7 +25,10 @@ class L1SparseOptions(SGDOptions):
         "'per_epoch' is the reference code's alpha * (1 - epoch / (epochs - no_l1_epochs)), held within an epoch.",
     )
     no_l1_epochs: int = Field(
-        0, ge=0, description="With schedule 'per_epoch': the last epochs run without the penalty."
+        0,
+        ge=0,
+        description="With schedule 'per_epoch': the last epochs run without the penalty "
+        "(>= epochs: the penalty stays at alpha in every epoch).",
     )
 
 
@@ -34,7 +37,8 @@ def penalty_weights(o: L1SparseOptions, steps_per_epoch: int) -> list[float]:
 
     ``per_step``: alpha * (1 - t / (T - 1)) over the T steps (alpha on the first, exactly 0 on the
     last; alpha alone when T = 1). ``per_epoch``: the reference's alpha * (1 - e / (E - k)) for epoch
-    e < E - k, 0 afterwards (k = ``no_l1_epochs``; alpha throughout when E = k)."""
+    e < E - k, 0 afterwards (k = ``no_l1_epochs``; alpha throughout when k >= E: the reference keeps
+    alpha for k = E and drops the penalty for k > E)."""
     total = o.epochs * steps_per_epoch
     if o.schedule == "per_step":
         return [o.alpha * (1 - t / (total - 1)) if total > 1 else o.alpha for t in range(total)]
@@ -68,14 +72,16 @@ class L1Sparse(uk.Method):
     LoTUS runs' 128 like ``finetune``); gamma = 5e-4, the paper's value for that setting as we read
     it (the README leaves ``--alpha`` a variable). ``unlearn/FT.py``, ``FT_iter``: the penalty is
     ``alpha * l1_regularization(model)`` added to the batch CE, its weight
-    ``alpha * (1 - epoch / (unlearn_epochs - no_l1_epochs))`` per epoch.
+    ``alpha * (1 - epoch / (unlearn_epochs - no_l1_epochs))`` per epoch. A fine-tuned ViT gets the
+    LoTUS runs' budget and ``finetune``'s lr: 3 epochs of batch 32 (256 on ImageNet-1k) at lr 1e-3.
 
     Deliberate deviations:
 
     * the penalty weight decays per step and reaches exactly 0 on the last step (the paper's
       "linearly decaying to 0"); the reference's per-epoch weight never reaches 0 with its default
       ``no_l1_epochs = 0`` (its last epoch keeps alpha / epochs). ``schedule = "per_epoch"`` is the
-      reference's rule;
+      reference's rule, except that ``no_l1_epochs`` > ``epochs`` keeps alpha in every epoch (the
+      reference: no penalty at all; alpha for ``no_l1_epochs`` = ``epochs``, as here);
     * under torchrun the penalty's gradient is the same on every rank, and DDP averages gradients
       over ranks, so each rank adds the full penalty (the average is then the penalty's gradient
       once, with the CE parts scaled for the global batch);

@@ -98,8 +98,13 @@ class Lotus(uk.Method):
     being the teacher's accuracy on the unseen split (0 for class unlearning), or stops training
     once acc_f < acc_u (both rounded to 0.01): D_f should look unseen, not *less* certain than
     unseen (the "Streisand effect"). Logged per epoch: ``lotus_acc_forget``, ``lotus_gap``,
-    ``lotus_tau`` (at each check that trains) and ``lotus_loss``. Returned in eval mode, as the
-    official code returns it (``src/unlearning_methods/lotus_class.py``, end of ``unlearn``).
+    ``lotus_tau`` (at each check that trains) and ``lotus_loss``; final values ``lotus_epochs``,
+    ``lotus_tau`` (the last) and ``lotus_acc_unseen``. Returned in eval mode, as the official code
+    returns it (``src/unlearning_methods/lotus_class.py``, end of ``unlearn``).
+
+    Defaults per setting (the LoTUS code, ``reproduce_results.sh``, ``class_reproduce_results.sh``):
+    AdamW lr 1e-4, weight decay 5e-4, at most 10 epochs of batch 128, alpha 2 (8 on CIFAR-10, 32 for
+    class unlearning); a ViT-B/16 lr 1e-6, alpha 2, 3 epochs of batch 32 (256 on ImageNet-1k).
 
     The check sees D_f as the evaluation protocol sees it: through the training augmentation under
     ``paper`` (the official check reads the training loader, random crops for ResNet; crops drawn

@@ -118,7 +118,13 @@ def adaptive_cross_entropy(
     ce = F.cross_entropy(logits.float(), y, reduction="none")
     coef = 1.0 / (ce.detach().pow(lambd) + 1e-15)
     if part is None or part.whole or world is None:
-        return (coef * ce).sum() / coef.sum()
+        total = coef.sum()
+        # every CE_i^lambda past float32 (a large lambda, every CE > 1) makes every c_i 0 and the ratio
+        # 0/0: then the weights' own value, softmax(-lambda log CE) in float64; else the same numbers
+        fine = total > 0
+        limit = torch.softmax(-lambd * ce.detach().double().clamp_min(1e-45).log(), 0).nan_to_num(0.0)
+        safe = torch.where(fine, total, torch.ones_like(total))
+        return torch.where(fine, (coef * ce).sum() / safe, (limit.to(ce.dtype) * ce).sum())
     total = world.sum(coef.sum().reshape(1)).reshape(())
     return (coef * ce).sum() / total * part.world
 
@@ -187,7 +193,7 @@ class Sfron(uk.Method):
     mode with the training augmentation. Logged per D_r-pass-worth of iterations ("epoch", the last
     one possibly shorter): ``sfron_forget_loss`` (the weighted CE on D_f, before the minus sign and
     alpha), ``sfron_retain_loss``. Final values: ``sfron_mask_fraction`` (share of weights in m),
-    ``sfron_forget_steps``. Returned in eval mode: the reference's last iteration (1500, a multiple
+    ``sfron_forget_steps``, ``sfron_steps`` (T, resolved when unset). Returned in eval mode: the reference's last iteration (1500, a multiple
     of its log_freq 500) ends with its validation pass, which leaves the model in eval mode.
 
     Defaults, the reference's CIFAR-10 ResNet-18 setting (``K1nght/Unified-Unlearning-w-Remain-

@@ -22,6 +22,12 @@ from unlearnkit_plugins.methods.presets import (
 
 
 class UnsirOptions(SGDOptions):
+    epochs: int = Field(
+        10,
+        ge=1,
+        description="Epochs of noise, impair and repair. Every setting's default: 1 (UNSIR's own); "
+        "the paper-* recipes pin the LoTUS runs' 10 (ResNet) or 3 (ViT).",
+    )
     weight_decay: float = Field(0.0, ge=0, le=WEIGHT_DECAY_MAX, description="SGD weight decay.")
     noise_steps: int = Field(
         40, ge=1, description="Adam steps that maximise the error of each noise batch (UNSIR: 5 x 8; LoTUS runs: 1)."
@@ -156,8 +162,8 @@ class Unsir(uk.Method):
     * repair: one cross-entropy pass over the retain subset.
 
     The forget images themselves are never fed to the model: only their labels and shapes. Logged
-    per epoch: ``unsir_impair_loss``, ``unsir_repair_loss``. Returned in train mode, as the LoTUS
-    code returns it (``src/unlearning_methods/unsir_class.py``, ``unlearn``).
+    per epoch: ``unsir_impair_loss``, ``unsir_repair_loss``; ``unsir_retain_subset`` (its size) as a
+    final value. Returned in train mode, as the LoTUS code returns it (``src/unlearning_methods/unsir_class.py``, ``unlearn``).
 
     Defaults: the noise as UNSIR optimises it (``vikram2000b/Fast-Machine-Unlearning``,
     ``Machine Unlearning.ipynb``: Adam lr 0.1 for 5 x 8 = 40 steps, lambda = 0.1; also
