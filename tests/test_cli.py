@@ -208,3 +208,14 @@ def test_run_with_metric_shows_the_metrics_asked_for(host, capsys, isolated_stor
     assert "acc_retain" not in header and "mia" not in header
     rows = [line for line in out.splitlines() if "finetune" in line or "original" in line]
     assert rows and not any("—" in line for line in rows), out
+
+
+def test_show_method_claims_per_setting_defaults_only_where_a_method_has_them(host, capsys):
+    """Before: every method's options ended with "Per-setting defaults (the paper's) override these",
+    fisher's, ga's and the reference rows' included, which have none."""
+    said = {}
+    for name in ("lotus", "fisher", "ga", "retrain"):
+        code, out, _ = invoke(["show", "method", name], capsys)
+        assert code == 0
+        said[name] = "Per-setting defaults" in out
+    assert said == {"lotus": True, "fisher": False, "ga": False, "retrain": False}

@@ -217,8 +217,16 @@ def show(
             type_name = getattr(field.annotation, "__name__", str(field.annotation))
             table.add_row(fname, type_name, repr(field.default), field.description or "")
         con.out.print(table)
-        if k == "method":
+        if k == "method" and own_setting_defaults(cls):
             con.out.print("Per-setting defaults (the paper's) override these; see the docstring above.")
+
+
+def own_setting_defaults(cls: type) -> bool:
+    """Whether a method class (or a base of its own) sets per-setting defaults: ``show`` says they
+    override the options only where they do (most baselines have none)."""
+    from unlearnkit.api.contracts import Method
+
+    return any("default_options" in vars(c) for c in cls.__mro__ if c is not Method and issubclass(c, Method))
 
 
 @app.command()
