@@ -162,3 +162,10 @@ def test_no_line_the_code_prints_formats_the_raw_tracking_uri():
         if raw.search(line)
     ]
     assert hits == []
+
+
+def test_store_check_against_a_server_does_not_claim_a_database_check(fake_server, cli):
+    """Before: "Database: sound (http://...)", though no database check can run over HTTP."""
+    port = fake_server.server_address[1]
+    code, out, err = cli("store", "check", "--tracking-uri", f"http://127.0.0.1:{port}", "--experiment", "typo")
+    assert "Database: sound" not in out and f"Server: answers (http://127.0.0.1:{port};" in out, out + err

@@ -37,7 +37,10 @@ def check(tracking_uri: TrackingUri = None, experiment: Experiment = "unlearnkit
     if report.file:
         con.error(report.file)
         raise typer.Exit(1)
-    con.out.print(f"Database: sound ({store.shown_uri}).", highlight=False)
+    if store.local_db is not None:
+        con.out.print(f"Database: sound ({store.shown_uri}).", highlight=False)
+    else:  # a server's database is the server's to check: only its answers are checked from here
+        con.out.print(f"Server: answers ({store.shown_uri}; its database is checked on the server).", highlight=False)
     if report.missing:  # no run was read and no experiment made: a misspelt name is bad input
         con.error(report.missing)
         raise typer.Exit(2)
