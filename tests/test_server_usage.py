@@ -169,3 +169,15 @@ def test_store_check_against_a_server_does_not_claim_a_database_check(fake_serve
     port = fake_server.server_address[1]
     code, out, err = cli("store", "check", "--tracking-uri", f"http://127.0.0.1:{port}", "--experiment", "typo")
     assert "Database: sound" not in out and f"Server: answers (http://127.0.0.1:{port};" in out, out + err
+
+
+def test_a_long_store_path_is_shown_whole_and_only_its_password_hidden(tmp_path):
+    """The masking first cut every printed store URI at 60 characters, so a deep store path came out
+    as 'sqlite:////tmp/.../test_one_…(92 chars)' in the messages that tell the user where it is."""
+    from unlearnkit.store.mlflow_store import Store
+
+    deep = tmp_path / ("folder-" * 12) / "mlflow.db"
+    assert Store(f"sqlite:///{deep}").shown_uri == f"sqlite:///{deep}"
+    assert Store("http://alice:s3cret@example.org:5000/" + "p" * 100).shown_uri == (
+        "http://alice:***@example.org:5000/" + "p" * 100
+    )

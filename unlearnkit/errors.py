@@ -70,17 +70,17 @@ class AgreementError(UnlearnkitError):
     exit_code = 1
 
 
-def redacted(url: str) -> str:
-    """``url`` as an error line may echo it: shortened (:func:`shorten`), the password a URL may carry
-    (``user:password@host``) written as ``***``, so a database or bundle URL's credentials stay out of
-    logs and terminals."""
+def redacted(url: str, limit: int | None = None) -> str:
+    """``url`` as an error line may echo it: shortened (:func:`shorten`, to ``limit`` characters), the
+    password a URL may carry (``user:password@host``) written as ``***``, so a database or bundle URL's
+    credentials stay out of logs and terminals."""
     head, sep, rest = url.partition("://")
     netloc, slash, path = rest.partition("/")
     if sep and "@" in netloc:
         creds, _, host = netloc.rpartition("@")
         user, colon, _ = creds.partition(":")
         url = f"{head}://{user}{':***' if colon else ''}@{host}{slash}{path}"
-    return shorten(url)
+    return shorten(url) if limit is None else shorten(url, limit)
 
 
 def shorten(value: object, limit: int = ECHO_CHARS) -> str:

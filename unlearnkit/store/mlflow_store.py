@@ -205,6 +205,9 @@ def absolute_sqlite(uri: str) -> str:
     return f"{prefix}{Path(path).resolve()}{mark}{query}"
 
 
+SHOWN_URI_CHARS = 1024  # a store path printed whole up to this: deep folders, not pasted files
+
+
 def url_password(uri: str) -> str:
     """The password a URI carries (``scheme://user:password@host``), as typed; "" when none."""
     head, sep, rest = uri.partition("://")
@@ -273,8 +276,9 @@ class Store:
 
     @property
     def shown_uri(self) -> str:
-        """The tracking URI as a line may print it: a password it carries (``user:password@host``) as ``***``."""
-        return redacted(self.uri)
+        """The tracking URI as a line may print it: a password it carries (``user:password@host``) as
+        ``***``, and the rest whole (a store's path is what the line tells; a pasted blob is still cut)."""
+        return redacted(self.uri, limit=SHOWN_URI_CHARS)
 
     def hide(self, text: str) -> str:
         """``text`` (an error MLflow or a library raised, which may quote the URL it called) with the
