@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,8 +25,26 @@ ROOT = HERE.parent
 
 def test_every_shipped_recipe_parses_and_expands(host):
     for path in sorted((ROOT / "recipes").glob("*.toml")):
-        cells = expand(load_recipe(path, host.registries))
+        cells = expand(load_recipe(path, host.registries), registries=host.registries)
         assert cells, path
+
+
+@pytest.mark.parametrize(
+    ("scenarios", "message"),
+    [
+        ('["0.1", "0.10"]', "lists scenarios '0.1' and '0.10', which are one scenario (instance:0.1): list it once."),
+        ('["0.1", "random:1.5"]', "scenario 'random:1.5': Bad forget fraction '1.5'"),
+    ],
+)
+def test_a_recipes_scenarios_are_parsed_and_each_listed_once(tmp_path, host, scenarios, message):
+    """Before: '0.1' and '0.10' made two cells of one benchmark (`--estimate` counted 15 runs where 6
+    were real), and a bad scenario text was refused without the recipe it came from."""
+    from unlearnkit.scale.sweep_recipes import RecipeFile
+
+    spec = RecipeFile(name="twice", datasets=["tiny"], models=["tiny_cnn"], scenarios=json.loads(scenarios))
+    with pytest.raises(ConfigError) as refused:
+        expand(spec, registries=host.registries)
+    assert str(refused.value).startswith("Recipe 'twice'") and message in str(refused.value), refused.value
 
 
 def test_unknown_recipe_keys_are_errors(tmp_path):

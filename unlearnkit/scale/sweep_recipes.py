@@ -264,6 +264,25 @@ def run_once(recipe: RecipeFile, methods: list[str]) -> list[str]:
     return [m for m in method_parts(methods) if m not in recipe.grid]
 
 
+def scenarios_once(recipe: RecipeFile, registries: Registries) -> None:
+    """Each of the recipe's scenarios parsed before any cell is built, and each listed once: a bad
+    text is named with the recipe it came from, and two spellings of one scenario (``0.1`` and
+    ``0.10``) are refused, where they made two cells of one benchmark that ``--estimate`` and the
+    cell count counted twice."""
+    seen: dict[str, str] = {}
+    for text in map(str, recipe.scenarios):
+        try:
+            key = parse_scenario(text, registries.scenarios).key
+        except ConfigError as err:
+            raise ConfigError(f"Recipe '{shorten(recipe.name)}', scenario '{shorten(text)}': {err}") from None
+        if key in seen:
+            raise ConfigError(
+                f"Recipe '{shorten(recipe.name)}' lists scenarios '{shorten(seen[key])}' and '{shorten(text)}', which "
+                f"are one scenario ({shorten(key)}): list it once."
+            )
+        seen[key] = text
+
+
 def expand(
     recipe: RecipeFile,
     overrides: dict[str, Any] | None = None,
@@ -281,6 +300,8 @@ def expand(
     check_size(recipe, max_cells, listed)
     fixed = {f"{m}.{k}": v for m, opts in recipe.options.items() for k, v in opts.items()}
     groups = method_groups(recipe, listed)
+    if registries is not None:  # the plugins' scenarios (a --dry-run lists the grid without loading them)
+        scenarios_once(recipe, registries)
     cells = []
     for dataset, model, scenario in itertools.product(recipe.datasets, recipe.models, recipe.scenarios):
         for label, grid_opts, methods in groups:
