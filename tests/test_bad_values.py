@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.board_runs import run_tags
 from unlearnkit.errors import ConfigError
 
 HERE = Path(__file__).parent
@@ -202,26 +203,6 @@ def test_cli_leaderboard_valid_filters_still_find_no_runs_in_an_empty_store(cli,
     assert "No finished runs" in out
 
 
-def board_tags(method: str, seed: str) -> dict[str, str]:
-    """The tags the runner puts on an unlearning run of a one-benchmark store."""
-    from unlearnkit.store.mlflow_store import tag
-
-    values = {
-        "run_type": "unlearn",
-        "benchmark": "b1",
-        "method": method,
-        "role": {"original": "original", "retrain": "retrained"}.get(method, ""),
-        "seed": seed,
-        "dataset": "tiny",
-        "model": "tiny_cnn",
-        "scenario": "instance:0.2",
-        "train_recipe": "fast",
-        "config_hash": f"{method}-{seed}",
-        "access": "forget",
-    }
-    return {tag(k): v for k, v in values.items()}
-
-
 SEEDS = {"original": ["1", "2"], "retrain": ["1", "2"], "ga": ["1", "2", "abc", "", "9" * 5000]}
 
 
@@ -232,7 +213,7 @@ def test_the_board_leaves_out_a_run_whose_seed_is_not_an_integer():
     info = {"acc_forget": MetricInfo("closer_to_retrain", in_avg_gap=True)}
     pairs = [(method, seed) for method, seeds in SEEDS.items() for seed in seeds]
     records = [
-        RunRecord(f"{m}{i}", "FINISHED", i, board_tags(m, s), metrics={"acc_forget": 0.5 + i / 100})
+        RunRecord(f"{m}{i}", "FINISHED", i, run_tags(m, s), metrics={"acc_forget": 0.5 + i / 100})
         for i, (m, s) in enumerate(pairs)
     ]
     (board,) = build_boards(records, info)
@@ -250,7 +231,7 @@ def test_cli_leaderboard_shows_a_store_with_a_run_whose_seed_is_not_an_integer(h
     store.check()
     for method, seeds in SEEDS.items():
         for seed in seeds:
-            run = store.start_run(method, board_tags(method, seed), {})
+            run = store.start_run(method, run_tags(method, seed), {})
             store.log_metrics(run, {"acc_forget": 0.5, "acc_retain": 0.9})
             store.finish(run)
     code, out, err = cli("leaderboard", "--format", "json")

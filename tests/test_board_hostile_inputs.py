@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import unlearnkit as uk
+from tests.board_runs import run_tags
 from unlearnkit.board import tables
 from unlearnkit.board.leaderboard import Board, MetricInfo, build_boards
 from unlearnkit.errors import ConfigError
@@ -25,27 +26,7 @@ GAP = ("acc_forget", "acc_retain", "acc_test", "mia")
 INFO = {m: MetricInfo("closer_to_retrain", in_avg_gap=True) for m in GAP} | {
     "time_s": MetricInfo("lower", cost_axis=True)
 }
-ROLES = {"original": "original", "retrain": "retrained"}
 VALID = {"original": 0.9, "retrain": 0.5, "ga": 0.55}  # acc_forget of the rows every board here has
-
-
-def run_tags(method: str, seed: int, **extra: str) -> dict[str, str]:
-    """The tags the runner puts on an unlearning run, for a one-benchmark store."""
-    values = {
-        "run_type": "unlearn",
-        "benchmark": "b1",
-        "method": method,
-        "role": ROLES.get(method, ""),
-        "seed": str(seed),
-        "dataset": "tiny",
-        "model": "tiny_cnn",
-        "scenario": "instance:0.2",
-        "train_recipe": "fast",
-        "config_hash": f"{method}-{seed}",
-        "access": "forget",
-        **extra,
-    }
-    return {tag(k): v for k, v in values.items()}
 
 
 def metrics_of(forget: float, seed: int) -> dict[str, float]:

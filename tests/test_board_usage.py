@@ -8,9 +8,10 @@ import math
 
 import pytest
 
+from tests.board_runs import run_tags
 from unlearnkit.board import tables
 from unlearnkit.board.leaderboard import Board, MetricInfo, Stat, build_boards
-from unlearnkit.store.mlflow_store import RunRecord, tag
+from unlearnkit.store.mlflow_store import RunRecord
 
 GAP = ("acc_forget", "acc_retain", "acc_test", "mia")
 INFO = {m: MetricInfo("closer_to_retrain", in_avg_gap=True, default=True) for m in GAP} | {
@@ -18,25 +19,7 @@ INFO = {m: MetricInfo("closer_to_retrain", in_avg_gap=True, default=True) for m 
     "time_s": MetricInfo("lower", default=True, digits=2),
     "jsd": MetricInfo("lower", scale=1e4, default=True),
 }
-ROLES = {"original": "original", "retrain": "retrained"}
 SEEDS = (1, 2, 3)
-
-
-def run_tags(method: str, seed: int) -> dict[str, str]:
-    values = {
-        "run_type": "unlearn",
-        "benchmark": "b1",
-        "method": method,
-        "role": ROLES.get(method, ""),
-        "seed": str(seed),
-        "dataset": "tiny",
-        "model": "tiny_cnn",
-        "scenario": "instance:0.2",
-        "train_recipe": "fast",
-        "config_hash": f"{method}-{seed}",
-        "access": "forget",
-    }
-    return {tag(k): v for k, v in values.items()}
 
 
 # method -> (acc_forget, tow, time_s) around which the seeds vary by +seed/1000 (+seed s for the time).

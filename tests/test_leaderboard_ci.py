@@ -14,6 +14,7 @@ import math
 
 import pytest
 
+from tests.board_runs import run_tags
 from unlearnkit.board import tables
 from unlearnkit.board.leaderboard import Board, MetricInfo, Stat, build_boards
 from unlearnkit.store.mlflow_store import RunRecord, Store, tag
@@ -31,26 +32,6 @@ FORGET = {
     "b": (0.52, 0.53, 0.51),
     "c": (0.80, 0.81, 0.82),
 }
-ROLES = {"original": "original", "retrain": "retrained"}
-
-
-def run_tags(method: str, seed: int, **extra: str) -> dict[str, str]:
-    """The tags the runner puts on an unlearning run, for a one-benchmark store."""
-    values = {
-        "run_type": "unlearn",
-        "benchmark": "b1",
-        "method": method,
-        "role": ROLES.get(method, ""),
-        "seed": str(seed),
-        "dataset": "tiny",
-        "model": "tiny_cnn",
-        "scenario": "instance:0.2",
-        "train_recipe": "fast",
-        "config_hash": f"{method}-{seed}",
-        "access": "forget",
-        **extra,
-    }
-    return {tag(k): v for k, v in values.items()}
 
 
 def records(forget: dict[str, tuple[float, ...]] = FORGET) -> list[RunRecord]:
