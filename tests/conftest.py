@@ -160,3 +160,22 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("real data not found: set UNLEARNKIT_SHARED_DATA or place ../shared/data beside the repo")
     return path
+
+
+#: what torchrun writes into a rank's environment
+TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture
+def torchrun_env(monkeypatch):
+    """Set the torchrun variables of one test (the others unset): ``torchrun_env(WORLD_SIZE="2", ...)``."""
+    from unlearnkit.parallel.torchrun import TIMEOUT_ENV  # and the collective timeout unlearnkit reads
+
+    for name in (*TORCHRUN_VARS, TIMEOUT_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+    def setenv(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return setenv

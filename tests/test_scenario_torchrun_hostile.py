@@ -172,30 +172,6 @@ def test_a_scenario_that_forgets_every_training_image_names_itself_and_the_count
 
 
 # ------------------------------------------------------------------------------------ torchrun
-WORLD_VARS = (
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    torchrun.TIMEOUT_ENV,
-)
-
-
-@pytest.fixture
-def env(monkeypatch):
-    """Set the torchrun variables of one test (the others unset)."""
-    for name in WORLD_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-    def setenv(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-
-    return setenv
-
-
 @pytest.mark.parametrize(
     ("values", "says"),
     [
@@ -213,39 +189,39 @@ def env(monkeypatch):
         ({"WORLD_SIZE": MANY, "RANK": "0"}, "Bad WORLD_SIZE '9999.*chars\\)'"),
     ],
 )
-def test_a_torchrun_environment_torchrun_never_writes_is_one_line(env, values, says):
-    env(**values)
+def test_a_torchrun_environment_torchrun_never_writes_is_one_line(torchrun_env, values, says):
+    torchrun_env(**values)
     with pytest.raises(ConfigError, match=says):
         torchrun.from_env()
 
 
 @pytest.mark.parametrize("value", ["abc", "nan", "inf", "-1", "0", "1e300"])
-def test_a_collective_timeout_that_is_not_seconds_is_one_line(env, value):
+def test_a_collective_timeout_that_is_not_seconds_is_one_line(torchrun_env, value):
     """Before: float('abc') on every rank (a traceback each), timedelta(nan), or a timeout
     that fails every collective at once."""
-    env(**{torchrun.TIMEOUT_ENV: value})
+    torchrun_env(**{torchrun.TIMEOUT_ENV: value})
     with pytest.raises(ConfigError, match=f"Bad UNLEARNKIT_DDP_TIMEOUT_S '{value}': expected seconds"):
         torchrun.timeout_s()
-    env(WORLD_SIZE="2", RANK="0")  # checked with the world, before the dataset loads
+    torchrun_env(WORLD_SIZE="2", RANK="0")  # checked with the world, before the dataset loads
     with pytest.raises(ConfigError, match="UNLEARNKIT_DDP_TIMEOUT_S"):
         torchrun.from_env()
 
 
-def test_valid_torchrun_environments_keep_their_world(env):
+def test_valid_torchrun_environments_keep_their_world(torchrun_env):
     assert torchrun.from_env() == torchrun.SINGLE and torchrun.timeout_s() == torchrun.DEFAULT_TIMEOUT_S
-    env(WORLD_SIZE="1", RANK="3")  # one process: its rank says nothing
+    torchrun_env(WORLD_SIZE="1", RANK="3")  # one process: its rank says nothing
     assert torchrun.from_env() == torchrun.SINGLE
-    env(WORLD_SIZE="", RANK="")
+    torchrun_env(WORLD_SIZE="", RANK="")
     assert torchrun.from_env() == torchrun.SINGLE
-    env(MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")  # torchrun writes where the ranks meet
-    env(WORLD_SIZE=" 4 ", RANK="3", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2", **{torchrun.TIMEOUT_ENV: "2.5"})
+    torchrun_env(MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")  # torchrun writes where the ranks meet
+    torchrun_env(WORLD_SIZE=" 4 ", RANK="3", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2", **{torchrun.TIMEOUT_ENV: "2.5"})
     assert torchrun.from_env() == torchrun.World(3, 4, 1) and torchrun.timeout_s() == 2.5
 
 
-def test_cli_refuses_a_broken_torchrun_environment_before_loading_anything(cli, env):
+def test_cli_refuses_a_broken_torchrun_environment_before_loading_anything(cli, torchrun_env):
     from unlearnkit.store.mlflow_store import Store
 
-    env(WORLD_SIZE="2", RANK="two")
+    torchrun_env(WORLD_SIZE="2", RANK="two")
     code, _, err = cli("run", "--dataset", "synthetic", "--model", "cnn", "--epochs", "1", "--method", "finetune")
     assert (
         one_line_error(code, err)

@@ -14,29 +14,6 @@ import pytest
 from unlearnkit.errors import ConfigError
 from unlearnkit.parallel import launch, torchrun
 
-WORLD_VARS = (
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    torchrun.TIMEOUT_ENV,
-)
-
-
-@pytest.fixture
-def env(monkeypatch):
-    """Set the torchrun variables of one test (the others unset)."""
-    for name in WORLD_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-    def setenv(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-
-    return setenv
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -63,16 +40,16 @@ def one_line(code: int, err: str) -> str:
         ({"MASTER_ADDR": "localhost", "MASTER_PORT": "70000"}, "Bad MASTER_PORT '70000'"),
     ],
 )
-def test_a_world_without_its_rendezvous_address_is_one_line(env, values, says):
+def test_a_world_without_its_rendezvous_address_is_one_line(torchrun_env, values, says):
     """WORLD_SIZE and RANK left set in a shell: torch's ValueError (MASTER_ADDR expected) or int('abc')
     from deep inside init_process_group was the traceback."""
-    env(WORLD_SIZE="2", RANK="0", **values)
+    torchrun_env(WORLD_SIZE="2", RANK="0", **values)
     with pytest.raises(ConfigError, match=says):
         torchrun.from_env()
 
 
-def test_cli_refuses_a_world_without_its_rendezvous_address(cli, env):
-    env(WORLD_SIZE="2", RANK="0")
+def test_cli_refuses_a_world_without_its_rendezvous_address(cli, torchrun_env):
+    torchrun_env(WORLD_SIZE="2", RANK="0")
     code, _, err = cli("run", "--dataset", "synthetic", "--model", "cnn", "--epochs", "1", "--method", "finetune")
     assert code == 2
     assert one_line(code, err) == (
@@ -81,12 +58,14 @@ def test_cli_refuses_a_world_without_its_rendezvous_address(cli, env):
     )
 
 
-def test_ranks_that_never_meet_stop_at_the_timeout_in_one_line(env):
+def test_ranks_that_never_meet_stop_at_the_timeout_in_one_line(torchrun_env):
     """Rank 0 of 2 alone: torch's DistStoreError ("waiting for clients") was a traceback."""
     import torch
 
     port = free_port()
-    env(WORLD_SIZE="2", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **{torchrun.TIMEOUT_ENV: "1"})
+    torchrun_env(
+        WORLD_SIZE="2", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **{torchrun.TIMEOUT_ENV: "1"}
+    )
     started = time.monotonic()
     with pytest.raises(torchrun.RendezvousError) as refused:
         torchrun.init(torch.device("cpu"))
@@ -171,11 +150,11 @@ def test_nproc_with_a_refused_option_is_one_line_and_exit_2(tmp_path):
 
 
 # ----------------------------------------------------------------- commands not adapted
-def test_commands_not_adapted_to_torchrun_are_refused_in_one_line(env):
+def test_commands_not_adapted_to_torchrun_are_refused_in_one_line(torchrun_env):
     """`unlearnkit sweep` under torchrun ran the grid once per rank: two boards printed, a second
     leaderboard run logged by rank 1; `tune` parted the ranks at their first trial."""
     torchrun.refuse_under_torchrun("sweep")  # one process: nothing to refuse
-    env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+    torchrun_env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     with pytest.raises(ConfigError) as refused:
         torchrun.refuse_under_torchrun("sweep")
     assert str(refused.value) == (
@@ -185,15 +164,15 @@ def test_commands_not_adapted_to_torchrun_are_refused_in_one_line(env):
 
 
 @pytest.mark.parametrize("command", ["sweep", "tune", "audit", "reproduce"])
-def test_the_cli_refuses_commands_not_adapted_to_torchrun_once_from_rank_0(cli, env, command):
+def test_the_cli_refuses_commands_not_adapted_to_torchrun_once_from_rank_0(cli, torchrun_env, command):
     recipe = {"reproduce": "unlearnkit-digits"}.get(command, "recipes/cpu-mnist.toml")
-    env(WORLD_SIZE="2", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+    torchrun_env(WORLD_SIZE="2", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     code, out, err = cli(command, recipe)
     assert code == 2 and out == "", out
     assert one_line(code, err).startswith(
         f"Error: 'unlearnkit {command}' does not run under torchrun (WORLD_SIZE is 2)"
     )
-    env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
+    torchrun_env(WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     code, out, err = cli(command, recipe)
     assert code == 2 and out == "" and err == ""  # said once, by rank 0
 
