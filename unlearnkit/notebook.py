@@ -31,10 +31,11 @@ from unlearnkit.api.context import UnlearnContext
 from unlearnkit.api.contracts import Method, Metric, UnlearnOutcome, described
 from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.evaluation import Evaluation, MissingModel
+from unlearnkit.api.outcome import returned_outcome
 from unlearnkit.api.protocols import get_protocol
 from unlearnkit.api.types import Augment, Setting
 from unlearnkit.discovery.registry import Entry, Provenance, Registry
-from unlearnkit.errors import ConfigError, DivergenceError, PluginError, shorten
+from unlearnkit.errors import ConfigError, DivergenceError, shorten
 from unlearnkit.loops.helpers import reinitialise_
 
 SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
@@ -202,16 +203,12 @@ def fresh_copy(model: nn.Module) -> nn.Module:
     return reinitialise_(copy.deepcopy(model))
 
 
-def returned(name: str, out: object) -> UnlearnOutcome:
-    """What ``unlearn`` returned as an outcome, or one line saying what it should return."""
-    outcome = out if isinstance(out, UnlearnOutcome) else UnlearnOutcome(out)
-    if not isinstance(outcome.model, nn.Module):
-        raise PluginError(
-            f"Method '{name}' returned {described(outcome.model)} from unlearn: return the model (an nn.Module) "
-            "or an UnlearnOutcome(model, time_s=..., info={...})."
-        )
+def returned(entry: Entry[Method], out: object, original: nn.Module, ctx: UnlearnContext) -> UnlearnOutcome:
+    """What ``unlearn`` returned, checked as a benchmark run checks it (the method contract of
+    :mod:`unlearnkit.api.outcome`, then its weights finite), or one line saying what is wrong."""
+    outcome = returned_outcome(entry.cls, out, original, ctx)
     if not all(bool(torch.isfinite(p).all()) for p in outcome.model.parameters()):
-        raise DivergenceError(f"Method '{name}' produced non-finite weights.")
+        raise DivergenceError(f"Method '{entry.name}' produced non-finite weights.")
     return outcome
 
 
@@ -379,7 +376,7 @@ def unlearn(
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     measured = time.perf_counter() - start
-    outcome = returned(entry.name, out)
+    outcome = returned(entry, out, original, ctx)
     elapsed = measured if outcome.time_s is None else outcome.time_s
     result = UnlearnResult(outcome.model.eval(), elapsed, dict(outcome.info))
     models = {"unlearned": result.model, "original": original, "retrained": retrained}

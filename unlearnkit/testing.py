@@ -27,11 +27,12 @@ from unlearnkit.api.data import Preprocess, Split, UnlearnData
 from unlearnkit.api.ensemble import Ensemble, EnsembleMetric
 from unlearnkit.api.evaluation import Evaluation, OutputCache, predict_logits
 from unlearnkit.api.hookspecs import hookimpl
+from unlearnkit.api.outcome import returned_outcome
 from unlearnkit.api.scenarios import Scenario
 from unlearnkit.api.types import Augment, ImageSpec, Setting
 from unlearnkit.discovery.registry import name_problem
 from unlearnkit.engine.splits import make_splits, parse_scenario
-from unlearnkit.engine.stages import LeftAlone, returned_outcome
+from unlearnkit.engine.stages import LeftAlone
 from unlearnkit.errors import PluginError
 from unlearnkit.loops.training import TrainRecipe, accuracy, fit
 
