@@ -74,13 +74,29 @@ def redacted(url: str, limit: int | None = None) -> str:
     """``url`` as an error line may echo it: shortened (:func:`shorten`, to ``limit`` characters), the
     password a URL may carry (``user:password@host``) written as ``***``, so a database or bundle URL's
     credentials stay out of logs and terminals."""
+    parts = credentials(url)
+    if parts is not None:
+        head, creds, host, tail = parts
+        user, colon, _ = creds.partition(":")
+        url = f"{head}://{user}{':***' if colon else ''}@{host}{tail}"
+    return shorten(url) if limit is None else shorten(url, limit)
+
+
+def credentials(url: str) -> tuple[str, str, str, str] | None:
+    """``scheme://user:password@host/path`` as ``(scheme, "user:password", host, "/path")``; None for a
+    URL that carries no credentials."""
     head, sep, rest = url.partition("://")
     netloc, slash, path = rest.partition("/")
-    if sep and "@" in netloc:
-        creds, _, host = netloc.rpartition("@")
-        user, colon, _ = creds.partition(":")
-        url = f"{head}://{user}{':***' if colon else ''}@{host}{slash}{path}"
-    return shorten(url) if limit is None else shorten(url, limit)
+    if not sep or "@" not in netloc:
+        return None
+    creds, _, host = netloc.rpartition("@")
+    return head, creds, host, slash + path
+
+
+def url_password(url: str) -> str:
+    """The password a URL carries (``scheme://user:password@host``), as typed; "" when none."""
+    parts = credentials(url)
+    return parts[1].partition(":")[2] if parts is not None else ""
 
 
 def shorten(value: object, limit: int = ECHO_CHARS) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from unlearnkit.errors import StoreError, StoreUnavailableError, redacted, shorten
+from unlearnkit.errors import StoreError, StoreUnavailableError, redacted, shorten, url_password
 from unlearnkit.store import tags as tag_schema
 from unlearnkit.store.interrupts import deferred
 from unlearnkit.store.sqlite_file import init_lock, place_empty_schema, preflight
@@ -206,15 +206,6 @@ def absolute_sqlite(uri: str) -> str:
 
 
 SHOWN_URI_CHARS = 1024  # a store path printed whole up to this: deep folders, not pasted files
-
-
-def url_password(uri: str) -> str:
-    """The password a URI carries (``scheme://user:password@host``), as typed; "" when none."""
-    head, sep, rest = uri.partition("://")
-    netloc = rest.partition("/")[0]
-    if not sep or "@" not in netloc:
-        return ""
-    return netloc.rpartition("@")[0].partition(":")[2]
 
 
 def filter_clause(key: str, value: str) -> str | None:
