@@ -36,6 +36,7 @@ from unlearnkit.api.protocols import get_protocol
 from unlearnkit.api.types import Augment, Setting
 from unlearnkit.discovery.registry import Entry, Provenance, Registry
 from unlearnkit.errors import ConfigError, DivergenceError, shorten
+from unlearnkit.loops.accounting import ready_to_time
 from unlearnkit.loops.helpers import reinitialise_
 
 SplitLike = Any  # (images, labels) or a torch Dataset of (image, label)
@@ -371,6 +372,7 @@ def unlearn(
         ctx.gold_standard = lambda: (copy.deepcopy(gold), float("nan") if retrain_time_s is None else retrain_time_s)
     method_obj = entry.cls(entry.cls.parse_options(dict(options or {}), defaults=entry.cls.default_options(setting)))
     torch.manual_seed(seed)
+    ready_to_time()
     start = time.perf_counter()
     out = method_obj.unlearn(copy.deepcopy(original).train(), UnlearnData(splits, entry.cls.splits(), entry.name), ctx)
     if dev.type == "cuda":

@@ -32,7 +32,7 @@ from unlearnkit.engine.splits import SplitIndices
 from unlearnkit.engine.stages import numerics_tags
 from unlearnkit.errors import DivergenceError, StoreError, counted
 from unlearnkit.identity import array_fingerprint, config_hash, file_sha256, identity_json
-from unlearnkit.loops.accounting import throughput
+from unlearnkit.loops.accounting import ready_to_time, throughput
 from unlearnkit.loops.packing import Strategy, TrainJob, auto_models_per_device, fit_many, resolve_strategy
 from unlearnkit.loops.training import fit
 from unlearnkit.parallel import torchrun as ddp
@@ -395,6 +395,7 @@ class References:
         ctx = bench.context(seed, None, method=role)
         ctx.world = self.world  # every rank trains its part of each global batch (one process: the whole)
         synchronize(bench.device)
+        ready_to_time()
         start = time.perf_counter()
         if bench.train_recipe.epochs > 0:
             fit(model, split, bench.train_recipe, ctx, description=f"train the {role} model (seed {seed})")

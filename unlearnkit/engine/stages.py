@@ -30,6 +30,7 @@ from unlearnkit.api.outcome import returned_outcome
 from unlearnkit.discovery.registry import Entry
 from unlearnkit.engine.prepared import Benchmark, seed_everything, synchronize
 from unlearnkit.errors import ConfigError, DivergenceError, PluginError, UnlearnkitError, shorten
+from unlearnkit.loops.accounting import ready_to_time
 from unlearnkit.store import claims
 from unlearnkit.store.mlflow_store import Store, tag
 
@@ -109,6 +110,7 @@ def unlearn_copy(
     seed_everything(seed)
     synchronize(ctx.device)
     watch = LeftAlone(data)
+    ready_to_time()
     start = time.perf_counter()
     try:
         out = method.unlearn(model, data, ctx)

@@ -20,6 +20,13 @@ from unlearnkit.api.data import Split
 from unlearnkit.loops.training import TrainRecipe, drops_single
 
 
+def ready_to_time() -> None:
+    """Import what torch loads the first time a process builds an optimizer (``torch._dynamo``: 2-3
+    s on a CPU) before a clock starts. Otherwise the first method, or the first training, of every
+    process is charged for it, and its ``time_s`` and ``rte`` do not compare with the next one's."""
+    import torch._dynamo  # noqa: F401
+
+
 def images_trained(split: Split, recipe: TrainRecipe) -> int:
     """Images ``fit`` forwards over the recipe: every epoch the whole split (a last single image dropped)."""
     return recipe.epochs * (len(split) - int(drops_single(split, recipe)))

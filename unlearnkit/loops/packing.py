@@ -39,6 +39,7 @@ from torch import nn
 from unlearnkit.api.context import TRAIN_STREAM, UnlearnContext
 from unlearnkit.api.data import Split
 from unlearnkit.errors import ConfigError
+from unlearnkit.loops.accounting import ready_to_time
 from unlearnkit.loops.threads import pinned_threads
 from unlearnkit.loops.training import (
     Lookahead,
@@ -178,6 +179,7 @@ def _threaded(
 
     # the longest first (a larger training set): the workers end together rather than one waiting on the last
     order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i].split))
+    ready_to_time()
     start = time.perf_counter()
     # one intra-op thread per model on a CPU: W workers keep W cores busy (and each model is deterministic)
     with pinned_threads(1 if on_cpu else None), ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as pool:
