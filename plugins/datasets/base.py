@@ -15,7 +15,7 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -99,6 +99,19 @@ def pixels(value: object, what: str) -> np.ndarray:
     if arr.dtype != np.uint8 and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
         raise ValueError(f"{what} runs {int(arr.min())}..{int(arr.max())}, expected pixels 0..255")
     return arr.astype(np.uint8, copy=False)
+
+
+def lacking(folder: Path, wanted: Sequence[str], what: str) -> str:
+    """ "{folder} lacks X, Y (it holds k of the n {what})." when ``folder`` holds some but not all of the
+    ``wanted`` entries (files or folders), "" otherwise: said beside "not found", so a copy cut short
+    is named with what it lacks rather than reported as nothing at all."""
+    if not folder.is_dir():
+        return ""
+    missing = [name for name in wanted if not (folder / name).exists()]
+    if not missing or len(missing) == len(wanted):
+        return ""
+    held = len(wanted) - len(missing)
+    return f"{folder} lacks {', '.join(missing)} (it holds {held} of the {len(wanted)} {what})."
 
 
 def load_mat(source: Path | io.BytesIO, **kwargs: Any) -> dict[str, Any]:

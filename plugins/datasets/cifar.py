@@ -18,8 +18,8 @@ from pydantic import Field
 
 from unlearnkit import Augment, RawDataset
 
-from .base import DownloadOptions, FileDataset, Source, Splits, integers, pixels
-from .folder import decode_listing, decode_tar, find_tree, list_tree
+from .base import DownloadOptions, FileDataset, Source, Splits, integers, lacking, pixels
+from .folder import decode_listing, decode_tar, find_tree, list_tree, listed, subdirs, tree_at
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100_CLASSES = (
@@ -111,6 +111,7 @@ class _Cifar(FileDataset):
     label_key: ClassVar[str] = "labels"
     archives: ClassVar[tuple[str, ...]] = ()
     torchvision_class: ClassVar[str] = ""
+    official_tarball: ClassVar[str] = ""  # what torchvision downloads, extracted into pickle_dir
     augment = Augment(crop_padding=4, flip=False)  # the paper: RandomCrop(32, padding=4), no flip
 
     def find(self, root: Path) -> Source | None:
@@ -145,17 +146,45 @@ class _Cifar(FileDataset):
         return read_pickled_splits(train, test, self.label_key)
 
     def incomplete(self, root: Path) -> str:
+        """What ``root`` holds of this dataset in part: some of the batches, the official tarball not yet
+        extracted, or a class-folder tree whose class folders are not this dataset's."""
+        found = [self.missing_batches(root), self.unextracted(root), self.tree_mismatch(root)]
+        return " ".join(part for part in found if part)
+
+    def missing_batches(self, root: Path) -> str:
         """A batches folder missing some batches (a copy cut short): which ones."""
-        folder = root / self.pickle_dir
-        names = (*self.train_batches, *self.test_batches)
-        if not folder.is_dir():
+        return lacking(root / self.pickle_dir, (*self.train_batches, *self.test_batches), "batches")
+
+    def unextracted(self, root: Path) -> str:
+        """The official ``<pickle_dir>.tar.gz`` torchvision downloads, left packed (it is read only extracted)."""
+        if (root / self.pickle_dir).is_dir():
             return ""
-        missing = [n for n in names if not (folder / n).is_file()]
-        if not missing or len(missing) == len(names):
+        packed = root / self.official_tarball
+        if not self.official_tarball or not packed.is_file():
             return ""
-        return (
-            f"{folder} lacks {', '.join(missing)} (it holds {len(names) - len(missing)} of the {len(names)} batches)."
-        )
+        return f"{packed} is there but not extracted: run `tar -xzf {packed} -C {root}` to get {self.pickle_dir}/."
+
+    def tree_mismatch(self, root: Path) -> str:
+        """A train/ + test/ tree (here or one folder below) whose class folders are not this dataset's."""
+        wanted = set(self.class_names)
+        for folder in [root] + [root / name for name in sorted(subdirs(root))]:
+            tree = tree_at(folder)
+            if tree is None:
+                continue
+            problems = []
+            for split, have in ((tree.train, tree.train_classes), (tree.test, tree.test_classes)):
+                if have == wanted:
+                    continue
+                missing, extra = sorted(wanted - have), sorted(have - wanted)
+                parts = [f"lacks {listed(missing)}"] if missing else []
+                parts += [f"has the unexpected {listed(extra)}"] if extra else []
+                problems.append(f"{split}/ {' and '.join(parts)}")
+            if problems:
+                return (
+                    f"Found a class-folder tree in {folder}, but {'; '.join(problems)} "
+                    f"(a {self.title} tree has exactly its {len(wanted)} class folders: {listed(list(self.class_names))})."
+                )
+        return ""
 
     def fetch(self, root: Path) -> None:
         import torchvision.datasets
@@ -178,6 +207,7 @@ class Cifar10(_Cifar):
     test_batches = ("test_batch",)
     archives = CIFAR10_ARCHIVES
     torchvision_class = "CIFAR10"
+    official_tarball = "cifar-10-python.tar.gz"
 
 
 class Cifar100Options(DownloadOptions):
@@ -204,6 +234,7 @@ class Cifar100(_Cifar):
     test_batches = ("test",)
     label_key = "fine_labels"
     torchvision_class = "CIFAR100"
+    official_tarball = "cifar-100-python.tar.gz"
 
     def load(self, data_dir: Path | None, cache_dir: Path) -> RawDataset:
         raw = super().load(data_dir, cache_dir)

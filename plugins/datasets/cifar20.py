@@ -65,7 +65,12 @@ class Cifar20(_Cifar):
     test_batches = ("test",)
     label_key = "coarse_labels"
     downloadable = False
+    official_tarball = "cifar-100-python.tar.gz"
     Options = uk.Options
+
+    def incomplete(self, root: Path) -> str:
+        """Only the pickled batches are read: a class-folder tree is no partial CIFAR-20."""
+        return " ".join(part for part in (self.missing_batches(root), self.unextracted(root)) if part)
 
     def find(self, root: Path) -> Source | None:
         for batches in (root / self.pickle_dir, root):

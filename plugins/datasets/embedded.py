@@ -57,7 +57,7 @@ class SyntheticOptions(Options):
     per_class_train: int = Field(40, ge=2, description="Training images per class.")
     per_class_test: int = Field(20, ge=1, description="Test images per class.")
     size: int = Field(8, ge=4, le=256, description="Image height and width in pixels.")
-    channels: int = Field(1, ge=1, le=3, description="1 (grey) or 3 (RGB).")
+    channels: int = Field(1, ge=1, le=3, description="Channels per image, 1 to 3 (1: grey, 3: RGB).")
     noise: float = Field(
         0.5, ge=0, le=5, description="Pixel noise around each class's pattern (keeps test accuracy < 1)."
     )

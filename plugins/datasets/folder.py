@@ -8,11 +8,13 @@ the first files. Decoding runs in a few threads (PIL releases the GIL while deco
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import tarfile
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,6 +41,12 @@ def natural_key(name: str) -> tuple[object, ...]:
 
 def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def listed(names: Sequence[str], limit: int = 5) -> str:
+    """``a, b, c (+7 more)``: names for a one-line message, the first ``limit`` of them."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "") if names else "none"
 
 
 def subdirs(folder: Path) -> list[str]:
@@ -151,6 +159,19 @@ def parallel(n: int, work: Callable[[int, int], None], *, threads: int | None = 
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+@contextlib.contextmanager
+def large_images_allowed() -> Iterator[None]:
+    """Silence PIL's DecompressionBombWarning (images over about 89 megapixels) while a folder decodes: it is
+    a raw Python warning naming no file, printed past the CLI, for what is a large photo like any other.
+    One over twice that limit still raises DecompressionBombError, a one-line DataError naming it. The
+    filter is process-wide while it lasts, so the decoding threads see it too."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def _open(item: Path | bytes):  # -> PIL.Image.Image; PIL stays a lazy import
     from PIL import Image
 
@@ -171,7 +192,8 @@ def probe_images(items: Sequence[Path | bytes], names: Sequence[str]) -> list[tu
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                 raise DataError(f"Cannot read image {names[i]}: {err}.") from None
 
-    parallel(len(items), work, threads=_DECODE_THREADS, chunk=_CHUNK)
+    with large_images_allowed():
+        parallel(len(items), work, threads=_DECODE_THREADS, chunk=_CHUNK)
     return out
 
 
@@ -211,11 +233,23 @@ def decode_images(
                 raise DataError(f"Cannot decode image {names[i]}: {err}.") from None
             out[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
-    parallel(len(items), work, threads=_DECODE_THREADS, chunk=_CHUNK)
+    with large_images_allowed():
+        parallel(len(items), work, threads=_DECODE_THREADS, chunk=_CHUNK)
     return out
 
 
 # ---------------------------------------------------------------------------------- tar archives
+def open_tar(path: Path) -> tarfile.TarFile:
+    """``path`` opened as a tar of any compression; a file that is none says so in a few words (tarfile
+    lists the error of each of its four openers, which one_line cuts off mid-word)."""
+    try:
+        return tarfile.open(path, "r:*")
+    except tarfile.ReadError as err:
+        if "could not be opened successfully" not in str(err):
+            raise
+        raise tarfile.ReadError(f"{path.name} is not a tar archive (plain, gzip, bzip2 or xz)") from None
+
+
 def read_tar_tree(path: Path, classes: Sequence[str]) -> dict[str, list[tuple[str, int, bytes]]]:
     """Image bytes of a ``[prefix/]train|test/<class>/<file>`` tar, one streaming pass, no unpacking.
 
@@ -225,7 +259,7 @@ def read_tar_tree(path: Path, classes: Sequence[str]) -> dict[str, list[tuple[st
     index = {c: i for i, c in enumerate(classes)}
     found: dict[str, list[tuple[tuple[object, ...], str, int, bytes]]] = {}
     prefixes: set[tuple[str, ...]] = set()
-    with tarfile.open(path, "r:*") as tf:
+    with open_tar(path) as tf:
         for member in tf:
             if not member.isfile():
                 continue

@@ -89,6 +89,15 @@ def find_idx_files(folder: Path) -> dict[str, Path] | None:
     return found
 
 
+def missing_idx_files(folder: Path) -> list[str]:
+    """The official names (``train-images-idx3-ubyte[.gz]``) of the IDX files ``folder`` lacks."""
+    return [
+        f"{idx_candidates(key)[0]}[.gz]"
+        for key in IDX_FILES
+        if not any((folder / n).is_file() for n in idx_candidates(key))
+    ]
+
+
 def _images(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[:, None]

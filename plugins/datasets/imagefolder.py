@@ -24,12 +24,15 @@ from unlearnkit import Augment, DataError, Dataset, Options, RawDataset
 from .base import Splits, channel_stats, make_raw
 from .cache import cache_key, cached
 from .folder import (
+    TEST_DIRS,
+    TRAIN_DIR,
     Listing,
     Tree,
     decode_images,
     find_tree,
     grey_or_rgb,
     is_image_name,
+    large_images_allowed,
     list_tree,
     probe_images,
     subdirs,
@@ -49,7 +52,9 @@ class ImageFolderOptions(Options):
         description="Resize to size x size (scale to cover, centre-crop); default: keep the images' own size, "
         "which must then be the same for all.",
     )
-    mode: Literal["L", "RGB"] | None = Field(None, description="Colour mode; default: the most common one.")
+    mode: Literal["L", "RGB"] | None = Field(
+        None, description="Colour mode, L (greyscale) or RGB; default: the more common of the two among the images."
+    )
     max_train_per_class: int | None = Field(
         None, ge=1, description="Decode only the first N training images of each class (ImageNet: 50 with --subset 50)."
     )
@@ -73,6 +78,36 @@ def nested_images(split_dir: Path, classes: list[str]) -> tuple[Path, int] | Non
             if count:
                 return split_dir / cls / sub, count
     return None
+
+
+def _listed_names(folder: Path) -> list[str]:
+    """The entries of ``folder``; none where it cannot be listed (a message is being written, not a load)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def half_tree(root: Path) -> str:
+    """What is there of a tree in ``root`` (or one folder below) that ``find_tree`` did not take: a split
+    folder missing, or one without class folders (its images loose in it), as " {sentence}" ("" if none)."""
+    for folder in [root] + [root / name for name in sorted(subdirs(root))]:
+        children = set(subdirs(folder))
+        splits = [s for s in (TRAIN_DIR, *TEST_DIRS) if s in children]
+        if not splits:
+            continue
+        if TRAIN_DIR not in children or not any(t in children for t in TEST_DIRS):
+            lacking = "test/ (or val/)" if TRAIN_DIR in children else "train/"
+            return f" {folder} has {'/, '.join(splits)}/ but no {lacking}."
+        loose = [s for s in splits if not subdirs(folder / s)]
+        if loose:
+            count = sum(1 for s in loose for name in _listed_names(folder / s) if is_image_name(name))
+            them = "them" if len(loose) > 1 else "it"
+            return (
+                f" {folder}/{'/ and '.join(loose)}/ {'have' if len(loose) > 1 else 'has'} no class folders "
+                f"({count} image(s) lie directly in {them}): each class needs a folder of its own."
+            )
+    return ""
 
 
 def eight_bit(path: Path, mode: str) -> Path | bytes:
@@ -118,8 +153,8 @@ class ImageFolder(Dataset):
         tree = find_tree(root)
         if tree is None:
             raise DataError(
-                f"No train/<class>/ and test/<class>/ (or val/<class>/) folders in {root} or its sub-folders. "
-                f"Fix: arrange the images as {LAYOUT} and pass --data-dir DIR."
+                f"No train/<class>/ and test/<class>/ (or val/<class>/) folders in {root} or its sub-folders."
+                f"{half_tree(root)} Fix: arrange the images as {LAYOUT} and pass --data-dir DIR."
             )
         if tree.train_classes != tree.test_classes:
             only_train = sorted(tree.train_classes - tree.test_classes)
@@ -178,7 +213,8 @@ class ImageFolder(Dataset):
                     f"(e.g. size={max(sizes[0][0])}) to resize them all to N x N."
                 )
             size = sizes[0][0]
-        items = [eight_bit(p, m) for p, (m, _) in zip(paths, info)]
+        with large_images_allowed():
+            items = [eight_bit(p, m) for p, (m, _) in zip(paths, info)]
         arrays = []
         for lo, entries in ((0, listing.train), (len(listing.train), listing.test)):
             part = items[lo : lo + len(entries)]

@@ -225,6 +225,17 @@ class ImageNet(FileDataset):
             raise DataError(f"{partial} {self.fix_hint(data_dir)}")
         raise DataError(self.missing_message(data_dir))
 
+    def incomplete(self, root: Path) -> str:
+        """Extracted train/<wnid>/ folders with no validation images beside them (find_layout leaves
+        those out as evidence: Tiny-ImageNet's train/ has wnid folders too), so they are named here."""
+        for folder in [root] + [root / name for name in sorted(subdirs(root))]:
+            if _has_wnid_dirs(folder / "train") and not any(_has_wnid_dirs(folder / v) for v in VAL_DIRS):
+                return (
+                    f"{folder / 'train'} holds <wnid>/ folders, but {folder} has no val/<wnid>/ (or "
+                    f"test/<wnid>/) folders, nor {VAL_TAR} or a flat val/ with {DEVKIT_TAR}, for the test split."
+                )
+        return ""
+
     def find(self, root: Path) -> Source | None:
         for folder in [root] + [root / name for name in sorted(subdirs(root))]:
             found = find_layout(folder)

@@ -14,7 +14,7 @@ import numpy as np
 from unlearnkit import Augment, DataError, RawDataset
 
 from .base import FileDataset, Source
-from .idx import find_idx_files, read_idx_splits, read_npz_splits
+from .idx import IDX_FILES, find_idx_files, missing_idx_files, read_idx_splits, read_npz_splits
 
 _IDX_LAYOUT = "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
 
@@ -38,6 +38,15 @@ class _MnistFamily(FileDataset):
             if files is not None:
                 return Source("idx", root / sub, lambda f=files: list(f.values()), lambda f=files: read_idx_splits(f))
         return None
+
+    def incomplete(self, root: Path) -> str:
+        """A folder holding some of the four IDX files (a copy cut short): which ones it lacks."""
+        for sub in self.idx_folders:
+            missing = missing_idx_files(root / sub)
+            if 0 < len(missing) < len(IDX_FILES):
+                held = len(IDX_FILES) - len(missing)
+                return f"{root / sub} lacks {', '.join(missing)} (it holds {held} of the {len(IDX_FILES)} IDX files)."
+        return ""
 
     def fetch(self, root: Path) -> None:
         import torchvision.datasets

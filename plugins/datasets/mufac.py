@@ -32,7 +32,7 @@ from pydantic import Field
 from unlearnkit import Augment, DataError, Options, RawDataset
 
 from .archive import DiskFiles, Files, ZipFiles
-from .base import READ_ERRORS, FileDataset, Source
+from .base import READ_ERRORS, FileDataset, Source, lacking
 from .cache import cache_key, cached
 from .download import one_line
 from .folder import decode_images
@@ -194,6 +194,14 @@ class Mufac(FileDataset):
         if (root / ZIP_NAME).is_file():
             return Source("zip", root / ZIP_NAME, lambda: [root / ZIP_NAME], _own_load)
         return self.folder_source(root / CLEAN_FOLDER) if _is_tree(root / CLEAN_FOLDER) else None
+
+    def incomplete(self, root: Path) -> str:
+        """An extracted folder holding some of its three CSVs and three image folders: which it lacks."""
+        wanted = [*CSVS.values(), *(f"{d}/" for d in IMAGE_DIRS.values())]
+        found = (
+            lacking(folder, wanted, "CSVs and image folders") for folder in (root / FOLDER, root, root / CLEAN_FOLDER)
+        )
+        return next((text for text in found if text), "")
 
     def folder_source(self, folder: Path) -> Source:
         disk = DiskFiles(folder)

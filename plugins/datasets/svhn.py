@@ -12,7 +12,7 @@ import numpy as np
 
 from unlearnkit import Augment
 
-from .base import FileDataset, Source, Splits, integers, load_mat, pixels
+from .base import FileDataset, Source, Splits, integers, lacking, load_mat, pixels
 
 MAT_FILES = ("train_32x32.mat", "test_32x32.mat")
 
@@ -55,6 +55,12 @@ class Svhn(FileDataset):
             if all(p.is_file() for p in files):
                 return Source("mat", folder, lambda f=files: list(f), lambda d=folder: read_svhn_splits(d))
         return None
+
+    def incomplete(self, root: Path) -> str:
+        """A folder holding one of the two .mat files: which one it lacks."""
+        return " ".join(
+            filter(None, (lacking(f, MAT_FILES, ".mat files") for f in (root, root / "svhn", root / "SVHN")))
+        )
 
     def fetch(self, root: Path) -> None:
         import torchvision.datasets

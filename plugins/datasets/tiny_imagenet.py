@@ -19,7 +19,7 @@ import numpy as np
 from unlearnkit import Augment, DataError, Options
 
 from .archive import DiskFiles, Files, ZipFiles
-from .base import FileDataset, Source, Splits
+from .base import FileDataset, Source, Splits, lacking
 from .folder import decode_images, is_image_name, natural_key
 
 ZIP_NAME = "tiny-imagenet-200.zip"
@@ -124,6 +124,11 @@ class TinyImageNet(FileDataset):
             if (folder / WNIDS).is_file() and (folder / "train").is_dir() and (folder / ANNOTATIONS).is_file():
                 return folder_source(folder)
         return None
+
+    def incomplete(self, root: Path) -> str:
+        """An extracted folder holding some of wnids.txt, train/ and the val annotations: which it lacks."""
+        found = (lacking(folder, (WNIDS, "train/", ANNOTATIONS), "entries") for folder in (root / FOLDER, root))
+        return next((text for text in found if text), "")
 
 
 def folder_source(folder: Path) -> Source:
