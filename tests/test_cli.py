@@ -219,3 +219,11 @@ def test_show_method_claims_per_setting_defaults_only_where_a_method_has_them(ho
         assert code == 0
         said[name] = "Per-setting defaults" in out
     assert said == {"lotus": True, "fisher": False, "ga": False, "retrain": False}
+
+
+def test_list_datasets_says_download_only_where_a_download_option_exists(host, capsys):
+    """cifar20, imagenet, mufac, tiny_imagenet and imagefolder cannot download: their source is "files"."""
+    code, out, _ = invoke(["list", "datasets", "--json"], capsys)
+    source = {r["name"]: r["source"] for r in json.loads(out)}
+    assert code == 0 and source["cifar10"] == "files/download" and source["digits"] == "embedded"
+    assert {source[n] for n in ("cifar20", "imagenet", "mufac", "tiny_imagenet", "imagefolder")} == {"files"}

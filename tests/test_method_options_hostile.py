@@ -152,3 +152,32 @@ def test_scrub_largest_temperature_allowed_diverges_in_one_line(tiny):
 @pytest.fixture(scope="module")
 def tiny(tiny_bench_one_thread):
     return tiny_bench_one_thread
+
+
+def test_allowed_values_of_a_type_beside_named_choices_say_both():
+    """``int | Literal["all"]`` (imagenet's train_per_class) read "one of <class 'int'>, all"."""
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    from unlearnkit.api.contracts import allowed_values
+
+    class Options(BaseModel):
+        per_class: int | Literal["all"] = Field(1, ge=1)
+        kept: int | Literal["all", "half"] | None = None
+        target: Literal["gumbel", "softmax"] = "gumbel"
+
+    said = {name: allowed_values(f) for name, f in Options.model_fields.items()}
+    assert said == {
+        "per_class": "a 64-bit integer >= 1, or all",
+        "kept": "a 64-bit integer, or one of all, half (or unset)",
+        "target": "one of gumbel, softmax",
+    }
+    imagenet = uk_dataset_options("imagenet")
+    assert allowed_values(imagenet.model_fields["train_per_class"]) == "a 64-bit integer, or all"
+
+
+def uk_dataset_options(name: str):
+    from unlearnkit.discovery.host import get_host
+
+    return get_host().registries.datasets.get(name).cls.Options

@@ -127,23 +127,32 @@ class Plugin(abc.ABC):
 
 
 def allowed_values(info: FieldInfo) -> str:
-    """An option's valid values in words, from its type and bounds: ``a finite number > 0``."""
+    """An option's valid values in words, from its type and bounds: ``a finite number > 0``; a type
+    beside named choices (``int | Literal["all"]``) says both: ``a 64-bit integer >= 1, or all``."""
     args = [a for a in get_args(info.annotation) if a is not type(None)] or [info.annotation]
-    if get_origin(info.annotation) is Literal or any(get_origin(a) is Literal for a in args):
-        choices = [c for a in args for c in (get_args(a) if get_origin(a) is Literal else [a])]
-        what = "one of " + ", ".join(str(c) for c in choices if c is not None)
-    elif bool in args:
-        what = "true or false"
-    elif float in args:
-        what = "a finite number"
-    elif int in args:
-        what = "a 64-bit integer"
-    else:
-        what = "a " + " or ".join(getattr(a, "__name__", str(a)) for a in args)
+    if get_origin(info.annotation) is Literal:
+        args = [info.annotation]
+    choices = [str(c) for a in args if get_origin(a) is Literal for c in get_args(a) if c is not None]
+    kinds = [a for a in args if get_origin(a) is not Literal]
     signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
     bounds = [f"{sign} {getattr(m, attr)}" for m in info.metadata for attr, sign in signs.items() if hasattr(m, attr)]
     unset = " (or unset)" if type(None) in get_args(info.annotation) else ""
-    return " ".join([what, " and ".join(bounds)]).strip() + unset
+    named = "one of " + ", ".join(choices) if len(choices) > 1 or not kinds else ", ".join(choices)
+    if not kinds:
+        return " ".join([named, " and ".join(bounds)]).strip() + unset
+    typed = " ".join([type_in_words(kinds), " and ".join(bounds)]).strip()
+    return (f"{typed}, or {named}" if choices else typed) + unset
+
+
+def type_in_words(kinds: list[Any]) -> str:
+    """``a finite number``, ``a 64-bit integer``, ``true or false``: what a value of these types is."""
+    if bool in kinds:
+        return "true or false"
+    if float in kinds:
+        return "a finite number"
+    if int in kinds:
+        return "a 64-bit integer"
+    return "a " + " or ".join(getattr(a, "__name__", str(a)) for a in kinds)
 
 
 # --------------------------------------------------------------------------------------- methods

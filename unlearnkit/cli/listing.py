@@ -43,8 +43,8 @@ def _extra(entry) -> str:
     if kind == "metric":
         needs = sorted(cls.needs)
         return cls.direction.replace("_", " ") + (f"; needs {', '.join(needs)}" if needs else "")
-    if kind == "dataset":
-        return "embedded" if cls.embedded else "files/download"
+    if kind == "dataset":  # a dataset can download only through a `download` option
+        return "embedded" if cls.embedded else ("files/download" if "download" in cls.Options.model_fields else "files")
     if kind == "scenario":
         return cls.syntax
     return cls.family
@@ -87,6 +87,13 @@ def list_(
         _list_train_recipes(as_json)
         return
     reg = plugin_host().registries.by_kind(kind)
+    extra = {  # the column beside the name: in the table and, as a key, in the JSON
+        "method": "data access",
+        "metric": "direction",
+        "dataset": "source",
+        "model": "family",
+        "scenario": "syntax",
+    }[kind]
     if as_json:
         con.out.print_json(
             json.dumps(
@@ -94,6 +101,7 @@ def list_(
                     {
                         "name": e.name,
                         "summary": e.cls.summary,
+                        extra.replace(" ", "_"): _extra(e),
                         **({"paper": e.cls.paper} if kind == "method" else {}),
                         **(
                             {"scenario_rules": sorted(e.cls.scenario_rules)}
@@ -108,13 +116,6 @@ def list_(
             )
         )
         return
-    extra = {
-        "method": "data access",
-        "metric": "direction",
-        "dataset": "source",
-        "model": "family",
-        "scenario": "syntax",
-    }[kind]
     table = Table(title=f"{len(reg.names())} {what}", title_justify="left")
     columns = ["name", extra, "package", "summary", *(["paper"] if kind == "method" else [])]
     for col in columns:
