@@ -584,10 +584,40 @@ def row_name(rec: RunRecord) -> str:
 
 
 def newest_code(records: list[RunRecord]) -> list[RunRecord]:
-    """The runs made by the same code (method and metric versions) as the newest run: after a
-    version bump the old numbers stay in the store but never share a row with the new ones."""
-    newest = max(records, key=lambda r: r.start_time).tag("code")
-    return [r for r in records if r.tag("code") == newest]
+    """The numbers made by the newest code, one method's runs in: after a version bump the old
+    numbers stay in the store but never share a row with the new ones. The method's version is the
+    newest run's; each metric's is the newest run's that computed it, so a later run of fewer metrics
+    (``--metric``, ``--no-retrain``) supersedes none of the others' numbers, and a metric's bump
+    drops only that metric's older values. A run stored without a ``versions`` tag (0.2) counts
+    where a run that has one shares its ``code``: the same versions made both."""
+    newest = max(records, key=lambda r: r.start_time)
+    if not newest.tag("versions"):
+        return [r for r in records if r.tag("code") == newest.tag("code")]
+    method = newest.tag("versions").split(",")[0]
+    current: dict[str, str] = {}  # metric name -> the version of the newest run that computed it
+    for rec in sorted(records, key=lambda r: -r.start_time):
+        versions = rec.tag("versions").split(",")
+        if versions[0] == method:
+            for version in versions[1:]:
+                current.setdefault(plugin_name(version), version)
+    stale: dict[str, set[str]] = {}  # code -> the metrics that code computed at an older version
+    for rec in records:
+        versions = rec.tag("versions").split(",")
+        if versions[0] == method:
+            stale[rec.tag("code")] = {plugin_name(v) for v in versions[1:] if current[plugin_name(v)] != v}
+    kept = []
+    for rec in records:  # one code, one set of versions: a 0.2 run (no versions tag) with a code seen above too
+        if rec.tag("code") not in stale:
+            continue
+        old = stale[rec.tag("code")]
+        kept.append(replace(rec, metrics={k: v for k, v in rec.metrics.items() if k not in old}) if old else rec)
+    return kept
+
+
+def plugin_name(version: str) -> str:
+    """``acc_forget`` of ``unlearnkit_plugins:acc_forget@1`` (or of ``pkg:name==1.2``, a plugin without
+    an ``algorithm_version``)."""
+    return version.split(":", 1)[-1].split("@", 1)[0].split("==", 1)[0]
 
 
 def in_recipe(board: Board, cells: set[tuple[str, str, str]], methods: set[str] | None) -> Board | None:

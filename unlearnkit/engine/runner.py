@@ -448,6 +448,8 @@ class Runner:
             tag("unlearning_hash"): unlearning_key,
             # the code that made the numbers: the leaderboard shows a method's newest code only
             tag("code"): config_hash({"method": identity["method"], "metrics": identity["metrics"]}),
+            # the versions themselves: a later run of fewer metrics supersedes none of these numbers
+            tag("versions"): ",".join([identity["method"], *identity["metrics"]]),
             tag("splits"): state.idx.fingerprint(),
             tag("grid_point"): grid_point,
             tag("sweep"): self.sweep,

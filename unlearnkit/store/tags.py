@@ -32,6 +32,9 @@ TAGS: dict[str, TagSpec] = {
     "config_hash": TagSpec("hash", "the run's identity: everything that can change its numbers"),
     "unlearning_hash": TagSpec("hash", "the unlearned model's identity: the run without its evaluation"),
     "code": TagSpec("hash", "the method and metric code versions that made the numbers (newest shown)"),
+    "versions": TagSpec(
+        "list", "the method's plugin version, then each metric's (package:name@algorithm_version): what `code` hashes"
+    ),
     "benchmark": TagSpec("hash", "the benchmark a run belongs to: one leaderboard per benchmark"),
     "creation": TagSpec("text", "a one-off nonce that makes run creation idempotent under retries"),
     # the benchmark's coordinates
