@@ -14,7 +14,15 @@ from unlearnkit.cli.shared import Experiment, PluginsDir, TrackingUri, host_and_
 
 @app.command("export")
 def export(
-    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write (a .tar file).")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The bundle to write: a .tar file (.tar.gz, .tar.bz2, .tar.xz: compressed). "
+            "An earlier bundle there is replaced; any other file is refused.",
+        ),
+    ],
     recipe: Annotated[
         Path | None, typer.Option(help="Only the reference models of this recipe's datasets, models and seeds.")
     ] = None,
@@ -22,7 +30,7 @@ def export(
     experiment: Experiment = "unlearnkit",
 ) -> None:
     """Write trained original and retrained models, with their identities and checksums, to a bundle."""
-    from unlearnkit.engine.bundles import check_output, export_bundle, reference_runs
+    from unlearnkit.engine.bundles import check_output, export_bundle, nothing_to_export, reference_runs
     from unlearnkit.store.mlflow_store import Store
 
     check_output(output)  # before any work, and before the store is opened
@@ -36,8 +44,12 @@ def export(
     records: list = []
     # a store that is not there, or not yet holding the experiment, has nothing to export and is not
     # changed by trying: export only reads
-    if store.exists() and open_to_read(store):
+    exists = store.exists()
+    readable = exists and open_to_read(store)
+    if readable:
         records = reference_runs(store, **scope, warn=con.warn)
+    if not records:  # say why, and what the store holds
+        raise nothing_to_export(store, exists, reference_runs(store) if readable and scope else [], scope)
     n = export_bundle(store, records, output)
     con.out.print(f"Exported {n} reference models to {output}.", highlight=False)
 
@@ -94,7 +106,7 @@ def import_(
         store, bundle, host.registries, limits=limits, sha256=sha256, trust_times=trust_times, warn=con.warn
     )
     con.out.print(
-        f"Imported {report.added} of {report.models} reference models from {bundle} "
+        f"Imported {report.added} of {report.models} reference models from {report.source} "
         f"({report.present} already in the store).",
         highlight=False,
     )

@@ -27,9 +27,12 @@ only what import can check or re-derive itself.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import math
 import os
 import re
@@ -50,9 +53,9 @@ from typing import IO, Any
 from unlearnkit.api.types import ImageSpec
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.references import IMAGE_SPEC, REFERENCE_ROLES, image_spec_text, parse_image_spec
-from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full, redacted, translated
+from unlearnkit.errors import ConfigError, StoreError, UnlearnkitError, disk_full, redacted, shorten, translated
 from unlearnkit.identity import CORE_VERSION, config_hash, file_sha256, identity_json, plugin_version
-from unlearnkit.store.mlflow_store import RunRecord, Store, tag
+from unlearnkit.store.mlflow_store import RunRecord, Store, authorised_request, tag
 from unlearnkit.store.tags import TAGS
 
 FORMAT = "unlearnkit-reference-models"
@@ -103,6 +106,9 @@ OPTIONAL_IDENTITY = {"world_size": (int,)}
 PLUGIN_VERSION = re.compile(r"^(?P<package>.*):(?P<name>[A-Za-z0-9_.\-]+)(@|==)[^:@=]*$")
 HEX = re.compile(r"^[0-9a-f]{16,64}$")
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+# an output's last suffix -> the compression export writes it with (import reads each of them)
+COMPRESSIONS = {".gz": "gz", ".tgz": "gz", ".bz2": "bz2", ".tbz": "bz2", ".tbz2": "bz2", ".xz": "xz", ".txz": "xz"}
+OTHER_ARCHIVES = (".zip", ".7z", ".rar", ".zst", ".tzst", ".lz4")  # archives a bundle is not
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ class BundleReport:
     models: int
     added: int = 0
     present: int = 0
+    source: str = ""  # the bundle as a line may print it: a URL without credentials or query
 
 
 # ------------------------------------------------------------------------------------- export
@@ -185,10 +192,74 @@ def check_output(path: Path) -> None:
     shown, folder = short(str(path), 300), short(str(path.parent), 300)  # the user's own path: in full
     if path.is_dir():
         raise ConfigError(f"Cannot write the bundle to {shown}: it is a folder; name a file in it (refs.tar).")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"Cannot write the bundle to {shown}: {folder} is a file, not a folder.")
     if not path.parent.is_dir():
         raise ConfigError(f"Cannot write the bundle to {shown}: the folder {folder} does not exist.")
     if not os.access(path.parent, os.W_OK):
         raise ConfigError(f"Cannot write the bundle to {shown}: the folder {folder} is not writable.")
+    compression(path)
+    if path.is_file() and path.stat().st_size > 0 and not is_bundle(path):
+        # export replaces its output whole: a typo (-o mlflow.db, -o data.tar.gz) would destroy it
+        raise ConfigError(
+            f"Cannot write the bundle to {shown}: that file exists and is not a bundle; "
+            "name a new file, or remove it first."
+        )
+
+
+def compression(path: Path) -> str:
+    """How export compresses ``path``, from its suffix: ``gz``, ``bz2``, ``xz`` or ``""`` (a plain tar).
+    An archive format a bundle is not (``.zip``) is refused: its readers could not open the file."""
+    suffix = Path(path).suffix.lower()
+    if suffix in OTHER_ARCHIVES:
+        raise ConfigError(
+            f"Cannot write the bundle to {short(str(path), 300)}: a bundle is a tar file, not {suffix}; "
+            "name it .tar, .tar.gz, .tar.bz2 or .tar.xz."
+        )
+    return COMPRESSIONS.get(suffix, "")
+
+
+def is_bundle(path: Path) -> bool:
+    """Whether ``path`` is a tar holding a manifest.json (an earlier export, fine to replace),
+    read from its headers only and no further than import would read them."""
+    try:
+        with tarfile.open(path, "r:*", tarinfo=guarded_headers(str(path), Limits.manifest)) as tar:
+            for _ in range(MAX_MEMBERS):
+                info = tar.next()
+                if info is None:
+                    return False
+                if PurePosixPath(info.name) == PurePosixPath(MANIFEST):
+                    return True
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ConfigError):
+        return False
+    return False
+
+
+def nothing_to_export(store: Store, exists: bool, held: list[RunRecord], scope: dict[str, set[Any]]) -> ConfigError:
+    """Why an export found no model, and what the store does hold: a store not made yet (a typo in
+    --tracking-uri?), a store without reference models, or a recipe that matches none of them."""
+    if not exists:
+        return ConfigError(
+            f"There is no store at {store.shown_uri} (check --tracking-uri or UNLEARNKIT_STORE): nothing to export."
+        )
+    if not held:
+        return ConfigError(f"{store.shown_uri} holds no trained original or retrained models: nothing to export.")
+    asked = "; ".join(f"{name} {', '.join(sorted(map(str, values)))}" for name, values in scope.items() if values)
+    return ConfigError(
+        f"No trained reference models in {store.shown_uri} match the recipe ({shorten(asked, 200)}): nothing to "
+        f"export. The store holds {shorten(held_models(held), 200)}."
+    )
+
+
+def held_models(held: list[RunRecord]) -> str:
+    """``"digits/cnn seeds 1, 2; mnist/cnn seed 3"``: the reference models a store holds, in short."""
+    seeds: dict[str, set[str]] = {}
+    for rec in held:
+        seeds.setdefault(f"{rec.tag('dataset')}/{rec.tag('model')}", set()).add(rec.tag("seed"))
+    return "; ".join(
+        f"{cell} seed{'s' if len(found) > 1 else ''} {', '.join(sorted(found, key=lambda s: (len(s), s)))}"
+        for cell, found in sorted(seeds.items())
+    )
 
 
 def export_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
@@ -199,7 +270,7 @@ def export_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
         raise ConfigError(f"No trained reference models in {store.shown_uri} match: nothing to export.")
     partial = Path(path).with_name(f".{Path(path).name}.partial")  # a failed export leaves no half bundle
     try:
-        count = _write_bundle(store, records, partial)
+        count = _write_bundle(store, records, partial, compression(path))
         os.replace(partial, path)
     except OSError as err:  # the output's disk, not a bug: one line
         full = disk_full(err)
@@ -211,9 +282,9 @@ def export_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
     return count
 
 
-def _write_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
+def _write_bundle(store: Store, records: list[RunRecord], path: Path, kind: str) -> int:
     entries = []
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+    with tempfile.TemporaryDirectory() as tmp, open_output(path, kind) as tar:
         for rec in records:
             key = rec.tag("config_hash")
             spec = spec_of(rec)
@@ -231,10 +302,16 @@ def _write_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
             except StoreError:
                 raise
             except Exception as err:  # noqa: BLE001 - a run without its files cannot be shared; say which
-                raise StoreError(f"Run {rec.run_id} ({key}) lacks its checkpoint or identity: {err}") from None
+                raise StoreError(
+                    f"Run {rec.run_id} ({key}) lacks its checkpoint or identity: {err} "
+                    "(`unlearnkit store check` names every such run)."
+                ) from None
             digest = file_sha256(checkpoint)
             if digest != rec.tag("checkpoint_sha256"):
-                raise StoreError(f"Run {rec.run_id}: its checkpoint fails its sha256 check; not exported.")
+                raise StoreError(
+                    f"Run {rec.run_id}: its checkpoint fails its sha256 check; not exported "
+                    "(`unlearnkit store check` names every such run)."
+                )
             name = member_name(key)
             tar.add(checkpoint, arcname=name, filter=_anonymous)
             entries.append(
@@ -255,6 +332,24 @@ def _write_bundle(store: Store, records: list[RunRecord], path: Path) -> int:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return len(entries)
+
+
+@contextmanager
+def open_output(path: Path, kind: str) -> Iterator[tarfile.TarFile]:
+    """The tar file export writes, compressed by ``kind`` (see :func:`compression`). The gzip header
+    gets no name and no time, as the tar headers get no owner and no time."""
+    with open(path, "wb") as raw:
+        packed: io.BufferedIOBase
+        if kind == "gz":
+            packed = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+        elif kind == "bz2":
+            packed = bz2.BZ2File(raw, "wb")
+        elif kind == "xz":
+            packed = lzma.LZMAFile(raw, "wb")
+        else:
+            packed = raw
+        with packed, tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            yield tar
 
 
 def spec_of(rec: RunRecord) -> ImageSpec | None:
@@ -299,6 +394,11 @@ def source_label(source: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"[:MAX_TEXT]
 
 
+def shown_source(source: str) -> str:
+    """The bundle as a line may print it: a path as typed, a URL without credentials or query."""
+    return source if "://" not in source else source_label(source)
+
+
 @contextmanager
 def fetched(source: str, limits: Limits, sha256: str | None, tmp: Path) -> Iterator[Path]:
     """The bundle as a local file: a path as it is, a URL streamed into ``tmp`` (never more than
@@ -319,6 +419,8 @@ def fetched(source: str, limits: Limits, sha256: str | None, tmp: Path) -> Itera
         raise ConfigError(f"Bundle {shown}: unsupported scheme '{scheme}'; use a path, file://, http:// or https://.")
     else:
         path = Path(source)
+    if path.is_dir():
+        raise ConfigError(f"Bundle {short(str(path))} is a folder: name the bundle file in it (refs.tar).")
     if not path.is_file():
         raise ConfigError(f"Bundle {short(str(path))} does not exist.")
     if path.stat().st_size > limits.total:
@@ -338,7 +440,7 @@ def download(url: str, dest: Path, limit: int, deadline_s: float = Limits.downlo
     label = short(source_label(url))
     start = time.monotonic()
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "unlearnkit-import"})
+        request = authorised_request(url, {"User-Agent": "unlearnkit-import"})
         with urllib.request.urlopen(request, timeout=min(30.0, deadline_s)) as resp, open(dest, "wb") as out:
             declared = resp.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -439,6 +541,8 @@ def scan(tar: tarfile.TarFile, label: str, limits: Limits) -> dict[str, tarfile.
             count += 1
             if count > MAX_MEMBERS:
                 raise ConfigError(f"{label} has more than {MAX_MEMBERS} members; refused.")
+            if is_top_folder(info):  # `tar -C folder .` starts with ./ itself
+                continue
             name = normal_name(info.name, label)
             if info.isdir():
                 continue
@@ -472,6 +576,11 @@ def scan(tar: tarfile.TarFile, label: str, limits: Limits) -> dict[str, tarfile.
     if MANIFEST not in members:
         raise ConfigError(f"{label} is not a reference-model bundle (no {MANIFEST}); make one with unlearnkit export.")
     return members
+
+
+def is_top_folder(info: tarfile.TarInfo) -> bool:
+    """Whether a member is the archive's own folder (``.``, ``./``), which a repacked bundle holds."""
+    return info.isdir() and info.name.startswith(".") and PurePosixPath(info.name).parts == ()
 
 
 _KINDS: tuple[tuple[str, Callable[[tarfile.TarInfo], bool]], ...] = (
@@ -517,15 +626,39 @@ def read_manifest(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], lab
         raise ConfigError(
             f"{label} is not a reference-model bundle (no valid {MANIFEST}); make one with unlearnkit export."
         )
-    if doc.get("version") != FORMAT_VERSION:
-        raise ConfigError(
-            f"{label} has format version {short(doc.get('version'))}; this unlearnkit reads {FORMAT_VERSION} "
-            "(export it again with this unlearnkit)."
-        )
+    version_problem(doc.get("version"), label)
     models = doc.get("models")
     if not isinstance(models, list) or not models:
         raise ConfigError(f"{label}: its manifest lists no models; refused.")
     return models
+
+
+def version_problem(version: Any, label: str) -> None:
+    """Refuse a manifest of another format version, saying which side to upgrade."""
+    if type(version) is int and version == FORMAT_VERSION:
+        return
+    reads = f"this unlearnkit reads format version {FORMAT_VERSION}"
+    if type(version) is not int:
+        shown = "no format version" if version is None else f"the format version {json_text(version)}, not an integer"
+        raise ConfigError(f"{label} has {shown}; {reads} (export it again with this unlearnkit).")
+    if version > FORMAT_VERSION:
+        raise ConfigError(
+            f"{label} has format version {version}, written by a newer unlearnkit; {reads}: upgrade "
+            "unlearnkit here (pip install -U unlearnkit) to import it."
+        )
+    raise ConfigError(
+        f"{label} has format version {version}, written by an older unlearnkit; {reads} "
+        "(export it again with this unlearnkit)."
+    )
+
+
+def json_text(value: Any) -> str:
+    """A manifest's value as JSON writes it (``"2"`` is a string, ``2`` a number), cut for one line."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = ascii(value)
+    return text if len(text) <= 40 else text[:36] + "..."
 
 
 # ---------------------------------------------------------------------------- checking entries
@@ -863,17 +996,25 @@ def import_bundle(
                     raise ConfigError(f"{label}: the checkpoint of model {entry.key} fails its sha256 check; refused.")
                 check_weights(entry, registries, label)
         store.check()  # only now: a refused bundle leaves no new store behind
-        report = BundleReport(len(entries))
+        report = BundleReport(len(entries), source=shown_source(source))
         todo = []
+        untrusted = 0
         for entry in entries:
-            if store.find_finished("train", entry.key) is not None:
-                report.present += 1
-            else:
+            found = store.find_finished("train", entry.key)
+            if found is None:
                 todo.append(entry)
+                continue
+            report.present += 1
+            untrusted += found.tag("imported_times") == "untrusted"
         publish(store, todo, source_label(source), trust_times)
         report.added = len(todo)
     for line in reuse_problems(entries, registries, label):  # once the import is done: a refused one says one line
         warn(line)
+    if trust_times and untrusted:  # an import again with --trust-times does not rewrite the runs already there
+        warn(
+            f"{label}: {untrusted} of its models were already in the store, imported with untrusted times, and "
+            "keep them: --trust-times applies only to the models an import adds."
+        )
     return report
 
 
@@ -971,6 +1112,7 @@ __all__ = [
     "Limits",
     "export_bundle",
     "import_bundle",
+    "nothing_to_export",
     "parse_size",
     "reference_runs",
 ]

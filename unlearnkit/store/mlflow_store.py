@@ -250,6 +250,23 @@ def plugin_schemes() -> frozenset[str]:
     return frozenset(ep.name.lower() for ep in entry_points(group="mlflow.tracking_store"))
 
 
+def authorised_request(url: str, headers: dict[str, str] | None = None) -> Any:
+    """A ``urllib`` request for ``url``, its ``user:password@`` sent as HTTP basic auth and not passed
+    on to wherever the server redirects: urllib reads them as part of the host name (a DNS error for
+    a sound server). The store's health check and a bundle's download both ask through it."""
+    import base64
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(bare, headers=headers or {})
+    if parts.username is not None:
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
+    return request
+
+
 class Store:
     """Thin, typed access to one MLflow experiment."""
 
@@ -278,22 +295,13 @@ class Store:
         return text.replace(secret, "***") if secret else text
 
     def health_request(self) -> Any:
-        """The request for the server's ``/health``, credentials in the URI sent as HTTP basic auth:
-        urllib reads ``user:password@`` as part of the host name (a DNS error for a sound server)."""
-        import base64
+        """The request for the server's ``/health``, credentials in the URI sent as HTTP basic auth."""
         import urllib.parse
-        import urllib.request
 
         parts = urllib.parse.urlsplit(self.uri)
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        netloc += f":{parts.port}" if parts.port is not None else ""
-        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
-        request = urllib.request.Request(url)
-        if parts.username is not None:
-            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-            request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
-        return request
+        return authorised_request(
+            urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/health", "", ""))
+        )
 
     @property
     def local_db(self) -> Path | None:
