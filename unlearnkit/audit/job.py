@@ -16,7 +16,7 @@ from typing import Any, Unpack
 
 from unlearnkit.api.ensemble import ensemble_metrics
 from unlearnkit.api.progress import SILENT, Reporter
-from unlearnkit.audit.ensemble import EnsembleEstimate, EnsembleReport, EnsembleRunner, EnsembleSettings
+from unlearnkit.audit.ensemble import MIN_MEMBERS, EnsembleEstimate, EnsembleReport, EnsembleRunner, EnsembleSettings
 from unlearnkit.audit.runner import AuditRunner, AuditSettings, CellReport, Estimate
 from unlearnkit.discovery.registry import Registries
 from unlearnkit.engine.config import Plan, method_parts, validate
@@ -47,17 +47,46 @@ def resolve_scores(names: list[str], registries: Registries) -> tuple[bool, list
     A name is ``ulira``, an ensemble metric's name, or a family of them (``challenge``: the challenge
     score and its forgetting quality); anything else is one line naming the valid choices."""
     entries = ensemble_metrics(registries.metrics.entries())
-    families = {e.cls.family for e in entries if e.cls.family}
+    if not names:  # a recipe's `scores = []`: running nothing and saying "done" would look like an audit
+        raise ConfigError(f"Bad audit.scores []: it names nothing. Valid scores: {valid_scores(entries)}.")
     chosen: list[Any] = []
     for name in names:
         if name == ULIRA:
             continue
         hits = [e for e in entries if name in (e.name, e.cls.family)]
         if not hits:
-            valid = ", ".join(dict.fromkeys([ULIRA, *sorted(families), *sorted(e.name for e in entries)]))  # klom: both
-            raise ConfigError(f"Unknown score '{name}'. Valid scores: {valid}.")
+            raise ConfigError(f"Unknown score '{name}'. Valid scores: {valid_scores(entries)}.")
         chosen += [e for e in hits if e not in chosen]
     return ULIRA in names, [e for e in entries if e in chosen]
+
+
+def valid_scores(entries: list[Any]) -> str:
+    """What ``--scores`` accepts, for a message: ulira, the families, the metrics (a name once: klom is both)."""
+    families = sorted({e.cls.family for e in entries if e.cls.family})
+    return ", ".join(dict.fromkeys([ULIRA, *families, *sorted(e.name for e in entries)]))
+
+
+def ignored_parts(spec: RecipeFile) -> list[str]:
+    """What of the recipe the audit does not use, one sentence each: the option grid and brought models."""
+    ignored = []
+    if spec.grid:
+        ignored.append(
+            "The audit ignores the recipe's option grid [grid.*] (audit one point by putting it in [options])."
+        )
+    if spec.original or spec.retrained or spec.no_retrain:
+        ignored.append(
+            "The audit ignores the recipe's original/retrained/no_retrain (shadow models are always trained)."
+        )
+    return ignored
+
+
+def unused_ensemble(members: int, *, from_recipe: bool) -> str:
+    """Why an ensemble size that was asked for trains nothing: no ensemble score is asked for."""
+    where = "The recipe's [audit] ensemble" if from_recipe else "--ensemble"
+    return (
+        f"{where} {members} is unused: no ensemble score is asked for (add one to --scores or the recipe's "
+        "[audit] scores, e.g. ulira,challenge,klom; `unlearnkit list metrics`)."
+    )
 
 
 class Audit:
@@ -90,11 +119,9 @@ class Audit:
             fixed_variance=fixed_variance if fixed_variance is not None else table.fixed_variance,
             seed=seed if seed is not None else (table.seed if table.seed is not None else self.spec.seeds[0]),
         )
-        self.ignored: list[str] = []
-        if self.spec.grid:
-            self.ignored.append("its option grid [grid.*] (audit one point by putting it in [options])")
-        if self.spec.original or self.spec.retrained or self.spec.no_retrain:
-            self.ignored.append("original/retrained/no_retrain (shadow models are always trained)")
+        self.ignored = ignored_parts(self.spec)  # warned by the command, never dropped silently
+        if self.settings.variance_note:
+            self.ignored.append(self.settings.variance_note)
         audited = parse_methods(methods) or table.methods or list(self.spec.methods)
         spec = self.spec.model_copy(update={"grid": {}, "original": None, "retrained": None, "no_retrain": False})
         overrides: dict[str, Any] = {**recipe_overrides, "methods": audited, "seeds": [self.settings.seed]}
@@ -109,10 +136,13 @@ class Audit:
             else []
         )
         self.ensembles: list[EnsembleRunner] = []
+        members = ensemble if ensemble is not None else table.ensemble
+        if members < MIN_MEMBERS:  # refused even when unused: the flag is wrong either way
+            raise ConfigError(f"Bad --ensemble {members}: an ensemble score needs at least {MIN_MEMBERS} members.")
+        recipe_asked = "ensemble" in table.model_fields_set and scores is None  # not: --scores ulira on purpose
+        if not chosen and (ensemble is not None or recipe_asked):
+            self.ignored.append(unused_ensemble(members, from_recipe=ensemble is None))
         if chosen:
-            members = ensemble if ensemble is not None else table.ensemble
-            if members < 2:
-                raise ConfigError(f"Bad --ensemble {members}: an ensemble score needs at least 2 members.")
             ens = EnsembleSettings(members, self.settings.seed, tuple(e.name for e in chosen))
             for cell in expand(spec, {**overrides, "seeds": ens.seeds}, registries=registries):
                 plan = validate(cell.request, registries)

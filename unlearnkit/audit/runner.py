@@ -102,6 +102,19 @@ class AuditSettings:
     def variance_fixed(self) -> bool:
         return self.fixed_variance if self.fixed_variance is not None else self.shadows < FIXED_VARIANCE_BELOW
 
+    @property
+    def variance_note(self) -> str:
+        """Why per-example variances change nothing here (empty: they do). Online at K = 4, leave-one-out and
+        balancing leave every example one observation a side, so each fit falls back to the pooled variance."""
+        if self.variance_fixed or self.mode != "online" or self.shadows > MIN_SHADOWS:
+            return ""
+        return (
+            f"Per-example variance (--per-example-variance) changes nothing at {self.shadows} shadows online: "
+            "after leave-one-out and balancing each example has one observation a side, so every fit uses the "
+            "pooled variance (the numbers of --fixed-variance, under another label); more shadows give "
+            "per-example variances."
+        )
+
     def describe(self) -> str:
         variance = "fixed variance" if self.variance_fixed else "per-example variance"
         return f"{self.shadows} shadows, {mode_label(self.mode)}, {variance}, seed {self.seed}"
@@ -213,7 +226,10 @@ class AuditRunner:
             self.store.check()
         design = self.design
         if len(design.pool) < 2:
-            raise ConfigError(f"Audit {self.label}: the audit pool (the forget set) has {len(design.pool)} example.")
+            raise ConfigError(
+                f"Audit {self.label}: the audit pool (the forget set) has {len(design.pool)} example; an audit "
+                "needs at least 2 to rank: give a larger forget set."
+            )
         if len(design.pool) == len(design.universe):
             raise ConfigError(f"Audit {self.label}: the forget set is the whole training set; nothing is retained.")
 
@@ -451,6 +467,8 @@ class AuditRunner:
                     continue
                 rows[entry.name] = self.record(entry, scored[entry.name], kept[entry.name], report.power)
         report.rows = [rows[e.name] for e in self.entries]
+        if report.power is None:  # every row in the store: the verdict as the first run computed it
+            report.power = self.stored_power()
         report.underpowered = self.underpowered(report)
         report.wall_s = time.perf_counter() - started
         return report
@@ -465,6 +483,22 @@ class AuditRunner:
             fixed_variance=self.settings.variance_fixed,
             seed=self.settings.seed,
         )
+
+    def stored_power(self) -> PowerCheck | None:
+        """The sanity check as the stored reference rows recorded it, so that a resumed audit reports its
+        numbers (AUCs, threshold) as the first run did; None when a row or one of its numbers is missing."""
+        records = {e.cls.role: self.finished("audit", self.audit_key(e)) for e in self.entries if e.cls.role}
+        original, retrain = records.get("original"), records.get("retrained")
+        if original is None or retrain is None:
+            return None
+        numbers = (
+            original.metrics.get("ulira_auc", math.nan),
+            retrain.metrics.get("ulira_auc", math.nan),
+            original.metrics.get("ulira_power_threshold", math.nan),
+        )
+        if any(math.isnan(v) for v in numbers):
+            return None
+        return PowerCheck(*numbers, ok=original.tag("ulira_power") == "ok")
 
     def underpowered(self, report: CellReport) -> bool:
         """The sanity verdict: computed now, or read back from the rows already in the store."""

@@ -79,7 +79,10 @@ def audit(
     shadows: Annotated[
         int | None, typer.Option("--shadows", help="Shadow models K (>= 4; 64+ for a publishable audit).")
     ] = None,
-    mode: Annotated[str | None, typer.Option(help="online (IN and OUT Gaussians) or offline (OUT only).")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="online (IN and OUT Gaussians) or offline (OUT only, one-sided: flags higher confidence)."),
+    ] = None,
     fixed_variance: Annotated[
         bool | None,
         typer.Option(
@@ -151,7 +154,7 @@ def audit(
     )
     with torch_builds_checked(), reporter:
         for what in job.ignored:
-            reporter.warn(f"The audit ignores the recipe's {what}.")
+            reporter.warn(what)
         job.check(writes=not estimate)
         estimates = job.estimate()
         for est in estimates:
@@ -195,7 +198,8 @@ def audit(
     wall = time.perf_counter() - started
     for report in reports:
         table = Table(
-            title=f"U-LiRA audit: {report.label} ({report.settings.describe()}; {report.pool} audited examples)",
+            title=f"U-LiRA audit: {report.label} ({report.settings.describe()}; {report.pool} audited examples; "
+            "members and non-members count (target shadow, example) pairs)",
             title_justify="left",
             caption=OFFLINE_CAPTION if report.settings.mode == "offline" else None,
             caption_justify="left",
@@ -222,8 +226,8 @@ def audit(
         for name, why in sorted(notes.items()):
             con.out.print(f"* {name}: {why}.", highlight=False)
         if report.underpowered:
-            con.out.print(AUDIT_NOTE, highlight=False)
-            message = report.power.message(report.settings.shadows) if report.power else AUDIT_NOTE
+            con.out.print(AUDIT_NOTE, highlight=False)  # the legend of the table's ‡; the warning says by how much
+            message = report.power.message(report.settings.shadows) if report.power else "U-LiRA audit under-powered."
             con.warn(f"{report.label}: {message}")
         elif report.power is not None:
             con.out.print(report.power.message(report.settings.shadows), highlight=False)
