@@ -3,6 +3,8 @@ and shared shadows, resumable), the [audit] recipe table and the leaderboard's U
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import signal
@@ -337,6 +339,11 @@ def test_leaderboard_marks_an_underpowered_audit_and_ranks_nothing(host):
     col = head.index("ulira_auc")
     assert all(row[col][0].endswith("‡") and not row[col][1] for row in cells)  # marked, never "best"
     assert tables.AUDIT_NOTE in tables.to_markdown([board], info)
+    from unlearnkit.board.leaderboard import AUDIT_INFO
+
+    lines = list(csv.DictReader(io.StringIO(tables.to_csv([board], info))))  # CSV says it as the table's ‡ does
+    assert {r["audit_underpowered"] for r in lines if r["metric"] == "ulira_auc"} == {"True"}
+    assert {r["audit_underpowered"] for r in lines if r["metric"] not in AUDIT_INFO} == {""}
     for a in audits:
         a.tags[tag("ulira_power")] = "ok"
     (board,) = merge_audits(build_boards([], info), audits[:4])  # audited but never run: a board of its own

@@ -313,7 +313,8 @@ def flag(value: bool | None) -> str:
 
 def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
     """One line per row and metric. The interval bounds (empty with one seed), the sort column and
-    the row's overlap flag on it (empty: not compared) come last, so older readers keep their columns."""
+    the row's overlap flag on it (empty: not compared) come last, so older readers keep their columns;
+    after them, on a U-LiRA number, whether its audit was under-powered (the table's ‡; empty elsewhere)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(
@@ -338,6 +339,7 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
             "ci_high",
             "ranked_by",
             "overlaps_best",
+            "audit_underpowered",
         ]
     )
     for board in boards:
@@ -349,10 +351,11 @@ def to_csv(boards: list[Board], info: dict[str, MetricInfo]) -> str:
             for name in columns(board, info):
                 s = row.metrics.get(name)
                 if s:
-                    writer.writerow([*base, name, s.mean, s.std, s.n, *marks, *bounds(s), *rank])
-            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds), *marks, "", "", *rank])
+                    audit = [board.audit_underpowered if name in AUDIT_INFO else ""]
+                    writer.writerow([*base, name, s.mean, s.std, s.n, *marks, *bounds(s), *rank, *audit])
+            writer.writerow([*base, "avg_gap", row.avg_gap, "", len(row.seeds), *marks, "", "", *rank, ""])
             g = row.avg_gap_per_seed
-            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n, *marks, *bounds(g), *rank])
+            writer.writerow([*base, "avg_gap_per_seed", g.mean, g.std, g.n, *marks, *bounds(g), *rank, ""])
     return buf.getvalue()
 
 
