@@ -238,3 +238,36 @@ def test_stored_ensemble_logits_of_the_wrong_shape_are_recomputed_never_scored(a
     assert len(unusable) == 3 and report.logits_computed == 3
     before = {r.method: r.scores["klom"].value for r in first.rows}
     assert {r.method: r.scores["klom"].value for r in report.rows} == before  # the same scores from the recomputed
+
+
+def test_a_servers_study_journal_is_named_without_its_password_and_keeps_its_studies(tmp_path, monkeypatch):
+    """A server URI's password landed in the journal's file name (visible to `ls`, backups, logs); the
+    name now leaves it out, and a journal made by 0.2 under the old name is moved, studies and all."""
+    from unlearnkit.store.mlflow_store import Store
+    from unlearnkit.tune.studies import journal_name, study_storage
+
+    monkeypatch.setenv("UNLEARNKIT_CACHE_DIR", str(tmp_path))
+    store = Store("http://alice:s3cret@127.0.0.1:5999")
+    folder = tmp_path / "tuning"
+    folder.mkdir()
+    old = folder / journal_name(store.uri, store.experiment_name)
+    assert "s3cret" in old.name
+    old.write_text("", encoding="utf-8")  # an empty journal of 0.2's
+    storage, where = study_storage(store)
+    names = [p.name for p in folder.iterdir()]
+    assert where == "journal" and len(names) == 1 and "s3cret" not in names[0] and "alice" in names[0], names
+    study = __import__("optuna").create_study(storage=storage, study_name="kept")
+    assert study.study_name == "kept" and "s3cret" not in str(list(folder.iterdir()))
+
+
+def test_a_study_storage_urls_password_is_not_printed(tmp_path, monkeypatch):
+    """`tune` ends with "Studies in <where>": a --study-storage URL's password was printed in full."""
+    import optuna
+
+    from unlearnkit.store.mlflow_store import Store
+    from unlearnkit.tune.studies import study_storage
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **kw: url)  # no server to connect to
+    url = "postgresql://tuner:s3cret@db.example:5432/studies"
+    storage, where = study_storage(Store(f"sqlite:///{tmp_path / 's' / 'mlflow.db'}"), url)
+    assert storage == url and where == "postgresql://tuner:***@db.example:5432/studies"

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.errors import ConfigError, redacted, shorten
+from unlearnkit.errors import ConfigError, credentials, redacted, shorten
 from unlearnkit.store.claims import process_alive
 from unlearnkit.store.mlflow_store import Store
 
@@ -28,8 +28,8 @@ def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
 
     if explicit and "://" in explicit:
         check_database_url(explicit)
-        try:
-            return optuna.storages.RDBStorage(explicit), explicit
+        try:  # where it is, as the closing line prints it: a password in the URL as ***
+            return optuna.storages.RDBStorage(explicit), redacted(explicit, 1024)
         except ImportError:  # a known dialect whose driver is not installed (mysql:// without mysqlclient)
             raise ConfigError(
                 f"--study-storage '{redacted(explicit)}' needs a database driver that is not installed: install "
@@ -47,8 +47,27 @@ def study_storage(store: Store, explicit: str | None = None) -> tuple[Any, str]:
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}), url
     from unlearnkit.engine.prepared import cache_dir
 
-    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", store.uri).strip("_")
-    return journal_storage(cache_dir() / "tuning" / f"{slug}-{store.experiment_name}.journal"), "journal"
+    folder = cache_dir() / "tuning"
+    journal = folder / journal_name(without_password(store.uri), store.experiment_name)
+    before = folder / journal_name(store.uri, store.experiment_name)  # 0.2 named it with the password in it
+    if before != journal and before.is_file() and not journal.exists():
+        os.replace(before, journal)  # its studies kept, the password gone from the disk's file names
+    return journal_storage(journal), "journal"
+
+
+def journal_name(uri: str, experiment: str) -> str:
+    """The journal file of a server's studies: named after the server and the experiment."""
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", uri).strip("_")
+    return f"{slug}-{experiment}.journal"
+
+
+def without_password(uri: str) -> str:
+    """``http://user@host/...`` of ``http://user:password@host/...``: a URI a file may be named after."""
+    parts = credentials(uri)
+    if parts is None:
+        return uri
+    head, creds, host, tail = parts
+    return f"{head}://{creds.partition(':')[0]}@{host}{tail}"
 
 
 def check_database_url(url: str) -> None:
