@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -139,6 +141,22 @@ def test_reproduce_list_shows_the_paper_tables_and_ours_with_their_cost(cli):
     assert code == 0
     assert "lotus-t1-resnet18-cifar10" in out and "unlearnkit-cpu-cifar10-clean" in out
     assert re.search(r"lotus-t1-resnet18-cifar10 .*0\.72 h on RTX 4080", out)
+
+
+def test_reproduce_list_takes_the_format_it_offers(cli):
+    """`--format json` printed the rich table; every format now carries the same rows."""
+    code, out, _ = cli("reproduce", "list", "--format", "json")
+    rows = {r["table"]: r for r in json.loads(out)}
+    t1 = rows["lotus-t1-resnet18-cifar10"]
+    assert code == 0 and round(t1["cost_hours"], 2) == 0.72 and t1["measured_on"] == "RTX 4080"
+    assert t1["here_hours"] is None  # a fresh store has measured nothing
+    code, out, _ = cli("reproduce", "list", "--format", "csv")
+    lines = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and {r["table"] for r in lines} == set(rows)
+    code, out, _ = cli("reproduce", "list", "--format", "markdown")
+    assert code == 0 and "| lotus-t1-resnet18-cifar10 | cifar10 / resnet18" in out and "0.72 h on RTX 4080" in out
+    code, _, err = cli("reproduce", "list", "--format", "xml")
+    assert code == 2 and "Unknown format 'xml'" in err
 
 
 # ------------------------------------------------------------------------------ a table, end to end

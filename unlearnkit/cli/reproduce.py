@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -42,50 +45,102 @@ if TYPE_CHECKING:
 VERDICT_STYLE = {"holds": "green", "outside": "bold red", "not run": "dim"}
 
 
-def print_list(store: Store) -> None:
-    """Every shipped table: its benchmark, recipe, what it cost its authors and what it would cost here."""
+LIST_NOTE = (
+    "cost: the published runtimes of every row times the published seeds, the original counted at "
+    "the retraining's cost, on the machine the table names. here: the same runs at the times this "
+    "store measured (reference trainings and method runs of the table's dataset and model; – where "
+    "it has none); `unlearnkit reproduce NAME --dry-run` says what the store already holds."
+)
+
+
+def print_list(store: Store, format: str = "table") -> None:
+    """Every shipped table: its benchmark, recipe, what it cost its authors and what it would cost
+    here, as a table or (``--format``) markdown, CSV or JSON of the same fields."""
+    rows = list_rows(store)
+    if format == "json":
+        con.out.print_json(json.dumps(rows))
+        return
+    if format == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        con.out.print(buf.getvalue(), highlight=False, soft_wrap=True, end="")
+        return
+    cells = [
+        [r["table"], r["benchmark"], r["recipe"], r["protocol"], str(r["rows"]), cost_text(r), here_text(r)]
+        for r in rows
+    ]
+    heads = ["table", "benchmark", "recipe", "protocol", "rows", "cost", "here"]
+    if format == "markdown":
+        lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        con.out.print("\n".join(lines) + "\n\n" + LIST_NOTE, highlight=False, soft_wrap=True)
+        return
+    table = Table(title="published tables (unlearnkit reproduce NAME)", title_justify="left")
+    for column in heads:
+        table.add_column(column)
+    for c in cells:
+        table.add_row(*c)
+    con.out.print(table)
+    con.out.print(LIST_NOTE, highlight=False, soft_wrap=True)
+
+
+def list_rows(store: Store) -> list[dict[str, Any]]:
+    """One row per shipped table, in numbers: hours its authors took on ``measured_on``, and the hours
+    at this store's measured paces (None where a pace is a guess)."""
     from unlearnkit.scale.estimate import Paces
     from unlearnkit.scale.reproduce import shipped_tables
 
     paces = Paces(store)
-    table = Table(title="published tables (unlearnkit reproduce NAME)", title_justify="left")
-    for column in ("table", "benchmark", "recipe", "protocol", "rows", "cost", "here"):
-        table.add_column(column)
+    rows = []
     for t in shipped_tables():
         spec = t.spec
-        hours = t.cost_hours()
-        cost = "–" if hours is None else f"{hours:.2g} h on {spec.measured_on}"
-        table.add_row(
-            spec.name,
-            f"{spec.dataset} / {spec.model} / {spec.scenario}",
-            spec.recipe,
-            spec.protocol,
-            str(len(spec.rows)),
-            cost,
-            measured_cost(t, paces),
+        here, measured = measured_hours(t, paces)
+        rows.append(
+            {
+                "table": spec.name,
+                "benchmark": f"{spec.dataset} / {spec.model} / {spec.scenario}",
+                "recipe": spec.recipe,
+                "protocol": spec.protocol,
+                "rows": len(spec.rows),
+                "cost_hours": t.cost_hours(),
+                "measured_on": spec.measured_on,
+                "here_hours": here,
+                "here_runs_measured": measured,
+            }
         )
-    con.out.print(table)
-    con.out.print(
-        "cost: the published runtimes of every row times the published seeds, the original counted at "
-        "the retraining's cost, on the machine the table names. here: the same runs at the times this "
-        "store measured (reference trainings and method runs of the table's dataset and model; – where "
-        "it has none); `unlearnkit reproduce NAME --dry-run` says what the store already holds.",
-        highlight=False,
-        soft_wrap=True,
-    )
+    return rows
+
+
+def cost_text(row: dict[str, Any]) -> str:
+    return "–" if row["cost_hours"] is None else f"{row['cost_hours']:.2g} h on {row['measured_on']}"
+
+
+def here_text(row: dict[str, Any]) -> str:
+    if row["here_hours"] is None:
+        return "–"
+    return f"{row['here_hours']:.2g} h ({counted(row['here_runs_measured'], 'run')} measured)"
 
 
 def measured_cost(t: PublishedTable, paces: Paces) -> str:
     """A table's runs priced at the store's own measured paces: '–' unless every pace is measured."""
+    hours, measured = measured_hours(t, paces)
+    return here_text({"here_hours": hours, "here_runs_measured": measured})
+
+
+def measured_hours(t: PublishedTable, paces: Paces) -> tuple[float | None, int]:
+    """A table's runs priced at the store's own measured paces, in hours (None unless every pace is
+    measured), and how many runs measured them."""
     spec = t.spec
     references = (spec.original_row, spec.retrained_row)  # trained, not run: priced as trainings
     methods = [r.method for label, r in spec.rows.items() if r.method and label not in references]
     trainings = [paces.train(role, spec.dataset, spec.model) for role in ("original", "retrained")]
     runs = [paces.run(m, spec.dataset, spec.model) for m in methods]
     if any(p.guessed for p in trainings + runs):
-        return "–"
+        return None, 0
     seconds = spec.seeds * (sum(p.seconds for p in trainings) + sum(p.seconds for p in runs))
-    return f"{seconds / 3600:.2g} h ({counted(sum(p.measured for p in trainings + runs), 'run')} measured)"
+    return seconds / 3600, sum(p.measured for p in trainings + runs)
 
 
 @app.command()
@@ -131,12 +186,12 @@ def reproduce(
     one_process_only("reproduce")
     from unlearnkit.errors import ConfigError
 
+    check_format(format)
     if table_name == "list":
         from unlearnkit.store.mlflow_store import Store
 
-        print_list(Store(tracking_uri, experiment))
+        print_list(Store(tracking_uri, experiment), format)
         return
-    check_format(format)
     # the executor's flags checked (ray_executor calls check_executor) before anything is loaded, as sweep does
     runner = ray_executor(executor, ray_address, plugins_dir, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run)
     if dry_run and from_store:
