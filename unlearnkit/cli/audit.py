@@ -79,10 +79,7 @@ def audit(
     shadows: Annotated[
         int | None, typer.Option("--shadows", help="Shadow models K (>= 4; 64+ for a publishable audit).")
     ] = None,
-    mode: Annotated[
-        str | None,
-        typer.Option(help="online (IN and OUT Gaussians) or offline (OUT only, one-sided: flags higher confidence)."),
-    ] = None,
+    mode: Annotated[str | None, typer.Option(help="online (IN and OUT Gaussians) or offline (OUT, one-sided).")] = None,
     fixed_variance: Annotated[
         bool | None,
         typer.Option(
