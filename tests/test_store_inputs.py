@@ -182,3 +182,19 @@ def test_commands_refused_or_computing_nothing_make_no_store(tmp_path, cli, monk
     code, out, err = cli("audit", "audit-digits", "--estimate", "--tracking-uri", uri(db))
     assert code == 0, err
     assert not db.parent.exists()
+
+
+def test_an_infinite_metric_reads_back_infinite_not_as_the_largest_float(tmp_path):
+    """MLflow's SQL store keeps inf as 1.797e308 (an ensemble score's perfect separation is +inf)."""
+    import math
+
+    from unlearnkit.store.mlflow_store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store.check()
+    run_id = store.client.create_run(store.experiment_id).info.run_id
+    store.log_metrics(run_id, {"eps": math.inf, "low": -math.inf, "plain": 1.0})
+    store.log_series(run_id, [("curve", math.inf, 3)])
+    (record,) = store.search({}, finished_only=False)
+    assert record.metrics == {"eps": math.inf, "low": -math.inf, "plain": 1.0, "curve": math.inf}
+    assert store.series(run_id, "curve") == [(3, math.inf)]

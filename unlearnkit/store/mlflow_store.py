@@ -18,6 +18,7 @@ import functools
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -47,6 +48,12 @@ def tag(key: str) -> str:
     return tag_schema.key(key)
 
 
+def read_back(value: float) -> float:
+    """A metric as it was logged: MLflow's SQL store keeps an infinite value as the largest float
+    (an ensemble score's "separates perfectly" is +inf), which would read as 1.8e308 in every table."""
+    return math.copysign(math.inf, value) if abs(value) == sys.float_info.max else value
+
+
 @dataclass
 class RunRecord:
     """A run read back from the store (plain data, no MLflow objects)."""
@@ -72,7 +79,7 @@ class RunRecord:
             start_time=run.info.start_time,
             tags=dict(run.data.tags),
             params=dict(run.data.params),
-            metrics=dict(run.data.metrics),
+            metrics={k: read_back(v) for k, v in run.data.metrics.items()},
             artifact_uri=run.info.artifact_uri,
         )
 
@@ -632,7 +639,7 @@ class Store:
     @store_call
     def series(self, run_id: str, name: str) -> list[tuple[int, float]]:
         """A step metric's points ``(step, value)``, in step order."""
-        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, name))
+        return sorted((m.step, read_back(m.value)) for m in self.client.get_metric_history(run_id, name))
 
     # -------------------------------------------------------------------------- checkpoints
     @store_call
