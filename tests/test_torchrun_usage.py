@@ -138,6 +138,29 @@ def test_nproc_relaunches_under_the_launcher(monkeypatch):
     assert command[-5:] == ["-m", "unlearnkit", "run", "-m", "finetune"]
 
 
+def test_nproc_refuses_bad_input_before_torchrun_starts_a_rank(cli, monkeypatch):
+    """A misspelt method under --nproc was refused by every rank, ~10 s after torchrun started them."""
+    started = []
+
+    def relaunch(nproc, argv, device):  # stands in for the exec into torchrun, which never returns
+        started.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(torchrun, "relaunch", relaunch)
+
+    def run(method: str) -> tuple[int, str]:
+        argv = ["run", "--nproc", "2", "--device", "cpu", "-m", method, "--dataset", "digits", "--model", "cnn"]
+        monkeypatch.setattr(sys, "argv", ["unlearnkit", *argv])  # --nproc re-executes the command line
+        code, _, err = cli(*argv)
+        return code, err
+
+    code, err = run("finetun")
+    assert code == 2 and not started
+    assert one_line(code, err).startswith("Error: Unknown method 'finetun'. Did you mean 'finetune'?")
+    code, err = run("finetune")
+    assert code == 0 and len(started) == 1 and "--nproc" not in started[0], err  # a valid request goes on
+
+
 @pytest.mark.slow
 def test_nproc_with_a_refused_option_is_one_line_and_exit_2(tmp_path):
     """Two real ranks refuse an unknown method: one line (rank 0's) and the status of one process."""

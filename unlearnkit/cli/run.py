@@ -173,14 +173,6 @@ def run(
     fields = cli_names()  # `unlearnkit run` parameter name -> RunRequest field: the request's fields are its options
     from unlearnkit.parallel import torchrun as ddp
 
-    if nproc > 1:
-        argv, given = ddp.without_nproc(sys.argv[1:])
-        if not given or "run" not in argv:
-            raise ConfigError(
-                f"--nproc re-executes the command line; from Python, start `torchrun --standalone "
-                f"--nproc-per-node {nproc} -m unlearnkit run ...` instead."
-            )
-        ddp.relaunch(nproc, argv, device)  # does not return
     world = ddp.from_env()  # under torchrun: rank 0 prints, the other ranks stay quiet
     if not world.main:
         con.out.quiet = con.err.quiet = True
@@ -201,6 +193,14 @@ def run(
     }
     request = RunRequest(**{field_name: values[cli] for cli, field_name in fields.items()})
     plan = validate(request, host.registries)
+    if nproc > 1:  # bad input is one line here, not after torchrun has started its ranks
+        argv, given = ddp.without_nproc(sys.argv[1:])
+        if not given or "run" not in argv:
+            raise ConfigError(
+                f"--nproc re-executes the command line; from Python, start `torchrun --standalone "
+                f"--nproc-per-node {nproc} -m unlearnkit run ...` instead."
+            )
+        ddp.relaunch(nproc, argv, device)  # does not return
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
         con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
     store = Store(tracking_uri, experiment)
