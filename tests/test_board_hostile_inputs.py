@@ -119,6 +119,17 @@ def test_cli_leaderboard_shows_a_store_holding_infinite_values(host, cli):
     strict_json(out)
 
 
+def test_cli_leaderboard_of_a_store_with_reference_models_only_says_they_are_there(host, cli):
+    """After `unlearnkit import` the store holds trained references and no result row: "No finished
+    runs" read as if the import had done nothing."""
+    store = Store()
+    store.check()
+    for seed in (1, 2):
+        store.finish(store.start_run("original", {tag("run_type"): "train", tag("seed"): str(seed)}, {}))
+    code, out, err = cli("leaderboard")
+    assert code == 0 and "No finished unlearning runs in" in out and "2 trained reference models" in out, out + err
+
+
 # ------------------------------------------------------------------------------------- names in files
 FORMULAS = ['=HYPERLINK("http://x","click")', "+cmd|' /C calc'!A0", "-1+1", "@SUM(A1:A9)", "\tx", "\rx"]
 

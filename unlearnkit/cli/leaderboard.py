@@ -12,7 +12,7 @@ from rich.table import Table
 from unlearnkit.cli import app
 from unlearnkit.cli import console as con
 from unlearnkit.cli.shared import Experiment, Format, TrackingUri, check_format, home, open_to_read
-from unlearnkit.errors import ConfigError, did_you_mean, shorten
+from unlearnkit.errors import ConfigError, counted, did_you_mean, shorten
 
 if TYPE_CHECKING:
     from unlearnkit.board.leaderboard import Board, MetricInfo
@@ -130,6 +130,14 @@ def leaderboard(
         given = [f"{flag} {shorten(value)}" for flag, value in asked.items() if value]
         if given:  # the store may hold runs, just none of these
             con.out.print(f"No finished runs in {store.shown_uri} match {', '.join(given)}.", highlight=False)
+            return
+        trained = len(store.search({"run_type": "train"})) if store.exists() else 0
+        if trained:  # an imported bundle, or references trained by a run that then failed: say they are there
+            con.out.print(
+                f"No finished unlearning runs in {store.shown_uri}; it holds {counted(trained, 'trained reference model')}"
+                " (imported or trained), which `unlearnkit run` on their dataset and model reuses.",
+                highlight=False,
+            )
             return
         con.out.print(f"No finished runs in {store.shown_uri}. Start with: unlearnkit run")
         return
