@@ -227,3 +227,11 @@ def test_list_datasets_says_download_only_where_a_download_option_exists(host, c
     source = {r["name"]: r["source"] for r in json.loads(out)}
     assert code == 0 and source["cifar10"] == "files/download" and source["digits"] == "embedded"
     assert {source[n] for n in ("cifar20", "imagenet", "mufac", "tiny_imagenet", "imagefolder")} == {"files"}
+
+
+def test_a_data_dir_given_to_an_embedded_dataset_is_said_to_be_unread(host, capsys, tmp_path):
+    """digits needs no files: a --data-dir (a typo'd path, or meant for another dataset) was ignored silently."""
+    run = ["run", "--dataset", "tiny", "--model", "tiny_cnn", "-m", "finetune", "--seeds", "1", "--epochs", "1"]
+    run += ["--device", "cpu", "--tracking-uri", f"sqlite:///{tmp_path / 's' / 'mlflow.db'}"]
+    code, _, err = invoke([*run, "--data-dir", str(tmp_path / "nowhere")], capsys)
+    assert code == 0 and "--data-dir is not read: dataset 'tiny' is embedded" in err, err

@@ -201,6 +201,8 @@ def run(
                 f"--nproc-per-node {nproc} -m unlearnkit run ...` instead."
             )
         ddp.relaunch(nproc, argv, device)  # does not return
+    if data_dir is not None and plan.dataset.cls.embedded:  # a typo'd path or a wrong dataset: say it is unread
+        con.warn(f"--data-dir is not read: dataset '{plan.dataset.name}' is embedded (it needs no files).")
     if compile and not (device.startswith("cuda") or (device == "auto" and _has_cuda())):
         con.warn("--compile is ignored on the CPU (compilation costs more than it saves there).")
     store = Store(tracking_uri, experiment)
