@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit.scale.estimate import GUESS_RUN_S, GUESS_TRAIN_S, estimate_sweep, minutes, run_seconds
+from unlearnkit.scale.estimate import GUESS_IMAGES_PER_S, GUESS_RUN_SHARE, estimate_sweep, minutes, run_seconds
 from unlearnkit.store.mlflow_store import Store
 
 ROOT = Path(__file__).parent
@@ -27,6 +27,11 @@ def two_seeds(tmp_path: Path) -> Path:
     return path
 
 
+def guessed(original: int, retrained: int, runs: int, models: int = 1) -> float:
+    """The guess for ``models`` (original, retrained) pairs training those images and ``runs`` method runs."""
+    return (models * (original + retrained) + runs * GUESS_RUN_SHARE * original) / GUESS_IMAGES_PER_S
+
+
 def everything() -> list:
     store = Store()
     return store.search(finished_only=False) if store.exists() else []
@@ -36,7 +41,7 @@ def test_an_empty_store_gives_a_guess_and_nothing_is_computed(cli):
     code, out, err = sweep(cli, RECIPE, "--estimate")
     assert code == 0, err
     assert "3 runs to do, 0 in the store; 2 reference models to train, 0 reused" in out
-    assert f"about {minutes(2 * GUESS_TRAIN_S + 3 * GUESS_RUN_S)}" in out
+    assert f"about {minutes(guessed(3 * 160, 3 * 144, runs=3))}" in out  # 3 epochs of 160 and 144 images
     assert "lotus on tiny/tiny_cnn: guess" in out and "original training on tiny/tiny_cnn: guess" in out
     assert everything() == []  # nothing trained, nothing written
 
@@ -103,7 +108,8 @@ def test_tune_estimate_counts_references_and_trials_and_guesses_on_an_empty_stor
     assert code == 0, err
     # references: (original + retrain rows) x 2 tuning seeds; trials: 2 per method x 2 tuning seeds each
     assert "12 runs to do, 0 in the store; 4 reference models to train, 0 reused" in out
-    assert f"about {minutes(4 * GUESS_TRAIN_S + 12 * GUESS_RUN_S)}" in out and "ssd on tiny/tiny_cnn: guess" in out
+    assert f"about {minutes(guessed(4 * 160, 4 * 128, runs=12, models=2))}" in out
+    assert "ssd on tiny/tiny_cnn: guess" in out
     assert everything() == []
 
 
@@ -115,7 +121,7 @@ def test_audit_estimate_adds_a_time_and_says_it_is_a_guess(cli, tmp_path):
     text = out + err
     assert "8 of 8 shadow models to train (0 in the store), 4 of 4 method runs to do" in text  # the counts, as before
     assert (
-        f"4 runs to do, 0 in the store; 8 reference models to train, 0 reused; about {minutes(8 * GUESS_TRAIN_S + 4 * GUESS_RUN_S)}"
+        f"4 runs to do, 0 in the store; 8 reference models to train, 0 reused; about {minutes(guessed(640, 512, 4, 4))}"
         in text
     )
     assert "guess" in text and everything() == []
@@ -129,4 +135,4 @@ def test_a_pace_that_prices_nothing_is_not_listed(cli, tmp_path):
     assert code == 0, err
     paces = [line for line in (out + err).splitlines() if "pace:" in line]
     assert paces and all("method run" not in line and "( on" not in line for line in paces), out + err
-    assert any("shadow model" in line for line in paces)
+    assert any("reference model (an original or retrained training" in line for line in paces)

@@ -4,8 +4,10 @@ The runs and reference models a job needs are named by the identities the runner
 compute (the data is loaded and split, nothing is trained or evaluated), so "in the store" means
 exactly what the job would skip. The wall time of what is left comes from the store's own
 measurements: the median time of finished runs of the same method (or reference training) on
-the same dataset and model. Where the store has none, the figure is a stated guess
-(:data:`GUESS_TRAIN_S`, :data:`GUESS_RUN_S`), and the estimate says so.
+the same dataset and model (a training measured on other epochs or another subset is scaled by the
+images it trains). Where the store has none, the figure is a stated guess (:data:`GUESS_IMAGES_PER_S`
+for a training, a share :data:`GUESS_RUN_SHARE` of it for a method run), and the estimate says so.
+Nothing is written: a store or an experiment that is not there yet is read as empty, never made.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,11 +28,17 @@ from unlearnkit.engine.runner import Runner, Seed
 from unlearnkit.errors import counted
 from unlearnkit.identity import config_hash, file_sha256
 from unlearnkit.scale.sweep import Sweep
-from unlearnkit.store.mlflow_store import RunRecord, Store
+from unlearnkit.store.health import experiment_problem
+from unlearnkit.store.mlflow_store import DEFAULT_EXPERIMENT, RunRecord, Store
 
-# Used only when the store holds no finished run to measure: a small CPU benchmark's order of magnitude.
-GUESS_TRAIN_S = 60.0  # one reference model (original or retrained)
-GUESS_RUN_S = 20.0  # one method run, evaluation included
+# Used only when the store holds no finished run to measure. A training is priced by the images it
+# trains (epochs x training images) at a small CPU model's pace: the compact CNN trains about 4,000
+# digits a second on one core, so a guess stays within a few times of what the shipped CPU recipes
+# measure, and grows with --epochs and --subset as the real time does.
+GUESS_IMAGES_PER_S = 2000.0
+GUESS_TRAIN_S = 60.0  # one reference model, where the images it trains are not known
+GUESS_RUN_SHARE = 0.25  # one method run (evaluation included): this share of an original's training
+GUESS_RUN_S = 20.0  # one method run, where no training of its plan is priced
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class Pace:
     measured: int  # finished runs it is measured on; 0: a guess
     what: str  # e.g. "lotus on digits/cnn"
     statistic: str = "median"  # how the measured runs' times are combined
+    basis: str = ""  # how a guess, or a measured pace scaled to other work, was worked out
 
     @property
     def guessed(self) -> bool:
@@ -47,8 +57,8 @@ class Pace:
 
     def describe(self) -> str:
         if self.guessed:
-            return f"{self.what}: guess, {self.seconds:g} s (no finished run in the store)"
-        return f"{self.what}: {self.seconds:.2f} s, the {self.statistic} of {self.measured} finished runs"
+            return f"{self.what}: guess, {self.seconds:.3g} s{self.basis} (no finished run in the store)"
+        return f"{self.what}: {self.seconds:.2f} s, the {self.statistic} of {self.measured} finished runs{self.basis}"
 
 
 #: the outcome's own timing field; the runtime metric logs the method's seconds under its name
@@ -68,6 +78,18 @@ def packing(record: RunRecord) -> int:
     return int(text) if text.isascii() and text.isdigit() else 1  # a store's tag: outside input
 
 
+def trained_images(record: RunRecord) -> float:
+    """The images a finished training forwarded (epochs x its split), NaN where it did not log them."""
+    return record.metrics.get("train_images", math.nan)
+
+
+def guess_training(images: int | None) -> tuple[float, str]:
+    """A training's guessed seconds and how they were guessed: by the images it trains when known."""
+    if images is None:
+        return GUESS_TRAIN_S, ""
+    return images / GUESS_IMAGES_PER_S, f" ({images:,} images at {GUESS_IMAGES_PER_S:,.0f} images/s)"
+
+
 class Paces:
     """Per-run times read from the store, once per (run type, dataset, model)."""
 
@@ -75,19 +97,36 @@ class Paces:
         self.store = store
         self._records: dict[tuple[str, str, str], list[RunRecord]] = {}
 
+    @cached_property
+    def unread(self) -> str | None:
+        """None where the store holds the job's experiment (its runs are read). Else nothing is read, so
+        nothing is made by a search either: "" for a store or default experiment not made yet, or the line
+        that names a misspelt ``--experiment`` and those the store holds."""
+        if not self.store.exists():
+            return ""
+        problem = experiment_problem(self.store)
+        if not problem:
+            return None
+        return "" if self.store.experiment_name == DEFAULT_EXPERIMENT else problem
+
+    def search(self, filters: dict[str, str]) -> list[RunRecord]:
+        """The store's finished runs matching ``filters``; none (and nothing made) where it is unread."""
+        return [] if self.unread is not None else self.store.search(filters)
+
     def records(self, run_type: str, dataset: str, model: str) -> list[RunRecord]:
         key = (run_type, dataset, model)
         if key not in self._records:
-            found = self.store.exists() and self.store.search(
-                {"run_type": run_type, "dataset": dataset, "model": model}
-            )
-            self._records[key] = list(found or [])
+            self._records[key] = self.search({"run_type": run_type, "dataset": dataset, "model": model})
         return self._records[key]
 
-    def train(self, role: str, dataset: str, model: str, per_device: int | None = 1) -> Pace:
+    def train(
+        self, role: str, dataset: str, model: str, per_device: int | None = 1, *, images: int | None = None
+    ) -> Pace:
         """A reference model's training time: the median ``train_time_s`` of its role's finished
         trainings, at the packing asked for (``per_device`` models at once, None: any pack) where the
-        store has such trainings, else at any packing (and the pace says so)."""
+        store has such trainings, else at any packing (and the pace says so). ``images``: what this
+        training forwards (epochs x its split); trainings that forwarded other counts (other --epochs
+        or --subset) price it at their median images per second, not at their own seconds."""
         done = [
             r
             for r in self.records("train", dataset, model)
@@ -99,18 +138,41 @@ class Paces:
             what += f", {per_device or 'auto'} per device"
             if not packed and done:
                 what += " (measured at other packings)"
-        times = [r.metrics["train_time_s"] for r in (packed or done)]
-        return Pace(statistics.median(times), len(times), what) if times else Pace(GUESS_TRAIN_S, 0, what)
+        chosen = packed or done
+        if not chosen:
+            seconds, basis = guess_training(images)
+            return Pace(seconds, 0, what, basis=basis)
+        same = [r for r in chosen if images is None or trained_images(r) == images]
+        if same or images is None:
+            return Pace(statistics.median(r.metrics["train_time_s"] for r in same), len(same), what)
+        return scaled_training(chosen, images, what)
 
-    def run(self, method: str, dataset: str, model: str) -> Pace:
-        """A method run's time: the median of :func:`run_seconds` over its finished runs."""
+    def run(self, method: str, dataset: str, model: str, *, guess: float = GUESS_RUN_S) -> Pace:
+        """A method run's time: the median of :func:`run_seconds` over its finished runs, else ``guess``."""
         times = [
             s
             for r in self.records("unlearn", dataset, model)
             if r.tag("method") == method and math.isfinite(s := run_seconds(r))
         ]
         what = f"{method} on {dataset}/{model}"
-        return Pace(statistics.median(times), len(times), what) if times else Pace(GUESS_RUN_S, 0, what)
+        if times:
+            return Pace(statistics.median(times), len(times), what)
+        basis = "" if guess == GUESS_RUN_S else f" ({GUESS_RUN_SHARE:g} of an original's training)"
+        return Pace(guess, 0, what, basis=basis)
+
+
+def scaled_training(records: list[RunRecord], images: int, what: str) -> Pace:
+    """``images`` priced at the median images per second of trainings that forwarded other counts."""
+    rates = [
+        t / n
+        for r in records
+        if (n := trained_images(r)) > 0 and math.isfinite(n) and (t := r.metrics["train_time_s"]) > 0
+    ]
+    if not rates:  # trainings from before images were logged: their own seconds, unscaled
+        return Pace(statistics.median(r.metrics["train_time_s"] for r in records), len(records), what)
+    per_image = statistics.median(rates)
+    basis = f", scaled to {images:,} images at their {1 / per_image:,.0f} images/s (they trained other counts)"
+    return Pace(images * per_image, len(rates), what, basis=basis)
 
 
 @dataclass
@@ -124,6 +186,7 @@ class Estimate:
     models_in_store: int = 0  # ... of which the store (or an earlier cell of the job) holds
     seconds: float = 0.0
     paces: dict[str, Pace] = field(default_factory=dict)  # every pace a figure used, by what it prices
+    notes: list[str] = field(default_factory=list)  # what the counts rest on (e.g. an experiment not there)
 
     @property
     def runs_to_do(self) -> int:
@@ -168,12 +231,7 @@ class Estimate:
         self.models_in_store += other.models_in_store
         self.seconds += other.seconds
         self.paces.update(other.paces)
-
-
-def finished_keys(store: Store, filters: dict[str, str]) -> set[str]:
-    if not store.exists():
-        return set()
-    return {r.tag("config_hash") for r in store.search(filters)}
+        self.notes += [note for note in other.notes if note not in self.notes]
 
 
 class PlanEstimator:
@@ -200,9 +258,9 @@ class PlanEstimator:
         runner = Runner(plan, self.store, grid_point=grid_point, sweep=sweep, tuning_trial=tuning_trial)
         bench = runner.bench
         dataset, model = plan.dataset.name, plan.model_name
-        runs_done = finished_keys(self.store, {"run_type": "unlearn", "benchmark": bench.key})
-        models_done = finished_keys(self.store, {"run_type": "train", "dataset": dataset, "model": model})
-        est = Estimate(label)
+        runs_done = self.finished_keys({"run_type": "unlearn", "benchmark": bench.key})
+        models_done = self.finished_keys({"run_type": "train", "dataset": dataset, "model": model})
+        est = Estimate(label, notes=self.notes())
         for seed in plan.seeds:
             idx = bench.indices(seed)
             refs: dict[str, Reference | None] = {}
@@ -216,7 +274,9 @@ class PlanEstimator:
                     est.models_in_store += 1
                 else:
                     self.planned.add(key)
-                    est.charge(self.paces.train(role, dataset, model, plan.models_per_device))
+                    images = training_images(plan, role, idx)
+                    est.charge(self.paces.train(role, dataset, model, plan.models_per_device, images=images))
+            guess = run_guess(self.paces, plan, idx)
             original = refs["original"]
             assert original is not None
             state = Seed(seed, idx, {}, original, refs["retrained"])
@@ -228,8 +288,15 @@ class PlanEstimator:
                 if ident.key in runs_done:
                     est.runs_in_store += 1
                 else:
-                    est.charge(self.paces.run(entry.name, dataset, model))
+                    est.charge(self.paces.run(entry.name, dataset, model, guess=guess))
         return est
+
+    def finished_keys(self, filters: dict[str, str]) -> set[str]:
+        return {r.tag("config_hash") for r in self.paces.search(filters)}
+
+    def notes(self) -> list[str]:
+        """A misspelt ``--experiment``: said, as every run then counts as to do."""
+        return notes(self.paces)
 
     @staticmethod
     def reference_key(runner: Runner, role: str, seed: int, idx: Any) -> tuple[str | None, bool]:
@@ -245,18 +312,36 @@ class PlanEstimator:
         return config_hash(runner.references.identity(role, seed, indices)), True
 
 
+def training_images(plan: Plan, role: str, idx: Any) -> int:
+    """The images a reference training forwards: every epoch its split (forget and retain for the original)."""
+    size = len(idx.retain) + (len(idx.forget) if role == "original" else 0)
+    return plan.train_recipe.epochs * size
+
+
+def run_guess(paces: Paces, plan: Plan, idx: Any) -> float:
+    """A method run with no finished run to measure: a share of the plan's original training (its measured
+    pace where the store has one, else its guess), so the guess grows with the data and the epochs."""
+    images = training_images(plan, "original", idx)
+    return GUESS_RUN_SHARE * paces.train("original", plan.dataset.name, plan.model_name, images=images).seconds
+
+
+def notes(paces: Paces) -> list[str]:
+    """What an estimate's counts rest on: a store that holds no experiment of the name asked for."""
+    return [f"{paces.unread} Every run is counted as to do."] if paces.unread else []
+
+
 def estimate_trials(estimator: PlanEstimator, plan: Plan, label: str, *, trials: int, done: int) -> Estimate:
     """A tuning study of ``plan``'s method: ``trials`` trials of one run per seed, ``done`` of them
     finished; each trial to do priced at the method's pace on the benchmark's dataset and model."""
-    est = Estimate(label)
+    est = Estimate(label, notes=notes(estimator.paces))
     learners = [e for e in plan.methods if e.cls.role is None]
     per_trial = len(learners) * len(plan.seeds)
     done = min(done, trials)
     est.runs_total, est.runs_in_store = trials * per_trial, done * per_trial
+    guess = run_guess(estimator.paces, plan, first_indices(estimator.paces, plan))
     for entry in learners:
-        est.charge(
-            estimator.paces.run(entry.name, plan.dataset.name, plan.model_name), (trials - done) * len(plan.seeds)
-        )
+        pace = estimator.paces.run(entry.name, plan.dataset.name, plan.model_name, guess=guess)
+        est.charge(pace, (trials - done) * len(plan.seeds))
     return est
 
 
@@ -271,31 +356,53 @@ def estimate_audit(
     """An audit cell: ``models`` and ``runs`` are (total, to do, the audit's own mean seconds, NaN when
     none is cached) for its shadow models and its method runs. Without its own times, a shadow model
     is priced as an ordinary reference training and a method run as the methods' ordinary runs."""
-    dataset, model = plan.dataset.name, plan.model_name
-    learners = [e.name for e in plan.methods if e.cls.role is None]
-    est = Estimate(label, runs_total=runs[0], runs_in_store=runs[0] - runs[1])
+    est = Estimate(label, runs_total=runs[0], runs_in_store=runs[0] - runs[1], notes=notes(paces))
     est.models_total, est.models_in_store = models[0], models[0] - models[1]
     if math.isfinite(models[2]):
         model_pace = Pace(models[2], est.models_in_store, f"shadow model of {label}", "mean")
     else:
-        trainings = [paces.train(role, dataset, model, plan.models_per_device) for role in ("original", "retrained")]
-        measured = [p for p in trainings if not p.guessed]
-        seconds = statistics.fmean(p.seconds for p in measured or trainings)
-        model_pace = Pace(
-            seconds, sum(p.measured for p in measured), f"shadow model (a reference training on {dataset}/{model})"
-        )
+        model_pace = ordinary_training(paces, plan)
     if math.isfinite(runs[2]):
         run_pace = Pace(runs[2], est.runs_in_store, f"method run of {label}", "mean")
     else:
-        each = [paces.run(name, dataset, model) for name in learners]
-        measured = [p for p in each if not p.guessed]
-        seconds = statistics.fmean(p.seconds for p in measured or each) if each else GUESS_RUN_S
-        run_pace = Pace(
-            seconds, sum(p.measured for p in measured), f"method run ({', '.join(learners)} on {dataset}/{model})"
-        )
+        run_pace = ordinary_run(paces, plan)
     est.charge(model_pace, models[1])
     est.charge(run_pace, runs[1])
     return est
+
+
+def first_indices(paces: Paces, plan: Plan) -> Any:
+    """The split of ``plan``'s first seed, as its runner computes it (data loaded, nothing trained)."""
+    return Runner(plan, paces.store).bench.indices(plan.seeds[0])
+
+
+def ordinary_training(paces: Paces, plan: Plan) -> Pace:
+    """A shadow or ensemble model priced as the mean of the cell's original and retrained trainings
+    (the measured ones where the store has some). A shadow trains on fewer images than the original:
+    an upper bound. Named "reference model", as an ensemble's own lines call its models."""
+    dataset, model = plan.dataset.name, plan.model_name
+    idx = first_indices(paces, plan)
+    trainings = [
+        paces.train(role, dataset, model, plan.models_per_device, images=training_images(plan, role, idx))
+        for role in ("original", "retrained")
+    ]
+    measured = [p for p in trainings if not p.guessed]
+    seconds = statistics.fmean(p.seconds for p in measured or trainings)
+    what = f"reference model (an original or retrained training on {dataset}/{model})"
+    basis = "" if measured else f" (the mean of {' and '.join(p.basis.strip(' ()') for p in trainings)})"
+    return Pace(seconds, sum(p.measured for p in measured), what, basis=basis)
+
+
+def ordinary_run(paces: Paces, plan: Plan) -> Pace:
+    """An audit's method run priced as the mean of its methods' ordinary runs (measured where there are)."""
+    dataset, model = plan.dataset.name, plan.model_name
+    learners = [e.name for e in plan.methods if e.cls.role is None]
+    guess = run_guess(paces, plan, first_indices(paces, plan))
+    each = [paces.run(name, dataset, model, guess=guess) for name in learners]
+    measured = [p for p in each if not p.guessed]
+    seconds = statistics.fmean(p.seconds for p in measured or each) if each else guess
+    what = f"method run ({', '.join(learners)} on {dataset}/{model})"
+    return Pace(seconds, sum(p.measured for p in measured), what, basis="" if measured or not each else each[0].basis)
 
 
 def estimate_sweep(sweep: Sweep) -> list[Estimate]:
@@ -321,9 +428,12 @@ def report_lines(title: str, parts: list[Estimate]) -> list[str]:
     lines += [f"  pace: {pace.describe()}" for pace in sorted(whole.paces.values(), key=lambda p: p.what)]
     if whole.guessed:
         lines.append(
-            f"  A guess is {GUESS_TRAIN_S:g} s per reference model and {GUESS_RUN_S:g} s per method run; finished runs "
-            "of the same method, dataset and model replace it with their measured times."
+            f"  A guess prices a training at {GUESS_IMAGES_PER_S:,.0f} images/s (a small CPU model; {GUESS_TRAIN_S:g} s "
+            f"where its images are not known) and a method run at {GUESS_RUN_SHARE:g} of an original's training "
+            f"({GUESS_RUN_S:g} s where none is priced); finished runs of the same method, dataset and model replace "
+            "it with their measured times."
         )
+    lines += [f"  {note}" for note in whole.notes]
     return lines
 
 
@@ -337,7 +447,9 @@ def minutes(seconds: float) -> str:
 
 
 __all__ = [
+    "GUESS_IMAGES_PER_S",
     "GUESS_RUN_S",
+    "GUESS_RUN_SHARE",
     "GUESS_TRAIN_S",
     "Estimate",
     "Pace",
