@@ -615,7 +615,7 @@ def newest_code(records: list[RunRecord]) -> list[RunRecord]:
 
 
 def plugin_name(version: str) -> str:
-    """``acc_forget`` of ``unlearnkit_plugins:acc_forget@1`` (or of ``pkg:name==1.2``, a plugin without
+    """``name`` of ``package:name@1`` (or of ``pkg:name==1.2``, a plugin without
     an ``algorithm_version``)."""
     return version.split(":", 1)[-1].split("@", 1)[0].split("==", 1)[0]
 
