@@ -141,3 +141,32 @@ def test_per_example_variance_at_four_shadows_online_is_the_pooled_one_and_the_a
     assert any(w.startswith(note) for w in Audit(recipe, host.registries, Store(), fixed_variance=False).ignored)
     for quiet in ({"fixed_variance": False, "shadows": 6}, {"fixed_variance": False, "mode": "offline"}, {}):
         assert not Audit(recipe, host.registries, Store(), **quiet).ignored, quiet  # type: ignore[arg-type]
+
+
+def test_cells_sharing_shadow_originals_count_them_once_in_the_estimate(host, recipe, capsys, tmp_path):
+    """Two scenarios share their 4 shadow originals: the run trains 12 models, the estimate said 16 (and,
+    once they were trained, "16 reused" of 12 in the store)."""
+    two = recipe.with_name("two.toml")
+    two.write_text(RECIPE.replace('scenarios = ["0.2"]', 'scenarios = ["0.2", "0.3"]'))
+    uri = ["--tracking-uri", f"sqlite:///{tmp_path / 'two' / 'mlflow.db'}"]
+    code, out, err = invoke(["audit", str(two), "--estimate", *uri], capsys)
+    text = " ".join((out + err).split())
+    assert code == 0 and "12 reference models to train, 0 reused" in text, text
+    assert "(0 in the store, 4 shared with an earlier cell)" in text
+    assert invoke(["audit", str(two), *uri], capsys)[0] == 0
+    code, out, err = invoke(["audit", str(two), "--estimate", *uri], capsys)
+    text = " ".join((out + err).split())
+    assert code == 0 and "0 reference models to train, 12 reused" in text, text
+
+
+def test_an_audit_estimate_under_a_misspelt_experiment_makes_none(host, recipe, capsys, tmp_path):
+    from unlearnkit.store.mlflow_store import Store
+
+    uri = f"sqlite:///{tmp_path / 's' / 'mlflow.db'}"
+    Store(uri).check()  # a store holding the default experiment
+    asked = ["audit", str(recipe), "--estimate", "--tracking-uri", uri, "--experiment", "unlearnkt"]
+    for extra in ([], ["--scores", "ulira,challenge", "--ensemble", "2"]):  # the ensemble's estimate too
+        code, _, err = invoke([*asked, *extra], capsys)
+        assert code == 0, err
+        names = {e.name for e in Store(uri).client.search_experiments()}
+        assert "unlearnkt" not in names, names

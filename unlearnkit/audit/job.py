@@ -154,8 +154,9 @@ class Audit:
 
     def check(self, *, writes: bool = True) -> None:
         """Load every cell's data and check the store: the last checks before anything is computed.
-        ``writes`` False (an estimate): a store that is not there is left unmade, as nothing is written."""
-        if writes or self.store.exists():
+        ``writes`` False (an estimate): nothing is made, neither a store nor an experiment not there
+        yet (a local store's check would make them); a server is still asked whether it answers."""
+        if writes or self.store.remote:
             self.store.check()
         for runner in self.runners:
             runner.check(writes=writes)
@@ -163,7 +164,8 @@ class Audit:
             ens.check(writes=writes)
 
     def estimate(self) -> list[Estimate]:
-        return [runner.estimate() for runner in self.runners]
+        counted: set[str] = set()  # a shadow model two cells share is counted by the first
+        return [runner.estimate(counted) for runner in self.runners]
 
     def estimate_ensembles(self) -> list[EnsembleEstimate]:
         return [ens.estimate() for ens in self.ensembles]

@@ -66,6 +66,7 @@ from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
 from unlearnkit.identity import array_fingerprint, config_hash, plugin_version
 from unlearnkit.loops.packing import AUTO_CAP
 from unlearnkit.store import claims
+from unlearnkit.store.health import experiment_problem
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
 
 #: Bump when what a row's pool logits are changes (how methods are run on shadows, which examples are
@@ -145,6 +146,7 @@ class Estimate:
     method_runs_to_do: int
     audits_total: int
     audits_done: int
+    models_shared: int = 0  # of models_total, those an earlier cell of the job trains or finds (counted there)
     model_seconds: float = math.nan  # mean training time of this audit's cached shadow models
     run_seconds: float = math.nan  # mean time of this audit's cached method runs
 
@@ -159,11 +161,12 @@ class Estimate:
         return float(sum(parts)) if parts else 0.0
 
     def text(self) -> str:
-        cached_models = self.models_total - self.models_to_train
+        cached_models = self.models_total - self.models_to_train - self.models_shared
         cached_runs = self.method_runs_total - self.method_runs_to_do
+        shared = f", {self.models_shared} shared with an earlier cell" if self.models_shared else ""
         line = (
             f"Audit {self.label}: {self.shadows} shadows -> {self.models_to_train} of {self.models_total} shadow "
-            f"models to train ({cached_models} in the store), {self.method_runs_to_do} of {self.method_runs_total} "
+            f"models to train ({cached_models} in the store{shared}), {self.method_runs_to_do} of {self.method_runs_total} "
             f"method runs to do ({cached_runs} in the store), {self.audits_done} of {self.audits_total} rows scored"
         )
         if self.audits_done == self.audits_total:
@@ -219,10 +222,10 @@ class AuditRunner:
     # ------------------------------------------------------------------------------------ set-up
     def check(self, *, writes: bool = True) -> None:
         """Everything that needs the data and the store, before anything trains (``writes`` False: an
-        estimate, which leaves a store that is not there unmade)."""
+        estimate, which makes neither a store nor an experiment; a server is still asked if it answers)."""
         one_request(self.plan.scenario.key, self.plan.scenario.requests, "a U-LiRA audit")
         self.bench.check()
-        if writes or self.store.exists():
+        if writes or self.store.remote:
             self.store.check()
         design = self.design
         if len(design.pool) < 2:
@@ -357,7 +360,8 @@ class AuditRunner:
     def prefetch(self) -> None:
         """Every finished run this audit could reuse, in a few searches (not one per key)."""
         done: dict[tuple[str, str], RunRecord] = {}
-        if self.store.exists():
+        # an estimate under an experiment not made yet reads nothing: a search would make it
+        if self.store.exists() and not experiment_problem(self.store):
             plan = self.plan
             for role in SHADOW_ROLES:
                 for rec in self.store.search(
@@ -372,24 +376,32 @@ class AuditRunner:
     def finished(self, run_type: str, key: str) -> RunRecord | None:
         return self._done.get((run_type, key))
 
-    def estimate(self) -> Estimate:
-        """Models to train and method runs to do, from the store (call after :meth:`check`)."""
+    def estimate(self, counted: set[str] | None = None) -> Estimate:
+        """Models to train and method runs to do, from the store (call after :meth:`check`).
+        ``counted``: the shadow models earlier cells of the job count (updated): cells of two
+        scenarios share their shadow originals, which the run trains once."""
+        counted = set() if counted is None else counted
         self.prefetch()
         k_all = range(self.settings.shadows)
         pending = [e for e in self.entries if self.finished("audit", self.audit_key(e)) is None]
         needed = self.needed_rows(pending)
-        models_to_train = method_runs_to_do = 0
+        models_to_train = method_runs_to_do = shared = 0
         model_times: list[float] = []
         run_times: list[float] = []
         for k in k_all:
             missing = self.missing_rows(needed, k)
             wants = self.wanted_roles(missing)
             for role in SHADOW_ROLES:
-                rec = self.finished("train", self.model_key(role, k))
-                if rec is not None:
+                key = self.model_key(role, k)
+                rec = self.finished("train", key)
+                if key in counted:
+                    shared += 1
+                elif rec is not None:
                     model_times.append(rec.metrics.get("train_time_s", math.nan))
+                    counted.add(key)
                 elif wants[role]:
                     models_to_train += 1
+                    counted.add(key)
             method_runs_to_do += sum(1 for e in missing if e.cls.role is None)
             for e in self.entries:
                 rec = self.finished("audit-shadow", self.shadow_key(e, k))
@@ -401,6 +413,7 @@ class AuditRunner:
             shadows=self.settings.shadows,
             models_total=2 * self.settings.shadows,
             models_to_train=models_to_train,
+            models_shared=shared,
             method_runs_total=learners * self.settings.shadows,
             method_runs_to_do=method_runs_to_do,
             audits_total=len(self.entries),

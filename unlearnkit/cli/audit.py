@@ -168,7 +168,7 @@ def audit(
                     paces,
                     runner.plan,
                     est.label,
-                    models=(est.models_total, est.models_to_train, est.model_seconds),
+                    models=(est.models_total - est.models_shared, est.models_to_train, est.model_seconds),
                     runs=(est.method_runs_total, est.method_runs_to_do, est.run_seconds),
                 )
                 for est, runner in zip(estimates, job.runners, strict=True)
