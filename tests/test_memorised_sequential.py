@@ -164,7 +164,7 @@ def test_sequential_bad_text(regs):
             parse_scenario(bad, regs.scenarios)
 
 
-def test_a_sequential_run_applies_the_method_request_after_request(host):
+def test_a_sequential_run_applies_the_method_request_after_request(host, capsys):
     """Three requests: three retrained references (one per step, on what is kept), a step curve per
     metric whose last point is the final value, and a mean over the requests."""
     request = RunRequest(
@@ -182,16 +182,35 @@ def test_a_sequential_run_applies_the_method_request_after_request(host):
     assert {r.status for r in results} == {"finished"}
     retrained = store.search({"run_type": "train", "role": "retrained"})
     assert len(retrained) == 3
-    row = final["finetune"].metrics
-    assert "acc_forget_mean_requests" in row
-    history = store.client.get_metric_history(final["finetune"].run_id, "acc_forget")
-    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
-    values = [m.value for m in sorted(history, key=lambda m: m.step)]
-    assert row["acc_forget"] == pytest.approx(values[-1])
-    assert row["acc_forget_mean_requests"] == pytest.approx(np.mean(values))
+    for method in ("finetune", "original", "retrain"):  # docs/protocols.md: every row, every metric, time_s too
+        row = final[method].metrics
+        means = [name for name in row if name.endswith("_mean_requests")]
+        assert "acc_forget_mean_requests" in means and "time_s_mean_requests" in means
+        for name in means:
+            history = store.client.get_metric_history(final[method].run_id, name.removesuffix("_mean_requests"))
+            assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3], name
+            values = [m.value for m in sorted(history, key=lambda m: m.step)]
+            assert row[name.removesuffix("_mean_requests")] == pytest.approx(values[-1], nan_ok=True), name
+            assert row[name] == pytest.approx(np.mean(values), nan_ok=True), name
+    board_gap(capsys, final, host)
     # a second run finds everything stored: nothing is retrained or recomputed
     again = Runner(validate(request, host.registries), store, RecordingReporter()).run()
     assert {r.status for r in again} == {"skipped"}
+
+
+def board_gap(capsys, final: dict, host) -> None:
+    """The board's Avg Gap is over the last request's values, never the means (docs/protocols.md)."""
+    from tests.invoke import invoke
+    from unlearnkit.board.leaderboard import metric_info
+
+    code, out, _ = invoke(["leaderboard", "-f", "json"], capsys)
+    rows = {r["method"]: r for r in json.loads(out)[0]["rows"]}
+    assert code == 0 and "acc_forget_mean_requests" in rows["finetune"]["metrics"]
+    ours, gold = final["finetune"].metrics, final["retrain"].metrics
+    gap_metrics = [m for m, info in metric_info(host.registries).items() if info.in_avg_gap and m in ours]
+    assert gap_metrics and not any(m.endswith("_mean_requests") for m in gap_metrics)
+    by_hand = np.mean([abs(ours[m] - gold[m]) for m in gap_metrics])
+    assert rows["finetune"]["avg_gap"] == pytest.approx(by_hand)
 
 
 @pytest.mark.parametrize("scores", ["", '\nscores = ["klom"]\nensemble = 2'])

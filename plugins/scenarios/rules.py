@@ -36,6 +36,12 @@ def is_digits(text: str) -> bool:
     return bool(re.fullmatch(r"[0-9]+", text))
 
 
+def is_signed_id(text: str) -> bool:
+    """Whether ``text`` is an id with a sign (``-1``, ``+3``): refused like an id past the last one,
+    with the range, not a look-alike name ("Did you mean '1'?" for ``class:-1``)."""
+    return bool(re.fullmatch(r"[-+][0-9]+", text))
+
+
 LISTED_UP_TO = 30  # an error line names at most this many classes (ImageNet has 1,000)
 
 
@@ -63,6 +69,8 @@ def resolve_class(target: str, class_names: list[str]) -> int:
         hint = f" Class ids run from 0 to {len(class_names) - 1}."
     elif target in class_names:
         return class_names.index(target)
+    elif is_signed_id(target):
+        hint = f" Class ids run from 0 to {len(class_names) - 1}."
     else:
         hint = suggestion(target, class_names)
     raise uk.ConfigError(

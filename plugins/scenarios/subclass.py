@@ -8,7 +8,7 @@ model must lose the sub-class without losing the class it belongs to.
 from __future__ import annotations
 
 import unlearnkit as uk
-from unlearnkit_plugins.scenarios.rules import NamedClassRule, as_number, is_digits, suggestion
+from unlearnkit_plugins.scenarios.rules import NamedClassRule, as_number, is_digits, is_signed_id, suggestion
 
 
 class Subclass(NamedClassRule):
@@ -36,7 +36,8 @@ class Subclass(NamedClassRule):
         elif target in names:
             fine = names.index(target)
         else:
-            hint = f" Sub-class ids run from 0 to {len(names) - 1}." if is_digits(target) else suggestion(target, names)
+            numbered = is_digits(target) or is_signed_id(target)
+            hint = f" Sub-class ids run from 0 to {len(names) - 1}." if numbered else suggestion(target, names)
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
             raise uk.ConfigError(
                 f"Unknown sub-class '{self.shown(target)}' for sub-class unlearning.{hint} "
