@@ -7,10 +7,16 @@
 Each figure trains the same ``--models`` reference models (seeds 0..M-1 on one benchmark's
 training split, as an ensemble's members are trained) through ``unlearnkit.loops.packing.fit_many``
 — the code ``--models-per-device`` runs — and reports the whole wall time, models per hour,
-training images per second, the largest weight difference from the one-at-a-time models (0 for
-threads against models trained alone at one intra-op thread; otherwise float noise, which grows
-with training as any change of thread count or kernel makes it grow) and, on CUDA, the mean GPU
-utilisation sampled while training. Nothing is stored.
+training images per second, the largest weight difference from the one-at-a-time models and, on
+CUDA, the mean GPU utilisation sampled while training. Nothing is stored.
+
+The one-at-a-time row always runs first (added when ``--per-device`` leaves out 1): every ratio
+and difference is against it. It trains at torch's own thread count, a CPU pack each model at one,
+so on a CPU the threads rows' difference is 0 only with ``OMP_NUM_THREADS=1``; otherwise it is
+float noise, which grows with training as any change of thread count or kernel makes it grow.
+A short throwaway training runs before any clock starts: a process's first training pays
+one-off set-up (about 1.5 s on digits, three one-epoch trainings of the compact CNN at one
+thread), which would otherwise be charged to whichever row ran first.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from pathlib import Path
 import torch
 from _common import environment, sync, table, write_json
 
+from unlearnkit.api.data import Split
 from unlearnkit.discovery.host import get_host
 from unlearnkit.engine.config import RunRequest, parse_option_pairs, validate
 from unlearnkit.engine.prepared import Benchmark, resolve_device, seed_everything
 from unlearnkit.loops.accounting import images_trained
-from unlearnkit.loops.packing import Packed, TrainJob, fit_many
-from unlearnkit.loops.training import fit
+from unlearnkit.loops.packing import STRATEGIES, Packed, TrainJob, fit_many
+from unlearnkit.loops.training import TrainRecipe, fit
+
+# the throwaway training before the clocks: this many batches, one epoch
+WARM_UP_BATCHES = 4
 
 
 class Utilisation:
@@ -58,6 +68,48 @@ class Utilisation:
         return sum(self.samples) / len(self.samples) if self.samples else float("nan")
 
 
+def pack_sizes(text: str) -> list[int]:
+    """``--per-device``: whole numbers of 1 or more, the one-at-a-time baseline (1) first."""
+    try:
+        sizes = [int(p) for p in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers of 1 or more, e.g. 1,2,4, not {text!r}"
+        )
+    return [1, *dict.fromkeys(p for p in sizes if p != 1)]
+
+
+def strategies(text: str) -> list[str]:
+    """``--strategy``: a comma-separated list of fit_many's strategies."""
+    names = text.split(",")
+    bad = [n for n in names if n not in STRATEGIES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown strategy {bad[0]!r}: expected {', '.join(STRATEGIES)}")
+    return list(dict.fromkeys(names))
+
+
+def positive(text: str) -> int:
+    """``--models``: at least one model per figure."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return int(text)
+
+
+def warm_up(bench: Benchmark, split: Split, recipe: TrainRecipe, strategies: list[str]) -> None:
+    """One epoch of throwaway models on a few batches, alone and packed two by two with every
+    strategy asked for: the process's one-off set-up is paid before any row's clock starts."""
+    small = split.subset(torch.arange(min(len(split), WARM_UP_BATCHES * recipe.batch_size), device=split.device))
+    short = recipe.model_copy(update={"epochs": 1})
+    seed_everything(0)
+    fit(bench.build_model(), small, short, bench.context(0, None))
+    for strategy in strategies:
+        pack = [TrainJob(bench.build_model(), small, bench.context(s, None), "warm-up") for s in (0, 1)]
+        fit_many(pack, short, per_device=2, strategy=strategy)  # type: ignore[arg-type]
+    sync(bench.device)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="digits")
@@ -68,9 +120,9 @@ def main() -> None:
     ap.add_argument("--subset", default=None)
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--models", type=int, default=8, help="models trained per figure")
-    ap.add_argument("--per-device", default="1,2,4,8")
-    ap.add_argument("--strategy", default="auto", help="comma-separated: auto, threads, stack")
+    ap.add_argument("--models", type=positive, default=8, help="models trained per figure")
+    ap.add_argument("--per-device", type=pack_sizes, default="1,2,4,8", help="comma-separated; 1 always runs first")
+    ap.add_argument("--strategy", type=strategies, default="auto", help="comma-separated: auto, threads, stack")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -99,10 +151,11 @@ def main() -> None:
     def jobs() -> list[TrainJob]:
         return [TrainJob(copy.deepcopy(starts[s]), split, bench.context(s, None), f"model {s}") for s in seeds]
 
+    warm_up(bench, split, recipe, args.strategy)
     rows, baseline = [], None
-    for strategy in args.strategy.split(","):
-        for per_device in [int(p) for p in args.per_device.split(",")]:
-            if per_device == 1 and baseline is not None and strategy != args.strategy.split(",")[0]:
+    for strategy in args.strategy:
+        for per_device in args.per_device:
+            if per_device == 1 and baseline is not None:  # one baseline for every strategy
                 continue
             pack = jobs()
             sync(bench.device)
@@ -117,6 +170,9 @@ def main() -> None:
             sync(bench.device)
             wall = time.perf_counter() - began
             failed = [o.error for o in out if o.error is not None]
+            for err in failed:  # Ctrl-C: fit_many returned, the unfinished models carrying it
+                if isinstance(err, KeyboardInterrupt):
+                    raise err
             if failed:
                 raise SystemExit(f"{strategy} x{per_device}: {failed[0]}")
             states = [job.model.state_dict() for job in pack]

@@ -163,7 +163,7 @@ def current() -> dict[str, dict[str, object]]:
         }
     }
     regs = PluginHost().registries
-    for kind in ("method", "metric", "dataset", "model"):
+    for kind in ("method", "metric", "dataset", "model", "scenario"):
         for entry in regs.by_kind(kind).entries():
             if entry.provenance.package != "unlearnkit":
                 continue
@@ -179,7 +179,7 @@ def test_every_builtin_plugin_declares_an_algorithm_version():
     regs = PluginHost().registries
     missing = [
         f"{kind} {e.name}"
-        for kind in ("method", "metric", "dataset", "model")
+        for kind in ("method", "metric", "dataset", "model", "scenario")
         for e in regs.by_kind(kind).entries()
         if e.provenance.package == "unlearnkit" and not isinstance(e.cls.algorithm_version, int)
     ]

@@ -43,6 +43,9 @@ CORE_NUMERIC_MODULES = (
     "unlearnkit.api.protocols",
     "unlearnkit.parallel.torchrun",  # the shards, scaled losses and summed epoch numbers of data-parallel runs
     "unlearnkit.loops.packing",  # several models trained at once, under the identities of one at a time
+    "unlearnkit.engine.sequential",  # successive requests: each one's model, splits and step metrics
+    "unlearnkit.engine.memorisation",  # the scores a memorised: scenario draws its forget sets by
+    "unlearnkit.engine.halves",  # the shadow halves both the audit and the shadows score train on
 )
 
 

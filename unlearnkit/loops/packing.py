@@ -15,22 +15,28 @@ with one trained by itself and is stored under the same identity:
   for every model. The same maths as ``fit`` (per-model mean cross-entropy, element-wise optimiser
   steps), not the same kernels (a vmapped convolution is a grouped one), so weights agree to float
   tolerance, not bit for bit. Models whose batches differ in size at a step (a last partial batch)
-  are forwarded one by one at that step, inside the same optimiser step.
+  are forwarded one by one at that step, inside the same optimiser step. A pack that cannot be
+  stacked (:func:`stackable`, :func:`vmap_problem`) is trained with threads.
 
 ``auto`` stacks on CUDA and uses threads on a CPU, where a grouped convolution is slower than the
 separate ones it replaces (measured in ``benchmarks/ensemble.py``).
+
+An interrupt (Ctrl-C) stops every model of the pack at its next optimiser step, and :func:`fit_many`
+returns: the models that had finished are reported trained (their caller keeps them, so a resumed
+run does not train them again), every other one with the interrupt as its error.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +44,7 @@ from torch import nn
 
 from unlearnkit.api.context import TRAIN_STREAM, UnlearnContext
 from unlearnkit.api.data import Split
+from unlearnkit.api.progress import Reporter
 from unlearnkit.errors import ConfigError
 from unlearnkit.loops.accounting import ready_to_time
 from unlearnkit.loops.threads import pinned_threads
@@ -53,6 +60,7 @@ from unlearnkit.loops.training import (
     recipe_optimizer,
 )
 
+T = TypeVar("T")
 Strategy = Literal["auto", "threads", "stack"]
 STRATEGIES: tuple[str, ...] = ("auto", "threads", "stack")
 # The most models one pack holds when the choice is automatic (memory measured on CUDA, cores on a CPU).
@@ -127,6 +135,36 @@ def stackable(jobs: Sequence[TrainJob], recipe: TrainRecipe) -> str:
     return ""
 
 
+def vmap_problem(jobs: Sequence[TrainJob], recipe: TrainRecipe) -> str:
+    """Why the pack's training step cannot be vmapped ('' when it can): a random op (functional
+    dropout, drop-path), data-dependent control flow or ``.item()`` in the forward would fail the
+    whole pack at its first step, where threads train every model. One trial step of copies of two
+    of them on the first batch finds out, under a forked RNG: the jobs' models and streams untouched."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    device = jobs[0].ctx.device
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            copies = [copy.deepcopy(job.model).train() for job in jobs[:2]]
+            for model, job in zip(copies, jobs):
+                init_from_data(model, job.split)
+            params, buffers = stack_module_state(copies)
+            skeleton = copy.deepcopy(copies[0]).to("meta")
+            x, y = next(iter(jobs[0].split.batches(recipe.batch_size)))
+
+            def call(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+                return functional_call(skeleton, (p, b), (x,))
+
+            with jobs[0].ctx.autocast():
+                logits = vmap(call)(params, buffers, torch.stack([x] * len(copies)))
+                loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(copies)))
+            loss.backward()
+    except Exception as err:  # noqa: BLE001 - whatever vmap cannot run, a thread per model can
+        detail = (str(err).strip().splitlines() or [""])[0][:160]
+        return f"their training step cannot be vmapped ({type(err).__name__}: {detail})"
+    return ""
+
+
 def resolve_strategy(strategy: str, device: torch.device) -> str:
     """``auto``: stacked on CUDA, threads on a CPU (where a grouped convolution is the slower one)."""
     if strategy not in STRATEGIES:
@@ -134,6 +172,12 @@ def resolve_strategy(strategy: str, device: torch.device) -> str:
     if strategy == "auto":
         return "stack" if device.type == "cuda" else "threads"
     return strategy
+
+
+def check_per_device(per_device: int | None) -> None:
+    """Refuse a pack size of 0 or less: threads would quietly train one at a time, stacking would crash."""
+    if per_device is not None and (isinstance(per_device, bool) or per_device < 1):
+        raise ConfigError(f"Bad per_device {per_device!r}: expected a whole number of 1 or more, or None (auto).")
 
 
 def fit_many(
@@ -146,7 +190,9 @@ def fit_many(
 ) -> list[Packed]:
     """Train every job, ``per_device`` at a time (None: :func:`auto_models_per_device`); each job's
     model is trained in place and left in eval mode. A job that fails (diverges) is reported in
-    its :class:`Packed`; the others go on. ``on_done(i)`` is called as job ``i`` finishes."""
+    its :class:`Packed`; the others go on. ``on_done(i)`` is called as job ``i`` finishes. On an
+    interrupt it returns, every unfinished job's error the interrupt (the caller re-raises it)."""
+    check_per_device(per_device)
     if not jobs:
         return []
     size = per_device if per_device is not None else auto_models_per_device(jobs[0], recipe)
@@ -156,25 +202,104 @@ def fit_many(
 
 
 # ---------------------------------------------------------------------------------------- threads
+class _Stop(BaseException):
+    """Raised in a worker's training at its next step once the pack is interrupted (only the main
+    thread receives Ctrl-C); a BaseException, so that no ``except Exception`` swallows it."""
+
+
+class _Stoppable(Reporter):
+    """A job's own reporter whose step counter raises :class:`_Stop` once ``stop`` is set: ``fit``
+    advances it after every optimiser step, so an interrupted worker ends within one step instead
+    of training its model to the end (an hour, for a large one) while the process waits."""
+
+    def __init__(self, inner: Reporter, stop: threading.Event) -> None:
+        self.inner, self.stop = inner, stop
+        self.taken, self.total = 0, 0
+
+    @property
+    def done(self) -> float:
+        """The part of its training this job did (1 when it ended, 0 when it never stepped)."""
+        return self.taken / self.total if self.total else 0.0
+
+    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        return self.inner.track(iterable, total=total, description=description)
+
+    @contextmanager
+    def steps(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+        self.total = total
+        with self.inner.steps(description, total) as advance:
+
+            def step() -> None:
+                advance()
+                self.taken += 1
+                if self.stop.is_set():
+                    raise _Stop
+
+            yield step
+
+    def counter(self, description: str, total: int) -> Callable[[], None]:
+        return self.inner.counter(description, total)
+
+    def event(self, message: str) -> None:
+        self.inner.event(message)
+
+    def warn(self, message: str) -> None:
+        self.inner.warn(message)
+
+
+def _run_all(
+    pool: ThreadPoolExecutor, train: Callable[[int], None], order: Sequence[int], stop: threading.Event
+) -> KeyboardInterrupt | None:
+    """Every job on the pool, waited for; on Ctrl-C, start no more and stop the running ones at
+    their next step (the pool's exit then waits a step, not a training). Returns the interrupt."""
+    futures: list[Future[None]] = []
+    try:
+        for i in order:
+            futures.append(pool.submit(train, i))
+        for future in futures:
+            future.result()
+    except KeyboardInterrupt as err:
+        stop.set()
+        for future in futures:
+            future.cancel()
+        return err
+    return None
+
+
 def _threaded(
     jobs: Sequence[TrainJob], recipe: TrainRecipe, workers: int, on_done: Callable[[int], None]
 ) -> list[Packed]:
-    """``workers`` threads, each training one job at a time with ``fit``; the wall time is shared."""
+    """``workers`` threads, each training one job at a time with ``fit``; the wall time is shared
+    by the work done (every job, uninterrupted). Interrupted, every job not trained to its end gets
+    the interrupt, and a finished one's share is of the wall time over the trainings it paid for
+    (the finished ones, and the parts of the stopped ones), not over the jobs never started."""
     on_cpu = jobs[0].ctx.device.type == "cpu"
     errors: list[BaseException | None] = [None] * len(jobs)
+    work, ended = [0.0] * len(jobs), [False] * len(jobs)
+    stop = threading.Event()
 
     def train(i: int) -> None:
         job = jobs[i]
+        if stop.is_set():  # taken from the queue as the interrupt came: never started
+            return
         stream: AbstractContextManager = nullcontext()
         if job.ctx.device.type == "cuda":
             stream = torch.cuda.stream(torch.cuda.Stream(job.ctx.device))
+        reporter = job.ctx.reporter
+        job.ctx.reporter = stoppable = _Stoppable(reporter, stop)
         try:
             with stream:
                 fit(job.model, job.split, recipe, job.ctx, description=job.description)
                 if job.ctx.device.type == "cuda":
                     torch.cuda.current_stream(job.ctx.device).synchronize()
+        except _Stop:
+            work[i] = stoppable.done
+            return
         except Exception as err:  # noqa: BLE001 - one model's failure is its own run's, not the pack's
             errors[i] = err
+        finally:
+            job.ctx.reporter = reporter
+        work[i], ended[i] = 1.0, True
         on_done(i)
 
     # the longest first (a larger training set): the workers end together rather than one waiting on the last
@@ -183,8 +308,11 @@ def _threaded(
     start = time.perf_counter()
     # one intra-op thread per model on a CPU: W workers keep W cores busy (and each model is deterministic)
     with pinned_threads(1 if on_cpu else None), ThreadPoolExecutor(max(1, min(workers, len(jobs)))) as pool:
-        list(pool.map(train, order))
-    share = (time.perf_counter() - start) / len(jobs)
+        interrupt = _run_all(pool, train, order, stop)
+    # uninterrupted: every job's work is 1, so this is the wall time over the jobs
+    share = (time.perf_counter() - start) / (len(jobs) if interrupt is None else max(sum(work), 1e-9))
+    if interrupt is not None:
+        errors = [err if done else interrupt for err, done in zip(errors, ended)]
     return [Packed(share, err, "threads") for err in errors]
 
 
@@ -193,7 +321,8 @@ def _stacked_packs(
     jobs: Sequence[TrainJob], recipe: TrainRecipe, size: int, on_done: Callable[[int], None]
 ) -> list[Packed]:
     """Packs of up to ``size`` jobs with equal step counts, stacked; every job that fits no such
-    pack (alone in its step count, another architecture, dropout) trained by threads, together."""
+    pack (alone in its step count, another architecture, dropout, a forward vmap cannot run)
+    trained by threads, together."""
     out: list[Packed | None] = [None] * len(jobs)
     by_steps: dict[int, list[int]] = {}
     for i, job in enumerate(jobs):
@@ -203,14 +332,22 @@ def _stacked_packs(
     for group in by_steps.values():
         for start in range(0, len(group), size):
             members = group[start : start + size]
-            if len(members) > 1 and not stackable([jobs[i] for i in members], recipe):
+            pack = [jobs[i] for i in members]
+            if len(members) > 1 and not (stackable(pack, recipe) or vmap_problem(pack, recipe)):
                 packs.append(members)
             else:
                 rest += members
     for members in packs:
-        for i, result in zip(members, _fit_stacked([jobs[i] for i in members], recipe)):
-            out[i] = result
-            on_done(i)
+        began = time.perf_counter()
+        try:
+            results = _fit_stacked([jobs[i] for i in members], recipe)
+            for i, result in zip(members, results):
+                out[i] = result
+            for i in members:
+                on_done(i)
+        except KeyboardInterrupt as err:  # this pack (unless trained) and every later one unfinished
+            spent = (time.perf_counter() - began) / len(members)
+            return [r or Packed(spent if i in members else 0.0, err, "stack") for i, r in enumerate(out)]
     if rest:
         threaded = _threaded([jobs[i] for i in rest], recipe, size, lambda j: on_done(rest[j]))
         for i, result in zip(rest, threaded):
