@@ -83,7 +83,8 @@ def timed(cmd: list[str], env: dict[str, str], fresh: Path) -> tuple[float, floa
     method_s = 0.0
     if "--json" in cmd:
         rows = json.loads(done.stdout)
-        method_s = sum(t for r in rows if math.isfinite(t := float(r["metrics"].get("time_s", "nan"))))
+        times = (r["metrics"].get("time_s") for r in rows)  # null where a row has none (a brought model)
+        method_s = sum(t for t in times if t is not None and math.isfinite(float(t)))
     return seconds, method_s
 
 
