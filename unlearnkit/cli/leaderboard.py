@@ -131,7 +131,7 @@ def leaderboard(
         if given:  # the store may hold runs, just none of these
             con.out.print(f"No finished runs in {store.shown_uri} match {', '.join(given)}.", highlight=False)
             return
-        trained = len(store.search({"run_type": "train"})) if store.exists() else 0
+        trained = len(store.search({"run_type": "train"})) if readable else 0  # a search of nothing makes it
         if trained:  # an imported bundle, or references trained by a run that then failed: say they are there
             con.out.print(
                 f"No finished unlearning runs in {store.shown_uri}; it holds {counted(trained, 'trained reference model')}"
