@@ -466,3 +466,14 @@ def test_leaderboard_seeds_keeps_only_those_seeds_and_says_when_nothing_matches(
     assert code == 0 and "No finished runs in " in out and out.rstrip().endswith("match --dataset tiny, --seeds 7.")
     code, _, err = cli("leaderboard", "--seeds", "x")
     assert one_line_error(code, err).startswith("Error: Bad seed 'x'")
+
+
+def test_cli_leaderboard_scenario_filter_matches_any_spelling_of_the_stored_key(host, cli):
+    """`--scenario 0.20` matched nothing where `run --forget 0.20` stores `instance:0.2`; a text no
+    installed scenario parses is still matched as typed."""
+    fill_store([])
+    for spelling in ("instance:0.2", "0.20", "instance:0.200"):
+        code, out, err = cli("leaderboard", "--scenario", spelling, "--format", "csv")
+        assert code == 0 and "instance:0.2" in out, (spelling, out + err)
+    code, out, _ = cli("leaderboard", "--scenario", "tail:0:5")  # the example package's rule, stored as typed
+    assert code == 0 and "No finished runs" in out and "--scenario tail:0:5" in out

@@ -84,6 +84,7 @@ def leaderboard(
                 f"--columns '{shorten(columns)}' names no column. Valid columns: {', '.join(sorted(info))}."
             )
     check_filters(protocol, access)
+    scenario = scenario_key(scenario)
     wanted = parse_seeds(seeds) if seeds is not None else None
     replaced = plot is not None and figure_path(plot).exists()  # a bad --plot costs no store read
     store = Store(tracking_uri, experiment)
@@ -208,3 +209,18 @@ def render(
     for row_cells in rows:
         table.add_row(*[con.styled(con.one_row(t), "bold green") if best else con.one_row(t) for t, best in row_cells])
     return table
+
+
+def scenario_key(text: str | None) -> str | None:
+    """``--scenario`` as the runs store it: the key its scenario parses it to, so ``0.20`` finds the runs
+    of ``--forget 0.2`` and a padded count or fraction finds the runs of the plain one. A text no
+    installed scenario parses (a third party's not installed here, a typo) is matched as typed."""
+    if text is None:
+        return None
+    from unlearnkit.discovery.host import get_host
+    from unlearnkit.engine.splits import parse_scenario
+
+    try:
+        return parse_scenario(text, get_host().registries.scenarios).key
+    except ConfigError:
+        return text
