@@ -179,3 +179,14 @@ def torchrun_env(monkeypatch):
             monkeypatch.setenv(name, value)
 
     return setenv
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch):
+    """The folder every tempfile call uses (a bundle import's, among others): a test checks it is left empty."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder

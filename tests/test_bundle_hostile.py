@@ -14,9 +14,9 @@ import os
 import shlex
 import sqlite3
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -498,15 +498,6 @@ def store_runs() -> int:
         con.close()
 
 
-@pytest.fixture
-def temp_dir(tmp_path, monkeypatch) -> Path:
-    """The folder every tempfile call of the import uses: it must be left empty."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
 def write(made: Bundle | bytes, path: Path) -> Path:
     if isinstance(made, Bundle):
         return made.write(path)
@@ -599,21 +590,30 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(tmp_path):
-    """A real HTTP server on 127.0.0.1 serving ``tmp_path / "www"``, in a thread."""
+@contextmanager
+def serving(www: Path, handler: type[SimpleHTTPRequestHandler]) -> Iterator[int]:
+    """A real HTTP server on 127.0.0.1 serving ``www`` through ``handler``, in a thread: its port."""
     import functools
     import threading
 
-    www = tmp_path / "www"
-    www.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(www)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path / "www"``, in a thread."""
+    www = tmp_path / "www"
+    www.mkdir()
+    with serving(www, Handler) as port:
+        yield www, f"http://127.0.0.1:{port}"
 
 
 def test_a_bundle_imports_from_a_url_pinned_by_its_sha256(host, capsys, tmp_path, temp_dir, server):

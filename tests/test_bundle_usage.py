@@ -6,19 +6,15 @@ line naming the value and what would do, or as the bundle the name promised."""
 from __future__ import annotations
 
 import base64
-import functools
 import gzip
 import json
 import tarfile
-import tempfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import SimpleHTTPRequestHandler
 
 import pytest
 
 from tests.invoke import invoke
-from tests.test_bundle_hostile import Bundle, pair, store_runs, write
+from tests.test_bundle_hostile import Bundle, pair, serving, store_runs, write
 from tests.test_bundles import reference_run
 
 
@@ -116,15 +112,6 @@ def test_a_recipe_that_matches_nothing_names_what_the_store_holds(host, capsys, 
 
 
 # ------------------------------------------------------------------------------------ import
-@pytest.fixture
-def temp_dir(tmp_path, monkeypatch) -> Path:
-    """The folder every tempfile call of the import uses: it must be left empty."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
-
-
 def test_a_bundle_repacked_with_tar_imports(host, capsys, tmp_path, temp_dir):
     """``tar xf refs.tar -C d && tar czf refs.tgz -C d .`` writes a ``./`` member first: it was
     refused as "member '.' has an unsafe path". A ``..`` folder is still refused."""
@@ -211,13 +198,8 @@ class AuthHandler(SimpleHTTPRequestHandler):
 def auth_server(tmp_path):
     www = tmp_path / "www"
     www.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(AuthHandler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield www, httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with serving(www, AuthHandler) as port:
+        yield www, port
 
 
 def test_a_url_with_credentials_sends_them_as_basic_auth(host, capsys, tmp_path, temp_dir, auth_server):

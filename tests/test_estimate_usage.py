@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_estimate import AUDIT
 from unlearnkit.scale.estimate import GUESS_IMAGES_PER_S, Paces
 from unlearnkit.store.mlflow_store import RunRecord, tag
 
@@ -18,21 +19,10 @@ ROOT = Path(__file__).parent
 RECIPE = ROOT / "fixtures" / "recipes" / "tiny-one.toml"
 PLUGINS = ROOT / "fixtures" / "plugins"
 
-ENSEMBLE_AUDIT = """\
-name = "tiny-ensemble"
-datasets = ["tiny"]
-models = ["tiny_cnn"]
-scenarios = ["0.2"]
-methods = ["lotus"]
-seeds = [1]
-epochs = 4
-device = "cpu"
-
-[audit]
-shadows = 4
-scores = ["ulira", "klom"]
-ensemble = 2
-"""
+# the estimate tests' own small audit, with ensemble scores asked for
+ENSEMBLE_AUDIT = (
+    AUDIT.replace('name = "tiny-audit"', 'name = "tiny-ensemble"') + 'scores = ["ulira", "klom"]\nensemble = 2\n'
+)
 
 
 def experiments(db: Path) -> list[str]:
