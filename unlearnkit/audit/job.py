@@ -154,10 +154,8 @@ class Audit:
 
     def check(self, *, writes: bool = True) -> None:
         """Load every cell's data and check the store: the last checks before anything is computed.
-        ``writes`` False (an estimate): nothing is made, neither a store nor an experiment not there
-        yet (a local store's check would make them); a server is still asked whether it answers."""
-        if writes or self.store.remote:
-            self.store.check()
+        ``writes`` False (an estimate): nothing is made (:meth:`Store.check`)."""
+        self.store.check(writes=writes)
         for runner in self.runners:
             runner.check(writes=writes)
         for ens in self.ensembles:

@@ -222,11 +222,10 @@ class AuditRunner:
     # ------------------------------------------------------------------------------------ set-up
     def check(self, *, writes: bool = True) -> None:
         """Everything that needs the data and the store, before anything trains (``writes`` False: an
-        estimate, which makes neither a store nor an experiment; a server is still asked if it answers)."""
+        estimate, which makes nothing: :meth:`Store.check`)."""
         one_request(self.plan.scenario.key, self.plan.scenario.requests, "a U-LiRA audit")
         self.bench.check()
-        if writes or self.store.remote:
-            self.store.check()
+        self.store.check(writes=writes)
         design = self.design
         if len(design.pool) < 2:
             raise ConfigError(

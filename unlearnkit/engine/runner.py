@@ -174,8 +174,7 @@ class Runner:
         """Every check that needs the data (and the model files a user brings), then the store:
         still nothing trained or written. Under torchrun rank 0 checks first (and downloads the
         data), then the other ranks. Once per runner: :meth:`run` checks only if no one did.
-        ``writes`` False (an estimate): nothing is made, neither a store nor an experiment not there
-        yet (a server is still asked whether it answers), and :meth:`run` checks again."""
+        ``writes`` False (an estimate): nothing is made (:meth:`Store.check`), and :meth:`run` checks again."""
         if self.checked:
             return
         # ranks started with other requests would part at their first claim, after rank 0 had written
@@ -192,8 +191,8 @@ class Runner:
             for role, path in (("original", request.original), ("retrained", request.retrained)):
                 if path is not None:
                     self.references.from_file(role, Path(path))
-            if self.world.main and (writes or self.store.remote):
-                self.store.check()
+            if self.world.main:
+                self.store.check(writes=writes)
 
         ddp.main_first("check", check)
         self.checked = writes

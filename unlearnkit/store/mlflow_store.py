@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from unlearnkit.errors import StoreError, StoreUnavailableError, redacted, shorten, url_password
+from unlearnkit.errors import StoreError, StoreUnavailableError, credentials, redacted, shorten, url_password
 from unlearnkit.store import tags as tag_schema
 from unlearnkit.store.interrupts import deferred
 from unlearnkit.store.sqlite_file import init_lock, place_empty_schema, preflight
@@ -265,12 +265,14 @@ def authorised_request(url: str, headers: dict[str, str] | None = None) -> Any:
     import urllib.parse
     import urllib.request
 
-    parts = urllib.parse.urlsplit(url)
-    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    request = urllib.request.Request(bare, headers=headers or {})
-    if parts.username is not None:
-        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
+    parts = credentials(url)
+    if parts is None:
+        return urllib.request.Request(url, headers=headers or {})
+    head, creds, host, tail = parts
+    request = urllib.request.Request(f"{head}://{host}{tail}", headers=headers or {})
+    user, _, password = creds.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode("ascii"))
     return request
 
 
@@ -324,10 +326,14 @@ class Store:
         return self.local_db is not None
 
     # ------------------------------------------------------------------------------- set-up
-    def check(self) -> None:
+    def check(self, *, writes: bool = True) -> None:
         """Fail fast, before any compute, if the store cannot be reached or written. A server's
         experiment is looked up, not made: a read-only command (``leaderboard``, an estimate) must
-        not add a misspelt ``--experiment`` to a shared server; the first run written makes it."""
+        not add a misspelt ``--experiment`` to a shared server; the first run written makes it.
+        ``writes`` False (an estimate): a local store is left as it is (its check would make the
+        database and the experiment); a server is still asked whether it answers."""
+        if not writes and not self.remote:
+            return
         if self.remote:
             import urllib.error
             import urllib.request
