@@ -44,7 +44,7 @@ from unlearnkit.engine.stages import owned, row_tags
 from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
 from unlearnkit.identity import config_hash, plugin_version
 from unlearnkit.store import claims
-from unlearnkit.store.health import experiment_problem
+from unlearnkit.store.health import holds_experiment
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
 
 #: The splits whose logits a member keeps (what every ensemble score may read).
@@ -171,7 +171,7 @@ class EnsembleRunner:
     def estimate(self) -> EnsembleEstimate:
         """What is left to compute, from the store (reference keys as References computes them)."""
         # no store, or no experiment of that name: everything is to do, and none is made by asking
-        stored = self.store.exists() and not experiment_problem(self.store)
+        stored = holds_experiment(self.store)
         todo_models = total_models = 0
         for seed in self.settings.seeds + self.settings.reference_seeds:
             idx = self.bench.indices(seed)

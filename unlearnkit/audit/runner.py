@@ -66,7 +66,7 @@ from unlearnkit.errors import ConfigError, DivergenceError, UnlearnkitError
 from unlearnkit.identity import array_fingerprint, config_hash, plugin_version
 from unlearnkit.loops.packing import AUTO_CAP
 from unlearnkit.store import claims
-from unlearnkit.store.health import experiment_problem
+from unlearnkit.store.health import holds_experiment
 from unlearnkit.store.mlflow_store import CorruptCheckpoint, RunRecord, Store, tag
 
 #: Bump when what a row's pool logits are changes (how methods are run on shadows, which examples are
@@ -360,7 +360,7 @@ class AuditRunner:
         """Every finished run this audit could reuse, in a few searches (not one per key)."""
         done: dict[tuple[str, str], RunRecord] = {}
         # an estimate under an experiment not made yet reads nothing: a search would make it
-        if self.store.exists() and not experiment_problem(self.store):
+        if holds_experiment(self.store):
             plan = self.plan
             for role in SHADOW_ROLES:
                 for rec in self.store.search(

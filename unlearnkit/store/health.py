@@ -126,6 +126,12 @@ def checkpoint_problem(store: Store, rec: RunRecord, name: str) -> str:
             return f"{name}/model.pt cannot be read: {err}"
 
 
+def holds_experiment(store: Store) -> bool:
+    """Whether ``store`` has runs to read: it exists and holds its experiment. Asked without making
+    either, as a search would: an estimate under a misspelt ``--experiment`` reads nothing, and adds none."""
+    return store.exists() and not experiment_problem(store)
+
+
 def check_store(store: Store) -> Report:
     """The file, then every finished run's checkpoints and every RUNNING run's claim (read only)."""
     report = Report(store.shown_uri, file=file_report(store))
