@@ -170,6 +170,7 @@ def audit(
                     est.label,
                     models=(est.models_total - est.models_shared, est.models_to_train, est.model_seconds),
                     runs=(est.method_runs_total, est.method_runs_to_do, est.run_seconds),
+                    idx=runner.bench.indices(runner.plan.seeds[0]),
                 )
                 for est, runner in zip(estimates, job.runners, strict=True)
             ]
@@ -180,6 +181,7 @@ def audit(
                     f"ensemble {ens_est.label}",
                     models=(ens_est.models_total, ens_est.models_to_train, math.nan),
                     runs=(ens_est.runs_total, ens_est.runs_to_do, math.nan),
+                    idx=ens.runner.bench.indices(ens.plan.seeds[0]),
                 )
                 for ens_est, ens in zip(ensemble_estimates, job.ensembles, strict=True)
             ]

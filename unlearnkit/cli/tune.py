@@ -55,22 +55,24 @@ def _completed_trials(tuner: Tuner, store: Store, method: str) -> int:
 
 def _estimate(tuner: Tuner, store: Store) -> list[str]:
     """The references at the tuning seeds, then each method's trials (data loaded, nothing trained)."""
-    from unlearnkit.scale.estimate import PlanEstimator, estimate_trials, report_lines
+    from unlearnkit.scale.estimate import PlanEstimator, estimate_trials, first_indices, report_lines
 
     tuner.prepare()
     estimator = PlanEstimator(store)
     parts = []
+    splits = []  # each cell's first split, loaded once: every method's trial guess reads it
     for cell in tuner.cells:
         first = tuner.methods[0]
         plan = tuner.plan(cell, first, tuner.fixed[first])
         label = f"{cell.label} references"
         parts.append(estimator.plan(plan, label, tuning_trial="references/0", references_only=True))
+        splits.append(first_indices(estimator.paces, plan))
     for method in tuner.methods:
         done = _completed_trials(tuner, store, method)
-        for cell in tuner.cells:
+        for cell, idx in zip(tuner.cells, splits, strict=True):
             plan = tuner.plan(cell, method, tuner.fixed[method])
             label = f"{cell.label} {method} ({counted(tuner.trials, 'trial')})"
-            parts.append(estimate_trials(estimator, plan, label, trials=tuner.trials, done=done))
+            parts.append(estimate_trials(estimator, plan, label, trials=tuner.trials, done=done, idx=idx))
     return report_lines(f"Tuning '{tuner.spec.name}'", parts)
 
 

@@ -330,15 +330,16 @@ def notes(paces: Paces) -> list[str]:
     return [f"{paces.unread} Every run is counted as to do."] if paces.unread else []
 
 
-def estimate_trials(estimator: PlanEstimator, plan: Plan, label: str, *, trials: int, done: int) -> Estimate:
+def estimate_trials(estimator: PlanEstimator, plan: Plan, label: str, *, trials: int, done: int, idx: Any) -> Estimate:
     """A tuning study of ``plan``'s method: ``trials`` trials of one run per seed, ``done`` of them
-    finished; each trial to do priced at the method's pace on the benchmark's dataset and model."""
+    finished; each trial to do priced at the method's pace on the benchmark's dataset and model.
+    ``idx``: the split of the cell's first seed (:func:`first_indices`, once per cell), which a guess reads."""
     est = Estimate(label, notes=notes(estimator.paces))
     learners = [e for e in plan.methods if e.cls.role is None]
     per_trial = len(learners) * len(plan.seeds)
     done = min(done, trials)
     est.runs_total, est.runs_in_store = trials * per_trial, done * per_trial
-    guess = run_guess(estimator.paces, plan, first_indices(estimator.paces, plan))
+    guess = run_guess(estimator.paces, plan, idx)
     for entry in learners:
         pace = estimator.paces.run(entry.name, plan.dataset.name, plan.model_name, guess=guess)
         est.charge(pace, (trials - done) * len(plan.seeds))
@@ -352,36 +353,37 @@ def estimate_audit(
     *,
     models: tuple[int, int, float],
     runs: tuple[int, int, float],
+    idx: Any,
 ) -> Estimate:
     """An audit cell: ``models`` and ``runs`` are (total, to do, the audit's own mean seconds, NaN when
     none is cached) for its shadow models and its method runs. Without its own times, a shadow model
-    is priced as an ordinary reference training and a method run as the methods' ordinary runs."""
+    is priced as an ordinary reference training and a method run as the methods' ordinary runs, on
+    ``idx`` (the split of the cell's first seed, from the benchmark the cell already loaded)."""
     est = Estimate(label, runs_total=runs[0], runs_in_store=runs[0] - runs[1], notes=notes(paces))
     est.models_total, est.models_in_store = models[0], models[0] - models[1]
     if math.isfinite(models[2]):
         model_pace = Pace(models[2], est.models_in_store, f"shadow model of {label}", "mean")
     else:
-        model_pace = ordinary_training(paces, plan)
+        model_pace = ordinary_training(paces, plan, idx)
     if math.isfinite(runs[2]):
         run_pace = Pace(runs[2], est.runs_in_store, f"method run of {label}", "mean")
     else:
-        run_pace = ordinary_run(paces, plan)
+        run_pace = ordinary_run(paces, plan, idx)
     est.charge(model_pace, models[1])
     est.charge(run_pace, runs[1])
     return est
 
 
 def first_indices(paces: Paces, plan: Plan) -> Any:
-    """The split of ``plan``'s first seed, as its runner computes it (data loaded, nothing trained)."""
+    """The split of ``plan``'s first seed, as its runner computes it (the data loaded: once per cell)."""
     return Runner(plan, paces.store).bench.indices(plan.seeds[0])
 
 
-def ordinary_training(paces: Paces, plan: Plan) -> Pace:
+def ordinary_training(paces: Paces, plan: Plan, idx: Any) -> Pace:
     """A shadow or ensemble model priced as the mean of the cell's original and retrained trainings
     (the measured ones where the store has some). A shadow trains on fewer images than the original:
     an upper bound. Named "reference model", as an ensemble's own lines call its models."""
     dataset, model = plan.dataset.name, plan.model_name
-    idx = first_indices(paces, plan)
     trainings = [
         paces.train(role, dataset, model, plan.models_per_device, images=training_images(plan, role, idx))
         for role in ("original", "retrained")
@@ -393,11 +395,11 @@ def ordinary_training(paces: Paces, plan: Plan) -> Pace:
     return Pace(seconds, sum(p.measured for p in measured), what, basis=basis)
 
 
-def ordinary_run(paces: Paces, plan: Plan) -> Pace:
+def ordinary_run(paces: Paces, plan: Plan, idx: Any) -> Pace:
     """An audit's method run priced as the mean of its methods' ordinary runs (measured where there are)."""
     dataset, model = plan.dataset.name, plan.model_name
     learners = [e.name for e in plan.methods if e.cls.role is None]
-    guess = run_guess(paces, plan, first_indices(paces, plan))
+    guess = run_guess(paces, plan, idx)
     each = [paces.run(name, dataset, model, guess=guess) for name in learners]
     measured = [p for p in each if not p.guessed]
     seconds = statistics.fmean(p.seconds for p in measured or each) if each else guess
